@@ -1,0 +1,62 @@
+"""Minibatches for training, drawn by a generator of their own so that runs resume exactly."""
+
+from __future__ import annotations
+
+import torch
+
+from .data import TaskData
+
+
+class TaskBatches:
+    """`tasks_per_step` distinct tasks per step, `batch_size` images from each.
+
+    Tasks are drawn with probability proportional to their size, so every training image is
+    equally likely to be seen, as in a plain VAE; the images of a task without replacement, or
+    with replacement where the task is smaller than a batch.
+    """
+
+    def __init__(self, data: TaskData, batch_size: int, tasks_per_step: int, seed: int):
+        if tasks_per_step > data.num_tasks:
+            raise ValueError(
+                f"--tasks-per-step {tasks_per_step} exceeds the {data.num_tasks} tasks of {data.name}"
+            )
+        self.data = data
+        self.batch_size = batch_size
+        self.tasks_per_step = tasks_per_step
+        self.members = data.task_members()
+        self.weights = data.task_sizes().double()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __next__(self) -> torch.Tensor:
+        """uint8 (tasks_per_step, batch_size, 1, 28, 28)."""
+        g = self.generator
+        tasks = torch.multinomial(self.weights, self.tasks_per_step, generator=g)
+        picks = []
+        for t in tasks.tolist():
+            members = self.members[t]
+            if len(members) >= self.batch_size:
+                idx = torch.randperm(len(members), generator=g)[: self.batch_size]
+            else:
+                idx = torch.randint(len(members), (self.batch_size,), generator=g)
+            picks.append(members[idx])
+        return self.data.images[torch.stack(picks)]
+
+    def __iter__(self):
+        return self
+
+
+class MixedBatches:
+    """One batch of `batch_size` images drawn across all tasks (the plain VAE's minibatches)."""
+
+    def __init__(self, data: TaskData, batch_size: int, seed: int):
+        self.data = data
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __next__(self) -> torch.Tensor:
+        """uint8 (1, batch_size, 1, 28, 28)."""
+        idx = torch.randperm(len(self.data), generator=self.generator)[: self.batch_size]
+        return self.data.images[idx].unsqueeze(0)
+
+    def __iter__(self):
+        return self

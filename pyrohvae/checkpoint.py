@@ -1,0 +1,77 @@
+"""Checkpoint files: a header with format version and SHA-256, then a torch.save payload.
+
+Written to a temporary file and renamed, so a checkpoint on disk is always a whole one; the
+checksum catches a file damaged afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .files import atomic_write_bytes
+
+FORMAT_VERSION = 1
+_MAGIC = b"PYROHVAE-CHECKPOINT"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def save(path: Path, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    header = b"%s %d %s\n" % (_MAGIC, FORMAT_VERSION, hashlib.sha256(payload).hexdigest().encode())
+    atomic_write_bytes(path, header + payload)
+
+
+def load(path: Path) -> dict:
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from None
+    header, _, payload = blob.partition(b"\n")
+    fields = header.split(b" ")
+    if len(fields) != 3 or fields[0] != _MAGIC or not fields[1].isdigit():
+        raise CheckpointError(f"{path}: not a pyrohvae checkpoint")
+    version = int(fields[1])
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is newer than this pyrohvae reads "
+            f"({FORMAT_VERSION}); upgrade pyrohvae"
+        )
+    if hashlib.sha256(payload).hexdigest().encode() != fields[2]:
+        raise CheckpointError(f"{path}: checksum mismatch, the file is damaged")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot unpack checkpoint ({e})") from None
+
+
+def rng_state() -> dict:
+    """Every random number generator a training step draws from."""
+    version, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (version, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    version, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((version, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

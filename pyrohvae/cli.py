@@ -1,0 +1,170 @@
+"""Command line: `pyrohvae` (or `python cli.py` from a checkout)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from . import data, guides
+from .checkpoint import CheckpointError
+from .config import MODELS, ConfigError, RunConfig
+from .data import DataError
+from .priors import PRIORS
+from .train import TrainError
+
+# Failures a user can cause and fix: shown as one line, exit code 1, no traceback.
+_EXPECTED = (DataError, TrainError, CheckpointError, ConfigError)
+
+
+class _Group(click.Group):
+    """Every error is one line on stderr: click's usage errors too, with the --help hint folded in."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        run = functools.partial(super().main, args, prog_name, complete_var, standalone_mode=False, **extra)
+        if not standalone_mode:
+            return run()
+        try:
+            code = run()
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+            click.echo(f"Error: {e.format_message()}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"Error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _EXPECTED as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e}") from None
+
+
+@click.group(cls=_Group)
+def main():
+    """HyperVAE in Pyro: train, sample and inspect VAEs whose weights come from a hyper-VAE."""
+
+
+_data_dir = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help=f"Data root in torchvision's layout [default: ${data.DATA_DIR_ENV}, else ./data].",
+)
+_device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+_run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+
+
+@main.command()
+@click.option("--dataset", type=click.Choice(data.DATASETS), default="omniglot", show_default=True)
+@click.option("--model", type=click.Choice(MODELS), default="hypervae", show_default=True)
+@click.option("--guide", type=click.Choice(guides.names()), default=None, help="[default: the model's own]")
+@click.option("--prior", type=click.Choice(sorted(PRIORS)), default="normal", show_default=True)
+@click.option("--split", type=click.Choice(data.SPLITS), default="drawers", show_default=True,
+              help="Omniglot: drawers 1-15 vs 16-20 of every alphabet, or background vs evaluation alphabets.")
+@click.option("--task-by", type=click.Choice(["alphabet", "character"]), default=None,
+              help="Omniglot task [default: alphabet].")
+@click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--tasks-per-step", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_data_dir
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder [default: runs/DATASET-MODEL].")
+@_device
+@click.option("--resume", is_flag=True, help="Go on from the run folder's checkpoint.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.pass_context
+def train(ctx, data_dir, out, device, resume, checkpoint_every, log_every, progress, **options):
+    """Train a model by SVI; writes config.json, checkpoint.pt and metrics.jsonl to --out."""
+    from .train import resume_config
+    from .train import train as run_training
+
+    out = out or Path("runs") / f"{options['dataset']}-{options['model']}"
+    if resume:
+        given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+        config = resume_config(out, given)
+    else:
+        config = RunConfig(**options)
+    summary = run_training(
+        config,
+        out,
+        data_root=data_dir,
+        device=device,
+        resume=resume,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        progress=progress,
+    )
+    if summary.first_loss is None:
+        click.echo(f"{out}: already trained for {summary.steps} steps")
+        return
+    click.echo(
+        f"{out}: steps {summary.start_step + 1}-{summary.steps}, "
+        f"loss {summary.first_loss:.2f} -> {summary.last_loss:.2f} nats/image, "
+        f"{summary.seconds:.0f} s of training in all"
+    )
+
+
+@main.command()
+@_run_dir
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
+@click.option("--columns", type=click.IntRange(1, 50), default=10, show_default=True)
+@click.option("--prior-rows", type=click.IntRange(0, 50), default=4, show_default=True,
+              help="Rows from u ~ p(u) (z ~ p(z) for a VAE).")
+@click.option("--max-tasks", type=click.IntRange(0, 200), default=50, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_data_dir
+@_device
+def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device):
+    """Grid of samples: one row per task (θ from q(u|d_t) of a test draw), then rows from the prior."""
+    from .samples import sample_rows, save_grid
+    from .train import load_run, resolve_device
+
+    program, state = load_run(run_dir, resolve_device(device))
+    config = program.config
+    test = config.load_data("test", data_dir) if config.model == "hypervae" else None
+    if config.model == "vae" and prior_rows == 0:
+        raise click.UsageError("a VAE has no tasks to show: ask for --prior-rows 1 or more")
+    means, labels, draws = sample_rows(program, test, columns, prior_rows, max_tasks, seed)
+    title = f"{config.model} on {config.dataset}, step {state['step']}: Bernoulli means"
+    save_grid(means, labels, draws, out, title)
+    click.echo(f"wrote {out} ({len(labels)} rows x {columns} samples)")
+
+
+@main.command()
+@click.option("--model", type=click.Choice(MODELS), default="hypervae", show_default=True)
+def info(model):
+    """Parameter counts per part of a model (the architecture does not depend on the dataset)."""
+    from .nets import Decoder, Encoder, count_parameters
+    from .program import build
+
+    config = RunConfig(model=model, dataset="mnist")
+    program = build(config)
+    rows = [(name, count_parameters(part)) for name, part in program.parts().items()]
+    rows.append(("total trainable", count_parameters(program)))
+    width = max(len(name) for name, _ in rows)
+    click.echo(f"{model}: parameters")
+    for name, n in rows:
+        click.echo(f"  {name:<{width}}  {n:>10,}")
+    if model == "hypervae":
+        enc, dec = count_parameters(Encoder(config.z_dim)), count_parameters(Decoder(config.z_dim))
+        click.echo(f"generated per task by θ(u): main encoder {enc:,}, main decoder {dec:,}")
+
+
+if __name__ == "__main__":
+    main()

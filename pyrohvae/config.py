@@ -1,0 +1,77 @@
+"""A run's configuration: everything needed to rebuild its model, guide and data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import data
+
+MODELS = ("hypervae", "vae")
+DEFAULT_GUIDE = {"hypervae": "random-draw", "vae": "encoder"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "omniglot"
+    model: str = "hypervae"
+    guide: str | None = None  # None: the model's default, DEFAULT_GUIDE
+    prior: str = "normal"  # prior on u (hypervae)
+    split: str = "drawers"  # omniglot: "drawers" or "background"
+    task_by: str | None = None  # omniglot: "alphabet" (default) or "character"
+    steps: int = 10_000
+    batch_size: int = 100
+    tasks_per_step: int = 1
+    lr: float = 3e-4
+    seed: int = 0
+    z_dim: int = 10
+    u_dim: int = 10
+    h_dim: int = 20
+    hidden: int = 100
+    theta_init_scale: float = 0.1
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.dataset not in data.DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}")
+        if self.guide is None:
+            self.guide = DEFAULT_GUIDE[self.model]
+        if self.dataset == "omniglot" and self.task_by is None:
+            self.task_by = "alphabet"
+        if self.dataset != "omniglot" and (self.split != "drawers" or self.task_by not in (None, "class")):
+            raise ConfigError("--split and --task-by apply to omniglot only")
+        if self.model == "vae" and self.tasks_per_step != 1:
+            raise ConfigError("--tasks-per-step applies to hypervae only")
+
+    def load_data(self, part: str, root=None) -> data.TaskData:
+        return data.load(self.dataset, part, root, split=self.split, task_by=self.task_by)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys {sorted(unknown)}")
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        from .files import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            raise ConfigError(f"{path}: not a readable run config ({e})") from None

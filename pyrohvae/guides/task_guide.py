@@ -1,0 +1,49 @@
+"""What every HyperVAE guide shares: q(u | D) q(z | x, θ(u))."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+
+from ..models import per_datum, record
+from ..nets import encode
+
+
+def _auxiliary(site) -> dict:
+    # The encoder half of θ exists in the guide only; Pyro wants such sites marked.
+    return {"is_auxiliary": True}
+
+
+class TaskGuide(nn.Module):
+    """q(u | D_t) per task, then the main VAE's encoder with weights θ(u) for every item.
+
+    A subclass says how a task is read: `task_posterior(x)` maps a batch (tasks, items, 1, 28, 28)
+    to the location and scale of q(u | D_t), each (tasks, u_dim). The encoder half of θ(u) is
+    generated here, the decoder half in the model.
+    """
+
+    model = "hypervae"
+
+    def __init__(self, config):
+        super().__init__()
+        self.u_dim = config.u_dim
+
+    def task_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, theta, x):
+        pyro.module("guide", self)
+        pyro.module("theta", theta)
+        tasks, items = x.shape[:2]
+        with per_datum(x), pyro.plate("tasks", tasks, dim=-2):
+            loc, scale = self.task_posterior(x)
+            u = pyro.sample("u", dist.Normal(loc.unsqueeze(-2), scale.unsqueeze(-2)).to_event(1))
+            params = theta.encoder(u)
+            with poutine.infer_config(config_fn=_auxiliary):
+                record("theta.encoder", params, theta.shapes["encoder"])
+            with pyro.plate("data", items, dim=-1):
+                z_loc, z_scale = encode(params, x)
+                pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))

@@ -1,0 +1,55 @@
+"""The generative stories.
+
+Data come as a batch of shape (tasks, items, 1, 28, 28): `pyro.plate("tasks", dim=-2)` holds one u
+per task, `pyro.plate("data", dim=-1)` one z and one x per item. Both models are scaled by 1/|D|
+(the paper's scaling of Eq. 9, |D| the number of items in the batch), so their losses read in nats
+per image and compare directly.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+
+from .nets import decode
+
+
+def per_datum(x: torch.Tensor):
+    """The paper's 1/|D|, averaged over the tasks of the batch."""
+    return poutine.scale(scale=1.0 / (x.shape[0] * x.shape[1]))
+
+
+def record(prefix: str, params: dict[str, torch.Tensor], event_shapes: dict) -> None:
+    """Put generated weights in the trace, so they can be read from it like any other site."""
+    for name, value in params.items():
+        pyro.deterministic(f"{prefix}.{name}", value, event_dim=len(event_shapes[name]))
+
+
+def vae_model(decoder, z_dim: int, x: torch.Tensor) -> None:
+    """z ~ N(0, I), x ~ Bernoulli(decoder(z)), one decoder for all tasks."""
+    pyro.module("decoder", decoder)
+    tasks, items = x.shape[:2]
+    zeros = x.new_zeros(z_dim)
+    with per_datum(x), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):
+        z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+        pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(3), obs=x)
+
+
+def hypervae_model(theta, prior, z_dim: int, x: torch.Tensor) -> None:
+    """u ~ p(u) per task, θ = θ(u); z ~ N(0, I), x ~ Bernoulli(decoder_θ(z)) per item.
+
+    Only the decoder half of θ(u) is generated here; the guide generates the encoder half.
+    """
+    pyro.module("theta", theta)
+    pyro.module("prior", prior)
+    tasks, items = x.shape[:2]
+    zeros = x.new_zeros(z_dim)
+    with per_datum(x), pyro.plate("tasks", tasks, dim=-2):
+        u = pyro.sample("u", prior())
+        params = theta.decoder(u)
+        record("theta.decoder", params, theta.shapes["decoder"])
+        with pyro.plate("data", items, dim=-1):
+            z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=decode(params, z)).to_event(3), obs=x)

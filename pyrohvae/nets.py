@@ -1,0 +1,252 @@
+"""Networks, kept apart from the probabilistic program.
+
+The main VAE (paper §4) is written as two functions of a parameter dict, `encode(params, x)` and
+`decode(params, z)`, so the same code runs with ordinary parameters (the plain VAE, the
+hyper-encoder) and with parameters θ(u) generated per task by the hyper-decoder.
+
+Generated parameters carry leading batch dims (tasks, particles, ...) in front of each tensor's own
+shape. Inputs carry batch dims in front of their event shape. The two are broadcast against each
+other: every batch dim where the parameters vary becomes a *group* (one set of weights, run as a
+grouped convolution or a batched matmul), every other batch dim is folded into the *items* that
+share a group's weights. No Python loop over tasks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGE_SHAPE = (1, 28, 28)
+# Feature map after the two stride-2 convolutions: 28 -> 14 -> 7.
+_CONV_SHAPE = (64, 7, 7)
+_CONV_FEATURES = math.prod(_CONV_SHAPE)
+
+
+class Encoder(nn.Module):
+    """q(z | x): conv 32 and 64 filters 3x3 stride 2, dense 100, then mean and log-variance.
+
+    The layers exist for their parameters and PyTorch's default initialisation; `forward` runs the
+    functional `encode` on them, the same code that runs on generated θ.
+    """
+
+    def __init__(self, z_dim: int = 10, hidden: int = 100):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, stride=2, padding=1)
+        self.fc = nn.Linear(_CONV_FEATURES, hidden)
+        self.loc = nn.Linear(hidden, z_dim)
+        self.logvar = nn.Linear(hidden, z_dim)
+
+    def forward(self, x):
+        return encode(dict(self.named_parameters()), x)
+
+
+class Decoder(nn.Module):
+    """p(x | z): the encoder mirrored, transposed convolutions, Bernoulli logits."""
+
+    def __init__(self, z_dim: int = 10, hidden: int = 100):
+        super().__init__()
+        self.fc1 = nn.Linear(z_dim, hidden)
+        self.fc2 = nn.Linear(hidden, _CONV_FEATURES)
+        self.deconv1 = nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1)
+        self.deconv2 = nn.ConvTranspose2d(32, 1, 3, stride=2, padding=1, output_padding=1)
+
+    def forward(self, z):
+        return decode(dict(self.named_parameters()), z)
+
+
+def param_shapes(module: nn.Module) -> dict[str, torch.Size]:
+    return {name: p.shape for name, p in module.named_parameters()}
+
+
+class _Fold:
+    """Arranges inputs of batch shape `batch` into (groups, items) against parameters of batch
+    shape `param_batch`, and puts outputs back in the broadcast batch shape."""
+
+    def __init__(self, batch: torch.Size, param_batch: torch.Size):
+        n = max(len(batch), len(param_batch))
+        self.batch = (1,) * (n - len(batch)) + tuple(batch)
+        param_batch = (1,) * (n - len(param_batch)) + tuple(param_batch)
+        self.shape = tuple(torch.broadcast_shapes(self.batch, param_batch))
+        group_dims = [i for i in range(n) if param_batch[i] != 1]
+        item_dims = [i for i in range(n) if param_batch[i] == 1]
+        self.perm = group_dims + item_dims
+        self.groups = math.prod(self.shape[i] for i in group_dims)
+        self.items = math.prod(self.shape[i] for i in item_dims)
+
+    def inputs(self, x: torch.Tensor, event_dim: int) -> torch.Tensor:
+        event = x.shape[x.dim() - event_dim :]
+        x = x.reshape(self.batch + event).expand(self.shape + event)
+        n = len(self.shape)
+        x = x.permute(*self.perm, *range(n, n + event_dim))
+        return x.reshape(self.groups, self.items, *event)
+
+    def params(self, p: torch.Tensor, event_dim: int) -> torch.Tensor:
+        # The parameters' non-singleton batch dims are exactly the group dims, in order.
+        return p.reshape(self.groups, *p.shape[p.dim() - event_dim :])
+
+    def outputs(self, y: torch.Tensor) -> torch.Tensor:
+        event = y.shape[2:]
+        n = len(self.shape)
+        y = y.reshape(*(self.shape[i] for i in self.perm), *event)
+        inverse = sorted(range(n), key=self.perm.__getitem__)
+        return y.permute(*inverse, *range(n, n + len(event)))
+
+
+def _batch_shape(params: dict, name: str, event_dim: int) -> torch.Size:
+    p = params[name]
+    return p.shape[: p.dim() - event_dim]
+
+
+def _linear(h, params, name, fold):
+    """h: (G, M, in); weight (G, out, in) per group."""
+    w = fold.params(params[name + ".weight"], 2)
+    b = fold.params(params[name + ".bias"], 1)
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+
+
+def _conv(h, params, name, fold, transpose=False):
+    """h: (M, G*C, H, W), each group's channels convolved with its own filters."""
+    w = fold.params(params[name + ".weight"], 4)
+    b = fold.params(params[name + ".bias"], 1)
+    w = w.reshape(-1, *w.shape[2:])
+    b = b.reshape(-1)
+    if transpose:
+        return F.conv_transpose2d(
+            h, w, b, stride=2, padding=1, output_padding=1, groups=fold.groups
+        )
+    return F.conv2d(h, w, b, stride=2, padding=1, groups=fold.groups)
+
+
+def encode(params: dict, x: torch.Tensor):
+    """Main-network encoder. x: (*batch, 1, 28, 28) -> loc, scale of shape (*batch', z_dim)."""
+    fold = _Fold(x.shape[:-3], _batch_shape(params, "conv1.weight", 4))
+    h = fold.inputs(x, 3)  # (G, M, 1, 28, 28)
+    # Convolutions run with groups in the channel dim: (M, G*C, H, W).
+    h = h.transpose(0, 1).reshape(fold.items, fold.groups * IMAGE_SHAPE[0], *IMAGE_SHAPE[1:])
+    h = F.relu(_conv(h, params, "conv1", fold))
+    h = F.relu(_conv(h, params, "conv2", fold))
+    h = h.reshape(fold.items, fold.groups, _CONV_FEATURES).transpose(0, 1)
+    h = F.relu(_linear(h, params, "fc", fold))
+    loc = _linear(h, params, "loc", fold)
+    scale = torch.exp(0.5 * _linear(h, params, "logvar", fold))
+    return fold.outputs(loc), fold.outputs(scale)
+
+
+def decode(params: dict, z: torch.Tensor) -> torch.Tensor:
+    """Main-network decoder. z: (*batch, z_dim) -> Bernoulli logits (*batch', 1, 28, 28)."""
+    fold = _Fold(z.shape[:-1], _batch_shape(params, "fc1.weight", 2))
+    h = fold.inputs(z, 1)  # (G, M, z_dim)
+    h = F.relu(_linear(h, params, "fc1", fold))
+    h = F.relu(_linear(h, params, "fc2", fold))
+    h = h.transpose(0, 1).reshape(fold.items, fold.groups * _CONV_SHAPE[0], *_CONV_SHAPE[1:])
+    h = F.relu(_conv(h, params, "deconv1", fold, transpose=True))
+    logits = _conv(h, params, "deconv2", fold, transpose=True)  # (M, G, 28, 28)
+    logits = logits.reshape(fold.items, fold.groups, *IMAGE_SHAPE).transpose(0, 1)
+    return fold.outputs(logits)
+
+
+class MatrixLayer(nn.Module):
+    """W = U·H·V + B for one weight tensor of the main network (paper §3.5).
+
+    The tensor is generated as a matrix (rows, cols) and reshaped to its own shape: a conv filter
+    bank (out, in, k, k) as (out, in·k·k), a transposed one (in, out, k, k) as (in, out·k·k), a
+    dense weight as itself, a bias of n as (n, 1). This is the last hyper layer: no activation,
+    since weights take both signs.
+    """
+
+    def __init__(self, init: torch.Tensor, h_dim: int, h_rms: float, init_scale: float):
+        super().__init__()
+        self.shape = tuple(init.shape)
+        rows = self.shape[0]
+        cols = math.prod(self.shape[1:])
+        # B starts at PyTorch's default initialisation of this very tensor, and U·H·V at
+        # `init_scale` times B's spread: at step 0, θ(u) is a well-scaled default-initialised VAE
+        # for every u, a start the main network is known to train from. A hyper-network with a
+        # generic init would instead emit weights whose scale is a product of hyper-layer scales,
+        # which explodes or vanishes through the main network's layers. The small u-dependent
+        # part is what training grows to tell tasks apart.
+        init = init.detach()
+        self.B = nn.Parameter(init.reshape(rows, cols).clone())
+        spread = float(init.std()) if init.numel() > 1 else float(init.abs())
+        spread = spread or 1.0 / math.sqrt(rows)
+        # (U H V)_ij sums h_dim² terms U_ik H_kl V_lj: its std is std(U)·std(V)·h_dim·rms(H).
+        factor_std = math.sqrt(init_scale * spread / (h_dim * max(h_rms, 1e-6)))
+        self.U = nn.Parameter(torch.randn(rows, h_dim) * factor_std)
+        self.V = nn.Parameter(torch.randn(h_dim, cols) * factor_std)
+
+    def forward(self, H: torch.Tensor) -> torch.Tensor:
+        """H: (*batch, h_dim, h_dim) -> W: (*batch, *shape)."""
+        W = self.U @ H @ self.V + self.B
+        return W.reshape(*H.shape[:-2], *self.shape)
+
+
+class ThetaGenerator(nn.Module):
+    """The hyper-decoder θ(u): u -> dense 100 -> dense h_dim² -> H (h_dim x h_dim) -> one
+    matrix layer per weight tensor of the main encoder and decoder.
+
+    The paper reshapes the input of the matrix layers to 20x20 after a dense layer of 100 units,
+    which cannot be reshaped to 20x20; we read it as a second dense layer of 400 units after the
+    first, both with ReLU. Every weight, filter and bias of the main VAE is generated.
+    """
+
+    def __init__(
+        self,
+        u_dim: int = 10,
+        z_dim: int = 10,
+        hidden: int = 100,
+        h_dim: int = 20,
+        init_scale: float = 0.1,
+    ):
+        super().__init__()
+        self.h_dim = h_dim
+        self.trunk = nn.Sequential(
+            nn.Linear(u_dim, hidden), nn.ReLU(), nn.Linear(hidden, h_dim * h_dim), nn.ReLU()
+        )
+        with torch.no_grad():
+            # The typical size of H under the prior sets the scale of U and V.
+            h_rms = float(self.trunk(torch.randn(256, u_dim)).pow(2).mean().sqrt())
+        defaults = {"encoder": Encoder(z_dim, hidden), "decoder": Decoder(z_dim, hidden)}
+        self.shapes = {half: param_shapes(net) for half, net in defaults.items()}
+        self.layers = nn.ModuleDict(
+            {
+                half: nn.ModuleDict(
+                    {
+                        _key(name): MatrixLayer(p, h_dim, h_rms, init_scale)
+                        for name, p in net.named_parameters()
+                    }
+                )
+                for half, net in defaults.items()
+            }
+        )
+
+    def H(self, u: torch.Tensor) -> torch.Tensor:
+        return self.trunk(u).reshape(*u.shape[:-1], self.h_dim, self.h_dim)
+
+    def generate(self, half: str, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """θ for one half ("encoder" or "decoder") of the main VAE; each tensor has shape
+        u.shape[:-1] + its own shape."""
+        H = self.H(u)
+        return {_name(key): layer(H) for key, layer in self.layers[half].items()}
+
+    def encoder(self, u):
+        return self.generate("encoder", u)
+
+    def decoder(self, u):
+        return self.generate("decoder", u)
+
+
+# nn.ModuleDict keys may not contain dots.
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def _name(key: str) -> str:
+    return key.replace("__", ".")
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

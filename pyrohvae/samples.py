@@ -1,0 +1,65 @@
+"""Sample grids: what each task's model, and models drawn from the prior, generate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+from .files import atomic_path  # noqa: E402
+
+
+@torch.no_grad()
+def sample_rows(program, test_data, columns=10, prior_rows=4, max_tasks=50, seed=0):
+    """Rows of Bernoulli means, with a label and (for task rows) the draw d_t that chose θ.
+
+    HyperVAE: one row per task, θ from the mean of q(u | d_t) for one random test draw d_t of the
+    task, then `prior_rows` rows with u ~ p(u). Every row decodes the same z's, so rows differ by
+    their model only. VAE: `prior_rows` rows of z ~ p(z).
+    """
+    g = torch.Generator().manual_seed(seed)
+    device = next(program.parameters()).device
+    if program.config.model == "vae":
+        z = torch.randn(prior_rows, columns, program.config.z_dim, generator=g).to(device)
+        means = torch.sigmoid(program.sample_logits(z))
+        return means.cpu(), [f"z ~ p(z), row {i + 1}" for i in range(prior_rows)], None
+    z = torch.randn(columns, program.config.z_dim, generator=g).to(device)
+    members = test_data.task_members()
+    shown = torch.linspace(0, len(members) - 1, min(max_tasks, len(members))).round().long().unique()
+    draws = torch.stack(
+        [test_data.images[members[t][torch.randint(len(members[t]), (1,), generator=g)]] for t in shown.tolist()]
+    ).float()  # (tasks, 1, 1, 28, 28)
+    u_tasks = program.task_u(draws.to(device))
+    u_prior = program.prior().sample((prior_rows,)).to(device)
+    u = torch.cat([u_tasks, u_prior])
+    means = torch.sigmoid(program.sample_logits(z, u))  # (rows, columns, 1, 28, 28)
+    labels = [test_data.task_names[t] for t in shown.tolist()]
+    labels += [f"u ~ p(u), row {i + 1}" for i in range(prior_rows)]
+    return means.cpu(), labels, draws[:, 0].cpu()
+
+
+def save_grid(means, labels, draws, path: Path, title: str) -> None:
+    rows, columns = means.shape[:2]
+    blank = torch.ones(1, 1, 28, 28) * 0.5
+    cells = []
+    for r in range(rows):
+        if draws is not None:
+            cells.append(draws[r : r + 1] if r < len(draws) else blank)
+        cells.append(means[r])
+    grid = make_grid(torch.cat(cells), nrow=columns + (draws is not None), padding=2, pad_value=0.5)
+    fig, ax = plt.subplots(figsize=(1 + 0.45 * (columns + 1), 0.5 + 0.42 * rows))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([16 + 30 * r for r in range(rows)], labels, fontsize=7)
+    ax.set_xticks([])
+    if draws is not None:
+        ax.set_xticks([16], ["d_t"], fontsize=7)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

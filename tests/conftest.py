@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    root = Path(os.environ.get("PYROHVAE_DATA_DIR") or REPO.parent / "shared" / "data")
+    if not (root / "MNIST" / "raw").is_dir():
+        raise RuntimeError(f"the tests read real data: set PYROHVAE_DATA_DIR (looked in {root})")
+    return root
+
+
+DATA_ROOT = _data_root()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Processed datasets are cached in a folder of this test session, not the user's."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["PYROHVAE_DATA_DIR"] = str(DATA_ROOT)
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def data_root():
+    return DATA_ROOT

@@ -1,0 +1,137 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from pyrohvae import data
+from pyrohvae.batches import MixedBatches, TaskBatches
+
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.fixture(scope="module")
+def omniglot(data_root):
+    return {part: data.load("omniglot", part, data_root) for part in data.PARTS}
+
+
+def test_mnist_label_counts_and_values(data_root):
+    train, test = data.load("mnist", "train", data_root), data.load("mnist", "test", data_root)
+    assert train.task_sizes().tolist() == MNIST_TRAIN_COUNTS
+    assert test.task_sizes().tolist() == MNIST_TEST_COUNTS
+    assert train.images.shape == (60000, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert set(torch.unique(train.images).tolist()) == {0, 1}
+
+
+def test_fashion_mnist_label_counts(data_root):
+    assert data.load("fashion-mnist", "train", data_root).task_sizes().tolist() == [6000] * 10
+    test = data.load("fashion-mnist", "test", data_root)
+    assert test.task_sizes().tolist() == [1000] * 10
+    assert test.task_names[9] == "ankle-boot"
+
+
+def test_omniglot_drawer_split(omniglot):
+    train, test = omniglot["train"], omniglot["test"]
+    assert (len(train), len(test)) == (24345, 8115)
+    assert train.num_tasks == test.num_tasks == 50
+    assert train.task_names == test.task_names
+    # every character: 15 drawers train, 5 test
+    assert train.task_sizes().sum() == 1623 * 15
+    assert set(torch.unique(train.images).tolist()) == {0, 1}
+
+
+def test_omniglot_background_split_and_character_tasks(data_root):
+    train = data.load("omniglot", "train", data_root, split="background")
+    test = data.load("omniglot", "test", data_root, split="background")
+    assert (train.num_tasks, test.num_tasks) == (30, 20)
+    assert (len(train), len(test)) == (964 * 20, 659 * 20)
+    assert not set(train.task_names) & set(test.task_names)
+    chars = data.load("omniglot", "train", data_root, task_by="character")
+    assert chars.num_tasks == 1623 and chars.task_sizes().unique().tolist() == [15]
+
+
+def test_omniglot_strokes_are_ones(omniglot):
+    # strokes cover a small part of a character: after inversion most pixels are 0
+    assert 0.03 < omniglot["train"].images.float().mean() < 0.2
+
+
+def test_same_bits_on_every_load(data_root, tmp_path, monkeypatch):
+    first = data.load("mnist", "test", data_root).images
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # rebuilt from the IDX files
+    rebuilt = data.load("mnist", "test", data_root).images
+    cached = data.load("mnist", "test", data_root).images
+    assert torch.equal(first, rebuilt) and torch.equal(rebuilt, cached)
+    assert list(tmp_path.rglob("*.pt")), "the processed tensors are cached"
+
+
+def test_binarization_draws_bernoulli_of_the_gray_level():
+    gray = np.full((200, 28, 28), 77, dtype=np.uint8)
+    bits = data.binarize(gray, [f"k{i}" for i in range(200)])
+    assert abs(bits.mean() - 77 / 255) < 0.005
+    assert not (bits[0] == bits[1]).all()  # each image its own stream
+    # depends on the key, not on the position in the batch
+    again = data.binarize(gray[:3][::-1].copy(), ["k2", "k1", "k0"])
+    assert (again[::-1] == bits[:3]).all()
+    assert data.binarize(gray[:1], ["k0"], seed=1).tolist() != bits[:1].tolist()
+    assert data.binarize(np.full((1, 28, 28), 255, np.uint8), ["a"]).all()
+    assert not data.binarize(np.zeros((1, 28, 28), np.uint8), ["a"]).any()
+
+
+def test_cache_is_never_written_into_the_data_root(data_root):
+    data.load("mnist", "test", data_root)
+    assert not list(data_root.rglob("*.pt"))
+
+
+def test_missing_files_name_the_folder_and_files(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    def offline(self):
+        raise OSError("no network here")
+
+    monkeypatch.setattr(tvd.MNIST, "download", offline)
+    with pytest.raises(data.DataError) as e:
+        data.load("mnist", "train", tmp_path / "empty")
+    message = str(e.value)
+    assert str(tmp_path / "empty" / "MNIST" / "raw") in message
+    assert "train-images-idx3-ubyte" in message and "no network here" in message
+    assert not (tmp_path / "empty").exists(), "a failed download leaves no folders behind"
+
+
+def test_data_root_resolution(monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, "/from/env")
+    assert str(data.data_root("/given")) == "/given"
+    assert str(data.data_root(None)) == "/from/env"
+    monkeypatch.delenv(data.DATA_DIR_ENV)
+    assert str(data.data_root(None)) == "data"
+
+
+def test_task_batches_come_from_one_task_each(data_root):
+    test = data.load("mnist", "test", data_root)
+    batches = TaskBatches(test, batch_size=100, tasks_per_step=3, seed=0)
+    x = next(batches)
+    assert x.shape == (3, 100, 1, 28, 28)
+    # find each image's task by matching it in the data: one task per row, three distinct rows
+    flat = test.images.flatten(1)
+    labels = []
+    for row in x:
+        hits = [int(test.tasks[(flat == img.flatten()).all(1)].unique()[0]) for img in row[:20]]
+        assert len(set(hits)) == 1
+        labels.append(hits[0])
+    assert len(set(labels)) == 3
+
+
+def test_small_tasks_are_drawn_with_replacement(data_root):
+    chars = data.load("omniglot", "train", data_root, task_by="character")
+    batches = TaskBatches(chars, batch_size=100, tasks_per_step=1, seed=0)
+    x = next(batches)[0]
+    distinct = torch.unique(x.flatten(1), dim=0)
+    assert x.shape[0] == 100 and len(distinct) <= 15
+
+
+def test_batches_repeat_with_the_seed(data_root):
+    test = data.load("mnist", "test", data_root)
+    a, b = TaskBatches(test, 100, 2, seed=7), TaskBatches(test, 100, 2, seed=7)
+    assert all(torch.equal(next(a), next(b)) for _ in range(3))
+    m = MixedBatches(test, 100, seed=1)
+    assert next(m).shape == (1, 100, 1, 28, 28)

@@ -1,0 +1,113 @@
+import math
+
+import pyro
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from pyrohvae.config import RunConfig
+from pyrohvae.nets import Decoder, Encoder, ThetaGenerator, decode, encode, param_shapes
+from pyrohvae.program import build
+
+
+@pytest.fixture
+def theta():
+    torch.manual_seed(0)
+    return ThetaGenerator()
+
+
+def test_generated_tensors_have_main_network_shapes(theta):
+    u = torch.randn(3, 1, 10)
+    for half, net in (("encoder", Encoder()), ("decoder", Decoder())):
+        generated = theta.generate(half, u)
+        expected = param_shapes(net)
+        assert set(generated) == set(expected)  # every weight, filter and bias
+        for name, shape in expected.items():
+            assert generated[name].shape == (3, 1, *shape), name
+
+
+def test_different_u_give_different_theta(theta):
+    u = torch.randn(2, 10)
+    for half in ("encoder", "decoder"):
+        for name, value in theta.generate(half, u).items():
+            assert not torch.allclose(value[0], value[1]), name
+
+
+def test_theta_starts_near_default_initialisation(theta):
+    """B is PyTorch's default init; the u-dependent part is a small fraction of its spread."""
+    u = torch.randn(512, 10)
+    with torch.no_grad():
+        for half in ("encoder", "decoder"):
+            for name, value in theta.generate(half, u).items():
+                if value[0].numel() == 1:
+                    continue
+                spread = value.mean(0).std()
+                wobble = value.std(0).mean()
+                assert 0.005 < wobble / spread < 0.3, (name, float(wobble / spread))
+
+
+def test_grouped_computation_equals_one_network_per_task(theta):
+    u = torch.randn(3, 1, 10)
+    x = (torch.rand(3, 5, 1, 28, 28) < 0.3).float()
+    with torch.no_grad():
+        enc, dec = theta.encoder(u), theta.decoder(u)
+        loc, scale = encode(enc, x)
+        z = torch.randn(3, 5, 10)
+        logits = decode(dec, z)
+        for t in range(3):
+            one_enc = {k: v[t, 0] for k, v in enc.items()}
+            one_dec = {k: v[t, 0] for k, v in dec.items()}
+            loc_t, scale_t = encode(one_enc, x[t])
+            torch.testing.assert_close(loc[t], loc_t, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(scale[t], scale_t, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(logits[t], decode(one_dec, z[t]), rtol=1e-5, atol=1e-5)
+
+
+def test_ordinary_parameters_match_torch_layers():
+    torch.manual_seed(1)
+    enc, dec = Encoder(), Decoder()
+    x = torch.rand(4, 1, 28, 28)
+    h = torch.relu(enc.conv2(torch.relu(enc.conv1(x))))
+    h = torch.relu(enc.fc(h.flatten(1)))
+    loc, scale = enc(x)
+    torch.testing.assert_close(loc, enc.loc(h))
+    torch.testing.assert_close(scale, torch.exp(0.5 * enc.logvar(h)))
+    z = torch.randn(4, 10)
+    h = torch.relu(dec.fc2(torch.relu(dec.fc1(z)))).reshape(4, 64, 7, 7)
+    torch.testing.assert_close(dec(z), dec.deconv2(torch.relu(dec.deconv1(h))))
+
+
+def test_particles_broadcast_against_shared_weights(theta):
+    """θ per task (T, 1) against z with an extra particle dim (K, T, N): items fold, not copy θ."""
+    u = torch.randn(2, 1, 10)
+    z = torch.randn(4, 2, 3, 10)
+    with torch.no_grad():
+        dec = theta.decoder(u)
+        logits = decode(dec, z)
+        assert logits.shape == (4, 2, 3, 1, 28, 28)
+        one = {k: v[1, 0] for k, v in dec.items()}
+        torch.testing.assert_close(logits[2, 1], decode(one, z[2, 1]), rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_every_trainable_part():
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    program = build(RunConfig(dataset="mnist", model="hypervae"))
+    x = (torch.rand(2, 8, 1, 28, 28) < 0.3).float()
+    Trace_ELBO(max_plate_nesting=2).differentiable_loss(program.model, program.guide, x).backward()
+    grads = {name: p.grad for name, p in program.named_parameters()}
+    for name, g in grads.items():
+        assert g is not None and g.abs().sum() > 0, name
+    # the parts the paper names, by name
+    for part in ("layers.decoder.fc2__weight.U", "layers.decoder.fc2__weight.V", "layers.encoder.conv1__weight.B",
+                 "theta.trunk.0.weight", "guide_nets.encoder.conv1.weight"):
+        assert any(part in name for name in grads), part
+
+
+def test_matrix_layer_is_u_h_v_plus_b(theta):
+    layer = theta.layers["decoder"]["fc2__weight"]
+    H = torch.rand(20, 20)
+    W = layer(H)
+    assert W.shape == (3136, 100)
+    torch.testing.assert_close(W, layer.U @ H @ layer.V + layer.B)
+    assert math.prod(layer.B.shape) == 3136 * 100
