@@ -84,11 +84,6 @@ class TaskData:
     def subset(self, index: torch.Tensor) -> TaskData:
         return TaskData(self.images[index], self.tasks[index], self.task_names, self.name)
 
-    def without_tasks(self, names) -> TaskData:
-        """Drop the named tasks, keeping task indices as they are."""
-        drop = {self.task_names.index(n) for n in names}
-        keep = torch.tensor([int(t) not in drop for t in self.tasks], dtype=torch.bool)
-        return self.subset(keep.nonzero().squeeze(1))
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:

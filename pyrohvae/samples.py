@@ -61,5 +61,5 @@ def save_grid(means, labels, draws, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
