@@ -27,8 +27,8 @@ class TaskBatches:
         self.weights = data.task_sizes().double()
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __next__(self) -> torch.Tensor:
-        """uint8 (tasks_per_step, batch_size, 1, 28, 28)."""
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (tasks_per_step, batch_size, 1, 28, 28) and their tasks (tasks_per_step,)."""
         g = self.generator
         tasks = torch.multinomial(self.weights, self.tasks_per_step, generator=g)
         picks = []
@@ -39,7 +39,7 @@ class TaskBatches:
             else:
                 idx = torch.randint(len(members), (self.batch_size,), generator=g)
             picks.append(members[idx])
-        return self.data.images[torch.stack(picks)]
+        return self.data.images[torch.stack(picks)], tasks
 
     def __iter__(self):
         return self
@@ -53,10 +53,10 @@ class MixedBatches:
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __next__(self) -> torch.Tensor:
-        """uint8 (1, batch_size, 1, 28, 28)."""
+    def __next__(self) -> tuple[torch.Tensor, None]:
+        """uint8 images (1, batch_size, 1, 28, 28); no task."""
         idx = torch.randperm(len(self.data), generator=self.generator)[: self.batch_size]
-        return self.data.images[idx].unsqueeze(0)
+        return self.data.images[idx].unsqueeze(0), None
 
     def __iter__(self):
         return self

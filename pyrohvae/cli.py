@@ -138,6 +138,7 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
     program, state = load_run(run_dir, resolve_device(device))
     config = program.config
     test = config.load_data("test", data_dir) if config.model == "hypervae" else None
+    prior_rows = 0 if config.model == "metavae" else prior_rows
     if config.model == "vae" and prior_rows == 0:
         raise click.UsageError("a VAE has no tasks to show: ask for --prior-rows 1 or more")
     means, labels, draws = sample_rows(program, test, columns, prior_rows, max_tasks, seed)
@@ -147,13 +148,56 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
 
 
 @main.command()
+@_run_dir
+@click.option("--samples", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Importance samples per datum.")
+@click.option("--split", type=click.Choice(data.PARTS), default="test", show_default=True,
+              help="Which part of the run's data to score.")
+@click.option("--mode", type=click.Choice(["task", "datum"]), default="task", show_default=True,
+              help="task: θ of each task from one random draw of it (the paper); datum: from each x itself.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score about N data, spread over the tasks.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@_data_dir
+@_device
+def evaluate(run_dir, samples, split, mode, limit, seed, as_json, progress, data_dir, device):
+    """−ELBO, reconstruction, importance-sampled −log p(x), KL(z) and KL(u) on held-out data;
+    writes RUN_DIR/eval.json (eval-SPLIT-MODE.json for other splits and modes)."""
+    import json
+
+    from .evaluate import run_evaluation
+    from .files import atomic_write_text
+    from .train import load_run, resolve_device
+
+    program, state = load_run(run_dir, resolve_device(device))
+    config = program.config
+    scored = config.load_data(split, data_dir)
+    result = {"model": config.model, "dataset": config.dataset, "split": split, "step": state["step"]}
+    result.update(run_evaluation(program, scored, samples, mode, limit, seed, progress))
+    name = "eval.json" if (split, mode) == ("test", "task") else f"eval-{split}-{mode}.json"
+    atomic_write_text(run_dir / name, json.dumps(result, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    kl_u = "" if result["kl_u"] is None else f"  KL(u) {result['kl_u']:.2f}"
+    click.echo(
+        f"{config.model} {config.dataset} {split}: -ELBO {result['nelbo']:.2f}  recon {result['recon']:.2f}  "
+        f"-log p(x) {result['nll']:.2f} ± {result['nll_stderr'] or 0:.2f}  KL(z) {result['kl_z']:.2f}{kl_u}  "
+        f"(n={result['n']}, K={samples}, PSIS k̂ median {result['psis_khat_median']:.2f}); "
+        f"wrote {run_dir / name}"
+    )
+
+
+@main.command()
 @click.option("--model", type=click.Choice(MODELS), default="hypervae", show_default=True)
 def info(model):
     """Parameter counts per part of a model (the architecture does not depend on the dataset)."""
     from .nets import Decoder, Encoder, count_parameters
     from .program import build
 
-    config = RunConfig(model=model, dataset="mnist")
+    # One training task: MetaVAE's count grows by one decoder per task.
+    config = RunConfig(model=model, dataset="mnist", train_tasks=["one task"])
     program = build(config)
     rows = [(name, count_parameters(part)) for name, part in program.parts().items()]
     rows.append(("total trainable", count_parameters(program)))
@@ -161,6 +205,8 @@ def info(model):
     click.echo(f"{model}: parameters")
     for name, n in rows:
         click.echo(f"  {name:<{width}}  {n:>10,}")
+    if model == "metavae":
+        click.echo("MetaVAE holds one generative network per training task: add its count per task")
     if model == "hypervae":
         enc, dec = count_parameters(Encoder(config.z_dim)), count_parameters(Decoder(config.z_dim))
         click.echo(f"generated per task by θ(u): main encoder {enc:,}, main decoder {dec:,}")

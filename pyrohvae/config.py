@@ -9,8 +9,10 @@ from pathlib import Path
 
 from . import data
 
-MODELS = ("hypervae", "vae")
-DEFAULT_GUIDE = {"hypervae": "random-draw", "vae": "encoder"}
+MODELS = ("hypervae", "vae", "metavae")
+DEFAULT_GUIDE = {"hypervae": "random-draw", "vae": "encoder", "metavae": "context-encoder"}
+# MetaVAE holds one decoder (336,589 parameters) per training task.
+MAX_METAVAE_TASKS = 200
 
 
 class ConfigError(ValueError):
@@ -35,6 +37,7 @@ class RunConfig:
     h_dim: int = 20
     hidden: int = 100
     theta_init_scale: float = 0.1
+    train_tasks: list[str] | None = None  # filled in from the training data when a run starts
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -48,7 +51,12 @@ class RunConfig:
         if self.dataset != "omniglot" and (self.split != "drawers" or self.task_by not in (None, "class")):
             raise ConfigError("--split and --task-by apply to omniglot only")
         if self.model == "vae" and self.tasks_per_step != 1:
-            raise ConfigError("--tasks-per-step applies to hypervae only")
+            raise ConfigError("--tasks-per-step applies to task models (hypervae, metavae), not vae")
+        if self.model == "metavae" and self.train_tasks and len(self.train_tasks) > MAX_METAVAE_TASKS:
+            raise ConfigError(
+                f"metavae keeps one decoder per training task: {len(self.train_tasks)} tasks are more "
+                f"than {MAX_METAVAE_TASKS}; use --task-by alphabet"
+            )
 
     def load_data(self, part: str, root=None) -> data.TaskData:
         return data.load(self.dataset, part, root, split=self.split, task_by=self.task_by)

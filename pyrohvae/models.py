@@ -13,7 +13,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from .nets import decode
+from .nets import decode, stack_params
 
 
 def per_datum(x: torch.Tensor):
@@ -27,7 +27,7 @@ def record(prefix: str, params: dict[str, torch.Tensor], event_shapes: dict) -> 
         pyro.deterministic(f"{prefix}.{name}", value, event_dim=len(event_shapes[name]))
 
 
-def vae_model(decoder, z_dim: int, x: torch.Tensor) -> None:
+def vae_model(decoder, z_dim: int, x: torch.Tensor, task=None) -> None:
     """z ~ N(0, I), x ~ Bernoulli(decoder(z)), one decoder for all tasks."""
     pyro.module("decoder", decoder)
     tasks, items = x.shape[:2]
@@ -37,7 +37,7 @@ def vae_model(decoder, z_dim: int, x: torch.Tensor) -> None:
         pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(3), obs=x)
 
 
-def hypervae_model(theta, prior, z_dim: int, x: torch.Tensor) -> None:
+def hypervae_model(theta, prior, z_dim: int, x: torch.Tensor, task=None) -> None:
     """u ~ p(u) per task, θ = θ(u); z ~ N(0, I), x ~ Bernoulli(decoder_θ(z)) per item.
 
     Only the decoder half of θ(u) is generated here; the guide generates the encoder half.
@@ -53,3 +53,19 @@ def hypervae_model(theta, prior, z_dim: int, x: torch.Tensor) -> None:
         with pyro.plate("data", items, dim=-1):
             z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
             pyro.sample("x", dist.Bernoulli(logits=decode(params, z)).to_event(3), obs=x)
+
+
+def metavae_model(decoders, z_dim: int, x: torch.Tensor, task: torch.Tensor) -> None:
+    """MetaVAE's generative side: one decoder per training task; x of task t ~ decoder_t(z).
+
+    `task` holds the training-task index of each row of the batch. Only the decoders of those
+    tasks are registered, so a step moves no other decoder (not even by Adam's momentum).
+    """
+    for t in task.unique().tolist():
+        pyro.module(f"decoder{t}", decoders[t])
+    params = stack_params([decoders[t] for t in task.tolist()])
+    tasks, items = x.shape[:2]
+    zeros = x.new_zeros(z_dim)
+    with per_datum(x), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):
+        z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+        pyro.sample("x", dist.Bernoulli(logits=decode(params, z)).to_event(3), obs=x)

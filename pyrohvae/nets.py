@@ -58,6 +58,34 @@ class Decoder(nn.Module):
         return decode(dict(self.named_parameters()), z)
 
 
+class ContextEncoder(nn.Module):
+    """q(z | x, D): the encoder's trunk for x and, pooled by the mean, for a context set D of the
+    same task; the heads read both (MetaVAE's shared inference network)."""
+
+    def __init__(self, z_dim: int = 10, hidden: int = 100):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, stride=2, padding=1)
+        self.fc = nn.Linear(_CONV_FEATURES, hidden)
+        self.loc = nn.Linear(2 * hidden, z_dim)
+        self.logvar = nn.Linear(2 * hidden, z_dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor):
+        """x: (*batch, n, 1, 28, 28), context: (*batch, m, 1, 28, 28) -> loc, scale (*batch, n, z_dim)."""
+        params = dict(self.named_parameters())
+        f = features(params, x)
+        c = features(params, context).mean(-2, keepdim=True).expand_as(f)
+        h = torch.cat([f, c], -1)
+        return self.loc(h), torch.exp(0.5 * self.logvar(h))
+
+
+def stack_params(modules) -> dict[str, torch.Tensor]:
+    """The parameters of several same-shaped modules, stacked as (len(modules), 1, *shape):
+    one group per task, ready for `encode`/`decode`."""
+    named = [dict(m.named_parameters()) for m in modules]
+    return {name: torch.stack([n[name] for n in named]).unsqueeze(1) for name in named[0]}
+
+
 def param_shapes(module: nn.Module) -> dict[str, torch.Size]:
     return {name: p.shape for name, p in module.named_parameters()}
 
@@ -121,16 +149,26 @@ def _conv(h, params, name, fold, transpose=False):
     return F.conv2d(h, w, b, stride=2, padding=1, groups=fold.groups)
 
 
-def encode(params: dict, x: torch.Tensor):
-    """Main-network encoder. x: (*batch, 1, 28, 28) -> loc, scale of shape (*batch', z_dim)."""
+def features(params: dict, x: torch.Tensor) -> torch.Tensor:
+    """The encoder's trunk: conv, conv, dense. x: (*batch, 1, 28, 28) -> (*batch', hidden)."""
     fold = _Fold(x.shape[:-3], _batch_shape(params, "conv1.weight", 4))
-    h = fold.inputs(x, 3)  # (G, M, 1, 28, 28)
+    return fold.outputs(_trunk(params, fold, fold.inputs(x, 3)))
+
+
+def _trunk(params, fold, h):
+    """h: (G, M, 1, 28, 28) -> (G, M, hidden)."""
     # Convolutions run with groups in the channel dim: (M, G*C, H, W).
     h = h.transpose(0, 1).reshape(fold.items, fold.groups * IMAGE_SHAPE[0], *IMAGE_SHAPE[1:])
     h = F.relu(_conv(h, params, "conv1", fold))
     h = F.relu(_conv(h, params, "conv2", fold))
     h = h.reshape(fold.items, fold.groups, _CONV_FEATURES).transpose(0, 1)
-    h = F.relu(_linear(h, params, "fc", fold))
+    return F.relu(_linear(h, params, "fc", fold))
+
+
+def encode(params: dict, x: torch.Tensor):
+    """Main-network encoder. x: (*batch, 1, 28, 28) -> loc, scale of shape (*batch', z_dim)."""
+    fold = _Fold(x.shape[:-3], _batch_shape(params, "conv1.weight", 4))
+    h = _trunk(params, fold, fold.inputs(x, 3))
     loc = _linear(h, params, "loc", fold)
     scale = torch.exp(0.5 * _linear(h, params, "logvar", fold))
     return fold.outputs(loc), fold.outputs(scale)

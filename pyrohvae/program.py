@@ -1,13 +1,23 @@
-"""A model, its guide and every network they use, built from a run's config."""
+"""A model, its guide and every network they use, built from a run's config.
+
+Besides `model(x, task)` and `guide(x, task)` for training, each program says how to score data
+under one fixed model of a task (`conditioned`), which the evaluation code uses for all of them:
+`summary` is a set of items of the task, (tasks, m, 1, 28, 28), and `choice` picks among the
+program's generative networks (`choices`; only MetaVAE has more than one).
+"""
 
 from __future__ import annotations
 
+import functools
+
+import pyro.distributions as dist
 import torch
+from pyro import poutine
 from torch import nn
 
 from . import guides
-from .config import RunConfig
-from .models import hypervae_model, vae_model
+from .config import ConfigError, RunConfig
+from .models import hypervae_model, metavae_model, vae_model
 from .nets import Decoder, ThetaGenerator, decode
 from .priors import make_prior
 
@@ -21,14 +31,20 @@ class VAEProgram(nn.Module):
         self.decoder = Decoder(config.z_dim, config.hidden)
         self.guide_nets = guides.get(config.guide, "vae")(config)
 
-    def model(self, x):
+    def model(self, x, task=None):
         vae_model(self.decoder, self.config.z_dim, x)
 
-    def guide(self, x):
+    def guide(self, x, task=None):
         self.guide_nets(x)
 
     def parts(self) -> dict[str, nn.Module]:
         return {"inference network (encoder)": self.guide_nets, "generative network (decoder)": self.decoder}
+
+    def choices(self, task_name: str) -> list:
+        return [None]
+
+    def conditioned(self, summary, choice=None):
+        return self.model, self.guide, None
 
     def sample_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
@@ -46,10 +62,10 @@ class HyperVAEProgram(nn.Module):
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
 
-    def model(self, x):
+    def model(self, x, task=None):
         hypervae_model(self.theta, self.prior, self.config.z_dim, x)
 
-    def guide(self, x):
+    def guide(self, x, task=None):
         self.guide_nets(self.theta, x)
 
     def parts(self) -> dict[str, nn.Module]:
@@ -61,18 +77,86 @@ class HyperVAEProgram(nn.Module):
             "prior p(u)": self.prior,
         }
 
+    def choices(self, task_name: str) -> list:
+        return [None]
+
     @torch.no_grad()
-    def task_u(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of q(u | D_t) for a batch (tasks, items, 1, 28, 28)."""
-        loc, _ = self.guide_nets.task_posterior(x)
+    def task_u(self, summary: torch.Tensor) -> torch.Tensor:
+        """Mean of q(u | D_t) for a batch (tasks, items, 1, 28, 28): (tasks, u_dim)."""
+        loc, _ = self.guide_nets.task_posterior(summary)
         return loc
+
+    @torch.no_grad()
+    def conditioned(self, summary, choice=None):
+        """Model and guide with u fixed at the mean ū of q(u | summary) and hidden from traces, so
+        that only z is sampled and only z and x are scored: the main VAE θ(ū) of each task. Also
+        KL(q(u | summary) || p(u)) per task, for the same draw of q(u | ·)."""
+        loc, scale = self.guide_nets.task_posterior(summary)
+        u = loc.unsqueeze(-2)
+
+        def fix(fn):
+            return poutine.block(poutine.condition(fn, data={"u": u}), hide=["u"])
+
+        return fix(self.model), fix(self.guide), self._kl_u(loc, scale)
+
+    def _kl_u(self, loc, scale) -> torch.Tensor:
+        """Analytic where torch has the pair, else by 4,096 draws."""
+        q, p = dist.Normal(loc, scale).to_event(1), self.prior()
+        try:
+            return torch.distributions.kl_divergence(q, p)
+        except NotImplementedError:
+            u = q.sample((4096,))
+            return (q.log_prob(u) - p.log_prob(u)).mean(0)
 
     def sample_logits(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Logits of p(x | z, θ(u)); u (*batch, u_dim) broadcasts against z (*batch, n, z_dim)."""
         return decode(self.theta.decoder(u.unsqueeze(-2)), z)
 
 
-PROGRAMS = {"vae": VAEProgram, "hypervae": HyperVAEProgram}
+class MetaVAEProgram(nn.Module):
+    """MetaVAE (Choi et al. 2019): one inference network q(z | x, D) shared by all tasks, and one
+    generative network per training task."""
+
+    def __init__(self, config: RunConfig):
+        super().__init__()
+        if not config.train_tasks:
+            raise ConfigError("metavae needs config.train_tasks (set when training starts)")
+        self.config = config
+        self.decoders = nn.ModuleList(Decoder(config.z_dim, config.hidden) for _ in config.train_tasks)
+        self.guide_nets = guides.get(config.guide, "metavae")(config)
+        self.task_index = {name: i for i, name in enumerate(config.train_tasks)}
+
+    def model(self, x, task):
+        metavae_model(self.decoders, self.config.z_dim, x, task)
+
+    def guide(self, x, task=None, context=None):
+        self.guide_nets(x, context)
+
+    def parts(self) -> dict[str, nn.Module]:
+        return {
+            "inference network q(z|x,D)": self.guide_nets,
+            f"generative networks ({len(self.decoders)} tasks)": self.decoders,
+        }
+
+    def choices(self, task_name: str) -> list:
+        """The decoder of a training task, or every decoder for data of a task not trained on."""
+        if task_name in self.task_index:
+            return [self.task_index[task_name]]
+        return list(range(len(self.decoders)))
+
+    def conditioned(self, summary, choice):
+        task = torch.full((summary.shape[0],), choice, dtype=torch.long, device=summary.device)
+        return (
+            functools.partial(self.model, task=task),
+            functools.partial(self.guide, context=summary),
+            None,
+        )
+
+    def sample_logits(self, z: torch.Tensor, task: int) -> torch.Tensor:
+        return self.decoders[task](z)
+
+
+PROGRAMS = {"vae": VAEProgram, "hypervae": HyperVAEProgram, "metavae": MetaVAEProgram}
 
 
 def build(config: RunConfig) -> nn.Module:

@@ -20,7 +20,8 @@ def sample_rows(program, test_data, columns=10, prior_rows=4, max_tasks=50, seed
 
     HyperVAE: one row per task, θ from the mean of q(u | d_t) for one random test draw d_t of the
     task, then `prior_rows` rows with u ~ p(u). Every row decodes the same z's, so rows differ by
-    their model only. VAE: `prior_rows` rows of z ~ p(z).
+    their model only. MetaVAE: one row per training task's decoder. VAE: `prior_rows` rows of
+    z ~ p(z).
     """
     g = torch.Generator().manual_seed(seed)
     device = next(program.parameters()).device
@@ -28,6 +29,12 @@ def sample_rows(program, test_data, columns=10, prior_rows=4, max_tasks=50, seed
         z = torch.randn(prior_rows, columns, program.config.z_dim, generator=g).to(device)
         means = torch.sigmoid(program.sample_logits(z))
         return means.cpu(), [f"z ~ p(z), row {i + 1}" for i in range(prior_rows)], None
+    if program.config.model == "metavae":  # one row per training task's decoder
+        names = program.config.train_tasks
+        shown = torch.linspace(0, len(names) - 1, min(max_tasks, len(names))).round().long().unique().tolist()
+        z = torch.randn(columns, program.config.z_dim, generator=g).to(device)
+        means = torch.stack([torch.sigmoid(program.sample_logits(z, t)) for t in shown])
+        return means.cpu(), [names[t] for t in shown], None
     z = torch.randn(columns, program.config.z_dim, generator=g).to(device)
     members = test_data.task_members()
     shown = torch.linspace(0, len(members) - 1, min(max_tasks, len(members))).round().long().unique()

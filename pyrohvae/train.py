@@ -90,6 +90,10 @@ def train(
     if state is not None:
         _check_same_run(ckpt_path, state, config, ignore=("steps",))
     data = config.load_data("train", data_root)
+    if config.train_tasks is None:
+        config = replace(config, train_tasks=data.task_names)
+    elif config.train_tasks != data.task_names:
+        raise TrainError(f"--resume: the training tasks of {data.name} are not those the run was trained on")
     try:
         ensure_writable_dir(out)
     except OSError as e:
@@ -144,8 +148,8 @@ def train(
     with open(out / METRICS, "a") as metrics:
         for step in range(start + 1, config.steps + 1):
             tic = time.perf_counter()
-            x = next(batches).to(dev, torch.float32)
-            loss = svi.step(x)
+            x, task = next(batches)
+            loss = svi.step(x.to(dev, torch.float32), task)
             seconds += time.perf_counter() - tic
             if not math.isfinite(loss):
                 kept = f"{ckpt_path} keeps step {saved_step}" if saved_step else "no checkpoint yet"

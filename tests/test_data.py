@@ -109,7 +109,7 @@ def test_data_root_resolution(monkeypatch):
 def test_task_batches_come_from_one_task_each(data_root):
     test = data.load("mnist", "test", data_root)
     batches = TaskBatches(test, batch_size=100, tasks_per_step=3, seed=0)
-    x = next(batches)
+    x, tasks = next(batches)
     assert x.shape == (3, 100, 1, 28, 28)
     # find each image's task by matching it in the data: one task per row, three distinct rows
     flat = test.images.flatten(1)
@@ -118,13 +118,13 @@ def test_task_batches_come_from_one_task_each(data_root):
         hits = [int(test.tasks[(flat == img.flatten()).all(1)].unique()[0]) for img in row[:20]]
         assert len(set(hits)) == 1
         labels.append(hits[0])
-    assert len(set(labels)) == 3
+    assert len(set(labels)) == 3 and labels == tasks.tolist()
 
 
 def test_small_tasks_are_drawn_with_replacement(data_root):
     chars = data.load("omniglot", "train", data_root, task_by="character")
     batches = TaskBatches(chars, batch_size=100, tasks_per_step=1, seed=0)
-    x = next(batches)[0]
+    x = next(batches)[0][0]
     distinct = torch.unique(x.flatten(1), dim=0)
     assert x.shape[0] == 100 and len(distinct) <= 15
 
@@ -132,6 +132,6 @@ def test_small_tasks_are_drawn_with_replacement(data_root):
 def test_batches_repeat_with_the_seed(data_root):
     test = data.load("mnist", "test", data_root)
     a, b = TaskBatches(test, 100, 2, seed=7), TaskBatches(test, 100, 2, seed=7)
-    assert all(torch.equal(next(a), next(b)) for _ in range(3))
+    assert all(torch.equal(next(a)[0], next(b)[0]) for _ in range(3))
     m = MixedBatches(test, 100, seed=1)
-    assert next(m).shape == (1, 100, 1, 28, 28)
+    assert next(m)[0].shape == (1, 100, 1, 28, 28)

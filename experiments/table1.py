@@ -1,0 +1,169 @@
+"""Table 1 of the paper: VAE, MetaVAE and HyperVAE on MNIST, Omniglot and Fashion-MNIST.
+
+Each model is trained with the paper's settings (10,000 steps, minibatch 100, one task per step,
+Adam lr 3e-4, z and u of 10 dims) and evaluated on the full test set with 1,024 importance
+samples (the `task` protocol of pyrohvae.evaluate). Omniglot is also run with unseen alphabets
+(`--split background`: train on the 30 background alphabets, test on the 20 evaluation ones).
+
+Every (dataset, model) pair writes its row to experiments/results/table1/<name>.json as soon as it
+is done, and run folders keep their checkpoints, so a stopped sweep resumes where it stopped:
+
+    PYROHVAE_DATA_DIR=../shared/data python experiments/table1.py
+    python experiments/table1.py --report     # rebuild table1.md / table1.json from the rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from pyrohvae import checkpoint  # noqa: E402
+from pyrohvae.config import RunConfig  # noqa: E402
+from pyrohvae.evaluate import run_evaluation  # noqa: E402
+from pyrohvae.files import atomic_write_text  # noqa: E402
+from pyrohvae.train import CHECKPOINT, load_run, train  # noqa: E402
+
+RESULTS = HERE / "results"
+MODELS = ("vae", "metavae", "hypervae")
+# (dataset, omniglot split) in the order they are run: one whole dataset first.
+SETTINGS = (("mnist", "drawers"), ("omniglot", "drawers"), ("fashion-mnist", "drawers"), ("omniglot", "background"))
+PAPER = {  # Table 1: −EL, −LL, KL(z), KL(u)
+    ("mnist", "vae"): (118.2, 99.4, 18.8, None),
+    ("mnist", "metavae"): (108.6, 93.0, 15.5, None),
+    ("mnist", "hypervae"): (106.8, 88.2, 18.5, 5.7),
+    ("omniglot", "vae"): (128.6, 111.4, 17.1, None),
+    ("omniglot", "metavae"): (141.1, 128.1, 13.2, None),
+    ("omniglot", "hypervae"): (124.7, 105.5, 18.1, 2.7),
+    ("fashion-mnist", "vae"): (252.2, 237.7, 14.5, None),
+    ("fashion-mnist", "metavae"): (245.2, 232.7, 13.7, None),
+    ("fashion-mnist", "hypervae"): (245.7, 231.8, 13.9, 0.4),
+}
+
+
+def row_name(dataset, split, model, seed):
+    where = dataset if split == "drawers" else f"{dataset}-{split}"
+    return f"{where}-{model}-seed{seed}"
+
+
+def run_one(dataset, split, model, args) -> Path:
+    name = row_name(dataset, split, model, args.seed)
+    row_path = args.results / "table1" / f"{name}.json"
+    if row_path.exists():
+        print(f"[table1] {name}: done before, kept", flush=True)
+        return row_path
+    run_dir = args.runs / name
+    config = RunConfig(dataset=dataset, model=model, split=split, steps=args.steps, seed=args.seed)
+    resume = (run_dir / CHECKPOINT).exists()
+    if resume and checkpoint.load(run_dir / CHECKPOINT)["step"] >= args.steps:
+        print(f"[table1] {name}: trained before", flush=True)
+    else:
+        print(f"[table1] {name}: training ({'resumed' if resume else 'new'})", flush=True)
+        if resume:
+            config = RunConfig.load(run_dir / "config.json")
+        train(config, run_dir, device=args.device, resume=resume, log_every=50, progress=args.progress)
+    program, state = load_run(run_dir, args.device)
+    test = program.config.load_data("test")
+    print(f"[table1] {name}: evaluating {args.limit or len(test)} test images, {args.samples} samples", flush=True)
+    result = run_evaluation(program, test, args.samples, "task", args.limit, args.seed, args.progress)
+    row = {
+        "dataset": dataset if split == "drawers" else f"{dataset} ({split})",
+        "model": model,
+        "nelbo": result["nelbo"],
+        "recon": result["recon"],
+        "nll": result["nll"],
+        "nll_stderr": result["nll_stderr"],
+        "kl_z": result["kl_z"],
+        "kl_u": result["kl_u"],
+        "steps": state["step"],
+        "seed": args.seed,
+        "train_seconds": round(state["seconds"], 1),
+        "device": args.device if args.device != "cpu" else f"cpu ({torch.get_num_threads()} threads, {platform.machine()})",
+        "samples": args.samples,
+        "n": result["n"],
+        "eval_seconds": result["seconds"],
+        "psis_khat_median": result["psis_khat_median"],
+        "psis_khat_max": result["psis_khat_max"],
+    }
+    row_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(row_path, json.dumps(row, indent=2) + "\n")
+    print(f"[table1] {name}: {json.dumps(row)}", flush=True)
+    return row_path
+
+
+def fmt(v, digits=1):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def report(results: Path) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted((results / "table1").glob("*.json"))]
+    order = {(d if s == "drawers" else f"{d} ({s})", m): i for i, ((d, s), m) in
+             enumerate((ds, m) for ds in SETTINGS for m in MODELS)}
+    rows.sort(key=lambda r: order.get((r["dataset"], r["model"]), 99))
+    atomic_write_text(results / "table1.json", json.dumps(rows, indent=2) + "\n")
+    lines = [
+        "# Table 1: density estimation",
+        "",
+        "Made by `PYROHVAE_DATA_DIR=../shared/data python experiments/table1.py` (then `--report`).",
+        "Each model: 10,000 steps, minibatch 100, one task per step (the VAE: minibatches across tasks),",
+        "Adam lr 3e-4, z and u of 10 dims; evaluated on the full test set with 1,024 importance samples,",
+        "θ of each test task from one random draw of it (HyperVAE), the task's decoder (MetaVAE).",
+        "Nats per image. `−log p(x)` is importance-sampled, ± its standard error over the test images.",
+        "",
+        "| dataset | model | −ELBO | recon | −log p(x) | KL(z) | KL(u) | paper −EL | paper −LL | paper KL(z) | paper KL(u) | PSIS k̂ median | train s | n |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        paper = PAPER.get((r["dataset"], r["model"]), (None,) * 4)
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {fmt(r['nelbo'])} | {fmt(r['recon'])} | "
+            f"{fmt(r['nll'])} ± {fmt(r['nll_stderr'], 2)} | {fmt(r['kl_z'])} | {fmt(r['kl_u'], 2)} | "
+            f"{fmt(paper[0])} | {fmt(paper[1])} | {fmt(paper[2])} | {fmt(paper[3])} | "
+            f"{fmt(r['psis_khat_median'], 2)} | {r['train_seconds']:.0f} | {r['n']} |"
+        )
+    lines += [
+        "",
+        "## Reading the paper's columns",
+        "",
+        "In the paper's Table 1, −LL equals −EL minus KL(z) to within 0.2 nats in 7 of its 9 cells",
+        "(MNIST VAE 118.2 − 18.8 = 99.4), so it reads as the expected reconstruction term",
+        "E_q[−log p(x|z)], our `recon`, not an importance-sampled marginal likelihood. Our `−log p(x)`",
+        "is the importance-sampled estimate (K = 1,024, the guide as proposal); it lies between the true",
+        "−log p(x) and −ELBO. Compare the paper's −LL with our `recon`, its −EL with our `−ELBO`.",
+        "KL(u) is KL(q(u|d_t) ‖ p(u)) per task (paid once per task, not per image).",
+        "",
+    ]
+    atomic_write_text(results / "table1.md", "\n".join(lines) + "\n")
+    print(f"wrote {results / 'table1.md'} ({len(rows)} rows)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--samples", type=int, default=1024)
+    parser.add_argument("--limit", type=int, default=None, help="score about N test images (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where rows and tables go")
+    parser.add_argument("--runs", type=Path, default=HERE / "runs", help="run folders (git-ignored)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--report", action="store_true", help="only rebuild table1.md/json from the rows")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args()
+    if not args.report:
+        for dataset, split in SETTINGS:
+            for model in args.models:
+                run_one(dataset, split, model, args)
+                report(args.results)
+    report(args.results)
+
+
+if __name__ == "__main__":
+    main()
