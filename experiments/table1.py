@@ -16,25 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 from pathlib import Path
 
-import torch
+from common import RESULTS, RUNS, evaluated_row, fmt
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from pyrohvae.config import RunConfig
+from pyrohvae.files import atomic_write_text
 
-from pyrohvae import checkpoint  # noqa: E402
-from pyrohvae.config import RunConfig  # noqa: E402
-from pyrohvae.evaluate import run_evaluation  # noqa: E402
-from pyrohvae.files import atomic_write_text  # noqa: E402
-from pyrohvae.train import CHECKPOINT, load_run, train  # noqa: E402
-
-RESULTS = HERE / "results"
 MODELS = ("vae", "metavae", "hypervae")
 # (dataset, omniglot split) in the order they are run: one whole dataset first.
 SETTINGS = (("mnist", "drawers"), ("omniglot", "drawers"), ("fashion-mnist", "drawers"), ("omniglot", "background"))
+
 PAPER = {  # Table 1: −EL, −LL, KL(z), KL(u)
     ("mnist", "vae"): (118.2, 99.4, 18.8, None),
     ("mnist", "metavae"): (108.6, 93.0, 15.5, None),
@@ -53,53 +45,12 @@ def row_name(dataset, split, model, seed):
     return f"{where}-{model}-seed{seed}"
 
 
-def run_one(dataset, split, model, args) -> Path:
+def run_one(dataset, split, model, args) -> dict:
     name = row_name(dataset, split, model, args.seed)
-    row_path = args.results / "table1" / f"{name}.json"
-    if row_path.exists():
-        print(f"[table1] {name}: done before, kept", flush=True)
-        return row_path
-    run_dir = args.runs / name
     config = RunConfig(dataset=dataset, model=model, split=split, steps=args.steps, seed=args.seed)
-    resume = (run_dir / CHECKPOINT).exists()
-    if resume and checkpoint.load(run_dir / CHECKPOINT)["step"] >= args.steps:
-        print(f"[table1] {name}: trained before", flush=True)
-    else:
-        print(f"[table1] {name}: training ({'resumed' if resume else 'new'})", flush=True)
-        if resume:
-            config = RunConfig.load(run_dir / "config.json")
-        train(config, run_dir, device=args.device, resume=resume, log_every=50, progress=args.progress)
-    program, state = load_run(run_dir, args.device)
-    test = program.config.load_data("test")
-    print(f"[table1] {name}: evaluating {args.limit or len(test)} test images, {args.samples} samples", flush=True)
-    result = run_evaluation(program, test, args.samples, "task", args.limit, args.seed, args.progress)
-    row = {
-        "dataset": dataset if split == "drawers" else f"{dataset} ({split})",
-        "model": model,
-        "nelbo": result["nelbo"],
-        "recon": result["recon"],
-        "nll": result["nll"],
-        "nll_stderr": result["nll_stderr"],
-        "kl_z": result["kl_z"],
-        "kl_u": result["kl_u"],
-        "steps": state["step"],
-        "seed": args.seed,
-        "train_seconds": round(state["seconds"], 1),
-        "device": args.device if args.device != "cpu" else f"cpu ({torch.get_num_threads()} threads, {platform.machine()})",
-        "samples": args.samples,
-        "n": result["n"],
-        "eval_seconds": result["seconds"],
-        "psis_khat_median": result["psis_khat_median"],
-        "psis_khat_max": result["psis_khat_max"],
-    }
-    row_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(row_path, json.dumps(row, indent=2) + "\n")
-    print(f"[table1] {name}: {json.dumps(row)}", flush=True)
-    return row_path
-
-
-def fmt(v, digits=1):
-    return "–" if v is None else f"{v:.{digits}f}"
+    shown = dataset if split == "drawers" else f"{dataset} ({split})"
+    return evaluated_row(config, args.runs / name, args.results / "table1" / f"{name}.json", args.samples,
+                         args.limit, args.seed, args.device, args.progress, dataset=shown, model=model)
 
 
 def report(results: Path) -> None:
@@ -152,7 +103,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where rows and tables go")
-    parser.add_argument("--runs", type=Path, default=HERE / "runs", help="run folders (git-ignored)")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="run folders (git-ignored)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--report", action="store_true", help="only rebuild table1.md/json from the rows")
     parser.add_argument("--no-progress", dest="progress", action="store_false")

@@ -80,6 +80,8 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
 @click.option("--tasks-per-step", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--kl-u-warmup", type=click.IntRange(min=0), default=0, show_default=True,
+              help="HyperVAE: steps over which the weight of KL(u) rises from 0 to 1 (0: none, the paper).")
 @_data_dir
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder [default: runs/DATASET-MODEL].")
@@ -87,9 +89,13 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
 @click.option("--resume", is_flag=True, help="Go on from the run folder's checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--on-nan", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+              help="A non-finite loss stops the run (last checkpoint kept) or skips that step's update.")
+@click.option("--deterministic", is_flag=True, help="PyTorch's deterministic algorithms (for CUDA).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
-def train(ctx, data_dir, out, device, resume, checkpoint_every, log_every, progress, **options):
+def train(ctx, data_dir, out, device, resume, checkpoint_every, log_every, on_nan, deterministic, progress,
+          **options):
     """Train a model by SVI; writes config.json, checkpoint.pt and metrics.jsonl to --out."""
     from .train import resume_config
     from .train import train as run_training
@@ -109,13 +115,17 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, log_every, progr
         checkpoint_every=checkpoint_every,
         log_every=log_every,
         progress=progress,
+        on_nan=on_nan,
+        deterministic=deterministic,
     )
-    if summary.first_loss is None:
+    if summary.start_step >= summary.steps:
         click.echo(f"{out}: already trained for {summary.steps} steps")
         return
+    losses = "no finite loss" if summary.first_loss is None else (
+        f"loss {summary.first_loss:.2f} -> {summary.last_loss:.2f} nats/image")
+    skipped = f", {summary.skipped} steps skipped (non-finite loss)" if summary.skipped else ""
     click.echo(
-        f"{out}: steps {summary.start_step + 1}-{summary.steps}, "
-        f"loss {summary.first_loss:.2f} -> {summary.last_loss:.2f} nats/image, "
+        f"{out}: steps {summary.start_step + 1}-{summary.steps}, {losses}{skipped}, "
         f"{summary.seconds:.0f} s of training in all"
     )
 
@@ -187,6 +197,73 @@ def evaluate(run_dir, samples, split, mode, limit, seed, as_json, progress, data
         f"(n={result['n']}, K={samples}, PSIS k̂ median {result['psis_khat_median']:.2f}); "
         f"wrote {run_dir / name}"
     )
+
+
+@main.command()
+@_run_dir
+@click.option("--draws", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--split", type=click.Choice(data.PARTS), default="test", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Score about N data for the per-task −ELBO (default: all).")
+@click.option("--max-tasks", type=click.IntRange(min=1), default=12, show_default=True,
+              help="Tasks in the forest plot.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@_data_dir
+@_device
+def inspect(run_dir, draws, split, seed, limit, max_tasks, out, progress, data_dir, device):
+    """ArviZ view of the task posteriors q(u|d_t): DIR/posterior.nc, a forest plot and a PCA map."""
+    from . import posteriors
+    from .files import ensure_writable_dir
+    from .train import load_run, resolve_device
+
+    program, _ = load_run(run_dir, resolve_device(device))
+    if program.config.model != "hypervae":
+        raise click.ClickException(f"a {program.config.model} run has no task latent u to inspect")
+    scored = program.config.load_data(split, data_dir)
+    idata = posteriors.task_posteriors(program, scored, draws, seed, limit=limit, progress=progress)
+    try:
+        ensure_writable_dir(out)
+    except OSError as e:
+        raise click.ClickException(f"cannot write to --out {out}: {e.strerror or e}") from None
+    posteriors.save_netcdf(idata, out / "posterior.nc")
+    posteriors.forest_plot(idata, out / "forest.png", max_tasks)
+    posteriors.pca_map(idata, out / "tasks_pca.png")
+    with __import__("pandas").option_context("display.max_rows", 40, "display.width", 120):
+        click.echo(posteriors.summary(idata))
+    stats = idata.task_stats
+    click.echo(
+        f"{len(stats.task)} tasks: KL(u) mean {float(stats.kl_u.mean()):.2f} nats, "
+        f"−ELBO mean {float(stats.nelbo.mean()):.2f}; wrote {out}/posterior.nc, forest.png, tasks_pca.png"
+    )
+
+
+@main.command()
+@_run_dir
+@click.option("--from", "source", required=True, help="Task name (e.g. a digit, an alphabet).")
+@click.option("--to", "target", required=True, help="Task name.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
+@click.option("--steps", type=click.IntRange(2, 50), default=8, show_default=True, help="Models along the line.")
+@click.option("--columns", type=click.IntRange(1, 50), default=8, show_default=True)
+@click.option("--split", type=click.Choice(data.PARTS), default="test", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_data_dir
+@_device
+def interpolate(run_dir, source, target, out, steps, columns, split, seed, data_dir, device):
+    """Models θ(u) on the straight line between two tasks' posterior means: a row per model."""
+    from .samples import interpolation_rows, save_grid
+    from .train import load_run, resolve_device
+
+    program, state = load_run(run_dir, resolve_device(device))
+    scored = program.config.load_data(split, data_dir)
+    try:
+        means, labels = interpolation_rows(program, scored, source, target, steps, columns, seed)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    title = f"θ(u) from {source} to {target} ({program.config.dataset}, step {state['step']})"
+    save_grid(means, labels, None, out, title)
+    click.echo(f"wrote {out} ({steps} models x {columns} samples)")
 
 
 @main.command()

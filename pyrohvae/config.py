@@ -37,6 +37,7 @@ class RunConfig:
     h_dim: int = 20
     hidden: int = 100
     theta_init_scale: float = 0.1
+    kl_u_warmup: int = 0  # steps over which the weight of KL(u) rises linearly from 0 to 1
     train_tasks: list[str] | None = None  # filled in from the training data when a run starts
 
     def __post_init__(self):
@@ -50,6 +51,8 @@ class RunConfig:
             self.task_by = "alphabet"
         if self.dataset != "omniglot" and (self.split != "drawers" or self.task_by not in (None, "class")):
             raise ConfigError("--split and --task-by apply to omniglot only")
+        if self.model != "hypervae" and self.kl_u_warmup:
+            raise ConfigError("--kl-u-warmup applies to hypervae only")
         if self.model == "vae" and self.tasks_per_step != 1:
             raise ConfigError("--tasks-per-step applies to task models (hypervae, metavae), not vae")
         if self.model == "metavae" and self.train_tasks and len(self.train_tasks) > MAX_METAVAE_TASKS:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import os
 import re
 import zipfile
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .files import atomic_path
 
 DATASETS = ("mnist", "fashion-mnist", "omniglot")
 PARTS = ("train", "test")
@@ -167,11 +170,10 @@ def _cached(name: str, files: list[Path], build):
     value = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(value, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # caching is an optimisation; an unwritable cache folder only costs time
+        with atomic_path(path) as tmp:
+            torch.save(value, tmp)
+    except (OSError, RuntimeError):
+        pass  # caching is an optimisation; an unwritable or full cache folder only costs time
     return value
 
 
@@ -188,14 +190,13 @@ def _idx_dataset(dataset: str, root: Path, part: str) -> TaskData:
     def build():
         from torchvision.datasets.mnist import read_image_file, read_label_file
 
+        _check_idx(files[0], ndim=3)
+        _check_idx(files[1], ndim=1)
         try:
             gray = read_image_file(str(files[0]))
-        except Exception as e:
-            raise DataError(f"{files[0]}: not a readable IDX image file ({_reason(e)})") from None
-        try:
             labels = read_label_file(str(files[1]))
         except Exception as e:
-            raise DataError(f"{files[1]}: not a readable IDX label file ({_reason(e)})") from None
+            raise DataError(f"{raw}: not readable IDX files ({_reason(e)})") from None
         if len(gray) != len(labels) or tuple(gray.shape[1:]) != (28, 28):
             raise DataError(
                 f"{raw}: {files[0].name} holds {tuple(gray.shape)} images but "
@@ -208,6 +209,25 @@ def _idx_dataset(dataset: str, root: Path, part: str) -> TaskData:
     value = _cached(f"{dataset}-{part}", files, build)
     names = _FASHION_CLASSES if dataset == "fashion-mnist" else [str(d) for d in range(10)]
     return TaskData(value["images"], value["tasks"], list(names), f"{dataset}/{part}")
+
+
+def _check_idx(path: Path, ndim: int) -> None:
+    """The IDX header: magic 0x0000080N (unsigned bytes, N dims), then N sizes; the file holds
+    exactly their product of bytes after the header."""
+    expected = 0x00000800 + ndim
+    with open(path, "rb") as f:
+        header = f.read(4 + 4 * ndim)
+    if len(header) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX file ({len(header)} bytes, shorter than its header)")
+    magic = int.from_bytes(header[:4], "big")
+    if magic != expected:
+        raise DataError(f"{path}: wrong magic number 0x{magic:08x} for an IDX file of {ndim}-d unsigned bytes "
+                        f"(expected 0x{expected:08x})")
+    sizes = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    want, have = 4 + 4 * ndim + math.prod(sizes), path.stat().st_size
+    if have != want:
+        raise DataError(f"{path}: {'truncated' if have < want else 'overlong'} IDX file: {have} bytes, "
+                        f"its header {tuple(sizes)} says {want}")
 
 
 def _download_idx(dataset, root, raw, files):

@@ -39,6 +39,8 @@ class Scores:
     nll: torch.Tensor
     kl_z: torch.Tensor
     kl_u: torch.Tensor | None  # (tasks,), or None for models without u
+    u_loc: torch.Tensor | None  # (tasks, u_dim): q(u | d_t) of each task (or datum)
+    u_scale: torch.Tensor | None
     task: torch.Tensor  # task index of each datum
     index: torch.Tensor  # position of each datum in the data
 
@@ -53,6 +55,13 @@ class Scores:
             "kl_u": None if self.kl_u is None else float(self.kl_u.mean()),
             "n": n,
         }
+
+
+def context_set(data: TaskData, task: int, generator: torch.Generator) -> torch.Tensor:
+    """Up to CONTEXT_SIZE random items of one task, as a batch of one task (1, m, 1, 28, 28)."""
+    members = data.task_members()[task]
+    pick = members[torch.randperm(len(members), generator=generator)[:CONTEXT_SIZE]]
+    return data.images[pick].float().unsqueeze(0)
 
 
 def evaluation_subset(data: TaskData, limit: int | None) -> list[torch.Tensor]:
@@ -76,14 +85,16 @@ def _score(fixed, x, samples, device, max_images):
     return mean["recon"] + mean["kl_z"], mean["recon"], nll, mean["kl_z"]
 
 
-def _fix(program, summary, choices, kl_u: list):
-    """The (model, guide) of each choice for this summary; KL(u) of the summary into kl_u."""
+def _fix(program, summary, choices, posteriors: list):
+    """The (model, guide) of each choice for this summary; q(u | summary) and its KL into
+    `posteriors`."""
     fixed = []
     for choice in choices:
-        model, guide, kl = program.conditioned(summary, choice)
-        fixed.append((model, guide))
-        if kl is not None and len(fixed) == 1:
-            kl_u.append(kl.reshape(-1).cpu())
+        task_model = program.conditioned(summary, choice)
+        fixed.append((task_model.model, task_model.guide))
+        if task_model.q_u is not None and len(fixed) == 1:
+            q = task_model.q_u.base_dist
+            posteriors.append((task_model.kl_u.reshape(-1).cpu(), q.loc.cpu(), q.scale.cpu()))
     return fixed
 
 
@@ -100,29 +111,28 @@ def evaluate(
     progress: bool = True,
 ) -> Scores:
     device = next(program.parameters()).device
-    pyro.set_rng_seed(seed)  # the random draws d_t, the context sets and the particles
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # the context sets
     subsets = evaluation_subset(data, limit)
     total = sum(len(s) for s in subsets)
     out = {k: [] for k in ("nelbo", "recon", "nll", "kl_z", "task", "index")}
-    kl_u = []
+    posteriors = []
     bar = tqdm(total=total, desc=f"evaluate ({samples} samples)", unit="img", disable=not progress)
     for t, idx in enumerate(subsets):
         if len(idx) == 0:
             continue
         choices = program.choices(data.task_names[t])
+        # Each task its own stream (d_t, particles): its scores do not depend on the others'.
+        pyro.set_rng_seed(seed * 100_003 + t)
         images = data.images[idx].float()
         if mode == "task":
-            members = data.task_members()[t]
-            context = members[torch.randperm(len(members), generator=g)[:CONTEXT_SIZE]]
-            summary = data.images[context].float().unsqueeze(0).to(device)  # one task
-            fixed = _fix(program, summary, choices, kl_u)
+            summary = context_set(data, t, g).to(device)
+            fixed = _fix(program, summary, choices, posteriors)
             batches = [(images[i : i + chunk].unsqueeze(0), fixed) for i in range(0, len(images), chunk)]
         else:
             batches = []
             for i in range(0, len(images), chunk):
                 x = images[i : i + chunk].unsqueeze(1)  # every datum a task, d_t = x
-                batches.append((x, _fix(program, x.to(device), choices, kl_u)))
+                batches.append((x, _fix(program, x.to(device), choices, posteriors)))
         for x, fixed in batches:
             scores = _score(fixed, x, samples, device, max_images)
             for key, value in zip(("nelbo", "recon", "nll", "kl_z"), scores):
@@ -132,7 +142,11 @@ def evaluate(
         out["index"].append(idx)
     bar.close()
     cat = {k: torch.cat(v) for k, v in out.items()}
-    return Scores(kl_u=torch.cat(kl_u) if kl_u else None, **cat)
+    if posteriors:
+        kl_u, u_loc, u_scale = (torch.cat(parts) for parts in zip(*posteriors))
+    else:
+        kl_u = u_loc = u_scale = None
+    return Scores(kl_u=kl_u, u_loc=u_loc, u_scale=u_scale, **cat)
 
 
 def khat_sample(program, data: TaskData, samples: int, n: int = 10, seed: int = 0) -> list[float]:
@@ -145,8 +159,8 @@ def khat_sample(program, data: TaskData, samples: int, n: int = 10, seed: int = 
     for i in pick.tolist():
         x = data.images[i].float().reshape(1, 1, 1, 28, 28).to(device)
         choice = program.choices(data.task_names[int(data.tasks[i])])[0]
-        model, guide, _ = program.conditioned(x, choice)
-        khats.append(psis_khat(model, guide, x, samples))
+        task_model = program.conditioned(x, choice)
+        khats.append(psis_khat(task_model.model, task_model.guide, x, samples))
     return khats
 
 

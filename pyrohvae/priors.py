@@ -21,7 +21,27 @@ class StandardNormal(nn.Module):
         return dist.Normal(self.loc, self.scale).to_event(1)
 
 
-PRIORS = {"normal": StandardNormal}
+class Mixture(nn.Module):
+    """p(u) = Σ_k π_k N(μ_k, diag σ_k²), a learnable mixture of `components` Gaussians.
+
+    Starts as the standard normal (all components at 0 with unit scale, means spread a little so
+    they can separate), so a run begins where the paper's does.
+    """
+
+    def __init__(self, u_dim: int, components: int = 10):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.locs = nn.Parameter(0.1 * torch.randn(components, u_dim))
+        self.log_scales = nn.Parameter(torch.zeros(components, u_dim))
+
+    def forward(self) -> dist.Distribution:
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=self.logits),
+            dist.Normal(self.locs, self.log_scales.exp()).to_event(1),
+        )
+
+
+PRIORS = {"normal": StandardNormal, "mixture": Mixture}
 
 
 def make_prior(name: str, u_dim: int) -> nn.Module:

@@ -9,6 +9,8 @@ program's generative networks (`choices`; only MetaVAE has more than one).
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from typing import Callable
 
 import pyro.distributions as dist
 import torch
@@ -22,6 +24,17 @@ from .nets import Decoder, ThetaGenerator, decode
 from .priors import make_prior
 
 
+@dataclass
+class TaskModel:
+    """The model and guide of one fixed model per task, and for HyperVAE the q(u | summary) it
+    came from and KL(q(u | summary) || p(u)), each per task."""
+
+    model: Callable
+    guide: Callable
+    q_u: dist.Distribution | None = None
+    kl_u: torch.Tensor | None = None
+
+
 class VAEProgram(nn.Module):
     """The plain VAE baseline: one encoder and one decoder for all tasks."""
 
@@ -31,10 +44,10 @@ class VAEProgram(nn.Module):
         self.decoder = Decoder(config.z_dim, config.hidden)
         self.guide_nets = guides.get(config.guide, "vae")(config)
 
-    def model(self, x, task=None):
+    def model(self, x, task=None, kl_u_weight=1.0):
         vae_model(self.decoder, self.config.z_dim, x)
 
-    def guide(self, x, task=None):
+    def guide(self, x, task=None, kl_u_weight=1.0):
         self.guide_nets(x)
 
     def parts(self) -> dict[str, nn.Module]:
@@ -43,8 +56,8 @@ class VAEProgram(nn.Module):
     def choices(self, task_name: str) -> list:
         return [None]
 
-    def conditioned(self, summary, choice=None):
-        return self.model, self.guide, None
+    def conditioned(self, summary, choice=None) -> TaskModel:
+        return TaskModel(self.model, self.guide)
 
     def sample_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
@@ -62,11 +75,11 @@ class HyperVAEProgram(nn.Module):
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
 
-    def model(self, x, task=None):
-        hypervae_model(self.theta, self.prior, self.config.z_dim, x)
+    def model(self, x, task=None, kl_u_weight=1.0):
+        hypervae_model(self.theta, self.prior, self.config.z_dim, x, kl_u_weight=kl_u_weight)
 
-    def guide(self, x, task=None):
-        self.guide_nets(self.theta, x)
+    def guide(self, x, task=None, kl_u_weight=1.0):
+        self.guide_nets(self.theta, x, kl_u_weight)
 
     def parts(self) -> dict[str, nn.Module]:
         return {
@@ -87,21 +100,22 @@ class HyperVAEProgram(nn.Module):
         return loc
 
     @torch.no_grad()
-    def conditioned(self, summary, choice=None):
+    def conditioned(self, summary, choice=None) -> TaskModel:
         """Model and guide with u fixed at the mean ū of q(u | summary) and hidden from traces, so
-        that only z is sampled and only z and x are scored: the main VAE θ(ū) of each task. Also
-        KL(q(u | summary) || p(u)) per task, for the same draw of q(u | ·)."""
+        that only z is sampled and only z and x are scored: the main VAE θ(ū) of each task."""
         loc, scale = self.guide_nets.task_posterior(summary)
         u = loc.unsqueeze(-2)
 
         def fix(fn):
             return poutine.block(poutine.condition(fn, data={"u": u}), hide=["u"])
 
-        return fix(self.model), fix(self.guide), self._kl_u(loc, scale)
+        q = dist.Normal(loc, scale).to_event(1)
+        return TaskModel(fix(self.model), fix(self.guide), q, self.kl_u(q))
 
-    def _kl_u(self, loc, scale) -> torch.Tensor:
-        """Analytic where torch has the pair, else by 4,096 draws."""
-        q, p = dist.Normal(loc, scale).to_event(1), self.prior()
+    @torch.no_grad()
+    def kl_u(self, q: dist.Distribution) -> torch.Tensor:
+        """KL(q || p(u)) per task: analytic where torch has the pair, else by 4,096 draws."""
+        p = self.prior()
         try:
             return torch.distributions.kl_divergence(q, p)
         except NotImplementedError:
@@ -126,10 +140,10 @@ class MetaVAEProgram(nn.Module):
         self.guide_nets = guides.get(config.guide, "metavae")(config)
         self.task_index = {name: i for i, name in enumerate(config.train_tasks)}
 
-    def model(self, x, task):
+    def model(self, x, task, kl_u_weight=1.0):
         metavae_model(self.decoders, self.config.z_dim, x, task)
 
-    def guide(self, x, task=None, context=None):
+    def guide(self, x, task=None, kl_u_weight=1.0, context=None):
         self.guide_nets(x, context)
 
     def parts(self) -> dict[str, nn.Module]:
@@ -144,13 +158,9 @@ class MetaVAEProgram(nn.Module):
             return [self.task_index[task_name]]
         return list(range(len(self.decoders)))
 
-    def conditioned(self, summary, choice):
+    def conditioned(self, summary, choice) -> TaskModel:
         task = torch.full((summary.shape[0],), choice, dtype=torch.long, device=summary.device)
-        return (
-            functools.partial(self.model, task=task),
-            functools.partial(self.guide, context=summary),
-            None,
-        )
+        return TaskModel(functools.partial(self.model, task=task), functools.partial(self.guide, context=summary))
 
     def sample_logits(self, z: torch.Tensor, task: int) -> torch.Tensor:
         return self.decoders[task](z)

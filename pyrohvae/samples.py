@@ -50,6 +50,37 @@ def sample_rows(program, test_data, columns=10, prior_rows=4, max_tasks=50, seed
     return means.cpu(), labels, draws[:, 0].cpu()
 
 
+@torch.no_grad()
+def interpolation_rows(program, data, source: str, target: str, steps=8, columns=8, seed=0):
+    """Models θ(u) along the line between two tasks' posterior means, one row each, all rows
+    decoding the same z's. The means are those of q(u | d_t) with d_t chosen as the density
+    protocol chooses it."""
+    import pyro
+
+    from .evaluate import context_set
+
+    if program.config.model != "hypervae":
+        raise ValueError(f"a {program.config.model} run has no model space to walk: use a hypervae run")
+    index = {name: i for i, name in enumerate(data.task_names)}
+    for name in (source, target):
+        if name not in index:
+            known = ", ".join(data.task_names[:8]) + (", ..." if len(data.task_names) > 8 else "")
+            raise ValueError(f"no task {name!r} in {data.name} (tasks: {known})")
+    device = next(program.parameters()).device
+    pyro.set_rng_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    ends = [
+        program.conditioned(context_set(data, index[name], g).to(device)).q_u.base_dist.loc[0]
+        for name in (source, target)
+    ]
+    alphas = torch.linspace(0, 1, steps, device=device)
+    u = (1 - alphas[:, None]) * ends[0] + alphas[:, None] * ends[1]
+    z = torch.randn(columns, program.config.z_dim, generator=g).to(device)
+    means = torch.sigmoid(program.sample_logits(z, u))
+    labels = [f"{source}" if a == 0 else f"{target}" if a == 1 else f"α = {a:.2f}" for a in alphas.tolist()]
+    return means.cpu(), labels
+
+
 def save_grid(means, labels, draws, path: Path, title: str) -> None:
     rows, columns = means.shape[:2]
     blank = torch.ones(1, 1, 28, 28) * 0.5

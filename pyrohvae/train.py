@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.util import zero_grads
 from tqdm import tqdm
 
 from . import checkpoint
@@ -42,6 +44,30 @@ class TrainSummary:
     first_loss: float | None
     last_loss: float | None
     seconds: float
+    skipped: int = 0
+
+
+def svi_step(svi: SVI, *args, skip_nonfinite: bool = False) -> tuple[float, bool]:
+    """`SVI.step`, with the check for a non-finite loss between the gradients and the update:
+    returns the loss and whether the parameters were updated."""
+    with poutine.trace(param_only=True) as param_capture:
+        loss = svi.loss_and_grads(svi.model, svi.guide, *args)
+    params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
+    loss = float(loss)
+    update = math.isfinite(loss) or not skip_nonfinite
+    if update:
+        svi.optim(params)
+    zero_grads(params)
+    return loss, update
+
+
+def set_deterministic() -> None:
+    """PyTorch's deterministic algorithms (what CUDA needs; the CPU path already is)."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,7 +104,12 @@ def train(
     checkpoint_every: int = 500,
     log_every: int = 10,
     progress: bool = True,
+    on_nan: str = "stop",
+    deterministic: bool = False,
 ) -> TrainSummary:
+    """Train `config` into the run folder `out`. A non-finite loss stops the run (`on_nan="stop"`,
+    the last checkpoint kept) or skips that step's update (`"skip"`, counted in the metrics as
+    `skipped`); either way no non-finite update reaches the parameters."""
     out = Path(out)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not resume:
@@ -99,6 +130,10 @@ def train(
     except OSError as e:
         raise TrainError(f"cannot write to --out {out}: {e.strerror or e}") from None
 
+    for stale in out.glob(f".{CHECKPOINT}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink()
+    if deterministic:
+        set_deterministic()
     pyro.set_rng_seed(config.seed)
     program = build(config).to(dev)
     batches = batches_for(config, data)
@@ -106,13 +141,13 @@ def train(
     optim = pyro.optim.Adam({"lr": config.lr})
     svi = SVI(program.model, program.guide, optim, Trace_ELBO(max_plate_nesting=2))
 
-    start, seconds, saved_step = 0, 0.0, None
+    start, seconds, saved_step, skipped = 0, 0.0, None, 0
     if state is not None:
         program.load_state_dict(state["program"])
         optim.set_state(state["optim"])
         checkpoint.set_rng_state(state["rng"])
         batches.generator.set_state(state["batches"])
-        start, seconds = state["step"], state["seconds"]
+        start, seconds, skipped = state["step"], state["seconds"], state.get("skipped", 0)
         saved_step = start
         _truncate_metrics(out / METRICS, start)
     else:
@@ -127,6 +162,7 @@ def train(
                 "config": config.to_dict(),
                 "step": step,
                 "seconds": seconds,
+                "skipped": skipped,
                 "program": program.state_dict(),
                 "optim": optim.get_state(),
                 "rng": checkpoint.rng_state(),
@@ -149,28 +185,31 @@ def train(
         for step in range(start + 1, config.steps + 1):
             tic = time.perf_counter()
             x, task = next(batches)
-            loss = svi.step(x.to(dev, torch.float32), task)
+            weight = min(1.0, step / config.kl_u_warmup) if config.kl_u_warmup else 1.0
+            loss, updated = svi_step(svi, x.to(dev, torch.float32), task, weight, skip_nonfinite=True)
             seconds += time.perf_counter() - tic
-            if not math.isfinite(loss):
-                kept = f"{ckpt_path} keeps step {saved_step}" if saved_step else "no checkpoint yet"
+            if not updated and on_nan == "stop":
+                kept = f"{ckpt_path} keeps step {saved_step}" if saved_step else "no checkpoint was written yet"
                 raise TrainError(f"loss is {loss} at step {step}; stopped ({kept})")
-            first = loss if first is None else first
-            last = loss
-            window.append(loss)
+            if not updated:
+                skipped += 1
+            else:
+                first = loss if first is None else first
+                last = loss
+                window.append(loss)
             if step % log_every == 0 or step == config.steps:
-                avg = sum(window) / len(window)
-                metrics.write(
-                    json.dumps({"step": step, "loss": loss, "loss_avg": avg, "seconds": round(seconds, 3)})
-                    + "\n"
-                )
+                avg = sum(window) / len(window) if window else None
+                line = {"step": step, "loss": loss if updated else None, "loss_avg": avg,
+                        "seconds": round(seconds, 3), "skipped": skipped}
+                metrics.write(json.dumps(line) + "\n")
                 metrics.flush()
-                bar.set_postfix(loss=f"{avg:.2f}", refresh=False)
+                bar.set_postfix(loss=f"{avg:.2f}" if window else "nan", refresh=False)
                 window = []
             bar.update(1)
             if step % checkpoint_every == 0 or step == config.steps:
                 save_checkpoint(step)
     bar.close()
-    return TrainSummary(out, start, config.steps, first, last, seconds)
+    return TrainSummary(out, start, config.steps, first, last, seconds, skipped)
 
 
 def resume_config(out: Path, explicit: dict) -> RunConfig:

@@ -32,3 +32,25 @@ def _isolated_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data_root():
     return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """trained_run(model): a run folder of `model` trained 200 steps on real MNIST, made once."""
+    from click.testing import CliRunner
+
+    from pyrohvae.cli import main
+
+    runs = {}
+
+    def make(model: str) -> Path:
+        if model not in runs:
+            out = tmp_path_factory.mktemp("runs") / model
+            args = ["train", "--dataset", "mnist", "--model", model, "--steps", "200", "--log-every", "1",
+                    "--out", str(out), "--no-progress"]
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == 0, result.output
+            runs[model] = out
+        return runs[model]
+
+    return make

@@ -46,11 +46,13 @@ def guide_draws(program, x, seed):
     return trace.nodes["u"]["value"], trace.nodes["z"]["value"], q_u.loc, q_u.scale
 
 
-def test_trace_elbo_is_eq9_for_the_same_noise(setup):
+@pytest.mark.parametrize("kl_u_weight", [1.0, 0.25])
+def test_trace_elbo_is_eq9_for_the_same_noise(setup, kl_u_weight):
+    """With a KL(u) warm-up weight w < 1, only the per-task term is multiplied by w."""
     program, x = setup
     T, N = x.shape[:2]
     pyro.set_rng_seed(3)
-    loss = Trace_ELBO(max_plate_nesting=2).loss(program.model, program.guide, x)
+    loss = Trace_ELBO(max_plate_nesting=2).loss(program.model, program.guide, x, None, kl_u_weight)
     u, z, u_loc, u_scale = guide_draws(program, x, seed=3)
     with torch.no_grad():
         z_loc, z_scale = encode(program.theta.encoder(u), x)
@@ -63,7 +65,7 @@ def test_trace_elbo_is_eq9_for_the_same_noise(setup):
         per_task = normal_log_density(u, u_loc, u_scale) - normal_log_density(
             u, torch.zeros_like(u), torch.ones_like(u)
         )  # (T, 1): log q(u|d) - log p(u)
-        by_hand = (per_item.sum() + per_task.sum()) / (T * N)
+        by_hand = (per_item.sum() + kl_u_weight * per_task.sum()) / (T * N)
     assert loss == pytest.approx(float(by_hand), abs=1e-4)
 
 

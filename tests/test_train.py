@@ -24,19 +24,17 @@ def params(run):
     return checkpoint.load(run / "checkpoint.pt")["program"]
 
 
-@pytest.fixture(scope="module", params=["hypervae", "vae"])
-def trained(request, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / request.param
-    run_cli("train", "--dataset", "mnist", "--model", request.param, "--steps", 200,
-            "--log-every", 1, "--out", run, "--no-progress")
-    return run
+@pytest.fixture(params=["hypervae", "vae", "metavae"])
+def trained(request, trained_run):
+    return trained_run(request.param)
 
 
 def test_loss_falls_over_200_steps(trained):
     losses = [m["loss"] for m in metrics(trained)]
     assert [m["step"] for m in metrics(trained)] == list(range(1, 201))
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
-    assert last < first - 100, (first, last)
+    # MetaVAE trains one decoder per class: each sees a tenth of the steps and falls slower.
+    assert last < first - (50 if trained.name == "metavae" else 100), (first, last)
 
 
 def test_run_folder_holds_config_checkpoint_metrics(trained):
@@ -52,7 +50,7 @@ def test_run_folder_holds_config_checkpoint_metrics(trained):
 def test_sample_grid_has_a_row_per_task_and_prior_rows(trained, tmp_path):
     out = tmp_path / "grid.png"
     result = run_cli("sample", trained, "--out", out, "--columns", 6, "--prior-rows", 3)
-    rows = 13 if trained.name == "hypervae" else 3
+    rows = {"hypervae": 13, "vae": 3, "metavae": 10}[trained.name]
     assert f"({rows} rows x 6 samples)" in result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

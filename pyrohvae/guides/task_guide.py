@@ -34,13 +34,14 @@ class TaskGuide(nn.Module):
     def task_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, theta, x):
+    def forward(self, theta, x, kl_u_weight: float = 1.0):
         pyro.module("guide", self)
         pyro.module("theta", theta)
         tasks, items = x.shape[:2]
         with per_datum(x), pyro.plate("tasks", tasks, dim=-2):
             loc, scale = self.task_posterior(x)
-            u = pyro.sample("u", dist.Normal(loc.unsqueeze(-2), scale.unsqueeze(-2)).to_event(1))
+            with poutine.scale(scale=kl_u_weight):  # as in the model: the weight of KL(u)
+                u = pyro.sample("u", dist.Normal(loc.unsqueeze(-2), scale.unsqueeze(-2)).to_event(1))
             params = theta.encoder(u)
             with poutine.infer_config(config_fn=_auxiliary):
                 record("theta.encoder", params, theta.shapes["encoder"])

@@ -1,0 +1,71 @@
+"""What the experiment scripts share: train a run (or resume it) and evaluate it, once.
+
+A run folder keeps its checkpoints, and each finished (train, evaluate) pair writes its row to
+its own JSON file as soon as it is done, so a stopped sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RUNS = HERE / "runs"
+sys.path.insert(0, str(HERE.parent))
+
+from pyrohvae import checkpoint  # noqa: E402
+from pyrohvae.config import RunConfig  # noqa: E402
+from pyrohvae.evaluate import run_evaluation  # noqa: E402
+from pyrohvae.files import atomic_write_text  # noqa: E402
+from pyrohvae.train import CHECKPOINT, load_run, train  # noqa: E402
+
+
+def trained(config: RunConfig, run_dir: Path, device="cpu", progress=True) -> None:
+    """Train `config` into `run_dir`, going on from its checkpoint if there is one."""
+    name = run_dir.name
+    resume = (run_dir / CHECKPOINT).exists()
+    if resume and checkpoint.load(run_dir / CHECKPOINT)["step"] >= config.steps:
+        print(f"[{name}] trained before", flush=True)
+        return
+    print(f"[{name}] training ({'resumed' if resume else 'new'})", flush=True)
+    if resume:
+        config = RunConfig.load(run_dir / "config.json")
+    train(config, run_dir, device=device, resume=resume, log_every=50, progress=progress)
+
+
+def evaluated_row(config: RunConfig, run_dir: Path, row_path: Path, samples: int, limit=None,
+                  seed: int = 0, device="cpu", progress=True, **extra) -> dict:
+    """The row of a trained and evaluated run: read from `row_path` if it exists, else made."""
+    if row_path.exists():
+        print(f"[{run_dir.name}] done before, kept {row_path.name}", flush=True)
+        return json.loads(row_path.read_text())
+    trained(config, run_dir, device, progress)
+    program, state = load_run(run_dir, device)
+    test = program.config.load_data("test")
+    print(f"[{run_dir.name}] evaluating {limit or len(test)} test images, {samples} samples", flush=True)
+    result = run_evaluation(program, test, samples, "task", limit, seed, progress)
+    threads = f"cpu ({torch.get_num_threads()} thread(s), {platform.machine()})"
+    row = dict(extra)
+    row.update(
+        {key: result[key] for key in ("nelbo", "recon", "nll", "nll_stderr", "kl_z", "kl_u", "n", "samples")},
+        steps=state["step"],
+        seed=config.seed,
+        train_seconds=round(state["seconds"], 1),
+        device=threads if device == "cpu" else device,
+        eval_seconds=result["seconds"],
+        psis_khat_median=result["psis_khat_median"],
+        psis_khat_max=result["psis_khat_max"],
+    )
+    row_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(row_path, json.dumps(row, indent=2) + "\n")
+    print(f"[{run_dir.name}] {json.dumps(row)}", flush=True)
+    return row
+
+
+def fmt(v, digits=1):
+    return "–" if v is None else f"{v:.{digits}f}"

@@ -1,0 +1,99 @@
+"""HyperVAE on Omniglot with each guide, and with the learnable mixture prior on u.
+
+Same settings as Table 1 (10,000 steps, one alphabet of 100 images per step, Adam lr 3e-4, full
+test set, 1,024 importance samples, θ of each test alphabet from its guide's reading of up to 100
+of its test images). The random-draw/normal row is Table 1's Omniglot HyperVAE row, taken from
+experiments/results/table1/ once experiments/table1.py has made it (never trained twice, nor by two
+scripts at once).
+
+    PYROHVAE_DATA_DIR=../shared/data python experiments/guides.py
+    python experiments/guides.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import RESULTS, RUNS, evaluated_row, fmt
+
+from pyrohvae.config import RunConfig
+from pyrohvae.files import atomic_write_text
+
+VARIANTS = (("random-draw", "normal"), ("set-mean", "normal"), ("set-encoder", "normal"), ("random-draw", "mixture"))
+
+
+def run_name(guide, prior, seed):
+    return f"omniglot-hypervae-{guide}-{prior}-seed{seed}"
+
+
+def table1_row(results: Path, seed: int, row: Path) -> None:
+    """Copy Table 1's Omniglot HyperVAE row (the paper's guide and prior) into the guides rows."""
+    source = results / "table1" / f"omniglot-hypervae-seed{seed}.json"
+    if row.exists() or not source.exists():
+        if not row.exists():
+            print(f"[guides] random-draw/normal: waiting for {source} (experiments/table1.py)", flush=True)
+        return
+    values = json.loads(source.read_text())
+    values = {"guide": "random-draw", "prior": "normal", **{k: v for k, v in values.items() if k not in ("dataset", "model")}}
+    row.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(row, json.dumps(values, indent=2) + "\n")
+
+
+def report(results: Path) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted((results / "guides").glob("*.json"))]
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    rows.sort(key=lambda r: order.get((r["guide"], r["prior"]), 99))
+    atomic_write_text(results / "guides.json", json.dumps(rows, indent=2) + "\n")
+    lines = [
+        "# HyperVAE on Omniglot: guides and priors",
+        "",
+        "Made by `PYROHVAE_DATA_DIR=../shared/data python experiments/guides.py`. 10,000 steps, one",
+        "alphabet of 100 images per step, Adam lr 3e-4; full test set (drawers 16–20), 1,024 importance",
+        "samples; nats per image, KL(u) in nats per task.",
+        "",
+        "| guide | prior | −ELBO | recon | −log p(x) | KL(z) | KL(u) | PSIS k̂ median | train s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['guide']} | {r['prior']} | {fmt(r['nelbo'])} | {fmt(r['recon'])} | "
+            f"{fmt(r['nll'])} ± {fmt(r['nll_stderr'], 2)} | {fmt(r['kl_z'])} | {fmt(r['kl_u'], 2)} | "
+            f"{fmt(r['psis_khat_median'], 2)} | {r['train_seconds']:.0f} |"
+        )
+    atomic_write_text(results / "guides.md", "\n".join(lines) + "\n")
+    print(f"wrote {results / 'guides.md'} ({len(rows)} rows)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--samples", type=int, default=1024)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--runs", type=Path, default=RUNS)
+    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args()
+    if not args.report:
+        for guide, prior in VARIANTS[1:] + VARIANTS[:1]:
+            name = run_name(guide, prior, args.seed)
+            config = RunConfig(dataset="omniglot", model="hypervae", guide=guide, prior=prior,
+                               steps=args.steps, seed=args.seed)
+            row = args.results / "guides" / f"{name}.json"
+            if (guide, prior) == VARIANTS[0]:
+                table1_row(args.results, args.seed, row)
+                continue
+            evaluated_row(config, args.runs / name, row, args.samples, args.limit, args.seed, args.device,
+                          args.progress, guide=guide, prior=prior)
+            report(args.results)
+    else:
+        table1_row(args.results, args.seed, args.results / "guides" / f"{run_name(*VARIANTS[0], args.seed)}.json")
+    report(args.results)
+
+
+if __name__ == "__main__":
+    main()
