@@ -230,7 +230,10 @@ def resume_config(out: Path, explicit: dict) -> RunConfig:
 
 
 def _check_same_run(path, state, config: RunConfig, ignore=()):
-    saved = state.get("config", {})
+    try:  # settings added since the checkpoint was written take their defaults
+        saved = RunConfig.from_dict(state.get("config", {})).to_dict()
+    except (TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"{path}: checkpoint of an unknown configuration ({e})") from None
     ours = config.to_dict()
     diff = [k for k in ours if k not in ignore and saved.get(k) != ours[k]]
     if diff:

@@ -290,3 +290,18 @@ def test_deterministic_flag_turns_on_deterministic_algorithms(tmp_path):
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_checkpoint_from_before_a_setting_existed_still_loads(two_runs):
+    """A run written before a config setting was added reads as that setting's default."""
+    from pyrohvae.train import load_run
+
+    ckpt = two_runs["hypervae"] / "checkpoint.pt"
+    state = checkpoint.load(ckpt)
+    del state["config"]["kl_u_warmup"]
+    checkpoint.save(ckpt, state)
+    config = json.loads((two_runs["hypervae"] / "config.json").read_text())
+    del config["kl_u_warmup"]
+    (two_runs["hypervae"] / "config.json").write_text(json.dumps(config))
+    program, loaded = load_run(two_runs["hypervae"])
+    assert program.config.kl_u_warmup == 0 and loaded["step"] == 2
