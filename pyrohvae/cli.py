@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import torch
 from click.core import ParameterSource
 
 from . import data, guides
@@ -195,6 +196,79 @@ def evaluate(run_dir, samples, split, mode, limit, seed, as_json, progress, data
         f"{config.model} {config.dataset} {split}: -ELBO {result['nelbo']:.2f}  recon {result['recon']:.2f}  "
         f"-log p(x) {result['nll']:.2f} ± {result['nll_stderr'] or 0:.2f}  KL(z) {result['kl_z']:.2f}{kl_u}  "
         f"(n={result['n']}, K={samples}, PSIS k̂ median {result['psis_khat_median']:.2f}); "
+        f"wrote {run_dir / name}"
+    )
+
+
+@main.command()
+@_run_dir
+@click.option("--outliers", "other", type=click.Choice(data.DATASETS), required=True,
+              help="Dataset whose test images are mixed in as outliers.")
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="Share of outliers in the mixed set.")
+@click.option("--score", type=click.Choice(["elbo", "mdl", "kl"]), default="elbo", show_default=True)
+@click.option("--flag-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Flag the top q of scores [default: threshold at the equal-error point].")
+@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Samples of z per datum for the ELBO's reconstruction term.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use about N normal test images.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="ROC curve, PNG.")
+@click.option("--scores", "scores_csv", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Per-datum scores with the true label, CSV.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@_data_dir
+@_device
+def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, as_json, plot, scores_csv,
+             progress, data_dir, device):
+    """Outlier detection: the run's test data as normal, another dataset's as outliers; AUC, FPR, FNR.
+    Writes RUN_DIR/outliers-OTHER.json (outliers-OTHER-SCORE.json for the mdl and kl scores)."""
+    import json
+
+    from . import outliers as od
+    from .evaluate import evaluation_subset
+    from .files import atomic_path, atomic_write_text
+    from .train import load_run, resolve_device
+
+    program, state = load_run(run_dir, resolve_device(device))
+    config = program.config
+    if other == config.dataset:
+        raise click.UsageError(f"--outliers must name another dataset than the run's ({config.dataset})")
+    if score == "mdl" and config.model != "hypervae":
+        raise click.UsageError("--score mdl needs a task latent u: use a hypervae run")
+    normal = config.load_data("test", data_dir)
+    kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
+    mixed = od.mixed_set(normal.subset(kept), data.load(other, "test", data_dir), fraction, seed)
+    mixed.source_index[: len(kept)] = kept  # positions in the normal test split
+    values = od.outlier_scores(program, mixed, samples, seed, progress)[score]
+    metrics = od.detection_metrics(values.numpy(), mixed.labels.numpy(), flag_rate)
+    result = {
+        "model": config.model, "normal": config.dataset, "outliers": other, "score": score,
+        "auc": metrics["auc"], "fpr": metrics["fpr"], "fnr": metrics["fnr"],
+        "threshold": metrics["threshold"], "threshold_rule": metrics["threshold_rule"],
+        "n_normal": int((mixed.labels == 0).sum()), "n_outliers": int((mixed.labels == 1).sum()),
+        "fraction": fraction, "samples": samples, "seed": seed, "step": state["step"],
+    }
+    name = f"outliers-{other}.json" if score == "elbo" else f"outliers-{other}-{score}.json"
+    atomic_write_text(run_dir / name, json.dumps(result, indent=2) + "\n")
+    if plot is not None:
+        od.roc_figure({f"{config.model} ({score})": metrics}, plot,
+                      f"{config.dataset} normal, {other} outliers ({100 * fraction:g}%)")
+    if scores_csv is not None:
+        with atomic_path(scores_csv) as tmp:
+            with open(tmp, "w") as f:
+                f.write("index,dataset,source_index,outlier,score\n")
+                for i, (label, src, v) in enumerate(zip(mixed.labels.tolist(), mixed.source_index.tolist(),
+                                                        values.tolist())):
+                    f.write(f"{i},{other if label else config.dataset},{src},{label},{v:.6f}\n")
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(
+        f"{config.model} ({score}) {config.dataset} vs {other}: AUC {100 * result['auc']:.1f}  "
+        f"FPR {100 * result['fpr']:.1f}  FNR {100 * result['fnr']:.1f} at {result['threshold_rule']} "
+        f"(threshold {result['threshold']:.2f}; {result['n_normal']} normal, {result['n_outliers']} outliers); "
         f"wrote {run_dir / name}"
     )
 

@@ -109,7 +109,10 @@ def evaluate(
     chunk: int = 100,
     max_images: int = 8192,
     progress: bool = True,
+    label_free: bool = False,
 ) -> Scores:
+    """Scores of `data` by the density protocol (module docstring). `label_free` scores every
+    datum as one of no known task (MetaVAE: under all its decoders), as outlier scoring must."""
     device = next(program.parameters()).device
     g = torch.Generator().manual_seed(seed)  # the context sets
     subsets = evaluation_subset(data, limit)
@@ -120,7 +123,7 @@ def evaluate(
     for t, idx in enumerate(subsets):
         if len(idx) == 0:
             continue
-        choices = program.choices(data.task_names[t])
+        choices = program.choices(None if label_free else data.task_names[t])
         # Each task its own stream (d_t, particles): its scores do not depend on the others'.
         pyro.set_rng_seed(seed * 100_003 + t)
         images = data.images[idx].float()

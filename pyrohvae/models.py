@@ -64,9 +64,13 @@ def metavae_model(decoders, z_dim: int, x: torch.Tensor, task: torch.Tensor) -> 
     `task` holds the training-task index of each row of the batch. Only the decoders of those
     tasks are registered, so a step moves no other decoder (not even by Adam's momentum).
     """
-    for t in task.unique().tolist():
+    used = task.unique().tolist()
+    for t in used:
         pyro.module(f"decoder{t}", decoders[t])
-    params = stack_params([decoders[t] for t in task.tolist()])
+    if len(used) == 1:  # one decoder for every row: shared weights, nothing stacked
+        params = dict(decoders[used[0]].named_parameters())
+    else:
+        params = stack_params([decoders[t] for t in task.tolist()])
     tasks, items = x.shape[:2]
     zeros = x.new_zeros(z_dim)
     with per_datum(x), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):

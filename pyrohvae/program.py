@@ -53,7 +53,7 @@ class VAEProgram(nn.Module):
     def parts(self) -> dict[str, nn.Module]:
         return {"inference network (encoder)": self.guide_nets, "generative network (decoder)": self.decoder}
 
-    def choices(self, task_name: str) -> list:
+    def choices(self, task_name: str | None) -> list:
         return [None]
 
     def conditioned(self, summary, choice=None) -> TaskModel:
@@ -90,7 +90,7 @@ class HyperVAEProgram(nn.Module):
             "prior p(u)": self.prior,
         }
 
-    def choices(self, task_name: str) -> list:
+    def choices(self, task_name: str | None) -> list:
         return [None]
 
     @torch.no_grad()
@@ -152,8 +152,9 @@ class MetaVAEProgram(nn.Module):
             f"generative networks ({len(self.decoders)} tasks)": self.decoders,
         }
 
-    def choices(self, task_name: str) -> list:
-        """The decoder of a training task, or every decoder for data of a task not trained on."""
+    def choices(self, task_name: str | None) -> list:
+        """The decoder of a training task, or every decoder for data of a task not trained on
+        (or of no known task: None)."""
         if task_name in self.task_index:
             return [self.task_index[task_name]]
         return list(range(len(self.decoders)))

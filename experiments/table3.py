@@ -1,0 +1,136 @@
+"""Table 3 of the paper: outlier detection, for every ordered pair of the three datasets.
+
+Normal data: the test split of the dataset a model was trained on (the Table 1 runs, trained on
+normal data only); outliers: random test images of another dataset, 20% of the mixed set. Every
+datum is scored on its own: VAE and HyperVAE by −ELBO (`elbo`), HyperVAE also by −ELBO + KL(u)
+(`mdl`), MetaVAE by KL(z) (`kl`) and by −ELBO averaged over its decoders (`elbo`). AUC, and FPR and
+FNR at the equal-error threshold. The paper does not say which other dataset it used per row, so
+all six pairs are reported, with the paper's row beside each normal dataset.
+
+    PYROHVAE_DATA_DIR=../shared/data python experiments/table3.py     # after experiments/table1.py
+    python experiments/table3.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import RESULTS, RUNS, fmt
+
+import torch
+
+from pyrohvae import checkpoint, data
+from pyrohvae.evaluate import evaluation_subset
+from pyrohvae.files import atomic_write_text
+from pyrohvae.outliers import detection_metrics, mixed_set, outlier_scores, roc_figure
+from pyrohvae.train import CHECKPOINT, load_run
+
+DATASETS = ("mnist", "omniglot", "fashion-mnist")
+METHODS = (("vae", "elbo"), ("metavae", "kl"), ("metavae", "elbo"), ("hypervae", "elbo"), ("hypervae", "mdl"))
+PAPER = {  # normal dataset -> method -> (AUC, FPR, FNR)
+    "mnist": {("vae", "elbo"): (93.0, 16.3, 15.5), ("metavae", "kl"): (54.7, 47.5, 45.0),
+              ("metavae", "elbo"): (52.2, 49.4, 50.5), ("hypervae", "elbo"): (95.3, 15.6, 8.0)},
+    "omniglot": {("vae", "elbo"): (98.3, 5.5, 6.4), ("metavae", "kl"): (87.3, 18.8, 20.9),
+                 ("metavae", "elbo"): (97.5, 7.2, 9.0), ("hypervae", "elbo"): (98.7, 4.9, 5.9)},
+    "fashion-mnist": {("vae", "elbo"): (74.6, 33.5, 32.0), ("metavae", "kl"): (58.2, 44.1, 43.5),
+                      ("metavae", "elbo"): (56.8, 45.8, 44.5), ("hypervae", "elbo"): (76.8, 33.6, 28.7)},
+}
+
+
+def row_path(results, normal, other, model, score, seed):
+    return results / "table3" / f"{normal}-vs-{other}-{model}-{score}-seed{seed}.json"
+
+
+def run_pair(normal, other, model, args) -> None:
+    scores_wanted = [s for m, s in METHODS if m == model]
+    paths = {s: row_path(args.results, normal, other, model, s, args.seed) for s in scores_wanted}
+    if all(p.exists() for p in paths.values()):
+        return
+    run = args.runs / f"{normal}-{model}-seed{args.seed}"
+    if not (run / CHECKPOINT).exists() or checkpoint.load(run / CHECKPOINT)["step"] < args.steps:
+        print(f"[table3] {run.name}: not trained yet, waiting for experiments/table1.py", flush=True)
+        return
+    program, state = load_run(run)
+    normal_test = program.config.load_data("test")
+    if args.limit:  # a quick look, not the table
+        normal_test = normal_test.subset(torch.cat(evaluation_subset(normal_test, args.limit)))
+    mixed = mixed_set(normal_test, data.load(other, "test"), args.fraction, args.seed)
+    print(f"[table3] {normal} vs {other}, {model}: scoring {len(mixed.data)} images", flush=True)
+    values = outlier_scores(program, mixed, args.samples, args.seed, args.progress)
+    for score, path in paths.items():
+        m = detection_metrics(values[score].numpy(), mixed.labels.numpy())
+        row = {"normal": normal, "outliers": other, "model": model, "score": score,
+               "auc": m["auc"], "fpr": m["fpr"], "fnr": m["fnr"], "threshold": m["threshold"],
+               "n_normal": int((mixed.labels == 0).sum()), "n_outliers": int((mixed.labels == 1).sum()),
+               "samples": args.samples, "seed": args.seed, "steps": state["step"], "roc": m["roc"]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(row) + "\n")
+        print(f"[table3] {normal} vs {other}, {model} ({score}): AUC {100 * m['auc']:.1f}", flush=True)
+
+
+def report(results: Path) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted((results / "table3").glob("*.json"))]
+    key = {(n, o, m, s): r for r in rows for n, o, m, s in [(r["normal"], r["outliers"], r["model"], r["score"])]}
+    table = [{k: v for k, v in r.items() if k != "roc"} for r in rows]
+    atomic_write_text(results / "table3.json", json.dumps(table, indent=2) + "\n")
+    lines = [
+        "# Table 3: outlier detection",
+        "",
+        "Made by `PYROHVAE_DATA_DIR=../shared/data python experiments/table3.py` on the Table 1 runs",
+        "(10,000 steps each, trained on the normal dataset's training split only). Normal: the whole test",
+        "split; outliers: random test images of the other dataset, 20% of the mixed set. Each image is",
+        "scored alone, without its label (MetaVAE under all its decoders), with 16 samples of z for the",
+        "ELBO's reconstruction term. AUC, FPR and FNR in %, FPR and FNR at the equal-error threshold.",
+        "",
+        "| normal | outliers | method | AUC | FPR | FNR | paper AUC | paper FPR | paper FNR |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for normal in DATASETS:
+        for other in DATASETS:
+            if other == normal:
+                continue
+            for model, score in METHODS:
+                r = key.get((normal, other, model, score))
+                if r is None:
+                    continue
+                paper = PAPER[normal].get((model, score), (None,) * 3)
+                lines.append(
+                    f"| {normal} | {other} | {model} ({score}) | {100 * r['auc']:.1f} | {100 * r['fpr']:.1f} | "
+                    f"{100 * r['fnr']:.1f} | {fmt(paper[0])} | {fmt(paper[1])} | {fmt(paper[2])} |"
+                )
+    atomic_write_text(results / "table3.md", "\n".join(lines) + "\n")
+    for normal in DATASETS:
+        for other in DATASETS:
+            curves = {f"{m} ({s})": key[(normal, other, m, s)] for m, s in METHODS if (normal, other, m, s) in key}
+            if curves:
+                roc_figure(curves, results / f"table3-roc-{normal}-vs-{other}.png",
+                           f"{normal} normal, {other} outliers (20%)")
+    print(f"wrote {results / 'table3.md'} ({len(rows)} rows)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10_000, help="the runs must be trained this far")
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--fraction", type=float, default=0.2)
+    parser.add_argument("--limit", type=int, default=None, help="about N normal images (a quick look)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--runs", type=Path, default=RUNS)
+    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args()
+    if not args.report:
+        for normal in DATASETS:
+            for other in DATASETS:
+                if other != normal:
+                    for model in ("vae", "metavae", "hypervae"):
+                        run_pair(normal, other, model, args)
+                        report(args.results)
+    report(args.results)
+
+
+if __name__ == "__main__":
+    main()

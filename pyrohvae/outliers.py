@@ -1,0 +1,112 @@
+"""Outlier detection (paper §3.6, §4.2): score each test vector by its description length.
+
+Every datum is scored on its own, with no label: HyperVAE encodes x into q(u | x), decodes the
+mean into θ and scores x under that VAE; MetaVAE under all its decoders; the VAE under its one.
+
+Scores (higher = more outlying):
+- `elbo`: −ELBO of x (Eq. 8), the paper's score for VAE and HyperVAE, and MetaVAE's "mean
+  negative ELBO" over all trained decoders;
+- `kl`: KL(q(z | x) || p(z)), MetaVAE's other score (defined for every model);
+- `mdl`: HyperVAE only, −ELBO + KL(q(u | x) || p(u)): Eq. 7 with D = {x}, the model part of the
+  code added to the data part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from .data import TaskData
+from .evaluate import evaluate
+
+SCORES = ("elbo", "mdl", "kl")
+
+
+@dataclass
+class MixedSet:
+    data: TaskData  # tasks: 0 normal, 1 outlier
+    source_index: torch.Tensor  # position of each datum in its own dataset's test split
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.data.tasks
+
+
+def mixed_set(normal: TaskData, other: TaskData, fraction: float, seed: int = 0) -> MixedSet:
+    """All of `normal`, plus random samples of `other` making up `fraction` of the mixed set."""
+    n_out = round(fraction / (1 - fraction) * len(normal))
+    if n_out > len(other):
+        raise ValueError(f"--fraction {fraction} needs {n_out} outliers; {other.name} has {len(other)}")
+    pick = torch.randperm(len(other), generator=torch.Generator().manual_seed(seed))[:n_out]
+    images = torch.cat([normal.images, other.images[pick]])
+    labels = torch.cat([torch.zeros(len(normal), dtype=torch.long), torch.ones(n_out, dtype=torch.long)])
+    index = torch.cat([torch.arange(len(normal)), pick])
+    return MixedSet(TaskData(images, labels, [normal.name, other.name], "mixed"), index)
+
+
+def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, progress=True) -> dict:
+    """Every score the program has (`elbo`, `kl`, and `mdl` for HyperVAE), one per datum of the
+    mixed set in its order, from one pass over it."""
+    s = evaluate(program, mixed.data, samples=samples, mode="datum", seed=seed, progress=progress, label_free=True)
+    values = {"elbo": s.nelbo, "kl": s.kl_z}
+    if s.kl_u is not None:
+        values["mdl"] = s.nelbo + s.kl_u
+    ordered = {}
+    for name, v in values.items():
+        ordered[name] = torch.empty(len(mixed.data))
+        ordered[name][s.index] = v
+    return ordered
+
+
+def detection_metrics(scores, labels, flag_rate: float | None = None) -> dict:
+    """AUC, and FPR and FNR at a threshold: the equal-error point, or flagging the top
+    `flag_rate` of the scores. A datum is flagged as an outlier when its score >= threshold."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    if flag_rate is None:
+        i = int(np.argmin(np.abs(fpr - (1 - tpr))[1:])) + 1  # skip the +inf threshold
+        threshold, rule = float(thresholds[i]), "equal error"
+    else:
+        threshold, rule = float(np.quantile(scores, 1 - flag_rate)), f"flag top {flag_rate:g}"
+    flagged = scores >= threshold
+    normal, outlier = labels == 0, labels == 1
+    return {
+        "auc": float(roc_auc_score(labels, scores)),
+        "fpr": float((flagged & normal).sum() / normal.sum()),
+        "fnr": float((~flagged & outlier).sum() / outlier.sum()),
+        "threshold": threshold,
+        "threshold_rule": rule,
+        "roc": _thin_roc(fpr, tpr),
+    }
+
+
+def _thin_roc(fpr, tpr, points: int = 201) -> dict:
+    """The ROC curve at `points` evenly spaced false positive rates (enough for a figure)."""
+    grid = np.linspace(0, 1, points)
+    best = tpr[np.searchsorted(fpr, grid, side="right") - 1]  # the highest TPR reached by each FPR
+    return {"fpr": grid.round(4).tolist(), "tpr": best.round(4).tolist()}
+
+
+def roc_figure(curves: dict, path, title: str) -> None:
+    """curves: label -> metrics of detection_metrics; one ROC curve each, AUC in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .files import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for label, m in curves.items():
+        ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], label=f"{label} (AUC {100 * m['auc']:.1f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
