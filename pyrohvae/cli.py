@@ -93,10 +93,13 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
 @click.option("--on-nan", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
               help="A non-finite loss stops the run (last checkpoint kept) or skips that step's update.")
 @click.option("--deterministic", is_flag=True, help="PyTorch's deterministic algorithms (for CUDA).")
+@click.option("--distributed", is_flag=True,
+              help="One rank of a data-parallel run started by torchrun: each rank takes "
+                   "--tasks-per-step tasks of every step, gradients averaged across ranks.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
-def train(ctx, data_dir, out, device, resume, checkpoint_every, log_every, on_nan, deterministic, progress,
-          **options):
+def train(ctx, data_dir, out, device, resume, checkpoint_every, log_every, on_nan, deterministic, distributed,
+          progress, **options):
     """Train a model by SVI; writes config.json, checkpoint.pt and metrics.jsonl to --out."""
     from .train import resume_config
     from .train import train as run_training
@@ -107,18 +110,30 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, log_every, on_na
         config = resume_config(out, given)
     else:
         config = RunConfig(**options)
-    summary = run_training(
-        config,
-        out,
-        data_root=data_dir,
-        device=device,
-        resume=resume,
-        checkpoint_every=checkpoint_every,
-        log_every=log_every,
-        progress=progress,
-        on_nan=on_nan,
-        deterministic=deterministic,
-    )
+    from .distributed import Ranks
+
+    try:
+        ranks = Ranks.start(device) if distributed else Ranks()
+    except (RuntimeError, ValueError) as e:
+        raise click.ClickException(f"--distributed: {e}") from None
+    try:
+        summary = run_training(
+            config,
+            out,
+            data_root=data_dir,
+            device=device,
+            resume=resume,
+            checkpoint_every=checkpoint_every,
+            log_every=log_every,
+            progress=progress,
+            on_nan=on_nan,
+            deterministic=deterministic,
+            ranks=ranks,
+        )
+    finally:
+        ranks.close()
+    if not ranks.writer:
+        return
     if summary.start_step >= summary.steps:
         click.echo(f"{out}: already trained for {summary.steps} steps")
         return

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .batches import MixedBatches, TaskBatches
 from .config import RunConfig
+from .distributed import Ranks
 from .files import atomic_write_text, ensure_writable_dir
 from .program import build
 
@@ -47,13 +48,17 @@ class TrainSummary:
     skipped: int = 0
 
 
-def svi_step(svi: SVI, *args, skip_nonfinite: bool = False) -> tuple[float, bool]:
-    """`SVI.step`, with the check for a non-finite loss between the gradients and the update:
-    returns the loss and whether the parameters were updated."""
+def svi_step(svi: SVI, *args, skip_nonfinite: bool = False, ranks: Ranks | None = None) -> tuple[float, bool]:
+    """`SVI.step`, with two things between the gradients and the update: the gradients averaged
+    across the ranks of a data-parallel run, and the check for a non-finite loss. Returns the
+    loss (the mean over ranks) and whether the parameters were updated."""
     with poutine.trace(param_only=True) as param_capture:
         loss = svi.loss_and_grads(svi.model, svi.guide, *args)
-    params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
-    loss = float(loss)
+    named = sorted((name, site["value"].unconstrained()) for name, site in param_capture.trace.nodes.items())
+    params = [p for _, p in named]  # by name: the same order on every rank
+    ranks = ranks or Ranks()
+    ranks.average_grads(params)
+    loss = ranks.mean(float(loss))
     update = math.isfinite(loss) or not skip_nonfinite
     if update:
         svi.optim(params)
@@ -77,10 +82,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def batches_for(config: RunConfig, data):
+def batches_for(config: RunConfig, data, world: int = 1):
+    """The minibatch sampler; with `world` ranks, of the global batch they share out."""
     if config.model == "vae":
-        return MixedBatches(data, config.batch_size, config.seed)
-    return TaskBatches(data, config.batch_size, config.tasks_per_step, config.seed)
+        return MixedBatches(data, config.batch_size * world, config.seed)
+    return TaskBatches(data, config.batch_size, config.tasks_per_step * world, config.seed)
 
 
 def load_run(out: Path, device="cpu"):
@@ -106,17 +112,22 @@ def train(
     progress: bool = True,
     on_nan: str = "stop",
     deterministic: bool = False,
+    ranks: Ranks | None = None,
 ) -> TrainSummary:
     """Train `config` into the run folder `out`. A non-finite loss stops the run (`on_nan="stop"`,
     the last checkpoint kept) or skips that step's update (`"skip"`, counted in the metrics as
-    `skipped`); either way no non-finite update reaches the parameters."""
+    `skipped`); either way no non-finite update reaches the parameters. With `ranks` from
+    `Ranks.start`, this process is one rank of a data-parallel run (see `distributed.py`)."""
+    ranks = ranks or Ranks()
     out = Path(out)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not resume:
         raise TrainError(f"{out} already holds a run; pass --resume to go on with it or choose another --out")
     if resume and not ckpt_path.exists():
         raise TrainError(f"--resume: {out} holds no {CHECKPOINT}")
-    dev = resolve_device(device)
+    if ranks.parallel and config.model == "metavae":
+        raise TrainError("--distributed: metavae's ranks would step different decoders; train it in one process")
+    dev = resolve_device(ranks.device(device))
     state = checkpoint.load(ckpt_path) if resume else None
     if state is not None:
         _check_same_run(ckpt_path, state, config, ignore=("steps",))
@@ -125,18 +136,19 @@ def train(
         config = replace(config, train_tasks=data.task_names)
     elif config.train_tasks != data.task_names:
         raise TrainError(f"--resume: the training tasks of {data.name} are not those the run was trained on")
-    try:
-        ensure_writable_dir(out)
-    except OSError as e:
-        raise TrainError(f"cannot write to --out {out}: {e.strerror or e}") from None
-
-    for stale in out.glob(f".{CHECKPOINT}.*.tmp"):  # left by a process killed mid-write
-        stale.unlink()
+    if ranks.writer:
+        try:
+            ensure_writable_dir(out)
+        except OSError as e:
+            raise TrainError(f"cannot write to --out {out}: {e.strerror or e}") from None
+        for stale in out.glob(f".{CHECKPOINT}.*.tmp"):  # left by a process killed mid-write
+            stale.unlink()
     if deterministic:
         set_deterministic()
-    pyro.set_rng_seed(config.seed)
+
+    pyro.set_rng_seed(config.seed)  # the same initial parameters on every rank
     program = build(config).to(dev)
-    batches = batches_for(config, data)
+    batches = batches_for(config, data, ranks.world)
     pyro.clear_param_store()
     optim = pyro.optim.Adam({"lr": config.lr})
     svi = SVI(program.model, program.guide, optim, Trace_ELBO(max_plate_nesting=2))
@@ -145,30 +157,47 @@ def train(
     if state is not None:
         program.load_state_dict(state["program"])
         optim.set_state(state["optim"])
-        checkpoint.set_rng_state(state["rng"])
+        rng = state["rng"]
+        if isinstance(rng, list) and len(rng) != ranks.world:
+            raise TrainError(f"--resume: {ckpt_path} was written by {len(rng)} ranks; resume it with as many")
+        checkpoint.set_rng_state(rng[ranks.rank] if isinstance(rng, list) else rng)
+        if ranks.parallel and not isinstance(rng, list):  # a one-process checkpoint, shared out
+            pyro.set_rng_seed(config.seed + 1_000_003 * ranks.rank + state["step"])
         batches.generator.set_state(state["batches"])
         start, seconds, skipped = state["step"], state["seconds"], state.get("skipped", 0)
         saved_step = start
-        _truncate_metrics(out / METRICS, start)
-    else:
-        (out / METRICS).write_text("")
-    config.save(out / CONFIG)
+    elif ranks.parallel:
+        pyro.set_rng_seed(config.seed + 1_000_003 * ranks.rank)  # but each rank its own noise
+    ranks.broadcast(program)
+    if ranks.writer:
+        if state is not None:
+            _truncate_metrics(out / METRICS, start)
+        else:
+            (out / METRICS).write_text("")
+        config.save(out / CONFIG)
 
     def save_checkpoint(step):
         nonlocal saved_step
-        checkpoint.save(
-            ckpt_path,
-            {
-                "config": config.to_dict(),
-                "step": step,
-                "seconds": seconds,
-                "skipped": skipped,
-                "program": program.state_dict(),
-                "optim": optim.get_state(),
-                "rng": checkpoint.rng_state(),
-                "batches": batches.generator.get_state(),
-            },
-        )
+        rng = ranks.gather(checkpoint.rng_state())  # every rank's noise, to resume each exactly
+        digests = ranks.gather(_digest(program))
+        if len(set(digests)) > 1:
+            raise TrainError(f"the ranks' parameters differ at step {step}; not checkpointed")
+        if ranks.writer:
+            checkpoint.save(
+                ckpt_path,
+                {
+                    "config": config.to_dict(),
+                    "step": step,
+                    "seconds": seconds,
+                    "skipped": skipped,
+                    "world": ranks.world,
+                    "rank_digests": digests,
+                    "program": program.state_dict(),
+                    "optim": optim.get_state(),
+                    "rng": rng if ranks.parallel else rng[0],
+                    "batches": batches.generator.get_state(),
+                },
+            )
         saved_step = step
 
     first = last = None
@@ -177,16 +206,17 @@ def train(
         total=config.steps,
         initial=start,
         desc=f"{config.model} {config.dataset}",
-        disable=not progress,
+        disable=not (progress and ranks.writer),
         mininterval=0.5 if sys.stderr.isatty() else 30,
         file=sys.stderr,
     )
-    with open(out / METRICS, "a") as metrics:
+    metrics = open(out / METRICS, "a") if ranks.writer else None
+    try:
         for step in range(start + 1, config.steps + 1):
             tic = time.perf_counter()
-            x, task = next(batches)
+            x, task = ranks.shard(*next(batches))
             weight = min(1.0, step / config.kl_u_warmup) if config.kl_u_warmup else 1.0
-            loss, updated = svi_step(svi, x.to(dev, torch.float32), task, weight, skip_nonfinite=True)
+            loss, updated = svi_step(svi, x.to(dev, torch.float32), task, weight, skip_nonfinite=True, ranks=ranks)
             seconds += time.perf_counter() - tic
             if not updated and on_nan == "stop":
                 kept = f"{ckpt_path} keeps step {saved_step}" if saved_step else "no checkpoint was written yet"
@@ -199,16 +229,20 @@ def train(
                 window.append(loss)
             if step % log_every == 0 or step == config.steps:
                 avg = sum(window) / len(window) if window else None
-                line = {"step": step, "loss": loss if updated else None, "loss_avg": avg,
-                        "seconds": round(seconds, 3), "skipped": skipped}
-                metrics.write(json.dumps(line) + "\n")
-                metrics.flush()
+                if metrics is not None:
+                    line = {"step": step, "loss": loss if updated else None, "loss_avg": avg,
+                            "seconds": round(seconds, 3), "skipped": skipped}
+                    metrics.write(json.dumps(line) + "\n")
+                    metrics.flush()
                 bar.set_postfix(loss=f"{avg:.2f}" if window else "nan", refresh=False)
                 window = []
             bar.update(1)
             if step % checkpoint_every == 0 or step == config.steps:
                 save_checkpoint(step)
-    bar.close()
+    finally:
+        if metrics is not None:
+            metrics.close()
+        bar.close()
     return TrainSummary(out, start, config.steps, first, last, seconds, skipped)
 
 
@@ -227,6 +261,17 @@ def resume_config(out: Path, explicit: dict) -> RunConfig:
         said = ", ".join(f"{k}={v[0]!r} (run has {v[1]!r})" for k, v in clashes.items())
         raise TrainError(f"--resume: {out} was trained with other settings: {said}")
     return replace(saved, steps=explicit.get("steps", saved.steps))
+
+
+def _digest(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in name order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(module.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _check_same_run(path, state, config: RunConfig, ignore=()):
