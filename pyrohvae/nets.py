@@ -179,12 +179,45 @@ def decode(params: dict, z: torch.Tensor) -> torch.Tensor:
     fold = _Fold(z.shape[:-1], _batch_shape(params, "fc1.weight", 2))
     h = fold.inputs(z, 1)  # (G, M, z_dim)
     h = F.relu(_linear(h, params, "fc1", fold))
-    h = F.relu(_linear(h, params, "fc2", fold))
-    h = h.transpose(0, 1).reshape(fold.items, fold.groups * _CONV_SHAPE[0], *_CONV_SHAPE[1:])
-    h = F.relu(_conv(h, params, "deconv1", fold, transpose=True))
-    logits = _conv(h, params, "deconv2", fold, transpose=True)  # (M, G, 28, 28)
+    if torch.is_grad_enabled() or fold.groups > 1:
+        h = F.relu(_linear(h, params, "fc2", fold))
+        h = h.transpose(0, 1).reshape(fold.items, fold.groups * _CONV_SHAPE[0], *_CONV_SHAPE[1:])
+        h = F.relu(_conv(h, params, "deconv1", fold, transpose=True))
+        logits = _conv(h, params, "deconv2", fold, transpose=True)
+    else:
+        logits = _decode_many(h[0], params, fold)
     logits = logits.reshape(fold.items, fold.groups, *IMAGE_SHAPE).transpose(0, 1)
     return fold.outputs(logits)
+
+
+def _decode_many(h, params, fold):
+    """The decoder after its first layer, for scoring thousands of samples of one model without
+    gradients (importance sampling), about 1.6x faster on the CPU than the path for training:
+    fc2 writes its output straight in channels-last order (its rows permuted from (c, h, w) to
+    (h, w, c), a copy of the weights rather than of the activations), where oneDNN's transposed
+    convolution is faster; ReLUs in place; the last layer by col2im. h: (M, hidden)."""
+    c, hh, ww = _CONV_SHAPE
+    w = params["fc2.weight"].reshape(-1, c, hh, ww, h.shape[-1]).permute(0, 2, 3, 1, 4).reshape(-1, h.shape[-1])
+    b = params["fc2.bias"].reshape(-1, c, hh, ww).permute(0, 2, 3, 1).reshape(-1)
+    h = F.relu(F.linear(h, w, b), inplace=True)
+    h = h.reshape(-1, hh, ww, c).permute(0, 3, 1, 2)  # NCHW in channels-last memory, no copy
+    h = F.relu(_conv(h, params, "deconv1", fold, transpose=True), inplace=True)
+    return _conv_transpose_by_fold(h, params, "deconv2", fold)
+
+
+def _conv_transpose_by_fold(h, params, name, fold):
+    """The stride-2 transposed convolution as a matmul and `F.fold` (col2im): the same numbers as
+    `conv_transpose2d`, faster for the last layer's single output channel, which the convolution
+    library handles poorly. h: (M, G*C, H, W) -> (M*G, out, 2H, 2W)."""
+    w = fold.params(params[name + ".weight"], 4)  # (G, C, out, 3, 3)
+    b = fold.params(params[name + ".bias"], 1)  # (G, out)
+    groups, channels, out = w.shape[:3]
+    items, _, height, width = h.shape
+    h = h.reshape(items, groups, channels, height * width)
+    cols = torch.einsum("mgcl,gck->mgkl", h, w.reshape(groups, channels, out * 9))
+    image = F.fold(cols.reshape(items * groups, out * 9, height * width), (2 * height, 2 * width), 3,
+                   stride=2, padding=1)
+    return image + b.repeat(items, 1).reshape(items * groups, out, 1, 1)
 
 
 class MatrixLayer(nn.Module):

@@ -101,13 +101,16 @@ class HyperVAEProgram(nn.Module):
 
     @torch.no_grad()
     def conditioned(self, summary, choice=None) -> TaskModel:
-        """Model and guide with u fixed at the mean ū of q(u | summary) and hidden from traces, so
-        that only z is sampled and only z and x are scored: the main VAE θ(ū) of each task."""
+        """Model and guide with u fixed at the mean ū of q(u | summary) and hidden from traces (θ(ū)
+        with it), so that only z is sampled and only z and x are scored: the main VAE θ(ū) of
+        each task."""
         loc, scale = self.guide_nets.task_posterior(summary)
         u = loc.unsqueeze(-2)
 
         def fix(fn):
-            return poutine.block(poutine.condition(fn, data={"u": u}), hide=["u"])
+            # θ(ū) is fixed too: hidden like u, or every importance trace would keep a copy of it
+            hidden = poutine.block(hide_fn=lambda site: site["name"] == "u" or site["name"].startswith("theta."))
+            return hidden(poutine.condition(fn, data={"u": u}))
 
         q = dist.Normal(loc, scale).to_event(1)
         return TaskModel(fix(self.model), fix(self.guide), q, self.kl_u(q))

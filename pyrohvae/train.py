@@ -18,7 +18,6 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
-from pyro.infer.util import zero_grads
 from tqdm import tqdm
 
 from . import checkpoint
@@ -26,6 +25,7 @@ from .batches import MixedBatches, TaskBatches
 from .config import RunConfig
 from .distributed import Ranks
 from .files import atomic_write_text, ensure_writable_dir
+from .optim import Adam
 from .program import build
 
 CONFIG = "config.json"
@@ -62,7 +62,8 @@ def svi_step(svi: SVI, *args, skip_nonfinite: bool = False, ranks: Ranks | None 
     update = math.isfinite(loss) or not skip_nonfinite
     if update:
         svi.optim(params)
-    zero_grads(params)
+    for p in params:  # None, not zeros: a parameter no later step touches is not moved
+        p.grad = None
     return loss, update
 
 
@@ -150,7 +151,7 @@ def train(
     program = build(config).to(dev)
     batches = batches_for(config, data, ranks.world)
     pyro.clear_param_store()
-    optim = pyro.optim.Adam({"lr": config.lr})
+    optim = Adam({"lr": config.lr})
     svi = SVI(program.model, program.guide, optim, Trace_ELBO(max_plate_nesting=2))
 
     start, seconds, saved_step, skipped = 0, 0.0, None, 0

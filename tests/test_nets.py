@@ -111,3 +111,14 @@ def test_matrix_layer_is_u_h_v_plus_b(theta):
     assert W.shape == (3136, 100)
     torch.testing.assert_close(W, layer.U @ H @ layer.V + layer.B)
     assert math.prod(layer.B.shape) == 3136 * 100
+
+
+@pytest.mark.parametrize("tasks", [1, 3])
+def test_the_no_grad_decoder_path_gives_the_same_logits(theta, tasks):
+    """Scoring one model takes another route (fc2 rows permuted to channels-last, col2im)."""
+    dec = theta.decoder(torch.randn(tasks, 1, 10))
+    z = torch.randn(5, tasks, 7, 10)  # particles, tasks, items
+    with_grad = decode(dec, z)
+    with torch.no_grad():
+        without = decode(dec, z)
+    torch.testing.assert_close(with_grad.detach(), without, rtol=1e-5, atol=1e-5)

@@ -93,3 +93,33 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
     run_cli("train", "--out", run, "--resume", "--steps", 15, "--log-every", 1, "--no-progress")
     steps = [m["step"] for m in metrics(run)]
     assert steps == list(range(1, 16))
+
+
+def test_one_adam_for_all_parameters_steps_like_pyros_per_parameter_adam():
+    """pyrohvae.optim.Adam against pyro.optim.Adam: the same parameters after the same steps,
+    and each one's state round-trips through the per-parameter format checkpoints use."""
+    import pyro
+    from pyro.infer import SVI, Trace_ELBO
+
+    from pyrohvae.config import RunConfig
+    from pyrohvae.optim import Adam
+    from pyrohvae.program import build
+    from pyrohvae.train import svi_step
+
+    x = (torch.rand(2, 10, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.2).float()
+    finals, states = [], []
+    for optim in (pyro.optim.Adam({"lr": 1e-3}), Adam({"lr": 1e-3})):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        program = build(RunConfig(dataset="mnist", tasks_per_step=2))
+        svi = SVI(program.model, program.guide, optim, Trace_ELBO(max_plate_nesting=2))
+        for _ in range(3):
+            svi_step(svi, x)
+        finals.append({k: v.detach().clone() for k, v in program.state_dict().items()})
+        states.append(optim.get_state())
+    for k in finals[0]:
+        torch.testing.assert_close(finals[0][k], finals[1][k], rtol=1e-5, atol=1e-6)
+    assert states[0].keys() == states[1].keys()
+    name = "theta$$$layers.decoder.fc2__weight.U"
+    torch.testing.assert_close(states[0][name]["state"][0]["exp_avg"], states[1][name]["state"][0]["exp_avg"],
+                               rtol=1e-5, atol=1e-8)

@@ -1,0 +1,148 @@
+"""Milliseconds per training step, as ratios to a hand-written PyTorch VAE timed in the same process.
+
+(a) plain: the paper's conv VAE written the way a PyTorch user would, inside this file: nn.Modules,
+    the reparameterisation trick, Bernoulli log-likelihood and analytic KL, torch.optim.Adam;
+(b) pyrohvae's VAE through SVI (Trace_ELBO, pyrohvae.optim.Adam), the same network;
+(c) pyrohvae's HyperVAE through SVI with 1, 4 and 16 tasks of 100 images per step; for 4 and 16
+    the time per item (per 100 images) is what compares with (a).
+
+Each figure is the median of repeated timed steps after warm-up; the candidates are timed in
+turns (a, b, c1, c4, c16, a, b, ...) so that a change in machine load falls on all of them alike.
+
+    python benchmarks/step_time.py [--quick] [--json] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyro  # noqa: E402
+from pyro.infer import SVI, Trace_ELBO  # noqa: E402
+
+from pyrohvae.config import RunConfig  # noqa: E402
+from pyrohvae.optim import Adam  # noqa: E402
+from pyrohvae.program import build  # noqa: E402
+from pyrohvae.train import svi_step  # noqa: E402
+
+
+class PlainVAE(nn.Module):
+    """The baseline: what one writes without Pyro."""
+
+    def __init__(self, z=10, hidden=100):
+        super().__init__()
+        self.enc = nn.Sequential(
+            nn.Conv2d(1, 32, 3, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.Flatten(),
+            nn.Linear(3136, hidden), nn.ReLU(),
+        )
+        self.loc, self.logvar = nn.Linear(hidden, z), nn.Linear(hidden, z)
+        self.dec = nn.Sequential(
+            nn.Linear(z, hidden), nn.ReLU(), nn.Linear(hidden, 3136), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
+            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(32, 1, 3, 2, 1, output_padding=1),
+        )
+
+    def loss(self, x):
+        h = self.enc(x)
+        loc, logvar = self.loc(h), self.logvar(h)
+        z = loc + torch.exp(0.5 * logvar) * torch.randn_like(loc)
+        recon = F.binary_cross_entropy_with_logits(self.dec(z), x, reduction="sum")
+        kl = 0.5 * (loc**2 + logvar.exp() - 1 - logvar).sum()
+        return (recon + kl) / len(x)
+
+
+def plain_step(model, optim):
+    def step(x):
+        optim.zero_grad()
+        loss = model.loss(x.reshape(-1, 1, 28, 28))
+        loss.backward()
+        optim.step()
+        return loss.item()
+
+    return step
+
+
+def pyro_step(config):
+    pyro.clear_param_store()
+    program = build(config)
+    svi = SVI(program.model, program.guide, Adam({"lr": 3e-4}), Trace_ELBO(max_plate_nesting=2))
+    return lambda x: svi_step(svi, x)[0]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats: under a minute")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = args.repeats or (6 if args.quick else 30)
+    warmup = 2 if args.quick else 5
+    pyro.set_rng_seed(0)
+    # Binary images with MNIST's density of ones; the cost of a step does not depend on the pixels.
+    batches = {t: (torch.rand(t, 100, 1, 28, 28) < 0.13).float() for t in (1, 4, 16)}
+    plain = PlainVAE()
+    candidates = {
+        "plain": (plain_step(plain, torch.optim.Adam(plain.parameters(), lr=3e-4)), batches[1], 1),
+        "vae": (pyro_step(RunConfig(dataset="mnist", model="vae")), batches[1], 1),
+        "hypervae": (pyro_step(RunConfig(dataset="mnist", model="hypervae")), batches[1], 1),
+        "hypervae4": (pyro_step(RunConfig(dataset="mnist", model="hypervae", tasks_per_step=4)), batches[4], 4),
+        "hypervae16": (pyro_step(RunConfig(dataset="mnist", model="hypervae", tasks_per_step=16)), batches[16], 16),
+    }
+    for step, x, _ in candidates.values():
+        for _ in range(warmup):
+            step(x)
+    times = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, (step, x, _) in candidates.items():
+            tic = time.perf_counter()
+            step(x)
+            times[name].append(1000 * (time.perf_counter() - tic))
+    ms = {name: statistics.median(t) for name, t in times.items()}
+    per_item = {name: ms[name] / candidates[name][2] for name in ms}
+    result = {
+        "plain_ms": ms["plain"],
+        "vae_ms": ms["vae"],
+        "hypervae_ms": ms["hypervae"],
+        "hypervae4_ms": ms["hypervae4"],
+        "hypervae16_ms": ms["hypervae16"],
+        "hypervae4_per_item_ms": per_item["hypervae4"],
+        "hypervae16_per_item_ms": per_item["hypervae16"],
+        "vae_ratio": ms["vae"] / ms["plain"],
+        "hypervae_ratio": ms["hypervae"] / ms["plain"],
+        "hypervae4_per_item_ratio": per_item["hypervae4"] / ms["plain"],
+        "hypervae16_per_item_ratio": per_item["hypervae16"] / ms["plain"],
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"ms per training step, median of {repeats} ({result['machine']}); ratio to (a)")
+    rows = [
+        ("(a) plain PyTorch VAE, 100 images", ms["plain"], 1.0),
+        ("(b) pyrohvae VAE, SVI, 100 images", ms["vae"], result["vae_ratio"]),
+        ("(c) HyperVAE, 1 task of 100", ms["hypervae"], result["hypervae_ratio"]),
+        ("    HyperVAE, 4 tasks, per 100 images", per_item["hypervae4"], result["hypervae4_per_item_ratio"]),
+        ("    HyperVAE, 16 tasks, per 100 images", per_item["hypervae16"], result["hypervae16_per_item_ratio"]),
+    ]
+    for label, value, ratio in rows:
+        print(f"  {label:<40} {value:8.1f} ms   {ratio:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
