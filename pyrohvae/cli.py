@@ -81,6 +81,8 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
 @click.option("--tasks-per-step", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--exclude-classes", type=str, default="", callback=lambda ctx, param, v: [c for c in v.split(",") if c],
+              help="Tasks held out of training, comma-separated (e.g. 3 or 3,5).")
 @click.option("--kl-u-warmup", type=click.IntRange(min=0), default=0, show_default=True,
               help="HyperVAE: steps over which the weight of KL(u) rises from 0 to 1 (0: none, the paper).")
 @_data_dir
@@ -286,6 +288,82 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
         f"(threshold {result['threshold']:.2f}; {result['n_normal']} normal, {result['n_outliers']} outliers); "
         f"wrote {run_dir / name}"
     )
+
+
+@main.command()
+@_run_dir
+@click.option("--target", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Target exemplar: a PNG (resized to 28x28, gray levels in [0, 1]).")
+@click.option("--target-class", default=None,
+              help="Target exemplar: a random test image of this class of the run's dataset (e.g. 3).")
+@click.option("--mode", type=click.Choice(["joint", "iterative", "vae"]), default=None,
+              help="[default: joint for a hypervae run, vae for a vae run]")
+@click.option("--iterations", type=click.IntRange(2, 300), default=300, show_default=True,
+              help="Evaluation budget, Sobol start included (shared out over the steps of iterative).")
+@click.option("--steps", type=click.IntRange(1, 50), default=5, show_default=True, help="Steps of iterative.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads for the GP [default: the cores this process may use].")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@_data_dir
+@_device
+def discover(run_dir, target, target_class, mode, iterations, steps, seed, threads, out, progress, data_dir, device):
+    """Bayesian optimisation (BoTorch) for the design closest to a target, beside random search.
+    Writes DIR/discovery.json, the best design of every step and a trace figure."""
+    import json
+    import os
+
+    from tqdm import tqdm
+
+    from . import discovery as disc
+    from .files import atomic_write_text, ensure_writable_dir
+    from .train import load_run, resolve_device
+
+    if (target is None) == (target_class is None):
+        raise click.UsageError("give one of --target PATH.png and --target-class C")
+    program, _ = load_run(run_dir, resolve_device(device))
+    config = program.config
+    mode = mode or ("vae" if config.model == "vae" else "joint")
+    try:
+        if target is not None:
+            image = disc.load_target(target)
+            described = str(target)
+        else:
+            image, index = disc.class_exemplar(data.load(config.dataset, "test", data_dir), target_class, seed)
+            described = f"test image {index} of class {target_class}"
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    try:
+        ensure_writable_dir(out)
+    except OSError as e:
+        raise click.ClickException(f"cannot write to --out {out}: {e.strerror or e}") from None
+    results = {}
+    for search in ("bo", "random"):
+        with tqdm(total=iterations, desc=f"{mode} {search}", unit="eval", disable=not progress) as bar:
+            try:
+                results[search] = disc.discover(program, image, mode, iterations, steps, seed, search,
+                                                on_eval=bar.update)
+            except ValueError as e:
+                raise click.UsageError(str(e)) from None
+    bo, rnd = results["bo"], results["random"]
+    disc.save_designs(image, bo["designs"], out / "designs.png", f"{config.model} {mode}: target, best per step")
+    for t, design in enumerate(bo["designs"]):
+        disc.save_image(design, out / f"best_step{t + 1}.png")
+    disc.trace_figure({"BO": bo["best_so_far"], "random search": rnd["best_so_far"]}, out / "trace.png",
+                      f"{mode} search for {described}")
+    summary = {
+        "run": str(run_dir), "model": config.model, "mode": mode, "target": described,
+        "best_cosine": bo["best_cosine"], "random_search_best": max(rnd["best_so_far"]),
+        "evaluations": bo["evaluations"], "seconds": round(bo["seconds"], 1),
+        "random_search_seconds": round(rnd["seconds"], 1), "seed": seed,
+        "bo_best_so_far": bo["best_so_far"], "random_best_so_far": rnd["best_so_far"],
+    }
+    atomic_write_text(out / "discovery.json", json.dumps(summary, indent=2) + "\n")
+    click.echo(f"{mode}: best cosine per step {', '.join(f'{v:.4f}' for v in bo['best_cosine'])}; random search "
+               f"{summary['random_search_best']:.4f} ({bo['evaluations']} evaluations, {bo['seconds']:.0f} s); "
+               f"wrote {out}")
 
 
 @main.command()

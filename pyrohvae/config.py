@@ -38,6 +38,7 @@ class RunConfig:
     hidden: int = 100
     theta_init_scale: float = 0.1
     kl_u_warmup: int = 0  # steps over which the weight of KL(u) rises linearly from 0 to 1
+    exclude_classes: list[str] = dataclasses.field(default_factory=list)  # tasks held out of training
     train_tasks: list[str] | None = None  # filled in from the training data when a run starts
 
     def __post_init__(self):
@@ -62,7 +63,12 @@ class RunConfig:
             )
 
     def load_data(self, part: str, root=None) -> data.TaskData:
-        return data.load(self.dataset, part, root, split=self.split, task_by=self.task_by)
+        """One part of the run's data; the training part without the held-out classes (the test
+        part keeps them: discovery and evaluation look at the unseen tasks too)."""
+        loaded = data.load(self.dataset, part, root, split=self.split, task_by=self.task_by)
+        if part == "train" and self.exclude_classes:
+            loaded = loaded.without_tasks(self.exclude_classes)
+        return loaded
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -87,6 +87,18 @@ class TaskData:
     def subset(self, index: torch.Tensor) -> TaskData:
         return TaskData(self.images[index], self.tasks[index], self.task_names, self.name)
 
+    def without_tasks(self, names) -> TaskData:
+        """The data of the other tasks, renumbered from 0."""
+        unknown = sorted(set(names) - set(self.task_names))
+        if unknown:
+            raise DataError(f"{self.name} has no task {', '.join(map(repr, unknown))} (tasks: "
+                            f"{', '.join(self.task_names[:10])}{', ...' if self.num_tasks > 10 else ''})")
+        kept = [i for i, n in enumerate(self.task_names) if n not in set(names)]
+        remap = torch.full((self.num_tasks,), -1, dtype=torch.long)
+        remap[kept] = torch.arange(len(kept))
+        index = (remap[self.tasks] >= 0).nonzero().squeeze(1)
+        return TaskData(self.images[index], remap[self.tasks[index]], [self.task_names[i] for i in kept], self.name)
+
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
