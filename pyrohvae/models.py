@@ -22,9 +22,14 @@ def per_datum(x: torch.Tensor):
 
 
 def record(prefix: str, params: dict[str, torch.Tensor], event_shapes: dict) -> None:
-    """Put generated weights in the trace, so they can be read from it like any other site."""
+    """Put generated weights in the trace, so they can be read from it like any other site.
+
+    What `pyro.deterministic` does, less its support check: that would compare every generated
+    weight with itself (is it a real number?) at every step, for nothing.
+    """
     for name, value in params.items():
-        pyro.deterministic(f"{prefix}.{name}", value, event_dim=len(event_shapes[name]))
+        delta = dist.Delta(value, event_dim=len(event_shapes[name]), validate_args=False).mask(False)
+        pyro.sample(f"{prefix}.{name}", delta, obs=value, infer={"_deterministic": True})
 
 
 def vae_model(decoder, z_dim: int, x: torch.Tensor, task=None) -> None:
