@@ -7,7 +7,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _data_root() -> Path:
-    root = Path(os.environ.get("PYROHVAE_DATA_DIR") or REPO.parent / "shared" / "data")
+    root = Path(os.environ.get("PYROHVAE_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
     if not (root / "MNIST" / "raw").is_dir():
         raise RuntimeError(f"the tests read real data: set PYROHVAE_DATA_DIR (looked in {root})")
     return root
