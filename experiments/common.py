@@ -6,6 +6,7 @@ its own JSON file as soon as it is done, so a stopped sweep resumes where it sto
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
@@ -69,3 +70,27 @@ def evaluated_row(config: RunConfig, run_dir: Path, row_path: Path, samples: int
 
 def fmt(v, digits=1):
     return "–" if v is None else f"{v:.{digits}f}"
+
+
+def parser(doc: str, steps: int = 10_000, samples: int | None = 1024, limit_help: str = "about N test images",
+           device: bool = True) -> argparse.ArgumentParser:
+    """The options every experiment script shares."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=steps, help="training steps of each model")
+    if samples is not None:
+        p.add_argument("--samples", type=int, default=samples)
+    p.add_argument("--limit", type=int, default=None, help=f"{limit_help} (a quick look, not the table)")
+    p.add_argument("--seed", type=int, default=0)
+    if device:
+        p.add_argument("--device", default="cpu")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where rows and tables go")
+    p.add_argument("--runs", type=Path, default=RUNS, help="run folders (git-ignored)")
+    p.add_argument("--report", action="store_true", help="only rebuild the tables from the rows made so far")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def density_cells(r: dict) -> str:
+    """−ELBO | recon | −log p(x) ± s.e. | KL(z) | KL(u), for a markdown row."""
+    return (f"{fmt(r['nelbo'])} | {fmt(r['recon'])} | {fmt(r['nll'])} ± {fmt(r['nll_stderr'], 2)} | "
+            f"{fmt(r['kl_z'])} | {fmt(r['kl_u'], 2)}")

@@ -15,13 +15,12 @@ On this 2-core CPU the models train for 3,000 steps, not the paper's 10,000 (--s
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 
 import torch
-from common import RESULTS, RUNS, trained
+from common import parser, trained
 
 from pyrohvae import data
 from pyrohvae.config import RunConfig
@@ -134,18 +133,12 @@ def grid(rows, done, test, path, args) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000, help="training steps of each model")
-    parser.add_argument("--iterations", type=int, default=300, help="evaluation budget of every search")
-    parser.add_argument("--discovery-steps", type=int, default=5, help="steps of the iterative mode")
-    parser.add_argument("--digits", nargs="+", default=DIGITS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="default: the cores this process may use")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--runs", type=Path, default=RUNS)
-    parser.add_argument("--report", action="store_true")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    args = parser.parse_args()
+    options = parser(__doc__, steps=3000, samples=None, device=False)
+    options.add_argument("--iterations", type=int, default=300, help="evaluation budget of every search")
+    options.add_argument("--discovery-steps", type=int, default=5, help="steps of the iterative mode")
+    options.add_argument("--digits", nargs="+", default=DIGITS)
+    options.add_argument("--threads", type=int, default=None, help="default: the cores this process may use")
+    args = options.parse_args()
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     test = data.load("mnist", "test")
     if not args.report:

@@ -12,11 +12,10 @@ scripts at once).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from common import RESULTS, RUNS, evaluated_row, fmt
+from common import density_cells, evaluated_row, fmt, parser
 
 from pyrohvae.config import RunConfig
 from pyrohvae.files import atomic_write_text
@@ -58,26 +57,14 @@ def report(results: Path) -> None:
     ]
     for r in rows:
         lines.append(
-            f"| {r['guide']} | {r['prior']} | {fmt(r['nelbo'])} | {fmt(r['recon'])} | "
-            f"{fmt(r['nll'])} ± {fmt(r['nll_stderr'], 2)} | {fmt(r['kl_z'])} | {fmt(r['kl_u'], 2)} | "
-            f"{fmt(r['psis_khat_median'], 2)} | {r['train_seconds']:.0f} |"
+            f"| {r['guide']} | {r['prior']} | {density_cells(r)} | {fmt(r['psis_khat_median'], 2)} | {r['train_seconds']:.0f} |"
         )
     atomic_write_text(results / "guides.md", "\n".join(lines) + "\n")
     print(f"wrote {results / 'guides.md'} ({len(rows)} rows)")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10_000)
-    parser.add_argument("--samples", type=int, default=1024)
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--runs", type=Path, default=RUNS)
-    parser.add_argument("--report", action="store_true")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    args = parser.parse_args()
+    args = parser(__doc__).parse_args()
     if not args.report:
         for guide, prior in VARIANTS[1:] + VARIANTS[:1]:
             name = run_name(guide, prior, args.seed)

@@ -14,11 +14,10 @@ is done, and run folders keep their checkpoints, so a stopped sweep resumes wher
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from common import RESULTS, RUNS, evaluated_row, fmt
+from common import density_cells, evaluated_row, fmt, parser
 
 from pyrohvae.config import RunConfig
 from pyrohvae.files import atomic_write_text
@@ -74,9 +73,7 @@ def report(results: Path) -> None:
     for r in rows:
         paper = PAPER.get((r["dataset"], r["model"]), (None,) * 4)
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {fmt(r['nelbo'])} | {fmt(r['recon'])} | "
-            f"{fmt(r['nll'])} ± {fmt(r['nll_stderr'], 2)} | {fmt(r['kl_z'])} | {fmt(r['kl_u'], 2)} | "
-            f"{fmt(paper[0])} | {fmt(paper[1])} | {fmt(paper[2])} | {fmt(paper[3])} | "
+            f"| {r['dataset']} | {r['model']} | {density_cells(r)} | {fmt(paper[0])} | {fmt(paper[1])} | {fmt(paper[2])} | {fmt(paper[3])} | "
             f"{fmt(r['psis_khat_median'], 2)} | {r['train_seconds']:.0f} | {r['n']} |"
         )
     lines += [
@@ -96,18 +93,9 @@ def report(results: Path) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10_000)
-    parser.add_argument("--samples", type=int, default=1024)
-    parser.add_argument("--limit", type=int, default=None, help="score about N test images (default: all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where rows and tables go")
-    parser.add_argument("--runs", type=Path, default=RUNS, help="run folders (git-ignored)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--report", action="store_true", help="only rebuild table1.md/json from the rows")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    args = options.parse_args()
     if not args.report:
         for dataset, split in SETTINGS:
             for model in args.models:

@@ -13,11 +13,10 @@ all six pairs are reported, with the paper's row beside each normal dataset.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from common import RESULTS, RUNS, fmt
+from common import fmt, parser
 
 import torch
 
@@ -111,17 +110,9 @@ def report(results: Path) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10_000, help="the runs must be trained this far")
-    parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--fraction", type=float, default=0.2)
-    parser.add_argument("--limit", type=int, default=None, help="about N normal images (a quick look)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--runs", type=Path, default=RUNS)
-    parser.add_argument("--report", action="store_true")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    args = parser.parse_args()
+    options = parser(__doc__, samples=16, limit_help="about N normal images", device=False)
+    options.add_argument("--fraction", type=float, default=0.2)
+    args = options.parse_args()
     if not args.report:
         for normal in DATASETS:
             for other in DATASETS:

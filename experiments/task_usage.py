@@ -13,12 +13,11 @@ For each variant: train on MNIST, then read q(u | d) with d = each of the first 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
-from common import RESULTS, RUNS, fmt, trained
+from common import fmt, parser, trained
 
 from pyrohvae import data
 from pyrohvae.config import RunConfig
@@ -54,14 +53,7 @@ def measure(program, test, n=2000) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--runs", type=Path, default=RUNS)
-    parser.add_argument("--report", action="store_true")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    args = parser.parse_args()
+    args = parser(__doc__, steps=3000, samples=None, device=False).parse_args()
     rows_dir = args.results / "task_usage"
     if not args.report:
         test = data.load("mnist", "test")
