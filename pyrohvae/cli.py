@@ -256,7 +256,10 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
         raise click.UsageError("--score mdl needs a task latent u: use a hypervae run")
     normal = config.load_data("test", data_dir)
     kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
-    mixed = od.mixed_set(normal.subset(kept), data.load(other, "test", data_dir), fraction, seed)
+    try:
+        mixed = od.mixed_set(normal.subset(kept), data.load(other, "test", data_dir), fraction, seed)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     mixed.source_index[: len(kept)] = kept  # positions in the normal test split
     values = od.outlier_scores(program, mixed, samples, seed, progress)[score]
     metrics = od.detection_metrics(values.numpy(), mixed.labels.numpy(), flag_rate)

@@ -63,6 +63,7 @@ def test_outliers_command(trained_run, tmp_path):
     (["--outliers", "mnist"], "another dataset"),
     (["--outliers", "omniglot", "--score", "mdl"], "task latent u"),
     (["--outliers", "omniglot", "--fraction", "1.5"], "--fraction"),
+    (["--outliers", "omniglot", "--fraction", "0.9"], "has 8115"),  # more outliers than Omniglot holds
 ])
 def test_outliers_command_refuses_bad_input(trained_run, args, words):
     result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), *args])
