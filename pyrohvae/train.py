@@ -137,6 +137,10 @@ def train(
         config = replace(config, train_tasks=data.task_names)
     elif config.train_tasks != data.task_names:
         raise TrainError(f"--resume: the training tasks of {data.name} are not those the run was trained on")
+    try:
+        batches = batches_for(config, data, ranks.world)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
     if ranks.writer:
         try:
             ensure_writable_dir(out)
@@ -149,7 +153,6 @@ def train(
 
     pyro.set_rng_seed(config.seed)  # the same initial parameters on every rank
     program = build(config).to(dev)
-    batches = batches_for(config, data, ranks.world)
     pyro.clear_param_store()
     optim = Adam({"lr": config.lr})
     svi = SVI(program.model, program.guide, optim, Trace_ELBO(max_plate_nesting=2))

@@ -94,3 +94,9 @@ def test_root_cli_script_runs_and_reports_without_traceback():
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_more_tasks_per_step_than_tasks(tmp_path):
+    result = invoke("train", "--dataset", "mnist", "--tasks-per-step", 11, "--out", tmp_path / "run")
+    assert_one_line_error(result, 1, "--tasks-per-step 11", "10 tasks")
+    assert not (tmp_path / "run").exists()
