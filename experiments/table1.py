@@ -10,6 +10,8 @@ is done, and run folders keep their checkpoints, so a stopped sweep resumes wher
 
     PYROHVAE_DATA_DIR=../shared/data python experiments/table1.py
     python experiments/table1.py --report     # rebuild table1.md / table1.json from the rows
+    python experiments/table1.py --datasets omniglot --models vae metavae --train-only
+                                              # train only (what experiments/table3.py needs)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common import density_cells, evaluated_row, fmt, parser
+from common import density_cells, evaluated_row, fmt, parser, trained
 
 from pyrohvae.config import RunConfig
 from pyrohvae.files import atomic_write_text
@@ -39,14 +41,20 @@ PAPER = {  # Table 1: −EL, −LL, KL(z), KL(u)
 }
 
 
+def setting_name(dataset, split):
+    return dataset if split == "drawers" else f"{dataset}-{split}"
+
+
 def row_name(dataset, split, model, seed):
-    where = dataset if split == "drawers" else f"{dataset}-{split}"
-    return f"{where}-{model}-seed{seed}"
+    return f"{setting_name(dataset, split)}-{model}-seed{seed}"
 
 
-def run_one(dataset, split, model, args) -> dict:
+def run_one(dataset, split, model, args) -> dict | None:
     name = row_name(dataset, split, model, args.seed)
     config = RunConfig(dataset=dataset, model=model, split=split, steps=args.steps, seed=args.seed)
+    if args.train_only:
+        trained(config, args.runs / name, args.device, args.progress)
+        return None
     shown = dataset if split == "drawers" else f"{dataset} ({split})"
     return evaluated_row(config, args.runs / name, args.results / "table1" / f"{name}.json", args.samples,
                          args.limit, args.seed, args.device, args.progress, dataset=shown, model=model)
@@ -95,9 +103,15 @@ def report(results: Path) -> None:
 def main():
     options = parser(__doc__)
     options.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    names = [setting_name(*s) for s in SETTINGS]
+    options.add_argument("--datasets", nargs="+", default=names, choices=names)
+    options.add_argument("--train-only", action="store_true",
+                         help="train the runs (for experiments/table3.py) and leave evaluation for later")
     args = options.parse_args()
     if not args.report:
         for dataset, split in SETTINGS:
+            if setting_name(dataset, split) not in args.datasets:
+                continue
             for model in args.models:
                 run_one(dataset, split, model, args)
                 report(args.results)
