@@ -92,6 +92,11 @@ def _thin_roc(fpr, tpr, points: int = 201) -> dict:
 
 def roc_figure(curves: dict, path, title: str) -> None:
     """curves: label -> metrics of detection_metrics; one ROC curve each, AUC in the legend."""
+    roc_panels({title: curves}, path)
+
+
+def roc_panels(panels: dict, path, title: str | None = None) -> None:
+    """panels: panel title -> curves (as for roc_figure); the panels side by side in one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,14 +104,17 @@ def roc_figure(curves: dict, path, title: str) -> None:
 
     from .files import atomic_path
 
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    for label, m in curves.items():
-        ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], label=f"{label} (AUC {100 * m['auc']:.1f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (panel, curves) in zip(axes[0], panels.items()):
+        for label, m in curves.items():
+            ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], label=f"{label} (AUC {100 * m['auc']:.1f})")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.set_title(panel, fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
