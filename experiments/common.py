@@ -20,10 +20,23 @@ RUNS = HERE / "runs"
 sys.path.insert(0, str(HERE.parent))
 
 from pyrohvae import checkpoint  # noqa: E402
-from pyrohvae.config import RunConfig  # noqa: E402
+from pyrohvae.checkpoint import CheckpointError  # noqa: E402
+from pyrohvae.config import ConfigError, RunConfig  # noqa: E402
+from pyrohvae.data import DataError  # noqa: E402
 from pyrohvae.evaluate import run_evaluation  # noqa: E402
 from pyrohvae.files import atomic_write_text  # noqa: E402
-from pyrohvae.train import CHECKPOINT, load_run, train  # noqa: E402
+from pyrohvae.train import CHECKPOINT, TrainError, load_run, train  # noqa: E402
+
+
+def run(main) -> None:
+    """Run a script's main; a failure the user can fix (missing data, a damaged checkpoint, a full
+    disk) is one line on stderr and exit code 1, as in the CLI."""
+    try:
+        main()
+    except (DataError, TrainError, CheckpointError, ConfigError) as e:
+        sys.exit(f"Error: {e}")
+    except OSError as e:
+        sys.exit(f"Error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}")
 
 
 def trained(config: RunConfig, run_dir: Path, device="cpu", progress=True) -> None:

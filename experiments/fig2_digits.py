@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 import torch
-from common import parser, trained
+from common import parser, run, trained
 
 from pyrohvae import data
 from pyrohvae.config import RunConfig
@@ -149,4 +149,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

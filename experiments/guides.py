@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common import density_cells, evaluated_row, fmt, parser
+from common import density_cells, evaluated_row, fmt, parser, run
 
 from pyrohvae.config import RunConfig
 from pyrohvae.files import atomic_write_text
@@ -108,4 +108,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common import density_cells, evaluated_row, fmt, parser, trained
+from common import density_cells, evaluated_row, fmt, parser, run, trained
 
 from pyrohvae.config import RunConfig
 from pyrohvae.files import atomic_write_text
@@ -145,4 +145,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

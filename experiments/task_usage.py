@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import torch
-from common import fmt, parser, trained
+from common import fmt, parser, run, trained
 
 from pyrohvae import data
 from pyrohvae.config import RunConfig
@@ -91,4 +91,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
