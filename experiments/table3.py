@@ -123,10 +123,12 @@ def reading(key: dict) -> list[str]:
         + "; ".join(f"{m} vs {o} {auc[('fashion-mnist', o, m, 'elbo')]:.1f}" for o, m in fashion)
         + "), the failure of likelihood-based detectors that Nalisnick et al. (2019) reported. The paper",
         "does not say which outliers it used for its Fashion-MNIST row (76.8); with these two outlier sets",
-        "no likelihood score reaches it. The `mdl` score adds KL(q(u|x) ‖ p(u)) to −ELBO; that term",
-        "hardly varies from image to image because q(u|x) hardly depends on its input",
-        f"([task_usage.md](task_usage.md)), so `mdl` moves AUC by at most {max(shifts):.1f} on any pair.",
-    ]
+        "no likelihood score reaches it.",
+    ] + ([
+        "The `mdl` score adds KL(q(u|x) ‖ p(u)) to −ELBO; that term hardly varies from image to image",
+        "because q(u|x) hardly depends on its input ([task_usage.md](task_usage.md)), so `mdl` moves AUC",
+        f"by at most {max(shifts):.1f} on any pair.",
+    ] if shifts else [])
 
 
 def report(results: Path) -> None:
