@@ -44,19 +44,21 @@ def reading(rows: list[dict]) -> list[str]:
     """What the rows say, computed from them."""
     if len(rows) < 2:
         return []
-    name = {id(r): f"{r['guide']}/{r['prior']}" for r in rows}
+    def name(r):
+        return f"{r['guide']}/{r['prior']}"
+
     by_nll, by_kl = sorted(rows, key=lambda r: r["nll"]), sorted(rows, key=lambda r: r["kl_u"])
     stderr = max(r["nll_stderr"] for r in rows)
     return [
         "",
         "## Reading",
         "",
-        f"−log p(x) spans {by_nll[0]['nll']:.1f} ({name[id(by_nll[0])]}) to {by_nll[-1]['nll']:.1f} "
-        f"({name[id(by_nll[-1])]}) nats per image, a spread of {by_nll[-1]['nll'] - by_nll[0]['nll']:.1f} "
+        f"−log p(x) spans {by_nll[0]['nll']:.1f} ({name(by_nll[0])}) to {by_nll[-1]['nll']:.1f} "
+        f"({name(by_nll[-1])}) nats per image, a spread of {by_nll[-1]['nll'] - by_nll[0]['nll']:.1f} "
         f"against standard errors of up to {stderr:.2f} over the test images (one training seed per row; the",
         "rows share their test images, so the standard error overstates the noise of a difference but",
         "leaves out the seed's). KL(q(u|d) ‖ p(u)), the model part of the code paid once per alphabet,",
-        "differs more: " + ", ".join(f"{name[id(r)]} {r['kl_u']:.2f}" for r in by_kl) + " nats per task.",
+        "differs more: " + ", ".join(f"{name(r)} {r['kl_u']:.2f}" for r in by_kl) + " nats per task.",
         "How q(u|d) summarises a task changes little of the density here, which fits what",
         "[task_usage.md](task_usage.md) measured on MNIST: the trained model uses u mostly as one global",
         "code shared by the tasks, so a learnable prior can move to where q(u|d) sits and make that code",

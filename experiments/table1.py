@@ -45,6 +45,10 @@ def setting_name(dataset, split):
     return dataset if split == "drawers" else f"{dataset}-{split}"
 
 
+def shown_name(dataset, split):
+    return dataset if split == "drawers" else f"{dataset} ({split})"
+
+
 def row_name(dataset, split, model, seed):
     return f"{setting_name(dataset, split)}-{model}-seed{seed}"
 
@@ -55,9 +59,8 @@ def run_one(dataset, split, model, args) -> dict | None:
     if args.train_only:
         trained(config, args.runs / name, args.device, args.progress)
         return None
-    shown = dataset if split == "drawers" else f"{dataset} ({split})"
     return evaluated_row(config, args.runs / name, args.results / "table1" / f"{name}.json", args.samples,
-                         args.limit, args.seed, args.device, args.progress, dataset=shown, model=model)
+                         args.limit, args.seed, args.device, args.progress, dataset=shown_name(dataset, split), model=model)
 
 
 def targets(rows: list[dict]) -> list[str]:
@@ -110,7 +113,7 @@ def _against(what, ours, whose, theirs):
 
 def report(results: Path) -> None:
     rows = [json.loads(p.read_text()) for p in sorted((results / "table1").glob("*.json"))]
-    order = {(d if s == "drawers" else f"{d} ({s})", m): i for i, ((d, s), m) in
+    order = {(shown_name(d, s), m): i for i, ((d, s), m) in
              enumerate((ds, m) for ds in SETTINGS for m in MODELS)}
     rows.sort(key=lambda r: order.get((r["dataset"], r["model"]), 99))
     atomic_write_text(results / "table1.json", json.dumps(rows, indent=2) + "\n")
