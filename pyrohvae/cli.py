@@ -80,6 +80,8 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--tasks-per-step", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
+@click.option("--lr-half-life", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Steps in which the learning rate halves, decaying every step (0: constant, the paper).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--exclude-classes", type=str, default="", callback=lambda ctx, param, v: [c for c in v.split(",") if c],
               help="Tasks held out of training, comma-separated (e.g. 3 or 3,5).")

@@ -31,6 +31,7 @@ class RunConfig:
     batch_size: int = 100
     tasks_per_step: int = 1
     lr: float = 3e-4
+    lr_half_life: int = 0  # steps in which the learning rate halves (0: constant, the paper)
     seed: int = 0
     z_dim: int = 10
     u_dim: int = 10
@@ -61,6 +62,11 @@ class RunConfig:
                 f"metavae keeps one decoder per training task: {len(self.train_tasks)} tasks are more "
                 f"than {MAX_METAVAE_TASKS}; use --task-by alphabet"
             )
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of `step`: a function of the step alone, so a resumed run, or one
+        given more steps, follows the same schedule as an uninterrupted one."""
+        return self.lr * 0.5 ** (step / self.lr_half_life) if self.lr_half_life else self.lr
 
     def load_data(self, part: str, root=None) -> data.TaskData:
         """One part of the run's data; the training part without the held-out classes (the test

@@ -28,7 +28,7 @@ class Adam(PyroOptim):
             if self.torch_optim is None:
                 self.torch_optim = torch.optim.Adam(new, **{"foreach": True, **self.optim_args})
             else:
-                self.torch_optim.add_param_group({"params": new})
+                self.torch_optim.add_param_group({"params": new, "lr": self.optim_args["lr"]})
             store = pyro.get_param_store()
             for p in new:
                 name = self.names[p] = store.param_name(p)
@@ -39,6 +39,13 @@ class Adam(PyroOptim):
                         for k, v in saved["state"].get(0, {}).items()
                     }
         self.torch_optim.step()
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next steps, for every parameter (those not seen yet too)."""
+        self.optim_args["lr"] = lr
+        if self.torch_optim is not None:
+            for group in self.torch_optim.param_groups:
+                group["lr"] = lr
 
     def get_state(self) -> dict:
         state = dict(self._state_waiting_to_be_consumed)  # loaded, not yet stepped

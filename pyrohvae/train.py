@@ -220,6 +220,7 @@ def train(
             tic = time.perf_counter()
             x, task = ranks.shard(*next(batches))
             weight = min(1.0, step / config.kl_u_warmup) if config.kl_u_warmup else 1.0
+            optim.set_lr(config.lr_at(step))
             loss, updated = svi_step(svi, x.to(dev, torch.float32), task, weight, skip_nonfinite=True, ranks=ranks)
             seconds += time.perf_counter() - tic
             if not updated and on_nan == "stop":

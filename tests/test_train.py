@@ -68,7 +68,7 @@ def test_task_rows_come_from_different_models(trained_run, data_root):
 
 def test_resume_ends_at_the_parameters_of_an_uninterrupted_run(tmp_path):
     common = ["--dataset", "mnist", "--model", "hypervae", "--tasks-per-step", 2, "--seed", 3,
-              "--log-every", 1, "--no-progress"]
+              "--lr-half-life", 10, "--log-every", 1, "--no-progress"]
     whole, split = tmp_path / "whole", tmp_path / "split"
     run_cli("train", *common, "--steps", 30, "--out", whole)
     run_cli("train", *common, "--steps", 12, "--checkpoint-every", 5, "--out", split)
@@ -78,6 +78,27 @@ def test_resume_ends_at_the_parameters_of_an_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert metrics(whole) == [dict(m, seconds=w["seconds"]) for m, w in zip(metrics(split), metrics(whole))]
+
+
+def test_lr_half_life_sets_the_step_size(tmp_path):
+    """Adam's first update moves a parameter by about its learning rate (g / |g|), so with a
+    half-life of one step the first move is half that of the constant learning rate."""
+    import pyro
+
+    from pyrohvae.config import RunConfig
+    from pyrohvae.program import build
+
+    pyro.set_rng_seed(0)  # as train() does before building the networks
+    start = build(RunConfig(dataset="mnist", model="vae")).state_dict()
+    moves = {}
+    for half_life in (0, 1):
+        run = tmp_path / f"half-life-{half_life}"
+        run_cli("train", "--dataset", "mnist", "--model", "vae", "--steps", 1, "--lr", 1e-3,
+                "--lr-half-life", half_life, "--out", run, "--no-progress")
+        after = params(run)
+        moves[half_life] = torch.cat([(after[k] - start[k]).abs().flatten() for k in start]).median()
+    assert moves[0] == pytest.approx(1e-3, rel=0.05)
+    assert moves[1] / moves[0] == pytest.approx(0.5, rel=0.05)
 
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
