@@ -39,7 +39,7 @@ def run(main) -> None:
         sys.exit(f"Error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}")
 
 
-def trained(config: RunConfig, run_dir: Path, device="cpu", progress=True) -> None:
+def trained(config: RunConfig, run_dir: Path, device="cpu", progress=True, keep_every: int = 0) -> None:
     """Train `config` into `run_dir`, going on from its checkpoint if there is one."""
     name = run_dir.name
     resume = (run_dir / CHECKPOINT).exists()
@@ -49,17 +49,18 @@ def trained(config: RunConfig, run_dir: Path, device="cpu", progress=True) -> No
     print(f"[{name}] training ({'resumed' if resume else 'new'})", flush=True)
     if resume:
         config = RunConfig.load(run_dir / "config.json")
-    train(config, run_dir, device=device, resume=resume, log_every=50, progress=progress)
+    train(config, run_dir, device=device, resume=resume, log_every=50, progress=progress, keep_every=keep_every)
 
 
 def evaluated_row(config: RunConfig, run_dir: Path, row_path: Path, samples: int, limit=None,
-                  seed: int = 0, device="cpu", progress=True, **extra) -> dict:
-    """The row of a trained and evaluated run: read from `row_path` if it exists, else made."""
+                  seed: int = 0, device="cpu", progress=True, checkpoint_name: str = CHECKPOINT, **extra) -> dict:
+    """The row of a trained and evaluated run (its last checkpoint, or `checkpoint_name`): read
+    from `row_path` if it exists, else made."""
     if row_path.exists():
         print(f"[{run_dir.name}] done before, kept {row_path.name}", flush=True)
         return json.loads(row_path.read_text())
     trained(config, run_dir, device, progress)
-    program, state = load_run(run_dir, device)
+    program, state = load_run(run_dir, device, checkpoint_name)
     test = program.config.load_data("test")
     print(f"[{run_dir.name}] evaluating {limit or len(test)} test images, {samples} samples", flush=True)
     result = run_evaluation(program, test, samples, "task", limit, seed, progress)

@@ -12,10 +12,10 @@ from click.core import ParameterSource
 
 from . import data, guides
 from .checkpoint import CheckpointError
-from .config import MODELS, ConfigError, RunConfig
+from .config import MODELS, PARTS, ConfigError, RunConfig
 from .data import DataError
 from .priors import PRIORS
-from .train import TrainError
+from .train import CHECKPOINT, TrainError
 
 # Failures a user can cause and fix: shown as one line, exit code 1, no traceback.
 _EXPECTED = (DataError, TrainError, CheckpointError, ConfigError)
@@ -85,6 +85,9 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--exclude-classes", type=str, default="", callback=lambda ctx, param, v: [c for c in v.split(",") if c],
               help="Tasks held out of training, comma-separated (e.g. 3 or 3,5).")
+@click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Fraction of every training task's images held out as the run's validation part "
+                   "(the same images for every run; `evaluate --split validation` scores them).")
 @click.option("--kl-u-warmup", type=click.IntRange(min=0), default=0, show_default=True,
               help="HyperVAE: steps over which the weight of KL(u) rises from 0 to 1 (0: none, the paper).")
 @_data_dir
@@ -93,6 +96,9 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
 @_device
 @click.option("--resume", is_flag=True, help="Go on from the run folder's checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--keep-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also keep the checkpoint of every N-th step as checkpoint-stepN.pt (0: none), "
+                   "to choose among them later, e.g. on the validation part.")
 @click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--on-nan", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
               help="A non-finite loss stops the run (last checkpoint kept) or skips that step's update.")
@@ -102,8 +108,8 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
                    "--tasks-per-step tasks of every step, gradients averaged across ranks.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
-def train(ctx, data_dir, out, device, resume, checkpoint_every, log_every, on_nan, deterministic, distributed,
-          progress, **options):
+def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_every, on_nan, deterministic,
+          distributed, progress, **options):
     """Train a model by SVI; writes config.json, checkpoint.pt and metrics.jsonl to --out."""
     from .train import resume_config
     from .train import train as run_training
@@ -128,6 +134,7 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, log_every, on_na
             device=device,
             resume=resume,
             checkpoint_every=checkpoint_every,
+            keep_every=keep_every,
             log_every=log_every,
             progress=progress,
             on_nan=on_nan,
@@ -181,17 +188,19 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
 @_run_dir
 @click.option("--samples", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Importance samples per datum.")
-@click.option("--split", type=click.Choice(data.PARTS), default="test", show_default=True,
+@click.option("--split", type=click.Choice(PARTS), default="test", show_default=True,
               help="Which part of the run's data to score.")
 @click.option("--mode", type=click.Choice(["task", "datum"]), default="task", show_default=True,
               help="task: θ of each task from one random draw of it (the paper); datum: from each x itself.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score about N data, spread over the tasks.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--checkpoint", "checkpoint_name", default="checkpoint.pt", show_default=True,
+              help="Which checkpoint of the run folder: the last, or one kept by --keep-every.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
 @_device
-def evaluate(run_dir, samples, split, mode, limit, seed, as_json, progress, data_dir, device):
+def evaluate(run_dir, samples, split, mode, limit, seed, checkpoint_name, as_json, progress, data_dir, device):
     """−ELBO, reconstruction, importance-sampled −log p(x), KL(z) and KL(u) on held-out data;
     writes RUN_DIR/eval.json (eval-SPLIT-MODE.json for other splits and modes)."""
     import json
@@ -200,12 +209,15 @@ def evaluate(run_dir, samples, split, mode, limit, seed, as_json, progress, data
     from .files import atomic_write_text
     from .train import load_run, resolve_device
 
-    program, state = load_run(run_dir, resolve_device(device))
+    program, state = load_run(run_dir, resolve_device(device), checkpoint_name)
     config = program.config
     scored = config.load_data(split, data_dir)
-    result = {"model": config.model, "dataset": config.dataset, "split": split, "step": state["step"]}
+    result = {"model": config.model, "dataset": config.dataset, "split": split, "step": state["step"],
+              "checkpoint": checkpoint_name}
     result.update(run_evaluation(program, scored, samples, mode, limit, seed, progress))
     name = "eval.json" if (split, mode) == ("test", "task") else f"eval-{split}-{mode}.json"
+    if checkpoint_name != CHECKPOINT:
+        name = name.replace(".json", f"-step{state['step']}.json")
     atomic_write_text(run_dir / name, json.dumps(result, indent=2) + "\n")
     if as_json:
         click.echo(json.dumps(result))
@@ -374,7 +386,7 @@ def discover(run_dir, target, target_class, mode, iterations, steps, seed, threa
 @main.command()
 @_run_dir
 @click.option("--draws", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--split", type=click.Choice(data.PARTS), default="test", show_default=True)
+@click.option("--split", type=click.Choice(PARTS), default="test", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Score about N data for the per-task −ELBO (default: all).")
@@ -418,7 +430,7 @@ def inspect(run_dir, draws, split, seed, limit, max_tasks, out, progress, data_d
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
 @click.option("--steps", type=click.IntRange(2, 50), default=8, show_default=True, help="Models along the line.")
 @click.option("--columns", type=click.IntRange(1, 50), default=8, show_default=True)
-@click.option("--split", type=click.Choice(data.PARTS), default="test", show_default=True)
+@click.option("--split", type=click.Choice(PARTS), default="test", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @_data_dir
 @_device

@@ -10,6 +10,7 @@ from pathlib import Path
 from . import data
 
 MODELS = ("hypervae", "vae", "metavae")
+PARTS = ("train", "validation", "test")
 DEFAULT_GUIDE = {"hypervae": "random-draw", "vae": "encoder", "metavae": "context-encoder"}
 # MetaVAE holds one decoder (336,589 parameters) per training task.
 MAX_METAVAE_TASKS = 200
@@ -40,6 +41,7 @@ class RunConfig:
     theta_init_scale: float = 0.1
     kl_u_warmup: int = 0  # steps over which the weight of KL(u) rises linearly from 0 to 1
     exclude_classes: list[str] = dataclasses.field(default_factory=list)  # tasks held out of training
+    validation: float = 0.0  # fraction of each training task's images held out as the validation part
     train_tasks: list[str] | None = None  # filled in from the training data when a run starts
 
     def __post_init__(self):
@@ -53,6 +55,8 @@ class RunConfig:
             self.task_by = "alphabet"
         if self.dataset != "omniglot" and (self.split != "drawers" or self.task_by not in (None, "class")):
             raise ConfigError("--split and --task-by apply to omniglot only")
+        if not 0 <= self.validation < 1:
+            raise ConfigError(f"--validation {self.validation}: a fraction in [0, 1)")
         if self.model != "hypervae" and self.kl_u_warmup:
             raise ConfigError("--kl-u-warmup applies to hypervae only")
         if self.model == "vae" and self.tasks_per_step != 1:
@@ -69,11 +73,22 @@ class RunConfig:
         return self.lr * 0.5 ** (step / self.lr_half_life) if self.lr_half_life else self.lr
 
     def load_data(self, part: str, root=None) -> data.TaskData:
-        """One part of the run's data; the training part without the held-out classes (the test
-        part keeps them: discovery and evaluation look at the unseen tasks too)."""
-        loaded = data.load(self.dataset, part, root, split=self.split, task_by=self.task_by)
-        if part == "train" and self.exclude_classes:
+        """One part of the run's data: "train" (without the held-out classes and the validation
+        images), "validation" (the images --validation held out of the training tasks) or "test"
+        (all classes: discovery and evaluation look at the unseen tasks too)."""
+        if part not in PARTS:
+            raise ConfigError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
+        if part == "validation" and not self.validation:
+            raise ConfigError("this run holds no validation part (it was trained with --validation 0)")
+        loaded = data.load(self.dataset, "test" if part == "test" else "train", root,
+                           split=self.split, task_by=self.task_by)
+        if part == "test":
+            return loaded
+        if self.exclude_classes:
             loaded = loaded.without_tasks(self.exclude_classes)
+        if self.validation:
+            kept, held = loaded.hold_out(self.validation)
+            loaded = kept if part == "train" else held
         return loaded
 
     def to_dict(self) -> dict:

@@ -34,6 +34,7 @@ PARTS = ("train", "test")
 SPLITS = ("drawers", "background")
 TASK_BY = ("class", "alphabet", "character")
 BINARIZE_SEED = 0
+VALIDATION_SEED = 0  # every run with the same --validation holds out the same images
 DATA_DIR_ENV = "PYROHVAE_DATA_DIR"
 # Bump when the processing below changes, so stale caches are not reused.
 _PROCESSING_VERSION = 1
@@ -86,6 +87,19 @@ class TaskData:
 
     def subset(self, index: torch.Tensor) -> TaskData:
         return TaskData(self.images[index], self.tasks[index], self.task_names, self.name)
+
+    def hold_out(self, fraction: float, seed: int = VALIDATION_SEED) -> tuple[TaskData, TaskData]:
+        """(kept, held out): `fraction` of every task's images, drawn at random by `seed`, held
+        out (at least one of a task of two or more images), so every task is in both parts."""
+        g = torch.Generator().manual_seed(seed)
+        held = []
+        for members in self.task_members():
+            n = round(fraction * len(members))
+            n = min(max(n, 1 if fraction > 0 else 0), len(members) - 1)
+            held.append(members[torch.randperm(len(members), generator=g)[:n]])
+        mask = torch.zeros(len(self), dtype=torch.bool)
+        mask[torch.cat(held)] = True
+        return self.subset(torch.nonzero(~mask).squeeze(1)), self.subset(torch.nonzero(mask).squeeze(1))
 
     def without_tasks(self, names) -> TaskData:
         """The data of the other tasks, renumbered from 0."""

@@ -24,13 +24,18 @@ from . import checkpoint
 from .batches import MixedBatches, TaskBatches
 from .config import RunConfig
 from .distributed import Ranks
-from .files import atomic_write_text, ensure_writable_dir
+from .files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from .optim import Adam
 from .program import build
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+
+
+def kept_checkpoint(step: int) -> str:
+    """The file name of the checkpoint of `step` kept by --keep-every."""
+    return f"checkpoint-step{step}.pt"
 
 
 class TrainError(Exception):
@@ -90,12 +95,17 @@ def batches_for(config: RunConfig, data, world: int = 1):
     return TaskBatches(data, config.batch_size, config.tasks_per_step * world, config.seed)
 
 
-def load_run(out: Path, device="cpu"):
-    """The program of a finished or stopped run, with its trained parameters, in eval mode."""
+def load_run(out: Path, device="cpu", checkpoint_name: str = CHECKPOINT):
+    """The program of a finished or stopped run, with its trained parameters, in eval mode: those
+    of its last checkpoint, or of one kept by `keep_every` (`checkpoint_name`, a file in `out`)."""
     out = Path(out)
     config = RunConfig.load(out / CONFIG)
-    state = checkpoint.load(out / CHECKPOINT)
-    _check_same_run(out / CHECKPOINT, state, config, ignore=("steps",))
+    path = out / checkpoint_name
+    if Path(checkpoint_name).name != checkpoint_name or not path.is_file():
+        kept = ", ".join(sorted(p.name for p in out.glob("checkpoint*.pt"))) or "none"
+        raise TrainError(f"{out} holds no checkpoint {checkpoint_name!r} (it holds: {kept})")
+    state = checkpoint.load(path)
+    _check_same_run(path, state, config, ignore=("steps",))
     program = build(config)
     program.load_state_dict(state["program"])
     return program.to(device).eval(), state
@@ -109,6 +119,7 @@ def train(
     device: str = "cpu",
     resume: bool = False,
     checkpoint_every: int = 500,
+    keep_every: int = 0,
     log_every: int = 10,
     progress: bool = True,
     on_nan: str = "stop",
@@ -117,7 +128,8 @@ def train(
 ) -> TrainSummary:
     """Train `config` into the run folder `out`. A non-finite loss stops the run (`on_nan="stop"`,
     the last checkpoint kept) or skips that step's update (`"skip"`, counted in the metrics as
-    `skipped`); either way no non-finite update reaches the parameters. With `ranks` from
+    `skipped`); either way no non-finite update reaches the parameters. `keep_every` > 0 also keeps
+    the checkpoint of every `keep_every`-th step as `checkpoint-step{N}.pt`. With `ranks` from
     `Ranks.start`, this process is one rank of a data-parallel run (see `distributed.py`)."""
     ranks = ranks or Ranks()
     out = Path(out)
@@ -146,7 +158,7 @@ def train(
             ensure_writable_dir(out)
         except OSError as e:
             raise TrainError(f"cannot write to --out {out}: {e.strerror or e}") from None
-        for stale in out.glob(f".{CHECKPOINT}.*.tmp"):  # left by a process killed mid-write
+        for stale in out.glob(".checkpoint*.pt.*.tmp"):  # left by a process killed mid-write
             stale.unlink()
     if deterministic:
         set_deterministic()
@@ -242,8 +254,10 @@ def train(
                 bar.set_postfix(loss=f"{avg:.2f}" if window else "nan", refresh=False)
                 window = []
             bar.update(1)
-            if step % checkpoint_every == 0 or step == config.steps:
+            if step % checkpoint_every == 0 or step == config.steps or (keep_every and step % keep_every == 0):
                 save_checkpoint(step)
+                if keep_every and step % keep_every == 0 and ranks.writer:
+                    atomic_write_bytes(out / kept_checkpoint(step), ckpt_path.read_bytes())
     finally:
         if metrics is not None:
             metrics.close()

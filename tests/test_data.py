@@ -106,6 +106,39 @@ def test_data_root_resolution(monkeypatch):
     assert str(data.data_root(None)) == "data"
 
 
+def test_validation_part_is_a_fixed_share_of_every_task():
+    sizes = [1, 10, 90, 200]
+    index = torch.arange(sum(sizes))
+    images = torch.zeros(len(index), 1, 28, 28, dtype=torch.uint8)
+    images[:, 0, 0, 0], images[:, 0, 0, 1] = index % 256, index // 256  # each image names itself
+    tasks = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    whole = data.TaskData(images, tasks, ["a", "b", "c", "d"], "toy")
+
+    def names(part):
+        return set((part.images[:, 0, 0, 0].long() + 256 * part.images[:, 0, 0, 1].long()).tolist())
+
+    kept, held = whole.hold_out(0.1)
+    assert names(kept) | names(held) == set(index.tolist()) and not names(kept) & names(held)
+    assert held.task_sizes().tolist() == [0, 1, 9, 20]  # a task of one image stays in training
+    again_kept, again_held = whole.hold_out(0.1)
+    assert names(again_held) == names(held)
+    assert names(whole.hold_out(0.1, seed=1)[1]) != names(held)
+
+
+def test_a_runs_validation_part_comes_out_of_its_training_part(data_root):
+    from pyrohvae.config import ConfigError, RunConfig
+
+    config = RunConfig(dataset="mnist", validation=0.1, exclude_classes=["3"])
+    train, validation = config.load_data("train", data_root), config.load_data("validation", data_root)
+    counts = [c for i, c in enumerate(MNIST_TRAIN_COUNTS) if i != 3]
+    assert validation.task_names == train.task_names and "3" not in train.task_names
+    assert validation.task_sizes().tolist() == [round(0.1 * c) for c in counts]
+    assert len(train) + len(validation) == sum(counts)
+    assert len(config.load_data("test", data_root)) == 10000  # the test part keeps every class
+    with pytest.raises(ConfigError, match="no validation part"):
+        RunConfig(dataset="mnist").load_data("validation", data_root)
+
+
 def test_task_batches_come_from_one_task_each(data_root):
     test = data.load("mnist", "test", data_root)
     batches = TaskBatches(test, batch_size=100, tasks_per_step=3, seed=0)

@@ -101,6 +101,25 @@ def test_lr_half_life_sets_the_step_size(tmp_path):
     assert moves[1] / moves[0] == pytest.approx(0.5, rel=0.05)
 
 
+def test_kept_checkpoints_are_scored_on_the_validation_part(tmp_path):
+    run = tmp_path / "run"
+    run_cli("train", "--dataset", "mnist", "--model", "vae", "--steps", 4, "--keep-every", 2,
+            "--validation", 0.1, "--out", run, "--no-progress")
+    assert sorted(p.name for p in run.glob("checkpoint*.pt")) == [
+        "checkpoint-step2.pt", "checkpoint-step4.pt", "checkpoint.pt"]
+    step2, step4 = checkpoint.load(run / "checkpoint-step2.pt"), checkpoint.load(run / "checkpoint-step4.pt")
+    assert (step2["step"], step4["step"]) == (2, 4)
+    assert all(torch.equal(step4["program"][k], params(run)[k]) for k in step4["program"])
+    assert not all(torch.equal(step2["program"][k], step4["program"][k]) for k in step4["program"])
+    result = run_cli("evaluate", run, "--split", "validation", "--checkpoint", "checkpoint-step2.pt",
+                     "--samples", 2, "--limit", 20, "--json", "--no-progress")
+    scored = json.loads(result.output.strip().splitlines()[-1])
+    assert (scored["split"], scored["step"], scored["n"]) == ("validation", 2, 20)
+    assert json.loads((run / "eval-validation-task-step2.json").read_text())["nelbo"] == scored["nelbo"]
+    missing = CliRunner().invoke(main, ["evaluate", str(run), "--checkpoint", "checkpoint-step3.pt"])
+    assert missing.exit_code == 1 and "checkpoint-step2.pt, checkpoint-step4.pt" in missing.output
+
+
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
     run = tmp_path / "run"
     run_cli("train", "--dataset", "mnist", "--model", "vae", "--steps", 10, "--log-every", 1,
