@@ -23,6 +23,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -202,7 +203,7 @@ def load_target(path) -> torch.Tensor:
         img = Image.open(path).convert("L").resize((28, 28), Image.Resampling.BOX)
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
-    return torch.tensor(list(img.getdata()), dtype=torch.float32).reshape(28, 28) / 255.0
+    return torch.tensor(np.asarray(img), dtype=torch.float32).reshape(28, 28) / 255.0
 
 
 def class_exemplar(test, name: str, seed: int = 0) -> tuple[torch.Tensor, int]:
