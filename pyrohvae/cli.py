@@ -141,6 +141,7 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_
             deterministic=deterministic,
             ranks=ranks,
         )
+        ranks.barrier()  # only after a run that ended well: a failed rank leaves no one to wait for
     finally:
         ranks.close()
     if not ranks.writer:

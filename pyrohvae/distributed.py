@@ -105,6 +105,12 @@ class Ranks:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t)
 
+    def barrier(self) -> None:
+        """Wait for every rank. Before a clean shutdown: a rank that tears its gloo group down while
+        rank 0 is still writing the last checkpoint was seen to abort (SIGABRT) now and then."""
+        if self.parallel:
+            dist.barrier()
+
     def close(self) -> None:
         if self.parallel and dist.is_initialized():
             dist.destroy_process_group()
