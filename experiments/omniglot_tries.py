@@ -114,21 +114,24 @@ def report(results, table1_row: dict | None) -> None:
                      f"{r['recon'] - PAPER_LL:+.1f} | {r['train_seconds']:.0f} |")
     for r in rows:
         if "validation_nelbo" in r:
+            by_step = {int(step): v for step, v in r["validation_nelbo"].items()}
+            last = max(by_step)
             lines += ["", f"{r['variant']}: validation −ELBO by step " + ", ".join(
-                f"{int(step):,} {v:.2f}" for step, v in r["validation_nelbo"].items()) + f"; chosen: step {r['steps']:,}."]
+                f"{step:,} {v:.2f}" for step, v in by_step.items()) + f"; chosen: step {r['steps']:,}, "
+                f"{by_step[last] - by_step[r['steps']]:.2f} nats below step {last:,}'s."]
     met = [r["variant"] for r in rows if r["nelbo"] <= PAPER_EL and r["recon"] <= PAPER_LL]
     lines += ["", "## Reading", "",
               (f"Reaching both of the paper's figures: {', '.join(met)}." if met else
-               "No variant reaches both of the paper's figures.") + " " + _best(rows), ""]
+               "No variant reaches both of the paper's figures.")
+              + ("" if table1_row is None else " " + _best(rows[0], rows[1:])), ""]
     atomic_write_text(results / "omniglot_tries.md", "\n".join(lines) + "\n")
     print(f"wrote {results / 'omniglot_tries.md'} ({len(rows)} rows)")
 
 
-def _best(rows) -> str:
-    """How the variants compare with Table 1's run (rows[0]), measure by measure."""
-    if len(rows) < 2:
+def _best(base: dict, variants: list[dict]) -> str:
+    """How the variants compare with Table 1's run, measure by measure."""
+    if not variants:
         return ""
-    base, variants = rows[0], rows[1:]
     parts = []
     for key, shown in (("nelbo", "−ELBO"), ("recon", "recon"), ("nll", "−log p(x)")):
         best = min(variants, key=lambda r: r[key])
