@@ -188,6 +188,9 @@ def train(
     if ranks.writer:
         if state is not None:
             _truncate_metrics(out / METRICS, start)
+            kept = out / kept_checkpoint(start)
+            if keep_every and start % keep_every == 0 and not kept.exists():  # killed before it was copied
+                atomic_write_bytes(kept, ckpt_path.read_bytes())
         else:
             (out / METRICS).write_text("")
         config.save(out / CONFIG)

@@ -118,6 +118,11 @@ def test_kept_checkpoints_are_scored_on_the_validation_part(tmp_path):
     assert json.loads((run / "eval-validation-task-step2.json").read_text())["nelbo"] == scored["nelbo"]
     missing = CliRunner().invoke(main, ["evaluate", str(run), "--checkpoint", "checkpoint-step3.pt"])
     assert missing.exit_code == 1 and "checkpoint-step2.pt, checkpoint-step4.pt" in missing.output
+    # killed after the checkpoint of step 4 was written but before it was kept: resuming keeps it
+    kept4 = (run / "checkpoint-step4.pt").read_bytes()
+    (run / "checkpoint-step4.pt").unlink()
+    run_cli("train", "--out", run, "--resume", "--steps", 6, "--keep-every", 2, "--no-progress")
+    assert (run / "checkpoint-step4.pt").read_bytes() == kept4 and (run / "checkpoint-step6.pt").exists()
 
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
