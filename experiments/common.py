@@ -82,6 +82,11 @@ def evaluated_row(config: RunConfig, run_dir: Path, row_path: Path, samples: int
     return row
 
 
+def rows_in(folder: Path, pattern: str = "*.json") -> list[dict]:
+    """The rows a sweep has written so far into `folder`, one JSON file each, in file-name order."""
+    return [json.loads(p.read_text()) for p in sorted(folder.glob(pattern))]
+
+
 def fmt(v, digits=1):
     return "–" if v is None else f"{v:.{digits}f}"
 

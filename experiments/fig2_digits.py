@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import torch
-from common import parser, run, trained
+from common import parser, rows_in, run, trained
 
 from pyrohvae import data
 from pyrohvae.config import RunConfig
@@ -64,8 +63,7 @@ def run_digit(digit, args, test) -> None:
 
 def report(args, test) -> None:
     rows = {}
-    for p in sorted((args.results / "fig2").glob(f"*-steps{args.steps}-budget{args.iterations}.json")):
-        r = json.loads(p.read_text())
+    for r in rows_in(args.results / "fig2", f"*-steps{args.steps}-budget{args.iterations}.json"):
         rows[(r["digit"], r["method"], r["search"])] = r
     table = [{k: r[k] for k in ("digit", "method", "search", "best_cosine")} for r in rows.values()]
     atomic_write_text(args.results / "fig2_digits.json", json.dumps(

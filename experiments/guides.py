@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common import density_cells, evaluated_row, fmt, parser, run
+from common import density_cells, evaluated_row, fmt, parser, rows_in, run
 
 from pyrohvae.config import RunConfig
 from pyrohvae.files import atomic_write_text
@@ -67,7 +67,7 @@ def reading(rows: list[dict]) -> list[str]:
 
 
 def report(results: Path) -> None:
-    rows = [json.loads(p.read_text()) for p in sorted((results / "guides").glob("*.json"))]
+    rows = rows_in(results / "guides")
     order = {v: i for i, v in enumerate(VARIANTS)}
     rows.sort(key=lambda r: order.get((r["guide"], r["prior"]), 99))
     atomic_write_text(results / "guides.json", json.dumps(rows, indent=2) + "\n")

@@ -27,7 +27,7 @@ import json
 import shutil
 from dataclasses import replace
 
-from common import density_cells, evaluated_row, fmt, parser, run, trained
+from common import density_cells, evaluated_row, fmt, parser, rows_in, run, trained
 
 from pyrohvae.config import RunConfig
 from pyrohvae.evaluate import evaluate
@@ -91,7 +91,7 @@ def selected_on_validation(config, run_dir, row_path, args, **extra) -> dict:
 
 
 def report(results, table1_row: dict | None) -> None:
-    rows = [json.loads(p.read_text()) for p in sorted((results / "omniglot_tries").glob("*.json"))]
+    rows = rows_in(results / "omniglot_tries")
     order = list(v[0] for v in VARIANTS.values())
     rows.sort(key=lambda r: order.index(r["variant"]) if r["variant"] in order else 99)
     if table1_row is not None:

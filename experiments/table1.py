@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common import density_cells, evaluated_row, fmt, parser, run, trained
+from common import density_cells, evaluated_row, fmt, parser, rows_in, run, trained
 
 from pyrohvae.config import RunConfig
 from pyrohvae.files import atomic_write_text
@@ -93,10 +93,10 @@ def tried(results: Path, table: list[dict]) -> list[str]:
     ours = [r for r in table if (r["dataset"], r["model"]) == ("omniglot", "hypervae")]
     if not ours or (ours[0]["nelbo"] <= paper[0] and ours[0]["recon"] <= paper[1]):
         return []
-    guides = [json.loads(p.read_text()) for p in sorted((results / "guides").glob("*.json"))]
+    guides = rows_in(results / "guides")
     variants = [(f"the {r['guide']} guide with the {r['prior']} prior", r) for r in guides
                 if (r["guide"], r["prior"]) != ("random-draw", "normal")]
-    tries = [json.loads(p.read_text()) for p in sorted((results / "omniglot_tries").glob("*.json"))]
+    tries = rows_in(results / "omniglot_tries")
     variants += [(r["variant"], r) for r in tries]
     if not variants:
         return []
@@ -119,7 +119,7 @@ def _against(what, ours, whose, theirs):
 
 
 def report(results: Path) -> None:
-    rows = [json.loads(p.read_text()) for p in sorted((results / "table1").glob("*.json"))]
+    rows = rows_in(results / "table1")
     order = {(shown_name(d, s), m): i for i, ((d, s), m) in
              enumerate((ds, m) for ds in SETTINGS for m in MODELS)}
     rows.sort(key=lambda r: order.get((r["dataset"], r["model"]), 99))

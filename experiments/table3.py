@@ -17,7 +17,7 @@ import functools
 import json
 from pathlib import Path
 
-from common import fmt, parser, run
+from common import fmt, parser, rows_in, run
 
 import torch
 
@@ -139,7 +139,7 @@ def reading(key: dict) -> list[str]:
 
 
 def report(results: Path) -> None:
-    rows = [json.loads(p.read_text()) for p in sorted((results / "table3").glob("*.json"))]
+    rows = rows_in(results / "table3")
     key = {(n, o, m, s): r for r in rows for n, o, m, s in [(r["normal"], r["outliers"], r["model"], r["score"])]}
     table = [{k: v for k, v in r.items() if k != "roc"} for r in rows]
     atomic_write_text(results / "table3.json", json.dumps(table, indent=2) + "\n")

@@ -14,10 +14,9 @@ For each variant: train on MNIST, then read q(u | d) with d = each of the first 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
-from common import fmt, parser, run, trained
+from common import fmt, parser, rows_in, run, trained
 
 from pyrohvae import data
 from pyrohvae.config import RunConfig
@@ -70,7 +69,7 @@ def main():
             rows_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(row_path, json.dumps(row, indent=2) + "\n")
             print(json.dumps(row), flush=True)
-    rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
+    rows = rows_in(rows_dir)
     atomic_write_text(args.results / "task_usage.json", json.dumps(rows, indent=2) + "\n")
     lines = [
         "# How much q(u | d) knows about the task (HyperVAE on MNIST)",
