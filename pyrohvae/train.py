@@ -185,12 +185,18 @@ def train(
     elif ranks.parallel:
         pyro.set_rng_seed(config.seed + 1_000_003 * ranks.rank)  # but each rank its own noise
     ranks.broadcast(program)
+
+    def kept(step) -> bool:
+        return bool(keep_every) and step % keep_every == 0
+
+    def keep(step):  # the last checkpoint, copied under its step's name
+        atomic_write_bytes(out / kept_checkpoint(step), ckpt_path.read_bytes())
+
     if ranks.writer:
         if state is not None:
             _truncate_metrics(out / METRICS, start)
-            kept = out / kept_checkpoint(start)
-            if keep_every and start % keep_every == 0 and not kept.exists():  # killed before it was copied
-                atomic_write_bytes(kept, ckpt_path.read_bytes())
+            if kept(start) and not (out / kept_checkpoint(start)).exists():  # killed before it was copied
+                keep(start)
         else:
             (out / METRICS).write_text("")
         config.save(out / CONFIG)
@@ -217,6 +223,8 @@ def train(
                     "batches": batches.generator.get_state(),
                 },
             )
+            if kept(step):
+                keep(step)
         saved_step = step
 
     first = last = None
@@ -257,10 +265,8 @@ def train(
                 bar.set_postfix(loss=f"{avg:.2f}" if window else "nan", refresh=False)
                 window = []
             bar.update(1)
-            if step % checkpoint_every == 0 or step == config.steps or (keep_every and step % keep_every == 0):
+            if step % checkpoint_every == 0 or step == config.steps or kept(step):
                 save_checkpoint(step)
-                if keep_every and step % keep_every == 0 and ranks.writer:
-                    atomic_write_bytes(out / kept_checkpoint(step), ckpt_path.read_bytes())
     finally:
         if metrics is not None:
             metrics.close()
