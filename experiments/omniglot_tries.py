@@ -28,13 +28,14 @@ import shutil
 from dataclasses import replace
 
 from common import density_cells, evaluated_row, fmt, parser, rows_in, run, trained
+from table1 import PAPER
 
 from pyrohvae.config import RunConfig
 from pyrohvae.evaluate import evaluate
 from pyrohvae.files import atomic_write_text
 from pyrohvae.train import kept_checkpoint, load_run
 
-PAPER_EL, PAPER_LL = 124.7, 105.5  # Table 1, Omniglot HyperVAE
+PAPER_EL, PAPER_LL = PAPER[("omniglot", "hypervae")][:2]
 TABLE1_RUN = "omniglot-hypervae-seed{seed}"
 
 VARIANTS = {  # key: (shown name, RunConfig overrides)
