@@ -75,11 +75,12 @@ class HyperVAEProgram(nn.Module):
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
 
-    def model(self, x, task=None, kl_u_weight=1.0):
-        hypervae_model(self.theta, self.prior, self.config.z_dim, x, kl_u_weight=kl_u_weight)
+    def model(self, x, task=None, kl_u_weight=1.0, record_theta=False):
+        hypervae_model(self.theta, self.prior, self.config.z_dim, x, kl_u_weight=kl_u_weight,
+                       record_theta=record_theta)
 
-    def guide(self, x, task=None, kl_u_weight=1.0):
-        self.guide_nets(self.theta, x, kl_u_weight)
+    def guide(self, x, task=None, kl_u_weight=1.0, record_theta=False):
+        self.guide_nets(self.theta, x, kl_u_weight, record_theta)
 
     def parts(self) -> dict[str, nn.Module]:
         return {

@@ -103,10 +103,20 @@ def test_vae_trace_elbo_is_the_negative_elbo(setup):
     assert loss == pytest.approx(float(per_item.mean()), abs=1e-4)
 
 
-def test_theta_is_recorded_in_the_traces(setup):
+def test_theta_is_recorded_in_the_traces_on_request(setup):
     program, x = setup
     guide_trace = poutine.trace(program.guide).get_trace(x)
     model_trace = poutine.trace(poutine.replay(program.model, trace=guide_trace)).get_trace(x)
+    assert not any(n.startswith("theta.") for n in [*guide_trace.nodes, *model_trace.nodes])
+    loss = Trace_ELBO(max_plate_nesting=2).loss
+    pyro.set_rng_seed(0)
+    without = loss(program.model, program.guide, x)
+    pyro.set_rng_seed(0)
+    assert loss(program.model, program.guide, x, record_theta=True) == pytest.approx(without, rel=1e-6)
+
+    guide_trace = poutine.trace(program.guide).get_trace(x, record_theta=True)
+    replayed = poutine.replay(program.model, trace=guide_trace)
+    model_trace = poutine.trace(replayed).get_trace(x, record_theta=True)
     assert model_trace.nodes["theta.decoder.fc2.weight"]["value"].shape == (2, 1, 3136, 100)
     assert guide_trace.nodes["theta.encoder.conv1.weight"]["value"].shape == (2, 1, 32, 1, 3, 3)
     # the model builds only the decoder half, the guide only the encoder half

@@ -63,6 +63,30 @@ def test_grouped_computation_equals_one_network_per_task(theta):
             torch.testing.assert_close(logits[t], decode(one_dec, z[t]), rtol=1e-5, atol=1e-5)
 
 
+def test_groups_run_in_passes_as_they_would_all_at_once(theta, monkeypatch):
+    """On the CPU, six tasks go through the convolutions in passes of a few groups: the same
+    outputs and gradients as in one pass."""
+    from pyrohvae import nets
+
+    assert 6 > nets.CPU_GROUPS_PER_PASS
+    u = torch.randn(6, 1, 10, requires_grad=True)
+    x = (torch.rand(6, 5, 1, 28, 28) < 0.3).float()
+    z = torch.randn(6, 5, 10)
+
+    def run():
+        loc, scale = encode(theta.encoder(u), x)
+        logits = decode(theta.decoder(u), z)
+        loss = loc.square().sum() + scale.sum() + logits.square().mean()
+        grads = torch.autograd.grad(loss, [u, theta.layers["decoder"]["deconv1__weight"].B,
+                                           theta.layers["encoder"]["conv2__weight"].U])
+        return (loc, scale, logits, *grads)
+
+    in_passes = run()
+    monkeypatch.setattr(nets, "CPU_GROUPS_PER_PASS", 6)
+    for a, b in zip(in_passes, run()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_ordinary_parameters_match_torch_layers():
     torch.manual_seed(1)
     enc, dec = Encoder(), Decoder()
@@ -104,13 +128,24 @@ def test_gradients_reach_every_trainable_part():
         assert any(part in name for name in grads), part
 
 
-def test_matrix_layer_is_u_h_v_plus_b(theta):
-    layer = theta.layers["decoder"]["fc2__weight"]
+@pytest.mark.parametrize("name", ["fc2__weight", "deconv1__weight"])  # more rows than columns, and fewer
+def test_matrix_layer_is_u_h_v_plus_b(theta, name):
+    layer = theta.layers["decoder"][name]
     H = torch.rand(20, 20)
     W = layer(H)
-    assert W.shape == (3136, 100)
-    torch.testing.assert_close(W, layer.U @ H @ layer.V + layer.B)
-    assert math.prod(layer.B.shape) == 3136 * 100
+    assert W.shape == layer.shape
+    torch.testing.assert_close(W.reshape(layer.B.shape), layer.U @ H @ layer.V + layer.B)
+    # one task takes its own route (matrix products), several a batched one: the same W and gradients
+    Hs = torch.rand(3, 20, 20, requires_grad=True)
+    alone = [layer(H) for H in Hs]
+    together = layer(Hs)
+    for i in range(3):
+        torch.testing.assert_close(alone[i], together[i])
+    grads = [torch.autograd.grad(sum(w.square().sum() for w in ws), [layer.B, layer.U, Hs])
+             for ws in (alone, together)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert math.prod(layer.B.shape) == math.prod(layer.shape)
 
 
 @pytest.mark.parametrize("tasks", [1, 3])

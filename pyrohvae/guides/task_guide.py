@@ -34,17 +34,18 @@ class TaskGuide(nn.Module):
     def task_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, theta, x, kl_u_weight: float = 1.0):
+    def forward(self, theta, x, kl_u_weight: float = 1.0, record_theta: bool = False):
         pyro.module("guide", self)
-        pyro.module("theta", theta)
+        pyro.module("theta", theta.half("encoder"))
         tasks, items = x.shape[:2]
         with per_datum(x), pyro.plate("tasks", tasks, dim=-2):
             loc, scale = self.task_posterior(x)
             with poutine.scale(scale=kl_u_weight):  # as in the model: the weight of KL(u)
                 u = pyro.sample("u", dist.Normal(loc.unsqueeze(-2), scale.unsqueeze(-2)).to_event(1))
             params = theta.encoder(u)
-            with poutine.infer_config(config_fn=_auxiliary):
-                record("theta.encoder", params, theta.shapes["encoder"])
+            if record_theta:  # as in the model
+                with poutine.infer_config(config_fn=_auxiliary):
+                    record("theta.encoder", params, theta.shapes["encoder"])
             with pyro.plate("data", items, dim=-1):
                 z_loc, z_scale = encode(params, x)
                 pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
