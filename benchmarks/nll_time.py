@@ -4,9 +4,11 @@
 Prints images per second of each and their ratio (timed in this process, one after the other),
 the two estimates side by side on the data both scored, the time the vectorized path needs for the
 full MNIST test set at this rate, and the peak memory of each path (each measured in a child
-process of its own, as the growth of its peak resident set over the loaded model).
+process of its own, as the growth of its peak resident set over the loaded model; on a GPU, of its
+peak allocated GPU memory).
 
     PYROHVAE_DATA_DIR=../shared/data python benchmarks/nll_time.py [--quick] [--run RUN_DIR] [--json]
+        [--device cuda]
 """
 
 from __future__ import annotations
@@ -33,16 +35,17 @@ from pyrohvae.program import build  # noqa: E402
 from pyrohvae.train import load_run  # noqa: E402
 
 
-def setup(run):
+def setup(run, device):
     if run:
-        program, _ = load_run(run)
+        program, _ = load_run(run, device)
     else:  # speed does not depend on training: an untrained HyperVAE
         pyro.set_rng_seed(0)
-        program = build(RunConfig(dataset="mnist")).eval()
+        program = build(RunConfig(dataset="mnist")).to(device).eval()
     try:
         images = data.load("mnist", "test").images[:1000].float()
     except data.DataError:
         images = (torch.rand(1000, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.13).float()
+    images = images.to(device)
     task = program.conditioned(images[:1].unsqueeze(0))  # θ of one task, as the density protocol
     return task, images
 
@@ -65,20 +68,32 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(path, run, n, samples) -> None:
+def _peak_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return _peak_rss_mb()
+
+
+def child(path, run, n, samples, device) -> None:
     """Run one path in this process and print the growth of its peak memory, in MB."""
-    task, images = setup(run)
-    before = _peak_rss_mb()
+    task, images = setup(run, device)
+    before = _peak_mb(device)
     (vectorized if path == "vectorized" else loop)(task, images[:n], samples)
-    print(json.dumps({"peak_mb": _peak_rss_mb() - before}))
+    print(json.dumps({"peak_mb": _peak_mb(device) - before}))
 
 
-def peak_memory(path, run, n, samples) -> float:
-    cmd = [sys.executable, __file__, "--child", path, "--n", str(n), "--samples", str(samples)]
+def peak_memory(path, run, n, samples, device) -> float:
+    cmd = [sys.executable, __file__, "--child", path, "--n", str(n), "--samples", str(samples),
+           "--device", device.type]
     if run:
         cmd += ["--run", str(run)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def _wait(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main():
@@ -87,21 +102,27 @@ def main():
     parser.add_argument("--run", type=Path, default=None, help="a trained run (default: an untrained HyperVAE)")
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--child", choices=["vectorized", "loop"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch finds no GPU here")
     if args.child:
-        child(args.child, args.run, args.n, args.samples)
+        child(args.child, args.run, args.n, args.samples, device)
         return
     n_vec, n_loop = (50, 2) if args.quick else (300, 6)
-    task, images = setup(args.run)
+    task, images = setup(args.run, device)
     pyro.set_rng_seed(1)
     vectorized(task, images[:5], args.samples)  # warm-up
     tic = time.perf_counter()
     vec = vectorized(task, images[:n_vec], args.samples)
+    _wait(device)
     vec_rate = n_vec / (time.perf_counter() - tic)
     tic = time.perf_counter()
     ref = loop(task, images[:n_loop], args.samples)
+    _wait(device)
     loop_rate = n_loop / (time.perf_counter() - tic)
     result = {
         "samples": args.samples,
@@ -111,15 +132,17 @@ def main():
         "mnist_test_minutes_vectorized": 10_000 / vec_rate / 60,
         "vectorized_nll": (-vec[:n_loop]).tolist(),
         "importance_loop_nll": (-ref).tolist(),
-        "vectorized_peak_mb": peak_memory("vectorized", args.run, n_vec, args.samples),
-        "importance_loop_peak_mb": peak_memory("loop", args.run, n_loop, args.samples),
+        "vectorized_peak_mb": peak_memory("vectorized", args.run, n_vec, args.samples, device),
+        "importance_loop_peak_mb": peak_memory("loop", args.run, n_loop, args.samples, device),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "model": str(args.run) if args.run else "untrained hypervae",
     }
     if args.json:
         print(json.dumps(result))
         return
-    print(f"importance-sampled log-likelihood, K = {args.samples} ({result['machine']}; {result['model']})")
+    print(f"importance-sampled log-likelihood, K = {args.samples} "
+          f"({result['device']}; {result['machine']}; {result['model']})")
     print(f"  vectorized (particle plate)    {vec_rate:8.2f} images/s  peak +{result['vectorized_peak_mb']:.0f} MB")
     print(f"  loop over pyro.infer.Importance {loop_rate:7.3f} images/s  peak +{result['importance_loop_peak_mb']:.0f} MB")
     print(f"  speed-up {result['speedup']:.0f}x; full MNIST test set vectorized: "

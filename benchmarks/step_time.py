@@ -9,7 +9,7 @@
 Each figure is the median of repeated timed steps after warm-up; the candidates are timed in
 turns (a, b, c1, c4, c16, a, b, ...) so that a change in machine load falls on all of them alike.
 
-    python benchmarks/step_time.py [--quick] [--json] [--threads N]
+    python benchmarks/step_time.py [--quick] [--json] [--threads N] [--device cuda]
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def plain_step(model, optim):
     return step
 
 
-def pyro_step(config):
+def pyro_step(config, device):
     pyro.clear_param_store()
-    program = build(config)
+    program = build(config).to(device)
     svi = SVI(program.model, program.guide, Adam({"lr": 3e-4}), Trace_ELBO(max_plate_nesting=2))
     return lambda x: svi_step(svi, x)[0]
 
@@ -86,21 +86,29 @@ def main():
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch finds no GPU here")
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = args.repeats or (6 if args.quick else 30)
     warmup = 2 if args.quick else 5
     pyro.set_rng_seed(0)
     # Binary images with MNIST's density of ones; the cost of a step does not depend on the pixels.
-    batches = {t: (torch.rand(t, 100, 1, 28, 28) < 0.13).float() for t in (1, 4, 16)}
-    plain = PlainVAE()
+    batches = {t: (torch.rand(t, 100, 1, 28, 28, device=device) < 0.13).float() for t in (1, 4, 16)}
+    plain = PlainVAE().to(device)
+
+    def hypervae(tasks):
+        return pyro_step(RunConfig(dataset="mnist", model="hypervae", tasks_per_step=tasks), device)
+
     candidates = {
         "plain": (plain_step(plain, torch.optim.Adam(plain.parameters(), lr=3e-4)), batches[1], 1),
-        "vae": (pyro_step(RunConfig(dataset="mnist", model="vae")), batches[1], 1),
-        "hypervae": (pyro_step(RunConfig(dataset="mnist", model="hypervae")), batches[1], 1),
-        "hypervae4": (pyro_step(RunConfig(dataset="mnist", model="hypervae", tasks_per_step=4)), batches[4], 4),
-        "hypervae16": (pyro_step(RunConfig(dataset="mnist", model="hypervae", tasks_per_step=16)), batches[16], 16),
+        "vae": (pyro_step(RunConfig(dataset="mnist", model="vae"), device), batches[1], 1),
+        "hypervae": (hypervae(1), batches[1], 1),
+        "hypervae4": (hypervae(4), batches[4], 4),
+        "hypervae16": (hypervae(16), batches[16], 16),
     }
     for step, x, _ in candidates.values():
         for _ in range(warmup):
@@ -110,6 +118,8 @@ def main():
         for name, (step, x, _) in candidates.items():
             tic = time.perf_counter()
             step(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # the update too, not only the loss the step returned
             times[name].append(1000 * (time.perf_counter() - tic))
     ms = {name: statistics.median(t) for name, t in times.items()}
     per_item = {name: ms[name] / candidates[name][2] for name in ms}
@@ -125,14 +135,16 @@ def main():
         "hypervae_ratio": ms["hypervae"] / ms["plain"],
         "hypervae4_per_item_ratio": per_item["hypervae4"] / ms["plain"],
         "hypervae16_per_item_ratio": per_item["hypervae16"] / ms["plain"],
+        "steps_per_s": {name: 1000 / ms[name] for name in ms},
         "repeats": repeats,
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
     }
     if args.json:
         print(json.dumps(result))
         return
-    print(f"ms per training step, median of {repeats} ({result['machine']}); ratio to (a)")
+    print(f"ms per training step, median of {repeats} ({result['device']}; {result['machine']}); ratio to (a)")
     rows = [
         ("(a) plain PyTorch VAE, 100 images", ms["plain"], 1.0),
         ("(b) pyrohvae VAE, SVI, 100 images", ms["vae"], result["vae_ratio"]),
