@@ -1,13 +1,13 @@
 """Adam for SVI with one torch optimizer for all parameters.
 
 `pyro.optim.Adam` keeps one `torch.optim.Adam` per parameter and steps them one by one; with the
-70 parameter tensors of a HyperVAE that Python loop cost about a fifth of a training step on the
+68 parameter tensors of a HyperVAE that Python loop cost about a fifth of a training step on the
 CPU. This optimizer has the same interface and the same per-parameter state format (so
 checkpoints written with `pyro.optim.Adam` load), but steps every parameter in one fused update
 (`fused=True`: one vectorised kernel per tensor, on the CPU too; for the HyperVAE's 1.27 million
 parameters 1.2 ms a step against 2.9 ms for the multi-tensor `foreach` update and 3.6 ms for
-torch's default, on 2 cores). Parameters without a gradient this step (MetaVAE's other decoders) are left
-alone, moments and all, as `torch.optim.Adam` does.
+torch's default, on 2 cores). Parameters without a gradient this step (MetaVAE's other
+decoders) are left alone, moments and all, as `torch.optim.Adam` does.
 """
 
 from __future__ import annotations
