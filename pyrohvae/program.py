@@ -109,7 +109,8 @@ class HyperVAEProgram(nn.Module):
         u = loc.unsqueeze(-2)
 
         def fix(fn):
-            # θ(ū) is fixed too: hidden like u, or every importance trace would keep a copy of it
+            # θ(ū) is fixed too, and hidden like u should a caller record it (record_theta=True):
+            # else every importance trace would keep a copy of it
             hidden = poutine.block(hide_fn=lambda site: site["name"] == "u" or site["name"].startswith("theta."))
             return hidden(poutine.condition(fn, data={"u": u}))
 
