@@ -54,14 +54,16 @@ def test_class_exemplar_is_of_the_class_and_fixed_by_the_seed(data_root):
     assert class_exemplar(test, "3", seed=4)[1] == i
 
 
-@pytest.mark.parametrize("mode, steps", [("joint", 1), ("iterative", 3)])
-def test_discover_command_writes_designs_trace_and_json(trained_run, tmp_path, mode, steps):
+@pytest.mark.parametrize("mode, steps, refit_every", [("joint", 1, 1), ("iterative", 3, 20)])
+def test_discover_command_writes_designs_trace_and_json(trained_run, tmp_path, mode, steps, refit_every):
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["discover", str(trained_run("hypervae")), "--target-class", "7", "--mode", mode,
-                                       "--iterations", "24", "--steps", str(steps), "--out", str(out), "--no-progress"])
+                                       "--iterations", "24", "--steps", str(steps), "--out", str(out), "--no-progress",
+                                       "--refit-every", str(refit_every)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "discovery.json").read_text())
     assert len(summary["best_cosine"]) == steps and summary["evaluations"] == 24
+    assert summary["refit_every"] == refit_every
     assert len(summary["bo_best_so_far"]) == len(summary["random_best_so_far"]) == 24
     assert summary["bo_best_so_far"][-1] == pytest.approx(max(summary["best_cosine"]))
     assert all(0 < c <= 1 for c in summary["best_cosine"]) and 0 < summary["random_search_best"] <= 1
@@ -75,6 +77,9 @@ def test_discover_refuses_a_mode_the_run_cannot_do(trained_run, tmp_path):
     assert result.exit_code == 2 and "needs a hypervae run" in result.stderr
     result = CliRunner().invoke(main, ["discover", str(trained_run("vae")), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--target" in result.stderr
+    result = CliRunner().invoke(main, ["discover", str(trained_run("vae")), "--target-class", "7", "--refit-every", "0",
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--refit-every" in result.stderr
     result = CliRunner().invoke(main, ["discover", str(trained_run("vae")), "--target-class", "eleven",
                                        "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "no class 'eleven'" in result.stderr and "Traceback" not in result.output
