@@ -324,7 +324,7 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
               help="torch threads for the GP [default: the cores this process may use].")
 @click.option("--refit-every", type=click.IntRange(min=1), default=20, show_default=True,
               help="Fit the GP from scratch every N iterations; in between, start from the last fit and "
-                   "take a few steps. 1: from scratch every iteration (about 7x slower at 300 evaluations).")
+                   "take a few steps. 1: from scratch every iteration (5-7x the time of 300 evaluations).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
