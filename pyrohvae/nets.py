@@ -208,19 +208,18 @@ def decode(params: dict, z: torch.Tensor) -> torch.Tensor:
     """Main-network decoder. z: (*batch, z_dim) -> Bernoulli logits (*batch', 1, 28, 28)."""
     fold = _Fold(z.shape[:-1], _batch_shape(params, "fc1.weight", 2))
     params = fold.params(params)
-    h = fold.inputs(z, 1)  # (G, M, z_dim)
+    h = F.relu(_linear(fold.inputs(z, 1), params, "fc1"))  # (G, M, hidden)
     if torch.is_grad_enabled() or fold.groups > 1:
         logits = _in_passes(_decode_groups, h, params)
     else:
-        logits = _decode_many(F.relu(_linear(h, params, "fc1"))[0], params)
+        logits = _decode_many(h[0], params)
         logits = logits.reshape(fold.items, 1, *IMAGE_SHAPE).transpose(0, 1)
     return fold.outputs(logits)
 
 
 def _decode_groups(h, params):
-    """h: (G, M, z_dim) -> logits (G, M, 1, 28, 28)."""
+    """The decoder after its first layer. h: (G, M, hidden) -> logits (G, M, 1, 28, 28)."""
     groups, items = h.shape[:2]
-    h = F.relu(_linear(h, params, "fc1"))
     h = F.relu(_linear(h, params, "fc2"))
     h = h.transpose(0, 1).reshape(items, groups * _CONV_SHAPE[0], *_CONV_SHAPE[1:])
     h = F.relu(_conv(h, params, "deconv1", transpose=True))
