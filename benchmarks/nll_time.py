@@ -32,7 +32,7 @@ from pyrohvae import data  # noqa: E402
 from pyrohvae.config import RunConfig  # noqa: E402
 from pyrohvae.importance import importance_scores, reference_log_likelihood  # noqa: E402
 from pyrohvae.program import build  # noqa: E402
-from pyrohvae.train import load_run  # noqa: E402
+from pyrohvae.train import TrainError, load_run, resolve_device  # noqa: E402
 
 
 def setup(run, device):
@@ -106,9 +106,10 @@ def main():
     parser.add_argument("--child", choices=["vectorized", "loop"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch finds no GPU here")
+    try:
+        device = resolve_device(args.device)
+    except TrainError as e:
+        parser.error(str(e))
     if args.child:
         child(args.child, args.run, args.n, args.samples, device)
         return

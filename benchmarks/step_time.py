@@ -34,7 +34,7 @@ from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 from pyrohvae.config import RunConfig  # noqa: E402
 from pyrohvae.optim import Adam  # noqa: E402
 from pyrohvae.program import build  # noqa: E402
-from pyrohvae.train import svi_step  # noqa: E402
+from pyrohvae.train import TrainError, resolve_device, svi_step  # noqa: E402
 
 
 class PlainVAE(nn.Module):
@@ -88,9 +88,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch finds no GPU here")
+    try:
+        device = resolve_device(args.device)
+    except TrainError as e:
+        parser.error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = args.repeats or (6 if args.quick else 30)

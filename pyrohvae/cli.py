@@ -195,7 +195,7 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
               help="task: θ of each task from one random draw of it (the paper); datum: from each x itself.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score about N data, spread over the tasks.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--checkpoint", "checkpoint_name", default="checkpoint.pt", show_default=True,
+@click.option("--checkpoint", "checkpoint_name", default=CHECKPOINT, show_default=True,
               help="Which checkpoint of the run folder: the last, or one kept by --keep-every.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
