@@ -43,6 +43,13 @@ def trained(config: RunConfig, run_dir: Path, device="cpu", progress=True, keep_
     """Train `config` into `run_dir`, going on from its checkpoint if there is one."""
     name = run_dir.name
     resume = (run_dir / CHECKPOINT).exists()
+    if resume:
+        saved = RunConfig.load(run_dir / "config.json").to_dict()
+        wanted = config.to_dict()
+        differ = [k for k in wanted if k not in ("steps", "train_tasks") and saved.get(k) != wanted[k]]
+        if differ:
+            raise TrainError(f"{run_dir} holds a run of another configuration ("
+                             + ", ".join(f"{k}: {saved.get(k)!r} there, {wanted[k]!r} here" for k in differ) + ")")
     if resume and checkpoint.load(run_dir / CHECKPOINT)["step"] >= config.steps:
         print(f"[{name}] trained before", flush=True)
         return
@@ -52,14 +59,14 @@ def trained(config: RunConfig, run_dir: Path, device="cpu", progress=True, keep_
     train(config, run_dir, device=device, resume=resume, log_every=50, progress=progress, keep_every=keep_every)
 
 
-def evaluated_row(config: RunConfig, run_dir: Path, row_path: Path, samples: int, limit=None,
+def evaluated_row(run_config: RunConfig, run_dir: Path, row_path: Path, samples: int, limit=None,
                   seed: int = 0, device="cpu", progress=True, checkpoint_name: str = CHECKPOINT, **extra) -> dict:
     """The row of a trained and evaluated run (its last checkpoint, or `checkpoint_name`): read
     from `row_path` if it exists, else made."""
     if row_path.exists():
         print(f"[{run_dir.name}] done before, kept {row_path.name}", flush=True)
         return json.loads(row_path.read_text())
-    trained(config, run_dir, device, progress)
+    trained(run_config, run_dir, device, progress)
     program, state = load_run(run_dir, device, checkpoint_name)
     test = program.config.load_data("test")
     print(f"[{run_dir.name}] evaluating {limit or len(test)} test images, {samples} samples", flush=True)
@@ -69,7 +76,7 @@ def evaluated_row(config: RunConfig, run_dir: Path, row_path: Path, samples: int
     row.update(
         {key: result[key] for key in ("nelbo", "recon", "nll", "nll_stderr", "kl_z", "kl_u", "n", "samples")},
         steps=state["step"],
-        seed=config.seed,
+        seed=run_config.seed,
         train_seconds=round(state["seconds"], 1),
         device=threads if device == "cpu" else device,
         eval_seconds=result["seconds"],

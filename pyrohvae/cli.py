@@ -12,7 +12,7 @@ from click.core import ParameterSource
 
 from . import data, guides
 from .checkpoint import CheckpointError
-from .config import MODELS, PARTS, ConfigError, RunConfig
+from .config import DEFAULT_PRESET, MODELS, PARTS, PRESETS, ConfigError, RunConfig
 from .data import DataError
 from .priors import PRIORS
 from .train import CHECKPOINT, TrainError
@@ -70,7 +70,12 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
 @main.command()
 @click.option("--dataset", type=click.Choice(data.DATASETS), default="omniglot", show_default=True)
 @click.option("--model", type=click.Choice(MODELS), default="hypervae", show_default=True)
-@click.option("--guide", type=click.Choice(guides.names()), default=None, help="[default: the model's own]")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
+              help="HyperVAE: the settings of --guide, --tasks-per-step, --theta-init-scale, --u-scale-init, "
+                   "--kl-z-start and --kl-z-anneal not given. paper: the paper's; task-specific: models that "
+                   "differ by task (README, 'Models that differ by task').")
+@click.option("--guide", type=click.Choice(guides.names()), default=None,
+              help="[default: the preset's for hypervae, else the model's own]")
 @click.option("--prior", type=click.Choice(sorted(PRIORS)), default="normal", show_default=True)
 @click.option("--split", type=click.Choice(data.SPLITS), default="drawers", show_default=True,
               help="Omniglot: drawers 1-15 vs 16-20 of every alphabet, or background vs evaluation alphabets.")
@@ -78,7 +83,8 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
               help="Omniglot task [default: alphabet].")
 @click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--tasks-per-step", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--tasks-per-step", type=click.IntRange(min=1), default=None,
+              help="Tasks per training step, each --batch-size images [default: the preset's; 1 for other models].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
 @click.option("--lr-half-life", type=click.IntRange(min=0), default=0, show_default=True,
               help="Steps in which the learning rate halves, decaying every step (0: constant, the paper).")
@@ -90,6 +96,20 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
                    "(the same images for every run; `evaluate --split validation` scores them).")
 @click.option("--kl-u-warmup", type=click.IntRange(min=0), default=0, show_default=True,
               help="HyperVAE: steps over which the weight of KL(u) rises from 0 to 1 (0: none, the paper).")
+@click.option("--kl-z-start", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="HyperVAE: weight of KL(z) at step 0, falling linearly to 1 over --kl-z-anneal steps "
+                   "[default: the preset's].")
+@click.option("--kl-z-anneal", type=click.IntRange(min=0), default=None,
+              help="HyperVAE: steps over which the weight of KL(z) falls from --kl-z-start to 1 (0: none, the "
+                   "paper) [default: the preset's].")
+@click.option("--theta-init-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="HyperVAE: spread of U·H·V at the start, as a factor on B's (the default initialisation's) "
+                   "[default: the preset's].")
+@click.option("--u-scale-init", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="HyperVAE: q(u | d)'s scale at the start, as a factor on PyTorch's default initialisation "
+                   "[default: the preset's].")
+@click.option("--z-prior", type=click.Choice(["normal", "task"]), default="normal", show_default=True,
+              help="HyperVAE: p(z) = N(0, I) (the paper), or p(z | u) generated with θ(u).")
 @_data_dir
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder [default: runs/DATASET-MODEL].")
@@ -230,6 +250,163 @@ def evaluate(run_dir, samples, split, mode, limit, seed, checkpoint_name, as_jso
         f"(n={result['n']}, K={samples}, PSIS k̂ median {result['psis_khat_median']:.2f}); "
         f"wrote {run_dir / name}"
     )
+
+
+@main.command("task-models")
+@_run_dir
+@click.option("--split", type=click.Choice(PARTS), default="test", show_default=True,
+              help="Which part of the run's data to score (validation: for choosing among runs).")
+@click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Draws of z per image and model for the −ELBO's reconstruction term.")
+@click.option("--context-size", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Images of a task its model is chosen from (the paper's guide reads one random draw).")
+@click.option("--agreement-samples", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Samples per task's model for the sample agreement (0: skip it).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--checkpoint", "checkpoint_name", default=CHECKPOINT, show_default=True,
+              help="Which checkpoint of the run folder: the last, or one kept by --keep-every.")
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Heatmap PNG [default: RUN_DIR/task-models[-SPLIT].png].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@_data_dir
+@_device
+def task_models(run_dir, split, samples, context_size, agreement_samples, seed, checkpoint_name, plot, as_json,
+                progress, data_dir, device):
+    """How much the models differ by task: the images of every task scored under the model of every
+    task. Task accuracy, own-vs-other gap, sample agreement; writes RUN_DIR/task-models[-SPLIT].json
+    and a heatmap."""
+    import json
+
+    from . import taskmodels
+    from .files import atomic_write_text
+    from .train import load_run, resolve_device
+
+    program, state = load_run(run_dir, resolve_device(device), checkpoint_name)
+    config = program.config
+    if config.model == "vae":
+        raise click.ClickException("a vae run has one model for all tasks: there is nothing to tell apart")
+    scored = config.load_data(split, data_dir)
+    if config.model == "metavae":
+        scored = scored.without_tasks(sorted(set(scored.task_names) - set(config.train_tasks)))
+    try:
+        scores = taskmodels.score_matrix(program, scored, samples, context_size, seed, progress=progress)
+        if agreement_samples:
+            label = taskmodels.labeller(config.dataset, config.load_data("train", data_dir),
+                                        config.load_data("test", data_dir))
+            scores.agreement = taskmodels.sample_agreement(program, scored, label, agreement_samples,
+                                                           context_size, seed)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    suffix = "" if split == "test" else f"-{split}"
+    if checkpoint_name != CHECKPOINT:
+        suffix += f"-step{state['step']}"
+    result = {"model": config.model, "dataset": config.dataset, "guide": config.guide, "split": split,
+              "step": state["step"], "checkpoint": checkpoint_name, "samples": samples,
+              "context_size": context_size, "seed": seed, **scores.summary(),
+              "task_names": scores.task_names, "matrix": taskmodels.rounded(scores.matrix().tolist())}
+    atomic_write_text(run_dir / f"task-models{suffix}.json", json.dumps(result, indent=2) + "\n")
+    plot = plot or run_dir / f"task-models{suffix}.png"
+    taskmodels.heatmap(scores, plot, f"{config.model} {config.dataset} ({split}), step {state['step']}")
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    agreement = ""
+    if "sample_agreement" in result:
+        agreement = (f"  sample agreement {result['sample_agreement']:.3f} ({result['labeller']}, test accuracy "
+                     f"{result['labeller_test_accuracy']:.3f})")
+    click.echo(
+        f"{config.model} {config.dataset} {split}: task accuracy {result['task_accuracy']:.3f} (chance "
+        f"{result['chance']:.3f})  own-vs-other gap {result['own_other_gap']:.2f} nats{agreement}  "
+        f"(n={result['n']}, {result['tasks']} tasks); wrote {run_dir / f'task-models{suffix}.json'}, {plot}"
+    )
+
+
+@main.command()
+@_run_dir
+@click.option("--images", "image_paths", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="The shots: image files or folders of them (repeat the option for more).")
+@click.option("--task", "task_name", default=None,
+              help="The shots from a task of the run's test data instead, e.g. a held-out class or an "
+                   "unseen alphabet (--split background); its other test images are scored.")
+@click.option("--shots", type=click.IntRange(min=1), default=5, show_default=True,
+              help="With --task: how many of its images are the shots.")
+@click.option("--test", "test_paths", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="Test images of the task (files or folders) to score.")
+@click.option("--combine", type=click.Choice(["product", "mean"]), default="product", show_default=True,
+              help="How the posteriors of the shots combine, for a guide that reads one draw.")
+@click.option("--invert/--no-invert", default=None,
+              help="Image files: invert gray levels [default: when the image is mostly bright].")
+@click.option("--vae", "vae_run", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="A VAE run to score the test images under too.")
+@click.option("--samples", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Importance samples per test image.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
+@_data_dir
+@_device
+def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert, vae_run, samples, seed, out,
+            data_dir, device):
+    """A model for a task never trained on, from a few of its images: writes θ(ū) as a VAE run folder
+    (DIR/model), samples of it (DIR/samples.png) and DIR/fewshot.json; with test images, their −ELBO
+    and −log p(x) under it, under the prior-mean model θ(E[u]) and, with --vae, a VAE."""
+    import json
+
+    from . import fewshot as fs
+    from .files import atomic_write_text, ensure_writable_dir
+    from .samples import save_grid
+    from .train import load_run, resolve_device
+
+    if bool(image_paths) == (task_name is not None):
+        raise click.UsageError("give the shots by one of --images PATH and --task NAME")
+    program, state = load_run(run_dir, resolve_device(device))
+    if program.config.model != "hypervae":
+        raise click.ClickException(f"a {program.config.model} run has no task latent u: use a hypervae run")
+    dev = resolve_device(device)
+    try:
+        if task_name is not None:
+            shot_images, test_images, described = fs.task_shots(program.config.load_data("test", data_dir),
+                                                                task_name, shots, seed)
+        else:
+            shot_images, names = fs.load_images(image_paths, invert)
+            test_images, described = None, f"{len(names)} image file(s)"
+        if test_paths:
+            test_images = fs.load_images(test_paths, invert)[0]
+        loc, scale = fs.shots_posterior(program, shot_images.float().to(dev), combine)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        ensure_writable_dir(out)
+    except OSError as e:
+        raise click.ClickException(f"cannot write to --out {out}: {e.strerror or e}") from None
+    about = {"run": str(run_dir), "shots": len(shot_images), "source": described, "combine": combine,
+             "u_loc": loc[0].tolist(), "u_scale": scale[0].tolist()}
+    fs.save_model(program, loc, out / "model", state["step"], about)
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(10, program.config.z_dim, generator=g).to(dev)
+    with torch.no_grad():
+        means = torch.sigmoid(program.sample_logits(eps, torch.cat([loc, fs.prior_mean_u(program).to(dev)])))
+    save_grid(means.cpu(), [f"θ(ū), {len(shot_images)} shot(s)", "θ(E[u]), the prior mean"], None,
+              out / "samples.png", f"few-shot model of {described}: samples (Bernoulli means)")
+    result = dict(about, rows=[])
+    if test_images is not None:
+        models = {"fewshot": program.conditioned_on(loc, scale),
+                  "prior-mean": program.conditioned_on(fs.prior_mean_u(program).to(dev), torch.ones_like(scale))}
+        if vae_run is not None:
+            vae, _ = load_run(vae_run, dev)
+            if vae.config.model != "vae":
+                raise click.ClickException(f"--vae {vae_run}: a {vae.config.model} run, not a vae")
+            models["vae"] = vae.conditioned(None)
+        pyro_seed = seed
+        for name, task_model in models.items():
+            __import__("pyro").set_rng_seed(pyro_seed)
+            result["rows"].append({"model": name, **fs.score(task_model, test_images, samples, dev)})
+    atomic_write_text(out / "fewshot.json", json.dumps(result, indent=2) + "\n")
+    click.echo(f"few-shot model of {described} from {len(shot_images)} shot(s) ({combine if program.guide_nets.one_draw else 'read as a set'}); "
+               f"wrote {out / 'model'}, {out / 'samples.png'}, {out / 'fewshot.json'}")
+    for row in result["rows"]:
+        click.echo(f"  {row['model']:<10}  -ELBO {row['nelbo']:.2f}  -log p(x) {row['nll']:.2f} ± "
+                   f"{row['nll_stderr'] or 0:.2f}  (n={row['n']}, K={samples})")
 
 
 @main.command()

@@ -14,6 +14,20 @@ PARTS = ("train", "validation", "test")
 DEFAULT_GUIDE = {"hypervae": "random-draw", "vae": "encoder", "metavae": "context-encoder"}
 # MetaVAE holds one decoder (336,589 parameters) per training task.
 MAX_METAVAE_TASKS = 200
+Z_PRIORS = ("normal", "task")
+# A HyperVAE's training settings, by name; each is used unless given on its own. `paper`: the
+# paper's (§3.2, §4), which Table 1's paper-configuration rows use. `task-specific`: the
+# configuration chosen on a validation split for models that differ by task
+# (experiments/results/task_models.md): q(u | D_t) reads the task's whole minibatch, several tasks
+# a step, u's posterior starts narrow and U·H·V at B's spread, and KL(z) weighs 10 at the start,
+# falling to 1 over 1,000 steps, so that what the images of a task share is coded in u, not z.
+PRESETS = {
+    "paper": {"guide": "random-draw", "tasks_per_step": 1, "theta_init_scale": 0.1, "u_scale_init": 1.0,
+              "kl_z_start": 1.0, "kl_z_anneal": 0},
+    "task-specific": {"guide": "set-encoder", "tasks_per_step": 4, "theta_init_scale": 1.0, "u_scale_init": 0.1,
+                      "kl_z_start": 10.0, "kl_z_anneal": 1000},
+}
+DEFAULT_PRESET = "task-specific"
 
 
 class ConfigError(ValueError):
@@ -24,13 +38,14 @@ class ConfigError(ValueError):
 class RunConfig:
     dataset: str = "omniglot"
     model: str = "hypervae"
-    guide: str | None = None  # None: the model's default, DEFAULT_GUIDE
+    preset: str = DEFAULT_PRESET  # hypervae: fills the settings below left at None (PRESETS)
+    guide: str | None = None  # None: the preset's (hypervae) or the model's default, DEFAULT_GUIDE
     prior: str = "normal"  # prior on u (hypervae)
     split: str = "drawers"  # omniglot: "drawers" or "background"
     task_by: str | None = None  # omniglot: "alphabet" (default) or "character"
     steps: int = 10_000
     batch_size: int = 100
-    tasks_per_step: int = 1
+    tasks_per_step: int | None = None  # None: the preset's (hypervae), else 1
     lr: float = 3e-4
     lr_half_life: int = 0  # steps in which the learning rate halves (0: constant, the paper)
     seed: int = 0
@@ -38,8 +53,12 @@ class RunConfig:
     u_dim: int = 10
     h_dim: int = 20
     hidden: int = 100
-    theta_init_scale: float = 0.1
+    theta_init_scale: float | None = None  # hypervae: spread of U·H·V at the start, as a factor on B's
     kl_u_warmup: int = 0  # steps over which the weight of KL(u) rises linearly from 0 to 1
+    kl_z_start: float | None = None  # weight of KL(z) at step 0 (hypervae), falling linearly to 1 ...
+    kl_z_anneal: int | None = None  # ... over this many steps (0: weight 1 throughout, the paper)
+    u_scale_init: float | None = None  # hypervae: q(u | d)'s scale at the start, times PyTorch's default init
+    z_prior: str = "normal"  # hypervae: p(z) = N(0, I) (the paper), or "task": p(z | u) generated with θ(u)
     exclude_classes: list[str] = dataclasses.field(default_factory=list)  # tasks held out of training
     validation: float = 0.0  # fraction of each training task's images held out as the validation part
     train_tasks: list[str] | None = None  # filled in from the training data when a run starts
@@ -49,8 +68,12 @@ class RunConfig:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.dataset not in data.DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}")
-        if self.guide is None:
-            self.guide = DEFAULT_GUIDE[self.model]
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        # Other models take the paper's values, which leave them as they were before presets.
+        for key, value in PRESETS[self.preset if self.model == "hypervae" else "paper"].items():
+            if getattr(self, key) is None:
+                setattr(self, key, DEFAULT_GUIDE[self.model] if key == "guide" and self.model != "hypervae" else value)
         if self.dataset == "omniglot" and self.task_by is None:
             self.task_by = "alphabet"
         if self.dataset != "omniglot" and (self.split != "drawers" or self.task_by not in (None, "class")):
@@ -59,6 +82,14 @@ class RunConfig:
             raise ConfigError(f"--validation {self.validation}: a fraction in [0, 1)")
         if self.model != "hypervae" and self.kl_u_warmup:
             raise ConfigError("--kl-u-warmup applies to hypervae only")
+        if self.model != "hypervae" and (self.kl_z_anneal or self.z_prior != "normal"):
+            raise ConfigError("--kl-z-anneal and --z-prior apply to hypervae only")
+        if self.z_prior not in Z_PRIORS:
+            raise ConfigError(f"unknown z prior {self.z_prior!r}; choose one of {', '.join(Z_PRIORS)}")
+        if self.u_scale_init <= 0:
+            raise ConfigError(f"--u-scale-init {self.u_scale_init}: a factor above 0")
+        if self.kl_z_start <= 0:
+            raise ConfigError(f"--kl-z-start {self.kl_z_start}: a weight above 0")
         if self.model == "vae" and self.tasks_per_step != 1:
             raise ConfigError("--tasks-per-step applies to task models (hypervae, metavae), not vae")
         if self.model == "metavae" and self.train_tasks and len(self.train_tasks) > MAX_METAVAE_TASKS:
@@ -71,6 +102,12 @@ class RunConfig:
         """The learning rate of `step`: a function of the step alone, so a resumed run, or one
         given more steps, follows the same schedule as an uninterrupted one."""
         return self.lr * 0.5 ** (step / self.lr_half_life) if self.lr_half_life else self.lr
+
+    def kl_weights(self, step: int) -> tuple[float, float]:
+        """The weights of KL(u) and KL(z) in the loss of `step` (1 and 1: the paper's objective)."""
+        u = min(1.0, step / self.kl_u_warmup) if self.kl_u_warmup else 1.0
+        z = self.kl_z_start + (1.0 - self.kl_z_start) * min(1.0, step / self.kl_z_anneal) if self.kl_z_anneal else 1.0
+        return u, z
 
     def load_data(self, part: str, root=None) -> data.TaskData:
         """One part of the run's data: "train" (without the held-out classes and the validation
@@ -100,7 +137,8 @@ class RunConfig:
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown config keys {sorted(unknown)}")
-        return cls(**d)
+        # A config written before presets existed holds the paper's settings.
+        return cls(**{"preset": "paper", **d})
 
     def save(self, path: Path) -> None:
         from .files import atomic_write_text

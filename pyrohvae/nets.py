@@ -59,6 +59,15 @@ class Decoder(nn.Module):
         return decode(dict(self.named_parameters()), z)
 
 
+class ZPriorParams(nn.Module):
+    """The location and log-scale of a Gaussian p(z), as parameters θ(u) can generate."""
+
+    def __init__(self, z_dim: int):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(z_dim))
+        self.log_scale = nn.Parameter(torch.zeros(z_dim))
+
+
 class ContextEncoder(nn.Module):
     """q(z | x, D): the encoder's trunk for x and, pooled by the mean, for a context set D of the
     same task; the heads read both (MetaVAE's shared inference network)."""
@@ -324,6 +333,7 @@ class ThetaGenerator(nn.Module):
         hidden: int = 100,
         h_dim: int = 20,
         init_scale: float = 0.1,
+        z_prior: bool = False,
     ):
         super().__init__()
         self.h_dim = h_dim
@@ -334,6 +344,8 @@ class ThetaGenerator(nn.Module):
             # The typical size of H under the prior sets the scale of U and V.
             h_rms = float(self.trunk(torch.randn(256, u_dim)).pow(2).mean().sqrt())
         defaults = {"encoder": Encoder(z_dim, hidden), "decoder": Decoder(z_dim, hidden)}
+        if z_prior:  # p(z | u) = N(loc, exp(log_scale)), generated with the decoder; starts near N(0, I)
+            defaults["decoder"].zprior = ZPriorParams(z_dim)
         self.shapes = {half: param_shapes(net) for half, net in defaults.items()}
         self._halves: dict[str, nn.Module] = {}  # a plain dict: not submodules, no second copy in state_dict
         self.layers = nn.ModuleDict(

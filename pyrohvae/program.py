@@ -19,7 +19,7 @@ from torch import nn
 
 from . import guides
 from .config import ConfigError, RunConfig
-from .models import hypervae_model, metavae_model, vae_model
+from .models import hypervae_model, metavae_model, vae_model, z_from_eps
 from .nets import Decoder, ThetaGenerator, decode
 from .priors import make_prior
 
@@ -70,17 +70,18 @@ class HyperVAEProgram(nn.Module):
         super().__init__()
         self.config = config
         self.theta = ThetaGenerator(
-            config.u_dim, config.z_dim, config.hidden, config.h_dim, config.theta_init_scale
+            config.u_dim, config.z_dim, config.hidden, config.h_dim, config.theta_init_scale,
+            z_prior=config.z_prior == "task",
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
 
-    def model(self, x, task=None, kl_u_weight=1.0, record_theta=False):
+    def model(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False):
         hypervae_model(self.theta, self.prior, self.config.z_dim, x, kl_u_weight=kl_u_weight,
-                       record_theta=record_theta)
+                       kl_z_weight=kl_z_weight, record_theta=record_theta)
 
-    def guide(self, x, task=None, kl_u_weight=1.0, record_theta=False):
-        self.guide_nets(self.theta, x, kl_u_weight, record_theta)
+    def guide(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False):
+        self.guide_nets(self.theta, x, kl_u_weight, kl_z_weight, record_theta)
 
     def parts(self) -> dict[str, nn.Module]:
         return {
@@ -97,7 +98,7 @@ class HyperVAEProgram(nn.Module):
     @torch.no_grad()
     def task_u(self, summary: torch.Tensor) -> torch.Tensor:
         """Mean of q(u | D_t) for a batch (tasks, items, 1, 28, 28): (tasks, u_dim)."""
-        loc, _ = self.guide_nets.task_posterior(summary)
+        loc, _ = self.guide_nets.posterior(summary)
         return loc
 
     @torch.no_grad()
@@ -105,7 +106,11 @@ class HyperVAEProgram(nn.Module):
         """Model and guide with u fixed at the mean ū of q(u | summary) and hidden from traces (θ(ū)
         with it), so that only z is sampled and only z and x are scored: the main VAE θ(ū) of
         each task."""
-        loc, scale = self.guide_nets.task_posterior(summary)
+        return self.conditioned_on(*self.guide_nets.posterior(summary))
+
+    @torch.no_grad()
+    def conditioned_on(self, loc: torch.Tensor, scale: torch.Tensor) -> TaskModel:
+        """As `conditioned`, for a q(u) given by its location and scale, each (tasks, u_dim)."""
         u = loc.unsqueeze(-2)
 
         def fix(fn):
@@ -127,9 +132,18 @@ class HyperVAEProgram(nn.Module):
             u = q.sample((4096,))
             return (q.log_prob(u) - p.log_prob(u)).mean(0)
 
-    def sample_logits(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Logits of p(x | z, θ(u)); u (*batch, u_dim) broadcasts against z (*batch, n, z_dim)."""
-        return decode(self.theta.decoder(u.unsqueeze(-2)), z)
+    def sample_logits(self, eps: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Logits of p(x | z, θ(u)) for z = the standard normal draws `eps` put through p(z | u)
+        (z = eps under the paper's N(0, I)); u (*batch, u_dim) broadcasts against eps
+        (*batch, n, z_dim)."""
+        params = self.theta.decoder(u.unsqueeze(-2))
+        return decode(params, z_from_eps(params, eps))
+
+    @torch.no_grad()
+    def sample_task(self, summary, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:
+        """n Bernoulli means of the main VAE θ(ū) chosen from `summary` (1, m, 1, 28, 28), z ~ p(z | ū)."""
+        eps = torch.randn(n, self.config.z_dim, generator=generator).to(summary.device)
+        return torch.sigmoid(self.sample_logits(eps, self.task_u(summary)[0]))
 
 
 class MetaVAEProgram(nn.Module):
@@ -170,6 +184,12 @@ class MetaVAEProgram(nn.Module):
 
     def sample_logits(self, z: torch.Tensor, task: int) -> torch.Tensor:
         return self.decoders[task](z)
+
+    @torch.no_grad()
+    def sample_task(self, summary, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:
+        """n Bernoulli means of the decoder `choice`, z ~ p(z); the summary plays no part."""
+        z = torch.randn(n, self.config.z_dim, generator=generator).to(summary.device)
+        return torch.sigmoid(self.sample_logits(z, choice))
 
 
 PROGRAMS = {"vae": VAEProgram, "hypervae": HyperVAEProgram, "metavae": MetaVAEProgram}

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from .evaluate import CONTEXT_SIZE  # noqa: E402
 from .files import atomic_path  # noqa: E402
 
 
@@ -19,7 +20,8 @@ def sample_rows(program, test_data, columns=10, prior_rows=4, max_tasks=50, seed
     """Rows of Bernoulli means, with a label and (for task rows) the draw d_t that chose θ.
 
     HyperVAE: one row per task, θ from the mean of q(u | d_t) for one random test draw d_t of the
-    task, then `prior_rows` rows with u ~ p(u). Every row decodes the same z's, so rows differ by
+    task (for a guide that reads a set: q(u | D_t), D_t up to 100 random test images of the task,
+    d_t the first of them), then `prior_rows` rows with u ~ p(u). Every row decodes the same z's, so rows differ by
     their model only. MetaVAE: one row per training task's decoder. VAE: `prior_rows` rows of
     z ~ p(z).
     """
@@ -38,10 +40,13 @@ def sample_rows(program, test_data, columns=10, prior_rows=4, max_tasks=50, seed
     z = torch.randn(columns, program.config.z_dim, generator=g).to(device)
     members = test_data.task_members()
     shown = torch.linspace(0, len(members) - 1, min(max_tasks, len(members))).round().long().unique()
-    draws = torch.stack(
-        [test_data.images[members[t][torch.randint(len(members[t]), (1,), generator=g)]] for t in shown.tolist()]
-    ).float()  # (tasks, 1, 1, 28, 28)
-    u_tasks = program.task_u(draws.to(device))
+    contexts = [test_data.images[members[t][torch.randperm(len(members[t]), generator=g)[:CONTEXT_SIZE]]].float()
+                for t in shown.tolist()]
+    draws = torch.stack([c[:1] for c in contexts])  # (tasks, 1, 1, 28, 28): the first of each context
+    if program.guide_nets.one_draw:  # the paper's guide reads one draw: d_t, shown
+        u_tasks = program.task_u(draws.to(device))
+    else:  # a set guide reads the whole context, of which d_t is one
+        u_tasks = torch.cat([program.task_u(c.unsqueeze(0).to(device)) for c in contexts])
     u_prior = program.prior().sample((prior_rows,)).to(device)
     u = torch.cat([u_tasks, u_prior])
     means = torch.sigmoid(program.sample_logits(z, u))  # (rows, columns, 1, 28, 28)

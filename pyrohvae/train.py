@@ -242,9 +242,9 @@ def train(
         for step in range(start + 1, config.steps + 1):
             tic = time.perf_counter()
             x, task = ranks.shard(*next(batches))
-            weight = min(1.0, step / config.kl_u_warmup) if config.kl_u_warmup else 1.0
+            weights = config.kl_weights(step) if config.model == "hypervae" else ()
             optim.set_lr(config.lr_at(step))
-            loss, updated = svi_step(svi, x.to(dev, torch.float32), task, weight, skip_nonfinite=True, ranks=ranks)
+            loss, updated = svi_step(svi, x.to(dev, torch.float32), task, *weights, skip_nonfinite=True, ranks=ranks)
             seconds += time.perf_counter() - tic
             if not updated and on_nan == "stop":
                 kept = f"{ckpt_path} keeps step {saved_step}" if saved_step else "no checkpoint was written yet"

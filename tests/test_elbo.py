@@ -29,13 +29,17 @@ def bernoulli_log_lik(logits, x):
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(-3).sum(-1)
 
 
-@pytest.fixture
-def setup():
+def setup_program(**options):
     pyro.clear_param_store()
     torch.manual_seed(0)
-    program = build(RunConfig(dataset="mnist", model="hypervae")).double()
+    program = build(RunConfig(dataset="mnist", model="hypervae", **options)).double()
     x = (torch.rand(2, 7, 1, 28, 28) < 0.3).double()  # 2 tasks of 7 items
     return program, x
+
+
+@pytest.fixture
+def setup():
+    return setup_program()
 
 
 def guide_draws(program, x, seed):
@@ -46,21 +50,27 @@ def guide_draws(program, x, seed):
     return trace.nodes["u"]["value"], trace.nodes["z"]["value"], q_u.loc, q_u.scale
 
 
-@pytest.mark.parametrize("kl_u_weight", [1.0, 0.25])
-def test_trace_elbo_is_eq9_for_the_same_noise(setup, kl_u_weight):
-    """With a KL(u) warm-up weight w < 1, only the per-task term is multiplied by w."""
-    program, x = setup
+@pytest.mark.parametrize("kl_u_weight,kl_z_weight,z_prior", [(1.0, 1.0, "normal"), (0.25, 1.0, "normal"),
+                                                             (1.0, 7.0, "normal"), (1.0, 1.0, "task")])
+def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior):
+    """With a KL(u) warm-up weight w < 1, only the per-task term is multiplied by w; with a KL(z)
+    weight, only log q(z|x) − log p(z); with p(z | u) generated, p(z) is θ(u)'s own Gaussian."""
+    program, x = setup_program(z_prior=z_prior)
     T, N = x.shape[:2]
     pyro.set_rng_seed(3)
-    loss = Trace_ELBO(max_plate_nesting=2).loss(program.model, program.guide, x, None, kl_u_weight)
+    loss = Trace_ELBO(max_plate_nesting=2).loss(program.model, program.guide, x, None, kl_u_weight, kl_z_weight)
     u, z, u_loc, u_scale = guide_draws(program, x, seed=3)
     with torch.no_grad():
         z_loc, z_scale = encode(program.theta.encoder(u), x)
-        logits = decode(program.theta.decoder(u), z)
-        per_item = (
-            -bernoulli_log_lik(logits, x)
-            + normal_log_density(z, z_loc, z_scale)
-            - normal_log_density(z, torch.zeros_like(z), torch.ones_like(z))
+        theta = program.theta.decoder(u)
+        logits = decode(theta, z)
+        if z_prior == "task":
+            prior_loc, prior_scale = theta["zprior.loc"], theta["zprior.log_scale"].exp()
+            assert prior_loc.shape == (T, 1, 10) and not torch.allclose(prior_loc[0], prior_loc[1])
+        else:
+            prior_loc, prior_scale = torch.zeros_like(z), torch.ones_like(z)
+        per_item = -bernoulli_log_lik(logits, x) + kl_z_weight * (
+            normal_log_density(z, z_loc, z_scale) - normal_log_density(z, prior_loc, prior_scale)
         )  # (T, N): L(x_i | z, θ(u)) + log q(z|x) - log p(z)
         per_task = normal_log_density(u, u_loc, u_scale) - normal_log_density(
             u, torch.zeros_like(u), torch.ones_like(u)

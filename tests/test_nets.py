@@ -113,10 +113,12 @@ def test_particles_broadcast_against_shared_weights(theta):
         torch.testing.assert_close(logits[2, 1], decode(one, z[2, 1]), rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_reach_every_trainable_part():
+@pytest.mark.parametrize("preset,hyper_encoder", [("paper", "guide_nets.encoder.conv1.weight"),
+                                                   ("task-specific", "guide_nets.items.conv1.weight")])
+def test_gradients_reach_every_trainable_part(preset, hyper_encoder):
     pyro.set_rng_seed(0)
     pyro.clear_param_store()
-    program = build(RunConfig(dataset="mnist", model="hypervae"))
+    program = build(RunConfig(dataset="mnist", model="hypervae", preset=preset))
     x = (torch.rand(2, 8, 1, 28, 28) < 0.3).float()
     Trace_ELBO(max_plate_nesting=2).differentiable_loss(program.model, program.guide, x).backward()
     grads = {name: p.grad for name, p in program.named_parameters()}
@@ -124,7 +126,7 @@ def test_gradients_reach_every_trainable_part():
         assert g is not None and g.abs().sum() > 0, name
     # the parts the paper names, by name
     for part in ("layers.decoder.fc2__weight.U", "layers.decoder.fc2__weight.V", "layers.encoder.conv1__weight.B",
-                 "theta.trunk.0.weight", "guide_nets.encoder.conv1.weight"):
+                 "theta.trunk.0.weight", hyper_encoder):
         assert any(part in name for name in grads), part
 
 

@@ -26,20 +26,32 @@ class TaskGuide(nn.Module):
     """
 
     model = "hypervae"
+    # True for a guide that reads one draw of a task, however many it is given: a few-shot model
+    # then combines the posteriors of the shots (`fewshot.shots_posterior`); else the guide reads
+    # the shots as a set.
+    one_draw = False
 
     def __init__(self, config):
         super().__init__()
         self.u_dim = config.u_dim
+        self.u_scale_init = config.u_scale_init
 
     def task_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, theta, x, kl_u_weight: float = 1.0, record_theta: bool = False):
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and scale of q(u | D_t), each (tasks, u_dim): `task_posterior`'s, its scale
+        times `u_scale_init`. The constant factor is a shift of the log-scale, i.e. where the
+        scale starts: Adam's steps are the same whatever the shift."""
+        loc, scale = self.task_posterior(x)
+        return loc, scale * self.u_scale_init if self.u_scale_init != 1.0 else scale
+
+    def forward(self, theta, x, kl_u_weight: float = 1.0, kl_z_weight: float = 1.0, record_theta: bool = False):
         pyro.module("guide", self)
         pyro.module("theta", theta.half("encoder"))
         tasks, items = x.shape[:2]
         with per_datum(x), pyro.plate("tasks", tasks, dim=-2):
-            loc, scale = self.task_posterior(x)
+            loc, scale = self.posterior(x)
             with poutine.scale(scale=kl_u_weight):  # as in the model: the weight of KL(u)
                 u = pyro.sample("u", dist.Normal(loc.unsqueeze(-2), scale.unsqueeze(-2)).to_event(1))
             params = theta.encoder(u)
@@ -48,4 +60,5 @@ class TaskGuide(nn.Module):
                     record("theta.encoder", params, theta.shapes["encoder"])
             with pyro.plate("data", items, dim=-1):
                 z_loc, z_scale = encode(params, x)
-                pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+                with poutine.scale(scale=kl_z_weight):  # as in the model: the weight of KL(z)
+                    pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))

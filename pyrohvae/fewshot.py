@@ -1,0 +1,173 @@
+"""Few-shot models: the main VAE θ(ū) of a task never trained on, from k images of it (the shots).
+
+A guide that reads a set (`set-encoder`, `set-mean`) reads the k shots as the task. A guide that
+reads one draw (the paper's `random-draw`) gives one q(u | d_i) per shot, combined:
+- `product` (default): the Gaussian product of the k posteriors with the prior divided out k − 1
+  times, q(u | d_1..k) ∝ Π_i q(u | d_i) / p(u)^(k−1), which is what Bayes' rule gives when each
+  q(u | d_i) ∝ p(u) p(d_i | u) (normal prior only). Its precision is kept at least that of the
+  sharpest single shot, where the division would leave less;
+- `mean`: the mean of the k locations and of the k scales.
+
+A few-shot model is written as a run folder of a plain VAE (`model: vae`) whose encoder and
+decoder weights are θ(ū): `evaluate`, `sample` and every other command read it like a trained VAE.
+Where θ(u) generates the prior p(z | u) = N(m, s) as well, the VAE gets the same model with a
+N(0, I) prior: z = m + s·ε folded into the decoder's first layer and the encoder's heads, so
+every ELBO and likelihood is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .config import RunConfig
+from .data import binarize
+from .importance import importance_scores
+from .program import build
+
+COMBINES = ("product", "mean")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+@torch.no_grad()
+def shots_posterior(program, shots: torch.Tensor, combine: str = "product") -> tuple[torch.Tensor, torch.Tensor]:
+    """Location and scale of q(u | the k shots), each (1, u_dim); shots (k, 1, 28, 28)."""
+    guide = program.guide_nets
+    if not guide.one_draw:
+        return guide.posterior(shots.unsqueeze(0))
+    loc, scale = guide.posterior(shots.unsqueeze(1))  # every shot a task of one draw: (k, u_dim)
+    if combine == "mean":
+        return loc.mean(0, keepdim=True), scale.mean(0, keepdim=True)
+    if combine != "product":
+        raise ValueError(f"unknown --combine {combine!r}; choose one of {', '.join(COMBINES)}")
+    if program.config.prior != "normal":
+        raise ValueError(f"--combine product divides out a N(0, I) prior; this run's prior is "
+                         f"{program.config.prior!r}: use --combine mean")
+    k = len(shots)
+    precisions = scale.pow(-2)
+    precision = torch.maximum(precisions.sum(0) - (k - 1), precisions.max(0).values)
+    # the prior N(0, I) divided out contributes nothing to the precision-weighted location
+    loc = (precisions * loc).sum(0) / precision
+    return loc[None], precision.rsqrt()[None]
+
+
+def task_shots(data, name: str, shots: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """`shots` random images of task `name` of `data` (chosen by `seed`), its other images, and a
+    description."""
+    if name not in data.task_names:
+        known = ", ".join(data.task_names[:10]) + (", ..." if data.num_tasks > 10 else "")
+        raise ValueError(f"{data.name} has no task {name!r} (tasks: {known})")
+    members = data.task_members()[data.task_names.index(name)]
+    if len(members) <= shots:
+        raise ValueError(f"task {name!r} has {len(members)} images: too few for {shots} shots and a test image")
+    members = members[torch.randperm(len(members), generator=torch.Generator().manual_seed(seed))]
+    return (data.images[members[:shots]], data.images[members[shots:]],
+            f"task {name!r} of {data.name}")
+
+
+def prior_mean_u(program) -> torch.Tensor:
+    """E[u] under p(u), (1, u_dim): the model θ(E[u]) knows nothing of the task."""
+    return program.prior().mean.reshape(1, -1)
+
+
+@torch.no_grad()
+def per_image(task_model, images: torch.Tensor, samples: int = 1024, device="cpu", chunk: int = 100):
+    """−ELBO and importance-sampled −log p(x), each (n,), of images (n, 1, 28, 28) under one fixed model."""
+    nelbo, nll = [], []
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk].float().unsqueeze(0).to(device)
+        s = importance_scores(task_model.model, task_model.guide, x, samples)
+        nelbo.append((s["recon"] + s["kl_z"]).reshape(-1).cpu())
+        nll.append(-s["log_p"].reshape(-1).cpu())
+    return torch.cat(nelbo), torch.cat(nll)
+
+
+def summary(nelbo: torch.Tensor, nll: torch.Tensor) -> dict:
+    n = len(nll)
+    return {"nelbo": float(nelbo.mean()), "nll": float(nll.mean()),
+            "nll_stderr": float(nll.std() / math.sqrt(n)) if n > 1 else None, "n": n}
+
+
+def score(task_model, images: torch.Tensor, samples: int = 1024, device="cpu") -> dict:
+    """Mean −ELBO and −log p(x) of images under one fixed model, with the standard error."""
+    return summary(*per_image(task_model, images, samples, device))
+
+
+def vae_of(program, u: torch.Tensor):
+    """A plain VAE program whose encoder and decoder weights are θ(u), u (u_dim,)."""
+    config = program.config
+    vae = build(RunConfig(model="vae", dataset=config.dataset, split=config.split, task_by=config.task_by,
+                          z_dim=config.z_dim, hidden=config.hidden, seed=config.seed,
+                          train_tasks=config.train_tasks))
+    with torch.no_grad():
+        encoder = {k: v.detach().cpu() for k, v in program.theta.encoder(u).items()}
+        decoder = {k: v.detach().cpu() for k, v in program.theta.decoder(u).items()}
+        if "zprior.loc" in decoder:
+            _fold_z_prior(encoder, decoder)
+        vae.guide_nets.encoder.load_state_dict(encoder)
+        vae.decoder.load_state_dict(decoder)
+    return vae
+
+
+def _fold_z_prior(encoder: dict, decoder: dict) -> None:
+    """Rewrite a model with p(z) = N(m, s) as the same model in ε = (z − m) / s, with p(ε) = N(0, I)."""
+    m, log_s = decoder.pop("zprior.loc"), decoder.pop("zprior.log_scale")
+    s = log_s.exp()
+    w, b = decoder["fc1.weight"], decoder["fc1.bias"]
+    decoder["fc1.weight"], decoder["fc1.bias"] = w * s, b + w @ m
+    encoder["loc.weight"] = encoder["loc.weight"] / s[:, None]
+    encoder["loc.bias"] = (encoder["loc.bias"] - m) / s
+    encoder["logvar.bias"] = encoder["logvar.bias"] - 2 * log_s
+
+
+def save_model(program, u: torch.Tensor, out: Path, step: int, about: dict) -> Path:
+    """Write θ(u) as a run folder of a plain VAE (config.json, checkpoint.pt); returns the folder."""
+    from .train import CHECKPOINT, CONFIG
+
+    vae = vae_of(program, u.reshape(-1))
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(out / CHECKPOINT, {"config": vae.config.to_dict(), "step": step, "seconds": 0.0,
+                                       "program": vae.state_dict(), "fewshot": about})
+    vae.config.save(out / CONFIG)
+    return out
+
+
+def load_images(paths, invert: bool | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Image files, or folders of them, as binary 28x28 images (n, 1, 28, 28) and their names.
+
+    Each is made gray and resized to 28x28 by PIL's box filter (the area average, as for
+    Omniglot), made bright-on-dark (inverted when its mean gray level is above one half, unless
+    `invert` says), and statically binarized, keyed by the file's bytes: the same file always gives
+    the same bits."""
+    from PIL import Image, UnidentifiedImageError
+
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+            if not found:
+                raise ValueError(f"{p}: no image files in this folder")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ValueError(f"{p}: no such file or folder")
+    grays, keys = [], []
+    for f in files:
+        try:
+            blob = f.read_bytes()
+            with Image.open(f) as img:
+                gray = np.asarray(img.convert("L").resize((28, 28), Image.Resampling.BOX), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"{f}: not a readable image ({e})") from None
+        if invert if invert is not None else gray.mean() > 127.5:
+            gray = 255 - gray
+        grays.append(gray)
+        keys.append("file/" + hashlib.sha256(blob).hexdigest())
+    bits = binarize(np.stack(grays), keys)
+    return torch.from_numpy(bits).unsqueeze(1), [str(f) for f in files]

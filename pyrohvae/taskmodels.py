@@ -1,0 +1,267 @@
+"""How much the models of a task model differ by task: the task-model matrix.
+
+For every task j, the model of the task is chosen from a *context* of j's held-out images, as the
+density protocol chooses it (`program.conditioned`: for HyperVAE ū_j = the mean of q(u | d_j), with
+d_j what the guide reads of the context, one random draw for the paper's guide; for MetaVAE the
+decoder of task j, the context as its D). Every held-out image i is then scored under the model
+of every task j. The context of j never holds the image being scored: each task's images are
+split at random into two halves, and an image of the first half is scored under the model its
+task gets from a context drawn from the second half; every other image under the model from the
+first half.
+
+From the per-image −ELBO under each task's model, (n, T):
+- the T×T matrix: mean −ELBO of the images of task i under the model of task j;
+- task accuracy: the share of images whose own task's model gives the lowest −ELBO (chance 1/T);
+- own-vs-other gap: per image, the mean −ELBO under the other tasks' models minus that under its
+  own, averaged over the images, in nats;
+- sample agreement: images sampled from each task's model (Bernoulli means, z from the model's
+  prior) labelled by a classifier fitted on the training images; the share labelled as the task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from tqdm import tqdm
+
+from .data import TaskData, cache_dir
+from .evaluate import CONTEXT_SIZE
+from .files import atomic_path
+from .importance import importance_scores
+
+# Bump when the classifiers below change, so stale cached ones are not reused.
+_CLASSIFIER_VERSION = 1
+
+
+@dataclass
+class Contexts:
+    """Two disjoint contexts per task (`first`, `second`, each (1, m, 1, 28, 28)), and for every
+    image whether it lies in its task's first half (and is scored under the second context)."""
+
+    first: list[torch.Tensor]
+    second: list[torch.Tensor]
+    in_first: torch.Tensor  # bool (n,)
+
+
+def contexts(data: TaskData, size: int = CONTEXT_SIZE, seed: int = 0) -> Contexts:
+    """Each task's images split at random in two halves; up to `size` of each half as a context."""
+    g = torch.Generator().manual_seed(seed)
+    first, second = [], []
+    in_first = torch.zeros(len(data), dtype=torch.bool)
+    for t, members in enumerate(data.task_members()):
+        if len(members) < 2:
+            raise ValueError(f"task {data.task_names[t]!r} of {data.name} has {len(members)} image(s); "
+                             "its model needs a context of other images of the task: at least 2")
+        members = members[torch.randperm(len(members), generator=g)]
+        half = (len(members) + 1) // 2
+        a, b = members[:half], members[half:]
+        in_first[a] = True
+        first.append(data.images[a[:size]].float().unsqueeze(0))
+        second.append(data.images[b[:size]].float().unsqueeze(0))
+    return Contexts(first, second, in_first)
+
+
+def _model_choice(program, name: str):
+    choices = program.choices(name)
+    if len(choices) != 1:
+        raise ValueError(f"the run has no model of its own for task {name!r}")
+    return choices[0]
+
+
+@dataclass
+class TaskModelScores:
+    nelbo: torch.Tensor  # (n, T): −ELBO of image i under the model of task j
+    task: torch.Tensor  # (n,): each image's own task
+    task_names: list[str]
+    agreement: dict = field(default_factory=dict)  # sample agreement, if measured
+
+    def matrix(self) -> torch.Tensor:
+        """(T, T): mean −ELBO of the images of task i (row) under the model of task j (column)."""
+        T = len(self.task_names)
+        sums = torch.zeros(T, T, dtype=self.nelbo.dtype).index_add_(0, self.task, self.nelbo)
+        counts = torch.bincount(self.task, minlength=T).clamp(min=1)
+        return sums / counts[:, None]
+
+    def own(self) -> torch.Tensor:
+        return self.nelbo.gather(1, self.task[:, None])[:, 0]
+
+    def accuracy(self) -> float:
+        return float((self.nelbo.argmin(1) == self.task).double().mean())
+
+    def gap(self) -> float:
+        T = self.nelbo.shape[1]
+        others = (self.nelbo.sum(1) - self.own()) / (T - 1)
+        return float((others - self.own()).mean())
+
+    def summary(self) -> dict:
+        T = len(self.task_names)
+        return {
+            "tasks": T,
+            "n": int(len(self.task)),
+            "chance": 1.0 / T,
+            "task_accuracy": self.accuracy(),
+            "own_other_gap": self.gap(),
+            "nelbo_own": float(self.own().mean()),
+            **self.agreement,
+        }
+
+
+@torch.no_grad()
+def score_matrix(program, data: TaskData, samples: int = 8, context_size: int = CONTEXT_SIZE, seed: int = 0,
+                 chunk: int = 500, progress: bool = True) -> TaskModelScores:
+    """Per-image −ELBO under every task's model (module docstring); `samples` draws of z per
+    image for the reconstruction term, KL(z) analytic."""
+    if len(data.task_names) < 2:
+        raise ValueError(f"{data.name} has one task: nothing to tell apart")
+    device = next(program.parameters()).device
+    ctx = contexts(data, context_size, seed)
+    images = data.images.float()
+    T, n = data.num_tasks, len(data)
+    nelbo = torch.empty(n, T)
+    bar = tqdm(total=n * T, desc=f"task models ({T} tasks)", unit="score", disable=not progress)
+    for j, name in enumerate(data.task_names):
+        choice = _model_choice(program, name)
+        own_first = ctx.in_first & (data.tasks == j)
+        for context, scored in ((ctx.first[j], ~own_first), (ctx.second[j], own_first)):
+            index = scored.nonzero().squeeze(1)
+            pyro.set_rng_seed(seed * 100_003 + 2 * j + int(context is ctx.second[j]))
+            fixed = program.conditioned(context.to(device), choice)
+            for i in range(0, len(index), chunk):
+                part = index[i : i + chunk]
+                s = importance_scores(fixed.model, fixed.guide, images[part].unsqueeze(0).to(device), samples)
+                nelbo[part, j] = (s["recon"] + s["kl_z"]).reshape(-1).cpu()
+                bar.update(len(part))
+    bar.close()
+    return TaskModelScores(nelbo, data.tasks.clone(), list(data.task_names))
+
+
+# --- sample agreement -----------------------------------------------------------------------------
+
+
+def _data_key(data: TaskData) -> str:
+    h = hashlib.sha256(data.images.numpy().tobytes())
+    h.update(data.tasks.numpy().tobytes())
+    h.update("\n".join(data.task_names).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Labeller:
+    """A classifier of images into the tasks of a dataset, with its accuracy on held-out data."""
+
+    estimator: object
+    kind: str
+    task_names: list[str]
+    test_accuracy: float | None = None
+
+    def predict(self, images: torch.Tensor) -> np.ndarray:
+        return self.estimator.predict(images.reshape(len(images), -1).cpu().numpy().astype(np.float32))
+
+
+def labeller(dataset: str, train: TaskData, test: TaskData | None = None, limit: int | None = None) -> Labeller:
+    """The classifier that labels samples, fitted once on the training images and cached.
+
+    MNIST and Fashion-MNIST: a scikit-learn multilayer perceptron (one hidden layer of 256).
+    Omniglot: the nearest alphabet (task) centroid in pixel space, since a classifier of 50
+    alphabets from one character is beyond what samples should be held to; its accuracy on the
+    test images is low and says how far apart the alphabets' pixel means are.
+    `limit` fits on the first `limit` training images only (for tests)."""
+    from sklearn.neighbors import NearestCentroid
+    from sklearn.neural_network import MLPClassifier
+
+    if limit is not None:
+        train = train.subset(torch.arange(min(limit, len(train))))
+    kind = "nearest-centroid" if dataset == "omniglot" else "mlp-256"
+    path = cache_dir() / f"labeller-{dataset}-{kind}-v{_CLASSIFIER_VERSION}-{_data_key(train)}.pkl"
+    if path.exists():
+        try:
+            with open(path, "rb") as f:
+                cached = pickle.load(f)
+            if isinstance(cached, Labeller) and (test is None or cached.test_accuracy is not None):
+                return cached
+        except Exception:
+            pass  # a damaged cache entry is refitted below
+    x = train.images.reshape(len(train), -1).numpy().astype(np.float32)
+    y = train.tasks.numpy()
+    if kind == "nearest-centroid":
+        estimator = NearestCentroid()
+    else:
+        estimator = MLPClassifier(hidden_layer_sizes=(256,), early_stopping=True, max_iter=60, random_state=0)
+    estimator.fit(x, y)
+    fitted = Labeller(estimator, kind, list(train.task_names))
+    if test is not None:
+        fitted.test_accuracy = float((fitted.predict(test.images.float()) == test.tasks.numpy()).mean())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            pickle.dump(fitted, f)
+    except OSError:
+        pass  # caching only saves time
+    return fitted
+
+
+@torch.no_grad()
+def sample_agreement(program, data: TaskData, label: Labeller, per_task: int = 100,
+                     context_size: int = CONTEXT_SIZE, seed: int = 0) -> dict:
+    """Sample `per_task` images (Bernoulli means) from the model of each task, chosen from the
+    same first-half context as in `score_matrix`, and label them: the share labelled as their
+    task, overall and per task."""
+    if label.task_names != list(data.task_names):
+        raise ValueError("the classifier was fitted on other tasks than the data's")
+    device = next(program.parameters()).device
+    ctx = contexts(data, context_size, seed)
+    g = torch.Generator().manual_seed(seed)
+    per = []
+    for j, name in enumerate(data.task_names):
+        pyro.set_rng_seed(seed * 100_003 + 2 * j)
+        means = program.sample_task(ctx.first[j].to(device), per_task, g, choice=_model_choice(program, name))
+        per.append(float((label.predict(means) == j).mean()))
+    return {"sample_agreement": float(np.mean(per)), "sample_agreement_per_task": per,
+            "labeller": label.kind, "labeller_test_accuracy": label.test_accuracy,
+            "samples_per_task": per_task}
+
+
+# --- figure -------------------------------------------------------------------------------------
+
+
+def heatmap(scores: TaskModelScores, path: Path, title: str) -> None:
+    """The matrix, each row minus its mean (what a task's images gain or lose under each model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = scores.matrix().numpy()
+    centred = m - m.mean(1, keepdims=True)
+    T = len(scores.task_names)
+    size = min(14.0, 3.0 + 0.22 * T)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    limit = float(np.abs(centred).max()) or 1.0
+    im = ax.imshow(centred, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    font = 8 if T <= 12 else max(3, int(8 - T / 10))
+    ax.set_xticks(range(T), scores.task_names, rotation=90, fontsize=font)
+    ax.set_yticks(range(T), scores.task_names, fontsize=font)
+    ax.set_xlabel("model of task j, θ(ū_j)")
+    ax.set_ylabel("test images of task i")
+    if T <= 12:
+        for i in range(T):
+            for j in range(T):
+                ax.text(j, i, f"{m[i, j]:.1f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="mean −ELBO minus the row's mean (nats)")
+    s = scores.summary()
+    ax.set_title(f"{title}\ntask accuracy {s['task_accuracy']:.3f} (chance {s['chance']:.3f}), "
+                 f"own-vs-other gap {s['own_other_gap']:.2f} nats", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def rounded(values, digits: int = 3) -> list:
+    return [[round(float(v), digits) for v in row] for row in values]

@@ -1,0 +1,149 @@
+"""Few-shot models: how k shots make one q(u), the exported VAE, reading image files, the command."""
+
+import json
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from pyrohvae import fewshot
+from pyrohvae.cli import main
+from pyrohvae.config import RunConfig
+from pyrohvae.program import build
+from pyrohvae.train import load_run
+
+
+def program_of(**options):
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    return build(RunConfig(dataset="mnist", model="hypervae", **options)).eval()
+
+
+def shots(k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(k, 1, 28, 28, generator=g) < 0.2).float()
+
+
+def test_the_product_of_one_draw_posteriors_divides_the_prior_out():
+    program = program_of(preset="paper")  # random-draw: one draw per task
+    x = shots(3)
+    locs, scales = program.guide_nets.posterior(x.unsqueeze(1))  # each shot on its own
+    loc, scale = fewshot.shots_posterior(program, x, "product")
+    precision = scales.pow(-2)
+    combined = torch.maximum(precision.sum(0) - 2, precision.max(0).values)  # two priors N(0, I) divided out
+    assert torch.allclose(scale[0], combined.rsqrt(), rtol=1e-5)
+    assert torch.allclose(loc[0], (precision * locs).sum(0) / combined, rtol=1e-4, atol=1e-6)
+    # one shot: its own posterior, whichever the rule
+    one_loc, one_scale = fewshot.shots_posterior(program, x[:1], "product")
+    assert torch.allclose(one_loc, locs[:1]) and torch.allclose(one_scale, scales[:1])
+    mean_loc, mean_scale = fewshot.shots_posterior(program, x, "mean")
+    assert torch.allclose(mean_loc[0], locs.mean(0)) and torch.allclose(mean_scale[0], scales.mean(0))
+
+
+def test_more_shots_of_the_same_image_sharpen_the_product():
+    program = program_of(preset="paper", u_scale_init=0.3)  # posteriors narrower than the prior
+    x = shots(1).repeat(4, 1, 1, 1)
+    _, one = fewshot.shots_posterior(program, x[:1])
+    _, four = fewshot.shots_posterior(program, x)
+    assert bool((four < one).all())
+
+
+def test_a_set_guide_reads_the_shots_as_one_set():
+    program = program_of()  # the task-specific preset: the set encoder
+    assert not program.guide_nets.one_draw
+    x = shots(5)
+    loc, scale = fewshot.shots_posterior(program, x)
+    expected = program.guide_nets.posterior(x.unsqueeze(0))
+    assert torch.allclose(loc, expected[0]) and torch.allclose(scale, expected[1])
+    # order does not matter to a set
+    assert torch.allclose(fewshot.shots_posterior(program, x.flip(0))[0], loc, atol=1e-6)
+
+
+def test_product_needs_the_normal_prior():
+    with pytest.raises(ValueError, match="use --combine mean"):
+        fewshot.shots_posterior(program_of(preset="paper", prior="mixture"), shots(2), "product")
+
+
+@pytest.mark.parametrize("z_prior", ["normal", "task"])
+def test_the_exported_vae_is_the_same_model_as_theta_of_u(z_prior):
+    """θ(ū) as a plain VAE scores every image as θ(ū) does, also where θ generates p(z | u)
+    (folded into the VAE's weights)."""
+    program = program_of(z_prior=z_prior)
+    with torch.no_grad():  # move p(z | u) well away from N(0, I), so that the fold matters
+        for name in ("zprior__loc", "zprior__log_scale"):
+            if name in program.theta.layers["decoder"]:
+                program.theta.layers["decoder"][name].B.add_(0.7)
+    loc, scale = fewshot.shots_posterior(program, shots(4))
+    vae = fewshot.vae_of(program, loc[0])
+    x = shots(6, seed=1)
+    pyro.set_rng_seed(0)
+    ours = fewshot.score(program.conditioned_on(loc, scale), x, samples=64)
+    pyro.set_rng_seed(0)
+    theirs = fewshot.score(vae.conditioned(None), x, samples=64)
+    assert theirs["nelbo"] == pytest.approx(ours["nelbo"], rel=1e-5)
+    assert theirs["nll"] == pytest.approx(ours["nll"], rel=1e-5)
+
+
+def test_image_files_become_the_same_bits_every_time(tmp_path):
+    rng = np.random.default_rng(0)
+    ink = np.full((56, 40, 3), 255, np.uint8)  # dark strokes on white, RGB, another size than 28x28
+    ink[10:45, 15:25] = 0
+    Image.fromarray(ink).save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 60, (28, 28), dtype=np.uint8)).save(tmp_path / "b.png")  # dark image
+    (tmp_path / ".DS_Store").write_bytes(b"\0\1")
+    images, names = fewshot.load_images([tmp_path])
+    assert images.shape == (2, 1, 28, 28) and images.dtype == torch.uint8
+    assert set(images.unique().tolist()) <= {0, 1}
+    assert [n.split("/")[-1] for n in names] == ["a.png", "b.png"]
+    a = images[0, 0]
+    assert a[6:21, 11:17].float().mean() > 0.9 and a[:, :8].float().mean() < 0.05  # inverted: strokes on
+    again, _ = fewshot.load_images([tmp_path / "a.png", tmp_path / "b.png"])
+    assert torch.equal(again, images)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png: not a readable image"):
+        fewshot.load_images([tmp_path])
+
+
+def test_fewshot_command_on_a_task_and_on_files(trained_run, tmp_path):
+    run = trained_run("hypervae")
+    out = tmp_path / "three"
+    result = CliRunner().invoke(main, ["fewshot", str(run), "--task", "3", "--shots", "5", "--samples", "8",
+                                       "--vae", str(trained_run("vae")), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads((out / "fewshot.json").read_text())
+    assert written["shots"] == 5 and [r["model"] for r in written["rows"]] == ["fewshot", "prior-mean", "vae"]
+    assert all(r["n"] == 1010 - 5 for r in written["rows"])
+    assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    # the model folder is a VAE run that evaluate reads
+    vae, state = load_run(out / "model")
+    assert vae.config.model == "vae" and state["fewshot"]["shots"] == 5
+    result = CliRunner().invoke(main, ["evaluate", str(out / "model"), "--limit", "20", "--samples", "4",
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray((np.eye(28, dtype=np.uint8) * 255)).rotate(30 * i).save(folder / f"{i}.png")
+    result = CliRunner().invoke(main, ["fewshot", str(run), "--images", str(folder), "--test", str(folder / "0.png"),
+                                       "--samples", "4", "--out", str(tmp_path / "files")])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "files" / "fewshot.json").read_text())
+    assert written["shots"] == 3 and written["rows"][0]["n"] == 1
+
+
+def test_fewshot_command_errors(trained_run, tmp_path):
+    run = str(trained_run("hypervae"))
+    cases = [
+        (["--out", str(tmp_path / "a")], "give the shots by one of --images PATH and --task NAME"),
+        (["--task", "cat", "--out", str(tmp_path / "b")], "mnist/test has no task 'cat'"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(main, ["fewshot", run, *args])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["fewshot", str(trained_run("vae")), "--task", "3", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 1 and "a vae run has no task latent u" in result.output

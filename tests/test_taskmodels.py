@@ -1,0 +1,152 @@
+"""The task-model matrix: its protocol (no image scored under a model chosen from itself), its
+measures on models whose task dependence is known, and the `task-models` command."""
+
+import json
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from pyrohvae import taskmodels
+from pyrohvae.cli import main
+from pyrohvae.data import TaskData
+from pyrohvae.program import TaskModel
+
+
+def toy_data(tasks=3, per_task=12, seed=0):
+    """Task t: images whose pixels are on with probability 0.1 + 0.25 t: tasks told apart by ink."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.arange(tasks).repeat_interleave(per_task) * 0.25 + 0.1
+    images = (torch.rand(len(probs), 1, 28, 28, generator=g) < probs[:, None, None, None]).to(torch.uint8)
+    perm = torch.randperm(len(probs), generator=g)  # tasks interleaved, as in real data
+    return TaskData(images[perm], torch.arange(tasks).repeat_interleave(per_task)[perm],
+                    [f"t{i}" for i in range(tasks)], "toy")
+
+
+class InkModels(nn.Module):
+    """A program with one model per context: pixels ~ Bernoulli(the context's mean ink), with a
+    dummy z so that the scoring path is the real one. `shared=True`: every context gives the same
+    model. Every context it is given is remembered, to check what was scored against what."""
+
+    def __init__(self, shared=False):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.shared = shared
+        self.seen = []
+
+    def choices(self, name):
+        return [None]
+
+    def conditioned(self, summary, choice=None):
+        ink = torch.tensor(0.4) if self.shared else summary.mean().clamp(0.02, 0.98)
+        context = summary.reshape(-1, 28 * 28)
+        self.seen.append(context)
+
+        def model(x):
+            # an image equal to one of the context's would betray the protocol: score it absurdly well
+            leak = (x.reshape(*x.shape[:2], 1, -1) == context).all(-1).any(-1)
+            with pyro.plate("tasks", x.shape[0], dim=-2), pyro.plate("data", x.shape[1], dim=-1):
+                pyro.sample("z", dist.Normal(torch.zeros(1), 1.0).to_event(1))
+                probs = ink.expand(x.shape)
+                log_lik = dist.Bernoulli(probs=probs).to_event(3).log_prob(x)
+                pyro.factor("x", torch.where(leak, torch.zeros_like(log_lik), log_lik))
+
+        def guide(x):
+            with pyro.plate("tasks", x.shape[0], dim=-2), pyro.plate("data", x.shape[1], dim=-1):
+                pyro.sample("z", dist.Normal(torch.zeros(1), 1.0).to_event(1))
+
+        return TaskModel(model, guide)
+
+    def sample_task(self, summary, n, generator, choice=None):
+        ink = 0.4 if self.shared else float(summary.mean())
+        return (torch.rand(n, 1, 28, 28, generator=generator) < ink).float()
+
+
+def test_contexts_are_disjoint_halves_of_each_task():
+    data = toy_data(tasks=3, per_task=11)
+    ctx = taskmodels.contexts(data, size=4, seed=1)
+    for t, members in enumerate(data.task_members()):
+        first = {tuple(r) for r in ctx.first[t].reshape(-1, 784).tolist()}
+        second = {tuple(r) for r in ctx.second[t].reshape(-1, 784).tolist()}
+        assert len(first) == 4 and len(second) == 4 and not first & second
+        in_first = ctx.in_first[members]
+        assert int(in_first.sum()) == 6  # the larger half of 11
+        own_first = {tuple(r) for r in data.images[members[in_first]].reshape(-1, 784).tolist()}
+        assert first <= own_first and not second & own_first
+
+
+def test_no_image_is_scored_under_a_model_chosen_from_itself():
+    data = toy_data()
+    program = InkModels()
+    scores = taskmodels.score_matrix(program, data, samples=2, context_size=5, progress=False)
+    # a leak would give an own −ELBO of about 0 nats; honest scores are hundreds of nats
+    assert float(scores.nelbo.min()) > 100
+    assert len(program.seen) == 2 * data.num_tasks  # two contexts per task
+
+
+def test_models_that_differ_by_task_are_told_apart_and_a_shared_one_is_not():
+    data = toy_data()
+    scores = taskmodels.score_matrix(InkModels(), data, samples=2, context_size=5, progress=False)
+    assert scores.accuracy() == 1.0
+    m = scores.matrix()
+    assert torch.equal(m.argmin(1), torch.arange(3))  # every row lowest on the diagonal
+    assert scores.gap() > 50
+    shared = taskmodels.score_matrix(InkModels(shared=True), data, samples=2, context_size=5, progress=False)
+    assert abs(shared.gap()) < 1e-6
+    assert shared.summary()["chance"] == pytest.approx(1 / 3)
+
+
+def test_accuracy_and_gap_from_a_known_matrix():
+    nelbo = torch.tensor([[1.0, 3.0, 5.0],   # task 0: own best, others +2 and +4 -> gap 3
+                          [2.0, 1.0, 9.0],   # task 1: own best, gap (2 + 9) / 2 - 1 = 4.5
+                          [0.0, 4.0, 2.0]])  # task 2: task 0's model is better, gap 2 - 2 = 0
+    scores = taskmodels.TaskModelScores(nelbo, torch.tensor([0, 1, 2]), ["a", "b", "c"])
+    assert scores.accuracy() == pytest.approx(2 / 3)
+    assert scores.gap() == pytest.approx((3 + 4.5 + 0) / 3)
+    assert torch.equal(scores.matrix(), nelbo)
+
+
+def test_sample_agreement_counts_samples_labelled_as_their_task():
+    data = toy_data()
+
+    class Ink:  # labels an image by its ink: the toy tasks' own rule
+        def predict(self, x):
+            return np.clip(np.round((x.mean(1) - 0.1) / 0.25), 0, 2).astype(int)
+
+    label = taskmodels.Labeller(Ink(), "ink", data.task_names, 1.0)
+    agreement = taskmodels.sample_agreement(InkModels(), data, label, per_task=50)
+    assert agreement["sample_agreement"] > 0.95
+    shared = taskmodels.sample_agreement(InkModels(shared=True), data, label, per_task=50)
+    assert shared["sample_agreement"] == pytest.approx(1 / 3, abs=0.05)  # every sample labelled task 1
+
+
+def test_a_task_of_one_image_has_no_context_to_be_scored_against():
+    data = toy_data()
+    lonely = data.subset(torch.cat([torch.nonzero(data.tasks == 0)[:1, 0], torch.nonzero(data.tasks > 0)[:, 0]]))
+    with pytest.raises(ValueError, match="'t0' of toy has 1 image"):
+        taskmodels.contexts(lonely)
+
+
+def test_task_models_command(trained_run, tmp_path):
+    run = trained_run("hypervae")
+    plot = tmp_path / "matrix.png"
+    result = CliRunner().invoke(main, ["task-models", str(run), "--samples", "1", "--context-size", "20",
+                                       "--agreement-samples", "10", "--plot", str(plot), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "task accuracy" in result.output and "sample agreement" in result.output
+    written = json.loads((run / "task-models.json").read_text())
+    assert written["tasks"] == 10 and written["n"] == 10_000 and written["chance"] == pytest.approx(0.1)
+    assert 0 <= written["task_accuracy"] <= 1 and 0 <= written["sample_agreement"] <= 1
+    assert len(written["matrix"]) == 10 and len(written["matrix"][0]) == 10
+    assert 0.9 < written["labeller_test_accuracy"] <= 1  # the classifier is one worth trusting
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_task_models_refuses_a_vae(trained_run):
+    result = CliRunner().invoke(main, ["task-models", str(trained_run("vae")), "--no-progress"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: a vae run has one model for all tasks: there is nothing to tell apart"
