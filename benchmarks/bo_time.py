@@ -44,7 +44,7 @@ def main():
         program, _ = load_run(args.run)
     else:
         pyro.set_rng_seed(0)
-        program = build(RunConfig(dataset="mnist")).eval()
+        program = build(RunConfig(dataset="mnist", preset="paper")).eval()
     try:
         target, _ = class_exemplar(data.load("mnist", "test"), args.target_class)
     except data.DataError:

@@ -40,7 +40,7 @@ def setup(run, device):
         program, _ = load_run(run, device)
     else:  # speed does not depend on training: an untrained HyperVAE
         pyro.set_rng_seed(0)
-        program = build(RunConfig(dataset="mnist")).to(device).eval()
+        program = build(RunConfig(dataset="mnist", preset="paper")).to(device).eval()
     try:
         images = data.load("mnist", "test").images[:1000].float()
     except data.DataError:

@@ -95,7 +95,7 @@ def main():
     if not args.report:
         for guide, prior in VARIANTS[1:] + VARIANTS[:1]:
             name = run_name(guide, prior, args.seed)
-            config = RunConfig(dataset="omniglot", model="hypervae", guide=guide, prior=prior,
+            config = RunConfig(dataset="omniglot", model="hypervae", preset="paper", guide=guide, prior=prior,
                                steps=args.steps, seed=args.seed)
             row = args.results / "guides" / f"{name}.json"
             if (guide, prior) == VARIANTS[0]:

@@ -54,7 +54,7 @@ def run_variant(key, args) -> dict:
     shown, overrides = VARIANTS[key]
     name = f"omniglot-hypervae-{key}-seed{args.seed}"
     run_dir = args.runs / name
-    config = RunConfig(dataset="omniglot", model="hypervae", seed=args.seed, **{"steps": args.steps, **overrides})
+    config = RunConfig(dataset="omniglot", model="hypervae", preset="paper", seed=args.seed, **{"steps": args.steps, **overrides})
     row_path = args.results / "omniglot_tries" / f"{name}.json"
     if key in SELECTED:
         return selected_on_validation(config, run_dir, row_path, args, variant=shown, overrides=overrides)

@@ -60,7 +60,7 @@ def main():
             row_path = rows_dir / f"variant{i}-steps{args.steps}-seed{args.seed}.json"
             if row_path.exists():
                 continue
-            config = RunConfig(dataset="mnist", steps=args.steps, seed=args.seed, **overrides)
+            config = RunConfig(dataset="mnist", preset="paper", steps=args.steps, seed=args.seed, **overrides)
             run = args.runs / f"task-usage-variant{i}-steps{args.steps}-seed{args.seed}"
             trained(config, run, progress=args.progress)
             program, state = load_run(run)

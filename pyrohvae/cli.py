@@ -634,13 +634,15 @@ def interpolate(run_dir, source, target, out, steps, columns, split, seed, data_
 
 @main.command()
 @click.option("--model", type=click.Choice(MODELS), default="hypervae", show_default=True)
-def info(model):
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
+              help="HyperVAE: the configuration (its guide sets the hyper-encoder's size).")
+def info(model, preset):
     """Parameter counts per part of a model (the architecture does not depend on the dataset)."""
     from .nets import Decoder, Encoder, count_parameters
     from .program import build
 
     # One training task: MetaVAE's count grows by one decoder per task.
-    config = RunConfig(model=model, dataset="mnist", train_tasks=["one task"])
+    config = RunConfig(model=model, dataset="mnist", train_tasks=["one task"], preset=preset)
     program = build(config)
     rows = [(name, count_parameters(part)) for name, part in program.parts().items()]
     rows.append(("total trainable", count_parameters(program)))

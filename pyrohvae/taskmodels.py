@@ -141,6 +141,24 @@ def score_matrix(program, data: TaskData, samples: int = 8, context_size: int = 
     return TaskModelScores(nelbo, data.tasks.clone(), list(data.task_names))
 
 
+@torch.no_grad()
+def posterior_stats(program, data: TaskData, context_size: int = CONTEXT_SIZE, seed: int = 0) -> dict:
+    """Where q(u | context) puts the tasks (HyperVAE): the mean distance of ū_t from the prior's
+    centre, the spread of ū_t across tasks (std over tasks, averaged over u's dimensions), and
+    q's own scale. Tasks apart by more than q's scale have models of their own; all of them far
+    from 0 but close together means u codes something every task shares."""
+    device = next(program.parameters()).device
+    ctx = contexts(data, context_size, seed)
+    locs, scales = [], []
+    for context in ctx.first:
+        loc, scale = program.guide_nets.posterior(context.to(device))
+        locs.append(loc[0].cpu())
+        scales.append(scale[0].cpu())
+    loc, scale = torch.stack(locs), torch.stack(scales)
+    return {"u_norm": float(loc.norm(dim=1).mean()), "u_between_tasks": float(loc.std(0).mean()),
+            "q_scale": float(scale.mean())}
+
+
 # --- sample agreement -----------------------------------------------------------------------------
 
 

@@ -146,7 +146,35 @@ def test_task_models_command(trained_run, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_metavae_decoders_are_models_of_their_tasks(trained_run):
+    """MetaVAE's decoder of a task is trained on that task alone: its images fare best under it."""
+    run = trained_run("metavae")
+    result = CliRunner().invoke(main, ["task-models", str(run), "--samples", "1", "--context-size", "20",
+                                       "--agreement-samples", "0", "--json", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.stdout)
+    assert written["model"] == "metavae" and "sample_agreement" not in written
+    assert written["own_other_gap"] > 1 and written["task_accuracy"] > 0.1
+
+
 def test_task_models_refuses_a_vae(trained_run):
     result = CliRunner().invoke(main, ["task-models", str(trained_run("vae")), "--no-progress"])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: a vae run has one model for all tasks: there is nothing to tell apart"
+
+
+def test_posterior_stats_say_where_the_tasks_sit():
+    data = toy_data()
+
+    class InkGuide:  # ū_t = the context's mean ink in every dimension of u
+        def posterior(self, x):
+            return x.mean((1, 2, 3, 4))[:, None].expand(-1, 10), torch.full((len(x), 10), 0.5)
+
+    program = InkModels()
+    program.guide_nets = InkGuide()
+    stats = taskmodels.posterior_stats(program, data, context_size=5)
+    ctx = taskmodels.contexts(data, 5)
+    inks = torch.stack([c.mean() for c in ctx.first])
+    assert stats["u_norm"] == pytest.approx(float(inks.mean()) * 10**0.5, rel=1e-5)
+    assert stats["u_between_tasks"] == pytest.approx(float(inks.std()), rel=1e-5)
+    assert stats["q_scale"] == pytest.approx(0.5)
