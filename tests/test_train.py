@@ -160,8 +160,11 @@ def test_one_adam_for_all_parameters_steps_like_pyros_per_parameter_adam():
             svi_step(svi, x)
         finals.append({k: v.detach().clone() for k, v in program.state_dict().items()})
         states.append(optim.get_state())
+    # Adam divides by √v, so summing in another order can move a parameter whose gradients are
+    # near zero by a sizeable part of one step (CI saw 1.5e-6 on one of 313,600): atol is 1% of
+    # a step of lr 1e-3, far below what a wrong update rule would give (a step or more).
     for k in finals[0]:
-        torch.testing.assert_close(finals[0][k], finals[1][k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(finals[0][k], finals[1][k], rtol=1e-5, atol=1e-5)
     assert states[0].keys() == states[1].keys()
     name = "theta$$$layers.decoder.fc2__weight.U"
     torch.testing.assert_close(states[0][name]["state"][0]["exp_avg"], states[1][name]["state"][0]["exp_avg"],
