@@ -111,6 +111,9 @@ def load_run(out: Path, device="cpu", checkpoint_name: str = CHECKPOINT):
     return program.to(device).eval(), state
 
 
+# A caller's torch.no_grad() (a notebook cell, an evaluation loop around it) would make Trace_ELBO
+# skip its backward pass without a word, and the run would "train" without moving a parameter.
+@torch.enable_grad()
 def train(
     config: RunConfig,
     out: Path,

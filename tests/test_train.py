@@ -101,6 +101,23 @@ def test_lr_half_life_sets_the_step_size(tmp_path):
     assert moves[1] / moves[0] == pytest.approx(0.5, rel=0.05)
 
 
+def test_train_trains_when_called_under_no_grad(tmp_path):
+    """Under torch.no_grad() Trace_ELBO skips its backward pass silently; train() must not."""
+    import pyro
+
+    from pyrohvae.config import RunConfig
+    from pyrohvae.program import build
+    from pyrohvae.train import train
+
+    pyro.set_rng_seed(0)  # as train() does before building the networks
+    start = build(RunConfig(dataset="mnist", model="vae")).state_dict()
+    with torch.no_grad():
+        train(RunConfig(dataset="mnist", model="vae", steps=2, lr=1e-3), tmp_path / "run", progress=False)
+    after = params(tmp_path / "run")
+    moves = torch.cat([(after[k] - start[k]).abs().flatten() for k in start])
+    assert moves.median() > 1e-4  # two Adam steps of lr 1e-3 move a parameter by about 2e-3
+
+
 def test_kept_checkpoints_are_scored_on_the_validation_part(tmp_path):
     run = tmp_path / "run"
     run_cli("train", "--dataset", "mnist", "--model", "vae", "--steps", 4, "--keep-every", 2,
