@@ -158,7 +158,7 @@ def main():
         ("(c) HyperVAE, 1 task of 100", ms["hypervae"], result["hypervae_ratio"]),
         ("    HyperVAE, 4 tasks, per 100 images", per_item["hypervae4"], result["hypervae4_per_item_ratio"]),
         ("    HyperVAE, 16 tasks, per 100 images", per_item["hypervae16"], result["hypervae16_per_item_ratio"]),
-        ("    task-specific preset (4 tasks), per 100", per_item["task4"], result["task_specific_per_item_ratio"]),
+        ("    task-specific (4 tasks), per 100 images", per_item["task4"], result["task_specific_per_item_ratio"]),
     ]
     for label, value, ratio in rows:
         print(f"  {label:<40} {value:8.1f} ms   {ratio:5.2f}x")
