@@ -110,7 +110,6 @@ def screen(args, rows_dir):
         path = rows_dir / f"screen-{dataset}-{name}-steps{args.screen_steps}-seed{args.seed}.json"
         folder = args.runs / f"task-models-screen-{dataset}-{name}-steps{args.screen_steps}-seed{args.seed}"
         if path.exists():
-            _add_u_stats(path, folder, args)
             continue
         config = RunConfig(dataset=dataset, preset="paper", steps=args.screen_steps, seed=args.seed,
                            validation=0.1, **overrides)
@@ -126,17 +125,6 @@ def screen(args, rows_dir):
         atomic_write_text(path, json.dumps(row, indent=2) + "\n")
         print(json.dumps({k: v for k, v in row.items() if k != "matrix"}), flush=True)
         report(args)
-
-
-def _add_u_stats(path, folder, args) -> None:
-    """Rows written before the u statistics existed get them from their run folder, where it is."""
-    row = json.loads(path.read_text())
-    if "u_norm" in row or not (folder / "checkpoint.pt").exists():
-        return
-    program, _ = load_run(folder, args.device)
-    split = row.get("split", "test")
-    row.update(taskmodels.posterior_stats(program, program.config.load_data(split), seed=args.seed))
-    atomic_write_text(path, json.dumps(row, indent=2) + "\n")
 
 
 def full_configs(dataset):
@@ -164,7 +152,6 @@ def full(args, rows_dir):
             name = row_name(dataset, "drawers", "hypervae", args.seed, preset)
             name = name.replace("-seed", f"{suffix}-seed")
             if path.exists():
-                _add_u_stats(path, args.runs / name, args)
                 continue
             # Table 1's rows for its runs; a variant of this study only keeps its own
             density_row = args.results / "table1" / f"{name}.json"
