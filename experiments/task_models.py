@@ -173,20 +173,27 @@ def full(args, rows_dir):
             report(args)
 
 
+# Few-shot configurations: key -> (preset, overrides, run-name suffix). The chosen preset's set guide
+# only ever read whole minibatches in training; `random_context` trains it on contexts of 1 to 100.
+FEWSHOT_CONFIGS = {"paper": ("paper", {}, ""), CHOSEN: (CHOSEN, {}, ""),
+                   f"{CHOSEN}, random context": (CHOSEN, {"random_context": True}, "-random-context")}
+
+
 @torch.no_grad()
 def fewshot_stage(args, rows_dir):
     data = None
-    runs = {}
-    for preset in ("paper", CHOSEN):
-        runs[preset] = config_of("omniglot", "background", "hypervae", args.steps, args.seed, preset)
+    runs, folders = {}, {}
+    for key, (preset, overrides, suffix) in FEWSHOT_CONFIGS.items():
+        config = config_of("omniglot", "background", "hypervae", args.steps, args.seed, preset)
+        runs[key] = RunConfig(**{**config.to_dict(), **overrides})
+        name = row_name("omniglot", "background", "hypervae", args.seed, preset)
+        folders[key] = args.runs / name.replace("-seed", f"{suffix}-seed")
     runs["vae"] = config_of("omniglot", "background", "vae", args.steps, args.seed)
-    folders = {key: args.runs / row_name("omniglot", "background", c.model, args.seed,
-                                          key if c.model == "hypervae" else "paper")
-               for key, c in runs.items()}
-    jobs = [(preset, k) for preset in ("paper", CHOSEN) for k in SHOTS]
-    jobs += [(preset, 0) for preset in ("paper", CHOSEN)] + [("vae", 0)]
+    folders["vae"] = args.runs / row_name("omniglot", "background", "vae", args.seed)
+    jobs = [(key, k) for key in FEWSHOT_CONFIGS for k in (*SHOTS, 0)] + [("vae", 0)]
     for key, shots in jobs:
-        path = rows_dir / f"fewshot-{key}-shots{shots}-steps{args.steps}-seed{args.seed}.json"
+        slug = key.replace(", ", "-").replace(" ", "-")
+        path = rows_dir / f"fewshot-{slug}-shots{shots}-steps{args.steps}-seed{args.seed}.json"
         if path.exists():
             continue
         trained(runs[key], folders[key], args.device, args.progress)
@@ -326,7 +333,7 @@ def _targets(full_rows, few, screened) -> list[str]:
         lines.append(f"- omniglot −ELBO {omniglot['nelbo']:.1f} vs ≤ 124.7 (the paper's): "
                      f"{_verdict(omniglot['nelbo'] - 124.7, 1)}.")
     vae = next((r for r in few if r["model"] == "vae"), None)
-    for config in (CHOSEN, "paper"):
+    for config in FEWSHOT_CONFIGS:
         shot5 = next((r for r in few if r["config"] == config and r["shots"] == 5), None)
         prior = next((r for r in few if r["config"] == config and r["shots"] == 0), None)
         if shot5 and prior and vae:

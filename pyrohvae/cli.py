@@ -110,6 +110,10 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
                    "[default: the preset's].")
 @click.option("--z-prior", type=click.Choice(["normal", "task"]), default="normal", show_default=True,
               help="HyperVAE: p(z) = N(0, I) (the paper), or p(z | u) generated with θ(u).")
+@click.option("--random-context", is_flag=True,
+              help="HyperVAE's set guides: in training, q(u) reads the first k images of each task's minibatch, "
+                   "k from 1 to --batch-size, log-uniform, so that it learns to read a few shots as well as a "
+                   "full minibatch.")
 @_data_dir
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder [default: runs/DATASET-MODEL].")

@@ -59,6 +59,7 @@ class RunConfig:
     kl_z_anneal: int | None = None  # ... over this many steps (0: weight 1 throughout, the paper)
     u_scale_init: float | None = None  # hypervae: q(u | d)'s scale at the start, times PyTorch's default init
     z_prior: str = "normal"  # hypervae: p(z) = N(0, I) (the paper), or "task": p(z | u) generated with θ(u)
+    random_context: bool = False  # set guides: q(u) reads a random share of each task's minibatch in training
     exclude_classes: list[str] = dataclasses.field(default_factory=list)  # tasks held out of training
     validation: float = 0.0  # fraction of each training task's images held out as the validation part
     train_tasks: list[str] | None = None  # filled in from the training data when a run starts
@@ -84,6 +85,8 @@ class RunConfig:
             raise ConfigError("--kl-u-warmup applies to hypervae only")
         if self.model != "hypervae" and (self.kl_z_anneal or self.z_prior != "normal"):
             raise ConfigError("--kl-z-anneal and --z-prior apply to hypervae only")
+        if self.random_context and self.model != "hypervae":  # and a set guide: TaskGuide checks
+            raise ConfigError("--random-context applies to hypervae only")
         if self.z_prior not in Z_PRIORS:
             raise ConfigError(f"unknown z prior {self.z_prior!r}; choose one of {', '.join(Z_PRIORS)}")
         if self.u_scale_init <= 0:

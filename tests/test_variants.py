@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from pyrohvae import guides
 from pyrohvae.cli import main
-from pyrohvae.config import RunConfig
+from pyrohvae.config import ConfigError, RunConfig
 from pyrohvae.program import build
 
 with warnings.catch_warnings():
@@ -113,3 +113,23 @@ def test_inspect_refuses_a_run_without_u(trained_run, tmp_path):
     bad = CliRunner().invoke(main, ["inspect", str(trained_run("vae")), "--out", str(tmp_path / "o")])
     assert bad.exit_code == 1 and "no task latent u" in bad.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_random_context_reads_a_few_shots_as_often_as_a_full_batch_in_training_only():
+    guide = guides.get("set-mean", "hypervae")(RunConfig(dataset="mnist", random_context=True))
+    x = torch.zeros(2, 100, 1, 28, 28)
+    torch.manual_seed(0)
+    sizes = torch.tensor([guide.context(x).shape[1] for _ in range(2000)])
+    assert sizes.min() == 1 and sizes.max() == 100
+    # log-uniform over 1..100: P(k <= 5) = log 6 / log 101 = 0.39, P(k > 50) = log(101/51) / log 101 = 0.15
+    assert abs(float((sizes <= 5).float().mean()) - 0.39) < 0.04
+    assert abs(float((sizes > 50).float().mean()) - 0.15) < 0.03
+    assert guide.eval().context(x).shape[1] == 100  # scoring and few-shot use read what they are given
+    assert guides.get("set-mean", "hypervae")(RunConfig(dataset="mnist")).context(x).shape[1] == 100
+
+
+def test_random_context_is_refused_for_a_guide_that_reads_one_draw():
+    with pytest.raises(ConfigError, match="reads one draw"):
+        build(RunConfig(dataset="mnist", guide="random-draw", random_context=True))
+    with pytest.raises(ConfigError, match="hypervae only"):
+        RunConfig(dataset="mnist", model="vae", random_context=True)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import nn
 
+from ..config import ConfigError
 from ..models import per_datum, record
 from ..nets import encode
 
@@ -35,6 +38,9 @@ class TaskGuide(nn.Module):
         super().__init__()
         self.u_dim = config.u_dim
         self.u_scale_init = config.u_scale_init
+        self.random_context = config.random_context
+        if self.random_context and self.one_draw:
+            raise ConfigError(f"--random-context: the {self.name} guide reads one draw, not a set")
 
     def task_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -46,12 +52,22 @@ class TaskGuide(nn.Module):
         loc, scale = self.task_posterior(x)
         return loc, scale * self.u_scale_init if self.u_scale_init != 1.0 else scale
 
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        """What q(u) reads of the batch: all of it, or in training with `random_context` its first
+        k items (a random subset: minibatches come shuffled), k log-uniform in 1..items, so that
+        contexts of a few shots are as common in training as they are in few-shot use."""
+        if not (self.training and self.random_context):
+            return x
+        items = x.shape[1]
+        k = int(math.exp(float(torch.rand(())) * math.log(items + 1)))
+        return x[:, : min(max(k, 1), items)]
+
     def forward(self, theta, x, kl_u_weight: float = 1.0, kl_z_weight: float = 1.0, record_theta: bool = False):
         pyro.module("guide", self)
         pyro.module("theta", theta.half("encoder"))
         tasks, items = x.shape[:2]
         with per_datum(x), pyro.plate("tasks", tasks, dim=-2):
-            loc, scale = self.posterior(x)
+            loc, scale = self.posterior(self.context(x))
             with poutine.scale(scale=kl_u_weight):  # as in the model: the weight of KL(u)
                 u = pyro.sample("u", dist.Normal(loc.unsqueeze(-2), scale.unsqueeze(-2)).to_event(1))
             params = theta.encoder(u)
