@@ -10,7 +10,7 @@ import click
 import torch
 from click.core import ParameterSource
 
-from . import data, guides
+from . import data, folders, guides
 from .checkpoint import CheckpointError
 from .config import DEFAULT_PRESET, MODELS, PARTS, PRESETS, ConfigError, RunConfig
 from .data import DataError
@@ -63,12 +63,43 @@ _data_dir = click.option(
     default=None,
     help=f"Data root in torchvision's layout [default: ${data.DATA_DIR_ENV}, else ./data].",
 )
+
+
+class _Dataset(click.ParamType):
+    """A built-in dataset by name, or a folder of task folders (README, 'Your own data')."""
+
+    name = "|".join(data.DATASETS) + "|PATH"
+
+    def convert(self, value, param, ctx):
+        if value in data.DATASETS:
+            return value
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            self.fail(f"{value!r} is neither one of {', '.join(data.DATASETS)} nor a folder", param, ctx)
+        return str(path.absolute())
+
+
+def _short(dataset: str) -> str:
+    """A dataset as file names show it: its name, or its folder's."""
+    return dataset if dataset in data.DATASETS else Path(dataset).name
+
+
 _device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
 
 
 @main.command()
-@click.option("--dataset", type=click.Choice(data.DATASETS), default="omniglot", show_default=True)
+@click.option("--dataset", type=_Dataset(), default="omniglot", show_default=True,
+              help="A built-in dataset, or a folder PATH/<task>/<image> (or PATH/train/... and PATH/test/...) of "
+                   "your own.")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=folders.DEFAULT_TEST_FRACTION, show_default=True,
+              help="A folder of one tree: the share of each task's images held out as the test part.")
+@click.option("--test-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="A folder of one tree: the seed that draws the test part.")
+@click.option("--invert/--no-invert", default=None,
+              help="A folder: invert the gray levels, so that the foreground is 1 [default: when the images "
+                   "are mostly light at their border].")
 @click.option("--model", type=click.Choice(MODELS), default="hypervae", show_default=True)
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
               help="HyperVAE: the settings of --guide, --tasks-per-step, --theta-init-scale, --u-scale-init, "
@@ -138,12 +169,17 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_
     from .train import resume_config
     from .train import train as run_training
 
-    out = out or Path("runs") / f"{options['dataset']}-{options['model']}"
+    out = out or Path("runs") / f"{_short(options['dataset'])}-{options['model']}"
     if resume:
         given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
         config = resume_config(out, given)
     else:
         config = RunConfig(**options)
+    if config.is_folder:
+        folder = config.scan_folder()
+        inverted = "inverted" if folder.invert(config.invert) else "not inverted"
+        how = "as asked" if config.invert is not None else "detected from the images' borders"
+        click.echo(f"data: {folder.describe()}; {inverted} ({how})", err=True)
     from .distributed import Ranks
 
     try:
@@ -340,7 +376,7 @@ def task_models(run_dir, split, samples, context_size, agreement_samples, seed, 
 @click.option("--combine", type=click.Choice(["product", "mean"]), default="product", show_default=True,
               help="How the posteriors of the shots combine, for a guide that reads one draw.")
 @click.option("--invert/--no-invert", default=None,
-              help="Image files: invert gray levels [default: when the image is mostly bright].")
+              help="Image files: invert gray levels [default: when the images are mostly light at their border].")
 @click.option("--vae", "vae_run", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
               help="A VAE run to score the test images under too.")
 @click.option("--samples", type=click.IntRange(min=1), default=1024, show_default=True,
@@ -415,8 +451,9 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
 
 @main.command()
 @_run_dir
-@click.option("--outliers", "other", type=click.Choice(data.DATASETS), required=True,
-              help="Dataset whose test images are mixed in as outliers.")
+@click.option("--outliers", "other", type=_Dataset(), required=True,
+              help="Dataset whose test images are mixed in as outliers: a built-in one, or a folder of task "
+                   "folders (its test/ tree where it has one, else all its images).")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True, help="Share of outliers in the mixed set.")
 @click.option("--score", type=click.Choice(["elbo", "mdl", "kl"]), default="elbo", show_default=True)
@@ -452,8 +489,12 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
         raise click.UsageError("--score mdl needs a task latent u: use a hypervae run")
     normal = config.load_data("test", data_dir)
     kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
+    if other in data.DATASETS:
+        outlier_data = data.load(other, "test", data_dir)
+    else:
+        outlier_data = folders.scan(other).every_image()
     try:
-        mixed = od.mixed_set(normal.subset(kept), data.load(other, "test", data_dir), fraction, seed)
+        mixed = od.mixed_set(normal.subset(kept), outlier_data, fraction, seed)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     mixed.source_index[: len(kept)] = kept  # positions in the normal test split
@@ -466,7 +507,7 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
         "n_normal": int((mixed.labels == 0).sum()), "n_outliers": int((mixed.labels == 1).sum()),
         "fraction": fraction, "samples": samples, "seed": seed, "step": state["step"],
     }
-    name = f"outliers-{other}.json" if score == "elbo" else f"outliers-{other}-{score}.json"
+    name = f"outliers-{_short(other)}.json" if score == "elbo" else f"outliers-{_short(other)}-{score}.json"
     atomic_write_text(run_dir / name, json.dumps(result, indent=2) + "\n")
     if plot is not None:
         od.roc_figure({f"{config.model} ({score})": metrics}, plot,
@@ -533,7 +574,7 @@ def discover(run_dir, target, target_class, mode, iterations, steps, seed, threa
             image = disc.load_target(target)
             described = str(target)
         else:
-            image, index = disc.class_exemplar(data.load(config.dataset, "test", data_dir), target_class, seed)
+            image, index = disc.class_exemplar(config.load_data("test", data_dir), target_class, seed)
             described = f"test image {index} of class {target_class}"
     except ValueError as e:
         raise click.ClickException(str(e)) from None

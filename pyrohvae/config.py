@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import data
+from . import data, folders
 
 MODELS = ("hypervae", "vae", "metavae")
 PARTS = ("train", "validation", "test")
@@ -36,7 +36,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunConfig:
-    dataset: str = "omniglot"
+    dataset: str = "omniglot"  # a built-in dataset (data.DATASETS), or the path of a folder of task folders
     model: str = "hypervae"
     preset: str = DEFAULT_PRESET  # hypervae: fills the settings below left at None (PRESETS)
     guide: str | None = None  # None: the preset's (hypervae) or the model's default, DEFAULT_GUIDE
@@ -63,12 +63,23 @@ class RunConfig:
     exclude_classes: list[str] = dataclasses.field(default_factory=list)  # tasks held out of training
     validation: float = 0.0  # fraction of each training task's images held out as the validation part
     train_tasks: list[str] | None = None  # filled in from the training data when a run starts
+    # A folder dataset (`folders`): the share of each task's images in the test part where the
+    # folder is one tree, and the seed that draws them; inversion (None: detected); and the
+    # fingerprint of its files, filled in when a run starts and checked by every later load.
+    test_fraction: float = folders.DEFAULT_TEST_FRACTION
+    test_seed: int = 0
+    invert: bool | None = None
+    data_fingerprint: str | None = None
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if self.dataset not in data.DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}")
+        if self.is_folder:
+            self.dataset = str(Path(self.dataset).expanduser().absolute())
+        elif (self.test_fraction, self.test_seed, self.invert) != (folders.DEFAULT_TEST_FRACTION, 0, None):
+            raise ConfigError("--test-fraction, --test-seed and --invert apply to a folder dataset")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"--test-fraction {self.test_fraction}: a fraction in (0, 1)")
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         # Other models take the paper's values, which leave them as they were before presets.
@@ -101,6 +112,10 @@ class RunConfig:
                 f"than {MAX_METAVAE_TASKS}; use --task-by alphabet"
             )
 
+    @property
+    def is_folder(self) -> bool:
+        return self.dataset not in data.DATASETS
+
     def lr_at(self, step: int) -> float:
         """The learning rate of `step`: a function of the step alone, so a resumed run, or one
         given more steps, follows the same schedule as an uninterrupted one."""
@@ -120,8 +135,12 @@ class RunConfig:
             raise ConfigError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
         if part == "validation" and not self.validation:
             raise ConfigError("this run holds no validation part (it was trained with --validation 0)")
-        loaded = data.load(self.dataset, "test" if part == "test" else "train", root,
-                           split=self.split, task_by=self.task_by)
+        if self.is_folder:
+            folder = self.scan_folder()
+            loaded = folder.part("test" if part == "test" else "train", self.invert, self.test_fraction, self.test_seed)
+        else:
+            loaded = data.load(self.dataset, "test" if part == "test" else "train", root,
+                               split=self.split, task_by=self.task_by)
         if part == "test":
             return loaded
         if self.exclude_classes:
@@ -130,6 +149,16 @@ class RunConfig:
             kept, held = loaded.hold_out(self.validation)
             loaded = kept if part == "train" else held
         return loaded
+
+    def scan_folder(self) -> folders.Folder:
+        """The run's folder dataset, scanned; a DataError where its files changed since the run
+        recorded their fingerprint."""
+        folder = folders.scan(self.dataset)
+        if self.data_fingerprint is not None and folder.fingerprint != self.data_fingerprint:
+            raise data.DataError(
+                f"{self.dataset}: its images changed since the run was trained (fingerprint {folder.fingerprint}, "
+                f"the run's {self.data_fingerprint}); restore them, or train a new run on them")
+        return folder
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -17,7 +17,6 @@ every ELBO and likelihood is unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -26,12 +25,12 @@ import torch
 
 from . import checkpoint
 from .config import RunConfig
-from .data import binarize
+from .data import DataError
+from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
 from .program import build
 
 COMBINES = ("product", "mean")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 @torch.no_grad()
@@ -138,18 +137,14 @@ def save_model(program, u: torch.Tensor, out: Path, step: int, about: dict) -> P
 
 
 def load_images(paths, invert: bool | None = None) -> tuple[torch.Tensor, list[str]]:
-    """Image files, or folders of them, as binary 28x28 images (n, 1, 28, 28) and their names.
-
-    Each is made gray and resized to 28x28 by PIL's box filter (the area average, as for
-    Omniglot), made bright-on-dark (inverted when its mean gray level is above one half, unless
-    `invert` says), and statically binarized, keyed by the file's bytes: the same file always gives
-    the same bits."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Image files, or folders of them, as binary 28x28 images (n, 1, 28, 28) and their names,
+    processed as the images of a folder dataset are (`folders`): gray, padded square, box-filtered
+    to 28x28, inverted when they are mostly light at their border (unless `invert` says), and
+    statically binarized keyed by the file's bytes, so the same file always gives the same bits."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
             if not found:
                 raise ValueError(f"{p}: no image files in this folder")
             files.extend(found)
@@ -157,17 +152,10 @@ def load_images(paths, invert: bool | None = None) -> tuple[torch.Tensor, list[s
             files.append(p)
         else:
             raise ValueError(f"{p}: no such file or folder")
-    grays, keys = [], []
-    for f in files:
-        try:
-            blob = f.read_bytes()
-            with Image.open(f) as img:
-                gray = np.asarray(img.convert("L").resize((28, 28), Image.Resampling.BOX), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{f}: not a readable image ({e})") from None
-        if invert if invert is not None else gray.mean() > 127.5:
-            gray = 255 - gray
-        grays.append(gray)
-        keys.append("file/" + hashlib.sha256(blob).hexdigest())
-    bits = binarize(np.stack(grays), keys)
-    return torch.from_numpy(bits).unsqueeze(1), [str(f) for f in files]
+    try:
+        read = [read_image(f) for f in files]
+    except DataError as e:
+        raise ValueError(str(e)) from None
+    borders = np.array([r[1] for r in read])
+    bits = to_bits(np.stack([r[0] for r in read]), [r[2] for r in read], polarity(borders) if invert is None else invert)
+    return bits, [str(f) for f in files]

@@ -30,7 +30,7 @@ import pyro
 import torch
 from tqdm import tqdm
 
-from .data import TaskData, cache_dir
+from .data import DATASETS, TaskData, cache_dir
 from .evaluate import CONTEXT_SIZE
 from .files import atomic_path
 from .importance import importance_scores
@@ -196,7 +196,8 @@ def labeller(dataset: str, train: TaskData, test: TaskData | None = None, limit:
     if limit is not None:
         train = train.subset(torch.arange(min(limit, len(train))))
     kind = "nearest-centroid" if dataset == "omniglot" else "mlp-256"
-    path = cache_dir() / f"labeller-{dataset}-{kind}-v{_CLASSIFIER_VERSION}-{_data_key(train)}.pkl"
+    named = dataset if dataset in DATASETS else "folder"  # a folder's path is no file name; the key is its content
+    path = cache_dir() / f"labeller-{named}-{kind}-v{_CLASSIFIER_VERSION}-{_data_key(train)}.pkl"
     if path.exists():
         try:
             with open(path, "rb") as f:

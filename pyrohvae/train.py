@@ -147,6 +147,8 @@ def train(
     state = checkpoint.load(ckpt_path) if resume else None
     if state is not None:
         _check_same_run(ckpt_path, state, config, ignore=("steps",))
+    if config.is_folder and config.data_fingerprint is None:  # checked by every later load of the folder
+        config = replace(config, data_fingerprint=config.scan_folder().fingerprint)
     data = config.load_data("train", data_root)
     if config.train_tasks is None:
         config = replace(config, train_tasks=data.task_names)
