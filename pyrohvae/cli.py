@@ -161,10 +161,15 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
 @click.option("--distributed", is_flag=True,
               help="One rank of a data-parallel run started by torchrun: each rank takes "
                    "--tasks-per-step tasks of every step, gradients averaged across ranks.")
+@click.option("--tensorboard", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for TensorBoard's event files [default: the run folder].")
+@click.option("--no-tensorboard", is_flag=True, help="Write no TensorBoard event files.")
+@click.option("--image-every", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Steps between the sample grids sent to TensorBoard (0: none).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
 def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_every, on_nan, deterministic,
-          distributed, progress, **options):
+          distributed, tensorboard, no_tensorboard, image_every, progress, **options):
     """Train a model by SVI; writes config.json, checkpoint.pt and metrics.jsonl to --out."""
     from .train import resume_config
     from .train import train as run_training
@@ -200,6 +205,8 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_
             on_nan=on_nan,
             deterministic=deterministic,
             ranks=ranks,
+            tensorboard=False if no_tensorboard else (tensorboard or True),
+            image_every=image_every,
         )
         ranks.barrier()  # only after a run that ended well: a failed rank leaves no one to wait for
     finally:
@@ -216,6 +223,22 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_
         f"{out}: steps {summary.start_step + 1}-{summary.steps}, {losses}{skipped}, "
         f"{summary.seconds:.0f} s of training in all"
     )
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
+@click.option("--smooth", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Moving average over this many logged lines.")
+def plot(runs, out, smooth):
+    """Loss curves of one or several runs, from their metrics.jsonl: the training loss and its terms."""
+    from .monitor import plot_runs
+
+    try:
+        panels = plot_runs(list(runs), out, smooth)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {out} ({', '.join(panels)} of {len(runs)} run(s))")
 
 
 @main.command()

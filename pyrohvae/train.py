@@ -20,7 +20,7 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, monitor
 from .batches import MixedBatches, TaskBatches
 from .config import RunConfig
 from .distributed import Ranks
@@ -128,12 +128,17 @@ def train(
     on_nan: str = "stop",
     deterministic: bool = False,
     ranks: Ranks | None = None,
+    tensorboard: Path | bool = True,
+    image_every: int = 1000,
 ) -> TrainSummary:
     """Train `config` into the run folder `out`. A non-finite loss stops the run (`on_nan="stop"`,
     the last checkpoint kept) or skips that step's update (`"skip"`, counted in the metrics as
     `skipped`); either way no non-finite update reaches the parameters. `keep_every` > 0 also keeps
     the checkpoint of every `keep_every`-th step as `checkpoint-step{N}.pt`. With `ranks` from
-    `Ranks.start`, this process is one rank of a data-parallel run (see `distributed.py`)."""
+    `Ranks.start`, this process is one rank of a data-parallel run (see `distributed.py`).
+    Every `log_every` steps a line goes to `metrics.jsonl` and, with `tensorboard` (True: into
+    `out`; or a folder), to TensorBoard, which also gets a grid of samples every `image_every`
+    steps (0: none)."""
     ranks = ranks or Ranks()
     out = Path(out)
     ckpt_path = out / CHECKPOINT
@@ -243,6 +248,9 @@ def train(
         file=sys.stderr,
     )
     metrics = open(out / METRICS, "a") if ranks.writer else None
+    board = None
+    if ranks.writer and tensorboard:
+        board = monitor.TensorBoard(out if tensorboard is True else Path(tensorboard), start, seconds)
     try:
         for step in range(start + 1, config.steps + 1):
             tic = time.perf_counter()
@@ -264,17 +272,24 @@ def train(
                 avg = sum(window) / len(window) if window else None
                 if metrics is not None:
                     line = {"step": step, "loss": loss if updated else None, "loss_avg": avg,
-                            "seconds": round(seconds, 3), "skipped": skipped}
+                            "seconds": round(seconds, 3), "skipped": skipped, "lr": config.lr_at(step),
+                            **monitor.loss_terms(program, x.to(dev, torch.float32), task)}
                     metrics.write(json.dumps(line) + "\n")
                     metrics.flush()
+                    if board is not None:
+                        board.scalars(line)
                 bar.set_postfix(loss=f"{avg:.2f}" if window else "nan", refresh=False)
                 window = []
             bar.update(1)
+            if board is not None and image_every and (step % image_every == 0 or step == config.steps):
+                board.samples(step, program, data, config.seed)
             if step % checkpoint_every == 0 or step == config.steps or kept(step):
                 save_checkpoint(step)
     finally:
         if metrics is not None:
             metrics.close()
+        if board is not None:
+            board.close()
         bar.close()
     return TrainSummary(out, start, config.steps, first, last, seconds, skipped)
 
