@@ -86,6 +86,13 @@ def _short(dataset: str) -> str:
 
 _device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+# A run folder, or a model file written by `export`.
+_run_or_model = click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path, exists=True))
+
+
+def _beside(run: Path, name: str) -> Path:
+    """Where a command writes its result `name` for a run: in its folder, or beside a model file."""
+    return run / name if run.is_dir() else run.with_name(f"{run.stem}-{name}")
 
 
 @main.command()
@@ -161,6 +168,9 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
 @click.option("--distributed", is_flag=True,
               help="One rank of a data-parallel run started by torchrun: each rank takes "
                    "--tasks-per-step tasks of every step, gradients averaged across ranks.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Start from a config file (a run's config.json, or one written by hand with some of its keys); "
+                   "options given on the command line override it.")
 @click.option("--tensorboard", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for TensorBoard's event files [default: the run folder].")
 @click.option("--no-tensorboard", is_flag=True, help="Write no TensorBoard event files.")
@@ -169,14 +179,18 @@ _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=F
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
 def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_every, on_nan, deterministic,
-          distributed, tensorboard, no_tensorboard, image_every, progress, **options):
+          distributed, config_file, tensorboard, no_tensorboard, image_every, progress, **options):
     """Train a model by SVI; writes config.json, checkpoint.pt and metrics.jsonl to --out."""
     from .train import resume_config
     from .train import train as run_training
 
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+    if config_file is not None:
+        if resume:
+            raise click.UsageError("--config starts a new run; --resume goes on with the run's own config.json")
+        options = {**options, **RunConfig.read_file(config_file), **given}
     out = out or Path("runs") / f"{_short(options['dataset'])}-{options['model']}"
     if resume:
-        given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
         config = resume_config(out, given)
     else:
         config = RunConfig(**options)
@@ -225,6 +239,23 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_
     )
 
 
+@main.command("export")
+@_run_dir
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Model file (.pt).")
+@click.option("--checkpoint", "checkpoint_name", default=CHECKPOINT, show_default=True,
+              help="Which checkpoint of the run folder: the last, or one kept by --keep-every.")
+def export_model(run_dir, out, checkpoint_name):
+    """The trained model as one plain file (parameters and config) that loads with
+    torch.load(FILE, weights_only=True); `evaluate`, `sample` and `pyrohvae.load` read it."""
+    from .export import export
+    from .train import load_run
+
+    program, state = load_run(run_dir, "cpu", checkpoint_name)
+    export(program, state["step"], out)
+    count = sum(p.numel() for p in program.parameters())
+    click.echo(f"wrote {out} ({program.config.model}, step {state['step']}, {count:,} parameters)")
+
+
 @main.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
@@ -242,7 +273,7 @@ def plot(runs, out, smooth):
 
 
 @main.command()
-@_run_dir
+@_run_or_model
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
 @click.option("--columns", type=click.IntRange(1, 50), default=10, show_default=True)
 @click.option("--prior-rows", type=click.IntRange(0, 50), default=4, show_default=True,
@@ -269,7 +300,7 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
 
 
 @main.command()
-@_run_dir
+@_run_or_model
 @click.option("--samples", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Importance samples per datum.")
 @click.option("--split", type=click.Choice(PARTS), default="test", show_default=True,
@@ -286,7 +317,8 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
 @_device
 def evaluate(run_dir, samples, split, mode, limit, seed, checkpoint_name, as_json, progress, data_dir, device):
     """−ELBO, reconstruction, importance-sampled −log p(x), KL(z) and KL(u) on held-out data;
-    writes RUN_DIR/eval.json (eval-SPLIT-MODE.json for other splits and modes)."""
+    writes RUN/eval.json (eval-SPLIT-MODE.json for other splits and modes; for a model file
+    from `export`, MODEL-eval.json beside it)."""
     import json
 
     from .evaluate import run_evaluation
@@ -302,7 +334,7 @@ def evaluate(run_dir, samples, split, mode, limit, seed, checkpoint_name, as_jso
     name = "eval.json" if (split, mode) == ("test", "task") else f"eval-{split}-{mode}.json"
     if checkpoint_name != CHECKPOINT:
         name = name.replace(".json", f"-step{state['step']}.json")
-    atomic_write_text(run_dir / name, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(_beside(run_dir, name), json.dumps(result, indent=2) + "\n")
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -311,7 +343,7 @@ def evaluate(run_dir, samples, split, mode, limit, seed, checkpoint_name, as_jso
         f"{config.model} {config.dataset} {split}: -ELBO {result['nelbo']:.2f}  recon {result['recon']:.2f}  "
         f"-log p(x) {result['nll']:.2f} ± {result['nll_stderr'] or 0:.2f}  KL(z) {result['kl_z']:.2f}{kl_u}  "
         f"(n={result['n']}, K={samples}, PSIS k̂ median {result['psis_khat_median']:.2f}); "
-        f"wrote {run_dir / name}"
+        f"wrote {_beside(run_dir, name)}"
     )
 
 

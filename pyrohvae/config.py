@@ -172,6 +172,22 @@ class RunConfig:
         # A config written before presets existed holds the paper's settings.
         return cls(**{"preset": "paper", **d})
 
+    @classmethod
+    def read_file(cls, path: Path) -> dict:
+        """The settings of a config file, for a new run: a run's config.json or one written by
+        hand with some of the keys. What describes the data a run was trained on (its tasks and
+        their fingerprint) is left out, to be read from the data of the new run."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path}: not a readable JSON config ({e})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: a config file holds one JSON object of settings")
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"{path}: unknown config keys {', '.join(unknown)}")
+        return {k: v for k, v in d.items() if k not in ("train_tasks", "data_fingerprint")}
+
     def save(self, path: Path) -> None:
         from .files import atomic_write_text
 

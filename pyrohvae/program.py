@@ -44,8 +44,8 @@ class VAEProgram(nn.Module):
         self.decoder = Decoder(config.z_dim, config.hidden)
         self.guide_nets = guides.get(config.guide, "vae")(config)
 
-    def model(self, x, task=None, kl_u_weight=1.0):
-        vae_model(self.decoder, self.config.z_dim, x)
+    def model(self, x, task=None, kl_u_weight=1.0, tasks=None, items=None):
+        vae_model(self.decoder, self.config.z_dim, x, tasks=tasks, items=items)
 
     def guide(self, x, task=None, kl_u_weight=1.0):
         self.guide_nets(x)
@@ -76,9 +76,9 @@ class HyperVAEProgram(nn.Module):
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
 
-    def model(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False):
+    def model(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, tasks=None, items=None):
         hypervae_model(self.theta, self.prior, self.config.z_dim, x, kl_u_weight=kl_u_weight,
-                       kl_z_weight=kl_z_weight, record_theta=record_theta)
+                       kl_z_weight=kl_z_weight, record_theta=record_theta, tasks=tasks, items=items)
 
     def guide(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False):
         self.guide_nets(self.theta, x, kl_u_weight, kl_z_weight, record_theta)
@@ -159,8 +159,8 @@ class MetaVAEProgram(nn.Module):
         self.guide_nets = guides.get(config.guide, "metavae")(config)
         self.task_index = {name: i for i, name in enumerate(config.train_tasks)}
 
-    def model(self, x, task, kl_u_weight=1.0):
-        metavae_model(self.decoders, self.config.z_dim, x, task)
+    def model(self, x, task, kl_u_weight=1.0, items=None):
+        metavae_model(self.decoders, self.config.z_dim, x, task, items=items)
 
     def guide(self, x, task=None, kl_u_weight=1.0, context=None):
         self.guide_nets(x, context)

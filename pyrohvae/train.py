@@ -97,8 +97,13 @@ def batches_for(config: RunConfig, data, world: int = 1):
 
 def load_run(out: Path, device="cpu", checkpoint_name: str = CHECKPOINT):
     """The program of a finished or stopped run, with its trained parameters, in eval mode: those
-    of its last checkpoint, or of one kept by `keep_every` (`checkpoint_name`, a file in `out`)."""
+    of its last checkpoint, or of one kept by `keep_every` (`checkpoint_name`, a file in `out`).
+    `out` may also be a file written by `export`."""
     out = Path(out)
+    if out.is_file():
+        from . import export
+
+        return export.load(out, device)
     config = RunConfig.load(out / CONFIG)
     path = out / checkpoint_name
     if Path(checkpoint_name).name != checkpoint_name or not path.is_file():

@@ -24,6 +24,6 @@ class ContextEncoderGuide(nn.Module):
         """x: (tasks, items, 1, 28, 28); context: (tasks, m, 1, 28, 28), by default x itself."""
         pyro.module("encoder", self.encoder)
         tasks, items = x.shape[:2]
-        with per_datum(x), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):
+        with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):
             loc, scale = self.encoder(x, x if context is None else context)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))

@@ -22,6 +22,6 @@ class EncoderGuide(nn.Module):
     def forward(self, x):
         pyro.module("encoder", self.encoder)
         tasks, items = x.shape[:2]
-        with per_datum(x), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):
+        with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):
             loc, scale = self.encoder(x)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))

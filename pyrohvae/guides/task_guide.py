@@ -66,7 +66,7 @@ class TaskGuide(nn.Module):
         pyro.module("guide", self)
         pyro.module("theta", theta.half("encoder"))
         tasks, items = x.shape[:2]
-        with per_datum(x), pyro.plate("tasks", tasks, dim=-2):
+        with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2):
             loc, scale = self.posterior(self.context(x))
             with poutine.scale(scale=kl_u_weight):  # as in the model: the weight of KL(u)
                 u = pyro.sample("u", dist.Normal(loc.unsqueeze(-2), scale.unsqueeze(-2)).to_event(1))
