@@ -198,7 +198,7 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_
         folder = config.scan_folder()
         inverted = "inverted" if folder.invert(config.invert) else "not inverted"
         how = "as asked" if config.invert is not None else "detected from the images' borders"
-        click.echo(f"data: {folder.describe()}; {inverted} ({how})", err=True)
+        click.echo(f"data: {folder.describe(config.test_fraction)}; {inverted} ({how})", err=True)
     from .distributed import Ranks
 
     try:

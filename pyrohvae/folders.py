@@ -114,13 +114,15 @@ def _gray(img) -> np.ndarray:
 def read_image(path: Path) -> tuple[np.ndarray, float, str]:
     """One image file as 28x28 gray levels (not yet inverted), its border's mean level and the
     SHA-256 of its bytes; a file PIL cannot read, or only in part, is a DataError naming it."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         blob = Path(path).read_bytes()
         with Image.open(io.BytesIO(blob)) as img:
             img.load()  # decode it all now: a truncated file fails here, not later
             gray = _gray(img)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable image (not in a format PIL knows, or damaged)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not a readable image ({_reason(e)})") from None
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
@@ -195,8 +197,10 @@ class Folder:
         """What a folder of outliers gives: its test tree where it has one, else all its images."""
         return self.tree("test" if "test" in self.trees else "train", invert)
 
-    def describe(self) -> str:
+    def describe(self, test_fraction: float | None = None) -> str:
         trees = ", ".join(f"{name}: {len(t.task_names)} tasks, {len(t.files)} images" for name, t in self.trees.items())
+        if "test" not in self.trees and test_fraction is not None:
+            trees = trees.replace("train: ", "") + f", {test_fraction:.0%} of each task's held out as the test part"
         skipped = f"; {self.skipped} files skipped (not images, or in no task folder)" if self.skipped else ""
         return f"{self.path} ({trees}{skipped})"
 

@@ -180,7 +180,8 @@ def test_train_evaluate_sample_and_outliers_on_a_folder(tmp_path):
     run = tmp_path / "run"
     result = cli("train", "--dataset", root, "--steps", 20, "--batch-size", 10, "--tasks-per-step", 2,
                  "--out", run, "--no-progress")
-    assert "3 tasks, 36 images" in result.output and "inverted (detected" in result.output
+    assert "3 tasks, 36 images, 20% of each task's held out as the test part" in result.output
+    assert "inverted (detected" in result.output
     config = json.loads((run / "config.json").read_text())
     assert config["dataset"] == str(root) and config["train_tasks"] == sorted(SHAPES)
     assert config["data_fingerprint"] == folders.scan(root).fingerprint
