@@ -117,9 +117,9 @@ def report(args, test) -> None:
         beaten = all(gap > 0 for gap in gaps.values())
         verdict = "met" if len(wins) >= 8 else ("missed" if len(done) - len(wins) > 2 else "open")
         lines += ["", "## Targets", "",
-                  f"- HyperVAE ({HEADLINE_MODE}) + BO above VAE + BO on at least 8 of the 10 digits: {len(wins)} of "
-                  f"{len(done)} done: {verdict}."] + ([
-                  f"- The same for the task-specific HyperVAE ({ours}): {len(wins_ts)} of {len(done_ts)} done: "
+                  f"- HyperVAE ({HEADLINE_MODE}) + BO above VAE + BO on at least 8 of the 10 digits: on {len(wins)} of "
+                  f"the {len(done)} digits run: {verdict}."] + ([
+                  f"- The same for the task-specific HyperVAE ({ours}): on {len(wins_ts)} of the {len(done_ts)} digits run: "
                   f"{'met' if len(wins_ts) >= 8 else ('missed' if len(done_ts) - len(wins_ts) > 2 else 'open')}."]
                   if done_ts else []) + [
                   f"- BO above random search on average over the digits, in every mode (BO − random: "
