@@ -14,6 +14,7 @@ from . import data, folders, guides
 from .checkpoint import CheckpointError
 from .config import DEFAULT_PRESET, MODELS, PARTS, PRESETS, ConfigError, RunConfig
 from .data import DataError
+from .outliers import SCORES as OUTLIER_SCORES
 from .priors import PRIORS
 from .train import CHECKPOINT, TrainError
 
@@ -511,7 +512,10 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
                    "folders (its test/ tree where it has one, else all its images).")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True, help="Share of outliers in the mixed set.")
-@click.option("--score", type=click.Choice(["elbo", "mdl", "kl"]), default="elbo", show_default=True)
+@click.option("--score", type=click.Choice(OUTLIER_SCORES), default="elbo", show_default=True,
+              help="elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); complexity[-zlib]: −log p(x) minus the image's "
+                   "compressed length; ratio: −log p(x) + log p(x) of the run's background model (`background`); "
+                   "model-space: the best training task's −log p(x) minus x's own model's (README, Outliers).")
 @click.option("--flag-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Flag the top q of scores [default: threshold at the equal-error point].")
 @click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
@@ -528,7 +532,7 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
 def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, as_json, plot, scores_csv,
              progress, data_dir, device):
     """Outlier detection: the run's test data as normal, another dataset's as outliers; AUC, FPR, FNR.
-    Writes RUN_DIR/outliers-OTHER.json (outliers-OTHER-SCORE.json for the mdl and kl scores)."""
+    Writes RUN_DIR/outliers-OTHER.json (outliers-OTHER-SCORE.json for the other scores)."""
     import json
 
     from . import outliers as od
@@ -540,8 +544,18 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
     config = program.config
     if other == config.dataset:
         raise click.UsageError(f"--outliers must name another dataset than the run's ({config.dataset})")
-    if score == "mdl" and config.model != "hypervae":
-        raise click.UsageError("--score mdl needs a task latent u: use a hypervae run")
+    if score in ("mdl", "model-space") and config.model != "hypervae":
+        raise click.UsageError(f"--score {score} needs a task latent u: use a hypervae run")
+    background = train_data = None
+    if score == "ratio":
+        from .background import load_background
+
+        try:
+            background, _ = load_background(run_dir, resolve_device(device))
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+    if score == "model-space":
+        train_data = config.load_data("train", data_dir)
     normal = config.load_data("test", data_dir)
     kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
     if other in data.DATASETS:
@@ -553,7 +567,7 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     mixed.source_index[: len(kept)] = kept  # positions in the normal test split
-    values = od.outlier_scores(program, mixed, samples, seed, progress)[score]
+    values = od.outlier_scores(program, mixed, samples, seed, progress, background, train_data)[score]
     metrics = od.detection_metrics(values.numpy(), mixed.labels.numpy(), flag_rate)
     result = {
         "model": config.model, "normal": config.dataset, "outliers": other, "score": score,
@@ -583,6 +597,37 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
         f"(threshold {result['threshold']:.2f}; {result['n_normal']} normal, {result['n_outliers']} outliers); "
         f"wrote {run_dir / name}"
     )
+
+
+@main.command()
+@_run_dir
+@click.option("--flip", "flips", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), multiple=True,
+              help="A candidate share μ of pixels flipped; repeat for several [default: 0.05, 0.1, 0.2, 0.3].")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="[default: the run's own]")
+@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Importance samples per image for choosing μ.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@_data_dir
+@_device
+def background(run_dir, flips, steps, samples, progress, data_dir, device):
+    """Background models for `outliers --score ratio`: one per μ, trained like the run on its normal
+    data with a share μ of the pixels flipped (RUN/background-flipμ/), and μ chosen on normal
+    data only (RUN/background.json): the least tie between the ratio score and the ink."""
+    from . import background as bg
+    from .train import CHECKPOINT as CKPT
+    from .train import load_run, resolve_device
+    from .train import train as run_training
+
+    program, _ = load_run(run_dir, resolve_device(device))
+    flips = flips or bg.FLIPS
+    for flip in flips:
+        folder = bg.folder_of(run_dir, flip)
+        config = bg.background_config(program.config, flip, steps)
+        run_training(config, folder, data_root=data_dir, device=device, resume=(folder / CKPT).exists(),
+                     progress=progress, tensorboard=False)
+    choice = bg.choose(run_dir, program, flips, bg.choice_images(program.config, data_dir), samples)
+    tried = ", ".join(f"μ {c['flip']:g}: ρ {c['ink_spearman']:+.3f}" for c in choice["candidates"])
+    click.echo(f"background of {run_dir}: μ = {choice['flip']:g} ({tried}); wrote {run_dir / bg.CHOICE}")
 
 
 @main.command()

@@ -60,6 +60,7 @@ class RunConfig:
     u_scale_init: float | None = None  # hypervae: q(u | d)'s scale at the start, times PyTorch's default init
     z_prior: str = "normal"  # hypervae: p(z) = N(0, I) (the paper), or "task": p(z | u) generated with θ(u)
     random_context: bool = False  # set guides: q(u) reads a random share of each task's minibatch in training
+    flip: float = 0.0  # share of the pixels of every training image flipped at random, afresh each step (background models)
     exclude_classes: list[str] = dataclasses.field(default_factory=list)  # tasks held out of training
     validation: float = 0.0  # fraction of each training task's images held out as the validation part
     train_tasks: list[str] | None = None  # filled in from the training data when a run starts
@@ -78,6 +79,8 @@ class RunConfig:
             self.dataset = str(Path(self.dataset).expanduser().absolute())
         elif (self.test_fraction, self.test_seed, self.invert) != (folders.DEFAULT_TEST_FRACTION, 0, None):
             raise ConfigError("--test-fraction, --test-seed and --invert apply to a folder dataset")
+        if not 0 <= self.flip < 0.5:
+            raise ConfigError(f"--flip {self.flip}: a share of pixels in [0, 0.5)")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"--test-fraction {self.test_fraction}: a fraction in (0, 1)")
         if self.preset not in PRESETS:

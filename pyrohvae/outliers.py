@@ -9,20 +9,38 @@ Scores (higher = more outlying):
 - `kl`: KL(q(z | x) || p(z)), MetaVAE's other score (defined for every model);
 - `mdl`: HyperVAE only, −ELBO + KL(q(u | x) || p(u)): Eq. 7 with D = {x}, the model part of the
   code added to the data part.
+
+A likelihood rewards simple images (Nalisnick et al. 2019), so the scores above fail where the
+outliers are simpler than the normal data. Three remedies, each with the importance-sampled
+−log p(x) (K = `samples`, the same particles as the −ELBO) as its first term:
+- `complexity` (Serrà et al. 2020): −log p(x) − L(x), L(x) the length of x in nats under a generic
+  lossless compressor: PNG through Pillow (default: the compressor of the paper, which codes the
+  image's rows with 2-D filters), or `complexity-zlib`, zlib (level 9) of the packed bits;
+- `ratio` (Ren et al. 2019): −log p(x) + log p_background(x), the background a model of the same
+  kind trained on the normal data with a fraction μ of its pixels flipped (`background`), which
+  learns the population's simple statistics and not its semantics;
+- `model-space` (HyperVAE): min over the training tasks t of −log p(x | θ(ū_t)), minus −log p(x |
+  θ(ū_x)): how much worse the best model of a known task explains x than the model x chooses for
+  itself. Simplicity lowers both terms alike, as the compressor does in `complexity`, but here the
+  "compressor" is the model family itself: a normal x is explained about as well by a known task's
+  model as by its own, an outlier pulls q(u | x) to a model no training task has.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+import pyro
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from .data import TaskData
 from .evaluate import evaluate
 
-SCORES = ("elbo", "mdl", "kl")
+SCORES = ("elbo", "mdl", "kl", "complexity", "complexity-zlib", "ratio", "model-space")
+COMPRESSORS = ("png", "zlib")
 
 
 @dataclass
@@ -47,9 +65,49 @@ def mixed_set(normal: TaskData, other: TaskData, fraction: float, seed: int = 0)
     return MixedSet(TaskData(images, labels, [normal.name, other.name], "mixed"), index)
 
 
-def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, progress=True) -> dict:
-    """Every score the program has (`elbo`, `kl`, and `mdl` for HyperVAE), one per datum of the
-    mixed set in its order, from one pass over it."""
+def compressed_nats(images: torch.Tensor, compressor: str = "png") -> torch.Tensor:
+    """L(x): the length in nats of each binary image (n, 1, 28, 28) under a lossless compressor."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    if compressor not in COMPRESSORS:
+        raise ValueError(f"unknown compressor {compressor!r}; choose one of {', '.join(COMPRESSORS)}")
+    bits = images.reshape(len(images), 28, 28).to(torch.uint8).numpy()
+    lengths = []
+    for b in bits:
+        if compressor == "png":
+            buffer = io.BytesIO()
+            Image.fromarray(b * 255).convert("1").save(buffer, format="PNG", optimize=True)
+            lengths.append(len(buffer.getvalue()))
+        else:
+            lengths.append(len(zlib.compress(np.packbits(b).tobytes(), 9)))
+    return torch.tensor(lengths, dtype=torch.float64) * 8 * math.log(2)
+
+
+@torch.no_grad()
+def best_task_nll(program, train: TaskData, images: torch.Tensor, samples: int, seed: int = 0) -> torch.Tensor:
+    """min over the training tasks t of −log p(x | θ(ū_t)), per image; ū_t from a context of up
+    to 100 training images of t, as the density protocol chooses it (HyperVAE)."""
+    from .evaluate import context_set
+    from .fewshot import per_image
+
+    device = next(program.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    best = torch.full((len(images),), math.inf)
+    for t in range(train.num_tasks):
+        pyro.set_rng_seed(seed * 100_003 + t)
+        fixed = program.conditioned(context_set(train, t, g).to(device))
+        best = torch.minimum(best, per_image(fixed, images, samples, device)[1])
+    return best
+
+
+def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, progress=True,
+                   background=None, train: TaskData | None = None) -> dict:
+    """Every score the program has, one per datum of the mixed set in its order: `elbo`, `kl`,
+    `complexity`, `complexity-zlib`; `mdl` for HyperVAE; `model-space` for HyperVAE given its
+    training data `train`; `ratio` given a `background` program."""
     s = evaluate(program, mixed.data, samples=samples, mode="datum", seed=seed, progress=progress, label_free=True)
     values = {"elbo": s.nelbo, "kl": s.kl_z}
     if s.kl_u is not None:
@@ -58,6 +116,18 @@ def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, p
     for name, v in values.items():
         ordered[name] = torch.empty(len(mixed.data))
         ordered[name][s.index] = v
+    nll = torch.empty(len(mixed.data))
+    nll[s.index] = s.nll
+    for compressor in COMPRESSORS:
+        name = "complexity" if compressor == "png" else f"complexity-{compressor}"
+        ordered[name] = nll - compressed_nats(mixed.data.images, compressor).float()
+    if background is not None:
+        b = evaluate(background, mixed.data, samples=samples, mode="datum", seed=seed, progress=progress,
+                     label_free=True)
+        ordered["ratio"] = nll.clone()
+        ordered["ratio"][b.index] -= b.nll
+    if train is not None and s.kl_u is not None:
+        ordered["model-space"] = best_task_nll(program, train, mixed.data.images, samples, seed) - nll
     return ordered
 
 

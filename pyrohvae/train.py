@@ -260,6 +260,8 @@ def train(
         for step in range(start + 1, config.steps + 1):
             tic = time.perf_counter()
             x, task = ranks.shard(*next(batches))
+            if config.flip:  # a background model's noise, drawn by the minibatches' own generator
+                x = x ^ (torch.rand(x.shape, generator=batches.generator) < config.flip).to(x.dtype)
             weights = config.kl_weights(step) if config.model == "hypervae" else ()
             optim.set_lr(config.lr_at(step))
             loss, updated = svi_step(svi, x.to(dev, torch.float32), task, *weights, skip_nonfinite=True, ranks=ranks)

@@ -2,14 +2,18 @@
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from pyrohvae import data
 from pyrohvae.cli import main
-from pyrohvae.outliers import detection_metrics, mixed_set
+from pyrohvae.config import ConfigError, RunConfig
+from pyrohvae.outliers import COMPRESSORS, compressed_nats, detection_metrics, mixed_set, outlier_scores
+from pyrohvae.train import load_run, train
 
 
 def test_metrics_on_separable_and_reversed_scores():
@@ -68,3 +72,78 @@ def test_outliers_command(trained_run, tmp_path):
 def test_outliers_command_refuses_bad_input(trained_run, args, words):
     result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), *args])
     assert result.exit_code == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_compressed_length_grows_with_what_there_is_to_code():
+    blank = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    stroke = blank.clone()
+    stroke[0, 0, 5:23, 13:15] = 1
+    noise = (torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.5).to(torch.uint8)
+    for compressor in COMPRESSORS:
+        nats = compressed_nats(torch.cat([blank, stroke, noise]), compressor)
+        assert nats[0] < nats[1] < nats[2], compressor
+        assert nats[2] - nats[0] > 0.5 * 784 * math.log(2)  # noise costs about a bit per pixel
+        size = nats / (8 * math.log(2))
+        assert torch.allclose(size, size.round(), atol=1e-9)  # whole bytes
+    with pytest.raises(ValueError, match="unknown compressor"):
+        compressed_nats(blank, "gzip")
+
+
+def test_complexity_is_the_likelihood_less_the_compressed_length(trained_run, data_root):
+    program, _ = load_run(trained_run("vae"))
+    normal = data.load("mnist", "test", data_root).subset(torch.arange(40))
+    mixed = mixed_set(normal, data.load("omniglot", "test", data_root), 0.2, seed=0)
+    scores = outlier_scores(program, mixed, samples=4, progress=False)
+    assert {"elbo", "kl", "complexity", "complexity-zlib"} <= set(scores) and "ratio" not in scores
+    length = compressed_nats(mixed.data.images).float()
+    nll = scores["complexity"] + length
+    assert ((scores["elbo"] - nll) > -1.0).float().mean() > 0.9  # −ELBO ≥ −log p(x), up to the estimate's noise
+    torch.testing.assert_close(scores["complexity-zlib"], nll - compressed_nats(mixed.data.images, "zlib").float())
+
+
+def test_a_background_model_sees_flipped_pixels(data_root, tmp_path):
+    losses = {}
+    for flip in (0.0, 0.3):
+        summary = train(RunConfig(dataset="mnist", model="vae", steps=40, flip=flip), tmp_path / f"f{flip}",
+                        data_root=data_root, progress=False, tensorboard=False)
+        losses[flip] = summary.last_loss
+    # A pixel flipped with probability 0.3 costs at least H(0.3) = 0.611 nats, whatever the model:
+    # 784 of them at least 479 nats an image, far above what 40 steps on clean digits leave.
+    assert losses[0.3] > 784 * 0.6109 - 5 and losses[0.0] < 400
+    with pytest.raises(ConfigError, match="--flip 0.5"):
+        RunConfig(dataset="mnist", flip=0.5)
+
+
+def test_background_command_chooses_mu_on_normal_data_and_ratio_uses_it(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "vae"
+    shutil.copytree(trained_run("vae"), run)
+    result = CliRunner().invoke(main, ["outliers", str(run), "--outliers", "omniglot", "--score", "ratio",
+                                       "--limit", "40"])
+    assert result.exit_code == 2 and "no background model" in result.output
+    result = CliRunner().invoke(main, ["background", str(run), "--flip", "0.05", "--flip", "0.3", "--steps", "20",
+                                       "--samples", "4", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    choice = json.loads((run / "background.json").read_text())
+    assert [c["flip"] for c in choice["candidates"]] == [0.05, 0.3]
+    assert abs(choice["ink_spearman"]) == min(abs(c["ink_spearman"]) for c in choice["candidates"])
+    assert choice["chosen_on"] == "mnist/train" and choice["n"] == 1000
+    assert json.loads((run / "background-flip0.3" / "config.json").read_text())["flip"] == 0.3
+    for score in ("ratio", "complexity"):
+        result = CliRunner().invoke(main, ["outliers", str(run), "--outliers", "omniglot", "--score", score,
+                                           "--limit", "40", "--samples", "4", "--json", "--no-progress"])
+        assert result.exit_code == 0, result.output
+        row = json.loads(result.stdout)
+        assert row["score"] == score and 0 <= row["auc"] <= 1
+        assert (run / f"outliers-omniglot-{score}.json").exists()
+
+
+def test_model_space_score_for_hypervae_only(trained_run):
+    result = CliRunner().invoke(main, ["outliers", str(trained_run("hypervae")), "--outliers", "omniglot", "--score",
+                                       "model-space", "--limit", "30", "--samples", "4", "--json", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["score"] == "model-space"
+    result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", "omniglot", "--score",
+                                       "model-space"])
+    assert result.exit_code == 2 and "needs a task latent u" in result.output

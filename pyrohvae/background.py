@@ -1,0 +1,90 @@
+"""Background models for the likelihood-ratio outlier score (Ren et al., NeurIPS 2019).
+
+A background model is a model of the same kind as a run, trained on the same normal data with a
+share μ of every image's pixels flipped at random (`RunConfig.flip`, afresh each step): the noise
+wipes out the shapes that make an image what it is, so the background learns what survives it,
+the population's simple statistics (how much ink, where). The score −log p_model(x) +
+log p_background(x) then keeps what only the model knows.
+
+`train_backgrounds` trains one per candidate μ into the run's folder (`RUN/background-flipμ/`);
+`choose` picks μ on normal data only (the run's validation part, or else 1,000 of its training
+images), never on outliers: the μ whose ratio score is least tied to the amount of ink, by the
+absolute Spearman correlation between the score and the number of pixels on. That tie is the
+likelihood's blind spot (simple images score as most normal); a ratio that does not follow the
+ink on normal data cannot be fooled by it. The choice goes to `RUN/background.json`, where
+`outliers --score ratio` finds it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig
+from .evaluate import evaluate
+from .files import atomic_write_text
+
+FLIPS = (0.05, 0.1, 0.2, 0.3)
+CHOICE = "background.json"
+CHOICE_IMAGES = 1000
+
+
+def folder_of(run: Path, flip: float) -> Path:
+    return Path(run) / f"background-flip{flip:g}"
+
+
+def background_config(config: RunConfig, flip: float, steps: int | None = None) -> RunConfig:
+    return replace(config, flip=flip, steps=steps or config.steps)
+
+
+def choice_images(config: RunConfig, data_root=None, seed: int = 0):
+    """The normal images μ is chosen on: the validation part, or 1,000 random training images."""
+    if config.validation:
+        return config.load_data("validation", data_root)
+    train = config.load_data("train", data_root)
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:CHOICE_IMAGES]
+    return train.subset(pick)
+
+
+def ink_correlation(program, background, data, samples: int = 16, seed: int = 0) -> float:
+    """Spearman's ρ between the ratio score and the pixels on, over `data`."""
+    from scipy.stats import spearmanr
+
+    ours = evaluate(program, data, samples=samples, mode="datum", seed=seed, progress=False, label_free=True)
+    theirs = evaluate(background, data, samples=samples, mode="datum", seed=seed, progress=False, label_free=True)
+    ratio = torch.empty(len(data))
+    ratio[ours.index] = ours.nll
+    ratio[theirs.index] -= theirs.nll
+    ink = data.images.reshape(len(data), -1).sum(1)
+    return float(spearmanr(ratio.numpy(), ink.numpy()).statistic)
+
+
+def choose(run: Path, program, flips, data, samples: int = 16, seed: int = 0) -> dict:
+    """Pick μ among the trained `flips` (module docstring) and write RUN/background.json."""
+    from .train import load_run
+
+    candidates = []
+    for flip in flips:
+        background, _ = load_run(folder_of(run, flip), next(program.parameters()).device)
+        rho = ink_correlation(program, background, data, samples, seed)
+        candidates.append({"flip": flip, "folder": folder_of(run, flip).name, "ink_spearman": rho})
+    best = min(candidates, key=lambda c: abs(c["ink_spearman"]))
+    choice = {**best, "criterion": "least |Spearman ρ| between the ratio score and the pixels on",
+              "chosen_on": data.name, "n": len(data), "samples": samples, "candidates": candidates}
+    atomic_write_text(Path(run) / CHOICE, json.dumps(choice, indent=2) + "\n")
+    return choice
+
+
+def load_background(run: Path, device="cpu"):
+    """The background program `choose` picked for a run, or a ValueError saying how to make it."""
+    from .train import load_run
+
+    path = Path(run) / CHOICE
+    if not path.is_file():
+        raise ValueError(f"{run} has no background model: train one with `background {run}` first")
+    choice = json.loads(path.read_text())
+    program, _ = load_run(Path(run) / choice["folder"], device)
+    return program, choice
