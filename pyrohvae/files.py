@@ -70,3 +70,33 @@ def ensure_writable_dir(path: Path) -> Path:
     with tempfile.TemporaryFile(dir=path):
         pass
     return path
+
+
+class FolderInUse(Exception):
+    """Another process holds the folder."""
+
+
+class FolderLock:
+    """One process per run folder: an exclusive `flock` on `FOLDER/.lock`, which holds the PID of
+    its holder. The OS drops the lock when its holder ends, however it ends (kill -9 included),
+    so a lock left behind never blocks."""
+
+    NAME = ".lock"
+
+    def __init__(self, folder: Path):
+        import fcntl
+
+        self.fd = os.open(Path(folder) / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self.fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise FolderInUse(f"{folder} is in use by process {holder}; wait for it to end or stop it") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = None

@@ -24,7 +24,7 @@ from . import checkpoint, monitor
 from .batches import MixedBatches, TaskBatches
 from .config import RunConfig
 from .distributed import Ranks
-from .files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from .files import FolderInUse, FolderLock, atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from .optim import Adam
 from .program import build
 
@@ -119,7 +119,25 @@ def load_run(out: Path, device="cpu", checkpoint_name: str = CHECKPOINT):
 # A caller's torch.no_grad() (a notebook cell, an evaluation loop around it) would make Trace_ELBO
 # skip its backward pass without a word, and the run would "train" without moving a parameter.
 @torch.enable_grad()
-def train(
+def train(config: RunConfig, out: Path, **options) -> TrainSummary:
+    """Train `config` into the run folder `out`. A non-finite loss stops the run (`on_nan="stop"`,
+    the last checkpoint kept) or skips that step's update (`"skip"`, counted in the metrics as
+    `skipped`); either way no non-finite update reaches the parameters. `keep_every` > 0 also keeps
+    the checkpoint of every `keep_every`-th step as `checkpoint-step{N}.pt`. With `ranks` from
+    `Ranks.start`, this process is one rank of a data-parallel run (see `distributed.py`).
+    Every `log_every` steps a line goes to `metrics.jsonl` and, with `tensorboard` (True: into
+    `out`; or a folder), to TensorBoard, which also gets a grid of samples every `image_every`
+    steps (0: none). One process at a time per run folder: another gets a TrainError
+    naming the holder's PID (`FolderLock`). Options: those of `_train`."""
+    held = []  # the run folder's lock, once taken: dropped however the run ends
+    try:
+        return _train(config, out, held=held, **options)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _train(
     config: RunConfig,
     out: Path,
     *,
@@ -135,18 +153,14 @@ def train(
     ranks: Ranks | None = None,
     tensorboard: Path | bool = True,
     image_every: int = 1000,
+    held: list,
 ) -> TrainSummary:
-    """Train `config` into the run folder `out`. A non-finite loss stops the run (`on_nan="stop"`,
-    the last checkpoint kept) or skips that step's update (`"skip"`, counted in the metrics as
-    `skipped`); either way no non-finite update reaches the parameters. `keep_every` > 0 also keeps
-    the checkpoint of every `keep_every`-th step as `checkpoint-step{N}.pt`. With `ranks` from
-    `Ranks.start`, this process is one rank of a data-parallel run (see `distributed.py`).
-    Every `log_every` steps a line goes to `metrics.jsonl` and, with `tensorboard` (True: into
-    `out`; or a folder), to TensorBoard, which also gets a grid of samples every `image_every`
-    steps (0: none)."""
+    """`train`, the run folder's lock appended to `held` once taken."""
     ranks = ranks or Ranks()
     out = Path(out)
     ckpt_path = out / CHECKPOINT
+    if ranks.writer and out.is_dir():  # first: "in use" says more than what a run in progress left so far
+        _lock(out, held)
     if ckpt_path.exists() and not resume:
         raise TrainError(f"{out} already holds a run; pass --resume to go on with it or choose another --out")
     if resume and not ckpt_path.exists():
@@ -173,6 +187,8 @@ def train(
             ensure_writable_dir(out)
         except OSError as e:
             raise TrainError(f"cannot write to --out {out}: {e.strerror or e}") from None
+        if not held:  # before anything is written, or a stale file removed: it may be another process's
+            _lock(out, held)
         for stale in out.glob(".checkpoint*.pt.*.tmp"):  # left by a process killed mid-write
             stale.unlink()
     if deterministic:
@@ -299,6 +315,13 @@ def train(
             board.close()
         bar.close()
     return TrainSummary(out, start, config.steps, first, last, seconds, skipped)
+
+
+def _lock(out: Path, held: list) -> None:
+    try:
+        held.append(FolderLock(out))
+    except FolderInUse as e:
+        raise TrainError(str(e)) from None
 
 
 def resume_config(out: Path, explicit: dict) -> RunConfig:

@@ -94,6 +94,23 @@ def test_killed_runs_resume_to_the_parameters_of_an_uninterrupted_one(tmp_path):
     assert losses == [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_a_run_folder_in_use_refuses_a_second_process_and_a_killed_holder_blocks_nothing(tmp_path):
+    run = tmp_path / "run"
+    first = start(run, "--steps", "5000")
+    try:
+        wait_for(lambda: (run / "checkpoint.pt").exists(), first)
+        result = invoke("train", *TRAIN, "--out", run, "--resume")
+        assert_one_line_error(result, str(run), f"in use by process {first.pid}")
+        assert (run / ".lock").read_text() == str(first.pid)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert (run / ".lock").exists()  # left behind by the killed holder, and no obstacle
+    result = invoke("train", *TRAIN, "--out", run, "--resume", "--steps", 40)
+    assert result.exit_code == 0, result.output
+    assert logged_steps(run)[-1] == 40 and logged_steps(run) == sorted(set(logged_steps(run)))
+
+
 # --- bad files ---------------------------------------------------------------------------------
 
 
