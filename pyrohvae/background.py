@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
-from .evaluate import evaluate
 from .files import atomic_write_text
+from .outliers import datum_nll
 
 FLIPS = (0.05, 0.1, 0.2, 0.3)
 CHOICE = "background.json"
@@ -49,27 +49,19 @@ def choice_images(config: RunConfig, data_root=None, seed: int = 0):
     return train.subset(pick)
 
 
-def ink_correlation(program, background, data, samples: int = 16, seed: int = 0) -> float:
-    """Spearman's ρ between the ratio score and the pixels on, over `data`."""
-    from scipy.stats import spearmanr
-
-    ours = evaluate(program, data, samples=samples, mode="datum", seed=seed, progress=False, label_free=True)
-    theirs = evaluate(background, data, samples=samples, mode="datum", seed=seed, progress=False, label_free=True)
-    ratio = torch.empty(len(data))
-    ratio[ours.index] = ours.nll
-    ratio[theirs.index] -= theirs.nll
-    ink = data.images.reshape(len(data), -1).sum(1)
-    return float(spearmanr(ratio.numpy(), ink.numpy()).statistic)
-
-
 def choose(run: Path, program, flips, data, samples: int = 16, seed: int = 0) -> dict:
     """Pick μ among the trained `flips` (module docstring) and write RUN/background.json."""
+    from scipy.stats import spearmanr
+
     from .train import load_run
 
+    ours = datum_nll(program, data, samples, seed)  # the same for every candidate
+    ink = data.images.reshape(len(data), -1).sum(1)
     candidates = []
     for flip in flips:
         background, _ = load_run(folder_of(run, flip), next(program.parameters()).device)
-        rho = ink_correlation(program, background, data, samples, seed)
+        ratio = ours - datum_nll(background, data, samples, seed)
+        rho = float(spearmanr(ratio.numpy(), ink.numpy()).statistic)
         candidates.append({"flip": flip, "folder": folder_of(run, flip).name, "ink_spearman": rho})
     best = min(candidates, key=lambda c: abs(c["ink_spearman"]))
     choice = {**best, "criterion": "least |Spearman ρ| between the ratio score and the pixels on",

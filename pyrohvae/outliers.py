@@ -103,6 +103,14 @@ def best_task_nll(program, train: TaskData, images: torch.Tensor, samples: int, 
     return best
 
 
+def datum_nll(program, data: TaskData, samples: int = 16, seed: int = 0, progress=False) -> torch.Tensor:
+    """Importance-sampled −log p(x) of every datum, scored alone (d_t = x), in the data's order."""
+    s = evaluate(program, data, samples=samples, mode="datum", seed=seed, progress=progress, label_free=True)
+    nll = torch.empty(len(data))
+    nll[s.index] = s.nll
+    return nll
+
+
 def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, progress=True,
                    background=None, train: TaskData | None = None) -> dict:
     """Every score the program has, one per datum of the mixed set in its order: `elbo`, `kl`,
@@ -122,10 +130,7 @@ def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, p
         name = "complexity" if compressor == "png" else f"complexity-{compressor}"
         ordered[name] = nll - compressed_nats(mixed.data.images, compressor).float()
     if background is not None:
-        b = evaluate(background, mixed.data, samples=samples, mode="datum", seed=seed, progress=progress,
-                     label_free=True)
-        ordered["ratio"] = nll.clone()
-        ordered["ratio"][b.index] -= b.nll
+        ordered["ratio"] = nll - datum_nll(background, mixed.data, samples, seed, progress)
     if train is not None and s.kl_u is not None:
         ordered["model-space"] = best_task_nll(program, train, mixed.data.images, samples, seed) - nll
     return ordered
