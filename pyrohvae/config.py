@@ -167,11 +167,14 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def unknown_keys(cls, d: dict) -> list[str]:
+        return sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+
+    @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        unknown = cls.unknown_keys(d)
         if unknown:
-            raise ConfigError(f"unknown config keys {sorted(unknown)}")
+            raise ConfigError(f"unknown config keys {unknown}")
         # A config written before presets existed holds the paper's settings.
         return cls(**{"preset": "paper", **d})
 
@@ -186,7 +189,7 @@ class RunConfig:
             raise ConfigError(f"{path}: not a readable JSON config ({e})") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: a config file holds one JSON object of settings")
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        unknown = cls.unknown_keys(d)
         if unknown:
             raise ConfigError(f"{path}: unknown config keys {', '.join(unknown)}")
         return {k: v for k, v in d.items() if k not in ("train_tasks", "data_fingerprint")}
