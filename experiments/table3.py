@@ -80,7 +80,7 @@ def train_backgrounds(normal, model, config, args) -> None:
     from pyrohvae import background as bg
 
     run = run_folder(normal, model, config, args)
-    if run is None or (run / bg.CHOICE).exists():
+    if run is None or chosen_flip(run) is not None:
         return
     program, _ = load_run(run)
     for flip in bg.FLIPS:
@@ -92,14 +92,27 @@ def train_backgrounds(normal, model, config, args) -> None:
         f"{c['flip']:g}: ρ {c['ink_spearman']:+.3f}" for c in choice["candidates"]) + ")", flush=True)
 
 
-def run_pair(normal, other, model, config, args) -> None:
+def chosen_flip(run: Path) -> float | None:
+    """The μ of a run's background, or None where none was chosen among today's candidates."""
     from pyrohvae import background as bg
 
+    path = run / bg.CHOICE
+    if not path.exists():
+        return None
+    choice = json.loads(path.read_text())
+    return choice["flip"] if [c["flip"] for c in choice["candidates"]] == list(bg.FLIPS) else None
+
+
+def run_pair(normal, other, model, config, args) -> None:
     scores_wanted = [s for m, s, c in METHODS_2 if (m, c) == (model, config)]
     paths = {s: row_path(args.results, normal, other, model, s, args.seed, config) for s in scores_wanted}
     run = args.runs / row_name(normal, "drawers", model, args.seed, config)
-    if "ratio" in paths and not (run / bg.CHOICE).exists():
-        del paths["ratio"]  # until --backgrounds has made its background
+    flip = chosen_flip(run)
+    if "ratio" in paths:
+        if flip is None:
+            del paths["ratio"]  # until --backgrounds has made its background
+        elif paths["ratio"].exists() and json.loads(paths["ratio"].read_text()).get("flip") != flip:
+            paths["ratio"].unlink()  # scored against a background chosen among fewer candidates
     if all(p.exists() for p in paths.values()):
         return
     run = run_folder(normal, model, config, args)
@@ -122,6 +135,8 @@ def run_pair(normal, other, model, config, args) -> None:
                "auc": m["auc"], "fpr": m["fpr"], "fnr": m["fnr"], "threshold": m["threshold"],
                "n_normal": int((mixed.labels == 0).sum()), "n_outliers": int((mixed.labels == 1).sum()),
                "samples": args.samples, "seed": args.seed, "steps": state["step"], "roc": m["roc"]}
+        if score == "ratio":
+            row["flip"] = flip
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(row) + "\n")
         print(f"[table3] {normal} vs {other}, {model} {config} ({score}): AUC {100 * m['auc']:.1f}", flush=True)
@@ -316,12 +331,11 @@ def main():
                          help="models to run: vae, metavae, hypervae-paper, hypervae-task-specific")
     args = options.parse_args()
     models = [(m, c) for m, c in MODELS if (m if c == "–" else f"{m}-{c}") in args.models]
-    if args.backgrounds and not args.report:
-        for normal in args.normals:
-            for model, config in models:
-                train_backgrounds(normal, model, config, args)
     if not args.report:
-        for normal in args.normals:
+        for normal in args.normals:  # one normal dataset at a time, so its rows land early
+            if args.backgrounds:
+                for model, config in models:
+                    train_backgrounds(normal, model, config, args)
             for other in DATASETS:
                 if other != normal:
                     for model, config in models:
