@@ -104,6 +104,8 @@ def chosen_flip(run: Path) -> float | None:
 
 
 def run_pair(normal, other, model, config, args) -> None:
+    from pyrohvae import background as bg
+
     scores_wanted = [s for m, s, c in METHODS_2 if (m, c) == (model, config)]
     paths = {s: row_path(args.results, normal, other, model, s, args.seed, config) for s in scores_wanted}
     run = args.runs / row_name(normal, "drawers", model, args.seed, config)
