@@ -6,14 +6,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _data_root() -> Path:
-    root = Path(os.environ.get("PYROHVAE_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
-    if not (root / "MNIST" / "raw").is_dir():
-        raise RuntimeError(f"the tests read real data: set PYROHVAE_DATA_DIR (looked in {root})")
-    return root
+# Tests that read a dataset are marked `data` (here, by the fixtures they use, or by hand); the
+# others run without one: `pytest -m "not data"`.
+DATA_ROOT = Path(os.environ.get("PYROHVAE_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
+HAS_DATA = (DATA_ROOT / "MNIST" / "raw").is_dir()
+DATA_FIXTURES = {"data_root", "trained_run"}
 
 
-DATA_ROOT = _data_root()
+@pytest.hookimpl(tryfirst=True)  # before -m selects by the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
+
+
+def pytest_collection_finish(session):
+    """A run that selected tests marked `data` without the data stops here, not as a skip that a
+    misplaced data folder would make look like a pass."""
+    if not HAS_DATA and any(item.get_closest_marker("data") for item in session.items):
+        pytest.exit(f"the tests marked data read real data: set PYROHVAE_DATA_DIR (looked in {DATA_ROOT}), "
+                    f"or run the others: pytest -m 'not data'", returncode=4)
 
 
 @pytest.fixture(scope="session", autouse=True)
