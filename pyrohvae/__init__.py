@@ -5,8 +5,15 @@ or an exported model file, `load_images` reads image files; a `Run` evaluates, d
 predictive, and gives the model of a task from its images (`TaskVAE`) to sample and score.
 """
 
-from .api import Run, TaskVAE, fit, load, load_images
-from .config import RunConfig
+import pyro
+
+# Parameters belong to their PyroModules, not to Pyro's global param store: training goes through
+# `Trace_ELBO()(model, guide)` and a torch optimizer (pyrohvae/train.py), and two programs in one
+# process never share a weight by name. Set before any PyroModule is built, which reads it.
+pyro.settings.set(module_local_params=True)
+
+from .api import Run, TaskVAE, fit, load, load_images  # noqa: E402
+from .config import RunConfig  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Run", "RunConfig", "TaskVAE", "fit", "load", "load_images"]

@@ -16,7 +16,9 @@ import torch
 
 from .files import atomic_write_bytes
 
-FORMAT_VERSION = 1
+# 2: the optimizer's and the schedule's torch state dicts (`trainer.Trainer.state`); 1: Adam's
+# state per Pyro param-store name, no schedule (read by `Trainer.load_state`, `format1_moments`).
+FORMAT_VERSION = 2
 _MAGIC = b"PYROHVAE-CHECKPOINT"
 
 
@@ -53,6 +55,23 @@ def load(path: Path) -> dict:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path}: cannot unpack checkpoint ({e})") from None
+
+
+# Format 1 named a parameter by the `pyro.module` it was registered under, then its name there.
+_FORMAT1_MODULES = {"theta": "theta.", "prior": "prior.", "guide": "guide_nets.", "encoder": "guide_nets.encoder.",
+                    "decoder": "decoder."}
+
+
+def format1_moments(optim: dict) -> dict[str, dict]:
+    """A format-1 optimizer state as torch Adam's per-parameter state (step, exp_avg, exp_avg_sq),
+    keyed by the program's parameter names; parameters never stepped are left out."""
+    moments = {}
+    for store_name, saved in optim.items():
+        module, _, name = store_name.partition("$$$")
+        prefix = f"decoders.{module[7:]}." if module[7:].isdigit() else _FORMAT1_MODULES[module]
+        if saved["state"].get(0):
+            moments[prefix + name] = saved["state"][0]
+    return moments
 
 
 def rng_state() -> dict:

@@ -3,12 +3,11 @@
 Every rank builds the same model from the same seed, draws the same global minibatch of
 `world × tasks_per_step` tasks from a sampler with a shared seed and keeps its own slice of it, so
 the ranks see different tasks and together exactly those a single process with `world ×
-tasks_per_step` tasks per step would see. After each backward pass the gradients are averaged
-across ranks (one all-reduce of a flat buffer) before Adam steps, which keeps the parameters
-identical on every rank; the loss (the mean over tasks) is averaged alike. Only rank 0 writes.
-
-This is the all-reduce that `DistributedDataParallel` performs, done on the Pyro param store's
-gradients because `SVI` owns the backward pass and the optimizer step.
+tasks_per_step` tasks per step would see. The ELBO module is wrapped in torch's
+`DistributedDataParallel` (`trainer.Trainer`): it starts every rank from rank 0's parameters and
+averages the gradients across ranks during the backward pass, which keeps the parameters
+identical on every rank; the loss (the mean over tasks) is averaged alike, for the log. Only rank
+0 writes.
 """
 
 from __future__ import annotations
@@ -63,32 +62,12 @@ class Ranks:
         n = x.shape[1] // self.world
         return x[:, self.rank * n : (self.rank + 1) * n], task
 
-    def average_grads(self, params) -> None:
-        """Average the gradients of `params` (the same list, in the same order, on every rank)."""
-        if not self.parallel:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for p, g in zip(params, grads):
-            p.grad = flat[offset : offset + g.numel()].view_as(g)
-            offset += g.numel()
-
     def mean(self, value: float) -> float:
         if not self.parallel:
             return value
         t = torch.tensor([value], dtype=torch.float64, device=self.collective_device)
         dist.all_reduce(t)
         return float(t) / self.world
-
-    def broadcast(self, module: torch.nn.Module) -> None:
-        """Rank 0's parameters and buffers everywhere (same seed makes them equal already; this
-        makes sure)."""
-        if self.parallel:
-            for tensor in list(module.parameters()) + list(module.buffers()):
-                dist.broadcast(tensor.data, src=0)
 
     def gather(self, obj) -> list:
         if not self.parallel:

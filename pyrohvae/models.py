@@ -13,7 +13,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from .nets import decode, stack_params
+from .nets import decode, stack_params, weights
 
 
 def per_datum(tasks: int, items: int):
@@ -44,7 +44,6 @@ def record(prefix: str, params: dict[str, torch.Tensor], event_shapes: dict) -> 
 
 def vae_model(decoder, z_dim: int, x: torch.Tensor | None, task=None, tasks=None, items=None) -> None:
     """z ~ N(0, I), x ~ Bernoulli(decoder(z)), one decoder for all tasks."""
-    pyro.module("decoder", decoder)
     tasks, items = batch_shape(x, tasks, items)
     zeros = next(decoder.parameters()).new_zeros(z_dim)
     with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):
@@ -80,8 +79,6 @@ def hypervae_model(
     trace (`theta.decoder.fc2.weight`, ...); off by default, since its 18 sites cost about 7% of a
     training step and nothing in training reads them.
     """
-    pyro.module("theta", theta.half("decoder"))
-    pyro.module("prior", prior)
     tasks, items = batch_shape(x, tasks, items)
     with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2):
         with poutine.scale(scale=kl_u_weight):
@@ -98,14 +95,13 @@ def hypervae_model(
 def metavae_model(decoders, z_dim: int, x: torch.Tensor | None, task: torch.Tensor, items=None) -> None:
     """MetaVAE's generative side: one decoder per training task; x of task t ~ decoder_t(z).
 
-    `task` holds the training-task index of each row of the batch. Only the decoders of those
-    tasks are registered, so a step moves no other decoder (not even by Adam's momentum).
+    `task` holds the training-task index of each row of the batch. The other decoders get no
+    gradient, so a step moves none of them (not even by Adam's momentum: torch's Adam skips a
+    parameter without a gradient).
     """
     used = task.unique().tolist()
-    for t in used:
-        pyro.module(f"decoder{t}", decoders[t])
     if len(used) == 1:  # one decoder for every row: shared weights, nothing stacked
-        params = dict(decoders[used[0]].named_parameters())
+        params = weights(decoders[used[0]])
     else:
         params = stack_params([decoders[t] for t in task.tolist()])
     tasks, items = batch_shape(x, len(task), items)

@@ -1,14 +1,17 @@
-"""Watching a run: the terms of its loss, TensorBoard, and loss curves drawn from `metrics.jsonl`."""
+"""Watching a run: the terms of its loss, the hooks that log it (`metrics.jsonl`, TensorBoard, the
+progress bar), and loss curves drawn from `metrics.jsonl`."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
 from pyro import poutine
 
 from .files import atomic_path
+from .trainer import Hook, Trainer
 
 
 @torch.no_grad()
@@ -32,6 +35,67 @@ def loss_terms(program, x: torch.Tensor, task=None) -> dict[str, float]:
     if "u" in guide.nodes:
         terms["kl_u"] = (log_prob(guide, "u") - log_prob(model, "u")) / n
     return {k: float(v) for k, v in terms.items()}
+
+
+class MetricsFile(Hook):
+    """A line in `metrics.jsonl` every `every` steps and at the last: the step's loss, `loss_avg`
+    over the steps since the previous line, `seconds` of training, `skipped` steps, the learning
+    rate and the loss's terms (`loss_terms`, on the step's minibatch). The line is also left in
+    `trainer.logged`, for the hooks after this one."""
+
+    def __init__(self, path: Path, every: int, steps: int):
+        self.file, self.every, self.steps, self.window = open(path, "a"), every, steps, []
+
+    def on_step(self, trainer: Trainer, step: int, loss: float | None) -> None:
+        if loss is not None:
+            self.window.append(loss)
+        if step % self.every and step != self.steps:
+            return
+        line = {"step": step, "loss": loss, "loss_avg": sum(self.window) / len(self.window) if self.window else None,
+                "seconds": round(trainer.seconds, 3), "skipped": trainer.skipped, "lr": trainer.config.lr_at(step),
+                **loss_terms(trainer.program, *trainer.batch)}
+        self.file.write(json.dumps(line) + "\n")
+        self.file.flush()
+        trainer.logged, self.window = line, []
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class ProgressBar(Hook):
+    """tqdm on stderr, with the average loss of the last metrics line (after `MetricsFile`)."""
+
+    def __init__(self, config, start: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=config.steps, initial=start, desc=f"{config.model} {config.dataset}",
+                        mininterval=0.5 if sys.stderr.isatty() else 30, file=sys.stderr)
+
+    def on_step(self, trainer: Trainer, step: int, loss: float | None) -> None:
+        line = trainer.logged
+        if line is not None and line["step"] == step:
+            self.bar.set_postfix(loss="nan" if line["loss_avg"] is None else f"{line['loss_avg']:.2f}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class TensorBoardHook(Hook):
+    """Every metrics line's scalars (after `MetricsFile`), and a grid of samples every `image_every`
+    steps and at the last (0: none), to TensorBoard's event files in `log_dir`."""
+
+    def __init__(self, log_dir: Path, start: int, seconds: float, data, image_every: int):
+        self.board, self.data, self.image_every = TensorBoard(log_dir, start, seconds), data, image_every
+
+    def on_step(self, trainer: Trainer, step: int, loss: float | None) -> None:
+        if trainer.logged is not None and trainer.logged["step"] == step:
+            self.board.scalars(trainer.logged)
+        if self.image_every and (step % self.image_every == 0 or step == trainer.config.steps):
+            self.board.samples(step, trainer.program, self.data, trainer.config.seed)
+
+    def close(self) -> None:
+        self.board.close()
 
 
 class TensorBoard:

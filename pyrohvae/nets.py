@@ -10,23 +10,90 @@ other: every batch dim where the parameters vary becomes a *group* (one set of w
 grouped convolution or a batched matmul), every other batch dim is folded into the *items* that
 share a group's weights. No Python loop over tasks: on the CPU, groups go through the layers a
 few at a time (`CPU_GROUPS_PER_PASS`), each pass one grouped computation.
+
+Every network is a `PyroModule` and reads its weights as attributes (`weights`), so a research
+variant can make any of them a `PyroSample` (a Bayesian layer) or a `PyroParam` (a constrained
+one) and the programs draw or constrain it like any other site. With Pyro's module-local
+parameters (set when pyrohvae is imported), a network's parameters are its own, not entries of
+the global param store: two runs loaded in one process never share a weight.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from pyro.nn import PyroModule
 from torch import nn
 
 IMAGE_SHAPE = (1, 28, 28)
-# Feature map after the two stride-2 convolutions: 28 -> 14 -> 7.
-_CONV_SHAPE = (64, 7, 7)
-_CONV_FEATURES = math.prod(_CONV_SHAPE)
+
+Linear, Conv2d, ConvTranspose2d = PyroModule[nn.Linear], PyroModule[nn.Conv2d], PyroModule[nn.ConvTranspose2d]
 
 
-class Encoder(nn.Module):
+@dataclass(frozen=True)
+class Conv:
+    """One convolution of the main VAE as declared: its layer is built from this, and the
+    functional code (`encode`, `decode`, `features`) runs with this stride and padding."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int = 3
+    stride: int = 2
+    padding: int = 1
+    output_padding: int = 0  # of a transposed convolution
+    transposed: bool = False
+
+    def module(self) -> nn.Module:
+        if self.transposed:
+            return ConvTranspose2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                                   self.padding, self.output_padding)
+        return Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding)
+
+    def size(self, n: int) -> int:
+        """The side of its output for an input of side n."""
+        if self.transposed:
+            return (n - 1) * self.stride - 2 * self.padding + self.kernel_size + self.output_padding
+        return (n + 2 * self.padding - self.kernel_size) // self.stride + 1
+
+
+# The main VAE's convolutions (paper §4): conv 32 and 64 filters 3x3 stride 2, mirrored by
+# transposed ones. Declared here once; dense layers join them where the shapes below say.
+ENCODER_CONVS = {"conv1": Conv(1, 32), "conv2": Conv(32, 64)}
+DECODER_CONVS = {"deconv1": Conv(64, 32, output_padding=1, transposed=True),
+                 "deconv2": Conv(32, 1, output_padding=1, transposed=True)}
+
+
+def conv_shape() -> tuple[int, int, int]:
+    """The encoder's feature map after its convolutions (64, 7, 7), where the decoder's start."""
+    channels, size = IMAGE_SHAPE[0], IMAGE_SHAPE[1]
+    for conv in ENCODER_CONVS.values():
+        channels, size = conv.out_channels, conv.size(size)
+    return channels, size, size
+
+
+def _conv_spec(name: str) -> Conv:
+    return ENCODER_CONVS.get(name) or DECODER_CONVS[name]
+
+
+def weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A network's weights by dotted name, each read as an attribute: inside a Pyro program that is
+    a param statement, and a weight made a `PyroSample` is drawn there (named parameters would
+    miss it, and skip the statement)."""
+    return {f"{prefix}.{name}" if prefix else name: getattr(sub, name)
+            for prefix, sub in module.named_modules() for name in _own_weights(sub)}
+
+
+def _own_weights(module: nn.Module) -> list[str]:
+    names = [n for n in module._parameters if not n.endswith("_unconstrained")]  # a PyroParam's raw value
+    if isinstance(module, PyroModule):
+        names += [n for n in (*module._pyro_params, *module._pyro_samples) if n not in names]
+    return names
+
+
+class Encoder(PyroModule):
     """q(z | x): conv 32 and 64 filters 3x3 stride 2, dense 100, then mean and log-variance.
 
     The layers exist for their parameters and PyTorch's default initialisation; `forward` runs the
@@ -35,31 +102,35 @@ class Encoder(nn.Module):
 
     def __init__(self, z_dim: int = 10, hidden: int = 100):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, stride=2, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, stride=2, padding=1)
-        self.fc = nn.Linear(_CONV_FEATURES, hidden)
-        self.loc = nn.Linear(hidden, z_dim)
-        self.logvar = nn.Linear(hidden, z_dim)
+        for name, conv in ENCODER_CONVS.items():
+            setattr(self, name, conv.module())
+        self.fc = Linear(math.prod(conv_shape()), hidden)
+        self.loc = Linear(hidden, z_dim)
+        self.logvar = Linear(hidden, z_dim)
 
     def forward(self, x):
-        return encode(dict(self.named_parameters()), x)
+        return encode(weights(self), x)
 
 
-class Decoder(nn.Module):
+class Decoder(PyroModule):
     """p(x | z): the encoder mirrored, transposed convolutions, Bernoulli logits."""
 
     def __init__(self, z_dim: int = 10, hidden: int = 100):
         super().__init__()
-        self.fc1 = nn.Linear(z_dim, hidden)
-        self.fc2 = nn.Linear(hidden, _CONV_FEATURES)
-        self.deconv1 = nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1)
-        self.deconv2 = nn.ConvTranspose2d(32, 1, 3, stride=2, padding=1, output_padding=1)
+        self.fc1 = Linear(z_dim, hidden)
+        self.fc2 = Linear(hidden, math.prod(conv_shape()))
+        channels, size = conv_shape()[0], conv_shape()[1]
+        for name, conv in DECODER_CONVS.items():
+            setattr(self, name, conv.module())
+            channels, size = conv.out_channels, conv.size(size)
+        if (channels, size, size) != IMAGE_SHAPE:
+            raise ValueError(f"the decoder's convolutions give images of {(channels, size, size)}, not {IMAGE_SHAPE}")
 
     def forward(self, z):
-        return decode(dict(self.named_parameters()), z)
+        return decode(weights(self), z)
 
 
-class ZPriorParams(nn.Module):
+class ZPriorParams(PyroModule):
     """The location and log-scale of a Gaussian p(z), as parameters θ(u) can generate."""
 
     def __init__(self, z_dim: int):
@@ -68,21 +139,21 @@ class ZPriorParams(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(z_dim))
 
 
-class ContextEncoder(nn.Module):
+class ContextEncoder(PyroModule):
     """q(z | x, D): the encoder's trunk for x and, pooled by the mean, for a context set D of the
     same task; the heads read both (MetaVAE's shared inference network)."""
 
     def __init__(self, z_dim: int = 10, hidden: int = 100):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, stride=2, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, stride=2, padding=1)
-        self.fc = nn.Linear(_CONV_FEATURES, hidden)
-        self.loc = nn.Linear(2 * hidden, z_dim)
-        self.logvar = nn.Linear(2 * hidden, z_dim)
+        for name, conv in ENCODER_CONVS.items():
+            setattr(self, name, conv.module())
+        self.fc = Linear(math.prod(conv_shape()), hidden)
+        self.loc = Linear(2 * hidden, z_dim)
+        self.logvar = Linear(2 * hidden, z_dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor):
         """x: (*batch, n, 1, 28, 28), context: (*batch, m, 1, 28, 28) -> loc, scale (*batch, n, z_dim)."""
-        params = dict(self.named_parameters())
+        params = weights(self)
         f = features(params, x)
         c = features(params, context).mean(-2, keepdim=True).expand_as(f)
         h = torch.cat([f, c], -1)
@@ -92,7 +163,7 @@ class ContextEncoder(nn.Module):
 def stack_params(modules) -> dict[str, torch.Tensor]:
     """The parameters of several same-shaped modules, stacked as (len(modules), 1, *shape):
     one group per task, ready for `encode`/`decode`."""
-    named = [dict(m.named_parameters()) for m in modules]
+    named = [weights(m) for m in modules]
     return {name: torch.stack([n[name] for n in named]).unsqueeze(1) for name in named[0]}
 
 
@@ -170,8 +241,10 @@ def _linear(h, params, name):
     return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
 
-def _conv(h, params, name, transpose=False):
-    """h: (M, G*C, H, W), each group's channels convolved with its own filters (G, *filters)."""
+def _conv(h, params, name):
+    """h: (M, G*C, H, W), each group's channels convolved with its own filters (G, *filters), as
+    the layer `name` is declared (`ENCODER_CONVS`, `DECODER_CONVS`)."""
+    conv = _conv_spec(name)
     w, b = params[name + ".weight"], params[name + ".bias"]
     groups = w.shape[0]
     w = w.reshape(-1, *w.shape[2:])
@@ -179,11 +252,11 @@ def _conv(h, params, name, transpose=False):
     # Channels-last: oneDNN's grouped convolutions run about 1.4x faster so, and its transposed
     # ones copy an NCHW input to channels-last anyway (deconv2's input, forward and backward:
     # about 1.4 ms of a 100-image step on 2 cores); deconv1's output then comes channels-last.
-    if groups > 1 or transpose:
+    if groups > 1 or conv.transposed:
         h = h.contiguous(memory_format=torch.channels_last)
-    if transpose:
-        return F.conv_transpose2d(h, w, b, stride=2, padding=1, output_padding=1, groups=groups)
-    return F.conv2d(h, w, b, stride=2, padding=1, groups=groups)
+    if conv.transposed:
+        return F.conv_transpose2d(h, w, b, conv.stride, conv.padding, conv.output_padding, groups)
+    return F.conv2d(h, w, b, conv.stride, conv.padding, groups=groups)
 
 
 def features(params: dict, x: torch.Tensor) -> torch.Tensor:
@@ -197,9 +270,9 @@ def _trunk(h, params):
     groups, items = h.shape[:2]
     # Convolutions run with groups in the channel dim: (M, G*C, H, W).
     h = h.transpose(0, 1).reshape(items, groups * IMAGE_SHAPE[0], *IMAGE_SHAPE[1:])
-    h = F.relu(_conv(h, params, "conv1"))
-    h = F.relu(_conv(h, params, "conv2"))
-    h = h.reshape(items, groups, _CONV_FEATURES).transpose(0, 1)
+    for name in ENCODER_CONVS:
+        h = F.relu(_conv(h, params, name))
+    h = h.reshape(items, groups, -1).transpose(0, 1)
     return F.relu(_linear(h, params, "fc"))
 
 
@@ -230,10 +303,12 @@ def _decode_groups(h, params):
     """The decoder after its first layer. h: (G, M, hidden) -> logits (G, M, 1, 28, 28)."""
     groups, items = h.shape[:2]
     h = F.relu(_linear(h, params, "fc2"))
-    h = h.transpose(0, 1).reshape(items, groups * _CONV_SHAPE[0], *_CONV_SHAPE[1:])
-    h = F.relu(_conv(h, params, "deconv1", transpose=True))
-    logits = _conv(h, params, "deconv2", transpose=True)
-    return logits.reshape(items, groups, *IMAGE_SHAPE).transpose(0, 1)
+    channels, height, width = conv_shape()
+    h = h.transpose(0, 1).reshape(items, groups * channels, height, width)
+    *hidden, last = DECODER_CONVS
+    for name in hidden:
+        h = F.relu(_conv(h, params, name))
+    return _conv(h, params, last).reshape(items, groups, *IMAGE_SHAPE).transpose(0, 1)
 
 
 def _decode_many(h, params):
@@ -243,30 +318,33 @@ def _decode_many(h, params):
     (h, w, c), a copy of the weights rather than of the activations), where oneDNN's transposed
     convolution is faster; ReLUs in place; the last layer by col2im. h: (M, hidden); params of
     one group."""
-    c, hh, ww = _CONV_SHAPE
+    c, hh, ww = conv_shape()
     w = params["fc2.weight"].reshape(c, hh, ww, h.shape[-1]).permute(1, 2, 0, 3).reshape(-1, h.shape[-1])
     b = params["fc2.bias"].reshape(c, hh, ww).permute(1, 2, 0).reshape(-1)
     h = F.relu(F.linear(h, w, b), inplace=True)
     h = h.reshape(-1, hh, ww, c).permute(0, 3, 1, 2)  # NCHW in channels-last memory, no copy
-    h = F.relu(_conv(h, params, "deconv1", transpose=True), inplace=True)
-    return _conv_transpose_by_fold(h, params, "deconv2")
+    *hidden, last = DECODER_CONVS
+    for name in hidden:
+        h = F.relu(_conv(h, params, name), inplace=True)
+    return _conv_transpose_by_fold(h, params, last)
 
 
 def _conv_transpose_by_fold(h, params, name):
-    """The stride-2 transposed convolution as a matmul and `F.fold` (col2im): the same numbers as
+    """A transposed convolution as a matmul and `F.fold` (col2im): the same numbers as
     `conv_transpose2d`, faster for the last layer's single output channel, which the convolution
-    library handles poorly. h: (M, G*C, H, W) -> (M*G, out, 2H, 2W)."""
-    w, b = params[name + ".weight"], params[name + ".bias"]  # (G, C, out, 3, 3), (G, out)
-    groups, channels, out = w.shape[:3]
+    library handles poorly. h: (M, G*C, H, W) -> (M*G, out, H', W')."""
+    conv = _conv_spec(name)
+    w, b = params[name + ".weight"], params[name + ".bias"]  # (G, C, out, k, k), (G, out)
+    groups, channels, out, k = w.shape[:4]
     items, _, height, width = h.shape
     h = h.reshape(items, groups, channels, height * width)
-    cols = torch.einsum("mgcl,gck->mgkl", h, w.reshape(groups, channels, out * 9))
-    image = F.fold(cols.reshape(items * groups, out * 9, height * width), (2 * height, 2 * width), 3,
-                   stride=2, padding=1)
+    cols = torch.einsum("mgcl,gck->mgkl", h, w.reshape(groups, channels, out * k * k))
+    image = F.fold(cols.reshape(items * groups, out * k * k, height * width), (conv.size(height), conv.size(width)),
+                   k, stride=conv.stride, padding=conv.padding)
     return image + b.repeat(items, 1).reshape(items * groups, out, 1, 1)
 
 
-class MatrixLayer(nn.Module):
+class MatrixLayer(PyroModule):
     """W = U·H·V + B for one weight tensor of the main network (paper §3.5).
 
     The tensor is generated as a matrix (rows, cols) and reshaped to its own shape: a conv filter
@@ -297,9 +375,13 @@ class MatrixLayer(nn.Module):
 
     def forward(self, H: torch.Tensor) -> torch.Tensor:
         """H: (*batch, h_dim, h_dim) -> W: (*batch, *shape)."""
+        B = self.B
+        if B.dim() > 2:  # B drawn in the tasks plate (made a PyroSample by a variant): one per task
+            W = self.U @ H @ self.V + B
+            return W.reshape(*W.shape[:-2], *self.shape)
         H_flat = H.reshape(-1, *H.shape[-2:])
         n = H_flat.shape[0]
-        rows, cols = self.B.shape
+        rows, cols = B.shape
         # The cheaper order of the two products, and B added inside the last one (baddbmm):
         # about 30% off the generation of θ, forward and backward.
         if n == 1:
@@ -307,17 +389,17 @@ class MatrixLayer(nn.Module):
             # as it comes, not a sum over a batch of one: 20% off θ's forward and backward.
             h = H_flat[0]
             if rows > cols:
-                W = torch.addmm(self.B, self.U, h @ self.V)
+                W = torch.addmm(B, self.U, h @ self.V)
             else:
-                W = torch.addmm(self.B, self.U @ h, self.V)
+                W = torch.addmm(B, self.U @ h, self.V)
         elif rows > cols:
-            W = torch.baddbmm(self.B, self.U.expand(n, -1, -1), H_flat @ self.V)
+            W = torch.baddbmm(B, self.U.expand(n, -1, -1), H_flat @ self.V)
         else:
-            W = torch.baddbmm(self.B, self.U @ H_flat, self.V.expand(n, -1, -1))
+            W = torch.baddbmm(B, self.U @ H_flat, self.V.expand(n, -1, -1))
         return W.reshape(*H.shape[:-2], *self.shape)
 
 
-class ThetaGenerator(nn.Module):
+class ThetaGenerator(PyroModule):
     """The hyper-decoder θ(u): u -> dense 100 -> dense h_dim² -> H (h_dim x h_dim) -> one
     matrix layer per weight tensor of the main encoder and decoder.
 
@@ -337,20 +419,23 @@ class ThetaGenerator(nn.Module):
     ):
         super().__init__()
         self.h_dim = h_dim
-        self.trunk = nn.Sequential(
-            nn.Linear(u_dim, hidden), nn.ReLU(), nn.Linear(hidden, h_dim * h_dim), nn.ReLU()
+        self.trunk = PyroModule[nn.Sequential](
+            Linear(u_dim, hidden), nn.ReLU(), Linear(hidden, h_dim * h_dim), nn.ReLU()
         )
         with torch.no_grad():
-            # The typical size of H under the prior sets the scale of U and V.
-            h_rms = float(self.trunk(torch.randn(256, u_dim)).pow(2).mean().sqrt())
+            # The typical size of H under the prior sets the scale of U and V. Computed by hand: a
+            # PyroModule run before it joins its program could not join it.
+            first, second = self.trunk[0], self.trunk[2]
+            h = F.relu(F.linear(F.relu(F.linear(torch.randn(256, u_dim), first.weight, first.bias)),
+                                second.weight, second.bias))
+            h_rms = float(h.pow(2).mean().sqrt())
         defaults = {"encoder": Encoder(z_dim, hidden), "decoder": Decoder(z_dim, hidden)}
         if z_prior:  # p(z | u) = N(loc, exp(log_scale)), generated with the decoder; starts near N(0, I)
             defaults["decoder"].zprior = ZPriorParams(z_dim)
         self.shapes = {half: param_shapes(net) for half, net in defaults.items()}
-        self._halves: dict[str, nn.Module] = {}  # a plain dict: not submodules, no second copy in state_dict
-        self.layers = nn.ModuleDict(
+        self.layers = PyroModule[nn.ModuleDict](
             {
-                half: nn.ModuleDict(
+                half: PyroModule[nn.ModuleDict](
                     {
                         _key(name): MatrixLayer(p, h_dim, h_rms, init_scale)
                         for name, p in net.named_parameters()
@@ -359,18 +444,6 @@ class ThetaGenerator(nn.Module):
                 for half, net in defaults.items()
             }
         )
-
-    def half(self, half: str) -> nn.Module:
-        """The parameters that generate one half of θ (the trunk and that half's matrix layers),
-        under the names they have in this module, for a Pyro program to register only what it
-        uses: each `pyro.param` costs tens of microseconds a step, and of θ's 58 tensors the
-        model uses 28, the guide 34."""
-        if half not in self._halves:
-            view = nn.Module()
-            view.trunk = self.trunk
-            view.layers = nn.ModuleDict({half: self.layers[half]})
-            self._halves[half] = view
-        return self._halves[half]
 
     def H(self, u: torch.Tensor) -> torch.Tensor:
         return self.trunk(u).reshape(*u.shape[:-1], self.h_dim, self.h_dim)

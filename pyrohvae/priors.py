@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
+from pyro.nn import PyroModule
 from torch import nn
 
 from .config import ConfigError
 
 
-class StandardNormal(nn.Module):
+class StandardNormal(PyroModule):
     """p(u) = N(0, I), the paper's prior."""
 
     def __init__(self, u_dim: int):
@@ -21,11 +22,12 @@ class StandardNormal(nn.Module):
         return dist.Normal(self.loc, self.scale).to_event(1)
 
 
-class Mixture(nn.Module):
+class Mixture(PyroModule):
     """p(u) = Σ_k π_k N(μ_k, diag σ_k²), a learnable mixture of `components` Gaussians.
 
     Starts as the standard normal (all components at 0 with unit scale, means spread a little so
-    they can separate), so a run begins where the paper's does.
+    they can separate), so a run begins where the paper's does. Its parameters are attributes of a
+    PyroModule: a variant can make them `PyroParam`s with constraints, or `PyroSample`s.
     """
 
     def __init__(self, u_dim: int, components: int = 10):

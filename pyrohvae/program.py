@@ -1,6 +1,7 @@
 """A model, its guide and every network they use, built from a run's config.
 
-Besides `model(x, task)` and `guide(x, task)` for training, each program says how to score data
+Besides `model(x, task)` and `guide(x, task)` for training (`objective()`: their negative ELBO as
+a module, whose parameters go to a torch optimizer), each program says how to score data
 under one fixed model of a task (`conditioned`), which the evaluation code uses for all of them:
 `summary` is a set of items of the task, (tasks, m, 1, 28, 28), and `choice` picks among the
 program's generative networks (`choices`; only MetaVAE has more than one).
@@ -15,6 +16,9 @@ from typing import Callable
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.infer import Trace_ELBO
+from pyro.infer.elbo import ELBOModule
+from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
 from . import guides
@@ -35,7 +39,32 @@ class TaskModel:
     kl_u: torch.Tensor | None = None
 
 
-class VAEProgram(nn.Module):
+class _Method(nn.Module):
+    """One method of a program as a module of its own: `ELBOModule` takes the model and the guide as
+    modules, and finds their parameters through them; ours are two methods of one module."""
+
+    def __init__(self, program: nn.Module, name: str):
+        super().__init__()
+        self.program, self.name = program, name
+
+    def forward(self, *args, **kwargs):
+        return getattr(self.program, self.name)(*args, **kwargs)
+
+
+class Program(PyroModule):
+    """What every program shares: the training objective and the per-step settings of its loss."""
+
+    def objective(self) -> ELBOModule:
+        """−ELBO(model, guide) as a module (`Trace_ELBO()(model, guide)`): called on a batch it gives
+        the differentiable loss, and its `parameters()` are this program's."""
+        return Trace_ELBO(max_plate_nesting=2)(_Method(self, "model"), _Method(self, "guide"))
+
+    def step_kwargs(self, step: int) -> dict:
+        """The keyword arguments of model and guide at training step `step` (none: the ELBO as is)."""
+        return {}
+
+
+class VAEProgram(Program):
     """The plain VAE baseline: one encoder and one decoder for all tasks."""
 
     def __init__(self, config: RunConfig):
@@ -44,10 +73,12 @@ class VAEProgram(nn.Module):
         self.decoder = Decoder(config.z_dim, config.hidden)
         self.guide_nets = guides.get(config.guide, "vae")(config)
 
-    def model(self, x, task=None, kl_u_weight=1.0, tasks=None, items=None):
+    @pyro_method
+    def model(self, x, task=None, tasks=None, items=None):
         vae_model(self.decoder, self.config.z_dim, x, tasks=tasks, items=items)
 
-    def guide(self, x, task=None, kl_u_weight=1.0):
+    @pyro_method
+    def guide(self, x, task=None):
         self.guide_nets(x)
 
     def parts(self) -> dict[str, nn.Module]:
@@ -63,7 +94,7 @@ class VAEProgram(nn.Module):
         return self.decoder(z)
 
 
-class HyperVAEProgram(nn.Module):
+class HyperVAEProgram(Program):
     """HyperVAE: the hyper-decoder θ(u), the prior on u and the guide's networks."""
 
     def __init__(self, config: RunConfig):
@@ -76,12 +107,19 @@ class HyperVAEProgram(nn.Module):
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
 
+    @pyro_method
     def model(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, tasks=None, items=None):
         hypervae_model(self.theta, self.prior, self.config.z_dim, x, kl_u_weight=kl_u_weight,
                        kl_z_weight=kl_z_weight, record_theta=record_theta, tasks=tasks, items=items)
 
+    @pyro_method
     def guide(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False):
         self.guide_nets(self.theta, x, kl_u_weight, kl_z_weight, record_theta)
+
+    def step_kwargs(self, step: int) -> dict:
+        """The weights of KL(u) and KL(z) at `step` (the config's warm-up and annealing)."""
+        kl_u, kl_z = self.config.kl_weights(step)
+        return {"kl_u_weight": kl_u, "kl_z_weight": kl_z}
 
     def parts(self) -> dict[str, nn.Module]:
         return {
@@ -146,7 +184,7 @@ class HyperVAEProgram(nn.Module):
         return torch.sigmoid(self.sample_logits(eps, self.task_u(summary)[0]))
 
 
-class MetaVAEProgram(nn.Module):
+class MetaVAEProgram(Program):
     """MetaVAE (Choi et al. 2019): one inference network q(z | x, D) shared by all tasks, and one
     generative network per training task."""
 
@@ -155,14 +193,16 @@ class MetaVAEProgram(nn.Module):
         if not config.train_tasks:
             raise ConfigError("metavae needs config.train_tasks (set when training starts)")
         self.config = config
-        self.decoders = nn.ModuleList(Decoder(config.z_dim, config.hidden) for _ in config.train_tasks)
+        self.decoders = PyroModule[nn.ModuleList](Decoder(config.z_dim, config.hidden) for _ in config.train_tasks)
         self.guide_nets = guides.get(config.guide, "metavae")(config)
         self.task_index = {name: i for i, name in enumerate(config.train_tasks)}
 
-    def model(self, x, task, kl_u_weight=1.0, items=None):
+    @pyro_method
+    def model(self, x, task, items=None):
         metavae_model(self.decoders, self.config.z_dim, x, task, items=items)
 
-    def guide(self, x, task=None, kl_u_weight=1.0, context=None):
+    @pyro_method
+    def guide(self, x, task=None, context=None):
         self.guide_nets(x, context)
 
     def parts(self) -> dict[str, nn.Module]:
@@ -195,5 +235,5 @@ class MetaVAEProgram(nn.Module):
 PROGRAMS = {"vae": VAEProgram, "hypervae": HyperVAEProgram, "metavae": MetaVAEProgram}
 
 
-def build(config: RunConfig) -> nn.Module:
+def build(config: RunConfig) -> Program:
     return PROGRAMS[config.model](config)

@@ -1,32 +1,28 @@
-"""Training by SVI with Trace_ELBO, with checkpoints that resume to the same parameters.
+"""Training a run folder, with checkpoints that resume to the same parameters.
 
-A run folder holds `config.json`, `checkpoint.pt` and `metrics.jsonl` (one JSON object per logged
-step: `step`, `loss` of that step, `loss_avg` over the steps since the previous line, `seconds` of
-training so far).
+The loop and its update are `trainer.py`'s; this module opens the run folder, builds the trainer
+from a config or a checkpoint, and gives it the run's hooks. A run folder holds `config.json`,
+`checkpoint.pt` and `metrics.jsonl` (one JSON object per logged step: `step`, `loss` of that step,
+`loss_avg` over the steps since the previous line, `seconds` of training so far, and the loss's
+terms, `monitor.MetricsFile`).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyro
 import torch
-from pyro import poutine
-from pyro.infer import SVI, Trace_ELBO
-from tqdm import tqdm
 
 from . import checkpoint, monitor
 from .batches import MixedBatches, TaskBatches
 from .config import RunConfig
 from .distributed import Ranks
 from .files import FolderInUse, FolderLock, atomic_write_bytes, atomic_write_text, ensure_writable_dir
-from .optim import Adam
 from .program import build
+from .trainer import Hook, NonFiniteLoss, Trainer
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -51,25 +47,6 @@ class TrainSummary:
     last_loss: float | None
     seconds: float
     skipped: int = 0
-
-
-def svi_step(svi: SVI, *args, skip_nonfinite: bool = False, ranks: Ranks | None = None) -> tuple[float, bool]:
-    """`SVI.step`, with two things between the gradients and the update: the gradients averaged
-    across the ranks of a data-parallel run, and the check for a non-finite loss. Returns the
-    loss (the mean over ranks) and whether the parameters were updated."""
-    with poutine.trace(param_only=True) as param_capture:
-        loss = svi.loss_and_grads(svi.model, svi.guide, *args)
-    named = sorted((name, site["value"].unconstrained()) for name, site in param_capture.trace.nodes.items())
-    params = [p for _, p in named]  # by name: the same order on every rank
-    ranks = ranks or Ranks()
-    ranks.average_grads(params)
-    loss = ranks.mean(float(loss))
-    update = math.isfinite(loss) or not skip_nonfinite
-    if update:
-        svi.optim(params)
-    for p in params:  # None, not zeros: a parameter no later step touches is not moved
-        p.grad = None
-    return loss, update
 
 
 def set_deterministic() -> None:
@@ -116,9 +93,6 @@ def load_run(out: Path, device="cpu", checkpoint_name: str = CHECKPOINT):
     return program.to(device).eval(), state
 
 
-# A caller's torch.no_grad() (a notebook cell, an evaluation loop around it) would make Trace_ELBO
-# skip its backward pass without a word, and the run would "train" without moving a parameter.
-@torch.enable_grad()
 def train(config: RunConfig, out: Path, **options) -> TrainSummary:
     """Train `config` into the run folder `out`. A non-finite loss stops the run (`on_nan="stop"`,
     the last checkpoint kept) or skips that step's update (`"skip"`, counted in the metrics as
@@ -127,8 +101,9 @@ def train(config: RunConfig, out: Path, **options) -> TrainSummary:
     `Ranks.start`, this process is one rank of a data-parallel run (see `distributed.py`).
     Every `log_every` steps a line goes to `metrics.jsonl` and, with `tensorboard` (True: into
     `out`; or a folder), to TensorBoard, which also gets a grid of samples every `image_every`
-    steps (0: none). One process at a time per run folder: another gets a TrainError
-    naming the holder's PID (`FolderLock`). Options: those of `_train`."""
+    steps (0: none). `hooks` are more `trainer.Hook`s, run after the run's own. One process at a
+    time per run folder: another gets a TrainError naming the holder's PID (`FolderLock`).
+    Options: those of `_train`."""
     held = []  # the run folder's lock, once taken: dropped however the run ends
     try:
         return _train(config, out, held=held, **options)
@@ -153,11 +128,37 @@ def _train(
     ranks: Ranks | None = None,
     tensorboard: Path | bool = True,
     image_every: int = 1000,
+    hooks: tuple[Hook, ...] = (),
     held: list,
 ) -> TrainSummary:
     """`train`, the run folder's lock appended to `held` once taken."""
-    ranks = ranks or Ranks()
-    out = Path(out)
+    ranks, out = ranks or Ranks(), Path(out)
+    config, state, data, batches = _open(config, out, resume, data_root, ranks, held)
+    if deterministic:
+        set_deterministic()
+    trainer = _trainer(config, state, batches, resolve_device(ranks.device(device)), ranks)
+    start = trainer.step
+    checkpoints = Checkpoints(out, config, batches, keep_every, saved=start if state else None)
+    own: list[Hook] = [checkpoints, losses := LossRange()]
+    if ranks.writer:
+        _begin_files(out, config, state, checkpoints)
+        own.append(monitor.MetricsFile(out / METRICS, log_every, config.steps))
+        if tensorboard:
+            log_dir = out if tensorboard is True else Path(tensorboard)
+            own.append(monitor.TensorBoardHook(log_dir, start, trainer.seconds, data, image_every))
+        if progress:
+            own.append(monitor.ProgressBar(config, start))
+    try:
+        trainer.run(batches, own + list(hooks), checkpoints.due(checkpoint_every), on_nan)
+    except NonFiniteLoss as e:
+        raise TrainError(f"{e}; stopped ({checkpoints.said()})") from None
+    return TrainSummary(out, start, config.steps, losses.first, losses.last, trainer.seconds, trainer.skipped)
+
+
+def _open(config: RunConfig, out: Path, resume: bool, data_root, ranks: Ranks, held: list):
+    """Check that the run can start or go on, and take the folder's lock: the config (train_tasks
+    and the data's fingerprint filled in), the checkpoint to resume or None, the data, the
+    minibatches."""
     ckpt_path = out / CHECKPOINT
     if ranks.writer and out.is_dir():  # first: "in use" says more than what a run in progress left so far
         _lock(out, held)
@@ -167,7 +168,6 @@ def _train(
         raise TrainError(f"--resume: {out} holds no {CHECKPOINT}")
     if ranks.parallel and config.model == "metavae":
         raise TrainError("--distributed: metavae's ranks would step different decoders; train it in one process")
-    dev = resolve_device(ranks.device(device))
     state = checkpoint.load(ckpt_path) if resume else None
     if state is not None:
         _check_same_run(ckpt_path, state, config, ignore=("steps",))
@@ -191,130 +191,93 @@ def _train(
             _lock(out, held)
         for stale in out.glob(".checkpoint*.pt.*.tmp"):  # left by a process killed mid-write
             stale.unlink()
-    if deterministic:
-        set_deterministic()
+    return config, state, data, batches
 
-    pyro.set_rng_seed(config.seed)  # the same initial parameters on every rank
-    program = build(config).to(dev)
-    pyro.clear_param_store()
-    optim = Adam({"lr": config.lr})
-    svi = SVI(program.model, program.guide, optim, Trace_ELBO(max_plate_nesting=2))
 
-    start, seconds, saved_step, skipped = 0, 0.0, None, 0
+def _trainer(config: RunConfig, state: dict | None, batches, device: torch.device, ranks: Ranks) -> Trainer:
+    """The program built from the seed (the same initial parameters on every rank), on `device`,
+    and where the checkpoint `state` left off, random state and minibatches too."""
+    pyro.set_rng_seed(config.seed)
+    program = build(config).to(device)
     if state is not None:
-        program.load_state_dict(state["program"])
-        optim.set_state(state["optim"])
         rng = state["rng"]
         if isinstance(rng, list) and len(rng) != ranks.world:
-            raise TrainError(f"--resume: {ckpt_path} was written by {len(rng)} ranks; resume it with as many")
-        checkpoint.set_rng_state(rng[ranks.rank] if isinstance(rng, list) else rng)
-        if ranks.parallel and not isinstance(rng, list):  # a one-process checkpoint, shared out
-            pyro.set_rng_seed(config.seed + 1_000_003 * ranks.rank + state["step"])
-        batches.generator.set_state(state["batches"])
-        start, seconds, skipped = state["step"], state["seconds"], state.get("skipped", 0)
-        saved_step = start
-    elif ranks.parallel:
-        pyro.set_rng_seed(config.seed + 1_000_003 * ranks.rank)  # but each rank its own noise
-    ranks.broadcast(program)
+            raise TrainError(f"--resume: the checkpoint was written by {len(rng)} ranks; resume it with as many")
+    trainer = Trainer(program, ranks, [device.index] if device.type == "cuda" and ranks.parallel else None)
+    if state is None:
+        if ranks.parallel:
+            pyro.set_rng_seed(config.seed + 1_000_003 * ranks.rank)  # but each rank its own noise
+        return trainer
+    trainer.load_state(state)
+    checkpoint.set_rng_state(rng[ranks.rank] if isinstance(rng, list) else rng)
+    if ranks.parallel and not isinstance(rng, list):  # a one-process checkpoint, shared out
+        pyro.set_rng_seed(config.seed + 1_000_003 * ranks.rank + state["step"])
+    batches.generator.set_state(state["batches"])
+    return trainer
 
-    def kept(step) -> bool:
-        return bool(keep_every) and step % keep_every == 0
 
-    def keep(step):  # the last checkpoint, copied under its step's name
-        atomic_write_bytes(out / kept_checkpoint(step), ckpt_path.read_bytes())
+def _begin_files(out: Path, config: RunConfig, state: dict | None, checkpoints: Checkpoints) -> None:
+    """config.json, and a metrics file that starts empty or at the checkpoint's step."""
+    if state is not None:
+        _truncate_metrics(out / METRICS, state["step"])
+        checkpoints.keep_missing(state["step"])
+    else:
+        (out / METRICS).write_text("")
+    config.save(out / CONFIG)
 
-    if ranks.writer:
-        if state is not None:
-            _truncate_metrics(out / METRICS, start)
-            if kept(start) and not (out / kept_checkpoint(start)).exists():  # killed before it was copied
-                keep(start)
-        else:
-            (out / METRICS).write_text("")
-        config.save(out / CONFIG)
 
-    def save_checkpoint(step):
-        nonlocal saved_step
+class Checkpoints(Hook):
+    """checkpoint.pt at every checkpoint step, written whole or not at all: the parameters, the
+    optimizer and schedule, every rank's random state and the minibatches' generator, so that a
+    resumed run goes on bit for bit; with `keep_every`, a copy of every `keep_every`-th step's
+    (`kept_checkpoint`). Every rank takes part (the gathers); only the writer writes."""
+
+    def __init__(self, out: Path, config: RunConfig, batches, keep_every: int, saved: int | None):
+        self.out, self.path, self.config = out, out / CHECKPOINT, config
+        self.batches, self.keep_every, self.saved = batches, keep_every, saved
+
+    def due(self, every: int):
+        return lambda step: step % every == 0 or step == self.config.steps or self.kept(step)
+
+    def kept(self, step: int) -> bool:
+        return bool(self.keep_every) and step % self.keep_every == 0
+
+    def keep_missing(self, step: int) -> None:
+        if self.kept(step) and not (self.out / kept_checkpoint(step)).exists():  # killed before it was copied
+            self._keep(step)
+
+    def _keep(self, step: int) -> None:  # the last checkpoint, copied under its step's name
+        atomic_write_bytes(self.out / kept_checkpoint(step), self.path.read_bytes())
+
+    def said(self) -> str:
+        return f"{self.path} keeps step {self.saved}" if self.saved else "no checkpoint was written yet"
+
+    def on_checkpoint(self, trainer: Trainer, step: int) -> None:
+        ranks = trainer.ranks
         rng = ranks.gather(checkpoint.rng_state())  # every rank's noise, to resume each exactly
-        digests = ranks.gather(_digest(program))
+        digests = ranks.gather(_digest(trainer.program))
         if len(set(digests)) > 1:
             raise TrainError(f"the ranks' parameters differ at step {step}; not checkpointed")
         if ranks.writer:
-            checkpoint.save(
-                ckpt_path,
-                {
-                    "config": config.to_dict(),
-                    "step": step,
-                    "seconds": seconds,
-                    "skipped": skipped,
-                    "world": ranks.world,
-                    "rank_digests": digests,
-                    "program": program.state_dict(),
-                    "optim": optim.get_state(),
-                    "rng": rng if ranks.parallel else rng[0],
-                    "batches": batches.generator.get_state(),
-                },
-            )
-            if kept(step):
-                keep(step)
-        saved_step = step
+            checkpoint.save(self.path, {
+                "config": self.config.to_dict(), **trainer.state(), "world": ranks.world,
+                "rank_digests": digests, "rng": rng if ranks.parallel else rng[0],
+                "batches": self.batches.generator.get_state(),
+            })
+            if self.kept(step):
+                self._keep(step)
+        self.saved = step
+
+
+class LossRange(Hook):
+    """The first and the last finite loss of the run, for its summary."""
 
     first = last = None
-    window = []
-    bar = tqdm(
-        total=config.steps,
-        initial=start,
-        desc=f"{config.model} {config.dataset}",
-        disable=not (progress and ranks.writer),
-        mininterval=0.5 if sys.stderr.isatty() else 30,
-        file=sys.stderr,
-    )
-    metrics = open(out / METRICS, "a") if ranks.writer else None
-    board = None
-    if ranks.writer and tensorboard:
-        board = monitor.TensorBoard(out if tensorboard is True else Path(tensorboard), start, seconds)
-    try:
-        for step in range(start + 1, config.steps + 1):
-            tic = time.perf_counter()
-            x, task = ranks.shard(*next(batches))
-            if config.flip:  # a background model's noise, drawn by the minibatches' own generator
-                x = x ^ (torch.rand(x.shape, generator=batches.generator) < config.flip).to(x.dtype)
-            weights = config.kl_weights(step) if config.model == "hypervae" else ()
-            optim.set_lr(config.lr_at(step))
-            loss, updated = svi_step(svi, x.to(dev, torch.float32), task, *weights, skip_nonfinite=True, ranks=ranks)
-            seconds += time.perf_counter() - tic
-            if not updated and on_nan == "stop":
-                kept = f"{ckpt_path} keeps step {saved_step}" if saved_step else "no checkpoint was written yet"
-                raise TrainError(f"loss is {loss} at step {step}; stopped ({kept})")
-            if not updated:
-                skipped += 1
-            else:
-                first = loss if first is None else first
-                last = loss
-                window.append(loss)
-            if step % log_every == 0 or step == config.steps:
-                avg = sum(window) / len(window) if window else None
-                if metrics is not None:
-                    line = {"step": step, "loss": loss if updated else None, "loss_avg": avg,
-                            "seconds": round(seconds, 3), "skipped": skipped, "lr": config.lr_at(step),
-                            **monitor.loss_terms(program, x.to(dev, torch.float32), task)}
-                    metrics.write(json.dumps(line) + "\n")
-                    metrics.flush()
-                    if board is not None:
-                        board.scalars(line)
-                bar.set_postfix(loss=f"{avg:.2f}" if window else "nan", refresh=False)
-                window = []
-            bar.update(1)
-            if board is not None and image_every and (step % image_every == 0 or step == config.steps):
-                board.samples(step, program, data, config.seed)
-            if step % checkpoint_every == 0 or step == config.steps or kept(step):
-                save_checkpoint(step)
-    finally:
-        if metrics is not None:
-            metrics.close()
-        if board is not None:
-            board.close()
-        bar.close()
-    return TrainSummary(out, start, config.steps, first, last, seconds, skipped)
+
+    def on_step(self, trainer: Trainer, step: int, loss: float | None) -> None:
+        if loss is not None:
+            self.first = loss if self.first is None else self.first
+            self.last = loss
 
 
 def _lock(out: Path, held: list) -> None:

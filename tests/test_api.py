@@ -39,6 +39,21 @@ def test_the_readme_api_section_runs_as_written(tmp_path, monkeypatch, data_root
     assert ph.load("runs/seven").config.model == "vae"
 
 
+def test_the_readme_hook_runs_as_written_and_sees_every_step(tmp_path, monkeypatch, data_root):
+    section = README.read_text().split("## Python API")[1].split("\n## ")[0]
+    blocks = [b[: b.index("```\n")] for b in section.split("```python\n")[1:]]
+    code = next(b for b in blocks if "class Losses(Hook)" in b)
+    assert "steps=300" in code
+    monkeypatch.setenv("PYROHVAE_DATA_DIR", str(data_root))
+    monkeypatch.chdir(tmp_path)
+    namespace = {"ph": ph}
+    exec(compile(code.replace("steps=300", "steps=12"), "README.md", "exec"), namespace)  # noqa: S102
+    losses = namespace["losses"].losses
+    logged = [json.loads(line) for line in (tmp_path / "runs/hooked/metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 12 and [m["step"] for m in logged] == [10, 12]
+    assert [losses[9], losses[11]] == [m["loss"] for m in logged]
+
+
 def test_prior_predictive_needs_no_data_and_draws_one_u_per_task():
     run = ph.Run(build(ph.RunConfig(dataset="mnist")), 0, Path("."))
     torch.manual_seed(0)

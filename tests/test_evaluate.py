@@ -87,16 +87,15 @@ def test_evaluate_command_writes_eval_json(trained_run, model):
 
 
 def test_metavae_steps_move_only_the_decoders_of_their_tasks(trained_run, mnist_test):
-    from pyro.infer import SVI, Trace_ELBO
+    from pyrohvae.trainer import Trainer
 
     program, _ = load_run(trained_run("metavae"))
     program.train()
     before = [d.fc2.weight.detach().clone() for d in program.decoders]
-    pyro.clear_param_store()
-    svi = SVI(program.model, program.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO(max_plate_nesting=2))
+    trainer = Trainer(program)
     x = mnist_test.images[mnist_test.tasks == 3][:20].float().reshape(1, 20, 1, 28, 28)
     for _ in range(2):
-        svi.step(x, torch.tensor([3]))
+        trainer.update(x, torch.tensor([3]))
     moved = [not torch.equal(b, d.fc2.weight) for b, d in zip(before, program.decoders)]
     assert moved == [t == 3 for t in range(10)]
     assert program.choices("3") == [3] and program.choices("an unseen task") == list(range(10))

@@ -5,6 +5,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyrohvae import nets
 from pyrohvae.config import RunConfig
 from pyrohvae.nets import Decoder, Encoder, ThetaGenerator, decode, encode, param_shapes
 from pyrohvae.program import build
@@ -87,7 +88,8 @@ def test_groups_run_in_passes_as_they_would_all_at_once(theta, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_ordinary_parameters_match_torch_layers():
+def _check_against_torch_layers():
+    """The functional code (both decoder paths) against the layers' own forward, same weights."""
     torch.manual_seed(1)
     enc, dec = Encoder(), Decoder()
     x = torch.rand(4, 1, 28, 28)
@@ -97,8 +99,38 @@ def test_ordinary_parameters_match_torch_layers():
     torch.testing.assert_close(loc, enc.loc(h))
     torch.testing.assert_close(scale, torch.exp(0.5 * enc.logvar(h)))
     z = torch.randn(4, 10)
-    h = torch.relu(dec.fc2(torch.relu(dec.fc1(z)))).reshape(4, 64, 7, 7)
-    torch.testing.assert_close(dec(z), dec.deconv2(torch.relu(dec.deconv1(h))))
+    h = torch.relu(dec.fc2(torch.relu(dec.fc1(z)))).reshape(4, *nets.conv_shape())
+    reference = dec.deconv2(torch.relu(dec.deconv1(h)))
+    torch.testing.assert_close(dec(z), reference)
+    with torch.no_grad():
+        torch.testing.assert_close(dec(z), reference, rtol=1e-5, atol=1e-5)
+    return enc, dec
+
+
+def test_ordinary_parameters_match_torch_layers():
+    enc, dec = _check_against_torch_layers()
+    assert nets.conv_shape() == (64, 7, 7) and enc.conv1.padding == (1, 1)
+
+
+def test_the_declared_architecture_is_what_runs(monkeypatch):
+    """Change a layer's kernel and padding where the architecture is declared: the layer, the
+    functional code and θ(u) all follow, and the numbers change."""
+    x = torch.rand(4, 1, 28, 28)
+    torch.manual_seed(1)
+    before = Encoder()(x)[0]
+    monkeypatch.setitem(nets.ENCODER_CONVS, "conv1", nets.Conv(1, 32, kernel_size=5, padding=2))
+    monkeypatch.setitem(nets.DECODER_CONVS, "deconv2", nets.Conv(32, 1, 5, padding=2, output_padding=1, transposed=True))
+    enc, dec = _check_against_torch_layers()
+    assert enc.conv1.weight.shape == (32, 1, 5, 5) and enc.conv1.padding == (2, 2)
+    assert dec.deconv2.weight.shape == (32, 1, 5, 5)
+    torch.manual_seed(1)
+    assert not torch.allclose(Encoder()(x)[0], before)
+    theta = ThetaGenerator()
+    assert theta.shapes["encoder"]["conv1.weight"] == (32, 1, 5, 5)
+    assert decode(theta.decoder(torch.randn(2, 1, 10)), torch.randn(2, 3, 10)).shape == (2, 3, 1, 28, 28)
+    monkeypatch.setitem(nets.DECODER_CONVS, "deconv2", nets.Conv(32, 1, 3, padding=0, transposed=True))
+    with pytest.raises(ValueError, match="decoder's convolutions give images of"):
+        Decoder()
 
 
 def test_particles_broadcast_against_shared_weights(theta):
@@ -147,7 +179,7 @@ def test_matrix_layer_is_u_h_v_plus_b(theta, name):
              for ws in (alone, together)]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
-    assert math.prod(layer.B.shape) == math.prod(layer.shape)
+    assert layer.B.shape == (layer.shape[0], math.prod(layer.shape[1:]))  # a filter bank's rows: its outputs
 
 
 @pytest.mark.parametrize("tasks", [1, 3])

@@ -1,6 +1,6 @@
 """Guides, one per file, chosen by name.
 
-A guide is an `nn.Module` whose `forward` is a Pyro guide for one model, registered with
+A guide is a `PyroModule` whose `forward` is a Pyro guide for one model, registered with
 `@register("name")`. HyperVAE guides subclass `TaskGuide` and say how q(u | D) reads a task; see
 `random_draw.py` for the paper's guide and the README for adding one.
 """

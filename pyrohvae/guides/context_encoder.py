@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
-from torch import nn
+from pyro.nn import PyroModule
 
 from ..models import per_datum
 from ..nets import ContextEncoder
@@ -13,7 +13,7 @@ from . import register
 
 
 @register("context-encoder")
-class ContextEncoderGuide(nn.Module):
+class ContextEncoderGuide(PyroModule):
     model = "metavae"
 
     def __init__(self, config):
@@ -22,7 +22,6 @@ class ContextEncoderGuide(nn.Module):
 
     def forward(self, x, context=None):
         """x: (tasks, items, 1, 28, 28); context: (tasks, m, 1, 28, 28), by default x itself."""
-        pyro.module("encoder", self.encoder)
         tasks, items = x.shape[:2]
         with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):
             loc, scale = self.encoder(x, x if context is None else context)

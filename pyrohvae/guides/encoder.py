@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
-from torch import nn
+from pyro.nn import PyroModule
 
 from ..models import per_datum
 from ..nets import Encoder
@@ -12,7 +12,7 @@ from . import register
 
 
 @register("encoder")
-class EncoderGuide(nn.Module):
+class EncoderGuide(PyroModule):
     model = "vae"
 
     def __init__(self, config):
@@ -20,7 +20,6 @@ class EncoderGuide(nn.Module):
         self.encoder = Encoder(config.z_dim, config.hidden)
 
     def forward(self, x):
-        pyro.module("encoder", self.encoder)
         tasks, items = x.shape[:2]
         with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):
             loc, scale = self.encoder(x)

@@ -4,9 +4,10 @@ every item, mean-pooled, then a dense layer to the location and log-variance of 
 from __future__ import annotations
 
 import torch
+from pyro.nn import PyroModule
 from torch import nn
 
-from ..nets import Encoder, features
+from ..nets import Encoder, Linear, features, weights
 from . import register
 from .task_guide import TaskGuide
 
@@ -17,9 +18,9 @@ class SetEncoderGuide(TaskGuide):
         super().__init__(config)
         # The main encoder's trunk per item; its heads read the pooled features.
         self.items = Encoder(config.u_dim, config.hidden)
-        self.pooled = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.ReLU())
+        self.pooled = PyroModule[nn.Sequential](Linear(config.hidden, config.hidden), nn.ReLU())
 
     def task_posterior(self, x):
-        params = dict(self.items.named_parameters())
+        params = weights(self.items)
         h = self.pooled(features(params, x).mean(-2))
         return self.items.loc(h), torch.exp(0.5 * self.items.logvar(h))

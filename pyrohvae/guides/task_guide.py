@@ -8,7 +8,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from torch import nn
+from pyro.nn import PyroModule
 
 from ..config import ConfigError
 from ..models import per_datum, record
@@ -20,7 +20,7 @@ def _auxiliary(site) -> dict:
     return {"is_auxiliary": True}
 
 
-class TaskGuide(nn.Module):
+class TaskGuide(PyroModule):
     """q(u | D_t) per task, then the main VAE's encoder with weights θ(u) for every item.
 
     A subclass says how a task is read: `task_posterior(x)` maps a batch (tasks, items, 1, 28, 28)
@@ -63,8 +63,6 @@ class TaskGuide(nn.Module):
         return x[:, : min(max(k, 1), items)]
 
     def forward(self, theta, x, kl_u_weight: float = 1.0, kl_z_weight: float = 1.0, record_theta: bool = False):
-        pyro.module("guide", self)
-        pyro.module("theta", theta.half("encoder"))
         tasks, items = x.shape[:2]
         with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2):
             loc, scale = self.posterior(self.context(x))

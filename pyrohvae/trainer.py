@@ -1,0 +1,129 @@
+"""The training loop, written as in Pyro's `examples/svi_torch.py`, with hooks beside it.
+
+A step: the negative ELBO of a minibatch from the program's ELBO module (`Trace_ELBO()(model,
+guide)`, `Program.objective`), its backward pass, one fused `torch.optim.Adam` update of every
+parameter; the learning rate follows the config's schedule through a torch `LambdaLR`. With
+several ranks the ELBO module is wrapped in `DistributedDataParallel`, which averages the
+gradients across ranks during the backward pass.
+
+Everything else a run does is a hook: an object with `on_step(trainer, step, loss)` (after every
+step; `loss` None where a non-finite loss was skipped), `on_checkpoint(trainer, step)` (at every
+checkpoint step, in the order the hooks are given) and `close()` (at the end, however the loop
+ends). The checkpoint file, the metrics file, the progress bar and TensorBoard are hooks
+(`train.py`, `monitor.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
+
+from . import checkpoint
+from .distributed import Ranks
+
+
+class Hook:
+    """A hook that does nothing; subclasses override what they need."""
+
+    def on_step(self, trainer: Trainer, step: int, loss: float | None) -> None:
+        pass
+
+    def on_checkpoint(self, trainer: Trainer, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NonFiniteLoss(Exception):
+    """A step's loss was NaN or infinite and the run was asked to stop there."""
+
+
+class Trainer:
+    """A program, its ELBO module, optimizer and schedule, and where training stands: `step`
+    (steps done), `seconds` (of training), `skipped` (updates skipped for a non-finite loss),
+    `batch` (the minibatch of the last step, on the device, for hooks that look at it)."""
+
+    def __init__(self, program, ranks: Ranks | None = None, device_ids=None):
+        self.program, self.config, self.ranks = program, program.config, ranks or Ranks()
+        objective = program.objective()
+        self.optimizer = torch.optim.Adam(objective.parameters(), lr=self.config.lr, fused=True)
+        config = self.config  # the rate of step s (from 1) is lr_at(s): the scheduler counts from 0
+        self.scheduler = LambdaLR(self.optimizer, lambda done: config.lr_at(done + 1) / config.lr)
+        # Broadcasts rank 0's parameters and buffers at construction; averages gradients in backward.
+        self.objective = DistributedDataParallel(objective, device_ids) if self.ranks.parallel else objective
+        self.device = next(program.parameters()).device
+        self.step, self.seconds, self.skipped, self.batch = 0, 0.0, 0, None
+        self.logged: dict | None = None  # the last metrics line (`monitor.MetricsFile`), for later hooks
+
+    def update(self, x: torch.Tensor, task=None) -> tuple[float, bool]:
+        """One step on the minibatch x (tasks, items, 1, 28, 28): the loss (the mean over ranks),
+        and whether the parameters moved (not for a non-finite loss)."""
+        loss = self.objective(x, task, **self.program.step_kwargs(self.step + 1))
+        loss.backward()
+        loss = self.ranks.mean(float(loss.detach()))
+        finite = math.isfinite(loss)
+        if finite:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)  # None, not zeros: Adam leaves alone what no step touched
+        self.scheduler.step()
+        self.step += 1
+        return loss, finite
+
+    def state(self) -> dict:
+        return {"step": self.step, "seconds": self.seconds, "skipped": self.skipped,
+                "program": self.program.state_dict(), "optim": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        """Where a checkpoint left off. Format 1 (before this trainer) kept Adam's state per Pyro
+        param-store name, and no schedule: its moments go to the parameters they belong to, and
+        the schedule is put at the checkpoint's step."""
+        self.program.load_state_dict(state["program"])
+        self.step, self.seconds, self.skipped = state["step"], state["seconds"], state.get("skipped", 0)
+        if "scheduler" in state:
+            self.optimizer.load_state_dict(state["optim"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            return
+        params = dict(self.program.named_parameters())
+        for name, moments in checkpoint.format1_moments(state["optim"]).items():
+            p = params[name]
+            self.optimizer.state[p] = {k: torch.as_tensor(v, dtype=torch.float32, device=p.device) if k == "step"
+                                       else v.to(p.device) for k, v in moments.items()}
+        self.scheduler.last_epoch = self.step
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr_at(self.step + 1)
+
+    # A caller's torch.no_grad() (a notebook cell) would make the loss's backward pass fail, or
+    # with it skipped, "train" without moving a parameter.
+    @torch.enable_grad()
+    def run(self, batches, hooks: list[Hook], checkpoint_due: Callable[[int], bool], on_nan: str = "stop"):
+        """Steps until `config.steps`, from `batches` (`batches.py`), hooks after each."""
+        try:
+            while self.step < self.config.steps:
+                tic = time.perf_counter()
+                self.batch = self._next(batches)
+                loss, updated = self.update(*self.batch)
+                self.seconds += time.perf_counter() - tic
+                if not updated and on_nan == "stop":
+                    raise NonFiniteLoss(f"loss is {loss} at step {self.step}")
+                self.skipped += not updated
+                for hook in hooks:
+                    hook.on_step(self, self.step, loss if updated else None)
+                if checkpoint_due(self.step):
+                    for hook in hooks:
+                        hook.on_checkpoint(self, self.step)
+        finally:
+            for hook in hooks:
+                hook.close()
+
+    def _next(self, batches) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, task = self.ranks.shard(*next(batches))
+        if self.config.flip:  # a background model's noise, drawn by the minibatches' own generator
+            x = x ^ (torch.rand(x.shape, generator=batches.generator) < self.config.flip).to(x.dtype)
+        return x.to(self.device, torch.float32), task
