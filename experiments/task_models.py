@@ -208,10 +208,10 @@ def fewshot_stage(args, rows_dir):
             if key == "vae":
                 fixed = program.conditioned(None)
             elif shots == 0:
-                u = fewshot.prior_mean_u(program)
+                u = program.prior_mean_u()
                 fixed = program.conditioned_on(u, torch.ones_like(u))
             else:
-                fixed = program.conditioned_on(*fewshot.shots_posterior(program, pool[:shots]))
+                fixed = program.task_model(pool[:shots])[0]
             a, b = fewshot.per_image(fixed, scored, 1024, args.device)
             nelbo.append(a)
             nll.append(b)

@@ -62,25 +62,19 @@ class Run:
         called with the numbers of tasks and items instead of data."""
         from pyro.infer import Predictive
 
-        if self.config.model == "metavae":
-            raise ValueError("a metavae has no prior over models; sample one of its decoders with task_model")
+        if not self.program.generative_prior:
+            raise ValueError(f"a {self.config.model} has no prior over its models")
         return Predictive(self.program.model, num_samples=num_samples)(None, tasks=tasks, items=items)["x"]
 
     def task_model(self, images: torch.Tensor, combine: str = "product") -> TaskVAE:
         """The model of the task that `images` (k, 1, 28, 28) show: for a HyperVAE the main VAE
         θ(ū), ū the mean of q(u | the images) (a guide that reads one draw combines the k
-        posteriors, `fewshot.shots_posterior`); for a VAE its one model."""
-        if self.config.model == "metavae":
-            raise ValueError("a metavae's models are its training tasks' decoders; use a hypervae or vae run")
-        images = images.float().to(self.device)
-        if self.config.model == "vae":
-            return TaskVAE(self, self.program.conditioned(None), None)
-        loc, scale = fewshot.shots_posterior(self.program, images, combine)
-        return TaskVAE(self, self.program.conditioned_on(loc, scale), loc)
+        posteriors, `HyperVAEProgram.task_posterior`); for a VAE its one model."""
+        return TaskVAE(self, *self.program.task_model(images.float().to(self.device), combine))
 
     def prior_mean_model(self) -> TaskVAE:
         """θ(E[u]): the model that knows nothing of the task (HyperVAE)."""
-        u = fewshot.prior_mean_u(self.program).to(self.device)
+        u = self.program.prior_mean_u().to(self.device)
         return TaskVAE(self, self.program.conditioned_on(u, torch.ones_like(u)), u)
 
     def export(self, path) -> Path:

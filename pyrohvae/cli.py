@@ -290,10 +290,10 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
 
     program, state = load_run(run_dir, resolve_device(device))
     config = program.config
-    test = config.load_data("test", data_dir) if config.model == "hypervae" else None
-    prior_rows = 0 if config.model == "metavae" else prior_rows
-    if config.model == "vae" and prior_rows == 0:
-        raise click.UsageError("a VAE has no tasks to show: ask for --prior-rows 1 or more")
+    test = config.load_data("test", data_dir) if program.task_latent else None
+    prior_rows = prior_rows if program.generative_prior else 0
+    if not program.models_by_task and prior_rows == 0:
+        raise click.UsageError(f"a {config.model} has no tasks to show: ask for --prior-rows 1 or more")
     means, labels, draws = sample_rows(program, test, columns, prior_rows, max_tasks, seed)
     title = f"{config.model} on {config.dataset}, step {state['step']}: Bernoulli means"
     save_grid(means, labels, draws, out, title)
@@ -380,11 +380,9 @@ def task_models(run_dir, split, samples, context_size, agreement_samples, seed, 
 
     program, state = load_run(run_dir, resolve_device(device), checkpoint_name)
     config = program.config
-    if config.model == "vae":
-        raise click.ClickException("a vae run has one model for all tasks: there is nothing to tell apart")
-    scored = config.load_data(split, data_dir)
-    if config.model == "metavae":
-        scored = scored.without_tasks(sorted(set(scored.task_names) - set(config.train_tasks)))
+    if not program.models_by_task:
+        raise click.ClickException(f"a {config.model} run has one model for all tasks: there is nothing to tell apart")
+    scored = program.known_tasks(config.load_data(split, data_dir))
     try:
         scores = taskmodels.score_matrix(program, scored, samples, context_size, seed, progress=progress)
         if agreement_samples:
@@ -450,13 +448,12 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
 
     from . import fewshot as fs
     from .files import atomic_write_text, ensure_writable_dir
-    from .samples import save_grid
     from .train import load_run, resolve_device
 
     if bool(image_paths) == (task_name is not None):
         raise click.UsageError("give the shots by one of --images PATH and --task NAME")
     program, state = load_run(run_dir, resolve_device(device))
-    if program.config.model != "hypervae":
+    if not program.task_latent:
         raise click.ClickException(f"a {program.config.model} run has no task latent u: use a hypervae run")
     dev = resolve_device(device)
     try:
@@ -468,7 +465,7 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
             test_images, described = None, f"{len(names)} image file(s)"
         if test_paths:
             test_images = fs.load_images(test_paths, invert)[0]
-        loc, scale = fs.shots_posterior(program, shot_images.float().to(dev), combine)
+        loc, scale = program.task_posterior(shot_images.float().to(dev), combine)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     try:
@@ -478,25 +475,13 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
     about = {"run": str(run_dir), "shots": len(shot_images), "source": described, "combine": combine,
              "u_loc": loc[0].tolist(), "u_scale": scale[0].tolist()}
     fs.save_model(program, loc, out / "model", state["step"], about)
-    g = torch.Generator().manual_seed(seed)
-    eps = torch.randn(10, program.config.z_dim, generator=g).to(dev)
-    with torch.no_grad():
-        means = torch.sigmoid(program.sample_logits(eps, torch.cat([loc, fs.prior_mean_u(program).to(dev)])))
-    save_grid(means.cpu(), [f"θ(ū), {len(shot_images)} shot(s)", "θ(E[u]), the prior mean"], None,
-              out / "samples.png", f"few-shot model of {described}: samples (Bernoulli means)")
+    fs.save_samples(program, loc, out / "samples.png", f"few-shot model of {described}", len(shot_images), seed)
     result = dict(about, rows=[])
     if test_images is not None:
-        models = {"fewshot": program.conditioned_on(loc, scale),
-                  "prior-mean": program.conditioned_on(fs.prior_mean_u(program).to(dev), torch.ones_like(scale))}
-        if vae_run is not None:
-            vae, _ = load_run(vae_run, dev)
-            if vae.config.model != "vae":
-                raise click.ClickException(f"--vae {vae_run}: a {vae.config.model} run, not a vae")
-            models["vae"] = vae.conditioned(None)
-        pyro_seed = seed
-        for name, task_model in models.items():
-            __import__("pyro").set_rng_seed(pyro_seed)
-            result["rows"].append({"model": name, **fs.score(task_model, test_images, samples, dev)})
+        vae = load_run(vae_run, dev)[0] if vae_run is not None else None
+        if vae is not None and vae.models_by_task:
+            raise click.ClickException(f"--vae {vae_run}: a {vae.config.model} run, not a vae")
+        result["rows"] = fs.compare(program, loc, scale, test_images, vae, samples, seed)
     atomic_write_text(out / "fewshot.json", json.dumps(result, indent=2) + "\n")
     click.echo(f"few-shot model of {described} from {len(shot_images)} shot(s) ({combine if program.guide_nets.one_draw else 'read as a set'}); "
                f"wrote {out / 'model'}, {out / 'samples.png'}, {out / 'fewshot.json'}")
@@ -537,14 +522,14 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
 
     from . import outliers as od
     from .evaluate import evaluation_subset
-    from .files import atomic_path, atomic_write_text
+    from .files import atomic_write_text
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device))
     config = program.config
     if other == config.dataset:
         raise click.UsageError(f"--outliers must name another dataset than the run's ({config.dataset})")
-    if score in ("mdl", "model-space") and config.model != "hypervae":
+    if score in ("mdl", "model-space") and not program.task_latent:
         raise click.UsageError(f"--score {score} needs a task latent u: use a hypervae run")
     background = train_data = None
     if score == "ratio":
@@ -558,10 +543,7 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
         train_data = config.load_data("train", data_dir)
     normal = config.load_data("test", data_dir)
     kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
-    if other in data.DATASETS:
-        outlier_data = data.load(other, "test", data_dir)
-    else:
-        outlier_data = folders.scan(other).every_image()
+    outlier_data = data.load(other, "test", data_dir) if other in data.DATASETS else folders.scan(other).every_image()
     try:
         mixed = od.mixed_set(normal.subset(kept), outlier_data, fraction, seed)
     except ValueError as e:
@@ -582,12 +564,7 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
         od.roc_figure({f"{config.model} ({score})": metrics}, plot,
                       f"{config.dataset} normal, {other} outliers ({100 * fraction:g}%)")
     if scores_csv is not None:
-        with atomic_path(scores_csv) as tmp:
-            with open(tmp, "w") as f:
-                f.write("index,dataset,source_index,outlier,score\n")
-                for i, (label, src, v) in enumerate(zip(mixed.labels.tolist(), mixed.source_index.tolist(),
-                                                        values.tolist())):
-                    f.write(f"{i},{other if label else config.dataset},{src},{label},{v:.6f}\n")
+        od.write_scores(scores_csv, mixed, values, config.dataset, other)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -668,7 +645,7 @@ def discover(run_dir, target, target_class, mode, iterations, steps, seed, threa
         raise click.UsageError("give one of --target PATH.png and --target-class C")
     program, _ = load_run(run_dir, resolve_device(device))
     config = program.config
-    mode = mode or ("vae" if config.model == "vae" else "joint")
+    mode = mode or ("joint" if program.task_latent else "vae")
     try:
         if target is not None:
             image = disc.load_target(target)
@@ -730,7 +707,7 @@ def inspect(run_dir, draws, split, seed, limit, max_tasks, out, progress, data_d
     from .train import load_run, resolve_device
 
     program, _ = load_run(run_dir, resolve_device(device))
-    if program.config.model != "hypervae":
+    if not program.task_latent:
         raise click.ClickException(f"a {program.config.model} run has no task latent u to inspect")
     scored = program.config.load_data(split, data_dir)
     idata = posteriors.task_posteriors(program, scored, draws, seed, limit=limit, progress=progress)
@@ -783,7 +760,7 @@ def interpolate(run_dir, source, target, out, steps, columns, split, seed, data_
               help="HyperVAE: the configuration (its guide sets the hyper-encoder's size).")
 def info(model, preset):
     """Parameter counts per part of a model (the architecture does not depend on the dataset)."""
-    from .nets import Decoder, Encoder, count_parameters
+    from .nets import count_parameters
     from .program import build
 
     # One training task: MetaVAE's count grows by one decoder per task.
@@ -795,11 +772,8 @@ def info(model, preset):
     click.echo(f"{model}: parameters")
     for name, n in rows:
         click.echo(f"  {name:<{width}}  {n:>10,}")
-    if model == "metavae":
-        click.echo("MetaVAE holds one generative network per training task: add its count per task")
-    if model == "hypervae":
-        enc, dec = count_parameters(Encoder(config.z_dim)), count_parameters(Decoder(config.z_dim))
-        click.echo(f"generated per task by θ(u): main encoder {enc:,}, main decoder {dec:,}")
+    for line in program.notes():
+        click.echo(line)
 
 
 if __name__ == "__main__":

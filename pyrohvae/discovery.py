@@ -157,9 +157,9 @@ def discover(program, target: torch.Tensor, mode: str, budget: int = 300, steps:
              search: str = "bo", on_eval=None, **bo) -> dict:
     """One search (`search` "bo" or "random") in one mode; the best design and cosine per step."""
     model = program.config.model
-    if mode == "vae" and model != "vae":
+    if mode == "vae" and program.models_by_task:
         raise ValueError(f"--mode vae searches a vae run's z; this run is a {model}")
-    if mode in ("joint", "iterative") and model != "hypervae":
+    if mode in ("joint", "iterative") and not program.task_latent:
         raise ValueError(f"--mode {mode} needs a hypervae run; this run is a {model}")
     designs = Designs(program)
     target = target.reshape(-1).float()

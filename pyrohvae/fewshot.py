@@ -30,31 +30,6 @@ from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
 from .program import build
 
-COMBINES = ("product", "mean")
-
-
-@torch.no_grad()
-def shots_posterior(program, shots: torch.Tensor, combine: str = "product") -> tuple[torch.Tensor, torch.Tensor]:
-    """Location and scale of q(u | the k shots), each (1, u_dim); shots (k, 1, 28, 28)."""
-    guide = program.guide_nets
-    if not guide.one_draw:
-        return guide.posterior(shots.unsqueeze(0))
-    loc, scale = guide.posterior(shots.unsqueeze(1))  # every shot a task of one draw: (k, u_dim)
-    if combine == "mean":
-        return loc.mean(0, keepdim=True), scale.mean(0, keepdim=True)
-    if combine != "product":
-        raise ValueError(f"unknown --combine {combine!r}; choose one of {', '.join(COMBINES)}")
-    if program.config.prior != "normal":
-        raise ValueError(f"--combine product divides out a N(0, I) prior; this run's prior is "
-                         f"{program.config.prior!r}: use --combine mean")
-    k = len(shots)
-    precisions = scale.pow(-2)
-    precision = torch.maximum(precisions.sum(0) - (k - 1), precisions.max(0).values)
-    # the prior N(0, I) divided out contributes nothing to the precision-weighted location
-    loc = (precisions * loc).sum(0) / precision
-    return loc[None], precision.rsqrt()[None]
-
-
 def task_shots(data, name: str, shots: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
     """`shots` random images of task `name` of `data` (chosen by `seed`), its other images, and a
     description."""
@@ -67,11 +42,6 @@ def task_shots(data, name: str, shots: int, seed: int = 0) -> tuple[torch.Tensor
     members = members[torch.randperm(len(members), generator=torch.Generator().manual_seed(seed))]
     return (data.images[members[:shots]], data.images[members[shots:]],
             f"task {name!r} of {data.name}")
-
-
-def prior_mean_u(program) -> torch.Tensor:
-    """E[u] under p(u), (1, u_dim): the model θ(E[u]) knows nothing of the task."""
-    return program.prior().mean.reshape(1, -1)
 
 
 @torch.no_grad()
@@ -95,6 +65,34 @@ def summary(nelbo: torch.Tensor, nll: torch.Tensor) -> dict:
 def score(task_model, images: torch.Tensor, samples: int = 1024, device="cpu") -> dict:
     """Mean −ELBO and −log p(x) of images under one fixed model, with the standard error."""
     return summary(*per_image(task_model, images, samples, device))
+
+
+def compare(program, loc, scale, images: torch.Tensor, vae=None, samples: int = 1024, seed: int = 0) -> list[dict]:
+    """`score` rows of `images` under the few-shot model q(u) = N(loc, scale), the prior-mean model
+    θ(E[u]) and, given, a VAE run's program, each scored from the same random state."""
+    import pyro
+
+    device = loc.device
+    models = {"fewshot": program.conditioned_on(loc, scale),
+              "prior-mean": program.conditioned_on(program.prior_mean_u().to(device), torch.ones_like(scale))}
+    if vae is not None:
+        models["vae"] = vae.conditioned(None)
+    rows = []
+    for name, task_model in models.items():
+        pyro.set_rng_seed(seed)
+        rows.append({"model": name, **score(task_model, images, samples, device)})
+    return rows
+
+
+def save_samples(program, loc, path: Path, title: str, shots: int, seed: int = 0) -> None:
+    """Ten samples (Bernoulli means) of the few-shot model θ(ū) above ten of θ(E[u]), same noise."""
+    from .samples import save_grid
+
+    eps = torch.randn(10, program.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(loc.device)
+    with torch.no_grad():
+        means = torch.sigmoid(program.sample_logits(eps, torch.cat([loc, program.prior_mean_u().to(loc.device)])))
+    save_grid(means.cpu(), [f"θ(ū), {shots} shot(s)", "θ(E[u]), the prior mean"], None, path,
+              f"{title}: samples (Bernoulli means)")
 
 
 def vae_of(program, u: torch.Tensor):

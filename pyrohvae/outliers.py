@@ -158,6 +158,16 @@ def detection_metrics(scores, labels, flag_rate: float | None = None) -> dict:
     }
 
 
+def write_scores(path, mixed: MixedSet, values: torch.Tensor, normal_name: str, outlier_name: str) -> None:
+    """Every image's score as CSV (index, dataset, source_index, outlier, score), whole or not at all."""
+    from .files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write("index,dataset,source_index,outlier,score\n")
+        for i, (label, src, v) in enumerate(zip(mixed.labels.tolist(), mixed.source_index.tolist(), values.tolist())):
+            f.write(f"{i},{outlier_name if label else normal_name},{src},{label},{v:.6f}\n")
+
+
 def _thin_roc(fpr, tpr, points: int = 201) -> dict:
     """The ROC curve at `points` evenly spaced false positive rates (enough for a figure)."""
     grid = np.linspace(0, 1, points)

@@ -10,6 +10,7 @@ program's generative networks (`choices`; only MetaVAE has more than one).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,6 +23,7 @@ from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
 from . import guides
+from .batches import MixedBatches, TaskBatches
 from .config import ConfigError, RunConfig
 from .models import hypervae_model, metavae_model, vae_model, z_from_eps
 from .nets import Decoder, ThetaGenerator, decode
@@ -51,8 +53,22 @@ class _Method(nn.Module):
         return getattr(self.program, self.name)(*args, **kwargs)
 
 
+COMBINES = ("product", "mean")
+
+
 class Program(PyroModule):
-    """What every program shares: the training objective and the per-step settings of its loss."""
+    """What every program shares, and what its callers ask of it (sampling, a task's model, the
+    task posterior) instead of asking which model it is. Its kind, for callers that differ by it:"""
+
+    task_latent = False  # its models differ by a task latent u with a posterior q(u | D) (HyperVAE)
+    models_by_task = False  # it has more than one model: one per task
+    generative_prior = True  # it draws from the model alone (a prior over all it generates)
+    data_parallel = True  # its ranks stay identical under DistributedDataParallel
+
+    @classmethod
+    def minibatches(cls, config: RunConfig, data, world: int = 1):
+        """The training minibatches; with `world` ranks, of the global batch they share out."""
+        return TaskBatches(data, config.batch_size, config.tasks_per_step * world, config.seed)
 
     def objective(self) -> ELBOModule:
         """−ELBO(model, guide) as a module (`Trace_ELBO()(model, guide)`): called on a batch it gives
@@ -63,6 +79,22 @@ class Program(PyroModule):
         """The keyword arguments of model and guide at training step `step` (none: the ELBO as is)."""
         return {}
 
+    def known_tasks(self, data):
+        """The part of `data` whose tasks this program has a model for (all of them, but MetaVAE's)."""
+        return data
+
+    def task_model(self, shots: torch.Tensor, combine: str = "product") -> tuple[TaskModel, torch.Tensor | None]:
+        """The model of the task that `shots` (k, 1, 28, 28) show, and its ū (None without u)."""
+        return self.conditioned(None), None
+
+    def notes(self) -> list[str]:
+        """What `info` says of this program besides its parameter counts."""
+        return []
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
 
 class VAEProgram(Program):
     """The plain VAE baseline: one encoder and one decoder for all tasks."""
@@ -72,6 +104,11 @@ class VAEProgram(Program):
         self.config = config
         self.decoder = Decoder(config.z_dim, config.hidden)
         self.guide_nets = guides.get(config.guide, "vae")(config)
+
+    @classmethod
+    def minibatches(cls, config: RunConfig, data, world: int = 1):
+        """`batch_size` images drawn across all tasks (× `world`): a VAE knows no task."""
+        return MixedBatches(data, config.batch_size * world, config.seed)
 
     @pyro_method
     def model(self, x, task=None, tasks=None, items=None):
@@ -93,9 +130,16 @@ class VAEProgram(Program):
     def sample_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
+    def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
+        """`prior_rows` rows of z ~ p(z) (`samples.sample_rows`)."""
+        z = torch.randn(prior_rows, columns, self.config.z_dim, generator=g).to(self.device)
+        return torch.sigmoid(self.sample_logits(z)).cpu(), [f"z ~ p(z), row {i + 1}" for i in range(prior_rows)], None
+
 
 class HyperVAEProgram(Program):
     """HyperVAE: the hyper-decoder θ(u), the prior on u and the guide's networks."""
+
+    task_latent = models_by_task = True
 
     def __init__(self, config: RunConfig):
         super().__init__()
@@ -133,6 +177,61 @@ class HyperVAEProgram(Program):
     def choices(self, task_name: str | None) -> list:
         return [None]
 
+    def notes(self) -> list[str]:
+        enc, dec = (sum(math.prod(shape) for shape in self.theta.shapes[half].values()) for half in ("encoder", "decoder"))
+        return [f"generated per task by θ(u): main encoder {enc:,}, main decoder {dec:,}"]
+
+    @torch.no_grad()
+    def task_posterior(self, shots: torch.Tensor, combine: str = "product") -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and scale of q(u | the k shots (k, 1, 28, 28)), each (1, u_dim). A guide that
+        reads a set reads them as one; one that reads one draw gives a posterior per shot, combined
+        by their product with the prior divided out (`combine="product"`, for p(u) = N(0, I)) or
+        by the mean of their locations and scales (`"mean"`)."""
+        guide = self.guide_nets
+        if not guide.one_draw:
+            return guide.posterior(shots.unsqueeze(0))
+        loc, scale = guide.posterior(shots.unsqueeze(1))  # every shot a task of one draw: (k, u_dim)
+        if combine == "mean":
+            return loc.mean(0, keepdim=True), scale.mean(0, keepdim=True)
+        if combine != "product":
+            raise ValueError(f"unknown --combine {combine!r}; choose one of {', '.join(COMBINES)}")
+        if self.config.prior != "normal":
+            raise ValueError(f"--combine product divides out a N(0, I) prior; this run's prior is "
+                             f"{self.config.prior!r}: use --combine mean")
+        precisions = scale.pow(-2)
+        precision = torch.maximum(precisions.sum(0) - (len(shots) - 1), precisions.max(0).values)
+        # the prior N(0, I) divided out contributes nothing to the precision-weighted location
+        return ((precisions * loc).sum(0) / precision)[None], precision.rsqrt()[None]
+
+    def task_model(self, shots: torch.Tensor, combine: str = "product") -> tuple[TaskModel, torch.Tensor]:
+        """θ(ū), ū the mean of q(u | shots) (`task_posterior`)."""
+        loc, scale = self.task_posterior(shots, combine)
+        return self.conditioned_on(loc, scale), loc
+
+    def prior_mean_u(self) -> torch.Tensor:
+        """E[u] under p(u), (1, u_dim): the model θ(E[u]) knows nothing of the task."""
+        return self.prior().mean.reshape(1, -1)
+
+    @torch.no_grad()
+    def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
+        """A row per task of `test_data` (θ(ū), ū from a context of its test images), then
+        `prior_rows` rows of u ~ p(u), all decoding the same z (`samples.sample_rows`)."""
+        from .evaluate import CONTEXT_SIZE
+
+        z = torch.randn(columns, self.config.z_dim, generator=g).to(self.device)
+        members = test_data.task_members()
+        shown = torch.linspace(0, len(members) - 1, min(max_tasks, len(members))).round().long().unique().tolist()
+        contexts = [test_data.images[members[t][torch.randperm(len(members[t]), generator=g)[:CONTEXT_SIZE]]].float()
+                    for t in shown]
+        draws = torch.stack([c[:1] for c in contexts])  # (tasks, 1, 1, 28, 28): the first of each context
+        if self.guide_nets.one_draw:  # the paper's guide reads one draw: d_t, shown
+            u_tasks = self.task_u(draws.to(self.device))
+        else:  # a set guide reads the whole context, of which d_t is one
+            u_tasks = torch.cat([self.task_u(c.unsqueeze(0).to(self.device)) for c in contexts])
+        u = torch.cat([u_tasks, self.prior().sample((prior_rows,)).to(self.device)])
+        labels = [test_data.task_names[t] for t in shown] + [f"u ~ p(u), row {i + 1}" for i in range(prior_rows)]
+        return torch.sigmoid(self.sample_logits(z, u)).cpu(), labels, draws[:, 0].cpu()
+
     @torch.no_grad()
     def task_u(self, summary: torch.Tensor) -> torch.Tensor:
         """Mean of q(u | D_t) for a batch (tasks, items, 1, 28, 28): (tasks, u_dim)."""
@@ -157,7 +256,7 @@ class HyperVAEProgram(Program):
             hidden = poutine.block(hide_fn=lambda site: site["name"] == "u" or site["name"].startswith("theta."))
             return hidden(poutine.condition(fn, data={"u": u}))
 
-        q = dist.Normal(loc, scale).to_event(1)
+        q = self.guide_nets.q_u(loc, scale)
         return TaskModel(fix(self.model), fix(self.guide), q, self.kl_u(q))
 
     @torch.no_grad()
@@ -187,6 +286,10 @@ class HyperVAEProgram(Program):
 class MetaVAEProgram(Program):
     """MetaVAE (Choi et al. 2019): one inference network q(z | x, D) shared by all tasks, and one
     generative network per training task."""
+
+    models_by_task = True
+    generative_prior = False  # which decoder would it draw from?
+    data_parallel = False  # its ranks would step different decoders
 
     def __init__(self, config: RunConfig):
         super().__init__()
@@ -225,6 +328,23 @@ class MetaVAEProgram(Program):
     def sample_logits(self, z: torch.Tensor, task: int) -> torch.Tensor:
         return self.decoders[task](z)
 
+    def known_tasks(self, data):
+        return data.without_tasks(sorted(set(data.task_names) - set(self.config.train_tasks)))
+
+    def task_model(self, shots, combine="product"):
+        raise ValueError("a metavae's models are its training tasks' decoders; use a hypervae or vae run")
+
+    def notes(self) -> list[str]:
+        return ["MetaVAE holds one generative network per training task: add its count per task"]
+
+    @torch.no_grad()
+    def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
+        """A row per training task's decoder (up to `max_tasks`, spread out), z ~ p(z)."""
+        names = self.config.train_tasks
+        shown = torch.linspace(0, len(names) - 1, min(max_tasks, len(names))).round().long().unique().tolist()
+        z = torch.randn(columns, self.config.z_dim, generator=g).to(self.device)
+        return torch.stack([torch.sigmoid(self.sample_logits(z, t)) for t in shown]).cpu(), [names[t] for t in shown], None
+
     @torch.no_grad()
     def sample_task(self, summary, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:
         """n Bernoulli means of the decoder `choice`, z ~ p(z); the summary plays no part."""
@@ -235,5 +355,9 @@ class MetaVAEProgram(Program):
 PROGRAMS = {"vae": VAEProgram, "hypervae": HyperVAEProgram, "metavae": MetaVAEProgram}
 
 
+def program_class(config: RunConfig) -> type[Program]:
+    return PROGRAMS[config.model]
+
+
 def build(config: RunConfig) -> Program:
-    return PROGRAMS[config.model](config)
+    return program_class(config)(config)

@@ -11,7 +11,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from .evaluate import CONTEXT_SIZE  # noqa: E402
 from .files import atomic_path  # noqa: E402
 
 
@@ -25,34 +24,7 @@ def sample_rows(program, test_data, columns=10, prior_rows=4, max_tasks=50, seed
     their model only. MetaVAE: one row per training task's decoder. VAE: `prior_rows` rows of
     z ~ p(z).
     """
-    g = torch.Generator().manual_seed(seed)
-    device = next(program.parameters()).device
-    if program.config.model == "vae":
-        z = torch.randn(prior_rows, columns, program.config.z_dim, generator=g).to(device)
-        means = torch.sigmoid(program.sample_logits(z))
-        return means.cpu(), [f"z ~ p(z), row {i + 1}" for i in range(prior_rows)], None
-    if program.config.model == "metavae":  # one row per training task's decoder
-        names = program.config.train_tasks
-        shown = torch.linspace(0, len(names) - 1, min(max_tasks, len(names))).round().long().unique().tolist()
-        z = torch.randn(columns, program.config.z_dim, generator=g).to(device)
-        means = torch.stack([torch.sigmoid(program.sample_logits(z, t)) for t in shown])
-        return means.cpu(), [names[t] for t in shown], None
-    z = torch.randn(columns, program.config.z_dim, generator=g).to(device)
-    members = test_data.task_members()
-    shown = torch.linspace(0, len(members) - 1, min(max_tasks, len(members))).round().long().unique()
-    contexts = [test_data.images[members[t][torch.randperm(len(members[t]), generator=g)[:CONTEXT_SIZE]]].float()
-                for t in shown.tolist()]
-    draws = torch.stack([c[:1] for c in contexts])  # (tasks, 1, 1, 28, 28): the first of each context
-    if program.guide_nets.one_draw:  # the paper's guide reads one draw: d_t, shown
-        u_tasks = program.task_u(draws.to(device))
-    else:  # a set guide reads the whole context, of which d_t is one
-        u_tasks = torch.cat([program.task_u(c.unsqueeze(0).to(device)) for c in contexts])
-    u_prior = program.prior().sample((prior_rows,)).to(device)
-    u = torch.cat([u_tasks, u_prior])
-    means = torch.sigmoid(program.sample_logits(z, u))  # (rows, columns, 1, 28, 28)
-    labels = [test_data.task_names[t] for t in shown.tolist()]
-    labels += [f"u ~ p(u), row {i + 1}" for i in range(prior_rows)]
-    return means.cpu(), labels, draws[:, 0].cpu()
+    return program.sample_rows(test_data, columns, prior_rows, max_tasks, torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
@@ -64,7 +36,7 @@ def interpolation_rows(program, data, source: str, target: str, steps=8, columns
 
     from .evaluate import context_set
 
-    if program.config.model != "hypervae":
+    if not program.task_latent:
         raise ValueError(f"a {program.config.model} run has no model space to walk: use a hypervae run")
     index = {name: i for i, name in enumerate(data.task_names)}
     for name in (source, target):

@@ -17,11 +17,10 @@ import pyro
 import torch
 
 from . import checkpoint, monitor
-from .batches import MixedBatches, TaskBatches
 from .config import RunConfig
 from .distributed import Ranks
 from .files import FolderInUse, FolderLock, atomic_write_bytes, atomic_write_text, ensure_writable_dir
-from .program import build
+from .program import build, program_class
 from .trainer import Hook, NonFiniteLoss, Trainer
 
 CONFIG = "config.json"
@@ -63,13 +62,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainError(f"--device {name} asked for, but torch sees no CUDA GPU on this machine")
     return device
-
-
-def batches_for(config: RunConfig, data, world: int = 1):
-    """The minibatch sampler; with `world` ranks, of the global batch they share out."""
-    if config.model == "vae":
-        return MixedBatches(data, config.batch_size * world, config.seed)
-    return TaskBatches(data, config.batch_size, config.tasks_per_step * world, config.seed)
 
 
 def load_run(out: Path, device="cpu", checkpoint_name: str = CHECKPOINT):
@@ -166,8 +158,8 @@ def _open(config: RunConfig, out: Path, resume: bool, data_root, ranks: Ranks, h
         raise TrainError(f"{out} already holds a run; pass --resume to go on with it or choose another --out")
     if resume and not ckpt_path.exists():
         raise TrainError(f"--resume: {out} holds no {CHECKPOINT}")
-    if ranks.parallel and config.model == "metavae":
-        raise TrainError("--distributed: metavae's ranks would step different decoders; train it in one process")
+    if ranks.parallel and not program_class(config).data_parallel:
+        raise TrainError(f"--distributed: a {config.model}'s ranks would not stay identical; train it in one process")
     state = checkpoint.load(ckpt_path) if resume else None
     if state is not None:
         _check_same_run(ckpt_path, state, config, ignore=("steps",))
@@ -179,7 +171,7 @@ def _open(config: RunConfig, out: Path, resume: bool, data_root, ranks: Ranks, h
     elif config.train_tasks != data.task_names:
         raise TrainError(f"--resume: the training tasks of {data.name} are not those the run was trained on")
     try:
-        batches = batches_for(config, data, ranks.world)
+        batches = program_class(config).minibatches(config, data, ranks.world)
     except ValueError as e:
         raise TrainError(str(e)) from None
     if ranks.writer:

@@ -31,23 +31,23 @@ def test_the_product_of_one_draw_posteriors_divides_the_prior_out():
     program = program_of(preset="paper")  # random-draw: one draw per task
     x = shots(3)
     locs, scales = program.guide_nets.posterior(x.unsqueeze(1))  # each shot on its own
-    loc, scale = fewshot.shots_posterior(program, x, "product")
+    loc, scale = program.task_posterior(x, "product")
     precision = scales.pow(-2)
     combined = torch.maximum(precision.sum(0) - 2, precision.max(0).values)  # two priors N(0, I) divided out
     assert torch.allclose(scale[0], combined.rsqrt(), rtol=1e-5)
     assert torch.allclose(loc[0], (precision * locs).sum(0) / combined, rtol=1e-4, atol=1e-6)
     # one shot: its own posterior, whichever the rule
-    one_loc, one_scale = fewshot.shots_posterior(program, x[:1], "product")
+    one_loc, one_scale = program.task_posterior(x[:1], "product")
     assert torch.allclose(one_loc, locs[:1]) and torch.allclose(one_scale, scales[:1])
-    mean_loc, mean_scale = fewshot.shots_posterior(program, x, "mean")
+    mean_loc, mean_scale = program.task_posterior(x, "mean")
     assert torch.allclose(mean_loc[0], locs.mean(0)) and torch.allclose(mean_scale[0], scales.mean(0))
 
 
 def test_more_shots_of_the_same_image_sharpen_the_product():
     program = program_of(preset="paper", u_scale_init=0.3)  # posteriors narrower than the prior
     x = shots(1).repeat(4, 1, 1, 1)
-    _, one = fewshot.shots_posterior(program, x[:1])
-    _, four = fewshot.shots_posterior(program, x)
+    _, one = program.task_posterior(x[:1])
+    _, four = program.task_posterior(x)
     assert bool((four < one).all())
 
 
@@ -55,16 +55,16 @@ def test_a_set_guide_reads_the_shots_as_one_set():
     program = program_of()  # the task-specific preset: the set encoder
     assert not program.guide_nets.one_draw
     x = shots(5)
-    loc, scale = fewshot.shots_posterior(program, x)
+    loc, scale = program.task_posterior(x)
     expected = program.guide_nets.posterior(x.unsqueeze(0))
     assert torch.allclose(loc, expected[0]) and torch.allclose(scale, expected[1])
     # order does not matter to a set
-    assert torch.allclose(fewshot.shots_posterior(program, x.flip(0))[0], loc, atol=1e-6)
+    assert torch.allclose(program.task_posterior(x.flip(0))[0], loc, atol=1e-6)
 
 
 def test_product_needs_the_normal_prior():
     with pytest.raises(ValueError, match="use --combine mean"):
-        fewshot.shots_posterior(program_of(preset="paper", prior="mixture"), shots(2), "product")
+        program_of(preset="paper", prior="mixture").task_posterior(shots(2), "product")
 
 
 @pytest.mark.parametrize("z_prior", ["normal", "task"])
@@ -76,7 +76,7 @@ def test_the_exported_vae_is_the_same_model_as_theta_of_u(z_prior):
         for name in ("zprior__loc", "zprior__log_scale"):
             if name in program.theta.layers["decoder"]:
                 program.theta.layers["decoder"][name].B.add_(0.7)
-    loc, scale = fewshot.shots_posterior(program, shots(4))
+    loc, scale = program.task_posterior(shots(4))
     vae = fewshot.vae_of(program, loc[0])
     x = shots(6, seed=1)
     pyro.set_rng_seed(0)

@@ -30,7 +30,7 @@ class TaskGuide(PyroModule):
 
     model = "hypervae"
     # True for a guide that reads one draw of a task, however many it is given: a few-shot model
-    # then combines the posteriors of the shots (`fewshot.shots_posterior`); else the guide reads
+    # then combines the posteriors of the shots (`HyperVAEProgram.task_posterior`); else the guide reads
     # the shots as a set.
     one_draw = False
 
@@ -52,6 +52,11 @@ class TaskGuide(PyroModule):
         loc, scale = self.task_posterior(x)
         return loc, scale * self.u_scale_init if self.u_scale_init != 1.0 else scale
 
+    @staticmethod
+    def q_u(loc: torch.Tensor, scale: torch.Tensor) -> dist.Distribution:
+        """q(u | D) from `posterior`'s location and scale: a diagonal Normal, u's dims one event."""
+        return dist.Normal(loc, scale).to_event(1)
+
     def context(self, x: torch.Tensor) -> torch.Tensor:
         """What q(u) reads of the batch: all of it, or in training with `random_context` its first
         k items (a random subset: minibatches come shuffled), k log-uniform in 1..items, so that
@@ -67,7 +72,7 @@ class TaskGuide(PyroModule):
         with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2):
             loc, scale = self.posterior(self.context(x))
             with poutine.scale(scale=kl_u_weight):  # as in the model: the weight of KL(u)
-                u = pyro.sample("u", dist.Normal(loc.unsqueeze(-2), scale.unsqueeze(-2)).to_event(1))
+                u = pyro.sample("u", self.q_u(loc.unsqueeze(-2), scale.unsqueeze(-2)))
             params = theta.encoder(u)
             if record_theta:  # as in the model
                 with poutine.infer_config(config_fn=_auxiliary):
