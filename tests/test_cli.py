@@ -45,6 +45,7 @@ def test_missing_data_root(tmp_path, monkeypatch):
     assert not out.exists()
 
 
+@pytest.mark.data
 def test_unwritable_out(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -53,12 +54,14 @@ def test_unwritable_out(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.data
 def test_cuda_without_gpu(tmp_path):
     result = invoke("train", "--dataset", "mnist", "--device", "cuda", "--out", tmp_path / "r")
     assert_one_line_error(result, 1, "CUDA")
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.data
 def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
     run = tmp_path / "run"
     assert invoke("train", "--dataset", "mnist", "--model", "vae", "--steps", 2, "--out", run,
@@ -96,6 +99,7 @@ def test_root_cli_script_runs_and_reports_without_traceback():
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
+@pytest.mark.data
 def test_more_tasks_per_step_than_tasks(tmp_path):
     result = invoke("train", "--dataset", "mnist", "--tasks-per-step", 11, "--out", tmp_path / "run")
     assert_one_line_error(result, 1, "--tasks-per-step 11", "10 tasks")

@@ -10,6 +10,8 @@ import pytest
 from conftest import REPO
 from pyrohvae import checkpoint
 
+pytestmark = pytest.mark.data  # torchrun trains on real MNIST
+
 STEPS = 20
 
 

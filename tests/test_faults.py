@@ -61,6 +61,7 @@ def wait_for(condition, process, timeout=120):
     raise AssertionError("timed out")
 
 
+@pytest.mark.data
 def test_killed_runs_resume_to_the_parameters_of_an_uninterrupted_one(tmp_path):
     whole = tmp_path / "whole"
     assert start(whole).wait() == 0
@@ -94,6 +95,7 @@ def test_killed_runs_resume_to_the_parameters_of_an_uninterrupted_one(tmp_path):
     assert losses == [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.data
 def test_a_run_folder_in_use_refuses_a_second_process_and_a_killed_holder_blocks_nothing(tmp_path):
     run = tmp_path / "run"
     first = start(run, "--steps", "5000")
@@ -183,7 +185,7 @@ def test_unreadable_png_inside_the_zip(tmp_path, data_root):
 
 
 @pytest.fixture
-def two_runs(tmp_path):
+def two_runs(tmp_path, data_root):
     runs = {}
     for model in ("vae", "hypervae"):
         runs[model] = tmp_path / model
@@ -220,6 +222,7 @@ def test_checkpoint_from_a_newer_format_or_damaged(two_runs):
 # --- bad environment ---------------------------------------------------------------------------
 
 
+@pytest.mark.data
 def test_full_disk_keeps_the_last_good_checkpoint(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--dataset", "mnist", "--model", "vae", "--steps", "3", "--out", str(run), "--no-progress"]
@@ -258,6 +261,7 @@ def nan_at_step_5(monkeypatch):
     monkeypatch.setattr(Trace_ELBO, "differentiable_loss", differentiable_loss)
 
 
+@pytest.mark.data
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(nan_at_step_5, tmp_path):
     run = tmp_path / "run"
     result = invoke("train", "--dataset", "mnist", "--model", "vae", "--steps", 8, "--checkpoint-every", 2,
@@ -266,6 +270,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(nan_at_step_5, tmp_pa
     assert checkpoint.load(run / "checkpoint.pt")["step"] == 4
 
 
+@pytest.mark.data
 def test_nan_loss_skipped_and_counted(nan_at_step_5, tmp_path):
     run = tmp_path / "run"
     result = invoke("train", "--dataset", "mnist", "--model", "vae", "--steps", 8, "--log-every", 1,
@@ -291,6 +296,7 @@ def test_paths_with_spaces_and_non_ascii(tmp_path, data_root):
     assert (run / "échantillons.png").exists()
 
 
+@pytest.mark.data
 def test_same_seed_gives_bit_identical_loss_curves(tmp_path):
     curves = []
     for name in ("a", "b"):
@@ -300,6 +306,7 @@ def test_same_seed_gives_bit_identical_loss_curves(tmp_path):
     assert curves[0] == curves[1] and len(set(curves[0])) == 12
 
 
+@pytest.mark.data
 def test_deterministic_flag_turns_on_deterministic_algorithms(tmp_path):
     try:
         assert invoke("train", "--dataset", "mnist", "--model", "vae", "--steps", 2, "--deterministic",

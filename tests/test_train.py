@@ -9,6 +9,8 @@ from click.testing import CliRunner
 from pyrohvae import checkpoint
 from pyrohvae.cli import main
 
+pytestmark = pytest.mark.data  # every test here trains on real MNIST
+
 
 def run_cli(*args):
     result = CliRunner().invoke(main, [str(a) for a in args])

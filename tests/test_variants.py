@@ -26,6 +26,7 @@ def run_cli(*args):
 VARIANTS = [("random-draw", "normal"), ("set-mean", "normal"), ("set-encoder", "normal"), ("random-draw", "mixture")]
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("guide,prior", VARIANTS)
 def test_every_guide_and_prior_trains_evaluates_and_inspects(guide, prior, tmp_path):
     run = tmp_path / "run"
@@ -112,6 +113,7 @@ def test_a_weight_made_a_pyro_sample_is_drawn_by_the_model():
     assert not torch.allclose(logits[0], logits[1])  # the drawn B is the one θ(u) uses
 
 
+@pytest.mark.data
 def test_a_new_guide_in_one_file_is_usable_by_name(tmp_path, monkeypatch):
     """The README's worked example, registered the same way a file in pyrohvae/guides/ would be."""
     monkeypatch.setattr(guides, "_GUIDES", dict(guides._GUIDES))  # forgotten after this test
