@@ -125,10 +125,11 @@ def _train(
 ) -> TrainSummary:
     """`train`, the run folder's lock appended to `held` once taken."""
     ranks, out = ranks or Ranks(), Path(out)
+    dev = resolve_device(ranks.device(device))  # before the run folder is made
     config, state, data, batches = _open(config, out, resume, data_root, ranks, held)
     if deterministic:
         set_deterministic()
-    trainer = _trainer(config, state, batches, resolve_device(ranks.device(device)), ranks)
+    trainer = _trainer(config, state, batches, dev, ranks)
     start = trainer.step
     checkpoints = Checkpoints(out, config, batches, keep_every, saved=start if state else None)
     own: list[Hook] = [checkpoints, losses := LossRange()]
