@@ -57,7 +57,7 @@ class Trainer:
         self.scheduler = LambdaLR(self.optimizer, lambda done: config.lr_at(done + 1) / config.lr)
         # Broadcasts rank 0's parameters and buffers at construction; averages gradients in backward.
         self.objective = DistributedDataParallel(objective, device_ids) if self.ranks.parallel else objective
-        self.device = next(program.parameters()).device
+        self.device = program.device
         self.step, self.seconds, self.skipped, self.batch = 0, 0.0, 0, None
         self.logged: dict | None = None  # the last metrics line (`monitor.MetricsFile`), for later hooks
 
