@@ -95,6 +95,29 @@ class Program(PyroModule):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    # Each program answers these in its own way.
+    def model(self, x, task=None, **kwargs):
+        raise NotImplementedError
+
+    def guide(self, x, task=None, **kwargs):
+        raise NotImplementedError
+
+    def parts(self) -> dict[str, nn.Module]:
+        """Its networks by what they do, for `info`."""
+        raise NotImplementedError
+
+    def choices(self, task_name: str | None) -> list:
+        """The `choice`s of `conditioned` to try for data of a task (MetaVAE: its decoders)."""
+        raise NotImplementedError
+
+    def conditioned(self, summary, choice=None) -> TaskModel:
+        """Model and guide of the one model that `summary` (tasks, m, 1, 28, 28) picks."""
+        raise NotImplementedError
+
+    def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
+        """Rows of Bernoulli means, their labels and the draws that chose them (`samples.sample_rows`)."""
+        raise NotImplementedError
+
 
 class VAEProgram(Program):
     """The plain VAE baseline: one encoder and one decoder for all tasks."""
