@@ -74,6 +74,14 @@ def conv_shape() -> tuple[int, int, int]:
     return channels, size, size
 
 
+def _add_trunk(module: nn.Module, hidden: int) -> None:
+    """The encoder's convolutions, then its dense layer (`features`): shared by `Encoder` and
+    `ContextEncoder`."""
+    for name, conv in ENCODER_CONVS.items():
+        setattr(module, name, conv.module())
+    module.fc = Linear(math.prod(conv_shape()), hidden)
+
+
 def _conv_spec(name: str) -> Conv:
     return ENCODER_CONVS.get(name) or DECODER_CONVS[name]
 
@@ -102,9 +110,7 @@ class Encoder(PyroModule):
 
     def __init__(self, z_dim: int = 10, hidden: int = 100):
         super().__init__()
-        for name, conv in ENCODER_CONVS.items():
-            setattr(self, name, conv.module())
-        self.fc = Linear(math.prod(conv_shape()), hidden)
+        _add_trunk(self, hidden)
         self.loc = Linear(hidden, z_dim)
         self.logvar = Linear(hidden, z_dim)
 
@@ -118,8 +124,8 @@ class Decoder(PyroModule):
     def __init__(self, z_dim: int = 10, hidden: int = 100):
         super().__init__()
         self.fc1 = Linear(z_dim, hidden)
-        self.fc2 = Linear(hidden, math.prod(conv_shape()))
-        channels, size = conv_shape()[0], conv_shape()[1]
+        channels, size, _ = shape = conv_shape()
+        self.fc2 = Linear(hidden, math.prod(shape))
         for name, conv in DECODER_CONVS.items():
             setattr(self, name, conv.module())
             channels, size = conv.out_channels, conv.size(size)
@@ -145,9 +151,7 @@ class ContextEncoder(PyroModule):
 
     def __init__(self, z_dim: int = 10, hidden: int = 100):
         super().__init__()
-        for name, conv in ENCODER_CONVS.items():
-            setattr(self, name, conv.module())
-        self.fc = Linear(math.prod(conv_shape()), hidden)
+        _add_trunk(self, hidden)
         self.loc = Linear(2 * hidden, z_dim)
         self.logvar = Linear(2 * hidden, z_dim)
 
