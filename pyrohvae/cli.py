@@ -500,7 +500,8 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
 @click.option("--score", type=click.Choice(OUTLIER_SCORES), default="elbo", show_default=True,
               help="elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); complexity[-zlib]: −log p(x) minus the image's "
                    "compressed length; ratio: −log p(x) + log p(x) of the run's background model (`background`); "
-                   "model-space: the best training task's −log p(x) minus x's own model's (README, Outliers).")
+                   "model-space: the best training task's −log p(x) minus x's own model's; u-distance: "
+                   "Mahalanobis distance of ū_x to the nearest training task's ū (README, Outliers).")
 @click.option("--flag-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Flag the top q of scores [default: threshold at the equal-error point].")
 @click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
@@ -529,7 +530,7 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
     config = program.config
     if other == config.dataset:
         raise click.UsageError(f"--outliers must name another dataset than the run's ({config.dataset})")
-    if score in ("mdl", "model-space") and not program.task_latent:
+    if score in ("mdl", *od.TRAINING_TASK_SCORES) and not program.task_latent:
         raise click.UsageError(f"--score {score} needs a task latent u: use a hypervae run")
     background = train_data = None
     if score == "ratio":
@@ -539,7 +540,7 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
             background, _ = load_background(run_dir, resolve_device(device))
         except ValueError as e:
             raise click.UsageError(str(e)) from None
-    if score == "model-space":
+    if score in od.TRAINING_TASK_SCORES:
         train_data = config.load_data("train", data_dir)
     normal = config.load_data("test", data_dir)
     kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
@@ -549,7 +550,7 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     mixed.source_index[: len(kept)] = kept  # positions in the normal test split
-    values = od.outlier_scores(program, mixed, samples, seed, progress, background, train_data)[score]
+    values = od.outlier_scores(program, mixed, samples, seed, progress, background, train_data, (score,))[score]
     metrics = od.detection_metrics(values.numpy(), mixed.labels.numpy(), flag_rate)
     result = {
         "model": config.model, "normal": config.dataset, "outliers": other, "score": score,

@@ -24,6 +24,12 @@ outliers are simpler than the normal data. Three remedies, each with the importa
   itself. Simplicity lowers both terms alike, as the compressor does in `complexity`, but here the
   "compressor" is the model family itself: a normal x is explained about as well by a known task's
   model as by its own, an outlier pulls q(u | x) to a model no training task has.
+- `u-distance` (HyperVAE): how far q(u | x) lies from the training tasks in u-space: min over the
+  training tasks t of the Mahalanobis distance² from ū_x to the ū of t's training images (each read
+  alone, as x is), under a Gaussian per task with one covariance pooled over the tasks (the
+  detector of Lee et al. 2018, in the space of models rather than of a classifier's features). It
+  reads no likelihood, so an image's simplicity does not enter it; an outlier, unlike anything the
+  hyper-encoder was trained on, is mapped off the regions the training tasks' images occupy.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from .data import TaskData
 from .evaluate import evaluate
 
-SCORES = ("elbo", "mdl", "kl", "complexity", "complexity-zlib", "ratio", "model-space")
+SCORES = ("elbo", "mdl", "kl", "complexity", "complexity-zlib", "ratio", "model-space", "u-distance")
+TRAINING_TASK_SCORES = ("model-space", "u-distance")  # HyperVAE scores that read the training data
 COMPRESSORS = ("png", "zlib")
 
 
@@ -103,6 +110,39 @@ def best_task_nll(program, train: TaskData, images: torch.Tensor, samples: int, 
     return best
 
 
+def min_mahalanobis(points: torch.Tensor, reference: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """min over the groups g of (p − μ_g)ᵀ Σ⁻¹ (p − μ_g) for each point (n, d): μ_g the mean of the
+    reference rows (m, d) of group g, Σ their covariance about their own group's mean, pooled."""
+    reference = reference.double()
+    names, groups = torch.unique(groups, return_inverse=True)
+    means = torch.zeros(len(names), reference.shape[1], dtype=reference.dtype).index_add_(0, groups, reference)
+    means /= torch.bincount(groups, minlength=len(names)).unsqueeze(1)
+    centred = reference - means[groups]
+    covariance = centred.T @ centred / len(reference)
+    covariance += 1e-6 * covariance.diagonal().mean() * torch.eye(len(covariance), dtype=covariance.dtype)
+    factor = torch.linalg.cholesky(covariance)
+    # with Σ = L Lᵀ the distance² is the squared Euclidean distance between the L⁻¹-images
+    white = torch.linalg.solve_triangular(factor, points.double().T, upper=False).T
+    white_means = torch.linalg.solve_triangular(factor, means.T, upper=False).T
+    return torch.cdist(white, white_means).pow(2).min(1).values
+
+
+@torch.no_grad()
+def task_u_distance(program, train: TaskData, images: torch.Tensor, per_task: int = 1000, seed: int = 0,
+                    batch: int = 500) -> torch.Tensor:
+    """`u-distance` of each image: min_mahalanobis of ū_x among the ū of up to `per_task` random
+    training images of each task, every image read alone as a task of one (HyperVAE)."""
+    device = next(program.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    index = torch.cat([m[torch.randperm(len(m), generator=g)[:per_task]] for m in train.task_members()])
+
+    def u_of(x):
+        return torch.cat([program.task_u(x[i: i + batch].float().unsqueeze(1).to(device)).cpu()
+                          for i in range(0, len(x), batch)])
+
+    return min_mahalanobis(u_of(images), u_of(train.images[index]), train.tasks[index]).float()
+
+
 def datum_nll(program, data: TaskData, samples: int = 16, seed: int = 0, progress=False) -> torch.Tensor:
     """Importance-sampled −log p(x) of every datum, scored alone (d_t = x), in the data's order."""
     s = evaluate(program, data, samples=samples, mode="datum", seed=seed, progress=progress, label_free=True)
@@ -112,10 +152,10 @@ def datum_nll(program, data: TaskData, samples: int = 16, seed: int = 0, progres
 
 
 def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, progress=True,
-                   background=None, train: TaskData | None = None) -> dict:
+                   background=None, train: TaskData | None = None, wanted=TRAINING_TASK_SCORES) -> dict:
     """Every score the program has, one per datum of the mixed set in its order: `elbo`, `kl`,
-    `complexity`, `complexity-zlib`; `mdl` for HyperVAE; `model-space` for HyperVAE given its
-    training data `train`; `ratio` given a `background` program."""
+    `complexity`, `complexity-zlib`; `mdl` for HyperVAE; those of TRAINING_TASK_SCORES that are
+    `wanted` for HyperVAE given its training data `train`; `ratio` given a `background` program."""
     s = evaluate(program, mixed.data, samples=samples, mode="datum", seed=seed, progress=progress, label_free=True)
     values = {"elbo": s.nelbo, "kl": s.kl_z}
     if s.kl_u is not None:
@@ -132,7 +172,10 @@ def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, p
     if background is not None:
         ordered["ratio"] = nll - datum_nll(background, mixed.data, samples, seed, progress)
     if train is not None and s.kl_u is not None:
-        ordered["model-space"] = best_task_nll(program, train, mixed.data.images, samples, seed) - nll
+        if "model-space" in wanted:  # decodes x under every training task's model: the slow one
+            ordered["model-space"] = best_task_nll(program, train, mixed.data.images, samples, seed) - nll
+        if "u-distance" in wanted:
+            ordered["u-distance"] = task_u_distance(program, train, mixed.data.images, seed=seed)
     return ordered
 
 

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from pyrohvae import data
 from pyrohvae.cli import main
 from pyrohvae.config import ConfigError, RunConfig
-from pyrohvae.outliers import COMPRESSORS, compressed_nats, detection_metrics, mixed_set, outlier_scores
+from pyrohvae.outliers import (COMPRESSORS, compressed_nats, detection_metrics, min_mahalanobis, mixed_set,
+                               outlier_scores)
 from pyrohvae.train import load_run, train
 
 
@@ -139,11 +140,23 @@ def test_background_command_chooses_mu_on_normal_data_and_ratio_uses_it(trained_
         assert (run / f"outliers-omniglot-{score}.json").exists()
 
 
-def test_model_space_score_for_hypervae_only(trained_run):
+@pytest.mark.parametrize("score", ["model-space", "u-distance"])
+def test_training_task_scores_for_hypervae_only(trained_run, score):
     result = CliRunner().invoke(main, ["outliers", str(trained_run("hypervae")), "--outliers", "omniglot", "--score",
-                                       "model-space", "--limit", "30", "--samples", "4", "--json", "--no-progress"])
+                                       score, "--limit", "30", "--samples", "4", "--json", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["score"] == "model-space"
-    result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", "omniglot", "--score",
-                                       "model-space"])
+    assert json.loads(result.stdout)["score"] == score
+    result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", "omniglot", "--score", score])
     assert result.exit_code == 2 and "needs a task latent u" in result.output
+
+
+def test_u_distance_is_the_mahalanobis_distance_to_the_nearest_task():
+    """Two tasks spread along x only (σ 10) and along y as much as they are apart on it (σ 1):
+    the pooled covariance makes a step along x cheap and one along y dear."""
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(20_000, 2, generator=g) * torch.tensor([10.0, 1.0])
+    groups = torch.arange(20_000) % 2
+    reference = spread + torch.stack([torch.zeros(20_000), 4.0 * groups], 1)  # centres (0, 0), (0, 4)
+    points = torch.tensor([[0.0, 0.0], [0.0, 4.0], [10.0, 0.0], [0.0, 2.0], [0.0, -3.0]])
+    d2 = min_mahalanobis(points, reference, groups + 7)  # group labels need not start at 0
+    assert torch.allclose(d2, torch.tensor([0.0, 0.0, 1.0, 4.0, 9.0], dtype=d2.dtype), rtol=0.03, atol=0.01)
