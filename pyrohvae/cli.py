@@ -500,8 +500,9 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
 @click.option("--score", type=click.Choice(OUTLIER_SCORES), default="elbo", show_default=True,
               help="elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); complexity[-zlib]: −log p(x) minus the image's "
                    "compressed length; ratio: −log p(x) + log p(x) of the run's background model (`background`); "
-                   "model-space: the best training task's −log p(x) minus x's own model's; u-distance: "
-                   "Mahalanobis distance of ū_x to the nearest training task's ū (README, Outliers).")
+                   "model-space: the best training task's −log p(x) minus x's own model's; u-distance "
+                   "(z-distance): Mahalanobis distance of ū_x (E[z|x]) to the nearest training task's "
+                   "(README, Outliers).")
 @click.option("--flag-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Flag the top q of scores [default: threshold at the equal-error point].")
 @click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
@@ -530,7 +531,7 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
     config = program.config
     if other == config.dataset:
         raise click.UsageError(f"--outliers must name another dataset than the run's ({config.dataset})")
-    if score in ("mdl", *od.TRAINING_TASK_SCORES) and not program.task_latent:
+    if score in od.TASK_LATENT_SCORES and not program.task_latent:
         raise click.UsageError(f"--score {score} needs a task latent u: use a hypervae run")
     background = train_data = None
     if score == "ratio":

@@ -30,6 +30,9 @@ outliers are simpler than the normal data. Three remedies, each with the importa
   detector of Lee et al. 2018, in the space of models rather than of a classifier's features). It
   reads no likelihood, so an image's simplicity does not enter it; an outlier, unlike anything the
   hyper-encoder was trained on, is mapped off the regions the training tasks' images occupy.
+- `z-distance` (every model): the same in z-space, with E[z | x] under the guide (HyperVAE's
+  encoder θ(ū_x), MetaVAE's shared encoder reading x as its context): the control for `u-distance`,
+  which tells what the task latent adds to a distance in the per-image latent.
 """
 
 from __future__ import annotations
@@ -40,13 +43,15 @@ from dataclasses import dataclass
 import numpy as np
 import pyro
 import torch
+from pyro import poutine
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from .data import TaskData
 from .evaluate import evaluate
 
-SCORES = ("elbo", "mdl", "kl", "complexity", "complexity-zlib", "ratio", "model-space", "u-distance")
-TRAINING_TASK_SCORES = ("model-space", "u-distance")  # HyperVAE scores that read the training data
+SCORES = ("elbo", "mdl", "kl", "complexity", "complexity-zlib", "ratio", "model-space", "u-distance", "z-distance")
+TRAINING_TASK_SCORES = ("model-space", "u-distance", "z-distance")  # scores that read the training data
+TASK_LATENT_SCORES = ("mdl", "model-space", "u-distance")  # HyperVAE's alone
 COMPRESSORS = ("png", "zlib")
 
 
@@ -128,19 +133,29 @@ def min_mahalanobis(points: torch.Tensor, reference: torch.Tensor, groups: torch
 
 
 @torch.no_grad()
-def task_u_distance(program, train: TaskData, images: torch.Tensor, per_task: int = 1000, seed: int = 0,
-                    batch: int = 500) -> torch.Tensor:
-    """`u-distance` of each image: min_mahalanobis of ū_x among the ū of up to `per_task` random
-    training images of each task, every image read alone as a task of one (HyperVAE)."""
+def latent_means(program, images: torch.Tensor, site: str, batch: int = 500) -> torch.Tensor:
+    """The mean of q(site | x), (n, dims), each image read alone as a task of one and its own
+    summary: ū_x for site "u" (HyperVAE), E[z | x] under the guide for site "z"."""
     device = next(program.parameters()).device
+    means = []
+    for i in range(0, len(images), batch):
+        x = images[i: i + batch].float().unsqueeze(1).to(device)  # (n, 1, 1, 28, 28)
+        if site == "u":
+            means.append(program.task_u(x).cpu())
+            continue
+        guide = program.conditioned(x, program.choices(None)[0]).guide
+        means.append(poutine.trace(guide).get_trace(x).nodes["z"]["fn"].mean.reshape(len(x), -1).cpu())
+    return torch.cat(means)
+
+
+def latent_distance(program, train: TaskData, images: torch.Tensor, site: str, per_task: int = 1000,
+                    seed: int = 0) -> torch.Tensor:
+    """`u-distance` / `z-distance` of each image: min_mahalanobis of its latent mean among those of
+    up to `per_task` random training images of each task."""
     g = torch.Generator().manual_seed(seed)
     index = torch.cat([m[torch.randperm(len(m), generator=g)[:per_task]] for m in train.task_members()])
-
-    def u_of(x):
-        return torch.cat([program.task_u(x[i: i + batch].float().unsqueeze(1).to(device)).cpu()
-                          for i in range(0, len(x), batch)])
-
-    return min_mahalanobis(u_of(images), u_of(train.images[index]), train.tasks[index]).float()
+    reference = latent_means(program, train.images[index], site)
+    return min_mahalanobis(latent_means(program, images, site), reference, train.tasks[index]).float()
 
 
 def datum_nll(program, data: TaskData, samples: int = 16, seed: int = 0, progress=False) -> torch.Tensor:
@@ -154,8 +169,8 @@ def datum_nll(program, data: TaskData, samples: int = 16, seed: int = 0, progres
 def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, progress=True,
                    background=None, train: TaskData | None = None, wanted=TRAINING_TASK_SCORES) -> dict:
     """Every score the program has, one per datum of the mixed set in its order: `elbo`, `kl`,
-    `complexity`, `complexity-zlib`; `mdl` for HyperVAE; those of TRAINING_TASK_SCORES that are
-    `wanted` for HyperVAE given its training data `train`; `ratio` given a `background` program."""
+    `complexity`, `complexity-zlib`; `mdl` for HyperVAE; given its training data `train`, those of
+    TRAINING_TASK_SCORES that are `wanted` (and apply); `ratio` given a `background` program."""
     s = evaluate(program, mixed.data, samples=samples, mode="datum", seed=seed, progress=progress, label_free=True)
     values = {"elbo": s.nelbo, "kl": s.kl_z}
     if s.kl_u is not None:
@@ -175,7 +190,9 @@ def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, p
         if "model-space" in wanted:  # decodes x under every training task's model: the slow one
             ordered["model-space"] = best_task_nll(program, train, mixed.data.images, samples, seed) - nll
         if "u-distance" in wanted:
-            ordered["u-distance"] = task_u_distance(program, train, mixed.data.images, seed=seed)
+            ordered["u-distance"] = latent_distance(program, train, mixed.data.images, "u", seed=seed)
+    if train is not None and "z-distance" in wanted:
+        ordered["z-distance"] = latent_distance(program, train, mixed.data.images, "z", seed=seed)
     return ordered
 
 

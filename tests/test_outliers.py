@@ -150,6 +150,24 @@ def test_training_task_scores_for_hypervae_only(trained_run, score):
     assert result.exit_code == 2 and "needs a task latent u" in result.output
 
 
+def test_z_distance_for_every_model(trained_run, data_root):
+    """E[z | x] is the guide's own location: an image read twice gets the same mean, and the
+    distance of a training image to its tasks is far below that of an image of noise."""
+    from pyrohvae.outliers import latent_distance, latent_means
+
+    train_data = data.load("mnist", "train", data_root).subset(torch.arange(300))
+    noise = (torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.5).to(train_data.images.dtype)
+    for model in ("vae", "metavae", "hypervae"):
+        program, _ = load_run(trained_run(model))
+        means = latent_means(program, train_data.images[:5].repeat(2, 1, 1, 1), "z")
+        assert means.shape == (10, program.config.z_dim) and torch.allclose(means[:5], means[5:])
+        d2 = latent_distance(program, train_data, torch.cat([train_data.images[:20], noise]), "z")
+        assert d2[:20].median() < d2[20:].median(), model
+    result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", "omniglot", "--score",
+                                       "z-distance", "--limit", "30", "--samples", "2", "--json", "--no-progress"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["score"] == "z-distance", result.output
+
+
 def test_u_distance_is_the_mahalanobis_distance_to_the_nearest_task():
     """Two tasks spread along x only (σ 10) and along y as much as they are apart on it (σ 1):
     the pooled covariance makes a step along x cheap and one along y dear."""
