@@ -264,6 +264,14 @@ def second_edition(key: dict) -> list[str]:
                          "." if best >= 95 else "; tried (paper / task-specific): " + "; ".join(
                              f"{s} " + " / ".join(fmt(ours.get((s, c))) for c in ("paper", OURS))
                              for s in SCORE_NAMES if s in FIRST["hypervae"] + SECOND["hypervae"]) + "."))
+    complete = {(s, c): [auc[(n, o, "hypervae", s, c)] for n, o in pairs] for _, s, c in METHODS_2
+                if all((n, o, "hypervae", s, c) in auc for n, o in pairs)}
+    if complete:  # the per-pair bests above are chosen on the outliers; a user fixes one score first
+        (score, config), values = max(complete.items(), key=lambda kv: sum(kv[1]))
+        lines.append(f"- One score for all six pairs: the best, by mean AUC, of the {len(complete)} HyperVAE "
+                     f"scores with every row is {score} ({config}), mean {sum(values) / 6:.1f}, ≥ 95 on "
+                     f"{sum(v >= 95 for v in values)} of 6 pairs (the bests above are picked with the outliers' "
+                     "labels pair by pair; this one once for all pairs, a user's position after reading this table).")
     hard = {(s, c): auc[("fashion-mnist", "mnist", "hypervae", s, c)] for _, s, c in METHODS_2
             if ("fashion-mnist", "mnist", "hypervae", s, c) in auc}
     if hard:

@@ -11,8 +11,9 @@ Scores (higher = more outlying):
   code added to the data part.
 
 A likelihood rewards simple images (Nalisnick et al. 2019), so the scores above fail where the
-outliers are simpler than the normal data. Three remedies, each with the importance-sampled
-−log p(x) (K = `samples`, the same particles as the −ELBO) as its first term:
+outliers are simpler than the normal data. The remedies: three with the importance-sampled
+−log p(x) (K = `samples`, the same particles as the −ELBO) as a term, and two distances in a latent
+space that read no likelihood:
 - `complexity` (Serrà et al. 2020): −log p(x) − L(x), L(x) the length of x in nats under a generic
   lossless compressor: PNG through Pillow (default: the compressor of the paper, which codes the
   image's rows with 2-D filters), or `complexity-zlib`, zlib (level 9) of the packed bits;

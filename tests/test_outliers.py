@@ -169,8 +169,8 @@ def test_z_distance_for_every_model(trained_run, data_root):
 
 
 def test_u_distance_is_the_mahalanobis_distance_to_the_nearest_task():
-    """Two tasks spread along x only (σ 10) and along y as much as they are apart on it (σ 1):
-    the pooled covariance makes a step along x cheap and one along y dear."""
+    """Two tasks 4 apart along y, each spread with σ 10 along x and σ 1 along y: the pooled
+    covariance makes a step along x cheap and one along y dear."""
     g = torch.Generator().manual_seed(0)
     spread = torch.randn(20_000, 2, generator=g) * torch.tensor([10.0, 1.0])
     groups = torch.arange(20_000) % 2
