@@ -147,6 +147,11 @@ def run_pair(normal, other, model, config, args) -> None:
         print(f"[table3] {normal} vs {other}, {model} {config} ({score}): AUC {100 * m['auc']:.1f}", flush=True)
 
 
+def shortfall(points: float) -> str:
+    """A gap in AUC points as the tables print them: one decimal, two where one would read 0.0."""
+    return f"{points:.2f}" if points < 0.05 else f"{points:.1f}"
+
+
 def targets(key: dict) -> list[str]:
     """The issue's targets, checked on the rows made so far: met, or missed and by how much."""
     auc = {k: 100 * r["auc"] for k, r in key.items()}
@@ -170,7 +175,7 @@ def targets(key: dict) -> list[str]:
         lines.append(f"- HyperVAE {config} (elbo) at or above our VAE on {len(at_or_above)} of the {len(pairs)} pairs "
                      "with both rows (target: 5 of 6)" + "".join(
                          f"; below on {n} vs {o} by "
-                         f"{auc[(n, o, 'vae', 'elbo', '–')] - auc[(n, o, 'hypervae', 'elbo', config)]:.1f}"
+                         f"{shortfall(auc[(n, o, 'vae', 'elbo', '–')] - auc[(n, o, 'hypervae', 'elbo', config)])}"
                          for n, o in pairs if (n, o) not in at_or_above) + ".")
         hard = [auc.get(("fashion-mnist", "mnist", "hypervae", s, config)) for s in ("elbo", "mdl")]
         if None not in hard:
@@ -287,7 +292,7 @@ def second_edition(key: dict) -> list[str]:
             gaps = {(n, o): auc[(n, o, "hypervae", score, config)] - auc[(n, o, "vae", score, "–")] for n, o in both}
             if both:
                 counts.append(f"{score} {sum(g >= 0 for g in gaps.values())} of {len(both)}" + "".join(
-                    f", below on {n} vs {o} by {-g:.1f}" for (n, o), g in gaps.items() if g < 0))
+                    f", below on {n} vs {o} by {shortfall(-g)}" for (n, o), g in gaps.items() if g < 0))
         if counts:
             lines.append(f"- HyperVAE {config} at or above our VAE with the same score (target: 5 of 6 pairs): "
                          + "; ".join(counts) + ".")
