@@ -118,7 +118,8 @@ def run_pair(normal, other, model, config, args) -> None:
             del paths["ratio"]  # until --backgrounds has made its background
         elif paths["ratio"].exists() and json.loads(paths["ratio"].read_text()).get("flip") != flip:
             paths["ratio"].unlink()  # scored against a background chosen among fewer candidates
-    if all(p.exists() for p in paths.values()):
+    missing = [s for s, p in paths.items() if not p.exists()]  # a row made before stays as it was
+    if not missing:
         return
     run = run_folder(normal, model, config, args)
     if run is None:
@@ -128,12 +129,11 @@ def run_pair(normal, other, model, config, args) -> None:
     if args.limit:  # a quick look, not the table
         normal_test = normal_test.subset(torch.cat(evaluation_subset(normal_test, args.limit)))
     mixed = mixed_set(normal_test, data.load(other, "test"), args.fraction, args.seed)
-    missing = [s for s, p in paths.items() if not p.exists()]
     background = bg.load_background(run)[0] if "ratio" in missing else None
     train = program.config.load_data("train") if set(missing) & set(TRAINING_TASK_SCORES) else None
     print(f"[table3] {normal} vs {other}, {model} {config}: scoring {len(mixed.data)} images", flush=True)
     values = outlier_scores(program, mixed, args.samples, args.seed, args.progress, background, train, missing)
-    for score in missing:  # a row made before stays as it was
+    for score in missing:
         path = paths[score]
         m = detection_metrics(values[score].numpy(), mixed.labels.numpy())
         row = {"normal": normal, "outliers": other, "model": model, "config": config, "score": score,
@@ -320,12 +320,12 @@ def seeds_section(rows: list[dict]) -> list[str]:
                      + " | ".join(fmt(100 * v[s]["auc"]) if s in v else "–" for s in seeds) + " |")
     lines.append("")
     for normal, other in sorted({k[:2] for k in varied}):
+        # among the HyperVAE scores made at every seed, so that each seed has the same choice
+        common = [k for k, v in varied.items() if k[:3] == (normal, other, "hypervae") and set(seeds) <= set(v)]
         bests = []
-        for seed in seeds:  # among the HyperVAE scores made at every seed, so that each seed has the same choice
-            common = [k for k, v in varied.items() if k[:3] == (normal, other, "hypervae") and set(seeds) <= set(v)]
-            if common:
-                k = max(common, key=lambda k: varied[k][seed]["auc"])
-                bests.append(f"seed {seed} {100 * varied[k][seed]['auc']:.1f} ({k[3]}, {k[4]})")
+        for seed in seeds if common else ():
+            k = max(common, key=lambda k: varied[k][seed]["auc"])
+            bests.append(f"seed {seed} {100 * varied[k][seed]['auc']:.1f} ({k[3]}, {k[4]})")
         if bests:
             lines.append(f"- {normal} vs {other}, best HyperVAE score among those run at every seed: "
                          + ", ".join(bests) + ".")
