@@ -129,7 +129,7 @@ def _beside(run: Path, name: str) -> Path:
               help="Steps in which the learning rate halves, decaying every step (0: constant, the paper).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--exclude-classes", type=str, default="", callback=lambda ctx, param, v: [c for c in v.split(",") if c],
-              help="Tasks held out of training, comma-separated (e.g. 3 or 3,5).")
+              help="Tasks held out of training, comma-separated names or shell patterns (e.g. 3 or 3,5; 'Korean/*': the characters of an Omniglot alphabet).")
 @click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Fraction of every training task's images held out as the run's validation part "
                    "(the same images for every run; `evaluate --split validation` scores them).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from . import data, folders
 
 MODELS = ("hypervae", "vae", "metavae")
-PARTS = ("train", "validation", "test")
+PARTS = ("train", "validation", "test", "held-out")
 DEFAULT_GUIDE = {"hypervae": "random-draw", "vae": "encoder", "metavae": "context-encoder"}
 # MetaVAE holds one decoder (336,589 parameters) per training task.
 MAX_METAVAE_TASKS = 200
@@ -32,6 +33,20 @@ DEFAULT_PRESET = "task-specific"
 
 class ConfigError(ValueError):
     pass
+
+
+def excluded_tasks(names: list[str], patterns: list[str]) -> list[str]:
+    """The task names that `--exclude-classes` names, each given as a name or a shell-style
+    pattern (`'Korean/*'`: every character of an Omniglot alphabet); a pattern that matches no
+    task is an error, not a silent no-op."""
+    out = []
+    for pattern in patterns:
+        matched = fnmatch.filter(names, pattern) if pattern not in names else [pattern]
+        if not matched:
+            known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            raise data.DataError(f"--exclude-classes {pattern!r} matches no task (tasks: {known})")
+        out += [n for n in matched if n not in out]
+    return out
 
 
 @dataclass
@@ -61,7 +76,7 @@ class RunConfig:
     z_prior: str = "normal"  # hypervae: p(z) = N(0, I) (the paper), or "task": p(z | u) generated with θ(u)
     random_context: bool = False  # set guides: q(u) reads a random share of each task's minibatch in training
     flip: float = 0.0  # share of the pixels of every training image flipped at random, afresh each step (background models)
-    exclude_classes: list[str] = dataclasses.field(default_factory=list)  # tasks held out of training
+    exclude_classes: list[str] = dataclasses.field(default_factory=list)  # tasks held out of training: names or globs
     validation: float = 0.0  # fraction of each training task's images held out as the validation part
     train_tasks: list[str] | None = None  # filled in from the training data when a run starts
     # A folder dataset (`folders`): the share of each task's images in the test part where the
@@ -132,12 +147,16 @@ class RunConfig:
 
     def load_data(self, part: str, root=None) -> data.TaskData:
         """One part of the run's data: "train" (without the held-out classes and the validation
-        images), "validation" (the images --validation held out of the training tasks) or "test"
-        (all classes: discovery and evaluation look at the unseen tasks too)."""
+        images), "validation" (the images --validation held out of the training tasks), "test"
+        (all classes: discovery and evaluation look at the unseen tasks too) or "held-out" (the
+        training part's images of the classes --exclude-classes held out: tasks never trained on,
+        for choosing a configuration without the test set)."""
         if part not in PARTS:
             raise ConfigError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
         if part == "validation" and not self.validation:
             raise ConfigError("this run holds no validation part (it was trained with --validation 0)")
+        if part == "held-out" and not self.exclude_classes:
+            raise ConfigError("this run holds no held-out tasks (it was trained without --exclude-classes)")
         if self.is_folder:
             folder = self.scan_folder()
             loaded = folder.part("test" if part == "test" else "train", self.invert, self.test_fraction, self.test_seed)
@@ -146,8 +165,11 @@ class RunConfig:
                                split=self.split, task_by=self.task_by)
         if part == "test":
             return loaded
-        if self.exclude_classes:
-            loaded = loaded.without_tasks(self.exclude_classes)
+        excluded = excluded_tasks(loaded.task_names, self.exclude_classes)
+        if part == "held-out":
+            return loaded.without_tasks(sorted(set(loaded.task_names) - set(excluded)))
+        if excluded:
+            loaded = loaded.without_tasks(excluded)
         if self.validation:
             kept, held = loaded.hold_out(self.validation)
             loaded = kept if part == "train" else held
