@@ -153,6 +153,12 @@ def _beside(run: Path, name: str) -> Path:
               help="HyperVAE's set guides: in training, q(u) reads the first k images of each task's minibatch, "
                    "k from 1 to --batch-size, log-uniform, so that it learns to read a few shots as well as a "
                    "full minibatch.")
+@click.option("--split-context", is_flag=True,
+              help="HyperVAE: in training, q(u) reads the first k images of each task's minibatch and the model "
+                   "scores only the others, k from 1 to --batch-size − 1, log-uniform: trains the few-shot use, "
+                   "a model from k images scoring images it has not read.")
+@click.option("--u-dim", type=click.IntRange(min=1), default=10, show_default=True,
+              help="HyperVAE: dimensions of the task latent u (the paper: 10).")
 @_data_dir
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder [default: runs/DATASET-MODEL].")

@@ -21,6 +21,13 @@ def per_datum(tasks: int, items: int):
     return poutine.scale(scale=1.0 / (tasks * items))
 
 
+def context_share(items: int, context: int) -> float:
+    """The factor on KL(u) when `context` of a task's `items` images are q(u)'s context and not
+    scored (`split_context`): the loss is per scored image, and KL(u) stays spread over all the
+    task's items, as in the objective without a split."""
+    return (items - context) / items
+
+
 def batch_shape(x: torch.Tensor | None, tasks: int | None, items: int | None) -> tuple[int, int]:
     """(tasks, items) of a batch x, or as given where there is no x: a model called without data
     draws from the prior predictive (`pyro.infer.Predictive(program.model)(None, tasks=T, items=I)`)."""

@@ -25,7 +25,7 @@ from torch import nn
 from . import guides
 from .batches import MixedBatches, TaskBatches
 from .config import ConfigError, RunConfig
-from .models import hypervae_model, metavae_model, vae_model, z_from_eps
+from .models import context_share, hypervae_model, metavae_model, vae_model, z_from_eps
 from .nets import Decoder, ThetaGenerator, decode
 from .priors import make_prior
 
@@ -54,6 +54,18 @@ class _Method(nn.Module):
 
 
 COMBINES = ("product", "mean")
+
+
+def split_context_size(items: int) -> int:
+    """A training step's context size under `split_context`: k of a task's `items` images are what
+    q(u) reads and the other items − k are scored, k log-uniform in 1..items − 1, so that contexts
+    of one or two shots are as common in training as in few-shot use. Drawn from torch's global
+    generator, which checkpoints keep: a resumed run draws the same k."""
+    if items < 2:
+        raise ConfigError("--split-context needs --batch-size 2 or more: a context and an image to score")
+    k = int(math.exp(float(torch.rand(())) * math.log(items)))
+    return min(max(k, 1), items - 1)
+
 
 
 class Program(PyroModule):
@@ -175,18 +187,25 @@ class HyperVAEProgram(Program):
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
 
     @pyro_method
-    def model(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, tasks=None, items=None):
+    def model(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, tasks=None, items=None,
+              context_size=0):
+        if context_size:  # the first `context_size` items of each task are q(u)'s context, not scored
+            x, kl_u_weight = x[:, context_size:], kl_u_weight * context_share(x.shape[1], context_size)
         hypervae_model(self.theta, self.prior, self.config.z_dim, x, kl_u_weight=kl_u_weight,
                        kl_z_weight=kl_z_weight, record_theta=record_theta, tasks=tasks, items=items)
 
     @pyro_method
-    def guide(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False):
-        self.guide_nets(self.theta, x, kl_u_weight, kl_z_weight, record_theta)
+    def guide(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, context_size=0):
+        self.guide_nets(self.theta, x, kl_u_weight, kl_z_weight, record_theta, context_size)
 
     def step_kwargs(self, step: int) -> dict:
-        """The weights of KL(u) and KL(z) at `step` (the config's warm-up and annealing)."""
+        """The weights of KL(u) and KL(z) at `step` (the config's warm-up and annealing), and with
+        `split_context` the size of the step's context (`split_context_size`)."""
         kl_u, kl_z = self.config.kl_weights(step)
-        return {"kl_u_weight": kl_u, "kl_z_weight": kl_z}
+        kwargs = {"kl_u_weight": kl_u, "kl_z_weight": kl_z}
+        if self.config.split_context and self.training:
+            kwargs["context_size"] = split_context_size(self.config.batch_size)
+        return kwargs
 
     def parts(self) -> dict[str, nn.Module]:
         return {

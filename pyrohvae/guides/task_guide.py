@@ -11,7 +11,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 
 from ..config import ConfigError
-from ..models import per_datum, record
+from ..models import context_share, per_datum, record
 from ..nets import encode
 
 
@@ -67,10 +67,18 @@ class TaskGuide(PyroModule):
         k = int(math.exp(float(torch.rand(())) * math.log(items + 1)))
         return x[:, : min(max(k, 1), items)]
 
-    def forward(self, theta, x, kl_u_weight: float = 1.0, kl_z_weight: float = 1.0, record_theta: bool = False):
+    def forward(self, theta, x, kl_u_weight: float = 1.0, kl_z_weight: float = 1.0, record_theta: bool = False,
+                context_size: int = 0):
+        """q(u | D_t) q(z | x, θ(u)); with `context_size` k > 0, q(u) reads the first k items of
+        each task and q(z) the others, which alone the model scores (`split_context`)."""
+        if context_size:
+            kl_u_weight = kl_u_weight * context_share(x.shape[1], context_size)  # as the model's
+            shots, x = x[:, :context_size], x[:, context_size:]
+        else:
+            shots = self.context(x)
         tasks, items = x.shape[:2]
         with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2):
-            loc, scale = self.posterior(self.context(x))
+            loc, scale = self.posterior(shots)
             with poutine.scale(scale=kl_u_weight):  # as in the model: the weight of KL(u)
                 u = pyro.sample("u", self.q_u(loc.unsqueeze(-2), scale.unsqueeze(-2)))
             params = theta.encoder(u)
