@@ -13,6 +13,7 @@ from click.core import ParameterSource
 from . import data, folders, guides
 from .checkpoint import CheckpointError
 from .config import DEFAULT_PRESET, MODELS, PARTS, PRESETS, ConfigError, RunConfig
+from .fewshot import SHOTS
 from .data import DataError
 from .outliers import SCORES as OUTLIER_SCORES
 from .priors import PRIORS
@@ -494,6 +495,82 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
     for row in result["rows"]:
         click.echo(f"  {row['model']:<10}  -ELBO {row['nelbo']:.2f}  -log p(x) {row['nll']:.2f} ± "
                    f"{row['nll_stderr'] or 0:.2f}  (n={row['n']}, K={samples})")
+
+
+def _shot_counts(ctx, param, value):
+    try:
+        shots = sorted({int(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: shot counts separated by commas, e.g. 0,1,5,9") from None
+    if not shots or shots[0] < 0:
+        raise click.BadParameter(f"{value!r}: shot counts of 0 or more, e.g. 0,1,5,9")
+    return shots
+
+
+@main.command("fewshot-curve")
+@_run_dir
+@click.option("--shots", default=",".join(map(str, SHOTS)), show_default=True, callback=_shot_counts,
+              help="Shot counts k, comma-separated: each scored image under the model made from k other images of its task.")
+@click.option("--split", type=click.Choice(["test", "held-out"]), default="test", show_default=True,
+              help="The run's part whose tasks it never trained on: the test part (held-out classes, Omniglot's "
+                   "evaluation alphabets) or the training images of the --exclude-classes tasks (for choosing a "
+                   "configuration without the test set).")
+@click.option("--dataset", "folder", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="A folder of task folders never trained on instead (every image of it).")
+@click.option("--per-task", type=click.IntRange(min=1), default=4, show_default=True, help="Images scored per task.")
+@click.option("--samples", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Importance samples per image and model.")
+@click.option("--vae", "vae_run", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="A VAE run to score the same images under, for the gains.")
+@click.option("--combine", type=click.Choice(["product", "mean"]), default="product", show_default=True,
+              help="How the posteriors of the shots combine, for a guide that reads one draw.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for curve.json and curve.png.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@_data_dir
+@_device
+def fewshot_curve(run_dir, shots, split, folder, per_task, samples, vae_run, combine, seed, out, as_json, progress,
+                  data_dir, device):
+    """The few-shot benchmark: −ELBO and −log p(x | k other images of its task) of images of tasks the run
+    never trained on, for each k (k = 0: θ(mean training-task ū) and θ(E[u])), the set figure, and with
+    --vae the gains over a VAE on the same images; writes OUT/curve.json and OUT/curve.png."""
+    from . import fewshot as fs
+    from .train import load_run, resolve_device
+
+    program, state = load_run(run_dir, resolve_device(device))
+    vae = load_run(vae_run, program.device)[0] if vae_run is not None else None
+    if vae is not None and vae.models_by_task:
+        raise click.ClickException(f"--vae {vae_run}: a {vae.config.model} run, not a vae")
+    try:
+        result = fs.run_curve(program, state["step"], split, folder, shots, per_task, samples, seed, combine,
+                              data_dir, vae, progress)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    _write_result(out, "curve.json", result, as_json)
+    fs.plot_curves({f"{program.config.model} ({run_dir.name})": result}, out / "curve.png",
+                   f"{result['data']}: {result['tasks']} tasks never trained on, {result['images']} images",
+                   result.get("vae", {}).get("nll"))
+    if not as_json:
+        click.echo(f"few-shot curve of {run_dir} on {result['data']} ({result['tasks']} tasks never trained on, "
+                   f"{result['images']} images, K={samples}); wrote {out / 'curve.json'}, {out / 'curve.png'}")
+        click.echo("\n".join(fs.curve_lines(result)))
+
+
+def _write_result(out: Path, name: str, result: dict, as_json: bool) -> None:
+    """RESULT as OUT/NAME, written whole or not at all; printed as JSON with --json."""
+    import json
+
+    from .files import atomic_write_text, ensure_writable_dir
+
+    try:
+        ensure_writable_dir(out)
+    except OSError as e:
+        raise click.ClickException(f"cannot write to --out {out}: {e.strerror or e}") from None
+    atomic_write_text(out / name, json.dumps(result, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(result))
 
 
 @main.command()

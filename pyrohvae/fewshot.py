@@ -1,4 +1,5 @@
-"""Few-shot models: the main VAE θ(ū) of a task never trained on, from k images of it (the shots).
+"""Few-shot models: the main VAE θ(ū) of a task never trained on, from k images of it (the shots),
+and the field's benchmark of them (`curve`).
 
 A guide that reads a set (`set-encoder`, `set-mean`) reads the k shots as the task. A guide that
 reads one draw (the paper's `random-draw`) gives one q(u | d_i) per shot, combined:
@@ -18,6 +19,7 @@ every ELBO and likelihood is unchanged.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,14 @@ from .data import DataError
 from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
 from .program import build
+
+# The shots of the field's benchmark (Bartunov & Vetrov 2018, Table 1: k = 0, 1, 2, 3, 4, 9) and 19,
+# all the other drawings of an Omniglot character.
+SHOTS = (0, 1, 2, 3, 4, 9, 19)
+# The set figure: the mean of the 0- to 4-shot conditionals, the per-image −log p of a set of five
+# by the chain rule (Giannone & Winther 2022).
+SET_SIZE = 5
+ZERO_SHOT = ("training-mean", "prior-mean")  # the models of no shots: θ(mean training-task ū), θ(E[u])
 
 def task_shots(data, name: str, shots: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
     """`shots` random images of task `name` of `data` (chosen by `seed`), its other images, and a
@@ -157,3 +167,249 @@ def load_images(paths, invert: bool | None = None) -> tuple[torch.Tensor, list[s
     borders = np.array([r[1] for r in read])
     bits = to_bits(np.stack([r[0] for r in read]), [r[2] for r in read], polarity(borders) if invert is None else invert)
     return bits, [str(f) for f in files]
+
+
+# --- the benchmark: conditional −log p(x | k other images of its task) ---------------------------
+
+
+@dataclass
+class Curve:
+    """Per-image scores of a benchmark: `nelbo[m]` and `nll[m]` (n,) under each model m, named by
+    `models` (`"k=3"`: θ(ū) from 3 other images of the task; `ZERO_SHOT`'s names for k = 0; `"vae"`
+    for a model without u), and the task of each scored image."""
+
+    models: list[str]
+    nelbo: dict[str, torch.Tensor]
+    nll: dict[str, torch.Tensor]
+    task: torch.Tensor
+    task_names: list[str]
+    samples: int
+
+    @staticmethod
+    def shots_of(model: str) -> int:
+        return int(model[2:]) if model.startswith("k=") else 0
+
+    def rows(self) -> list[dict]:
+        """One row per model: {model, shots, nelbo, nll, nll_stderr, n}."""
+        return [{"model": m, "shots": self.shots_of(m), **summary(self.nelbo[m], self.nll[m])} for m in self.models]
+
+    def paired(self, a: str, b: str, other: Curve | None = None) -> tuple[float, float]:
+        """Mean of −log p under `a` minus under `b` (of `other`'s, given: the same images), with the
+        standard error of that paired difference."""
+        d = self.nll[a] - (other or self).nll[b]
+        return float(d.mean()), float(d.std() / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+    def set_figure(self, zero: str = "training-mean") -> float | None:
+        """Mean of the 0- to 4-shot conditionals (`SET_SIZE`), k = 0 by the model `zero`; None
+        where a shot count is missing."""
+        wanted = [zero] + [f"k={k}" for k in range(1, SET_SIZE)]
+        if not all(m in self.nll for m in wanted):
+            return None
+        return float(torch.stack([self.nll[m] for m in wanted]).mean())
+
+
+def curve_plan(data, shots, per_task: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which images are scored and which shots each gets: for every task, `per_task` random images
+    (all, where it has fewer), each with the other images of its task in a random order of its own,
+    of which its k-shot model reads the first k, so a model of more shots reads those of fewer and
+    more. Returns the scored indices (n,), their shot pools (n, max k) and tasks (n,).
+
+    A task must have more images than the most shots asked, and at least two."""
+    most = max(shots)
+    g = torch.Generator().manual_seed(seed)
+    scored, pools, tasks = [], [], []
+    for t, members in enumerate(data.task_members()):
+        if len(members) < 2 or len(members) <= most:
+            raise ValueError(f"task {data.task_names[t]!r} of {data.name} has {len(members)} image(s): "
+                             f"{most} shot(s) and an image to score need {max(most + 1, 2)}")
+        order = members[torch.randperm(len(members), generator=g)]
+        for j in range(min(per_task, len(members))):
+            others = torch.cat([order[:j], order[j + 1 :]])
+            pools.append(others[torch.randperm(len(others), generator=g)][:most])
+            scored.append(order[j])
+            tasks.append(t)
+    return torch.stack(scored), torch.stack(pools), torch.tensor(tasks)
+
+
+@torch.no_grad()
+def training_mean_u(program, train_data, seed: int = 0) -> torch.Tensor:
+    """The mean over the training tasks of ū_t, each task's from up to `CONTEXT_SIZE` random
+    images of it as shots, (1, u_dim): the model of a typical training task."""
+    from .evaluate import CONTEXT_SIZE
+
+    g = torch.Generator().manual_seed(seed)
+    locs = []
+    for members in train_data.task_members():
+        pick = members[torch.randperm(len(members), generator=g)[:CONTEXT_SIZE]]
+        loc, _ = program.task_posteriors(train_data.images[pick].float().unsqueeze(0).to(program.device))
+        locs.append(loc)
+    return torch.cat(locs).mean(0, keepdim=True)
+
+
+@torch.no_grad()
+def curve(program, data, shots=SHOTS, per_task: int = 4, samples: int = 1024, seed: int = 0,
+          train_data=None, combine: str = "product", chunk: int = 50, progress: bool = True) -> Curve:
+    """The benchmark on `data`, tasks the program never trained on: each scored image (`curve_plan`)
+    gets −ELBO and importance-sampled −log p(x) (`samples` draws) under the model of each k in
+    `shots`, made from k other images of its task (never itself); k = 0 under θ(E[u]) and, given
+    `train_data`, θ(mean training-task ū). A program without u has one model, scored once."""
+    import pyro
+    from tqdm import tqdm
+
+    device = program.device
+    index, pools, tasks = curve_plan(data, shots, per_task, seed)
+    images = data.images[index].float()
+    posteriors = {}  # model name -> (loc, scale), each (n, u_dim)
+    if program.task_latent:
+        n = len(index)
+        for k in sorted(shots):
+            if k == 0:
+                ones = torch.ones(n, program.config.u_dim, device=device)
+                if train_data is not None:
+                    posteriors["training-mean"] = (training_mean_u(program, train_data, seed).expand(n, -1), ones)
+                posteriors["prior-mean"] = (program.prior_mean_u().to(device).expand(n, -1), ones)
+                continue
+            parts = [program.task_posteriors(data.images[pools[i : i + chunk, :k]].float().to(device), combine)
+                     for i in range(0, n, chunk)]
+            posteriors[f"k={k}"] = tuple(torch.cat(p) for p in zip(*parts))
+    else:
+        posteriors["vae"] = None
+    nelbo, nll = {}, {}
+    bar = tqdm(total=len(posteriors) * len(images), desc=f"few-shot curve ({samples} samples)", unit="img",
+               disable=not progress)
+    for name, posterior in posteriors.items():
+        pyro.set_rng_seed(seed)
+        a, b = [], []
+        for i in range(0, len(images), chunk):
+            x = images[i : i + chunk].to(device)
+            if posterior is None:
+                task_model, x = program.conditioned(None), x.unsqueeze(0)
+            else:
+                task_model, x = program.conditioned_on(*(p[i : i + chunk] for p in posterior)), x.unsqueeze(1)
+            s = importance_scores(task_model.model, task_model.guide, x, samples)
+            a.append((s["recon"] + s["kl_z"]).reshape(-1).cpu())
+            b.append(-s["log_p"].reshape(-1).cpu())
+            bar.update(len(x.reshape(-1, *x.shape[2:])))
+        nelbo[name], nll[name] = torch.cat(a), torch.cat(b)
+    bar.close()
+    return Curve(list(posteriors), nelbo, nll, tasks, data.task_names, samples)
+
+
+def curve_report(result: Curve, vae: Curve | None = None) -> dict:
+    """What a benchmark says: a row per model; the change of −log p from each shot count to the
+    next (k = 0 by θ(mean training-task ū) where scored, else θ(E[u])) with the standard error of
+    the paired difference; the set figure; and, given the VAE's curve on the same images, each
+    model's gain over it (VAE minus model, paired)."""
+    rows = result.rows()
+    curve_models = [m for m in result.models if m.startswith("k=")]
+    zero = next((m for m in ZERO_SHOT if m in result.nll), None)
+    chain = ([zero] if zero else []) + curve_models
+    steps = []
+    for a, b in zip(chain, chain[1:]):
+        change, stderr = result.paired(b, a)
+        steps.append({"from": result.shots_of(a), "to": result.shots_of(b), "change": change, "stderr": stderr,
+                      "falls": change < 0 and -change > stderr})
+    report = {"rows": rows, "steps": steps, "set_figure": result.set_figure(zero) if zero else None,
+              "set_zero_shot": zero}
+    if vae is not None:
+        report["vae"] = vae.rows()[0]
+        report["gains"] = []
+        for m in result.models:
+            gain, stderr = vae.paired("vae", m, result)
+            report["gains"].append({"model": m, "shots": result.shots_of(m), "gain": gain, "stderr": stderr})
+        if report["set_figure"] is not None:
+            report["set_gain"] = float(vae.nll["vae"].mean()) - report["set_figure"]
+    return report
+
+
+def curve_lines(report: dict) -> list[str]:
+    """The report as text: a line per model, the step from the previous shot count, the gain over
+    the VAE."""
+    gains = {g["model"]: g for g in report.get("gains", [])}
+    steps = {s["to"]: s for s in report["steps"]}
+    lines = [f"  {'model':<14} {'shots':>5} {'-ELBO':>8} {'-log p(x)':>17}  {'vs fewer shots':>16}  {'gain over VAE':>15}"]
+    for r in report["rows"]:
+        step = steps.get(r["shots"]) if r["model"].startswith("k=") else None
+        step = f"{step['change']:+.2f} ± {step['stderr']:.2f}" if step else ""
+        gain = gains.get(r["model"])
+        gain = f"{gain['gain']:+.2f} ± {gain['stderr']:.2f}" if gain else ""
+        lines.append(f"  {r['model']:<14} {r['shots']:>5} {r['nelbo']:>8.2f} {r['nll']:>8.2f} ± {r['nll_stderr'] or 0:<6.2f}"
+                     f"  {step:>16}  {gain:>15}")
+    if "vae" in report:
+        v = report["vae"]
+        lines.append(f"  {'vae':<14} {'':>5} {v['nelbo']:>8.2f} {v['nll']:>8.2f} ± {v['nll_stderr'] or 0:<6.2f}")
+    if report["set_figure"] is not None:
+        gain = f", {report['set_gain']:+.2f} over the VAE" if "set_gain" in report else ""
+        lines.append(f"  set of {SET_SIZE} (mean of the 0- to {SET_SIZE - 1}-shot conditionals, k = 0 by "
+                     f"{report['set_zero_shot']}): {report['set_figure']:.2f}{gain}")
+    return lines
+
+
+def plot_curves(curves: dict, path: Path, title: str, vae: float | None = None, marks: dict | None = None) -> None:
+    """−log p(x) against shots: `curves` {label: report}, each model's k ≥ 1 points joined and its
+    k = 0 models as open marks; `vae` a horizontal line; `marks` {label: (shots, values)} drawn
+    as labelled points (published figures)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .files import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (label, report) in enumerate(curves.items()):
+        color = f"C{i}"
+        pts = [(r["shots"], r["nll"], r["nll_stderr"] or 0) for r in report["rows"] if r["model"].startswith("k=")]
+        if pts:
+            k, y, e = zip(*pts)
+            ax.errorbar(k, y, yerr=e, color=color, marker="o", ms=4, capsize=2, label=label)
+        for r in report["rows"]:
+            if r["model"] in ZERO_SHOT:
+                ax.plot([0], [r["nll"]], color=color, marker="s" if r["model"] == "training-mean" else "^",
+                        fillstyle="none", ms=6, ls="none")
+    if vae is not None:
+        ax.axhline(vae, color="k", ls="--", lw=1, label="our VAE")
+    for j, (label, (k, y)) in enumerate((marks or {}).items()):
+        ax.plot(k, y, marker="x", ls=":", color=f"C{len(curves) + j}", label=label)
+    ax.set_xlabel("shots k (other images of the task the model is made from)")
+    ax.set_ylabel("−log p(x | k shots), nats")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.text(0.01, 0.01, "k = 0: □ θ(mean training-task ū), △ θ(E[u])", transform=ax.transAxes, fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def unseen_tasks(config, part: str, root=None, folder=None, invert=None):
+    """The tasks of a run's data part (or of an image folder) that the run never trained on; a
+    ValueError where there are none."""
+    from . import folders
+
+    if folder is not None:
+        data = folders.scan(folder).every_image(invert)
+    else:
+        data = config.load_data(part, root)
+    seen = [n for n in data.task_names if n in set(config.train_tasks or [])]
+    if len(seen) == data.num_tasks:
+        where = str(folder) if folder is not None else f"the {part} part of {config.dataset}"
+        raise ValueError(f"{where} holds no task the run was not trained on: train with --exclude-classes or "
+                         f"(omniglot) --split background, or give a folder of new tasks with --dataset")
+    return data.without_tasks(seen) if seen else data
+
+
+def run_curve(program, step: int, part: str, folder, shots, per_task: int, samples: int, seed: int,
+              combine: str = "product", root=None, vae=None, progress: bool = True) -> dict:
+    """`curve` of a run on its tasks never trained on (`unseen_tasks`), with the VAE's on the same
+    images given one, as the dict `fewshot-curve` writes (`curve_report` and what was scored)."""
+    config = program.config
+    data = unseen_tasks(config, part, root, folder, config.invert if config.is_folder else None)
+    train_data = config.load_data("train", root) if program.task_latent and 0 in shots else None
+    result = curve(program, data, shots, per_task, samples, seed, train_data, combine, progress=progress)
+    vae_curve = curve(vae, data, shots, per_task, samples, seed, progress=progress) if vae is not None else None
+    return {"model": config.model, "guide": config.guide if program.task_latent else None, "step": step,
+            "data": data.name if folder is None else str(folder), "tasks": data.num_tasks,
+            "images": len(result.task), "per_task": per_task, "samples": samples, "seed": seed, "shots": list(shots),
+            "combine": combine if program.task_latent and program.guide_nets.one_draw else None,
+            **curve_report(result, vae_curve)}
