@@ -286,7 +286,7 @@ def curve(program, data, shots=SHOTS, per_task: int = 4, samples: int = 1024, se
                 task_model, x = program.conditioned(None), x.unsqueeze(0)
             else:
                 task_model, x = program.conditioned_on(*(p[i : i + chunk] for p in posterior)), x.unsqueeze(1)
-            s = importance_scores(task_model.model, task_model.guide, x, samples)
+            s = importance_scores(task_model.model, task_model.guide, x, samples, max_images=32768)
             a.append((s["recon"] + s["kl_z"]).reshape(-1).cpu())
             b.append(-s["log_p"].reshape(-1).cpu())
             bar.update(len(x.reshape(-1, *x.shape[2:])))
