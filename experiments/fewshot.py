@@ -62,12 +62,12 @@ def screen_config(name: str, steps: int, seed: int) -> RunConfig:
     return RunConfig(**CHARACTERS, exclude_classes=excluded, steps=steps, seed=seed, **VARIANTS[name][1])
 
 
-def curve_row(program, state, data, train_data, vae, settings, seed) -> dict:
+def curve_row(program, state, data, train_data, vae, settings, seed, progress=True) -> dict:
     """The benchmark's report of a run on `data`, with the VAE's on the same images."""
     shots, per_task, samples = settings["shots"], settings["per_task"], settings["samples"]
     td = train_data if program.task_latent else None
-    result = fewshot.curve(program, data, shots, per_task, samples, seed, td)
-    vae_curve = fewshot.curve(vae, data, shots, per_task, samples, seed) if vae is not None else None
+    result = fewshot.curve(program, data, shots, per_task, samples, seed, td, progress=progress)
+    vae_curve = fewshot.curve(vae, data, shots, per_task, samples, seed, progress=progress) if vae else None
     return {**fewshot.curve_report(result, vae_curve), "steps": state["step"],
             "train_seconds": round(state["seconds"], 1), "tasks": data.num_tasks, "images": len(result.task),
             "per_task": per_task, "samples": samples}
@@ -89,7 +89,7 @@ def screen(args, rows_dir):
         row = {"stage": "screen", "config": name, "about": VARIANTS[name][0], "overrides": VARIANTS[name][1],
                "benchmark": "omniglot-characters (validation alphabets)",
                **curve_row(program, state, config.load_data("held-out"), config.load_data("train"), vae, SCREEN,
-                           args.seed)}
+                           args.seed, args.progress)}
         atomic_write_text(path, json.dumps(row, indent=2) + "\n")
         print(f"[{folder.name}] " + " ".join(f"{r['model']} {r['nll']:.2f}" for r in row["rows"]), flush=True)
     report(args)
@@ -122,7 +122,7 @@ def _screen_lines(rows) -> list[str]:
     for r in rows:
         nll = {x["model"]: x["nll"] for x in r["rows"]}
         gains = {g["model"]: g["gain"] for g in r.get("gains", [])}
-        falls = [s["falls"] for s in r["steps"] if s["to"] <= 9]
+        falls = [s["falls"] for s in r["changes"] if s["to"] <= 9]
         cells = [r["config"], r["about"], fmt(nll.get("training-mean"), 2), fmt(nll.get("prior-mean"), 2)]
         cells += [fmt(nll.get(f"k={k}"), 2) for k in shots]
         cells += [fmt(r["set_figure"], 2), fmt(gains.get("k=1"), 2), fmt(gains.get("k=4"), 2), fmt(gains.get("k=9"), 2),

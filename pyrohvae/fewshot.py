@@ -304,12 +304,12 @@ def curve_report(result: Curve, vae: Curve | None = None) -> dict:
     curve_models = [m for m in result.models if m.startswith("k=")]
     zero = next((m for m in ZERO_SHOT if m in result.nll), None)
     chain = ([zero] if zero else []) + curve_models
-    steps = []
+    changes = []
     for a, b in zip(chain, chain[1:]):
         change, stderr = result.paired(b, a)
-        steps.append({"from": result.shots_of(a), "to": result.shots_of(b), "change": change, "stderr": stderr,
+        changes.append({"from": result.shots_of(a), "to": result.shots_of(b), "change": change, "stderr": stderr,
                       "falls": change < 0 and -change > stderr})
-    report = {"rows": rows, "steps": steps, "set_figure": result.set_figure(zero) if zero else None,
+    report = {"rows": rows, "changes": changes, "set_figure": result.set_figure(zero) if zero else None,
               "set_zero_shot": zero}
     if vae is not None:
         report["vae"] = vae.rows()[0]
@@ -326,10 +326,10 @@ def curve_lines(report: dict) -> list[str]:
     """The report as text: a line per model, the step from the previous shot count, the gain over
     the VAE."""
     gains = {g["model"]: g for g in report.get("gains", [])}
-    steps = {s["to"]: s for s in report["steps"]}
+    changes = {s["to"]: s for s in report["changes"]}
     lines = [f"  {'model':<14} {'shots':>5} {'-ELBO':>8} {'-log p(x)':>17}  {'vs fewer shots':>16}  {'gain over VAE':>15}"]
     for r in report["rows"]:
-        step = steps.get(r["shots"]) if r["model"].startswith("k=") else None
+        step = changes.get(r["shots"]) if r["model"].startswith("k=") else None
         step = f"{step['change']:+.2f} ± {step['stderr']:.2f}" if step else ""
         gain = gains.get(r["model"])
         gain = f"{gain['gain']:+.2f} ± {gain['stderr']:.2f}" if gain else ""

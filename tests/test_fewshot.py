@@ -148,3 +148,121 @@ def test_fewshot_command_errors(trained_run, tmp_path):
         assert "Traceback" not in result.output
     result = CliRunner().invoke(main, ["fewshot", str(trained_run("vae")), "--task", "3", "--out", str(tmp_path / "c")])
     assert result.exit_code == 1 and "a vae run has no task latent u" in result.output
+
+
+# --- the benchmark: −log p(x | k other images of its task) ------------------------------------------
+
+
+def task_data(sizes, seed=0):
+    from pyrohvae.data import TaskData
+
+    g = torch.Generator().manual_seed(seed)
+    tasks = torch.cat([torch.full((n,), t) for t, n in enumerate(sizes)])
+    images = (torch.rand(len(tasks), 1, 28, 28, generator=g) < 0.2).to(torch.uint8)
+    return TaskData(images, tasks, [f"task{t}" for t in range(len(sizes))], "synthetic")
+
+
+def test_the_plan_never_shows_a_scored_image_its_own_image_and_nests_the_shots():
+    data = task_data([6, 9, 5])
+    index, pools, tasks = fewshot.curve_plan(data, (0, 1, 2, 4), per_task=3, seed=1)
+    assert len(index) == 9 and pools.shape == (9, 4) and tasks.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for i, pool, t in zip(index.tolist(), pools, tasks.tolist()):
+        assert i not in pool.tolist()  # never itself
+        assert len(set(pool.tolist())) == 4  # k shots are k different images
+        assert all(int(data.tasks[j]) == t for j in pool.tolist())  # all of its own task
+    # the same seed, the same plan; another, another
+    again = fewshot.curve_plan(data, (0, 1, 2, 4), per_task=3, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip((index, pools, tasks), again))
+    assert not torch.equal(fewshot.curve_plan(data, (0, 1, 2, 4), per_task=3, seed=2)[1], pools)
+
+
+@pytest.mark.parametrize("sizes, shots, message", [
+    ([6, 4], (0, 1, 4), "task 'task1' of synthetic has 4 image(s): 4 shot(s) and an image to score need 5"),
+    ([6, 1], (0,), "task 'task1' of synthetic has 1 image(s): 0 shot(s) and an image to score need 2"),
+])
+def test_the_plan_refuses_tasks_too_small_for_the_shots(sizes, shots, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        fewshot.curve_plan(task_data(sizes), shots, per_task=2)
+
+
+def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
+    """k = 1 with a set guide: the model is θ(ū) of the one other image the plan gives it, so an
+    image scored under it equals the same image scored by hand under that model."""
+    from pyrohvae.importance import importance_scores
+
+    program = program_of()
+    data = task_data([5, 5])
+    result = fewshot.curve(program, data, (1,), per_task=2, samples=16, seed=3, progress=False)
+    index, pools, _ = fewshot.curve_plan(data, (1,), per_task=2, seed=3)
+    loc, scale = program.task_posteriors(data.images[pools[:, :1]].float())
+    pyro.set_rng_seed(3)
+    model = program.conditioned_on(loc, scale)
+    by_hand = importance_scores(model.model, model.guide, data.images[index].float().unsqueeze(1), 16)
+    assert torch.allclose(result.nll["k=1"], -by_hand["log_p"].reshape(-1), atol=1e-3)
+    assert result.models == ["k=1"] and len(result.task) == 4
+
+
+def test_the_report_steps_and_gains_are_paired_differences():
+    nll = {"training-mean": torch.tensor([10.0, 12, 14]), "k=1": torch.tensor([9.0, 11, 12]),
+           "k=2": torch.tensor([9.0, 11.5, 12])}
+    curve = fewshot.Curve(list(nll), {k: v + 1 for k, v in nll.items()}, nll, torch.zeros(3), ["t"], 8)
+    vae = fewshot.Curve(["vae"], {"vae": torch.tensor([12.0, 12, 12])}, {"vae": torch.tensor([11.0, 12, 13])},
+                        torch.zeros(3), ["t"], 8)
+    report = fewshot.curve_report(curve, vae)
+    first, second = report["changes"]
+    assert (first["from"], first["to"]) == (0, 1) and first["change"] == pytest.approx(-4 / 3)
+    assert first["stderr"] == pytest.approx(float(torch.tensor([-1.0, -1, -2]).std()) / 3**0.5)
+    assert first["falls"] and not second["falls"]  # +1/6: it rose
+    gains = {g["model"]: g["gain"] for g in report["gains"]}
+    assert gains["k=1"] == pytest.approx((2 + 1 + 1) / 3) and gains["training-mean"] == pytest.approx(0)
+    assert report["set_figure"] is None  # k = 2, 3, 4 missing
+
+
+def test_precision_pooling_narrows_with_every_shot_and_reads_any_number():
+    program = program_of(guide="precision-pool")
+    x = shots(6)
+    scales = [program.task_posterior(x[:k])[1] for k in range(1, 7)]
+    assert all(bool((b < a).all()) for a, b in zip(scales, scales[1:]))
+    # the posterior of N(0, I) given independent Gaussian factors: one factor's own location and
+    # precision give it exactly
+    loc1, scale1 = program.guide_nets.items(x[:1].unsqueeze(0))
+    lam = scale1.pow(-2)[0, 0]
+    loc, scale = program.task_posterior(x[:1])
+    assert torch.allclose(scale[0], (1 + lam).rsqrt()) and torch.allclose(loc[0], lam * loc1[0, 0] / (1 + lam))
+
+
+def test_split_context_reads_the_first_k_and_scores_the_rest():
+    """q(u) reads only the first k images of each task; the model scores only the others."""
+    from pyro import poutine
+
+    program = program_of(split_context=True, batch_size=6)
+    x = shots(12).reshape(2, 6, 1, 28, 28)
+    other = x.clone()
+    other[:, 3:] = 1 - other[:, 3:]  # the scored images changed, the context (k = 3) not
+    traced = {}
+    for name, batch in (("x", x), ("other", other)):
+        pyro.set_rng_seed(0)
+        guide = poutine.trace(program.guide).get_trace(batch, None, context_size=3)
+        model = poutine.trace(poutine.replay(program.model, trace=guide)).get_trace(batch, None, context_size=3)
+        traced[name] = guide, model
+    g, m = traced["x"]
+    assert torch.equal(g.nodes["u"]["fn"].base_dist.loc, traced["other"][0].nodes["u"]["fn"].base_dist.loc)
+    assert m.nodes["x"]["value"].shape[:2] == (2, 3) and torch.equal(m.nodes["x"]["value"], x[:, 3:])
+    # KL(u) stays spread over all six items: the u site's scale is that of the data sites times 3/6
+    assert g.nodes["u"]["scale"] == pytest.approx(m.nodes["z"]["scale"] * 3 / 6)
+    # in training every step draws its own k, 1 to 5; in evaluation there is none
+    program.train()
+    ks = {program.step_kwargs(1)["context_size"] for _ in range(300)}
+    assert ks == set(range(1, 6))
+    program.eval()
+    assert "context_size" not in program.step_kwargs(1)
+
+
+def test_exclude_classes_takes_patterns_and_refuses_one_that_matches_nothing():
+    from pyrohvae.config import excluded_tasks
+    from pyrohvae.data import DataError
+
+    names = ["Korean/character01", "Korean/character02", "Latin/character01", "3"]
+    assert excluded_tasks(names, ["Korean/*", "3"]) == ["Korean/character01", "Korean/character02", "3"]
+    with pytest.raises(DataError, match="--exclude-classes 'Greek/\\*' matches no task"):
+        excluded_tasks(names, ["Greek/*"])
