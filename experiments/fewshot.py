@@ -54,7 +54,62 @@ VARIANTS = {
     "split-u32": ("split, u of 32 dimensions", {**TASK_BATCH, "split_context": True, "u_dim": 32}),
     "pool-split-u32": ("pool-split, u of 32 dimensions",
                        {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "u_dim": 32}),
+    "rc-zprior": ("default-rc, p(z | u) generated with θ(u) (--z-prior task)",
+                  {**TASK_BATCH, "random_context": True, "z_prior": "task"}),
+    "split-zprior": ("split, p(z | u) generated with θ(u)", {**TASK_BATCH, "split_context": True, "z_prior": "task"}),
+    "rc-u32": ("default-rc, u of 32 dimensions", {**TASK_BATCH, "random_context": True, "u_dim": 32}),
+    "pool-rc": ("default-rc with the precision-pool guide",
+                {**TASK_BATCH, "random_context": True, "guide": "precision-pool"}),
 }
+
+
+# The benchmarks of the full stage: the training data (RunConfig fields), what a task model's step
+# holds (its preset's where empty) and a VAE's, the part scored, images scored per task, the shots.
+BENCHMARKS = {
+    "omniglot-characters": {"data": CHARACTERS, "task_batch": TASK_BATCH, "vae_batch": 320, "per_task": 4,
+                            "shots": fewshot.SHOTS},
+    "omniglot-alphabets": {"data": {"dataset": "omniglot", "split": "background", "task_by": "alphabet"},
+                           "task_batch": {}, "vae_batch": 100, "per_task": 50, "shots": (0, 1, 2, 5, 10, 20)},
+    **{f"mnist-held-out-{d}": {"data": {"dataset": "mnist", "exclude_classes": [d]}, "task_batch": {},
+                               "vae_batch": 100, "per_task": 400, "shots": (0, 1, 2, 5, 10, 20)}
+       for d in ("2", "5", "8")},
+}
+FULL_SAMPLES = 1024
+# The task models of every benchmark, besides our VAE: the paper's configuration, the default
+# preset and the variants the screen chose, as they change the benchmark's own batches.
+FULL_CONFIGS = ("paper", "default")
+
+
+def full_config(benchmark: str, name: str, steps: int, seed: int) -> RunConfig:
+    spec = BENCHMARKS[benchmark]
+    overrides = {k: v for k, v in VARIANTS[name][1].items() if k not in TASK_BATCH}
+    batch = {"batch_size": spec["vae_batch"]} if name == "vae" else spec["task_batch"]
+    return RunConfig(**spec["data"], steps=steps, seed=seed, **overrides, **batch)
+
+
+def full(args, rows_dir):
+    for benchmark in args.benchmarks:
+        spec = BENCHMARKS[benchmark]
+        settings = {"per_task": spec["per_task"], "samples": FULL_SAMPLES, "shots": spec["shots"]}
+        vae_dir = args.runs / f"fewshot-{benchmark}-vae-steps{args.steps}-seed{args.seed}"
+        trained(full_config(benchmark, "vae", args.steps, args.seed), vae_dir, args.device, args.progress)
+        vae, vae_state = load_run(vae_dir, args.device)
+        for name in ("vae", *args.full_configs):
+            path = rows_dir / f"full-{benchmark}-{name}-steps{args.steps}-seed{args.seed}.json"
+            if path.exists():
+                continue
+            config = full_config(benchmark, name, args.steps, args.seed)
+            folder = args.runs / f"fewshot-{benchmark}-{name}-steps{args.steps}-seed{args.seed}"
+            trained(config, folder, args.device, args.progress)
+            program, state = load_run(folder, args.device)
+            test = fewshot.unseen_tasks(config, "test")
+            print(f"[{folder.name}] scoring {benchmark}", flush=True)
+            row = {"stage": "full", "benchmark": benchmark, "config": name, "about": VARIANTS[name][0],
+                   **curve_row(program, state, test, config.load_data("train"), None if name == "vae" else vae,
+                               settings, args.seed, args.progress)}
+            atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+            print(f"[{folder.name}] " + " ".join(f"{r['model']} {r['nll']:.2f}" for r in row["rows"]), flush=True)
+            report(args)
 
 
 def screen_config(name: str, steps: int, seed: int) -> RunConfig:
@@ -137,7 +192,9 @@ def _screen_lines(rows) -> list[str]:
 
 def main():
     p = parser(__doc__, steps=10_000, samples=None, limit_help="unused")
-    p.add_argument("--stages", nargs="+", default=["screen"], choices=["screen"])
+    p.add_argument("--stages", nargs="+", default=["screen", "full"], choices=["screen", "full"])
+    p.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
+    p.add_argument("--full-configs", nargs="+", default=list(FULL_CONFIGS), choices=[v for v in VARIANTS if v != "vae"])
     p.add_argument("--screen-steps", type=int, default=3000)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = p.parse_args()
@@ -147,7 +204,7 @@ def main():
     if args.report:
         return report(args)
     for stage in args.stages:
-        {"screen": screen}[stage](args, rows_dir)
+        {"screen": screen, "full": full}[stage](args, rows_dir)
 
 
 if __name__ == "__main__":

@@ -413,3 +413,33 @@ def run_curve(program, step: int, part: str, folder, shots, per_task: int, sampl
             "images": len(result.task), "per_task": per_task, "samples": samples, "seed": seed, "shots": list(shots),
             "combine": combine if program.task_latent and program.guide_nets.one_draw else None,
             **curve_report(result, vae_curve)}
+
+
+def refine(program, shots: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, steps: int = 50,
+           lr: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """q(u) of tasks of k shots each (tasks, k, 1, 28, 28), refined by `steps` Adam steps on the
+    shots' ELBO (`Trace_ELBO` of the program's model and guide, q(u) = N(loc, scale) free), from
+    the amortized (loc, scale), each (tasks, u_dim): semi-amortized inference (Kim et al. 2018),
+    which reads k shots as k observations of the task however the guide was trained to read them.
+    The program's weights stay as they are."""
+    import pyro
+    from pyro.infer import Trace_ELBO
+
+    loc = loc.detach().clone().requires_grad_()
+    log_scale = scale.detach().log().clone().requires_grad_()
+    optimizer = torch.optim.Adam([loc, log_scale], lr=lr)
+    elbo = Trace_ELBO(max_plate_nesting=2)
+    frozen = [p for p in program.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                loss = elbo.differentiable_loss(program.model, program.guide, shots, q_u=(loc, log_scale.exp()))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return loc.detach(), log_scale.detach().exp()

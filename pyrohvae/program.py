@@ -188,15 +188,15 @@ class HyperVAEProgram(Program):
 
     @pyro_method
     def model(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, tasks=None, items=None,
-              context_size=0):
+              context_size=0, q_u=None):
         if context_size:  # the first `context_size` items of each task are q(u)'s context, not scored
             x, kl_u_weight = x[:, context_size:], kl_u_weight * context_share(x.shape[1], context_size)
         hypervae_model(self.theta, self.prior, self.config.z_dim, x, kl_u_weight=kl_u_weight,
                        kl_z_weight=kl_z_weight, record_theta=record_theta, tasks=tasks, items=items)
 
     @pyro_method
-    def guide(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, context_size=0):
-        self.guide_nets(self.theta, x, kl_u_weight, kl_z_weight, record_theta, context_size)
+    def guide(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, context_size=0, q_u=None):
+        self.guide_nets(self.theta, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u)
 
     def step_kwargs(self, step: int) -> dict:
         """The weights of KL(u) and KL(z) at `step` (the config's warm-up and annealing), and with

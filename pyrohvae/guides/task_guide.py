@@ -68,9 +68,11 @@ class TaskGuide(PyroModule):
         return x[:, : min(max(k, 1), items)]
 
     def forward(self, theta, x, kl_u_weight: float = 1.0, kl_z_weight: float = 1.0, record_theta: bool = False,
-                context_size: int = 0):
+                context_size: int = 0, q_u: tuple[torch.Tensor, torch.Tensor] | None = None):
         """q(u | D_t) q(z | x, θ(u)); with `context_size` k > 0, q(u) reads the first k items of
-        each task and q(z) the others, which alone the model scores (`split_context`)."""
+        each task and q(z) the others, which alone the model scores (`split_context`); with `q_u`
+        (location, scale, each (tasks, u_dim)), q(u) is that Gaussian, read from nothing (a
+        posterior refined by gradient steps, `fewshot.refine`)."""
         if context_size:
             kl_u_weight = kl_u_weight * context_share(x.shape[1], context_size)  # as the model's
             shots, x = x[:, :context_size], x[:, context_size:]
@@ -78,7 +80,7 @@ class TaskGuide(PyroModule):
             shots = self.context(x)
         tasks, items = x.shape[:2]
         with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2):
-            loc, scale = self.posterior(shots)
+            loc, scale = self.posterior(shots) if q_u is None else q_u
             with poutine.scale(scale=kl_u_weight):  # as in the model: the weight of KL(u)
                 u = pyro.sample("u", self.q_u(loc.unsqueeze(-2), scale.unsqueeze(-2)))
             params = theta.encoder(u)
