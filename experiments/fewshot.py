@@ -60,6 +60,13 @@ VARIANTS = {
     "rc-u32": ("default-rc, u of 32 dimensions", {**TASK_BATCH, "random_context": True, "u_dim": 32}),
     "pool-rc": ("default-rc with the precision-pool guide",
                 {**TASK_BATCH, "random_context": True, "guide": "precision-pool"}),
+    "rc-spatial": ("default-rc, the decoder's first feature map generated as (channels, positions) (--theta-layout "
+                   "spatial)", {**TASK_BATCH, "random_context": True, "theta_layout": "spatial"}),
+    "rc-h40": ("default-rc, H of 40 × 40 (--h-dim 40)", {**TASK_BATCH, "random_context": True, "h_dim": 40}),
+    "pool-split-spatial": ("pool-split with the spatial layout",
+                           {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "theta_layout": "spatial"}),
+    "rc-spatial-h40": ("rc-spatial with H of 40 × 40",
+                       {**TASK_BATCH, "random_context": True, "theta_layout": "spatial", "h_dim": 40}),
 }
 
 

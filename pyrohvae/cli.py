@@ -160,6 +160,12 @@ def _beside(run: Path, name: str) -> Path:
                    "a model from k images scoring images it has not read.")
 @click.option("--u-dim", type=click.IntRange(min=1), default=10, show_default=True,
               help="HyperVAE: dimensions of the task latent u (the paper: 10).")
+@click.option("--h-dim", type=click.IntRange(min=1), default=20, show_default=True,
+              help="HyperVAE: the side of the matrix H of the matrix layers W = U·H·V + B (the paper: 20).")
+@click.option("--theta-layout", type=click.Choice(["paper", "spatial"]), default="paper", show_default=True,
+              help="HyperVAE: the matrices θ(u)'s tensors are generated as: each (first dim, the rest), or "
+                   "'spatial': the decoder's layer that writes the first feature map as (channels, positions × "
+                   "inputs), so the task can change the map at any position.")
 @_data_dir
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder [default: runs/DATASET-MODEL].")

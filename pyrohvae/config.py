@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data, folders
+from .nets import THETA_LAYOUTS
 
 MODELS = ("hypervae", "vae", "metavae")
 PARTS = ("train", "validation", "test", "held-out")
@@ -75,6 +76,7 @@ class RunConfig:
     u_scale_init: float | None = None  # hypervae: q(u | d)'s scale at the start, times PyTorch's default init
     z_prior: str = "normal"  # hypervae: p(z) = N(0, I) (the paper), or "task": p(z | u) generated with θ(u)
     random_context: bool = False  # set guides: q(u) reads a random share of each task's minibatch in training
+    theta_layout: str = "paper"  # hypervae: the matrices θ(u)'s tensors are generated as (nets.THETA_LAYOUTS)
     split_context: bool = False  # hypervae: q(u) reads the first k of a task's minibatch, the model scores the rest
     flip: float = 0.0  # share of the pixels of every training image flipped at random, afresh each step (background models)
     exclude_classes: list[str] = dataclasses.field(default_factory=list)  # tasks held out of training: names or globs
@@ -123,8 +125,10 @@ class RunConfig:
             raise ConfigError("--split-context and --random-context are two ways to choose q(u)'s context: give one")
         if self.split_context and self.batch_size < 2:
             raise ConfigError("--split-context needs --batch-size 2 or more: a context and an image to score")
-        if self.model != "hypervae" and self.u_dim != 10:
-            raise ConfigError("--u-dim applies to hypervae only")
+        if self.model != "hypervae" and (self.u_dim, self.h_dim, self.theta_layout) != (10, 20, "paper"):
+            raise ConfigError("--u-dim, --h-dim and --theta-layout apply to hypervae only")
+        if self.theta_layout not in THETA_LAYOUTS:
+            raise ConfigError(f"unknown θ layout {self.theta_layout!r}; choose one of {', '.join(THETA_LAYOUTS)}")
         if self.z_prior not in Z_PRIORS:
             raise ConfigError(f"unknown z prior {self.z_prior!r}; choose one of {', '.join(Z_PRIORS)}")
         if self.u_scale_init <= 0:

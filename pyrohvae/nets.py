@@ -357,11 +357,11 @@ class MatrixLayer(PyroModule):
     since weights take both signs.
     """
 
-    def __init__(self, init: torch.Tensor, h_dim: int, h_rms: float, init_scale: float):
+    def __init__(self, init: torch.Tensor, h_dim: int, h_rms: float, init_scale: float, rows: int | None = None):
         super().__init__()
         self.shape = tuple(init.shape)
-        rows = self.shape[0]
-        cols = math.prod(self.shape[1:])
+        rows = rows or self.shape[0]  # the matrix the tensor is generated as: (rows, the rest)
+        cols = init.numel() // rows
         # B starts at PyTorch's default initialisation of this very tensor, and U·H·V at
         # `init_scale` times B's spread: at step 0, θ(u) is a well-scaled default-initialised VAE
         # for every u, a start the main network is known to train from. A hyper-network with a
@@ -420,6 +420,7 @@ class ThetaGenerator(PyroModule):
         h_dim: int = 20,
         init_scale: float = 0.1,
         z_prior: bool = False,
+        layout: str = "paper",
     ):
         super().__init__()
         self.h_dim = h_dim
@@ -441,7 +442,7 @@ class ThetaGenerator(PyroModule):
             {
                 half: PyroModule[nn.ModuleDict](
                     {
-                        _key(name): MatrixLayer(p, h_dim, h_rms, init_scale)
+                        _key(name): MatrixLayer(p, h_dim, h_rms, init_scale, _matrix_rows(half, name, layout))
                         for name, p in net.named_parameters()
                     }
                 )
@@ -463,6 +464,23 @@ class ThetaGenerator(PyroModule):
 
     def decoder(self, u):
         return self.generate("decoder", u)
+
+
+THETA_LAYOUTS = ("paper", "spatial")
+
+
+def _matrix_rows(half: str, name: str, layout: str) -> int | None:
+    """The rows of the matrix a tensor is generated as (None: its first dim). `paper`: every tensor
+    as (first dim, the rest), so a bias of n is (n, 1) and its task-dependent part U·H·V lies in
+    the h_dim columns of U. `spatial`: the decoder's dense layer that writes the first feature map
+    (fc2, its weight and bias) as (channels, positions × inputs), so that the part that depends on
+    the task can draw any pattern over the map's positions, within h_dim channel directions,
+    rather than h_dim patterns fixed for all tasks."""
+    if layout == "spatial" and half == "decoder" and name in ("fc2.weight", "fc2.bias"):
+        return conv_shape()[0]
+    if layout not in THETA_LAYOUTS:
+        raise ValueError(f"unknown θ layout {layout!r}; choose one of {', '.join(THETA_LAYOUTS)}")
+    return None
 
 
 # nn.ModuleDict keys may not contain dots.

@@ -181,7 +181,7 @@ class HyperVAEProgram(Program):
         self.config = config
         self.theta = ThetaGenerator(
             config.u_dim, config.z_dim, config.hidden, config.h_dim, config.theta_init_scale,
-            z_prior=config.z_prior == "task",
+            z_prior=config.z_prior == "task", layout=config.theta_layout,
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
