@@ -94,14 +94,20 @@ def compare(program, loc, scale, images: torch.Tensor, vae=None, samples: int = 
     return rows
 
 
+@torch.no_grad()
+def sample_means(program, u: torch.Tensor, n: int = 10, seed: int = 0) -> torch.Tensor:
+    """n samples (Bernoulli means) of each model θ(u), u (models, u_dim), all from the same noise:
+    (models, n, 1, 28, 28)."""
+    eps = torch.randn(n, program.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(u.device)
+    return torch.sigmoid(program.sample_logits(eps, u)).cpu()
+
+
 def save_samples(program, loc, path: Path, title: str, shots: int, seed: int = 0) -> None:
     """Ten samples (Bernoulli means) of the few-shot model θ(ū) above ten of θ(E[u]), same noise."""
     from .samples import save_grid
 
-    eps = torch.randn(10, program.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(loc.device)
-    with torch.no_grad():
-        means = torch.sigmoid(program.sample_logits(eps, torch.cat([loc, program.prior_mean_u().to(loc.device)])))
-    save_grid(means.cpu(), [f"θ(ū), {shots} shot(s)", "θ(E[u]), the prior mean"], None, path,
+    means = sample_means(program, torch.cat([loc, program.prior_mean_u().to(loc.device)]), 10, seed)
+    save_grid(means, [f"θ(ū), {shots} shot(s)", "θ(E[u]), the prior mean"], None, path,
               f"{title}: samples (Bernoulli means)")
 
 
@@ -109,7 +115,7 @@ def vae_of(program, u: torch.Tensor):
     """A plain VAE program whose encoder and decoder weights are θ(u), u (u_dim,)."""
     config = program.config
     vae = build(RunConfig(model="vae", dataset=config.dataset, split=config.split, task_by=config.task_by,
-                          z_dim=config.z_dim, hidden=config.hidden, seed=config.seed,
+                          z_dim=config.z_dim, hidden=config.hidden, seed=config.seed, pixel_bias=config.pixel_bias,
                           train_tasks=config.train_tasks))
     with torch.no_grad():
         encoder = {k: v.detach().cpu() for k, v in program.theta.encoder(u).items()}

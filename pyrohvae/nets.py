@@ -121,7 +121,7 @@ class Encoder(PyroModule):
 class Decoder(PyroModule):
     """p(x | z): the encoder mirrored, transposed convolutions, Bernoulli logits."""
 
-    def __init__(self, z_dim: int = 10, hidden: int = 100):
+    def __init__(self, z_dim: int = 10, hidden: int = 100, pixel_bias: bool = False):
         super().__init__()
         self.fc1 = Linear(z_dim, hidden)
         channels, size, _ = shape = conv_shape()
@@ -131,6 +131,8 @@ class Decoder(PyroModule):
             channels, size = conv.out_channels, conv.size(size)
         if (channels, size, size) != IMAGE_SHAPE:
             raise ValueError(f"the decoder's convolutions give images of {(channels, size, size)}, not {IMAGE_SHAPE}")
+        if pixel_bias:  # a logit added at every pixel of the image: for HyperVAE, a template θ(u) can paint
+            self.pixel_bias = nn.Parameter(torch.zeros(IMAGE_SHAPE))
 
     def forward(self, z):
         return decode(weights(self), z)
@@ -292,6 +294,7 @@ def encode(params: dict, x: torch.Tensor):
 
 def decode(params: dict, z: torch.Tensor) -> torch.Tensor:
     """Main-network decoder. z: (*batch, z_dim) -> Bernoulli logits (*batch', 1, 28, 28)."""
+    pixel_bias = params.get("pixel_bias")
     fold = _Fold(z.shape[:-1], _batch_shape(params, "fc1.weight", 2))
     params = fold.params(params)
     h = F.relu(_linear(fold.inputs(z, 1), params, "fc1"))  # (G, M, hidden)
@@ -300,7 +303,8 @@ def decode(params: dict, z: torch.Tensor) -> torch.Tensor:
     else:  # scoring: each group's many samples by the faster path, one group at a time
         logits = torch.stack([_decode_many(h[g], {name: p[g : g + 1] for name, p in params.items()})
                               for g in range(fold.groups)])
-    return fold.outputs(logits)
+    logits = fold.outputs(logits)
+    return logits if pixel_bias is None else logits + pixel_bias
 
 
 def _decode_groups(h, params):
@@ -421,6 +425,7 @@ class ThetaGenerator(PyroModule):
         init_scale: float = 0.1,
         z_prior: bool = False,
         layout: str = "paper",
+        pixel_bias: bool = False,
     ):
         super().__init__()
         self.h_dim = h_dim
@@ -434,7 +439,7 @@ class ThetaGenerator(PyroModule):
             h = F.relu(F.linear(F.relu(F.linear(torch.randn(256, u_dim), first.weight, first.bias)),
                                 second.weight, second.bias))
             h_rms = float(h.pow(2).mean().sqrt())
-        defaults = {"encoder": Encoder(z_dim, hidden), "decoder": Decoder(z_dim, hidden)}
+        defaults = {"encoder": Encoder(z_dim, hidden), "decoder": Decoder(z_dim, hidden, pixel_bias)}
         if z_prior:  # p(z | u) = N(loc, exp(log_scale)), generated with the decoder; starts near N(0, I)
             defaults["decoder"].zprior = ZPriorParams(z_dim)
         self.shapes = {half: param_shapes(net) for half, net in defaults.items()}
@@ -478,6 +483,8 @@ def _matrix_rows(half: str, name: str, layout: str) -> int | None:
     rather than h_dim patterns fixed for all tasks."""
     if layout == "spatial" and half == "decoder" and name in ("fc2.weight", "fc2.bias"):
         return conv_shape()[0]
+    if name == "pixel_bias":  # as the image it is laid on: rows of pixels
+        return IMAGE_SHAPE[1]
     if layout not in THETA_LAYOUTS:
         raise ValueError(f"unknown θ layout {layout!r}; choose one of {', '.join(THETA_LAYOUTS)}")
     return None

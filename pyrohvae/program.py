@@ -137,7 +137,7 @@ class VAEProgram(Program):
     def __init__(self, config: RunConfig):
         super().__init__()
         self.config = config
-        self.decoder = Decoder(config.z_dim, config.hidden)
+        self.decoder = Decoder(config.z_dim, config.hidden, config.pixel_bias)
         self.guide_nets = guides.get(config.guide, "vae")(config)
 
     @classmethod
@@ -181,7 +181,7 @@ class HyperVAEProgram(Program):
         self.config = config
         self.theta = ThetaGenerator(
             config.u_dim, config.z_dim, config.hidden, config.h_dim, config.theta_init_scale,
-            z_prior=config.z_prior == "task", layout=config.theta_layout,
+            z_prior=config.z_prior == "task", layout=config.theta_layout, pixel_bias=config.pixel_bias,
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
@@ -347,7 +347,8 @@ class MetaVAEProgram(Program):
         if not config.train_tasks:
             raise ConfigError("metavae needs config.train_tasks (set when training starts)")
         self.config = config
-        self.decoders = PyroModule[nn.ModuleList](Decoder(config.z_dim, config.hidden) for _ in config.train_tasks)
+        self.decoders = PyroModule[nn.ModuleList](Decoder(config.z_dim, config.hidden, config.pixel_bias)
+                                                  for _ in config.train_tasks)
         self.guide_nets = guides.get(config.guide, "metavae")(config)
         self.task_index = {name: i for i, name in enumerate(config.train_tasks)}
 

@@ -266,3 +266,63 @@ def test_exclude_classes_takes_patterns_and_refuses_one_that_matches_nothing():
     assert excluded_tasks(names, ["Korean/*", "3"]) == ["Korean/character01", "Korean/character02", "3"]
     with pytest.raises(DataError, match="--exclude-classes 'Greek/\\*' matches no task"):
         excluded_tasks(names, ["Greek/*"])
+
+
+@pytest.fixture(scope="module")
+def held_out_runs(tmp_path_factory, data_root):
+    """A HyperVAE (the default preset) and a VAE trained a few steps on MNIST without the digit 3."""
+    runs = {}
+    for model in ("hypervae", "vae"):
+        out = tmp_path_factory.mktemp("held-out") / model
+        args = ["train", "--dataset", "mnist", "--model", model, "--exclude-classes", "3", "--steps", "20",
+                "--batch-size", "20", "--out", str(out), "--no-progress", "--no-tensorboard"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        runs[model] = str(out)
+    return runs
+
+
+def test_fewshot_curve_command_scores_the_held_out_digit(held_out_runs, tmp_path):
+    out = tmp_path / "curve"
+    result = CliRunner().invoke(main, ["fewshot-curve", held_out_runs["hypervae"], "--shots", "0,2,1", "--per-task", "3",
+                                       "--samples", "8", "--vae", held_out_runs["vae"], "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((out / "curve.json").read_text())
+    assert written["data"] == "mnist/test" and written["tasks"] == 1 and written["images"] == 3
+    assert [r["model"] for r in written["rows"]] == ["training-mean", "prior-mean", "k=1", "k=2"]
+    assert [(c["from"], c["to"]) for c in written["changes"]] == [(0, 1), (1, 2)]
+    assert {g["model"] for g in written["gains"]} == {"training-mean", "prior-mean", "k=1", "k=2"}
+    assert written["vae"]["n"] == 3 and written["set_figure"] is None  # k = 3 and 4 not asked
+    assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "k=2" in result.output and "gain over VAE" in result.output
+    # the training images of the held-out digit: another part, the same kind of result
+    result = CliRunner().invoke(main, ["fewshot-curve", held_out_runs["hypervae"], "--split", "held-out", "--shots",
+                                       "1", "--per-task", "2", "--samples", "4", "--out", str(tmp_path / "h"),
+                                       "--json", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["data"] == "mnist/train"
+
+
+def test_fewshot_curve_command_errors_write_nothing(held_out_runs, trained_run, tmp_path):
+    folder = tmp_path / "tasks"
+    for task, n in (("ring", 3), ("dot", 1)):
+        (folder / task).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray((np.eye(28, k=i, dtype=np.uint8) * 255)).save(folder / task / f"{i}.png")
+    run = held_out_runs["hypervae"]
+    cases = [
+        ([run, "--shots", "0,1,2000"], "task '3' of mnist/test has 1010 image(s): 2000 shot(s) and an image to "
+                                       "score need 2001"),
+        ([run, "--dataset", str(folder), "--shots", "0"], "task 'dot' has 1 image(s)"),
+        ([run, "--shots", "1,x"], "shot counts separated by commas"),
+        ([str(trained_run("hypervae")), "--shots", "1"], "the test part of mnist holds no task the run was not "
+                                                        "trained on"),
+        ([str(trained_run("hypervae")), "--split", "held-out"], "this run holds no held-out tasks"),
+        ([run, "--vae", str(trained_run("metavae"))], "a metavae run, not a vae"),
+    ]
+    for i, (args, message) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        result = CliRunner().invoke(main, ["fewshot-curve", *args, "--samples", "2", "--out", str(out), "--no-progress"])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+        assert not out.exists()
