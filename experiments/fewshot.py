@@ -71,6 +71,11 @@ VARIANTS = {
     "pool-split-pixel": ("pool-split with the pixel bias",
                          {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "pixel_bias": True}),
     "vae-pixel": ("our VAE with a learnt logit per pixel", {"model": "vae", "batch_size": 320, "pixel_bias": True}),
+    "rc-pixel-u64": ("rc-pixel, u of 64 dimensions",
+                     {**TASK_BATCH, "random_context": True, "pixel_bias": True, "u_dim": 64}),
+    "pool-split-pixel-u64": ("pool-split-pixel, u of 64 dimensions",
+                             {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "pixel_bias": True,
+                              "u_dim": 64}),
 }
 
 
