@@ -73,6 +73,8 @@ VARIANTS = {
     "vae-pixel": ("our VAE with a learnt logit per pixel", {"model": "vae", "batch_size": 320, "pixel_bias": True}),
     "rc-pixel-u64": ("rc-pixel, u of 64 dimensions",
                      {**TASK_BATCH, "random_context": True, "pixel_bias": True, "u_dim": 64}),
+    "rc-anneal30": ("default-rc with KL(z)'s weight falling from 30 rather than 10 (--kl-z-start 30)",
+                    {**TASK_BATCH, "random_context": True, "kl_z_start": 30.0}),
     "pool-split-pixel-u64": ("pool-split-pixel, u of 64 dimensions",
                              {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "pixel_bias": True,
                               "u_dim": 64}),
@@ -307,7 +309,7 @@ def _screen_lines(rows) -> list[str]:
         nll = {x["model"]: x["nll"] for x in r["rows"]}
         gains = {g["model"]: g["gain"] for g in r.get("gains", [])}
         falls = [s["falls"] for s in r["changes"] if s["to"] <= 9]
-        cells = [r["config"], r["about"], fmt(nll.get("training-mean"), 2), fmt(nll.get("prior-mean"), 2)]
+        cells = [r["config"], r["about"].replace("|", "\\|"), fmt(nll.get("training-mean"), 2), fmt(nll.get("prior-mean"), 2)]
         cells += [fmt(nll.get(f"k={k}"), 2) for k in shots]
         cells += [fmt(r["set_figure"], 2), fmt(gains.get("k=1"), 2), fmt(gains.get("k=4"), 2), fmt(gains.get("k=9"), 2),
                   f"{sum(falls)} of {len(falls)}", fmt(r["train_seconds"], 0)]
