@@ -173,6 +173,86 @@ GMN = {"shots": (0, 1, 2, 3, 4, 9), "nll": (90.9, 82.8, 78.8, 76.4, 74.2, 64.6),
 SCHA_VAE = {"set": 71.5, "vae": 88.4}
 
 
+DIAGNOSED = ("paper", "default-rc", "pool-split")
+DIAGNOSE = {"images": 100, "samples": 256, "shots": (1, 4, 19), "refine_steps": 50}
+
+
+@torch.no_grad()
+def _nll(program, loc, scale, x, samples, seed):
+    import pyro
+
+    from pyrohvae.importance import importance_scores
+
+    pyro.set_rng_seed(seed)
+    model = program.conditioned_on(loc, scale)
+    return float(-importance_scores(model.model, model.guide, x, samples, max_images=32768)["log_p"].mean())
+
+
+def diagnose(args, rows_dir):
+    """Why more shots add little, on the validation characters of the screen runs of `DIAGNOSED`:
+    −log p(x) of 100 images under the model of k other drawings as the guide reads them and after
+    `refine` (the shots' ELBO-optimal q(u), the guide's amortization gap), under u read from the
+    image itself and refined on it (what u could do for that one image: the room the model family
+    leaves), KL(q(u | k shots) ‖ p(u)) and how far ū_k lies from ū_19, against the spread of ū_19
+    across characters."""
+    for name in DIAGNOSED:
+        path = rows_dir / f"diagnose-{name}-steps{args.screen_steps}-seed{args.seed}.json"
+        if path.exists():
+            continue
+        folder = args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{args.seed}"
+        program, state = load_run(folder, args.device)
+        data = program.config.load_data("held-out")
+        index, pools, _ = fewshot.curve_plan(data, (max(DIAGNOSE["shots"]),), 1, args.seed)
+        pick = torch.randperm(len(index), generator=torch.Generator().manual_seed(args.seed))[: DIAGNOSE["images"]]
+        index, pools = index[pick], pools[pick]
+        x = data.images[index].float().unsqueeze(1).to(program.device)
+        n, steps = DIAGNOSE["samples"], DIAGNOSE["refine_steps"]
+        row = {"stage": "diagnose", "config": name, "images": len(index), "samples": n, "refine_steps": steps,
+               "shots": {}}
+        posteriors = {}
+        for k in DIAGNOSE["shots"]:
+            shots = data.images[pools[:, :k]].float().to(program.device)
+            loc, scale = posteriors[k] = program.task_posteriors(shots)
+            refined = fewshot.refine(program, shots, loc, scale, steps)
+            row["shots"][k] = {"nll": _nll(program, loc, scale, x, n, args.seed),
+                               "nll_refined": _nll(program, *refined, x, n, args.seed),
+                               "kl_u": float(program.kl_u(program.guide_nets.q_u(loc, scale)).mean()),
+                               "q_scale": float(scale.mean())}
+        last = posteriors[max(DIAGNOSE["shots"])][0]
+        row["u_spread"] = float((last - last.mean(0)).norm(dim=-1).mean())
+        for k, (loc, _) in posteriors.items():
+            row["shots"][k]["distance_to_last"] = float((loc - last).norm(dim=-1).mean())
+        loc, scale = program.task_posteriors(x)
+        row["self"] = {"nll": _nll(program, loc, scale, x, n, args.seed),
+                       "nll_refined": _nll(program, *fewshot.refine(program, x, loc, scale, steps), x, n, args.seed)}
+        atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+        print(f"[{folder.name}] {json.dumps(row)}", flush=True)
+    report(args)
+
+
+def _diagnose_lines(rows) -> list[str]:
+    if not rows:
+        return []
+    shots = sorted(int(k) for k in rows[0]["shots"])
+    head = ["variant"] + [f"k={k}: guide / refined" for k in shots] + ["its own image: guide / refined"]
+    head += [f"KL(u), k={shots[0]} → {shots[-1]}", f"‖ū_k − ū_{shots[-1]}‖, k={shots[0]}, {shots[1]}", "spread of ū"]
+    out = ["## Why more shots add little", "",
+           f"Screen runs, {rows[0]['images']} validation images, K = {rows[0]['samples']} (`--stages diagnose`). "
+           "−log p(x) under θ(ū) from k other drawings of the character as the guide reads them, and with q(u) "
+           f"refined by {rows[0]['refine_steps']} Adam steps on the shots' ELBO (`fewshot.refine`); under u read "
+           "from the scored image itself, and refined on it; KL(q(u | k shots) ‖ p(u)), nats per task; how far "
+           "ū_k lies from ū of 19 shots, and the mean distance of ū of 19 shots from its mean over characters.", "",
+           "| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    for r in rows:
+        s = {int(k): v for k, v in r["shots"].items()}
+        cells = [r["config"]] + [f"{s[k]['nll']:.2f} / {s[k]['nll_refined']:.2f}" for k in shots]
+        cells += [f"{r['self']['nll']:.2f} / {r['self']['nll_refined']:.2f}",
+                  f"{s[shots[0]]['kl_u']:.1f} → {s[shots[-1]]['kl_u']:.1f}",
+                  f"{s[shots[0]]['distance_to_last']:.2f}, {s[shots[1]]['distance_to_last']:.2f}", f"{r['u_spread']:.2f}"]
+        out.append("| " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def report(args) -> None:
     rows_dir = args.results / "fewshot"
     screened = rows_in(rows_dir, "screen-*.json")
@@ -182,7 +262,7 @@ def report(args) -> None:
              "measure is `python cli.py fewshot-curve RUN` (`pyrohvae.fewshot.curve`): each scored image under "
              "the model θ(ū) made from k *other* images of its task, ū the mean of q(u | the k shots), "
              "−log p(x) by importance sampling.", ""]
-    lines += _full_lines(full_rows) + _screen_lines(screened)
+    lines += _full_lines(full_rows) + _screen_lines(screened) + _diagnose_lines(rows_in(rows_dir, "diagnose-*.json"))
     atomic_write_text(args.results / "fewshot.md", "\n".join(lines) + "\n")
     table = [{"benchmark": r["benchmark"], "model": "vae" if r["config"] == "vae" else x["model"],
               "config": r["config"], "shots": x["shots"],
@@ -323,7 +403,7 @@ def _screen_lines(rows) -> list[str]:
 
 def main():
     p = parser(__doc__, steps=10_000, samples=None, limit_help="unused")
-    p.add_argument("--stages", nargs="+", default=["screen", "full"], choices=["screen", "full"])
+    p.add_argument("--stages", nargs="+", default=["screen", "full"], choices=["screen", "full", "diagnose"])
     p.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
     p.add_argument("--full-configs", nargs="+", default=list(FULL_CONFIGS), choices=[v for v in VARIANTS if v != "vae"])
     p.add_argument("--screen-steps", type=int, default=3000)
@@ -335,7 +415,7 @@ def main():
     if args.report:
         return report(args)
     for stage in args.stages:
-        {"screen": screen, "full": full}[stage](args, rows_dir)
+        {"screen": screen, "full": full, "diagnose": diagnose}[stage](args, rows_dir)
 
 
 if __name__ == "__main__":
