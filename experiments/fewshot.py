@@ -195,6 +195,7 @@ def diagnose(args, rows_dir):
     image itself and refined on it (what u could do for that one image: the room the model family
     leaves), KL(q(u | k shots) ‖ p(u)) and how far ū_k lies from ū_19, against the spread of ū_19
     across characters."""
+    noise_floor(args, rows_dir)
     for name in DIAGNOSED:
         path = rows_dir / f"diagnose-{name}-steps{args.screen_steps}-seed{args.seed}.json"
         if path.exists():
@@ -230,7 +231,39 @@ def diagnose(args, rows_dir):
     report(args)
 
 
+def noise_floor(args, rows_dir, images: int = 2000) -> None:
+    """The entropy of the static binarization: each pixel of our Omniglot images is 1 with
+    probability its gray level after the box filter to 28×28 (`pyrohvae.data`), so no model, not
+    even one that knew every gray level, scores an image below Σ_j H(gray_j). Its mean over
+    `images` random images of the 20 evaluation alphabets."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from pyrohvae.data import data_root
+
+    path = rows_dir / "diagnose-noise-floor.json"
+    if path.exists():
+        return
+    archive = zipfile.ZipFile(data_root() / "omniglot-py" / "images_evaluation.zip")
+    names = sorted(n for n in archive.namelist() if n.endswith(".png"))
+    pick = np.random.default_rng(args.seed).choice(len(names), images, replace=False)
+    entropy = []
+    for i in pick:
+        img = Image.open(io.BytesIO(archive.read(names[i]))).convert("L")
+        gray = np.asarray(Image.eval(img, lambda v: 255 - v).resize((28, 28), Image.Resampling.BOX), np.float64) / 255
+        gray = np.clip(gray, 1e-12, 1 - 1e-12)
+        entropy.append(float(-(gray * np.log(gray) + (1 - gray) * np.log(1 - gray)).sum()))
+    row = {"stage": "diagnose", "config": "noise-floor", "images": images, "nats_mean": float(np.mean(entropy)),
+           "nats_sd": float(np.std(entropy))}
+    atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+
+
 def _diagnose_lines(rows) -> list[str]:
+    floor = next((r for r in rows if r["config"] == "noise-floor"), None)
+    rows = [r for r in rows if r["config"] != "noise-floor"]
     if not rows:
         return []
     shots = sorted(int(k) for k in rows[0]["shots"])
@@ -250,6 +283,12 @@ def _diagnose_lines(rows) -> list[str]:
                   f"{s[shots[0]]['kl_u']:.1f} → {s[shots[-1]]['kl_u']:.1f}",
                   f"{s[shots[0]]['distance_to_last']:.2f}, {s[shots[1]]['distance_to_last']:.2f}", f"{r['u_spread']:.2f}"]
         out.append("| " + " | ".join(cells) + " |")
+    if floor:
+        out += ["", f"The floor of our preprocessing: the entropy of the static binarization, {floor['nats_mean']:.1f} "
+                    f"± {floor['nats_sd']:.1f} (sd) nats per image over {floor['images']} images of the evaluation "
+                    "alphabets, is what any model pays even knowing every gray level; it is part of why our VAE "
+                    "scores about 136 nats on these characters where the published VAEs, on thresholded images, "
+                    "score 88–89."]
     return out + [""]
 
 
@@ -425,6 +464,10 @@ def _cell(row) -> str:
 
 
 def _screen_lines(rows) -> list[str]:
+    order = list(VARIANTS)
+    rows = sorted(rows, key=lambda r: order.index(r["config"]) if r["config"] in order else len(order))
+    plain = [r for r in rows if not any(x["model"].startswith("k=") for x in r["rows"])]
+    rows = [r for r in rows if r not in plain]
     if not rows:
         return []
     shots = [k for k in fewshot.SHOTS if k]
@@ -450,6 +493,10 @@ def _screen_lines(rows) -> list[str]:
     if vae:
         out += ["", f"Our VAE on the same images: −log p(x) {vae['nll']:.2f} ± {vae['nll_stderr']:.2f}, "
                     f"−ELBO {vae['nelbo']:.2f}."]
+    for r in plain:
+        gain = r["gains"][0]
+        out.append(f"{r['config']} ({r['about']}): −log p(x) {r['rows'][0]['nll']:.2f}, "
+                   f"{gain['gain']:+.2f} ± {gain['stderr']:.2f} against our VAE.")
     return out + [""]
 
 
