@@ -351,10 +351,11 @@ def curve_lines(report: dict) -> list[str]:
     return lines
 
 
-def plot_curves(curves: dict, path: Path, title: str, vae: float | None = None, marks: dict | None = None) -> None:
+def plot_curves(curves: dict, path: Path, title: str, vae: float | None = None, published: dict | None = None) -> None:
     """−log p(x) against shots: `curves` {label: report}, each model's k ≥ 1 points joined and its
-    k = 0 models as open marks; `vae` a horizontal line; `marks` {label: (shots, values)} drawn
-    as labelled points (published figures)."""
+    k = 0 models as open marks; `vae` a horizontal line. With `published` {label: (shots, gains)},
+    a second panel sets each model's gain over our VAE beside published gains over their own VAE,
+    the comparison that does not depend on preprocessing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -362,7 +363,14 @@ def plot_curves(curves: dict, path: Path, title: str, vae: float | None = None, 
 
     from .files import atomic_path
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, axes = plt.subplots(1, 2 if published else 1, figsize=(11.5 if published else 6.4, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    # The scale follows the curves and the VAE; a k = 0 model far above them (θ(E[u]) often is)
+    # is written at the top edge instead of squashing the rest.
+    near = [r["nll"] for rep in curves.values() for r in rep["rows"] if r["model"] != "prior-mean"]
+    near += [vae] if vae is not None else []
+    top = max(near) + 0.1 * (max(near) - min(near)) + 1
+    off = []
     for i, (label, report) in enumerate(curves.items()):
         color = f"C{i}"
         pts = [(r["shots"], r["nll"], r["nll_stderr"] or 0) for r in report["rows"] if r["model"].startswith("k=")]
@@ -371,17 +379,34 @@ def plot_curves(curves: dict, path: Path, title: str, vae: float | None = None, 
             ax.errorbar(k, y, yerr=e, color=color, marker="o", ms=4, capsize=2, label=label)
         for r in report["rows"]:
             if r["model"] in ZERO_SHOT:
-                ax.plot([0], [r["nll"]], color=color, marker="s" if r["model"] == "training-mean" else "^",
+                ax.plot([0], [min(r["nll"], top)], color=color, marker="s" if r["model"] == "training-mean" else "^",
                         fillstyle="none", ms=6, ls="none")
+                if r["nll"] > top:
+                    off.append(f"{label}: {r['nll']:.1f}")
     if vae is not None:
         ax.axhline(vae, color="k", ls="--", lw=1, label="our VAE")
-    for j, (label, (k, y)) in enumerate((marks or {}).items()):
-        ax.plot(k, y, marker="x", ls=":", color=f"C{len(curves) + j}", label=label)
+    ax.set_ylim(top=top)
+    if off:
+        ax.text(0.01, 0.06, "θ(E[u]), off the scale: " + "; ".join(off), transform=ax.transAxes, fontsize=6)
     ax.set_xlabel("shots k (other images of the task the model is made from)")
     ax.set_ylabel("−log p(x | k shots), nats")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     ax.text(0.01, 0.01, "k = 0: □ θ(mean training-task ū), △ θ(E[u])", transform=ax.transAxes, fontsize=7)
+    if published:
+        ax = axes[0, 1]
+        for i, (label, report) in enumerate(curves.items()):
+            pts = [(g["shots"], g["gain"], g["stderr"]) for g in report.get("gains", []) if g["model"].startswith("k=")]
+            if pts:
+                k, y, e = zip(*pts)
+                ax.errorbar(k, y, yerr=e, color=f"C{i}", marker="o", ms=4, capsize=2, label=label)
+        for j, (label, (k, y)) in enumerate(published.items()):
+            ax.plot(k, y, marker="x", ls=":", color=f"C{len(curves) + j}", label=label)
+        ax.axhline(0, color="k", ls="--", lw=1)
+        ax.set_xlabel("shots k")
+        ax.set_ylabel("gain over the VAE trained on the same tasks, nats")
+        ax.set_title("gains over each model's own VAE", fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
