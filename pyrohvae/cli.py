@@ -134,6 +134,9 @@ def _beside(run: Path, name: str) -> Path:
 @click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Fraction of every training task's images held out as the run's validation part "
                    "(the same images for every run; `evaluate --split validation` scores them).")
+@click.option("--kl-u-weight", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="HyperVAE: the weight of KL(u) in training, after any warm-up (1: the paper's objective; below 1, "
+                   "u's information is cheaper than the description length counts it).")
 @click.option("--kl-u-warmup", type=click.IntRange(min=0), default=0, show_default=True,
               help="HyperVAE: steps over which the weight of KL(u) rises from 0 to 1 (0: none, the paper).")
 @click.option("--kl-z-start", type=click.FloatRange(min=0, min_open=True), default=None,

@@ -70,7 +70,8 @@ class RunConfig:
     h_dim: int = 20
     hidden: int = 100
     theta_init_scale: float | None = None  # hypervae: spread of U·H·V at the start, as a factor on B's
-    kl_u_warmup: int = 0  # steps over which the weight of KL(u) rises linearly from 0 to 1
+    kl_u_warmup: int = 0  # steps over which the weight of KL(u) rises linearly from 0 to kl_u_weight
+    kl_u_weight: float = 1.0  # hypervae: KL(u)'s weight after the warm-up (1: the paper's objective)
     kl_z_start: float | None = None  # weight of KL(z) at step 0 (hypervae), falling linearly to 1 ...
     kl_z_anneal: int | None = None  # ... over this many steps (0: weight 1 throughout, the paper)
     u_scale_init: float | None = None  # hypervae: q(u | d)'s scale at the start, times PyTorch's default init
@@ -114,8 +115,10 @@ class RunConfig:
             raise ConfigError("--split and --task-by apply to omniglot only")
         if not 0 <= self.validation < 1:
             raise ConfigError(f"--validation {self.validation}: a fraction in [0, 1)")
-        if self.model != "hypervae" and self.kl_u_warmup:
-            raise ConfigError("--kl-u-warmup applies to hypervae only")
+        if self.model != "hypervae" and (self.kl_u_warmup or self.kl_u_weight != 1.0):
+            raise ConfigError("--kl-u-warmup and --kl-u-weight apply to hypervae only")
+        if self.kl_u_weight <= 0:
+            raise ConfigError(f"--kl-u-weight {self.kl_u_weight}: a weight above 0")
         if self.model != "hypervae" and (self.kl_z_anneal or self.z_prior != "normal"):
             raise ConfigError("--kl-z-anneal and --z-prior apply to hypervae only")
         if self.random_context and self.model != "hypervae":  # and a set guide: TaskGuide checks
@@ -155,7 +158,7 @@ class RunConfig:
 
     def kl_weights(self, step: int) -> tuple[float, float]:
         """The weights of KL(u) and KL(z) in the loss of `step` (1 and 1: the paper's objective)."""
-        u = min(1.0, step / self.kl_u_warmup) if self.kl_u_warmup else 1.0
+        u = self.kl_u_weight * (min(1.0, step / self.kl_u_warmup) if self.kl_u_warmup else 1.0)
         z = self.kl_z_start + (1.0 - self.kl_z_start) * min(1.0, step / self.kl_z_anneal) if self.kl_z_anneal else 1.0
         return u, z
 
