@@ -55,6 +55,15 @@ class Run:
 
         return run_evaluation(self.program, self.data(part, data_dir), samples, mode, limit, seed, progress)
 
+    def fewshot_curve(self, part: str = "test", shots=None, per_task: int = 4, samples: int = 1024, seed: int = 0,
+                      vae: Run | None = None, folder=None, data_dir=None, progress: bool = False) -> dict:
+        """What `fewshot-curve` prints and writes: −log p(x | k other images of its task) of images of
+        tasks the run never trained on, for each k, the set figure and, given a VAE run, the gains."""
+        from .fewshot import SHOTS, run_curve
+
+        return run_curve(self.program, self.step, part, folder, shots or SHOTS, per_task, samples, seed,
+                         root=data_dir, vae=vae.program if vae is not None else None, progress=progress)
+
     @torch.no_grad()
     def prior_predictive(self, tasks: int = 4, items: int = 8, num_samples: int = 1) -> torch.Tensor:
         """Binary images drawn from the model alone, (num_samples, tasks, items, 1, 28, 28): for a

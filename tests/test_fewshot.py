@@ -326,3 +326,12 @@ def test_fewshot_curve_command_errors_write_nothing(held_out_runs, trained_run, 
         assert result.exit_code != 0 and message in result.output, result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_the_api_gives_the_commands_curve(held_out_runs):
+    import pyrohvae as ph
+
+    run, vae = ph.load(held_out_runs["hypervae"]), ph.load(held_out_runs["vae"])
+    result = run.fewshot_curve(shots=(1,), per_task=2, samples=4, vae=vae)
+    assert result["images"] == 2 and [r["model"] for r in result["rows"]] == ["k=1"]
+    assert result["gains"][0]["gain"] == pytest.approx(result["vae"]["nll"] - result["rows"][0]["nll"], abs=1e-4)
