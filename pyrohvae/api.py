@@ -55,8 +55,9 @@ class Run:
 
         return run_evaluation(self.program, self.data(part, data_dir), samples, mode, limit, seed, progress)
 
-    def fewshot_curve(self, part: str = "test", shots=None, per_task: int = 4, samples: int = 1024, seed: int = 0,
-                      vae: Run | None = None, folder=None, data_dir=None, progress: bool = False) -> dict:
+    def fewshot_curve(self, part: str = "test", shots=None, per_task: int = 4, samples: int = 1024,
+                      seed: int = 0, vae: Run | None = None, folder=None, data_dir=None,
+                      progress: bool = False) -> dict:
         """What `fewshot-curve` prints and writes: −log p(x | k other images of its task) of images of
         tasks the run never trained on, for each k, the set figure and, given a VAE run, the gains."""
         from .fewshot import SHOTS, run_curve

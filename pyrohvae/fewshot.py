@@ -115,8 +115,8 @@ def vae_of(program, u: torch.Tensor):
     """A plain VAE program whose encoder and decoder weights are θ(u), u (u_dim,)."""
     config = program.config
     vae = build(RunConfig(model="vae", dataset=config.dataset, split=config.split, task_by=config.task_by,
-                          z_dim=config.z_dim, hidden=config.hidden, seed=config.seed, pixel_bias=config.pixel_bias,
-                          train_tasks=config.train_tasks))
+                          z_dim=config.z_dim, hidden=config.hidden, seed=config.seed,
+                          pixel_bias=config.pixel_bias, train_tasks=config.train_tasks))
     with torch.no_grad():
         encoder = {k: v.detach().cpu() for k, v in program.theta.encoder(u).items()}
         decoder = {k: v.detach().cpu() for k, v in program.theta.decoder(u).items()}
@@ -197,7 +197,10 @@ class Curve:
 
     def rows(self) -> list[dict]:
         """One row per model: {model, shots, nelbo, nll, nll_stderr, n}."""
-        return [{"model": m, "shots": self.shots_of(m), **summary(self.nelbo[m], self.nll[m])} for m in self.models]
+        return [
+            {"model": m, "shots": self.shots_of(m), **summary(self.nelbo[m], self.nll[m])}
+            for m in self.models
+        ]
 
     def paired(self, a: str, b: str, other: Curve | None = None) -> tuple[float, float]:
         """Mean of −log p under `a` minus under `b` (of `other`'s, given: the same images), with the
@@ -226,8 +229,10 @@ def curve_plan(data, shots, per_task: int, seed: int = 0) -> tuple[torch.Tensor,
     scored, pools, tasks = [], [], []
     for t, members in enumerate(data.task_members()):
         if len(members) < 2 or len(members) <= most:
-            raise ValueError(f"task {data.task_names[t]!r} of {data.name} has {len(members)} image(s): "
-                             f"{most} shot(s) and an image to score need {max(most + 1, 2)}")
+            raise ValueError(
+                f"task {data.task_names[t]!r} of {data.name} has {len(members)} image(s): "
+                f"{most} shot(s) and an image to score need {max(most + 1, 2)}"
+            )
         order = members[torch.randperm(len(members), generator=g)]
         for j in range(min(per_task, len(members))):
             others = torch.cat([order[:j], order[j + 1 :]])
@@ -253,8 +258,18 @@ def training_mean_u(program, train_data, seed: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def curve(program, data, shots=SHOTS, per_task: int = 4, samples: int = 1024, seed: int = 0,
-          train_data=None, combine: str = "product", chunk: int = 50, progress: bool = True) -> Curve:
+def curve(
+    program,
+    data,
+    shots=SHOTS,
+    per_task: int = 4,
+    samples: int = 1024,
+    seed: int = 0,
+    train_data=None,
+    combine: str = "product",
+    chunk: int = 50,
+    progress: bool = True,
+) -> Curve:
     """The benchmark on `data`, tasks the program never trained on: each scored image (`curve_plan`)
     gets −ELBO and importance-sampled −log p(x) (`samples` draws) under the model of each k in
     `shots`, made from k other images of its task (never itself); k = 0 under θ(E[u]) and, given
@@ -272,17 +287,26 @@ def curve(program, data, shots=SHOTS, per_task: int = 4, samples: int = 1024, se
             if k == 0:
                 ones = torch.ones(n, program.config.u_dim, device=device)
                 if train_data is not None:
-                    posteriors["training-mean"] = (training_mean_u(program, train_data, seed).expand(n, -1), ones)
+                    posteriors["training-mean"] = (
+                        training_mean_u(program, train_data, seed).expand(n, -1),
+                        ones,
+                    )
                 posteriors["prior-mean"] = (program.prior_mean_u().to(device).expand(n, -1), ones)
                 continue
-            parts = [program.task_posteriors(data.images[pools[i : i + chunk, :k]].float().to(device), combine)
-                     for i in range(0, n, chunk)]
+            parts = [
+                program.task_posteriors(data.images[pools[i : i + chunk, :k]].float().to(device), combine)
+                for i in range(0, n, chunk)
+            ]
             posteriors[f"k={k}"] = tuple(torch.cat(p) for p in zip(*parts))
     else:
         posteriors["vae"] = None
     nelbo, nll = {}, {}
-    bar = tqdm(total=len(posteriors) * len(images), desc=f"few-shot curve ({samples} samples)", unit="img",
-               disable=not progress)
+    bar = tqdm(
+        total=len(posteriors) * len(images),
+        desc=f"few-shot curve ({samples} samples)",
+        unit="img",
+        disable=not progress,
+    )
     for name, posterior in posteriors.items():
         pyro.set_rng_seed(seed)
         a, b = [], []
@@ -313,10 +337,21 @@ def curve_report(result: Curve, vae: Curve | None = None) -> dict:
     changes = []
     for a, b in zip(chain, chain[1:]):
         change, stderr = result.paired(b, a)
-        changes.append({"from": result.shots_of(a), "to": result.shots_of(b), "change": change, "stderr": stderr,
-                      "falls": change < 0 and -change > stderr})
-    report = {"rows": rows, "changes": changes, "set_figure": result.set_figure(zero) if zero else None,
-              "set_zero_shot": zero}
+        changes.append(
+            {
+                "from": result.shots_of(a),
+                "to": result.shots_of(b),
+                "change": change,
+                "stderr": stderr,
+                "falls": change < 0 and -change > stderr,
+            }
+        )
+    report = {
+        "rows": rows,
+        "changes": changes,
+        "set_figure": result.set_figure(zero) if zero else None,
+        "set_zero_shot": zero,
+    }
     if vae is not None:
         report["vae"] = vae.rows()[0]
         report["gains"] = []
@@ -333,25 +368,36 @@ def curve_lines(report: dict) -> list[str]:
     the VAE."""
     gains = {g["model"]: g for g in report.get("gains", [])}
     changes = {s["to"]: s for s in report["changes"]}
-    lines = [f"  {'model':<14} {'shots':>5} {'-ELBO':>8} {'-log p(x)':>17}  {'vs fewer shots':>16}  {'gain over VAE':>15}"]
+    lines = [
+        f"  {'model':<14} {'shots':>5} {'-ELBO':>8} {'-log p(x)':>17}  {'vs fewer shots':>16}"
+        f"  {'gain over VAE':>15}"
+    ]
     for r in report["rows"]:
         step = changes.get(r["shots"]) if r["model"].startswith("k=") else None
         step = f"{step['change']:+.2f} ± {step['stderr']:.2f}" if step else ""
         gain = gains.get(r["model"])
         gain = f"{gain['gain']:+.2f} ± {gain['stderr']:.2f}" if gain else ""
-        lines.append(f"  {r['model']:<14} {r['shots']:>5} {r['nelbo']:>8.2f} {r['nll']:>8.2f} ± {r['nll_stderr'] or 0:<6.2f}"
-                     f"  {step:>16}  {gain:>15}")
+        lines.append(
+            f"  {r['model']:<14} {r['shots']:>5} {r['nelbo']:>8.2f} {r['nll']:>8.2f}"
+            f" ± {r['nll_stderr'] or 0:<6.2f}  {step:>16}  {gain:>15}"
+        )
     if "vae" in report:
         v = report["vae"]
-        lines.append(f"  {'vae':<14} {'':>5} {v['nelbo']:>8.2f} {v['nll']:>8.2f} ± {v['nll_stderr'] or 0:<6.2f}")
+        lines.append(
+            f"  {'vae':<14} {'':>5} {v['nelbo']:>8.2f} {v['nll']:>8.2f} ± {v['nll_stderr'] or 0:<6.2f}"
+        )
     if report["set_figure"] is not None:
         gain = f", {report['set_gain']:+.2f} over the VAE" if "set_gain" in report else ""
-        lines.append(f"  set of {SET_SIZE} (mean of the 0- to {SET_SIZE - 1}-shot conditionals, k = 0 by "
-                     f"{report['set_zero_shot']}): {report['set_figure']:.2f}{gain}")
+        lines.append(
+            f"  set of {SET_SIZE} (mean of the 0- to {SET_SIZE - 1}-shot conditionals, k = 0 by "
+            f"{report['set_zero_shot']}): {report['set_figure']:.2f}{gain}"
+        )
     return lines
 
 
-def plot_curves(curves: dict, path: Path, title: str, vae: float | None = None, published: dict | None = None) -> None:
+def plot_curves(
+    curves: dict, path: Path, title: str, vae: float | None = None, published: dict | None = None
+) -> None:
     """−log p(x) against shots: `curves` {label: report}, each model's k ≥ 1 points joined and its
     k = 0 models as open marks; `vae` a horizontal line. With `published` {label: (shots, gains)},
     a second panel sets each model's gain over our VAE beside published gains over their own VAE,
@@ -363,7 +409,9 @@ def plot_curves(curves: dict, path: Path, title: str, vae: float | None = None, 
 
     from .files import atomic_path
 
-    fig, axes = plt.subplots(1, 2 if published else 1, figsize=(11.5 if published else 6.4, 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if published else 1, figsize=(11.5 if published else 6.4, 4.2), squeeze=False
+    )
     ax = axes[0, 0]
     # The scale follows the curves and the VAE; a k = 0 model far above them (θ(E[u]) often is)
     # is written at the top edge instead of squashing the rest.
@@ -373,14 +421,25 @@ def plot_curves(curves: dict, path: Path, title: str, vae: float | None = None, 
     off = []
     for i, (label, report) in enumerate(curves.items()):
         color = f"C{i}"
-        pts = [(r["shots"], r["nll"], r["nll_stderr"] or 0) for r in report["rows"] if r["model"].startswith("k=")]
+        pts = [
+            (r["shots"], r["nll"], r["nll_stderr"] or 0)
+            for r in report["rows"]
+            if r["model"].startswith("k=")
+        ]
         if pts:
             k, y, e = zip(*pts)
             ax.errorbar(k, y, yerr=e, color=color, marker="o", ms=4, capsize=2, label=label)
         for r in report["rows"]:
             if r["model"] in ZERO_SHOT:
-                ax.plot([0], [min(r["nll"], top)], color=color, marker="s" if r["model"] == "training-mean" else "^",
-                        fillstyle="none", ms=6, ls="none")
+                ax.plot(
+                    [0],
+                    [min(r["nll"], top)],
+                    color=color,
+                    marker="s" if r["model"] == "training-mean" else "^",
+                    fillstyle="none",
+                    ms=6,
+                    ls="none",
+                )
                 if r["nll"] > top:
                     off.append(f"{label}: {r['nll']:.1f}")
     if vae is not None:
@@ -396,7 +455,11 @@ def plot_curves(curves: dict, path: Path, title: str, vae: float | None = None, 
     if published:
         ax = axes[0, 1]
         for i, (label, report) in enumerate(curves.items()):
-            pts = [(g["shots"], g["gain"], g["stderr"]) for g in report.get("gains", []) if g["model"].startswith("k=")]
+            pts = [
+                (g["shots"], g["gain"], g["stderr"])
+                for g in report.get("gains", [])
+                if g["model"].startswith("k=")
+            ]
             if pts:
                 k, y, e = zip(*pts)
                 ax.errorbar(k, y, yerr=e, color=f"C{i}", marker="o", ms=4, capsize=2, label=label)
@@ -425,35 +488,60 @@ def unseen_tasks(config, part: str, root=None, folder=None, invert=None):
     seen = [n for n in data.task_names if n in set(config.train_tasks or [])]
     if len(seen) == data.num_tasks:
         where = str(folder) if folder is not None else f"the {part} part of {config.dataset}"
-        raise ValueError(f"{where} holds no task the run was not trained on: train with --exclude-classes or "
-                         f"(omniglot) --split background, or give a folder of new tasks with --dataset")
+        raise ValueError(
+            f"{where} holds no task the run was not trained on: train with --exclude-classes or "
+            f"(omniglot) --split background, or give a folder of new tasks with --dataset"
+        )
     return data.without_tasks(seen) if seen else data
 
 
-def run_curve(program, step: int, part: str, folder, shots, per_task: int, samples: int, seed: int,
-              combine: str = "product", root=None, vae=None, progress: bool = True) -> dict:
+def run_curve(
+    program,
+    step: int,
+    part: str,
+    folder,
+    shots,
+    per_task: int,
+    samples: int,
+    seed: int,
+    combine: str = "product",
+    root=None,
+    vae=None,
+    progress: bool = True,
+) -> dict:
     """`curve` of a run on its tasks never trained on (`unseen_tasks`), with the VAE's on the same
     images given one, as the dict `fewshot-curve` writes (`curve_report` and what was scored)."""
     config = program.config
     data = unseen_tasks(config, part, root, folder, config.invert if config.is_folder else None)
     train_data = config.load_data("train", root) if program.task_latent and 0 in shots else None
     result = curve(program, data, shots, per_task, samples, seed, train_data, combine, progress=progress)
-    vae_curve = curve(vae, data, shots, per_task, samples, seed, progress=progress) if vae is not None else None
-    return {"model": config.model, "guide": config.guide if program.task_latent else None, "step": step,
-            "data": data.name if folder is None else str(folder), "tasks": data.num_tasks,
-            "images": len(result.task), "per_task": per_task, "samples": samples, "seed": seed, "shots": list(shots),
-            "combine": combine if program.task_latent and program.guide_nets.one_draw else None,
-            **curve_report(result, vae_curve)}
+    vae_curve = (
+        curve(vae, data, shots, per_task, samples, seed, progress=progress) if vae is not None else None
+    )
+    return {
+        "model": config.model,
+        "guide": config.guide if program.task_latent else None,
+        "step": step,
+        "data": data.name if folder is None else str(folder),
+        "tasks": data.num_tasks,
+        "images": len(result.task),
+        "per_task": per_task,
+        "samples": samples,
+        "seed": seed,
+        "shots": list(shots),
+        "combine": combine if program.task_latent and program.guide_nets.one_draw else None,
+        **curve_report(result, vae_curve),
+    }
 
 
-def refine(program, shots: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, steps: int = 50,
-           lr: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+def refine(
+    program, shots: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, steps: int = 50, lr: float = 0.05
+) -> tuple[torch.Tensor, torch.Tensor]:
     """q(u) of tasks of k shots each (tasks, k, 1, 28, 28), refined by `steps` Adam steps on the
     shots' ELBO (`Trace_ELBO` of the program's model and guide, q(u) = N(loc, scale) free), from
     the amortized (loc, scale), each (tasks, u_dim): semi-amortized inference (Kim et al. 2018),
     which reads k shots as k observations of the task however the guide was trained to read them.
     The program's weights stay as they are."""
-    import pyro
     from pyro.infer import Trace_ELBO
 
     loc = loc.detach().clone().requires_grad_()
@@ -466,7 +554,9 @@ def refine(program, shots: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
     try:
         with torch.enable_grad():
             for _ in range(steps):
-                loss = elbo.differentiable_loss(program.model, program.guide, shots, q_u=(loc, log_scale.exp()))
+                loss = elbo.differentiable_loss(
+                    program.model, program.guide, shots, q_u=(loc, log_scale.exp())
+                )
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

@@ -361,7 +361,8 @@ class MatrixLayer(PyroModule):
     since weights take both signs.
     """
 
-    def __init__(self, init: torch.Tensor, h_dim: int, h_rms: float, init_scale: float, rows: int | None = None):
+    def __init__(self, init: torch.Tensor, h_dim: int, h_rms: float, init_scale: float,
+                 rows: int | None = None):
         super().__init__()
         self.shape = tuple(init.shape)
         rows = rows or self.shape[0]  # the matrix the tensor is generated as: (rows, the rest)

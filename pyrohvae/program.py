@@ -187,15 +187,16 @@ class HyperVAEProgram(Program):
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
 
     @pyro_method
-    def model(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, tasks=None, items=None,
-              context_size=0, q_u=None):
+    def model(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, tasks=None,
+              items=None, context_size=0, q_u=None):
         if context_size:  # the first `context_size` items of each task are q(u)'s context, not scored
             x, kl_u_weight = x[:, context_size:], kl_u_weight * context_share(x.shape[1], context_size)
         hypervae_model(self.theta, self.prior, self.config.z_dim, x, kl_u_weight=kl_u_weight,
                        kl_z_weight=kl_z_weight, record_theta=record_theta, tasks=tasks, items=items)
 
     @pyro_method
-    def guide(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, context_size=0, q_u=None):
+    def guide(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, context_size=0,
+              q_u=None):
         self.guide_nets(self.theta, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u)
 
     def step_kwargs(self, step: int) -> dict:
@@ -230,7 +231,8 @@ class HyperVAEProgram(Program):
         return self.task_posteriors(shots.unsqueeze(0), combine)
 
     @torch.no_grad()
-    def task_posteriors(self, shots: torch.Tensor, combine: str = "product") -> tuple[torch.Tensor, torch.Tensor]:
+    def task_posteriors(self, shots: torch.Tensor, combine: str = "product"
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Location and scale of q(u | shots) for tasks of k shots each (tasks, k, 1, 28, 28), each
         (tasks, u_dim). A guide that reads a set reads each task's shots as one; one that reads one
         draw gives a posterior per shot, combined by their product with the prior divided out
@@ -240,7 +242,8 @@ class HyperVAEProgram(Program):
         if not guide.one_draw:
             return guide.posterior(shots)
         tasks, k = shots.shape[:2]
-        loc, scale = guide.posterior(shots.reshape(tasks * k, 1, *shots.shape[2:]))  # a task of one draw per shot
+        # every shot a task of one draw
+        loc, scale = guide.posterior(shots.reshape(tasks * k, 1, *shots.shape[2:]))
         loc, scale = loc.reshape(tasks, k, -1), scale.reshape(tasks, k, -1)
         if combine == "mean":
             return loc.mean(1), scale.mean(1)

@@ -335,3 +335,24 @@ def test_the_api_gives_the_commands_curve(held_out_runs):
     result = run.fewshot_curve(shots=(1,), per_task=2, samples=4, vae=vae)
     assert result["images"] == 2 and [r["model"] for r in result["rows"]] == ["k=1"]
     assert result["gains"][0]["gain"] == pytest.approx(result["vae"]["nll"] - result["rows"][0]["nll"], abs=1e-4)
+
+
+def test_refine_lowers_the_shots_loss_and_leaves_the_weights_alone():
+    from pyro.infer import Trace_ELBO
+
+    program = program_of(random_context=True)
+    x = shots(8).reshape(2, 4, 1, 28, 28)
+    loc, scale = program.task_posteriors(x)
+    before = {k: v.clone() for k, v in program.state_dict().items()}
+
+    def loss(q):  # the shots' −ELBO under q(u), averaged over 32 draws from the same random state
+        pyro.set_rng_seed(0)
+        with torch.no_grad():
+            elbo = Trace_ELBO(max_plate_nesting=2, num_particles=32, vectorize_particles=True)
+            return float(elbo.differentiable_loss(program.model, program.guide, x, q_u=q))
+
+    refined = fewshot.refine(program, x, loc, scale, steps=20, lr=0.05)
+    assert refined[0].shape == loc.shape and not torch.equal(refined[0], loc)
+    assert loss(refined) < loss((loc, scale))
+    assert all(torch.equal(v, program.state_dict()[k]) for k, v in before.items())
+    assert all(p.requires_grad for p in program.parameters())
