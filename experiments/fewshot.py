@@ -78,6 +78,8 @@ VARIANTS = {
     "rc-klu01": ("default-rc with KL(u) weighed 0.1 in training (--kl-u-weight 0.1)",
                  {**TASK_BATCH, "random_context": True, "kl_u_weight": 0.1}),
     "split-klu01": ("split with KL(u) weighed 0.1 in training", {**TASK_BATCH, "split_context": True, "kl_u_weight": 0.1}),
+    "rc-z4": ("default-rc with z of 4 dimensions: does a smaller z leave the character to u?",
+              {**TASK_BATCH, "random_context": True, "z_dim": 4}),
     "pool-split-pixel-u64": ("pool-split-pixel, u of 64 dimensions",
                              {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "pixel_bias": True,
                               "u_dim": 64}),
