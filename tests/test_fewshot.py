@@ -67,13 +67,13 @@ def test_product_needs_the_normal_prior():
         program_of(preset="paper", prior="mixture").task_posterior(shots(2), "product")
 
 
-@pytest.mark.parametrize("z_prior", ["normal", "task"])
-def test_the_exported_vae_is_the_same_model_as_theta_of_u(z_prior):
+@pytest.mark.parametrize("z_prior, pixel_bias", [("normal", False), ("task", False), ("normal", True)])
+def test_the_exported_vae_is_the_same_model_as_theta_of_u(z_prior, pixel_bias):
     """θ(ū) as a plain VAE scores every image as θ(ū) does, also where θ generates p(z | u)
-    (folded into the VAE's weights)."""
-    program = program_of(z_prior=z_prior)
-    with torch.no_grad():  # move p(z | u) well away from N(0, I), so that the fold matters
-        for name in ("zprior__loc", "zprior__log_scale"):
+    (folded into the VAE's weights) or a logit per pixel (the VAE's own)."""
+    program = program_of(z_prior=z_prior, pixel_bias=pixel_bias)
+    with torch.no_grad():  # move p(z | u) and the pixel logits well away from their start, so they matter
+        for name in ("zprior__loc", "zprior__log_scale", "pixel_bias"):
             if name in program.theta.layers["decoder"]:
                 program.theta.layers["decoder"][name].B.add_(0.7)
     loc, scale = program.task_posterior(shots(4))
@@ -356,3 +356,36 @@ def test_refine_lowers_the_shots_loss_and_leaves_the_weights_alone():
     assert loss(refined) < loss((loc, scale))
     assert all(torch.equal(v, program.state_dict()[k]) for k, v in before.items())
     assert all(p.requires_grad for p in program.parameters())
+
+
+@pytest.mark.parametrize("layout, pixel_bias, name, paper_rank", [
+    ("paper", False, "fc2.bias", True), ("spatial", False, "fc2.bias", False), ("paper", True, "pixel_bias", False)])
+def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name, paper_rank):
+    """The part of a generated tensor that depends on u lies in the span of U·H·V over all H: for a
+    bias generated as (n, 1), the h_dim columns of U; generated as a (channels, positions) or (28, 28)
+    matrix, up to h_dim² directions."""
+    program = program_of(theta_layout=layout, pixel_bias=pixel_bias)
+    generated = program.theta.decoder(torch.randn(200, 1, 10) * 3)[name].detach().reshape(200, -1)
+    rank = int(torch.linalg.matrix_rank(generated - generated.mean(0), rtol=1e-4))
+    h_dim = program.config.h_dim
+    assert rank <= h_dim if paper_rank else rank > h_dim
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"model": "vae", "u_dim": 5}, "--u-dim, --h-dim and --theta-layout apply to hypervae only"),
+    ({"theta_layout": "square"}, "unknown θ layout 'square'"),
+    ({"kl_u_weight": 0.0}, "--kl-u-weight 0.0: a weight above 0"),
+    ({"model": "vae", "kl_u_weight": 0.5}, "--kl-u-warmup and --kl-u-weight apply to hypervae only"),
+    ({"split_context": True, "random_context": True}, "give one"),
+    ({"split_context": True, "batch_size": 1}, "--split-context needs --batch-size 2 or more"),
+])
+def test_the_few_shot_options_refuse_what_they_cannot_do(options, message):
+    from pyrohvae.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        RunConfig(dataset="omniglot", **options)
+
+
+def test_kl_u_weight_scales_kl_u_after_the_warm_up():
+    config = RunConfig(dataset="mnist", kl_u_weight=0.1, kl_u_warmup=10)
+    assert config.kl_weights(5)[0] == pytest.approx(0.05) and config.kl_weights(50)[0] == pytest.approx(0.1)
