@@ -228,7 +228,8 @@ def test_precision_pooling_narrows_with_every_shot_and_reads_any_number():
     loc1, scale1 = program.guide_nets.items(x[:1].unsqueeze(0))
     lam = scale1.pow(-2)[0, 0]
     loc, scale = program.task_posterior(x[:1])
-    assert torch.allclose(scale[0], (1 + lam).rsqrt()) and torch.allclose(loc[0], lam * loc1[0, 0] / (1 + lam))
+    assert torch.allclose(scale[0], (1 + lam).rsqrt())
+    assert torch.allclose(loc[0], lam * loc1[0, 0] / (1 + lam))
 
 
 def test_split_context_reads_the_first_k_and_scores_the_rest():
@@ -243,7 +244,8 @@ def test_split_context_reads_the_first_k_and_scores_the_rest():
     for name, batch in (("x", x), ("other", other)):
         pyro.set_rng_seed(0)
         guide = poutine.trace(program.guide).get_trace(batch, None, context_size=3)
-        model = poutine.trace(poutine.replay(program.model, trace=guide)).get_trace(batch, None, context_size=3)
+        replayed = poutine.replay(program.model, trace=guide)
+        model = poutine.trace(replayed).get_trace(batch, None, context_size=3)
         traced[name] = guide, model
     g, m = traced["x"]
     assert torch.equal(g.nodes["u"]["fn"].base_dist.loc, traced["other"][0].nodes["u"]["fn"].base_dist.loc)
@@ -284,8 +286,9 @@ def held_out_runs(tmp_path_factory, data_root):
 
 def test_fewshot_curve_command_scores_the_held_out_digit(held_out_runs, tmp_path):
     out = tmp_path / "curve"
-    result = CliRunner().invoke(main, ["fewshot-curve", held_out_runs["hypervae"], "--shots", "0,2,1", "--per-task", "3",
-                                       "--samples", "8", "--vae", held_out_runs["vae"], "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(main, ["fewshot-curve", held_out_runs["hypervae"], "--shots", "0,2,1",
+                                       "--per-task", "3", "--samples", "8", "--vae", held_out_runs["vae"],
+                                       "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     written = json.loads((out / "curve.json").read_text())
     assert written["data"] == "mnist/test" and written["tasks"] == 1 and written["images"] == 3
@@ -296,9 +299,9 @@ def test_fewshot_curve_command_scores_the_held_out_digit(held_out_runs, tmp_path
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "k=2" in result.output and "gain over VAE" in result.output
     # the training images of the held-out digit: another part, the same kind of result
-    result = CliRunner().invoke(main, ["fewshot-curve", held_out_runs["hypervae"], "--split", "held-out", "--shots",
-                                       "1", "--per-task", "2", "--samples", "4", "--out", str(tmp_path / "h"),
-                                       "--json", "--no-progress"])
+    result = CliRunner().invoke(main, ["fewshot-curve", held_out_runs["hypervae"], "--split", "held-out",
+                                       "--shots", "1", "--per-task", "2", "--samples", "4",
+                                       "--out", str(tmp_path / "h"), "--json", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["data"] == "mnist/train"
 
@@ -311,18 +314,19 @@ def test_fewshot_curve_command_errors_write_nothing(held_out_runs, trained_run, 
             Image.fromarray((np.eye(28, k=i, dtype=np.uint8) * 255)).save(folder / task / f"{i}.png")
     run = held_out_runs["hypervae"]
     cases = [
-        ([run, "--shots", "0,1,2000"], "task '3' of mnist/test has 1010 image(s): 2000 shot(s) and an image to "
-                                       "score need 2001"),
+        ([run, "--shots", "0,1,2000"],
+         "task '3' of mnist/test has 1010 image(s): 2000 shot(s) and an image to score need 2001"),
         ([run, "--dataset", str(folder), "--shots", "0"], "task 'dot' has 1 image(s)"),
         ([run, "--shots", "1,x"], "shot counts separated by commas"),
-        ([str(trained_run("hypervae")), "--shots", "1"], "the test part of mnist holds no task the run was not "
-                                                        "trained on"),
+        ([str(trained_run("hypervae")), "--shots", "1"],
+         "the test part of mnist holds no task the run was not trained on"),
         ([str(trained_run("hypervae")), "--split", "held-out"], "this run holds no held-out tasks"),
         ([run, "--vae", str(trained_run("metavae"))], "a metavae run, not a vae"),
     ]
     for i, (args, message) in enumerate(cases):
         out = tmp_path / f"out{i}"
-        result = CliRunner().invoke(main, ["fewshot-curve", *args, "--samples", "2", "--out", str(out), "--no-progress"])
+        result = CliRunner().invoke(main, ["fewshot-curve", *args, "--samples", "2", "--out", str(out),
+                                           "--no-progress"])
         assert result.exit_code != 0 and message in result.output, result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
         assert not out.exists()
@@ -334,7 +338,8 @@ def test_the_api_gives_the_commands_curve(held_out_runs):
     run, vae = ph.load(held_out_runs["hypervae"]), ph.load(held_out_runs["vae"])
     result = run.fewshot_curve(shots=(1,), per_task=2, samples=4, vae=vae)
     assert result["images"] == 2 and [r["model"] for r in result["rows"]] == ["k=1"]
-    assert result["gains"][0]["gain"] == pytest.approx(result["vae"]["nll"] - result["rows"][0]["nll"], abs=1e-4)
+    expected = result["vae"]["nll"] - result["rows"][0]["nll"]
+    assert result["gains"][0]["gain"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_refine_lowers_the_shots_loss_and_leaves_the_weights_alone():
@@ -359,7 +364,8 @@ def test_refine_lowers_the_shots_loss_and_leaves_the_weights_alone():
 
 
 @pytest.mark.parametrize("layout, pixel_bias, name, paper_rank", [
-    ("paper", False, "fc2.bias", True), ("spatial", False, "fc2.bias", False), ("paper", True, "pixel_bias", False)])
+    ("paper", False, "fc2.bias", True), ("spatial", False, "fc2.bias", False),
+    ("paper", True, "pixel_bias", False)])
 def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name, paper_rank):
     """The part of a generated tensor that depends on u lies in the span of U·H·V over all H: for a
     bias generated as (n, 1), the h_dim columns of U; generated as a (channels, positions) or (28, 28)
