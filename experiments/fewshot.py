@@ -410,7 +410,7 @@ def sample_figure(folders: dict, path, part: str = "test", seed: int = 0, device
     from pyrohvae.files import atomic_path
 
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
