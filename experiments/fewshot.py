@@ -327,10 +327,15 @@ def _reading(screened, diagnosed) -> list[str]:
             f"θ(u) can specialise; q(u) refined on the 19 shots' own ELBO gives {rs['19']['nll_refined']:.2f} "
             f"({rs['19']['nll'] - rs['19']['nll_refined']:.2f} nats of amortization gap), and on one shot it overfits "
             f"({rs['1']['nll_refined']:.2f} against {rs['1']['nll']:.2f}).",
+            *([f"- **A smaller z does not hand the character to u.** With z of 4 dimensions (rc-z4) the curve falls "
+               f"further from 1 to 19 shots ({nll['rc-z4']['k=1'] - nll['rc-z4']['k=19']:.2f} nats against "
+               f"{nll['default-rc']['k=1'] - nll['default-rc']['k=19']:.2f}): u now carries more of what more shots "
+               f"reveal, but the model is worse at every k ({nll['rc-z4']['k=19']:.2f} at k = 19) and its samples are "
+               "still not the character."] if "rc-z4" in nll else []),
             f"- **Nothing tried beat random contexts** at 3,000 steps ({len(tried)} variants: contexts that never hold "
             "the scored images, a posterior that narrows with every shot, u of 32 or 64 dimensions, H of 40 × 40, the "
             "decoder's first map or a per-pixel logit generated with room for any template, p(z | u) generated, "
-            "KL(z)'s weight from 30). default-rc was taken to full length.", ""]
+            "KL(z)'s weight from 30, KL(u) weighed 0.1, z of 4 dimensions). default-rc was taken to full length.", ""]
 
 
 def report(args) -> None:
