@@ -331,7 +331,8 @@ def _reading(screened, diagnosed) -> list[str]:
                f"further from 1 to 19 shots ({nll['rc-z4']['k=1'] - nll['rc-z4']['k=19']:.2f} nats against "
                f"{nll['default-rc']['k=1'] - nll['default-rc']['k=19']:.2f}): u now carries more of what more shots "
                f"reveal, but the model is worse at every k ({nll['rc-z4']['k=19']:.2f} at k = 19) and its samples are "
-               "still not the character."] if "rc-z4" in nll else []),
+               "still not the character (fewshot-screen-samples.png, validation characters)."]
+              if "rc-z4" in nll else []),
             f"- **Nothing tried beat random contexts** at 3,000 steps ({len(tried)} variants: contexts that never hold "
             "the scored images, a posterior that narrows with every shot, u of 32 or 64 dimensions, H of 40 × 40, the "
             "decoder's first map or a per-pixel logit generated with room for any template, p(z | u) generated, "
@@ -364,6 +365,11 @@ def report(args) -> None:
                             "Omniglot, 659 characters of the 20 unseen alphabets: −log p(x | k other drawings)",
                             vae["rows"][0]["nll"] if vae else None,
                             {"GMN (published, over their VAE)": (GMN["shots"][1:], [GMN["vae"] - y for y in GMN["nll"][1:]])})
+    screened_runs = {name: args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{args.seed}"
+                     for name in ("paper", "default-rc", "rc-z4")}
+    if all((folder / "checkpoint.pt").exists() for folder in screened_runs.values()):
+        sample_figure(screened_runs, args.results / "fewshot-screen-samples.png", "held-out", args.seed, args.device,
+                      characters=4)
     shown = {name: args.runs / f"fewshot-omniglot-characters-{name}-steps{args.steps}-seed{args.seed}"
              for name in characters if name != "vae"}
     if shown and all((folder / "checkpoint.pt").exists() for folder in shown.values()):
