@@ -13,8 +13,8 @@ from click.core import ParameterSource
 from . import data, folders, guides
 from .checkpoint import CheckpointError
 from .config import DEFAULT_PRESET, MODELS, PARTS, PRESETS, ConfigError, RunConfig
-from .fewshot import SHOTS
 from .data import DataError
+from .fewshot import SHOTS
 from .outliers import SCORES as OUTLIER_SCORES
 from .priors import PRIORS
 from .train import CHECKPOINT, TrainError
@@ -596,8 +596,10 @@ def _write_result(out: Path, name: str, result: dict, as_json: bool) -> None:
                    "folders (its test/ tree where it has one, else all its images).")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True, help="Share of outliers in the mixed set.")
-@click.option("--score", type=click.Choice(OUTLIER_SCORES), default="elbo", show_default=True,
-              help="elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); complexity[-zlib]: −log p(x) minus the image's "
+@click.option("--score", type=click.Choice(("typicality", *OUTLIER_SCORES)), default="typicality",
+              show_default=True,
+              help="typicality: how untypical the image's statistics are, each statistic's density fitted on "
+                   "normal images only (RUN/typicality.json); elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); complexity[-zlib]: −log p(x) minus the image's "
                    "compressed length; ratio: −log p(x) + log p(x) of the run's background model (`background`); "
                    "model-space: the best training task's −log p(x) minus x's own model's; u-distance "
                    "(z-distance): Mahalanobis distance of ū_x (E[z|x]) to the nearest training task's "
@@ -640,7 +642,7 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
             background, _ = load_background(run_dir, resolve_device(device))
         except ValueError as e:
             raise click.UsageError(str(e)) from None
-    if score in od.TRAINING_TASK_SCORES:
+    if score in od.TRAINING_TASK_SCORES or score == "typicality":
         train_data = config.load_data("train", data_dir)
     normal = config.load_data("test", data_dir)
     kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
@@ -650,7 +652,21 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     mixed.source_index[: len(kept)] = kept  # positions in the normal test split
-    values = od.outlier_scores(program, mixed, samples, seed, progress, background, train_data, (score,))[score]
+    fit_report = None
+    if score == "typicality":
+        from . import typicality
+
+        if not (run_dir / CHECKPOINT).is_file():
+            raise click.UsageError(f"--score typicality needs the run's {CHECKPOINT}; {run_dir} is an export")
+        try:
+            fit, how = typicality.fitted(program, run_dir, state["step"], train_data, data_dir, samples, seed,
+                                         progress)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        fit_report = {**fit.summary(), "how": how}
+        values = fit.score(typicality.statistics(program, mixed.data.images, train_data, samples, seed, progress))
+    else:
+        values = od.outlier_scores(program, mixed, samples, seed, progress, background, train_data, (score,))[score]
     metrics = od.detection_metrics(values.numpy(), mixed.labels.numpy(), flag_rate)
     result = {
         "model": config.model, "normal": config.dataset, "outliers": other, "score": score,
@@ -659,7 +675,9 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
         "n_normal": int((mixed.labels == 0).sum()), "n_outliers": int((mixed.labels == 1).sum()),
         "fraction": fraction, "samples": samples, "seed": seed, "step": state["step"],
     }
-    name = f"outliers-{_short(other)}.json" if score == "elbo" else f"outliers-{_short(other)}-{score}.json"
+    if fit_report is not None:
+        result["fit"] = fit_report
+    name = f"outliers-{_short(other)}.json" if score == "typicality" else f"outliers-{_short(other)}-{score}.json"
     atomic_write_text(run_dir / name, json.dumps(result, indent=2) + "\n")
     if plot is not None:
         od.roc_figure({f"{config.model} ({score})": metrics}, plot,
@@ -669,6 +687,9 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
     if as_json:
         click.echo(json.dumps(result))
         return
+    if fit_report is not None:
+        click.echo(f"typicality of {', '.join(fit_report['statistics'])}: {fit_report['how']}, on "
+                   f"{fit_report['n']} images of {fit_report['fit_on']}")
     click.echo(
         f"{config.model} ({score}) {config.dataset} vs {other}: AUC {100 * result['auc']:.1f}  "
         f"FPR {100 * result['fpr']:.1f}  FNR {100 * result['fnr']:.1f} at {result['threshold_rule']} "

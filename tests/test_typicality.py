@@ -1,0 +1,112 @@
+"""The typicality detector: densities of statistics fitted on normal data, saved, reused, refitted."""
+
+import json
+import shutil
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pyrohvae.cli import main
+from pyrohvae.typicality import FIT_FILE, Fit, checkpoint_digest, load_fit, silverman
+
+
+def _fit(run_dir, values: dict, step=7) -> Fit:
+    names = list(values)
+    return Fit(names, [list(map(float, values[n])) for n in names], [silverman(np.asarray(values[n])) for n in names],
+               "synthetic", checkpoint_digest(run_dir), step, 16, 0)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"parameters")
+    return tmp_path
+
+
+def test_silverman_bandwidth_of_a_normal_sample():
+    x = np.random.default_rng(0).normal(3.0, 2.0, 5000)
+    assert silverman(x) == pytest.approx(0.9 * 2.0 * 5000 ** -0.2, rel=0.05)
+    assert silverman(np.ones(50)) > 0  # a constant statistic still gets a kernel
+
+
+def test_untypical_in_either_direction_scores_high(run_dir):
+    """Too simple is as untypical as too complex: a value far below the normal ones scores as
+    high as one far above; a value in the bulk scores lowest."""
+    rng = np.random.default_rng(1)
+    fit = _fit(run_dir, {"nll": rng.normal(100, 10, 1000), "kl_z": rng.normal(20, 2, 1000)})
+    stats = {"nll": torch.tensor([100.0, 50.0, 150.0, 100.0]), "kl_z": torch.tensor([20.0, 20.0, 20.0, 30.0])}
+    score = fit.score(stats)
+    assert score[0] < score[1] and score[0] < score[2] and score[0] < score[3]
+    assert abs(score[1] - score[2]) < 0.3 * (score[1] - score[0])  # symmetric about the bulk
+    densities = fit.log_densities(stats)
+    assert np.allclose(-(densities["nll"] + densities["kl_z"]), score.numpy())
+
+
+def test_a_saved_fit_is_reused_only_by_its_own_checkpoint_and_settings(run_dir):
+    rng = np.random.default_rng(2)
+    fit = _fit(run_dir, {"nelbo": rng.normal(100, 10, 50)})
+    (run_dir / FIT_FILE).write_text(json.dumps(asdict(fit)))
+    loaded, how = load_fit(run_dir, 7, 16, 0)
+    assert how == "reused" and loaded.values == fit.values and loaded.bandwidths == fit.bandwidths
+    assert load_fit(run_dir, 8, 16, 0) == (None, f"{FIT_FILE} belongs to another checkpoint (step 7)")
+    assert load_fit(run_dir, 7, 4, 0)[1] == f"{FIT_FILE} fitted with --samples 16 --seed 0"
+    (run_dir / "checkpoint.pt").write_bytes(b"parameters, trained on")  # same step, other weights
+    assert load_fit(run_dir, 7, 16, 0)[0] is None
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda d: "{not json", "unreadable"),
+    (lambda d: json.dumps({**d, "values": [d["values"][0][:5]]}), "damaged"),  # too few images
+    (lambda d: json.dumps({**d, "bandwidths": [0.0]}), "damaged"),
+    (lambda d: json.dumps({k: v for k, v in d.items() if k != "names"}), "unreadable"),
+    (lambda d: json.dumps({**d, "values": [[float("nan")] * 50]}), "damaged"),
+])
+def test_a_damaged_fit_is_not_used(run_dir, damage, why):
+    fit = _fit(run_dir, {"nelbo": np.random.default_rng(3).normal(100, 10, 50)})
+    (run_dir / FIT_FILE).write_text(damage(asdict(fit)))
+    loaded, how = load_fit(run_dir, 7, 16, 0)
+    assert loaded is None and why in how
+
+
+@pytest.mark.data
+def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, tmp_path):
+    run = tmp_path / "hypervae"
+    shutil.copytree(trained_run("hypervae"), run)
+    args = ["outliers", str(run), "--outliers", "fashion-mnist", "--limit", "100", "--samples", "4", "--json",
+            "--no-progress"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    row = json.loads(first.stdout)
+    assert row["score"] == "typicality" and row["fit"]["how"] == "fitted (no fit yet)"
+    assert row["fit"]["fit_on"] == "mnist/train (seen in training)" and row["fit"]["n"] == 1000
+    assert {"nelbo", "nll", "complexity", "kl_u", "u_distance", "z_distance"} <= set(row["fit"]["statistics"])
+    assert row["auc"] > 0.8  # garments are far from digits, even after 200 steps
+    assert json.loads((run / "outliers-fashion-mnist.json").read_text()) == row
+
+    again = json.loads(CliRunner().invoke(main, args).stdout)
+    assert again["fit"]["how"] == "reused" and again["auc"] == row["auc"]
+    (run / FIT_FILE).write_text((run / FIT_FILE).read_text()[:100])  # a write cut short
+    third = json.loads(CliRunner().invoke(main, args).stdout)
+    assert third["fit"]["how"].startswith("fitted (typicality.json unreadable") and third["auc"] == row["auc"]
+
+    vae = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", "fashion-mnist", "--limit",
+                                    "100", "--samples", "4", "--json", "--no-progress"])
+    assert vae.exit_code == 0, vae.output
+    assert not {"kl_u", "u_distance"} & set(json.loads(vae.stdout)["fit"]["statistics"])
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("images", [0, 1])
+def test_an_outlier_folder_of_one_image_or_none_is_refused(trained_run, tmp_path, images):
+    from PIL import Image
+
+    folder = tmp_path / "few" / "a"
+    folder.mkdir(parents=True)
+    for i in range(images):
+        Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(folder / f"{i}.png")
+    result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", str(tmp_path / "few"),
+                                       "--limit", "100", "--no-progress"])
+    assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "Traceback" not in result.output
