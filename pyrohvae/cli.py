@@ -16,6 +16,7 @@ from .config import DEFAULT_PRESET, MODELS, PARTS, PRESETS, ConfigError, RunConf
 from .data import DataError
 from .fewshot import SHOTS
 from .outliers import SCORES as OUTLIER_SCORES
+from .outliers import SHIFTED
 from .priors import PRIORS
 from .train import CHECKPOINT, TrainError
 
@@ -79,6 +80,15 @@ class _Dataset(click.ParamType):
         if not path.is_dir():
             self.fail(f"{value!r} is neither one of {', '.join(data.DATASETS)} nor a folder", param, ctx)
         return str(path.absolute())
+
+
+class _Outliers(_Dataset):
+    """A dataset of outliers: one _Dataset takes, or a shifted set (outliers.SHIFTED)."""
+
+    name = "|".join((*data.DATASETS, *SHIFTED)) + "|PATH"
+
+    def convert(self, value, param, ctx):
+        return value if value in SHIFTED else super().convert(value, param, ctx)
 
 
 def _short(dataset: str) -> str:
@@ -591,9 +601,11 @@ def _write_result(out: Path, name: str, result: dict, as_json: bool) -> None:
 
 @main.command()
 @_run_dir
-@click.option("--outliers", "other", type=_Dataset(), required=True,
-              help="Dataset whose test images are mixed in as outliers: a built-in one, or a folder of task "
-                   "folders (its test/ tree where it has one, else all its images).")
+@click.option("--outliers", "other", type=_Outliers(), required=True,
+              help="Dataset whose test images are mixed in as outliers: a built-in one, a shifted one "
+                   "(mnist-upside-down: digits turned 180°; fashion-mnist-scattered: each garment's ink "
+                   "at random pixels), or a folder of task folders (its test/ tree where it has one, else "
+                   "all its images).")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True, help="Share of outliers in the mixed set.")
 @click.option("--score", type=click.Choice(("typicality", *OUTLIER_SCORES)), default="typicality",
@@ -646,7 +658,12 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
         train_data = config.load_data("train", data_dir)
     normal = config.load_data("test", data_dir)
     kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
-    outlier_data = data.load(other, "test", data_dir) if other in data.DATASETS else folders.scan(other).every_image()
+    if other in data.DATASETS:
+        outlier_data = data.load(other, "test", data_dir)
+    elif other in SHIFTED:
+        outlier_data = od.shifted(other, data_dir, seed)
+    else:
+        outlier_data = folders.scan(other).every_image()
     try:
         mixed = od.mixed_set(normal.subset(kept), outlier_data, fraction, seed)
     except ValueError as e:

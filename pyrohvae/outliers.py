@@ -56,6 +56,30 @@ TASK_LATENT_SCORES = ("mdl", "model-space", "u-distance")  # HyperVAE's alone
 COMPRESSORS = ("png", "zlib")
 
 
+# Outliers made from a dataset's own test images, for shifts the other datasets do not test: the
+# digits turned 180° (a semantic shift with the same ink and strokes), and garments' pixels scattered
+# (each image's ink count kept, its shape gone).
+SHIFTED = {"mnist-upside-down": "mnist", "fashion-mnist-scattered": "fashion-mnist"}
+
+
+def shifted(name: str, root=None, seed: int = 0) -> TaskData:
+    """The test images of SHIFTED[name], shifted as its name says."""
+    from . import data
+
+    if name not in SHIFTED:
+        raise ValueError(f"unknown shifted set {name!r}; choose one of {', '.join(SHIFTED)}")
+    base = data.load(SHIFTED[name], "test", root)
+    if name.endswith("upside-down"):
+        images = base.images.flip(-2, -1)
+    else:
+        flat = base.images.reshape(len(base), -1)
+        ink = flat.sum(1, keepdim=True)
+        g = torch.Generator().manual_seed(seed)
+        rank = torch.rand(flat.shape, generator=g).argsort(1).argsort(1)  # a random order of the pixels
+        images = (rank < ink).to(base.images.dtype).reshape(base.images.shape)
+    return TaskData(images, base.tasks, base.task_names, name)
+
+
 @dataclass
 class MixedSet:
     data: TaskData  # tasks: 0 normal, 1 outlier

@@ -110,3 +110,24 @@ def test_an_outlier_folder_of_one_image_or_none_is_refused(trained_run, tmp_path
                                        "--limit", "100", "--no-progress"])
     assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.data
+def test_shifted_outlier_sets_keep_the_ink(data_root, trained_run):
+    from pyrohvae import data
+    from pyrohvae.outliers import shifted
+
+    digits = data.load("mnist", "test", data_root)
+    turned = shifted("mnist-upside-down", data_root)
+    assert torch.equal(turned.images.flip(-2, -1), digits.images)
+    garments = data.load("fashion-mnist", "test", data_root)
+    scattered = shifted("fashion-mnist-scattered", data_root, seed=1)
+    ink = garments.images.reshape(len(garments), -1).sum(1)
+    assert torch.equal(scattered.images.reshape(len(garments), -1).sum(1), ink)
+    assert (scattered.images != garments.images).any(dim=(1, 2, 3)).float().mean() > 0.99
+    assert torch.equal(shifted("fashion-mnist-scattered", data_root, seed=1).images, scattered.images)
+    result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", "mnist-upside-down",
+                                       "--score", "elbo", "--limit", "50", "--samples", "2", "--json",
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["outliers"] == "mnist-upside-down"
