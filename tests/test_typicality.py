@@ -131,3 +131,18 @@ def test_shifted_outlier_sets_keep_the_ink(data_root, trained_run):
                                        "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["outliers"] == "mnist-upside-down"
+
+
+def test_too_few_normal_images_for_a_fit_is_refused():
+    from pyrohvae.data import TaskData
+    from pyrohvae.typicality import MIN_FIT_IMAGES, fit_images
+
+    class Config:  # a run whose validation part holds a handful of images
+        validation = 0.1
+
+        def load_data(self, part, root=None):
+            n = MIN_FIT_IMAGES - 1
+            return TaskData(torch.zeros(n, 1, 28, 28), torch.zeros(n, dtype=torch.long), ["a"], f"shapes/{part}")
+
+    with pytest.raises(ValueError, match=f"at least {MIN_FIT_IMAGES} normal images; shapes/validation has 19"):
+        fit_images(Config())
