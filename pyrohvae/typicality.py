@@ -1,28 +1,35 @@
-"""`typicality`: the outlier score that tunes itself on normal data alone (DoSE, Morningstar et
-al., AISTATS 2021).
+"""`typicality`: the outlier score that tunes itself on normal data alone (after DoSE, Morningstar
+et al., AISTATS 2021).
 
 No single statistic of a generative model separates every pair of datasets: a likelihood rewards
 simple images, a latent distance misses outliers that the encoder maps among the normal ones.
 DoSE's answer, which needs no outlier: compute several statistics of each image, learn how they
-are distributed over normal images the model did not train on, and score an image by how
-untypical its statistics are, too high or too low.
+are distributed over normal images, and score an image by how untypical its statistics are, too
+high or too low.
 
-The statistics (`statistics`), each per image, the image read alone as a task of one:
-−ELBO, its reconstruction term, KL(z), the importance-sampled −log p(x), `complexity` (−log p(x)
+The statistics (`statistics`), each per image, the image read alone as a task of one: the
+reconstruction term of −ELBO, KL(z), the importance-sampled −log p(x), `complexity` (−log p(x)
 minus the PNG length), `z-distance`; for a model with a task latent also KL(u) and `u-distance`
-(outliers.py says what each is). The fit (`fit`): one Gaussian kernel density per statistic on the
-statistics of normal images, bandwidth by Silverman's rule; the score is −Σ_s log p̂_s(statistic s
-of x) (DoSE_KDE: statistics treated as independent, each weighed alike).
+(outliers.py says what each is). −ELBO itself is left out: it is the sum of the first two.
+
+The density (`Fit`) is joint: a Gaussian mixture with full covariances on the standardized
+statistics, its number of components (1 to MAX_COMPONENTS) chosen by BIC on the normal images; the
+score is −log p̂(statistics of x). DoSE's own form, one density per statistic summed as if they were
+independent, misses what only the joint sees: a digit's −log p(x) is typical of garments, but not
+for an image of its PNG length. (On a Fashion-MNIST run against MNIST and Omniglot outliers, the
+per-statistic sum gave AUC 87.7 and 91.9, the joint mixture 97.0 and 96.5: the one comparison this
+choice was made on, README.)
 
 The normal images are the run's validation part, which it never trained on; a run without one
 uses FIT_IMAGES of its training images, and the fit says so ("seen in training"): their
-statistics are a little more typical than those of new normal images. The fit is saved as
-RUN/typicality.json with the checkpoint's SHA-256 and step, and refitted when they change or the
-file cannot be read.
+statistics are a little more typical than those of new normal images. The fit's images are saved
+as RUN/typicality.json with the checkpoint's SHA-256 and step, and the fit is made again when they
+change or the file cannot be read; the mixture is refitted from them, deterministically, on load.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -31,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.neighbors import KernelDensity
+from sklearn.mixture import GaussianMixture
 
 from .data import TaskData
 from .evaluate import evaluate
@@ -40,8 +47,9 @@ from .outliers import compressed_nats, latent_distance
 
 FIT_FILE = "typicality.json"
 FIT_IMAGES = 1000
-MIN_FIT_IMAGES = 20  # below this a density of each statistic says little
-VERSION = 1
+MIN_FIT_IMAGES = 50  # below this a density of the statistics says little
+MAX_COMPONENTS = 8
+VERSION = 2
 
 
 def statistics(program, images: torch.Tensor, train: TaskData, samples: int = 16, seed: int = 0,
@@ -50,7 +58,7 @@ def statistics(program, images: torch.Tensor, train: TaskData, samples: int = 16
     `train` holds the training tasks the distances are measured to."""
     data = TaskData(images, torch.zeros(len(images), dtype=torch.long), ["scored"], "scored")
     s = evaluate(program, data, samples=samples, mode="datum", seed=seed, progress=progress, label_free=True)
-    values = {"nelbo": s.nelbo, "recon": s.recon, "kl_z": s.kl_z, "nll": s.nll}
+    values = {"recon": s.recon, "kl_z": s.kl_z, "nll": s.nll}
     if s.kl_u is not None:
         values["kl_u"] = s.kl_u
     out = {}
@@ -64,21 +72,12 @@ def statistics(program, images: torch.Tensor, train: TaskData, samples: int = 16
     return out
 
 
-def silverman(values: np.ndarray) -> float:
-    """Silverman's rule of thumb for a Gaussian kernel: 0.9 min(σ, IQR / 1.34) n^(−1/5)."""
-    spread = min(values.std(ddof=1), np.subtract(*np.percentile(values, [75, 25])) / 1.34)
-    if not spread > 0:  # a constant statistic (or one with a zero IQR): fall back on its deviation
-        spread = values.std(ddof=1) or 1.0
-    return float(0.9 * spread * len(values) ** -0.2)
-
-
 @dataclass
 class Fit:
-    """The density of each statistic over normal images, and what it was fitted with."""
+    """The normal images' statistics, what they were computed with, and their density."""
 
     names: list[str]
     values: list[list[float]]  # per statistic, the normal images' values
-    bandwidths: list[float]
     fit_on: str  # which images: "<dataset>/validation", or "<dataset>/train (seen in training)"
     checkpoint: str  # SHA-256 of the run's checkpoint.pt
     step: int
@@ -90,23 +89,39 @@ class Fit:
     def n(self) -> int:
         return len(self.values[0])
 
-    def log_densities(self, stats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """log p̂_s of each image's statistic s, per statistic."""
-        out = {}
-        for name, ref, h in zip(self.names, self.values, self.bandwidths):
-            kde = KernelDensity(bandwidth=h).fit(np.asarray(ref)[:, None])
-            out[name] = kde.score_samples(stats[name].numpy()[:, None])
-        return out
+    @functools.cached_property
+    def _density(self):
+        """(mean, sd, mixture, BIC of each number of components) on the standardized values."""
+        x = np.asarray(self.values, dtype=np.float64).T
+        mean, sd = x.mean(0), x.std(0)
+        sd[sd == 0] = 1.0  # a constant statistic: any change of it is untypical
+        z = (x - mean) / sd
+        mixtures = [GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=0).fit(z)
+                    for k in range(1, min(MAX_COMPONENTS, self.n // 50) + 1)]
+        bics = [m.bic(z) for m in mixtures]
+        return mean, sd, mixtures[int(np.argmin(bics))], bics
 
     def score(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """−Σ_s log p̂_s: higher = more untypical."""
-        return -torch.tensor(np.sum(list(self.log_densities(stats).values()), 0))
+        """−log p̂ of each image's statistics (standardized): higher = more untypical."""
+        mean, sd, mixture, _ = self._density
+        x = np.stack([stats[n].numpy() for n in self.names], 1)
+        return -torch.from_numpy(mixture.score_samples((x - mean) / sd))
 
     def summary(self) -> dict:
         """What `outliers --json` reports of the fit (the values themselves stay in the file)."""
-        return {"statistics": self.names, "bandwidths": dict(zip(self.names, self.bandwidths)),
-                "weights": dict.fromkeys(self.names, 1.0), "fit_on": self.fit_on, "n": self.n,
-                "step": self.step, "samples": self.samples}
+        mean, sd, mixture, bics = self._density
+        return {
+            "statistics": self.names,
+            "mean": dict(zip(self.names, mean.round(4).tolist())),
+            "sd": dict(zip(self.names, sd.round(4).tolist())),
+            "components": mixture.n_components,
+            "component_weights": mixture.weights_.round(4).tolist(),
+            "bic": [round(b, 1) for b in bics],
+            "fit_on": self.fit_on,
+            "n": self.n,
+            "step": self.step,
+            "samples": self.samples,
+        }
 
 
 def checkpoint_digest(run_dir: Path) -> str:
@@ -142,8 +157,7 @@ def fit(program, run_dir: Path, step: int, train: TaskData, data_root=None, samp
     bad = [n for n in names if not torch.isfinite(stats[n]).all()]
     if bad:
         raise ValueError(f"the typicality fit met non-finite {', '.join(bad)} on {where}: is the run trained?")
-    result = Fit(names, [stats[n].tolist() for n in names], [silverman(stats[n].numpy()) for n in names], where,
-                 checkpoint_digest(run_dir), step, samples, seed)
+    result = Fit(names, [stats[n].tolist() for n in names], where, checkpoint_digest(run_dir), step, samples, seed)
     atomic_write_text(Path(run_dir) / FIT_FILE, json.dumps(asdict(result)) + "\n")
     return result
 
@@ -155,9 +169,8 @@ def load_fit(run_dir: Path, step: int, samples: int, seed: int) -> tuple[Fit | N
         return None, "no fit yet"
     try:
         saved = Fit(**json.loads(path.read_text()))
-        ok = (len(saved.names) == len(saved.values) == len(saved.bandwidths) and saved.n >= MIN_FIT_IMAGES
-              and all(len(v) == saved.n and all(map(math.isfinite, v)) for v in saved.values)
-              and all(h > 0 for h in saved.bandwidths))
+        ok = (len(saved.names) == len(saved.values) and saved.n >= MIN_FIT_IMAGES
+              and all(len(v) == saved.n and all(map(math.isfinite, v)) for v in saved.values))
     except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
         return None, f"{FIT_FILE} unreadable ({type(e).__name__})"
     if not ok or saved.version != VERSION:

@@ -10,13 +10,13 @@ import torch
 from click.testing import CliRunner
 
 from pyrohvae.cli import main
-from pyrohvae.typicality import FIT_FILE, Fit, checkpoint_digest, load_fit, silverman
+from pyrohvae.typicality import FIT_FILE, Fit, checkpoint_digest, load_fit
 
 
 def _fit(run_dir, values: dict, step=7) -> Fit:
     names = list(values)
-    return Fit(names, [list(map(float, values[n])) for n in names], [silverman(np.asarray(values[n])) for n in names],
-               "synthetic", checkpoint_digest(run_dir), step, 16, 0)
+    return Fit(names, [list(map(float, values[n])) for n in names], "synthetic", checkpoint_digest(run_dir), step,
+               16, 0)
 
 
 @pytest.fixture
@@ -25,31 +25,45 @@ def run_dir(tmp_path):
     return tmp_path
 
 
-def test_silverman_bandwidth_of_a_normal_sample():
-    x = np.random.default_rng(0).normal(3.0, 2.0, 5000)
-    assert silverman(x) == pytest.approx(0.9 * 2.0 * 5000 ** -0.2, rel=0.05)
-    assert silverman(np.ones(50)) > 0  # a constant statistic still gets a kernel
-
-
 def test_untypical_in_either_direction_scores_high(run_dir):
     """Too simple is as untypical as too complex: a value far below the normal ones scores as
     high as one far above; a value in the bulk scores lowest."""
     rng = np.random.default_rng(1)
     fit = _fit(run_dir, {"nll": rng.normal(100, 10, 1000), "kl_z": rng.normal(20, 2, 1000)})
-    stats = {"nll": torch.tensor([100.0, 50.0, 150.0, 100.0]), "kl_z": torch.tensor([20.0, 20.0, 20.0, 30.0])}
-    score = fit.score(stats)
+    score = fit.score({"nll": torch.tensor([100.0, 60.0, 140.0, 100.0]), "kl_z": torch.tensor([20.0, 20, 20, 28])})
     assert score[0] < score[1] and score[0] < score[2] and score[0] < score[3]
     assert abs(score[1] - score[2]) < 0.3 * (score[1] - score[0])  # symmetric about the bulk
-    densities = fit.log_densities(stats)
-    assert np.allclose(-(densities["nll"] + densities["kl_z"]), score.numpy())
+    assert fit.summary()["components"] == 1  # BIC keeps one Gaussian for Gaussian data
+
+
+def test_the_density_is_joint(run_dir):
+    """Normal images whose −log p(x) follows their ink: an image with the typical −log p(x) of
+    the data, and a typical ink, but not together, is untypical; per statistic it would not be."""
+    rng = np.random.default_rng(2)
+    ink = rng.normal(100, 30, 2000)
+    fit = _fit(run_dir, {"ink": ink, "nll": ink + rng.normal(0, 3, 2000)})
+    score = fit.score({"ink": torch.tensor([60.0, 60.0]), "nll": torch.tensor([60.0, 140.0])})
+    assert score[1] > score[0] + 20
+
+
+def test_components_are_chosen_by_bic(run_dir):
+    rng = np.random.default_rng(3)
+    two = np.concatenate([rng.normal(-5, 1, 500), rng.normal(5, 1, 500)])
+    fit = _fit(run_dir, {"a": two, "b": rng.normal(0, 1, 1000)})
+    summary = fit.summary()
+    assert summary["components"] == 2 and np.argmin(summary["bic"]) == 1
+    assert fit.score({"a": torch.tensor([0.0]), "b": torch.tensor([0.0])}) > fit.score(
+        {"a": torch.tensor([5.0]), "b": torch.tensor([0.0])}) + 5  # the gap between the modes is untypical
 
 
 def test_a_saved_fit_is_reused_only_by_its_own_checkpoint_and_settings(run_dir):
     rng = np.random.default_rng(2)
-    fit = _fit(run_dir, {"nelbo": rng.normal(100, 10, 50)})
+    fit = _fit(run_dir, {"nll": rng.normal(100, 10, 60)})
     (run_dir / FIT_FILE).write_text(json.dumps(asdict(fit)))
     loaded, how = load_fit(run_dir, 7, 16, 0)
-    assert how == "reused" and loaded.values == fit.values and loaded.bandwidths == fit.bandwidths
+    assert how == "reused" and loaded.values == fit.values
+    x = {"nll": torch.tensor([80.0, 100.0])}
+    assert torch.equal(loaded.score(x), fit.score(x))  # the density is made again, the same
     assert load_fit(run_dir, 8, 16, 0) == (None, f"{FIT_FILE} belongs to another checkpoint (step 7)")
     assert load_fit(run_dir, 7, 4, 0)[1] == f"{FIT_FILE} fitted with --samples 16 --seed 0"
     (run_dir / "checkpoint.pt").write_bytes(b"parameters, trained on")  # same step, other weights
@@ -59,12 +73,12 @@ def test_a_saved_fit_is_reused_only_by_its_own_checkpoint_and_settings(run_dir):
 @pytest.mark.parametrize("damage, why", [
     (lambda d: "{not json", "unreadable"),
     (lambda d: json.dumps({**d, "values": [d["values"][0][:5]]}), "damaged"),  # too few images
-    (lambda d: json.dumps({**d, "bandwidths": [0.0]}), "damaged"),
+    (lambda d: json.dumps({**d, "values": [d["values"][0][:-1] + [1e400]]}), "damaged"),  # inf
     (lambda d: json.dumps({k: v for k, v in d.items() if k != "names"}), "unreadable"),
-    (lambda d: json.dumps({**d, "values": [[float("nan")] * 50]}), "damaged"),
+    (lambda d: json.dumps({**d, "version": 1, "bandwidths": [1.0]}), "unreadable"),  # the first format
 ])
 def test_a_damaged_fit_is_not_used(run_dir, damage, why):
-    fit = _fit(run_dir, {"nelbo": np.random.default_rng(3).normal(100, 10, 50)})
+    fit = _fit(run_dir, {"nll": np.random.default_rng(3).normal(100, 10, 60)})
     (run_dir / FIT_FILE).write_text(damage(asdict(fit)))
     loaded, how = load_fit(run_dir, 7, 16, 0)
     assert loaded is None and why in how
@@ -81,7 +95,7 @@ def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, t
     row = json.loads(first.stdout)
     assert row["score"] == "typicality" and row["fit"]["how"] == "fitted (no fit yet)"
     assert row["fit"]["fit_on"] == "mnist/train (seen in training)" and row["fit"]["n"] == 1000
-    assert {"nelbo", "nll", "complexity", "kl_u", "u_distance", "z_distance"} <= set(row["fit"]["statistics"])
+    assert {"recon", "nll", "complexity", "kl_u", "u_distance", "z_distance"} <= set(row["fit"]["statistics"])
     assert row["auc"] > 0.8  # garments are far from digits, even after 200 steps
     assert json.loads((run / "outliers-fashion-mnist.json").read_text()) == row
 
@@ -144,5 +158,5 @@ def test_too_few_normal_images_for_a_fit_is_refused():
             n = MIN_FIT_IMAGES - 1
             return TaskData(torch.zeros(n, 1, 28, 28), torch.zeros(n, dtype=torch.long), ["a"], f"shapes/{part}")
 
-    with pytest.raises(ValueError, match=f"at least {MIN_FIT_IMAGES} normal images; shapes/validation has 19"):
+    with pytest.raises(ValueError, match=f"at least {MIN_FIT_IMAGES} normal images; shapes/validation has 49"):
         fit_images(Config())
