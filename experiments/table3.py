@@ -157,12 +157,10 @@ def run_pair(normal, other, model, config, args) -> None:
         values = outlier_scores(program, mixed, args.samples, args.seed, args.progress, background, train, missing)
     fit = None
     if "typicality" in missing:  # the run's own fit, as `outliers` makes and reuses it
-        from pyrohvae import typicality
+        from pyrohvae.typicality import typicality_scores
 
-        fit, _ = typicality.fitted(program, run, state["step"], train, samples=args.samples, seed=args.seed,
-                                   progress=args.progress)
-        stats = typicality.statistics(program, mixed.data.images, train, args.samples, args.seed, args.progress)
-        values["typicality"] = fit.score(stats)
+        values["typicality"], fit = typicality_scores(program, run, state["step"], mixed.data.images, train,
+                                                      samples=args.samples, seed=args.seed, progress=args.progress)
     for score in missing:
         path = paths[score]
         m = detection_metrics(values[score].numpy(), mixed.labels.numpy())
@@ -173,7 +171,7 @@ def run_pair(normal, other, model, config, args) -> None:
         if score == "ratio":
             row["flip"] = flip
         if score == "typicality":
-            row["fit"] = fit.summary()
+            row["fit"] = fit
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(row) + "\n")
         print(f"[table3] {normal} vs {other}, {model} {config} ({score}): AUC {100 * m['auc']:.1f}", flush=True)

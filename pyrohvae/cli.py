@@ -610,9 +610,9 @@ def _write_result(out: Path, name: str, result: dict, as_json: bool) -> None:
               show_default=True, help="Share of outliers in the mixed set.")
 @click.option("--score", type=click.Choice(("typicality", *OUTLIER_SCORES)), default="typicality",
               show_default=True,
-              help="typicality: how untypical the image's statistics are, each statistic's density fitted on "
-                   "normal images only (RUN/typicality.json); elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); complexity[-zlib]: −log p(x) minus the image's "
-                   "compressed length; ratio: −log p(x) + log p(x) of the run's background model (`background`); "
+              help="typicality: how untypical the image's statistics are under their joint density over "
+                   "normal images (fitted once, RUN/typicality.json); elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); "
+                   "complexity[-zlib]: −log p(x) minus the image's compressed length; ratio: −log p(x) + log p(x) of the run's background model (`background`); "
                    "model-space: the best training task's −log p(x) minus x's own model's; u-distance "
                    "(z-distance): Mahalanobis distance of ū_x (E[z|x]) to the nearest training task's "
                    "(README, Outliers).")
@@ -671,17 +671,13 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
     mixed.source_index[: len(kept)] = kept  # positions in the normal test split
     fit_report = None
     if score == "typicality":
-        from . import typicality
+        from .typicality import typicality_scores
 
-        if not (run_dir / CHECKPOINT).is_file():
-            raise click.UsageError(f"--score typicality needs the run's {CHECKPOINT}; {run_dir} is an export")
         try:
-            fit, how = typicality.fitted(program, run_dir, state["step"], train_data, data_dir, samples, seed,
-                                         progress)
+            values, fit_report = typicality_scores(program, run_dir, state["step"], mixed.data.images, train_data,
+                                                   data_dir, samples, seed, progress)
         except ValueError as e:
             raise click.UsageError(str(e)) from None
-        fit_report = {**fit.summary(), "how": how}
-        values = fit.score(typicality.statistics(program, mixed.data.images, train_data, samples, seed, progress))
     else:
         values = od.outlier_scores(program, mixed, samples, seed, progress, background, train_data, (score,))[score]
     metrics = od.detection_metrics(values.numpy(), mixed.labels.numpy(), flag_rate)

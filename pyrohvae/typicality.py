@@ -189,3 +189,11 @@ def fitted(program, run_dir: Path, step: int, train: TaskData, data_root=None, s
     if saved is not None:
         return saved, why
     return fit(program, run_dir, step, train, data_root, samples, seed, progress), f"fitted ({why})"
+
+
+def typicality_scores(program, run_dir: Path, step: int, images: torch.Tensor, train: TaskData, data_root=None,
+                      samples: int = 16, seed: int = 0, progress: bool = False) -> tuple[torch.Tensor, dict]:
+    """The score of each image (n, 1, 28, 28) under the run's fit (made or reused), and what
+    `outliers --json` reports of that fit."""
+    made, how = fitted(program, run_dir, step, train, data_root, samples, seed, progress)
+    return made.score(statistics(program, images, train, samples, seed, progress)), {**made.summary(), "how": how}
