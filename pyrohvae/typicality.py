@@ -144,7 +144,8 @@ def fit_images(config, data_root=None, seed: int = 0) -> tuple[TaskData, str]:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:FIT_IMAGES]
         data, where = train.subset(pick), f"{train.name} (seen in training)"
     if len(data) < MIN_FIT_IMAGES:
-        raise ValueError(f"the typicality fit needs at least {MIN_FIT_IMAGES} normal images; {where} has {len(data)}")
+        raise ValueError(f"the typicality fit needs at least {MIN_FIT_IMAGES} normal images; {where} has "
+                         f"{len(data)}: choose another --score")
     return data, where
 
 

@@ -191,8 +191,11 @@ def test_train_evaluate_sample_and_outliers_on_a_folder(tmp_path):
     cli("sample", run, "--out", tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     other = make_folder(tmp_path / "outliers", per_task=4, size=(28, 28), seed=3)
-    result = cli("outliers", run, "--outliers", other, "--samples", 4, "--json", "--no-progress")
-    assert json.loads(result.stdout)["n_outliers"] >= 1 and (run / "outliers-outliers.json").exists()
+    result = cli("outliers", run, "--outliers", other, "--samples", 4, "--no-progress", code=2)
+    assert "typicality fit needs at least 50 normal images; my shapes ü/train (seen in training) has 30" in (
+        result.output) and not (run / "outliers-outliers.json").exists()  # too few images for the default
+    result = cli("outliers", run, "--outliers", other, "--score", "elbo", "--samples", 4, "--json", "--no-progress")
+    assert json.loads(result.stdout)["n_outliers"] >= 1 and (run / "outliers-outliers-elbo.json").exists()
 
     # the folder changes: every later command says so in one line, and writes nothing
     (root / "bar" / "image 0 ü.png").unlink()
