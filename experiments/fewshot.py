@@ -125,7 +125,7 @@ def full(args, rows_dir):
             folder = args.runs / f"fewshot-{benchmark}-{name}-steps{args.steps}-seed{args.seed}"
             trained(config, folder, args.device, args.progress)
             program, state = load_run(folder, args.device)
-            test = fewshot.unseen_tasks(config, "test")
+            test = fewshot.unseen_tasks(program.config, "test")  # the run's: it names the tasks trained on
             print(f"[{folder.name}] scoring {benchmark}", flush=True)
             row = {"stage": "full", "benchmark": benchmark, "config": name, "about": VARIANTS[name][0],
                    **curve_row(program, state, test, config.load_data("train"), None if name == "vae" else vae,

@@ -484,6 +484,8 @@ def unseen_tasks(config, part: str, root=None, folder=None, invert=None):
     if folder is not None:
         data = folders.scan(folder).every_image(invert)
     else:
+        if config.train_tasks is None:  # a config not read from a run folder: every task would pass as new
+            raise ValueError("this config records no training tasks: use the run's own (RunConfig.load)")
         data = config.load_data(part, root)
     seen = [n for n in data.task_names if n in set(config.train_tasks or [])]
     if len(seen) == data.num_tasks:

@@ -395,3 +395,17 @@ def test_the_few_shot_options_refuse_what_they_cannot_do(options, message):
 def test_kl_u_weight_scales_kl_u_after_the_warm_up():
     config = RunConfig(dataset="mnist", kl_u_weight=0.1, kl_u_warmup=10)
     assert config.kl_weights(5)[0] == pytest.approx(0.05) and config.kl_weights(50)[0] == pytest.approx(0.1)
+
+
+@pytest.mark.data
+def test_unseen_tasks_are_those_the_run_did_not_train_on(data_root):
+    """A config made afresh does not know which tasks its run trained on; the run's own does."""
+    from pyrohvae.config import RunConfig
+    from pyrohvae.fewshot import unseen_tasks
+
+    fresh = RunConfig(dataset="mnist", exclude_classes=["3"])
+    with pytest.raises(ValueError, match="records no training tasks"):
+        unseen_tasks(fresh, "test", data_root)
+    trained = RunConfig(dataset="mnist", exclude_classes=["3"], train_tasks=[str(d) for d in range(10) if d != 3])
+    test = unseen_tasks(trained, "test", data_root)
+    assert test.task_names == ["3"] and len(test) == 1010
