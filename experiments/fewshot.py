@@ -318,8 +318,9 @@ def _reading(screened, diagnosed, full_rows=()) -> list[str]:
             f"nats over our VAE at k = 1 / 4 / 9, against GMN's 6.4 / 15.0 / 24.6: its first shot is worth more than "
             f"GMN's first, the next eight add {g['k=9'] - g['k=1']:.1f} nats where GMN's add 18.2. The paper's "
             f"configuration gains {gp['k=1']:.1f} / {gp['k=4']:.1f} / {gp['k=9']:.1f}, flat. The default preset, "
-            f"which trains q(u) on the whole minibatch of a task (20 drawings here), is worse than our VAE up to 4 shots ({gd['k=1']:.1f} at one "
-            f"shot, {gd['k=4']:.2f} at four) and gains {gd['k=19']:.1f} at 19: use `--random-context` for models "
+            "which trains q(u) on the whole minibatch of a task (20 drawings here), is worse than our VAE up to 4 "
+            f"shots ({gd['k=1']:.1f} at one shot, {gd['k=4']:.2f} at four) and gains {gd['k=19']:.1f} at 19: use "
+            "`--random-context` for models "
             "of new tasks from a few images."]
     return ["## Reading", "", *at_length,
             f"- **The paper's configuration hardly depends on u.** Read from the scored image itself, its u gives "
