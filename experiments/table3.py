@@ -380,6 +380,9 @@ def third_edition(rows: list[dict]) -> list[str]:
                 + f"; Fashion-MNIST vs MNIST {hard:.1f} (target ≥ 99: "
                 + f"{'met' if hard >= 99 else f'missed by {99 - hard:.1f}'})"
                 + (f"; at or above our VAE on {above} of {len(vae)} pairs (target: 5 of 6)." if vae else "."))
+    lines.append("- Tried before this form: DoSE's own, one kernel density per statistic (Silverman's bandwidth) "
+                 "with −ELBO among the statistics, their log-densities summed: on the Fashion-MNIST HyperVAE run "
+                 "87.7 against MNIST and 91.9 against Omniglot (the joint mixture: 96.9 and 96.9).")
     return lines
 
 
