@@ -151,7 +151,7 @@ def fit_images(config, data_root=None, seed: int = 0) -> tuple[TaskData, str]:
 
 def fit(program, run_dir: Path, step: int, train: TaskData, data_root=None, samples: int = 16, seed: int = 0,
         progress: bool = False) -> Fit:
-    """Fit the density of every statistic on the run's normal images and save it (RUN/typicality.json)."""
+    """The statistics of the run's normal images, saved as RUN/typicality.json; the density is fitted on them."""
     images, where = fit_images(program.config, data_root, seed)
     stats = statistics(program, images.images, train, samples, seed, progress)
     names = list(stats)
