@@ -183,12 +183,23 @@ def latent_distance(program, train: TaskData, images: torch.Tensor, site: str, p
     return min_mahalanobis(latent_means(program, images, site), reference, train.tasks[index]).float()
 
 
+def datum_scores(program, data: TaskData, samples: int = 16, seed: int = 0, progress=False) -> dict:
+    """−ELBO (`nelbo`), `recon`, `kl_z`, importance-sampled −log p(x) (`nll`) and, for a model with
+    u, `kl_u` of every datum scored alone (d_t = x), each (n,) in the data's order."""
+    s = evaluate(program, data, samples=samples, mode="datum", seed=seed, progress=progress, label_free=True)
+    scores = {"nelbo": s.nelbo, "recon": s.recon, "kl_z": s.kl_z, "nll": s.nll}
+    if s.kl_u is not None:
+        scores["kl_u"] = s.kl_u
+    ordered = {}
+    for name, v in scores.items():
+        ordered[name] = torch.empty(len(data), dtype=v.dtype)
+        ordered[name][s.index] = v
+    return ordered
+
+
 def datum_nll(program, data: TaskData, samples: int = 16, seed: int = 0, progress=False) -> torch.Tensor:
     """Importance-sampled −log p(x) of every datum, scored alone (d_t = x), in the data's order."""
-    s = evaluate(program, data, samples=samples, mode="datum", seed=seed, progress=progress, label_free=True)
-    nll = torch.empty(len(data))
-    nll[s.index] = s.nll
-    return nll
+    return datum_scores(program, data, samples, seed, progress)["nll"]
 
 
 def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, progress=True,
@@ -196,22 +207,17 @@ def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, p
     """Every score the program has, one per datum of the mixed set in its order: `elbo`, `kl`,
     `complexity`, `complexity-zlib`; `mdl` for HyperVAE; given its training data `train`, those of
     TRAINING_TASK_SCORES that are `wanted` (and apply); `ratio` given a `background` program."""
-    s = evaluate(program, mixed.data, samples=samples, mode="datum", seed=seed, progress=progress, label_free=True)
-    values = {"elbo": s.nelbo, "kl": s.kl_z}
-    if s.kl_u is not None:
-        values["mdl"] = s.nelbo + s.kl_u
-    ordered = {}
-    for name, v in values.items():
-        ordered[name] = torch.empty(len(mixed.data))
-        ordered[name][s.index] = v
-    nll = torch.empty(len(mixed.data))
-    nll[s.index] = s.nll
+    d = datum_scores(program, mixed.data, samples, seed, progress)
+    ordered = {"elbo": d["nelbo"], "kl": d["kl_z"]}
+    if "kl_u" in d:
+        ordered["mdl"] = d["nelbo"] + d["kl_u"]
+    nll = d["nll"]
     for compressor in COMPRESSORS:
         name = "complexity" if compressor == "png" else f"complexity-{compressor}"
         ordered[name] = nll - compressed_nats(mixed.data.images, compressor).float()
     if background is not None:
         ordered["ratio"] = nll - datum_nll(background, mixed.data, samples, seed, progress)
-    if train is not None and s.kl_u is not None:
+    if train is not None and "kl_u" in d:
         if "model-space" in wanted:  # decodes x under every training task's model: the slow one
             ordered["model-space"] = best_task_nll(program, train, mixed.data.images, samples, seed) - nll
         if "u-distance" in wanted:

@@ -41,9 +41,8 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 from .data import TaskData
-from .evaluate import evaluate
 from .files import atomic_write_text
-from .outliers import compressed_nats, latent_distance
+from .outliers import compressed_nats, datum_scores, latent_distance
 
 FIT_FILE = "typicality.json"
 FIT_IMAGES = 1000
@@ -57,17 +56,11 @@ def statistics(program, images: torch.Tensor, train: TaskData, samples: int = 16
     """Every statistic of each image (n, 1, 28, 28): name -> (n,) float64, in the images' order.
     `train` holds the training tasks the distances are measured to."""
     data = TaskData(images, torch.zeros(len(images), dtype=torch.long), ["scored"], "scored")
-    s = evaluate(program, data, samples=samples, mode="datum", seed=seed, progress=progress, label_free=True)
-    values = {"recon": s.recon, "kl_z": s.kl_z, "nll": s.nll}
-    if s.kl_u is not None:
-        values["kl_u"] = s.kl_u
-    out = {}
-    for name, v in values.items():
-        out[name] = torch.empty(len(images), dtype=torch.float64)
-        out[name][s.index] = v.double()
+    scores = datum_scores(program, data, samples, seed, progress)
+    out = {name: scores[name].double() for name in ("recon", "kl_z", "nll", "kl_u") if name in scores}
     out["complexity"] = out["nll"] - compressed_nats(images)
     out["z_distance"] = latent_distance(program, train, images, "z", seed=seed).double()
-    if s.kl_u is not None:
+    if "kl_u" in out:
         out["u_distance"] = latent_distance(program, train, images, "u", seed=seed).double()
     return out
 
