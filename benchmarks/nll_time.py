@@ -26,13 +26,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pyro  # noqa: E402
+import pyro
 
-from pyrohvae import data  # noqa: E402
-from pyrohvae.config import RunConfig  # noqa: E402
-from pyrohvae.importance import importance_scores, reference_log_likelihood  # noqa: E402
-from pyrohvae.program import build  # noqa: E402
-from pyrohvae.train import TrainError, load_run, resolve_device  # noqa: E402
+from pyrohvae import data
+from pyrohvae.config import RunConfig
+from pyrohvae.importance import importance_scores, reference_log_likelihood
+from pyrohvae.program import build
+from pyrohvae.train import TrainError, load_run, resolve_device
 
 
 def setup(run, device):
@@ -55,8 +55,12 @@ def vectorized(task, images, samples):
 
 
 def loop(task, images, samples):
-    return torch.tensor([reference_log_likelihood(task.model, task.guide, x.reshape(1, 1, 1, 28, 28), samples)
-                         for x in images])
+    return torch.tensor(
+        [
+            reference_log_likelihood(task.model, task.guide, x.reshape(1, 1, 1, 28, 28), samples)
+            for x in images
+        ]
+    )
 
 
 def _peak_rss_mb() -> float:
@@ -83,8 +87,18 @@ def child(path, run, n, samples, device) -> None:
 
 
 def peak_memory(path, run, n, samples, device) -> float:
-    cmd = [sys.executable, __file__, "--child", path, "--n", str(n), "--samples", str(samples),
-           "--device", device.type]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        path,
+        "--n",
+        str(n),
+        "--samples",
+        str(samples),
+        "--device",
+        device.type,
+    ]
     if run:
         cmd += ["--run", str(run)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -97,9 +111,13 @@ def _wait(device) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--run", type=Path, default=None, help="a trained run (default: an untrained HyperVAE)")
+    parser.add_argument(
+        "--run", type=Path, default=None, help="a trained run (default: an untrained HyperVAE)"
+    )
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -142,12 +160,20 @@ def main():
     if args.json:
         print(json.dumps(result))
         return
-    print(f"importance-sampled log-likelihood, K = {args.samples} "
-          f"({result['device']}; {result['machine']}; {result['model']})")
-    print(f"  vectorized (particle plate)    {vec_rate:8.2f} images/s  peak +{result['vectorized_peak_mb']:.0f} MB")
-    print(f"  loop over pyro.infer.Importance {loop_rate:7.3f} images/s  peak +{result['importance_loop_peak_mb']:.0f} MB")
-    print(f"  speed-up {result['speedup']:.0f}x; full MNIST test set vectorized: "
-          f"{result['mnist_test_minutes_vectorized']:.1f} min")
+    print(
+        f"importance-sampled log-likelihood, K = {args.samples} "
+        f"({result['device']}; {result['machine']}; {result['model']})"
+    )
+    print(
+        f"  vectorized (particle plate)    {vec_rate:8.2f} images/s  peak +{result['vectorized_peak_mb']:.0f} MB"
+    )
+    print(
+        f"  loop over pyro.infer.Importance {loop_rate:7.3f} images/s  peak +{result['importance_loop_peak_mb']:.0f} MB"
+    )
+    print(
+        f"  speed-up {result['speedup']:.0f}x; full MNIST test set vectorized: "
+        f"{result['mnist_test_minutes_vectorized']:.1f} min"
+    )
     for i, (a, b) in enumerate(zip(result["vectorized_nll"], result["importance_loop_nll"])):
         print(f"  datum {i}: -log p(x) vectorized {a:.2f}, Importance {b:.2f}")
 

@@ -30,12 +30,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pyro  # noqa: E402
+import pyro
 
-from pyrohvae.config import RunConfig  # noqa: E402
-from pyrohvae.program import build  # noqa: E402
-from pyrohvae.train import TrainError, resolve_device  # noqa: E402
-from pyrohvae.trainer import Trainer  # noqa: E402
+from pyrohvae.config import RunConfig
+from pyrohvae.program import build
+from pyrohvae.train import TrainError, resolve_device
+from pyrohvae.trainer import Trainer
 
 
 class PlainVAE(nn.Module):
@@ -44,13 +44,23 @@ class PlainVAE(nn.Module):
     def __init__(self, z=10, hidden=100):
         super().__init__()
         self.enc = nn.Sequential(
-            nn.Conv2d(1, 32, 3, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.Flatten(),
-            nn.Linear(3136, hidden), nn.ReLU(),
+            nn.Conv2d(1, 32, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(3136, hidden),
+            nn.ReLU(),
         )
         self.loc, self.logvar = nn.Linear(hidden, z), nn.Linear(hidden, z)
         self.dec = nn.Sequential(
-            nn.Linear(z, hidden), nn.ReLU(), nn.Linear(hidden, 3136), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
-            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), nn.ReLU(),
+            nn.Linear(z, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 3136),
+            nn.ReLU(),
+            nn.Unflatten(1, (64, 7, 7)),
+            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1),
+            nn.ReLU(),
             nn.ConvTranspose2d(32, 1, 3, 2, 1, output_padding=1),
         )
 
@@ -80,7 +90,9 @@ def pyro_step(config, device):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repeats: under a minute")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
@@ -103,7 +115,9 @@ def main():
     def hypervae(tasks, preset="paper"):
         # the paper's configuration, as the first figures in RESULTS.md were measured; the
         # default, task-specific, differs by its guide (the set-mean guide reads every item)
-        return pyro_step(RunConfig(dataset="mnist", model="hypervae", tasks_per_step=tasks, preset=preset), device)
+        return pyro_step(
+            RunConfig(dataset="mnist", model="hypervae", tasks_per_step=tasks, preset=preset), device
+        )
 
     candidates = {
         "plain": (plain_step(plain, torch.optim.Adam(plain.parameters(), lr=3e-4)), batches[1], 1),
@@ -149,14 +163,24 @@ def main():
     if args.json:
         print(json.dumps(result))
         return
-    print(f"ms per training step, median of {repeats} ({result['device']}; {result['machine']}); ratio to (a)")
+    print(
+        f"ms per training step, median of {repeats} ({result['device']}; {result['machine']}); ratio to (a)"
+    )
     rows = [
         ("(a) plain PyTorch VAE, 100 images", ms["plain"], 1.0),
         ("(b) pyrohvae VAE, 100 images", ms["vae"], result["vae_ratio"]),
         ("(c) HyperVAE, 1 task of 100", ms["hypervae"], result["hypervae_ratio"]),
         ("    HyperVAE, 4 tasks, per 100 images", per_item["hypervae4"], result["hypervae4_per_item_ratio"]),
-        ("    HyperVAE, 16 tasks, per 100 images", per_item["hypervae16"], result["hypervae16_per_item_ratio"]),
-        ("    task-specific (4 tasks), per 100 images", per_item["task4"], result["task_specific_per_item_ratio"]),
+        (
+            "    HyperVAE, 16 tasks, per 100 images",
+            per_item["hypervae16"],
+            result["hypervae16_per_item_ratio"],
+        ),
+        (
+            "    task-specific (4 tasks), per 100 images",
+            per_item["task4"],
+            result["task_specific_per_item_ratio"],
+        ),
     ]
     for label, value, ratio in rows:
         print(f"  {label:<40} {value:8.1f} ms   {ratio:5.2f}x")

@@ -19,13 +19,13 @@ RESULTS = HERE / "results"
 RUNS = HERE / "runs"
 sys.path.insert(0, str(HERE.parent))
 
-from pyrohvae import checkpoint  # noqa: E402
-from pyrohvae.checkpoint import CheckpointError  # noqa: E402
-from pyrohvae.config import ConfigError, RunConfig  # noqa: E402
-from pyrohvae.data import DataError  # noqa: E402
-from pyrohvae.evaluate import run_evaluation  # noqa: E402
-from pyrohvae.files import atomic_write_text  # noqa: E402
-from pyrohvae.train import CHECKPOINT, TrainError, load_run, train  # noqa: E402
+from pyrohvae import checkpoint
+from pyrohvae.checkpoint import CheckpointError
+from pyrohvae.config import ConfigError, RunConfig
+from pyrohvae.data import DataError
+from pyrohvae.evaluate import run_evaluation
+from pyrohvae.files import atomic_write_text
+from pyrohvae.train import CHECKPOINT, TrainError, load_run, train
 
 
 def run(main) -> None:
@@ -48,19 +48,34 @@ def trained(config: RunConfig, run_dir: Path, device="cpu", progress=True, keep_
         wanted = config.to_dict()
         differ = [k for k in wanted if k not in ("steps", "train_tasks") and saved.get(k) != wanted[k]]
         if differ:
-            raise TrainError(f"{run_dir} holds a run of another configuration ("
-                             + ", ".join(f"{k}: {saved.get(k)!r} there, {wanted[k]!r} here" for k in differ) + ")")
+            raise TrainError(
+                f"{run_dir} holds a run of another configuration ("
+                + ", ".join(f"{k}: {saved.get(k)!r} there, {wanted[k]!r} here" for k in differ)
+                + ")"
+            )
     if resume and checkpoint.load(run_dir / CHECKPOINT)["step"] >= config.steps:
         print(f"[{name}] trained before", flush=True)
         return
     print(f"[{name}] training ({'resumed' if resume else 'new'})", flush=True)
     if resume:
         config = RunConfig.load(run_dir / "config.json")
-    train(config, run_dir, device=device, resume=resume, log_every=50, progress=progress, keep_every=keep_every)
+    train(
+        config, run_dir, device=device, resume=resume, log_every=50, progress=progress, keep_every=keep_every
+    )
 
 
-def evaluated_row(run_config: RunConfig, run_dir: Path, row_path: Path, samples: int, limit=None,
-                  seed: int = 0, device="cpu", progress=True, checkpoint_name: str = CHECKPOINT, **extra) -> dict:
+def evaluated_row(
+    run_config: RunConfig,
+    run_dir: Path,
+    row_path: Path,
+    samples: int,
+    limit=None,
+    seed: int = 0,
+    device="cpu",
+    progress=True,
+    checkpoint_name: str = CHECKPOINT,
+    **extra,
+) -> dict:
     """The row of a trained and evaluated run (its last checkpoint, or `checkpoint_name`): read
     from `row_path` if it exists, else made."""
     if row_path.exists():
@@ -98,8 +113,13 @@ def fmt(v, digits=1):
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def parser(doc: str, steps: int = 10_000, samples: int | None = 1024, limit_help: str = "about N test images",
-           device: bool = True) -> argparse.ArgumentParser:
+def parser(
+    doc: str,
+    steps: int = 10_000,
+    samples: int | None = 1024,
+    limit_help: str = "about N test images",
+    device: bool = True,
+) -> argparse.ArgumentParser:
     """The options every experiment script shares."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=steps, help="training steps of each model")
@@ -118,5 +138,7 @@ def parser(doc: str, steps: int = 10_000, samples: int | None = 1024, limit_help
 
 def density_cells(r: dict) -> str:
     """−ELBO | recon | −log p(x) ± s.e. | KL(z) | KL(u), for a markdown row."""
-    return (f"{fmt(r['nelbo'])} | {fmt(r['recon'])} | {fmt(r['nll'])} ± {fmt(r['nll_stderr'], 2)} | "
-            f"{fmt(r['kl_z'])} | {fmt(r['kl_u'], 2)}")
+    return (
+        f"{fmt(r['nelbo'])} | {fmt(r['recon'])} | {fmt(r['nll'])} ± {fmt(r['nll_stderr'], 2)} | "
+        f"{fmt(r['kl_z'])} | {fmt(r['kl_u'], 2)}"
+    )

@@ -31,9 +31,13 @@ from pyrohvae.train import load_run
 HEADLINE_MODE = "joint"  # chosen before any run: the paper's HyperVAE+BO searches u and z
 DIGITS = [str(d) for d in range(10)]
 # method: (discovery mode, model, preset)
-METHODS = {"vae": ("vae", "vae", "paper"), "joint": ("joint", "hypervae", "paper"),
-           "iterative": ("iterative", "hypervae", "paper"), "joint-ts": ("joint", "hypervae", "task-specific"),
-           "iterative-ts": ("iterative", "hypervae", "task-specific")}
+METHODS = {
+    "vae": ("vae", "vae", "paper"),
+    "joint": ("joint", "hypervae", "paper"),
+    "iterative": ("iterative", "hypervae", "paper"),
+    "joint-ts": ("joint", "hypervae", "task-specific"),
+    "iterative-ts": ("iterative", "hypervae", "task-specific"),
+}
 
 
 def row_path(results, digit, method, search, args):
@@ -48,8 +52,14 @@ def run_digit(digit, args, test) -> None:
             continue
         name = model if preset == "paper" else f"{model}-{preset}"
         run = args.runs / f"fig2-{name}-without{digit}-steps{args.steps}-seed{args.seed}"
-        config = RunConfig(dataset="mnist", model=model, steps=args.steps, seed=args.seed, exclude_classes=[digit],
-                           preset=preset)
+        config = RunConfig(
+            dataset="mnist",
+            model=model,
+            steps=args.steps,
+            seed=args.seed,
+            exclude_classes=[digit],
+            preset=preset,
+        )
         trained(config, run, progress=args.progress)
         program, _ = load_run(run)
         for search, path in paths.items():
@@ -57,11 +67,19 @@ def run_digit(digit, args, test) -> None:
                 continue
             print(f"[fig2] digit {digit}, {method}, {search}", flush=True)
             r = discover(program, target, mode, args.iterations, args.discovery_steps, args.seed, search)
-            row = {"digit": digit, "method": method, "search": search, "best_cosine": max(r["best_cosine"]),
-                   "best_cosine_per_step": r["best_cosine"], "evaluations": r["evaluations"],
-                   "seconds": round(r["seconds"], 1), "target_index": index, "steps": args.steps,
-                   "designs": [d.reshape(-1).round(decimals=3).tolist() for d in r["designs"]],
-                   "best_so_far": r["best_so_far"]}
+            row = {
+                "digit": digit,
+                "method": method,
+                "search": search,
+                "best_cosine": max(r["best_cosine"]),
+                "best_cosine_per_step": r["best_cosine"],
+                "evaluations": r["evaluations"],
+                "seconds": round(r["seconds"], 1),
+                "target_index": index,
+                "steps": args.steps,
+                "designs": [d.reshape(-1).round(decimals=3).tolist() for d in r["designs"]],
+                "best_so_far": r["best_so_far"],
+            }
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps(row) + "\n")
             print(f"[fig2] digit {digit}, {method}, {search}: {row['best_cosine']:.4f}", flush=True)
@@ -72,15 +90,31 @@ def report(args, test) -> None:
     for r in rows_in(args.results / "fig2", f"*-steps{args.steps}-budget{args.iterations}.json"):
         rows[(r["digit"], r["method"], r["search"])] = r
     table = [{k: r[k] for k in ("digit", "method", "search", "best_cosine")} for r in rows.values()]
-    atomic_write_text(args.results / "fig2_digits.json", json.dumps(
-        {"headline_mode": HEADLINE_MODE, "steps": args.steps, "evaluations": args.iterations, "rows": table},
-        indent=2) + "\n")
+    atomic_write_text(
+        args.results / "fig2_digits.json",
+        json.dumps(
+            {
+                "headline_mode": HEADLINE_MODE,
+                "steps": args.steps,
+                "evaluations": args.iterations,
+                "rows": table,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
     paper_methods = [m for m in METHODS if METHODS[m][2] == "paper"]
     done = [d for d in DIGITS if all((d, m, s) in rows for m in paper_methods for s in ("bo", "random"))]
-    wins = [d for d in done if rows[(d, HEADLINE_MODE, "bo")]["best_cosine"] > rows[(d, "vae", "bo")]["best_cosine"]]
+    wins = [
+        d
+        for d in done
+        if rows[(d, HEADLINE_MODE, "bo")]["best_cosine"] > rows[(d, "vae", "bo")]["best_cosine"]
+    ]
     ours = f"{HEADLINE_MODE}-ts"
     done_ts = [d for d in done if (d, ours, "bo") in rows]
-    wins_ts = [d for d in done_ts if rows[(d, ours, "bo")]["best_cosine"] > rows[(d, "vae", "bo")]["best_cosine"]]
+    wins_ts = [
+        d for d in done_ts if rows[(d, ours, "bo")]["best_cosine"] > rows[(d, "vae", "bo")]["best_cosine"]
+    ]
     lines = [
         "# Figure 2: discovering an unseen digit",
         "",
@@ -96,15 +130,25 @@ def report(args, test) -> None:
         "| --- | " + " | ".join("---: | ---:" for _ in METHODS) + " |",
     ]
     for d in DIGITS:
-        cells = [f"{rows[(d, m, s)]['best_cosine']:.4f}" if (d, m, s) in rows else "–"
-                 for m in METHODS for s in ("bo", "random")]
+        cells = [
+            f"{rows[(d, m, s)]['best_cosine']:.4f}" if (d, m, s) in rows else "–"
+            for m in METHODS
+            for s in ("bo", "random")
+        ]
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
     if done:
-        lines += ["", f"Digits done: {len(done)} of 10. HyperVAE ({HEADLINE_MODE}) + BO above VAE + BO on "
-                  f"{len(wins)} of them ({', '.join(wins) or 'none'})."]
+        lines += [
+            "",
+            (
+                f"Digits done: {len(done)} of 10. HyperVAE ({HEADLINE_MODE}) + BO above VAE + BO on "
+                f"{len(wins)} of them ({', '.join(wins) or 'none'})."
+            ),
+        ]
         if done_ts:
-            lines.append(f"Task-specific HyperVAE ({ours}) + BO above VAE + BO on {len(wins_ts)} of the "
-                         f"{len(done_ts)} digits done ({', '.join(wins_ts) or 'none'}).")
+            lines.append(
+                f"Task-specific HyperVAE ({ours}) + BO above VAE + BO on {len(wins_ts)} of the "
+                f"{len(done_ts)} digits done ({', '.join(wins_ts) or 'none'})."
+            )
         gaps = {}  # mean BO − mean random search, per mode
         for m in METHODS:
             if not all((d, m, s) in rows for d in done for s in ("bo", "random")):
@@ -116,14 +160,33 @@ def report(args, test) -> None:
         floors = [f"{m} {gap:+.4f}" for m, gap in gaps.items()]
         beaten = all(gap > 0 for gap in gaps.values())
         verdict = "met" if len(wins) >= 8 else ("missed" if len(done) - len(wins) > 2 else "open")
-        lines += ["", "## Targets", "",
-                  f"- HyperVAE ({HEADLINE_MODE}) + BO above VAE + BO on at least 8 of the 10 digits: on {len(wins)} of "
-                  f"the {len(done)} digits run: {verdict}."] + ([
-                  f"- The same for the task-specific HyperVAE ({ours}): on {len(wins_ts)} of the {len(done_ts)} digits run: "
-                  f"{'met' if len(wins_ts) >= 8 else ('missed' if len(done_ts) - len(wins_ts) > 2 else 'open')}."]
-                  if done_ts else []) + [
-                  f"- BO above random search on average over the digits, in every mode (BO − random: "
-                  f"{', '.join(floors)}): {'met' if beaten else 'missed'}."]
+        lines += (
+            [
+                "",
+                "## Targets",
+                "",
+                (
+                    f"- HyperVAE ({HEADLINE_MODE}) + BO above VAE + BO on at least 8 of the 10 digits: on {len(wins)} of "
+                    f"the {len(done)} digits run: {verdict}."
+                ),
+            ]
+            + (
+                [
+                    (
+                        f"- The same for the task-specific HyperVAE ({ours}): on {len(wins_ts)} of the {len(done_ts)} digits run: "
+                        f"{'met' if len(wins_ts) >= 8 else ('missed' if len(done_ts) - len(wins_ts) > 2 else 'open')}."
+                    )
+                ]
+                if done_ts
+                else []
+            )
+            + [
+                (
+                    f"- BO above random search on average over the digits, in every mode (BO − random: "
+                    f"{', '.join(floors)}): {'met' if beaten else 'missed'}."
+                )
+            ]
+        )
     atomic_write_text(args.results / "fig2_digits.md", "\n".join(lines) + "\n")
     if done:
         grid(rows, done, test, args.results / "fig2_digits.png", args)
@@ -140,11 +203,16 @@ def grid(rows, done, test, path, args) -> None:
     steps = len(rows[(done[0], "iterative", "bo")]["designs"])
     ts = all((d, "joint-ts", "bo") in rows for d in done)
     columns = ["target", "VAE", "joint"] + ["joint-ts"] * ts + [f"iter. {t + 1}" for t in range(steps)]
-    fig, axes = plt.subplots(len(done), len(columns), figsize=(1.0 * len(columns), 1.05 * len(done)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(done), len(columns), figsize=(1.0 * len(columns), 1.05 * len(done)), squeeze=False
+    )
     for i, d in enumerate(done):
         target = class_exemplar(test, d, seed=args.seed)[0]
-        images = [target, torch.tensor(rows[(d, "vae", "bo")]["designs"][0]),
-                  torch.tensor(rows[(d, "joint", "bo")]["designs"][0])]
+        images = [
+            target,
+            torch.tensor(rows[(d, "vae", "bo")]["designs"][0]),
+            torch.tensor(rows[(d, "joint", "bo")]["designs"][0]),
+        ]
         if ts:
             images.append(torch.tensor(rows[(d, "joint-ts", "bo")]["designs"][0]))
         images += [torch.tensor(x) for x in rows[(d, "iterative", "bo")]["designs"]]
@@ -159,8 +227,11 @@ def grid(rows, done, test, path, args) -> None:
         axes[i][0].set_ylabel(d, fontsize=8, rotation=0, labelpad=8)
     height = fig.get_figheight()  # room for the column titles and the title, in inches, whatever the rows
     fig.subplots_adjust(top=1 - 0.45 / height)
-    fig.suptitle("Best designs found by BO for a held-out digit (cosine to the target below each)", fontsize=8,
-                 y=1 - 0.08 / height)
+    fig.suptitle(
+        "Best designs found by BO for a held-out digit (cosine to the target below each)",
+        fontsize=8,
+        y=1 - 0.08 / height,
+    )
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

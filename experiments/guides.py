@@ -20,7 +20,12 @@ from common import density_cells, evaluated_row, fmt, parser, rows_in, run
 from pyrohvae.config import RunConfig
 from pyrohvae.files import atomic_write_text
 
-VARIANTS = (("random-draw", "normal"), ("set-mean", "normal"), ("set-encoder", "normal"), ("random-draw", "mixture"))
+VARIANTS = (
+    ("random-draw", "normal"),
+    ("set-mean", "normal"),
+    ("set-encoder", "normal"),
+    ("random-draw", "mixture"),
+)
 
 
 def run_name(guide, prior, seed):
@@ -35,7 +40,11 @@ def table1_row(results: Path, seed: int, row: Path) -> None:
             print(f"[guides] random-draw/normal: waiting for {source} (experiments/table1.py)", flush=True)
         return
     values = json.loads(source.read_text())
-    values = {"guide": "random-draw", "prior": "normal", **{k: v for k, v in values.items() if k not in ("dataset", "model")}}
+    values = {
+        "guide": "random-draw",
+        "prior": "normal",
+        **{k: v for k, v in values.items() if k not in ("dataset", "model")},
+    }
     row.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(row, json.dumps(values, indent=2) + "\n")
 
@@ -44,6 +53,7 @@ def reading(rows: list[dict]) -> list[str]:
     """What the rows say, computed from them."""
     if len(rows) < 2:
         return []
+
     def name(r):
         return f"{r['guide']}/{r['prior']}"
 
@@ -53,9 +63,11 @@ def reading(rows: list[dict]) -> list[str]:
         "",
         "## Reading",
         "",
-        f"−log p(x) spans {by_nll[0]['nll']:.1f} ({name(by_nll[0])}) to {by_nll[-1]['nll']:.1f} "
-        f"({name(by_nll[-1])}) nats per image, a spread of {by_nll[-1]['nll'] - by_nll[0]['nll']:.1f} "
-        f"against standard errors of up to {stderr:.2f} over the test images (one training seed per row; the",
+        (
+            f"−log p(x) spans {by_nll[0]['nll']:.1f} ({name(by_nll[0])}) to {by_nll[-1]['nll']:.1f} "
+            f"({name(by_nll[-1])}) nats per image, a spread of {by_nll[-1]['nll'] - by_nll[0]['nll']:.1f} "
+            f"against standard errors of up to {stderr:.2f} over the test images (one training seed per row; the"
+        ),
         "rows share their test images, so the standard error overstates the noise of a difference but",
         "leaves out the seed's). KL(q(u|d) ‖ p(u)), the model part of the code paid once per alphabet,",
         "differs more: " + ", ".join(f"{name(r)} {r['kl_u']:.2f}" for r in by_kl) + " nats per task.",
@@ -95,17 +107,36 @@ def main():
     if not args.report:
         for guide, prior in VARIANTS[1:] + VARIANTS[:1]:
             name = run_name(guide, prior, args.seed)
-            config = RunConfig(dataset="omniglot", model="hypervae", preset="paper", guide=guide, prior=prior,
-                               steps=args.steps, seed=args.seed)
+            config = RunConfig(
+                dataset="omniglot",
+                model="hypervae",
+                preset="paper",
+                guide=guide,
+                prior=prior,
+                steps=args.steps,
+                seed=args.seed,
+            )
             row = args.results / "guides" / f"{name}.json"
             if (guide, prior) == VARIANTS[0]:
                 table1_row(args.results, args.seed, row)
                 continue
-            evaluated_row(config, args.runs / name, row, args.samples, args.limit, args.seed, args.device,
-                          args.progress, guide=guide, prior=prior)
+            evaluated_row(
+                config,
+                args.runs / name,
+                row,
+                args.samples,
+                args.limit,
+                args.seed,
+                args.device,
+                args.progress,
+                guide=guide,
+                prior=prior,
+            )
             report(args.results)
     else:
-        table1_row(args.results, args.seed, args.results / "guides" / f"{run_name(*VARIANTS[0], args.seed)}.json")
+        table1_row(
+            args.results, args.seed, args.results / "guides" / f"{run_name(*VARIANTS[0], args.seed)}.json"
+        )
     report(args.results)
 
 

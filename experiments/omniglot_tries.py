@@ -54,7 +54,13 @@ def run_variant(key, args) -> dict:
     shown, overrides = VARIANTS[key]
     name = f"omniglot-hypervae-{key}-seed{args.seed}"
     run_dir = args.runs / name
-    config = RunConfig(dataset="omniglot", model="hypervae", preset="paper", seed=args.seed, **{"steps": args.steps, **overrides})
+    config = RunConfig(
+        dataset="omniglot",
+        model="hypervae",
+        preset="paper",
+        seed=args.seed,
+        **{"steps": args.steps, **overrides},
+    )
     row_path = args.results / "omniglot_tries" / f"{name}.json"
     if key in SELECTED:
         return selected_on_validation(config, run_dir, row_path, args, variant=shown, overrides=overrides)
@@ -66,8 +72,18 @@ def run_variant(key, args) -> dict:
         shutil.copytree(start, partial)
         replace(RunConfig.load(partial / "config.json"), steps=config.steps).save(partial / "config.json")
         partial.rename(run_dir)
-    return evaluated_row(config, run_dir, row_path, args.samples, args.limit, args.seed, args.device,
-                         args.progress, variant=shown, overrides=overrides)
+    return evaluated_row(
+        config,
+        run_dir,
+        row_path,
+        args.samples,
+        args.limit,
+        args.seed,
+        args.device,
+        args.progress,
+        variant=shown,
+        overrides=overrides,
+    )
 
 
 def selected_on_validation(config, run_dir, row_path, args, **extra) -> dict:
@@ -81,19 +97,35 @@ def selected_on_validation(config, run_dir, row_path, args, **extra) -> dict:
         path = run_dir / f"validation-step{step}.json"
         if not path.exists():
             program, _ = load_run(run_dir, args.device, kept_checkpoint(step))
-            result = evaluate(program, program.config.load_data("validation"), VALIDATION_SAMPLES, seed=args.seed,
-                              progress=args.progress).summary()
+            result = evaluate(
+                program,
+                program.config.load_data("validation"),
+                VALIDATION_SAMPLES,
+                seed=args.seed,
+                progress=args.progress,
+            ).summary()
             atomic_write_text(path, json.dumps(result, indent=2) + "\n")
         scores[step] = json.loads(path.read_text())["nelbo"]
         print(f"[{run_dir.name}] step {step}: validation −ELBO {scores[step]:.2f}", flush=True)
     best = min(scores, key=scores.get)
-    return evaluated_row(config, run_dir, row_path, args.samples, args.limit, args.seed, args.device, args.progress,
-                         checkpoint_name=kept_checkpoint(best), validation_nelbo=scores, **extra)
+    return evaluated_row(
+        config,
+        run_dir,
+        row_path,
+        args.samples,
+        args.limit,
+        args.seed,
+        args.device,
+        args.progress,
+        checkpoint_name=kept_checkpoint(best),
+        validation_nelbo=scores,
+        **extra,
+    )
 
 
 def report(results, table1_row: dict | None) -> None:
     rows = rows_in(results / "omniglot_tries")
-    order = list(v[0] for v in VARIANTS.values())
+    order = [v[0] for v in VARIANTS.values()]
     rows.sort(key=lambda r: order.index(r["variant"]) if r["variant"] in order else 99)
     if table1_row is not None:
         rows.insert(0, {**table1_row, "variant": "Table 1 (10,000 steps)"})
@@ -111,20 +143,34 @@ def report(results, table1_row: dict | None) -> None:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['steps']} | {density_cells(r)} | {r['nelbo'] - PAPER_EL:+.1f} | "
-                     f"{r['recon'] - PAPER_LL:+.1f} | {r['train_seconds']:.0f} |")
+        lines.append(
+            f"| {r['variant']} | {r['steps']} | {density_cells(r)} | {r['nelbo'] - PAPER_EL:+.1f} | "
+            f"{r['recon'] - PAPER_LL:+.1f} | {r['train_seconds']:.0f} |"
+        )
     for r in rows:
         if "validation_nelbo" in r:
             by_step = {int(step): v for step, v in r["validation_nelbo"].items()}
             last = max(by_step)
-            lines += ["", f"{r['variant']}: validation −ELBO by step " + ", ".join(
-                f"{step:,} {v:.2f}" for step, v in by_step.items()) + f"; chosen: step {r['steps']:,}, "
-                f"{by_step[last] - by_step[r['steps']]:.2f} nats below step {last:,}'s."]
+            lines += [
+                "",
+                f"{r['variant']}: validation −ELBO by step "
+                + ", ".join(f"{step:,} {v:.2f}" for step, v in by_step.items())
+                + f"; chosen: step {r['steps']:,}, "
+                f"{by_step[last] - by_step[r['steps']]:.2f} nats below step {last:,}'s.",
+            ]
     met = [r["variant"] for r in rows if r["nelbo"] <= PAPER_EL and r["recon"] <= PAPER_LL]
-    lines += ["", "## Reading", "",
-              (f"Reaching both of the paper's figures: {', '.join(met)}." if met else
-               "No variant reaches both of the paper's figures.")
-              + ("" if table1_row is None else " " + _best(rows[0], rows[1:])), ""]
+    lines += [
+        "",
+        "## Reading",
+        "",
+        (
+            f"Reaching both of the paper's figures: {', '.join(met)}."
+            if met
+            else "No variant reaches both of the paper's figures."
+        )
+        + ("" if table1_row is None else " " + _best(rows[0], rows[1:])),
+        "",
+    ]
     atomic_write_text(results / "omniglot_tries.md", "\n".join(lines) + "\n")
     print(f"wrote {results / 'omniglot_tries.md'} ({len(rows)} rows)")
 

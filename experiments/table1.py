@@ -29,7 +29,12 @@ from pyrohvae.files import atomic_write_text
 
 MODELS = ("vae", "metavae", "hypervae")
 # (dataset, omniglot split) in the order they are run: one whole dataset first.
-SETTINGS = (("mnist", "drawers"), ("omniglot", "drawers"), ("fashion-mnist", "drawers"), ("omniglot", "background"))
+SETTINGS = (
+    ("mnist", "drawers"),
+    ("omniglot", "drawers"),
+    ("fashion-mnist", "drawers"),
+    ("omniglot", "background"),
+)
 
 PAPER = {  # Table 1: −EL, −LL, KL(z), KL(u)
     ("mnist", "vae"): (118.2, 99.4, 18.8, None),
@@ -68,9 +73,19 @@ def run_one(dataset, split, model, args, preset="paper") -> dict | None:
     if args.train_only:
         trained(config, args.runs / name, args.device, args.progress)
         return None
-    return evaluated_row(config, args.runs / name, args.results / "table1" / f"{name}.json", args.samples,
-                         args.limit, args.seed, args.device, args.progress, dataset=shown_name(dataset, split),
-                         model=model, config=preset if model == "hypervae" else "–")
+    return evaluated_row(
+        config,
+        args.runs / name,
+        args.results / "table1" / f"{name}.json",
+        args.samples,
+        args.limit,
+        args.seed,
+        args.device,
+        args.progress,
+        dataset=shown_name(dataset, split),
+        model=model,
+        config=preset if model == "hypervae" else "–",
+    )
 
 
 def config_label(r: dict) -> str:
@@ -90,11 +105,15 @@ def targets(rows: list[dict]) -> list[str]:
         checks = []
         if (dataset, "hypervae") in PAPER:  # the paper has no unseen-alphabet row
             paper_el, paper_ll = PAPER[(dataset, "hypervae")][:2]
-            checks += [_against("−ELBO", hyper["nelbo"], "the paper's −EL", paper_el),
-                       _against("recon", hyper["recon"], "the paper's −LL", paper_ll)]
+            checks += [
+                _against("−ELBO", hyper["nelbo"], "the paper's −EL", paper_el),
+                _against("recon", hyper["recon"], "the paper's −LL", paper_ll),
+            ]
         if vae is not None:
-            checks += [_against("−ELBO", hyper["nelbo"], "our VAE's", vae["nelbo"]),
-                       _against("−log p(x)", hyper["nll"], "our VAE's", vae["nll"])]
+            checks += [
+                _against("−ELBO", hyper["nelbo"], "our VAE's", vae["nelbo"]),
+                _against("−log p(x)", hyper["nll"], "our VAE's", vae["nll"]),
+            ]
         else:
             checks.append("no VAE row yet")
         lines.append(f"- {dataset}, HyperVAE ({preset}): " + "; ".join(checks) + ".")
@@ -105,12 +124,17 @@ def tried(results: Path, table: list[dict]) -> list[str]:
     """Where the Omniglot HyperVAE misses the paper: the variants experiments/guides.py and
     experiments/omniglot_tries.py made, each with the same protocol."""
     paper = PAPER[("omniglot", "hypervae")]
-    ours = [r for r in table if (r["dataset"], r["model"], config_label(r)) == ("omniglot", "hypervae", "paper")]
+    ours = [
+        r for r in table if (r["dataset"], r["model"], config_label(r)) == ("omniglot", "hypervae", "paper")
+    ]
     if not ours or (ours[0]["nelbo"] <= paper[0] and ours[0]["recon"] <= paper[1]):
         return []
     guides = rows_in(results / "guides")
-    variants = [(f"the {r['guide']} guide with the {r['prior']} prior", r) for r in guides
-                if (r["guide"], r["prior"]) != ("random-draw", "normal")]
+    variants = [
+        (f"the {r['guide']} guide with the {r['prior']} prior", r)
+        for r in guides
+        if (r["guide"], r["prior"]) != ("random-draw", "normal")
+    ]
     tries = rows_in(results / "omniglot_tries")
     variants += [(r["variant"], r) for r in tries]
     if not variants:
@@ -119,11 +143,19 @@ def tried(results: Path, table: list[dict]) -> list[str]:
     return [
         f"Tried on Omniglot, where the paper's −EL {paper[0]} and −LL {paper[1]} are missed "
         "([guides.md](guides.md), [omniglot_tries.md](omniglot_tries.md); each variant's last "
-        "checkpoint, or the one its validation part chose; the same protocol): " + "; ".join(
-            f"{name}: −ELBO {r['nelbo']:.1f}, recon {r['recon']:.1f}" for name, r in variants) + ". "
-        + (f"Reaching both: {', '.join(reached)}." if reached else "None reaches both of the paper's figures.")
-        + ("" if any("validation_nelbo" in r for r in tries)
-           else " Not tried yet: choosing the number of steps on a validation split."),
+        "checkpoint, or the one its validation part chose; the same protocol): "
+        + "; ".join(f"{name}: −ELBO {r['nelbo']:.1f}, recon {r['recon']:.1f}" for name, r in variants)
+        + ". "
+        + (
+            f"Reaching both: {', '.join(reached)}."
+            if reached
+            else "None reaches both of the paper's figures."
+        )
+        + (
+            ""
+            if any("validation_nelbo" in r for r in tries)
+            else " Not tried yet: choosing the number of steps on a validation split."
+        ),
         "",
     ]
 
@@ -138,8 +170,10 @@ def report(results: Path) -> None:
     for r in rows:
         r["config"] = config_label(r)
     combos = [(m, "–") for m in MODELS if m != "hypervae"] + [("hypervae", p) for p in PRESETS]
-    order = {(shown_name(*ds), m, c): i for i, (ds, (m, c)) in
-             enumerate((ds, mc) for ds in SETTINGS for mc in combos)}
+    order = {
+        (shown_name(*ds), m, c): i
+        for i, (ds, (m, c)) in enumerate((ds, mc) for ds in SETTINGS for mc in combos)
+    }
     rows.sort(key=lambda r: order.get((r["dataset"], r["model"], r["config"]), 99))
     atomic_write_text(results / "table1.json", json.dumps(rows, indent=2) + "\n")
     lines = [
@@ -190,10 +224,18 @@ def main():
     options.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     names = [setting_name(*s) for s in SETTINGS]
     options.add_argument("--datasets", nargs="+", default=names, choices=names)
-    options.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS),
-                         help="HyperVAE configurations to run")
-    options.add_argument("--train-only", action="store_true",
-                         help="train the runs (for experiments/table3.py) and leave evaluation for later")
+    options.add_argument(
+        "--presets",
+        nargs="+",
+        default=list(PRESETS),
+        choices=list(PRESETS),
+        help="HyperVAE configurations to run",
+    )
+    options.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train the runs (for experiments/table3.py) and leave evaluation for later",
+    )
     args = options.parse_args()
     if not args.report:
         for dataset, split in SETTINGS:

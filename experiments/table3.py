@@ -26,42 +26,71 @@ import functools
 import json
 from pathlib import Path
 
+import torch
 from common import fmt, parser, rows_in, run, trained
 from table1 import row_name
-
-import torch
 
 from pyrohvae import checkpoint, data
 from pyrohvae.evaluate import evaluation_subset
 from pyrohvae.files import atomic_write_text
-from pyrohvae.outliers import (SHIFTED, TRAINING_TASK_SCORES, detection_metrics, mixed_set, outlier_scores,
-                               roc_panels, shifted)
+from pyrohvae.outliers import (
+    SHIFTED,
+    TRAINING_TASK_SCORES,
+    detection_metrics,
+    mixed_set,
+    outlier_scores,
+    roc_panels,
+    shifted,
+)
 from pyrohvae.train import CHECKPOINT, load_run
 
 DATASETS = ("mnist", "omniglot", "fashion-mnist")
 OURS = "task-specific"
 MODELS = (("vae", "–"), ("metavae", "–"), ("hypervae", "paper"), ("hypervae", OURS))
 FIRST = {"vae": ("elbo",), "metavae": ("kl", "elbo"), "hypervae": ("elbo", "mdl")}  # the paper's scores
-SECOND = {"vae": ("complexity", "complexity-zlib", "ratio", "z-distance"),
-          "metavae": ("complexity", "complexity-zlib", "ratio", "z-distance"),
-          "hypervae": ("complexity", "complexity-zlib", "ratio", "model-space", "u-distance", "z-distance")}
+SECOND = {
+    "vae": ("complexity", "complexity-zlib", "ratio", "z-distance"),
+    "metavae": ("complexity", "complexity-zlib", "ratio", "z-distance"),
+    "hypervae": ("complexity", "complexity-zlib", "ratio", "model-space", "u-distance", "z-distance"),
+}
 # (model, score, configuration); rows written before HyperVAE had presets are the paper's
 METHODS = tuple((m, s, c) for m, c in MODELS for s in FIRST[m])
 METHODS_2 = tuple((m, s, c) for m, c in MODELS for s in FIRST[m] + SECOND[m])
-SCORE_NAMES = ("elbo", "mdl", "kl", "complexity", "complexity-zlib", "ratio", "model-space", "u-distance",
-               "z-distance")
+SCORE_NAMES = (
+    "elbo",
+    "mdl",
+    "kl",
+    "complexity",
+    "complexity-zlib",
+    "ratio",
+    "model-space",
+    "u-distance",
+    "z-distance",
+)
 ALL_SCORES = (*SCORE_NAMES, "typicality")
 # Third edition: the one default, fitted on normal data alone, for the models a user compares.
 THIRD = {"vae": ("typicality",), "metavae": (), "hypervae": ("typicality",)}
 THIRD_MODELS = (("hypervae", "paper"), ("hypervae", OURS), ("vae", "–"))
 METHODS_3 = tuple((m, s, c) for m, c in MODELS for s in FIRST[m] + SECOND[m] + THIRD[m])
 PAPER = {  # normal dataset -> method -> (AUC, FPR, FNR)
-    "mnist": {("vae", "elbo"): (93.0, 16.3, 15.5), ("metavae", "kl"): (54.7, 47.5, 45.0),
-              ("metavae", "elbo"): (52.2, 49.4, 50.5), ("hypervae", "elbo"): (95.3, 15.6, 8.0)},
-    "omniglot": {("vae", "elbo"): (98.3, 5.5, 6.4), ("metavae", "kl"): (87.3, 18.8, 20.9),
-                 ("metavae", "elbo"): (97.5, 7.2, 9.0), ("hypervae", "elbo"): (98.7, 4.9, 5.9)},
-    "fashion-mnist": {("vae", "elbo"): (74.6, 33.5, 32.0), ("metavae", "kl"): (58.2, 44.1, 43.5),
-                      ("metavae", "elbo"): (56.8, 45.8, 44.5), ("hypervae", "elbo"): (76.8, 33.6, 28.7)},
+    "mnist": {
+        ("vae", "elbo"): (93.0, 16.3, 15.5),
+        ("metavae", "kl"): (54.7, 47.5, 45.0),
+        ("metavae", "elbo"): (52.2, 49.4, 50.5),
+        ("hypervae", "elbo"): (95.3, 15.6, 8.0),
+    },
+    "omniglot": {
+        ("vae", "elbo"): (98.3, 5.5, 6.4),
+        ("metavae", "kl"): (87.3, 18.8, 20.9),
+        ("metavae", "elbo"): (97.5, 7.2, 9.0),
+        ("hypervae", "elbo"): (98.7, 4.9, 5.9),
+    },
+    "fashion-mnist": {
+        ("vae", "elbo"): (74.6, 33.5, 32.0),
+        ("metavae", "kl"): (58.2, 44.1, 43.5),
+        ("metavae", "elbo"): (56.8, 45.8, 44.5),
+        ("hypervae", "elbo"): (76.8, 33.6, 28.7),
+    },
 }
 
 
@@ -106,11 +135,19 @@ def train_backgrounds(normal, model, config, args) -> None:
     program, _ = load_run(run)
     for flip in bg.FLIPS:
         print(f"[table3] {run.name}: background μ {flip:g}, {args.background_steps} steps", flush=True)
-        trained(bg.background_config(program.config, flip, args.background_steps), bg.folder_of(run, flip),
-                "cpu", args.progress)
+        trained(
+            bg.background_config(program.config, flip, args.background_steps),
+            bg.folder_of(run, flip),
+            "cpu",
+            args.progress,
+        )
     choice = bg.choose(run, program, bg.FLIPS, bg.choice_images(program.config, seed=args.seed), args.samples)
-    print(f"[table3] {run.name}: background μ = {choice['flip']:g} (" + ", ".join(
-        f"{c['flip']:g}: ρ {c['ink_spearman']:+.3f}" for c in choice["candidates"]) + ")", flush=True)
+    print(
+        f"[table3] {run.name}: background μ = {choice['flip']:g} ("
+        + ", ".join(f"{c['flip']:g}: ρ {c['ink_spearman']:+.3f}" for c in choice["candidates"])
+        + ")",
+        flush=True,
+    )
 
 
 def chosen_flip(run: Path) -> float | None:
@@ -154,27 +191,52 @@ def run_pair(normal, other, model, config, args) -> None:
     print(f"[table3] {normal} vs {other}, {model} {config}: scoring {len(mixed.data)} images", flush=True)
     values = {}
     if set(missing) - {"typicality"}:
-        values = outlier_scores(program, mixed, args.samples, args.seed, args.progress, background, train, missing)
+        values = outlier_scores(
+            program, mixed, args.samples, args.seed, args.progress, background, train, missing
+        )
     fit = None
     if "typicality" in missing:  # the run's own fit, as `outliers` makes and reuses it
         from pyrohvae.typicality import typicality_scores
 
-        values["typicality"], fit = typicality_scores(program, run, state["step"], mixed.data.images, train,
-                                                      samples=args.samples, seed=args.seed, progress=args.progress)
+        values["typicality"], fit = typicality_scores(
+            program,
+            run,
+            state["step"],
+            mixed.data.images,
+            train,
+            samples=args.samples,
+            seed=args.seed,
+            progress=args.progress,
+        )
     for score in missing:
         path = paths[score]
         m = detection_metrics(values[score].numpy(), mixed.labels.numpy())
-        row = {"normal": normal, "outliers": other, "model": model, "config": config, "score": score,
-               "auc": m["auc"], "fpr": m["fpr"], "fnr": m["fnr"], "threshold": m["threshold"],
-               "n_normal": int((mixed.labels == 0).sum()), "n_outliers": int((mixed.labels == 1).sum()),
-               "samples": args.samples, "seed": args.seed, "steps": state["step"], "roc": m["roc"]}
+        row = {
+            "normal": normal,
+            "outliers": other,
+            "model": model,
+            "config": config,
+            "score": score,
+            "auc": m["auc"],
+            "fpr": m["fpr"],
+            "fnr": m["fnr"],
+            "threshold": m["threshold"],
+            "n_normal": int((mixed.labels == 0).sum()),
+            "n_outliers": int((mixed.labels == 1).sum()),
+            "samples": args.samples,
+            "seed": args.seed,
+            "steps": state["step"],
+            "roc": m["roc"],
+        }
         if score == "ratio":
             row["flip"] = flip
         if score == "typicality":
             row["fit"] = fit
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(row) + "\n")
-        print(f"[table3] {normal} vs {other}, {model} {config} ({score}): AUC {100 * m['auc']:.1f}", flush=True)
+        print(
+            f"[table3] {normal} vs {other}, {model} {config} ({score}): AUC {100 * m['auc']:.1f}", flush=True
+        )
 
 
 def shortfall(points: float) -> str:
@@ -189,29 +251,49 @@ def targets(key: dict) -> list[str]:
     for config in ("paper", OURS):
         for normal in DATASETS:
             paper = PAPER[normal][("hypervae", "elbo")][0]
-            ours = {o: auc[(normal, o, "hypervae", "elbo", config)] for o in DATASETS
-                    if (normal, o, "hypervae", "elbo", config) in auc}
+            ours = {
+                o: auc[(normal, o, "hypervae", "elbo", config)]
+                for o in DATASETS
+                if (normal, o, "hypervae", "elbo", config) in auc
+            }
             if not ours:
                 lines.append(f"- {normal} normal: no HyperVAE ({config}) row yet (paper {paper:.1f}).")
                 continue
             best = max(ours, key=ours.get)
             verdict = "met" if ours[best] >= paper else f"missed by {paper - ours[best]:.1f}"
-            lines.append(f"- {normal} normal: HyperVAE {config} (elbo) AUC {ours[best]:.1f} with {best} outliers, "
-                         f"paper {paper:.1f}: {verdict}.")
-        pairs = [(n, o) for n in DATASETS for o in DATASETS
-                 if (n, o, "hypervae", "elbo", config) in auc and (n, o, "vae", "elbo", "–") in auc]
-        at_or_above = [(n, o) for n, o in pairs
-                       if auc[(n, o, "hypervae", "elbo", config)] >= auc[(n, o, "vae", "elbo", "–")]]
-        lines.append(f"- HyperVAE {config} (elbo) at or above our VAE on {len(at_or_above)} of the {len(pairs)} pairs "
-                     "with both rows (target: 5 of 6)" + "".join(
-                         f"; below on {n} vs {o} by "
-                         f"{shortfall(auc[(n, o, 'vae', 'elbo', '–')] - auc[(n, o, 'hypervae', 'elbo', config)])}"
-                         for n, o in pairs if (n, o) not in at_or_above) + ".")
+            lines.append(
+                f"- {normal} normal: HyperVAE {config} (elbo) AUC {ours[best]:.1f} with {best} outliers, "
+                f"paper {paper:.1f}: {verdict}."
+            )
+        pairs = [
+            (n, o)
+            for n in DATASETS
+            for o in DATASETS
+            if (n, o, "hypervae", "elbo", config) in auc and (n, o, "vae", "elbo", "–") in auc
+        ]
+        at_or_above = [
+            (n, o)
+            for n, o in pairs
+            if auc[(n, o, "hypervae", "elbo", config)] >= auc[(n, o, "vae", "elbo", "–")]
+        ]
+        lines.append(
+            f"- HyperVAE {config} (elbo) at or above our VAE on {len(at_or_above)} of the {len(pairs)} pairs "
+            "with both rows (target: 5 of 6)"
+            + "".join(
+                f"; below on {n} vs {o} by "
+                f"{shortfall(auc[(n, o, 'vae', 'elbo', '–')] - auc[(n, o, 'hypervae', 'elbo', config)])}"
+                for n, o in pairs
+                if (n, o) not in at_or_above
+            )
+            + "."
+        )
         hard = [auc.get(("fashion-mnist", "mnist", "hypervae", s, config)) for s in ("elbo", "mdl")]
         if None not in hard:
-            lines.append(f"- Fashion-MNIST normal, MNIST outliers (the hard case for likelihood scores): HyperVAE "
-                         f"{config} AUC {hard[0]:.1f} by −ELBO, {hard[1]:.1f} by −ELBO + KL(u) (`mdl`), a change "
-                         f"of {hard[1] - hard[0]:+.1f}.")
+            lines.append(
+                f"- Fashion-MNIST normal, MNIST outliers (the hard case for likelihood scores): HyperVAE "
+                f"{config} AUC {hard[0]:.1f} by −ELBO, {hard[1]:.1f} by −ELBO + KL(u) (`mdl`), a change "
+                f"of {hard[1] - hard[0]:+.1f}."
+            )
     return lines
 
 
@@ -224,142 +306,221 @@ def ink_percent(dataset: str) -> float:
 def reading(key: dict) -> list[str]:
     """Why likelihood scores fail where they fail, from the rows and the data."""
     auc = {k: 100 * r["auc"] for k, r in key.items()}
-    fashion = [(o, m, c) for o in ("mnist", "omniglot") for m, c in (("hypervae", "paper"), ("vae", "–"))
-               if ("fashion-mnist", o, m, "elbo", c) in auc]
+    fashion = [
+        (o, m, c)
+        for o in ("mnist", "omniglot")
+        for m, c in (("hypervae", "paper"), ("vae", "–"))
+        if ("fashion-mnist", o, m, "elbo", c) in auc
+    ]
     if not fashion:
         return []
     try:
         ink = {d: ink_percent(d) for d in DATASETS}
     except data.DataError:
         return []  # the reading needs the test sets; the table above does not
-    shifts = {c: [abs(auc[(n, o, "hypervae", "mdl", c)] - auc[(n, o, "hypervae", "elbo", c)])
-                  for n in DATASETS for o in DATASETS
-                  if (n, o, "hypervae", "mdl", c) in auc and (n, o, "hypervae", "elbo", c) in auc]
-              for c in ("paper", OURS)}
-    return [
-        "",
-        "## Reading",
-        "",
-        "A likelihood score ranks images by how cheap they are to encode, not by whether they resemble",
-        "the training data, and an image with little ink is cheap: most of its pixels are predictably off.",
-        "Pixels on, over each test split: " + ", ".join(f"{d} {ink[d]:.1f}%" for d in DATASETS) + ".",
-        "Models trained on Fashion-MNIST tend to give the sparser MNIST and Omniglot images a *higher*",
-        "likelihood than their own test images, so AUC falls below 50 ("
-        + "; ".join(f"{m} vs {o} {auc[('fashion-mnist', o, m, 'elbo', c)]:.1f}" for o, m, c in fashion)
-        + "), the failure of likelihood-based detectors that Nalisnick et al. (2019) reported. The paper",
-        "does not say which outliers it used for its Fashion-MNIST row (76.8); with these two outlier sets",
-        "no likelihood score reaches it.",
-    ] + ([
-        "The `mdl` score adds KL(q(u|x) ‖ p(u)) to −ELBO; in the paper's configuration that term hardly",
-        "varies from image to image because q(u|x) hardly depends on its input ([task_usage.md](task_usage.md)),",
-        f"so `mdl` moves AUC by at most {max(shifts['paper']):.1f} on any pair.",
-    ] if shifts["paper"] else []) + ([
-        f"In the task-specific configuration, where u carries the task ([task_models.md](task_models.md)), `mdl`",
-        f"moves AUC by up to {max(shifts[OURS]):.1f}.",
-    ] if shifts[OURS] else [])
+    shifts = {
+        c: [
+            abs(auc[(n, o, "hypervae", "mdl", c)] - auc[(n, o, "hypervae", "elbo", c)])
+            for n in DATASETS
+            for o in DATASETS
+            if (n, o, "hypervae", "mdl", c) in auc and (n, o, "hypervae", "elbo", c) in auc
+        ]
+        for c in ("paper", OURS)
+    }
+    return (
+        [
+            "",
+            "## Reading",
+            "",
+            "A likelihood score ranks images by how cheap they are to encode, not by whether they resemble",
+            "the training data, and an image with little ink is cheap: most of its pixels are predictably off.",
+            "Pixels on, over each test split: " + ", ".join(f"{d} {ink[d]:.1f}%" for d in DATASETS) + ".",
+            "Models trained on Fashion-MNIST tend to give the sparser MNIST and Omniglot images a *higher*",
+            "likelihood than their own test images, so AUC falls below 50 ("
+            + "; ".join(f"{m} vs {o} {auc[('fashion-mnist', o, m, 'elbo', c)]:.1f}" for o, m, c in fashion)
+            + "), the failure of likelihood-based detectors that Nalisnick et al. (2019) reported. The paper",
+            "does not say which outliers it used for its Fashion-MNIST row (76.8); with these two outlier sets",
+            "no likelihood score reaches it.",
+        ]
+        + (
+            [
+                "The `mdl` score adds KL(q(u|x) ‖ p(u)) to −ELBO; in the paper's configuration that term hardly",
+                "varies from image to image because q(u|x) hardly depends on its input ([task_usage.md](task_usage.md)),",
+                f"so `mdl` moves AUC by at most {max(shifts['paper']):.1f} on any pair.",
+            ]
+            if shifts["paper"]
+            else []
+        )
+        + (
+            [
+                "In the task-specific configuration, where u carries the task ([task_models.md](task_models.md)), `mdl`",
+                f"moves AUC by up to {max(shifts[OURS]):.1f}.",
+            ]
+            if shifts[OURS]
+            else []
+        )
+    )
 
 
 def second_edition(key: dict) -> list[str]:
     """Every score's AUC, one row per pair and model, and the second edition's targets."""
     auc = {k: 100 * r["auc"] for k, r in key.items()}
-    lines = ["", "## Second edition: scores that see past the likelihood", "",
-             "AUC in %, every score of `outliers --score NAME` (`pyrohvae/outliers.py`): −log p(x) is importance",
-             "sampled with the same 16 samples as the −ELBO. `complexity`: −log p(x) − L(x), L the length of",
-             "the binary image as a PNG (Pillow, optimised; the default: Serrà et al.'s compressor) or as zlib of",
-             "its packed bits; `ratio`: −log p(x) + log p_background(x), the background trained on the normal",
-             "data with μ of the pixels flipped (3,000 steps), μ chosen among 0.01, 0.02, 0.05, 0.1 and 0.2 on",
-             "1,000 normal training images (the least |Spearman ρ| between the ratio and the ink;",
-             "`background.json` in each run folder; the μ of each row in its JSON); `model-space` (HyperVAE):",
-             "the best training task's −log p(x | θ(ū_t)) minus −log p(x | θ(ū_x)); `u-distance` (HyperVAE): the",
-             "Mahalanobis distance² from ū_x to the nearest training task's ū (a Gaussian per task, one pooled",
-             "covariance, from up to 1,000 training images of each task read alone); `z-distance` (every model):",
-             "the same with E[z | x]. – : not run yet. ROC curves of each model's best score on each pair:",
-             "`table3-roc-best-NORMAL.png`.", "",
-             "| normal | outliers | model | " + " | ".join(SCORE_NAMES) + " |",
-             "| --- | --- | --- | " + " | ".join("---:" for _ in SCORE_NAMES) + " |"]
+    lines = [
+        "",
+        "## Second edition: scores that see past the likelihood",
+        "",
+        "AUC in %, every score of `outliers --score NAME` (`pyrohvae/outliers.py`): −log p(x) is importance",
+        "sampled with the same 16 samples as the −ELBO. `complexity`: −log p(x) − L(x), L the length of",
+        "the binary image as a PNG (Pillow, optimised; the default: Serrà et al.'s compressor) or as zlib of",
+        "its packed bits; `ratio`: −log p(x) + log p_background(x), the background trained on the normal",
+        "data with μ of the pixels flipped (3,000 steps), μ chosen among 0.01, 0.02, 0.05, 0.1 and 0.2 on",
+        "1,000 normal training images (the least |Spearman ρ| between the ratio and the ink;",
+        "`background.json` in each run folder; the μ of each row in its JSON); `model-space` (HyperVAE):",
+        "the best training task's −log p(x | θ(ū_t)) minus −log p(x | θ(ū_x)); `u-distance` (HyperVAE): the",
+        "Mahalanobis distance² from ū_x to the nearest training task's ū (a Gaussian per task, one pooled",
+        "covariance, from up to 1,000 training images of each task read alone); `z-distance` (every model):",
+        "the same with E[z | x]. – : not run yet. ROC curves of each model's best score on each pair:",
+        "`table3-roc-best-NORMAL.png`.",
+        "",
+        "| normal | outliers | model | " + " | ".join(SCORE_NAMES) + " |",
+        "| --- | --- | --- | " + " | ".join("---:" for _ in SCORE_NAMES) + " |",
+    ]
     for normal in DATASETS:
         for other in DATASETS:
             if other == normal:
                 continue
             for model, config in MODELS:
-                cells = [fmt(auc.get((normal, other, model, s, config))) if s in FIRST[model] + SECOND[model]
-                         else "" for s in SCORE_NAMES]
+                cells = [
+                    fmt(auc.get((normal, other, model, s, config)))
+                    if s in FIRST[model] + SECOND[model]
+                    else ""
+                    for s in SCORE_NAMES
+                ]
                 shown = model if config in ("–", "paper") else f"{model} {config}"
                 lines.append(f"| {normal} | {other} | {shown} | " + " | ".join(cells) + " |")
     lines += ["", "### Targets of the second edition", ""]
     pairs = [(n, o) for n in DATASETS for o in DATASETS if n != o]
     for n, o in pairs:
-        ours = {(s, c): auc[(n, o, "hypervae", s, c)] for _, s, c in METHODS_2
-                if (n, o, "hypervae", s, c) in auc}
+        ours = {
+            (s, c): auc[(n, o, "hypervae", s, c)] for _, s, c in METHODS_2 if (n, o, "hypervae", s, c) in auc
+        }
         if not ours:
             lines.append(f"- {n} vs {o}: no HyperVAE row yet.")
             continue
         (score, config), best = max(ours.items(), key=lambda kv: kv[1])
-        lines.append(f"- {n} vs {o}: best HyperVAE score {score} ({config}) AUC {best:.1f} of {len(ours)} rows, "
-                     f"target ≥ 95: {'met' if best >= 95 else f'missed by {95 - best:.1f}'}" + (
-                         "." if best >= 95 else "; tried (paper / task-specific): " + "; ".join(
-                             f"{s} " + " / ".join(fmt(ours.get((s, c))) for c in ("paper", OURS))
-                             for s in SCORE_NAMES if s in FIRST["hypervae"] + SECOND["hypervae"]) + "."))
-    complete = {(s, c): [auc[(n, o, "hypervae", s, c)] for n, o in pairs] for _, s, c in METHODS_2
-                if all((n, o, "hypervae", s, c) in auc for n, o in pairs)}
+        lines.append(
+            f"- {n} vs {o}: best HyperVAE score {score} ({config}) AUC {best:.1f} of {len(ours)} rows, "
+            f"target ≥ 95: {'met' if best >= 95 else f'missed by {95 - best:.1f}'}"
+            + (
+                "."
+                if best >= 95
+                else "; tried (paper / task-specific): "
+                + "; ".join(
+                    f"{s} " + " / ".join(fmt(ours.get((s, c))) for c in ("paper", OURS))
+                    for s in SCORE_NAMES
+                    if s in FIRST["hypervae"] + SECOND["hypervae"]
+                )
+                + "."
+            )
+        )
+    complete = {
+        (s, c): [auc[(n, o, "hypervae", s, c)] for n, o in pairs]
+        for _, s, c in METHODS_2
+        if all((n, o, "hypervae", s, c) in auc for n, o in pairs)
+    }
     if complete:  # the per-pair bests above are chosen on the outliers; a user fixes one score first
         (score, config), values = max(complete.items(), key=lambda kv: sum(kv[1]))
-        lines.append(f"- One score for all six pairs: the best, by mean AUC, of the {len(complete)} HyperVAE "
-                     f"scores with every row is {score} ({config}), mean {sum(values) / 6:.1f}, ≥ 95 on "
-                     f"{sum(v >= 95 for v in values)} of 6 pairs (the bests above are picked with the outliers' "
-                     "labels pair by pair; this one once for all pairs, a user's position after reading this table).")
-    hard = {(s, c): auc[("fashion-mnist", "mnist", "hypervae", s, c)] for _, s, c in METHODS_2
-            if ("fashion-mnist", "mnist", "hypervae", s, c) in auc}
+        lines.append(
+            f"- One score for all six pairs: the best, by mean AUC, of the {len(complete)} HyperVAE "
+            f"scores with every row is {score} ({config}), mean {sum(values) / 6:.1f}, ≥ 95 on "
+            f"{sum(v >= 95 for v in values)} of 6 pairs (the bests above are picked with the outliers' "
+            "labels pair by pair; this one once for all pairs, a user's position after reading this table)."
+        )
+    hard = {
+        (s, c): auc[("fashion-mnist", "mnist", "hypervae", s, c)]
+        for _, s, c in METHODS_2
+        if ("fashion-mnist", "mnist", "hypervae", s, c) in auc
+    }
     if hard:
         (score, config), best = max(hard.items(), key=lambda kv: kv[1])
-        lines.append(f"- Fashion-MNIST normal, MNIST outliers: best HyperVAE AUC {best:.1f} ({score}, {config}), "
-                     f"target ≥ 90 (paper 76.8): {'met' if best >= 90 else f'missed by {90 - best:.1f}'}.")
+        lines.append(
+            f"- Fashion-MNIST normal, MNIST outliers: best HyperVAE AUC {best:.1f} ({score}, {config}), "
+            f"target ≥ 90 (paper 76.8): {'met' if best >= 90 else f'missed by {90 - best:.1f}'}."
+        )
     for config in ("paper", OURS):
         counts = []
         for score in ("elbo", "complexity", "complexity-zlib", "ratio", "z-distance"):
-            both = [(n, o) for n, o in pairs
-                    if (n, o, "hypervae", score, config) in auc and (n, o, "vae", score, "–") in auc]
-            gaps = {(n, o): auc[(n, o, "hypervae", score, config)] - auc[(n, o, "vae", score, "–")] for n, o in both}
+            both = [
+                (n, o)
+                for n, o in pairs
+                if (n, o, "hypervae", score, config) in auc and (n, o, "vae", score, "–") in auc
+            ]
+            gaps = {
+                (n, o): auc[(n, o, "hypervae", score, config)] - auc[(n, o, "vae", score, "–")]
+                for n, o in both
+            }
             if both:
-                counts.append(f"{score} {sum(g >= 0 for g in gaps.values())} of {len(both)}" + "".join(
-                    f", below on {n} vs {o} by {shortfall(-g)}" for (n, o), g in gaps.items() if g < 0))
+                counts.append(
+                    f"{score} {sum(g >= 0 for g in gaps.values())} of {len(both)}"
+                    + "".join(
+                        f", below on {n} vs {o} by {shortfall(-g)}" for (n, o), g in gaps.items() if g < 0
+                    )
+                )
         if counts:
-            lines.append(f"- HyperVAE {config} at or above our VAE with the same score (target: 5 of 6 pairs): "
-                         + "; ".join(counts) + ".")
+            lines.append(
+                f"- HyperVAE {config} at or above our VAE with the same score (target: 5 of 6 pairs): "
+                + "; ".join(counts)
+                + "."
+            )
     return lines
 
 
 def third_edition(rows: list[dict]) -> list[str]:
     """The one default (`typicality`) on every pair, by training seed, and its targets."""
-    auc = {(r["normal"], r["outliers"], r["model"], config_of(r), r["seed"]): 100 * r["auc"] for r in rows
-           if r["score"] == "typicality"}
+    auc = {
+        (r["normal"], r["outliers"], r["model"], config_of(r), r["seed"]): 100 * r["auc"]
+        for r in rows
+        if r["score"] == "typicality"
+    }
     if not auc:
         return []
     seeds = sorted({k[4] for k in auc})
-    seed0 = {(r["normal"], r["outliers"], r["model"], r["score"], config_of(r)): 100 * r["auc"] for r in rows
-             if r["seed"] == 0 and r["score"] != "typicality" and r["model"] == "hypervae"}
+    seed0 = {
+        (r["normal"], r["outliers"], r["model"], r["score"], config_of(r)): 100 * r["auc"]
+        for r in rows
+        if r["seed"] == 0 and r["score"] != "typicality" and r["model"] == "hypervae"
+    }
     columns = [(m, c, s) for m, c in THIRD_MODELS for s in seeds]
-    lines = ["", "## Third edition: one detector, fixed in advance", "",
-             "AUC in %, `outliers --score typicality`, the default (`pyrohvae/typicality.py`): the joint density",
-             "of the statistics (the reconstruction term, KL(z), −log p(x), complexity, z-distance; HyperVAE also",
-             "KL(u) and u-distance) over 1,000 normal training images (the Table 1 runs hold no validation",
-             "part), a Gaussian mixture on the standardized statistics with its components chosen by BIC; the",
-             "score −log p̂. Nothing reads an outlier or a test image to fit it. Seed S: the run trained with",
-             "seed S, scored with seed S. The runs are trained again for this edition (table1.py's",
-             "configurations and seeds; the first two editions' run folders are gone): the Fashion-MNIST",
-             "HyperVAE's −ELBO gives AUC 43.5 against MNIST where the second edition's run gave 42.3. Beside",
-             "the default, the second edition's best HyperVAE score on the pair at seed 0, picked with the",
-             "outliers' labels. Two pairs the paper does not have: MNIST vs its digits turned 180°",
-             "(`mnist-upside-down`) and Fashion-MNIST vs each garment's ink count at random pixels",
-             "(`fashion-mnist-scattered`).", "",
-             "| normal | outliers | " + " | ".join(f"{m if c in ('–', 'paper') else f'{m} {c}'} s{s}"
-                                                 for m, c, s in columns) + " | best of 2nd ed. (labels) |",
-             "| --- | --- | " + " | ".join("---:" for _ in columns) + " | ---: |"]
+    lines = [
+        "",
+        "## Third edition: one detector, fixed in advance",
+        "",
+        "AUC in %, `outliers --score typicality`, the default (`pyrohvae/typicality.py`): the joint density",
+        "of the statistics (the reconstruction term, KL(z), −log p(x), complexity, z-distance; HyperVAE also",
+        "KL(u) and u-distance) over 1,000 normal training images (the Table 1 runs hold no validation",
+        "part), a Gaussian mixture on the standardized statistics with its components chosen by BIC; the",
+        "score −log p̂. Nothing reads an outlier or a test image to fit it. Seed S: the run trained with",
+        "seed S, scored with seed S. The runs are trained again for this edition (table1.py's",
+        "configurations and seeds; the first two editions' run folders are gone): the Fashion-MNIST",
+        "HyperVAE's −ELBO gives AUC 43.5 against MNIST where the second edition's run gave 42.3. Beside",
+        "the default, the second edition's best HyperVAE score on the pair at seed 0, picked with the",
+        "outliers' labels. Two pairs the paper does not have: MNIST vs its digits turned 180°",
+        "(`mnist-upside-down`) and Fashion-MNIST vs each garment's ink count at random pixels",
+        "(`fashion-mnist-scattered`).",
+        "",
+        "| normal | outliers | "
+        + " | ".join(f"{m if c in ('–', 'paper') else f'{m} {c}'} s{s}" for m, c, s in columns)
+        + " | best of 2nd ed. (labels) |",
+        "| --- | --- | " + " | ".join("---:" for _ in columns) + " | ---: |",
+    ]
     pairs = [(n, o) for n in DATASETS for o in others(n)]
     for n, o in pairs:
         best = max(((v, k[3], k[4]) for k, v in seed0.items() if k[:2] == (n, o)), default=None)
-        lines.append(f"| {n} | {o} | " + " | ".join(fmt(auc.get((n, o, m, c, s))) for m, c, s in columns)
-                     + f" | {f'{best[0]:.1f} ({best[1]}, {best[2]})' if best else '–'} |")
+        lines.append(
+            f"| {n} | {o} | "
+            + " | ".join(fmt(auc.get((n, o, m, c, s))) for m, c, s in columns)
+            + f" | {f'{best[0]:.1f} ({best[1]}, {best[2]})' if best else '–'} |"
+        )
     six = [(n, o) for n, o in pairs if o in DATASETS]
     lines += ["", "### Targets of the third edition", ""]
     for c in ("paper", OURS):
@@ -379,10 +540,13 @@ def third_edition(rows: list[dict]) -> list[str]:
                 + f"; mean {mean:.1f} (target ≥ 98: {'met' if mean >= 98 else f'missed by {98 - mean:.1f}'})"
                 + f"; Fashion-MNIST vs MNIST {hard:.1f} (target ≥ 99: "
                 + f"{'met' if hard >= 99 else f'missed by {99 - hard:.1f}'})"
-                + (f"; at or above our VAE on {above} of {len(vae)} pairs (target: 5 of 6)." if vae else "."))
-    lines.append("- Tried before this form: DoSE's own, one kernel density per statistic (Silverman's bandwidth) "
-                 "with −ELBO among the statistics, their log-densities summed: on the Fashion-MNIST HyperVAE run "
-                 "87.7 against MNIST and 91.9 against Omniglot (the joint mixture: 96.9 and 96.9).")
+                + (f"; at or above our VAE on {above} of {len(vae)} pairs (target: 5 of 6)." if vae else ".")
+            )
+    lines.append(
+        "- Tried before this form: DoSE's own, one kernel density per statistic (Silverman's bandwidth) "
+        "with −ELBO among the statistics, their log-densities summed: on the Fashion-MNIST HyperVAE run "
+        "87.7 against MNIST and 91.9 against Omniglot (the joint mixture: 96.9 and 96.9)."
+    )
     return lines
 
 
@@ -390,38 +554,54 @@ def seeds_section(rows: list[dict]) -> list[str]:
     """AUC by training seed, for every row also made with a seed other than 0 (`--seed`)."""
     by_seed = {}
     for r in rows:
-        by_seed.setdefault((r["normal"], r["outliers"], r["model"], r["score"], config_of(r)), {})[r["seed"]] = r
+        by_seed.setdefault((r["normal"], r["outliers"], r["model"], r["score"], config_of(r)), {})[
+            r["seed"]
+        ] = r
     varied = {k: v for k, v in by_seed.items() if set(v) - {0}}
     if not varied:
         return []
     seeds = sorted({s for v in varied.values() for s in v})
-    lines = ["", "## Training seeds", "",
-             "The tables above are seed 0. Rows also made with another seed (`table3.py --seed S`: the run",
-             "trained with seed S and scored with seed S, so also another draw of the outliers and the particles):",
-             "",
-             "| normal | outliers | model | score | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-             "| --- | --- | --- | --- | " + " | ".join("---:" for _ in seeds) + " |"]
+    lines = [
+        "",
+        "## Training seeds",
+        "",
+        "The tables above are seed 0. Rows also made with another seed (`table3.py --seed S`: the run",
+        "trained with seed S and scored with seed S, so also another draw of the outliers and the particles):",
+        "",
+        "| normal | outliers | model | score | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---:" for _ in seeds) + " |",
+    ]
     for (normal, other, model, score, config), v in sorted(varied.items()):
         shown = model if config in ("–", "paper") else f"{model} {config}"
-        lines.append(f"| {normal} | {other} | {shown} | {score} | "
-                     + " | ".join(fmt(100 * v[s]["auc"]) if s in v else "–" for s in seeds) + " |")
+        lines.append(
+            f"| {normal} | {other} | {shown} | {score} | "
+            + " | ".join(fmt(100 * v[s]["auc"]) if s in v else "–" for s in seeds)
+            + " |"
+        )
     lines.append("")
     for normal, other in sorted({k[:2] for k in varied}):
         # among the HyperVAE scores made at every seed, so that each seed has the same choice
-        common = [k for k, v in varied.items() if k[:3] == (normal, other, "hypervae") and set(seeds) <= set(v)]
+        common = [
+            k for k, v in varied.items() if k[:3] == (normal, other, "hypervae") and set(seeds) <= set(v)
+        ]
         bests = []
         for seed in seeds if common else ():
             k = max(common, key=lambda k: varied[k][seed]["auc"])
             bests.append(f"seed {seed} {100 * varied[k][seed]['auc']:.1f} ({k[3]}, {k[4]})")
         if bests:
-            lines.append(f"- {normal} vs {other}, best HyperVAE score among those run at every seed: "
-                         + ", ".join(bests) + ".")
+            lines.append(
+                f"- {normal} vs {other}, best HyperVAE score among those run at every seed: "
+                + ", ".join(bests)
+                + "."
+            )
     return lines
 
 
 def report(results: Path) -> None:
     rows = rows_in(results / "table3")
-    key = {(r["normal"], r["outliers"], r["model"], r["score"], config_of(r)): r for r in rows if r["seed"] == 0}
+    key = {
+        (r["normal"], r["outliers"], r["model"], r["score"], config_of(r)): r for r in rows if r["seed"] == 0
+    }
     table = [{**{k: v for k, v in r.items() if k != "roc"}, "config": config_of(r)} for r in rows]
     atomic_write_text(results / "table3.json", json.dumps(table, indent=2) + "\n")
     lines = [
@@ -456,8 +636,11 @@ def report(results: Path) -> None:
     for normal in DATASETS:
         panels = {}
         for other in DATASETS:
-            curves = {label(m, s, c): key[(normal, other, m, s, c)] for m, s, c in METHODS
-                      if (normal, other, m, s, c) in key}
+            curves = {
+                label(m, s, c): key[(normal, other, m, s, c)]
+                for m, s, c in METHODS
+                if (normal, other, m, s, c) in key
+            }
             if curves:
                 panels[f"{other} outliers (20%)"] = curves
         if panels:
@@ -470,23 +653,43 @@ def report(results: Path) -> None:
                     r = max(scored, key=lambda r: r["auc"])
                     best.setdefault(f"{other} outliers (20%)", {})[label(model, r["score"], config)] = r
         if best:
-            roc_panels(best, results / f"table3-roc-best-{normal}.png",
-                       f"{normal} normal: each model's best score on the pair")
+            roc_panels(
+                best,
+                results / f"table3-roc-best-{normal}.png",
+                f"{normal} normal: each model's best score on the pair",
+            )
     print(f"wrote {results / 'table3.md'} ({len(rows)} rows)")
 
 
 def main():
     options = parser(__doc__, samples=16, limit_help="about N normal images", device=False)
     options.add_argument("--fraction", type=float, default=0.2)
-    options.add_argument("--backgrounds", action="store_true",
-                         help="train the background models of every run first (for the ratio score)")
+    options.add_argument(
+        "--backgrounds",
+        action="store_true",
+        help="train the background models of every run first (for the ratio score)",
+    )
     options.add_argument("--background-steps", type=int, default=3000)
-    options.add_argument("--scores", nargs="+", default=list(ALL_SCORES), choices=ALL_SCORES,
-                         help="scores to run (every one that applies to a model by default)")
-    options.add_argument("--normals", nargs="+", default=list(DATASETS), choices=DATASETS,
-                         help="normal datasets to run, in this order")
-    options.add_argument("--models", nargs="+", default=[m if c == "–" else f"{m}-{c}" for m, c in MODELS],
-                         help="models to run: vae, metavae, hypervae-paper, hypervae-task-specific")
+    options.add_argument(
+        "--scores",
+        nargs="+",
+        default=list(ALL_SCORES),
+        choices=ALL_SCORES,
+        help="scores to run (every one that applies to a model by default)",
+    )
+    options.add_argument(
+        "--normals",
+        nargs="+",
+        default=list(DATASETS),
+        choices=DATASETS,
+        help="normal datasets to run, in this order",
+    )
+    options.add_argument(
+        "--models",
+        nargs="+",
+        default=[m if c == "–" else f"{m}-{c}" for m, c in MODELS],
+        help="models to run: vae, metavae, hypervae-paper, hypervae-task-specific",
+    )
     args = options.parse_args()
     models = [(m, c) for m, c in MODELS if (m if c == "–" else f"{m}-{c}") in args.models]
     if not args.report:

@@ -64,8 +64,13 @@ def main():
             run = args.runs / f"task-usage-variant{i}-steps{args.steps}-seed{args.seed}"
             trained(config, run, progress=args.progress)
             program, state = load_run(run)
-            row = {"variant": name, "overrides": overrides, "steps": state["step"], "seed": args.seed,
-                   **measure(program, test)}
+            row = {
+                "variant": name,
+                "overrides": overrides,
+                "steps": state["step"],
+                "seed": args.seed,
+                **measure(program, test),
+            }
             rows_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(row_path, json.dumps(row, indent=2) + "\n")
             print(json.dumps(row), flush=True)
@@ -83,8 +88,10 @@ def main():
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['steps']} | {r['centroid_accuracy']:.3f} | {fmt(r['between'], 3)} | "
-                     f"{fmt(r['within'], 3)} | {fmt(r['q_scale'], 3)} | {fmt(r['kl_u'], 2)} |")
+        lines.append(
+            f"| {r['variant']} | {r['steps']} | {r['centroid_accuracy']:.3f} | {fmt(r['between'], 3)} | "
+            f"{fmt(r['within'], 3)} | {fmt(r['q_scale'], 3)} | {fmt(r['kl_u'], 2)} |"
+        )
     atomic_write_text(args.results / "task_usage.md", "\n".join(lines) + "\n")
     print(f"wrote {args.results / 'task_usage.md'}")
 

@@ -12,8 +12,8 @@ import pyro
 # process never share a weight by name. Set before any PyroModule is built, which reads it.
 pyro.settings.set(module_local_params=True)
 
-from .api import Run, TaskVAE, fit, load, load_images  # noqa: E402
-from .config import RunConfig  # noqa: E402
+from .api import Run, TaskVAE, fit, load, load_images
+from .config import RunConfig
 
 __version__ = "0.1.0"
 __all__ = ["Run", "RunConfig", "TaskVAE", "fit", "load", "load_images"]

@@ -48,22 +48,50 @@ class Run:
         """The run's data: "train", "validation" (where it holds one) or "test"."""
         return self.config.load_data(part, data_dir)
 
-    def evaluate(self, part: str = "test", samples: int = 1024, mode: str = "task", limit: int | None = None,
-                 seed: int = 0, data_dir=None, progress: bool = False) -> dict:
+    def evaluate(
+        self,
+        part: str = "test",
+        samples: int = 1024,
+        mode: str = "task",
+        limit: int | None = None,
+        seed: int = 0,
+        data_dir=None,
+        progress: bool = False,
+    ) -> dict:
         """What `evaluate` prints and writes: −ELBO, recon, IS −log p(x), KL(z), KL(u), PSIS k̂."""
         from .evaluate import run_evaluation
 
         return run_evaluation(self.program, self.data(part, data_dir), samples, mode, limit, seed, progress)
 
-    def fewshot_curve(self, part: str = "test", shots=None, per_task: int = 4, samples: int = 1024,
-                      seed: int = 0, vae: Run | None = None, folder=None, data_dir=None,
-                      progress: bool = False) -> dict:
+    def fewshot_curve(
+        self,
+        part: str = "test",
+        shots=None,
+        per_task: int = 4,
+        samples: int = 1024,
+        seed: int = 0,
+        vae: Run | None = None,
+        folder=None,
+        data_dir=None,
+        progress: bool = False,
+    ) -> dict:
         """What `fewshot-curve` prints and writes: −log p(x | k other images of its task) of images of
         tasks the run never trained on, for each k, the set figure and, given a VAE run, the gains."""
         from .fewshot import SHOTS, run_curve
 
-        return run_curve(self.program, self.step, part, folder, shots or SHOTS, per_task, samples, seed,
-                         root=data_dir, vae=vae.program if vae is not None else None, progress=progress)
+        return run_curve(
+            self.program,
+            self.step,
+            part,
+            folder,
+            shots or SHOTS,
+            per_task,
+            samples,
+            seed,
+            root=data_dir,
+            vae=vae.program if vae is not None else None,
+            progress=progress,
+        )
 
     @torch.no_grad()
     def prior_predictive(self, tasks: int = 4, items: int = 8, num_samples: int = 1) -> torch.Tensor:
@@ -107,7 +135,9 @@ class TaskVAE:
     def sample(self, n: int = 16, seed: int = 0) -> torch.Tensor:
         """n Bernoulli means (n, 1, 28, 28), z ~ p(z | ū)."""
         program = self.run.program
-        eps = torch.randn(n, program.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.run.device)
+        eps = torch.randn(n, program.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(
+            self.run.device
+        )
         logits = program.sample_logits(eps) if self.u is None else program.sample_logits(eps, self.u[0])
         return torch.sigmoid(logits).cpu()
 
@@ -120,7 +150,9 @@ class TaskVAE:
         """θ(ū) as the run folder of a plain VAE, which every command reads (HyperVAE)."""
         if self.u is None:
             raise ValueError("a VAE's model is its run already")
-        return fewshot.save_model(self.run.program, self.u, Path(folder), self.run.step, {"source": str(self.run.source)})
+        return fewshot.save_model(
+            self.run.program, self.u, Path(folder), self.run.step, {"source": str(self.run.source)}
+        )
 
 
 def load(path, device: str = "cpu", checkpoint: str | None = None) -> Run:

@@ -66,8 +66,14 @@ def choose(run: Path, program, flips, data, samples: int = 16, seed: int = 0) ->
         rho = float(spearmanr(ratio.numpy(), ink.numpy()).statistic)
         candidates.append({"flip": flip, "folder": folder_of(run, flip).name, "ink_spearman": rho})
     best = min(candidates, key=lambda c: abs(c["ink_spearman"]))
-    choice = {**best, "criterion": "least |Spearman ρ| between the ratio score and the pixels on",
-              "chosen_on": data.name, "n": len(data), "samples": samples, "candidates": candidates}
+    choice = {
+        **best,
+        "criterion": "least |Spearman ρ| between the ratio score and the pixels on",
+        "chosen_on": data.name,
+        "n": len(data),
+        "samples": samples,
+        "candidates": candidates,
+    }
     atomic_write_text(Path(run) / CHOICE, json.dumps(choice, indent=2) + "\n")
     return choice
 

@@ -58,8 +58,13 @@ def load(path: Path) -> dict:
 
 
 # Format 1 named a parameter by the `pyro.module` it was registered under, then its name there.
-_FORMAT1_MODULES = {"theta": "theta.", "prior": "prior.", "guide": "guide_nets.", "encoder": "guide_nets.encoder.",
-                    "decoder": "decoder."}
+_FORMAT1_MODULES = {
+    "theta": "theta.",
+    "prior": "prior.",
+    "guide": "guide_nets.",
+    "encoder": "guide_nets.encoder.",
+    "decoder": "decoder.",
+}
 
 
 def format1_moments(optim: dict) -> dict[str, dict]:

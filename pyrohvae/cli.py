@@ -69,7 +69,7 @@ _data_dir = click.option(
 
 
 class _Dataset(click.ParamType):
-    """A built-in dataset by name, or a folder of task folders (README, 'Your own data')."""
+    """A built-in dataset by name, or a folder of task folders (docs/data.md)."""
 
     name = "|".join(data.DATASETS) + "|PATH"
 
@@ -108,109 +108,262 @@ def _beside(run: Path, name: str) -> Path:
 
 
 @main.command()
-@click.option("--dataset", type=_Dataset(), default="omniglot", show_default=True,
-              help="A built-in dataset, or a folder PATH/<task>/<image> (or PATH/train/... and PATH/test/...) of "
-                   "your own.")
-@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=folders.DEFAULT_TEST_FRACTION, show_default=True,
-              help="A folder of one tree: the share of each task's images held out as the test part.")
-@click.option("--test-seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="A folder of one tree: the seed that draws the test part.")
-@click.option("--invert/--no-invert", default=None,
-              help="A folder: invert the gray levels, so that the foreground is 1 [default: when the images "
-                   "are mostly light at their border].")
+@click.option(
+    "--dataset",
+    type=_Dataset(),
+    default="omniglot",
+    show_default=True,
+    help="A built-in dataset, or a folder PATH/<task>/<image> (or PATH/train/... and PATH/test/...) of "
+    "your own.",
+)
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=folders.DEFAULT_TEST_FRACTION,
+    show_default=True,
+    help="A folder of one tree: the share of each task's images held out as the test part.",
+)
+@click.option(
+    "--test-seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="A folder of one tree: the seed that draws the test part.",
+)
+@click.option(
+    "--invert/--no-invert",
+    default=None,
+    help="A folder: invert the gray levels, so that the foreground is 1 [default: when the images "
+    "are mostly light at their border].",
+)
 @click.option("--model", type=click.Choice(MODELS), default="hypervae", show_default=True)
-@click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
-              help="HyperVAE: the settings of --guide, --tasks-per-step, --theta-init-scale, --u-scale-init, "
-                   "--kl-z-start and --kl-z-anneal not given. paper: the paper's; task-specific: models that "
-                   "differ by task (README, 'Models that differ by task').")
-@click.option("--guide", type=click.Choice(guides.names()), default=None,
-              help="[default: the preset's for hypervae, else the model's own]")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default=DEFAULT_PRESET,
+    show_default=True,
+    help="HyperVAE: the settings of --guide, --tasks-per-step, --theta-init-scale, --u-scale-init, "
+    "--kl-z-start and --kl-z-anneal not given. paper: the paper's; task-specific: models that "
+    "differ by task (docs/task-models.md).",
+)
+@click.option(
+    "--guide",
+    type=click.Choice(guides.names()),
+    default=None,
+    help="[default: the preset's for hypervae, else the model's own]",
+)
 @click.option("--prior", type=click.Choice(sorted(PRIORS)), default="normal", show_default=True)
-@click.option("--split", type=click.Choice(data.SPLITS), default="drawers", show_default=True,
-              help="Omniglot: drawers 1-15 vs 16-20 of every alphabet, or background vs evaluation alphabets.")
-@click.option("--task-by", type=click.Choice(["alphabet", "character"]), default=None,
-              help="Omniglot task [default: alphabet].")
+@click.option(
+    "--split",
+    type=click.Choice(data.SPLITS),
+    default="drawers",
+    show_default=True,
+    help="Omniglot: drawers 1-15 vs 16-20 of every alphabet, or background vs evaluation alphabets.",
+)
+@click.option(
+    "--task-by",
+    type=click.Choice(["alphabet", "character"]),
+    default=None,
+    help="Omniglot task [default: alphabet].",
+)
 @click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--tasks-per-step", type=click.IntRange(min=1), default=None,
-              help="Tasks per training step, each --batch-size images [default: the preset's; 1 for other models].")
+@click.option(
+    "--tasks-per-step",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tasks per training step, each --batch-size images [default: the preset's; 1 for other models].",
+)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
-@click.option("--lr-half-life", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Steps in which the learning rate halves, decaying every step (0: constant, the paper).")
+@click.option(
+    "--lr-half-life",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Steps in which the learning rate halves, decaying every step (0: constant, the paper).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--exclude-classes", type=str, default="", callback=lambda ctx, param, v: [c for c in v.split(",") if c],
-              help="Tasks held out of training, comma-separated names or shell patterns (e.g. 3 or 3,5; "
-                   "'Korean/*': the characters of an Omniglot alphabet).")
-@click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Fraction of every training task's images held out as the run's validation part "
-                   "(the same images for every run; `evaluate --split validation` scores them).")
-@click.option("--kl-u-weight", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="HyperVAE: the weight of KL(u) in training, after any warm-up (1: the paper's objective; "
-                   "below 1, u's information is cheaper than the description length counts it).")
-@click.option("--kl-u-warmup", type=click.IntRange(min=0), default=0, show_default=True,
-              help="HyperVAE: steps over which the weight of KL(u) rises from 0 to 1 (0: none, the paper).")
-@click.option("--kl-z-start", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="HyperVAE: weight of KL(z) at step 0, falling linearly to 1 over --kl-z-anneal steps "
-                   "[default: the preset's].")
-@click.option("--kl-z-anneal", type=click.IntRange(min=0), default=None,
-              help="HyperVAE: steps over which the weight of KL(z) falls from --kl-z-start to 1 (0: none, the "
-                   "paper) [default: the preset's].")
-@click.option("--theta-init-scale", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="HyperVAE: spread of U·H·V at the start, as a factor on B's (the default initialisation's) "
-                   "[default: the preset's].")
-@click.option("--u-scale-init", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="HyperVAE: q(u | d)'s scale at the start, as a factor on PyTorch's default initialisation "
-                   "[default: the preset's].")
-@click.option("--z-prior", type=click.Choice(["normal", "task"]), default="normal", show_default=True,
-              help="HyperVAE: p(z) = N(0, I) (the paper), or p(z | u) generated with θ(u).")
-@click.option("--random-context", is_flag=True,
-              help="HyperVAE's set guides: in training, q(u) reads the first k images of each task's minibatch, "
-                   "k from 1 to --batch-size, log-uniform, so that it learns to read a few shots as well as a "
-                   "full minibatch.")
-@click.option("--split-context", is_flag=True,
-              help="HyperVAE: in training, q(u) reads the first k images of each task's minibatch and the "
-                   "model scores only the others, k from 1 to --batch-size − 1, log-uniform: trains the "
-                   "few-shot use, a model from k images scoring images it has not read.")
-@click.option("--u-dim", type=click.IntRange(min=1), default=10, show_default=True,
-              help="HyperVAE: dimensions of the task latent u (the paper: 10).")
-@click.option("--pixel-bias", is_flag=True,
-              help="The decoder adds a logit at every pixel (HyperVAE: generated by θ(u), a template of the "
-                   "task).")
-@click.option("--h-dim", type=click.IntRange(min=1), default=20, show_default=True,
-              help="HyperVAE: the side of the matrix H of the matrix layers W = U·H·V + B (the paper: 20).")
-@click.option("--theta-layout", type=click.Choice(["paper", "spatial"]), default="paper", show_default=True,
-              help="HyperVAE: the matrices θ(u)'s tensors are generated as: each (first dim, the rest), or "
-                   "'spatial': the decoder's layer that writes the first feature map as (channels, "
-                   "positions × inputs), so the task can change the map at any position.")
+@click.option(
+    "--exclude-classes",
+    type=str,
+    default="",
+    callback=lambda ctx, param, v: [c for c in v.split(",") if c],
+    help="Tasks held out of training, comma-separated names or shell patterns (e.g. 3 or 3,5; "
+    "'Korean/*': the characters of an Omniglot alphabet).",
+)
+@click.option(
+    "--validation",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Fraction of every training task's images held out as the run's validation part "
+    "(the same images for every run; `evaluate --split validation` scores them).",
+)
+@click.option(
+    "--kl-u-weight",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="HyperVAE: the weight of KL(u) in training, after any warm-up (1: the paper's objective; "
+    "below 1, u's information is cheaper than the description length counts it).",
+)
+@click.option(
+    "--kl-u-warmup",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="HyperVAE: steps over which the weight of KL(u) rises from 0 to 1 (0: none, the paper).",
+)
+@click.option(
+    "--kl-z-start",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="HyperVAE: weight of KL(z) at step 0, falling linearly to 1 over --kl-z-anneal steps "
+    "[default: the preset's].",
+)
+@click.option(
+    "--kl-z-anneal",
+    type=click.IntRange(min=0),
+    default=None,
+    help="HyperVAE: steps over which the weight of KL(z) falls from --kl-z-start to 1 (0: none, the "
+    "paper) [default: the preset's].",
+)
+@click.option(
+    "--theta-init-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="HyperVAE: spread of U·H·V at the start, as a factor on B's (the default initialisation's) "
+    "[default: the preset's].",
+)
+@click.option(
+    "--u-scale-init",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="HyperVAE: q(u | d)'s scale at the start, as a factor on PyTorch's default initialisation "
+    "[default: the preset's].",
+)
+@click.option(
+    "--z-prior",
+    type=click.Choice(["normal", "task"]),
+    default="normal",
+    show_default=True,
+    help="HyperVAE: p(z) = N(0, I) (the paper), or p(z | u) generated with θ(u).",
+)
+@click.option(
+    "--random-context",
+    is_flag=True,
+    help="HyperVAE's set guides: in training, q(u) reads the first k images of each task's minibatch, "
+    "k from 1 to --batch-size, log-uniform, so that it learns to read a few shots as well as a "
+    "full minibatch.",
+)
+@click.option(
+    "--split-context",
+    is_flag=True,
+    help="HyperVAE: in training, q(u) reads the first k images of each task's minibatch and the "
+    "model scores only the others, k from 1 to --batch-size − 1, log-uniform: trains the "
+    "few-shot use, a model from k images scoring images it has not read.",
+)
+@click.option(
+    "--u-dim",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="HyperVAE: dimensions of the task latent u (the paper: 10).",
+)
+@click.option(
+    "--pixel-bias",
+    is_flag=True,
+    help="The decoder adds a logit at every pixel (HyperVAE: generated by θ(u), a template of the task).",
+)
+@click.option(
+    "--h-dim",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="HyperVAE: the side of the matrix H of the matrix layers W = U·H·V + B (the paper: 20).",
+)
+@click.option(
+    "--theta-layout",
+    type=click.Choice(["paper", "spatial"]),
+    default="paper",
+    show_default=True,
+    help="HyperVAE: the matrices θ(u)'s tensors are generated as: each (first dim, the rest), or "
+    "'spatial': the decoder's layer that writes the first feature map as (channels, "
+    "positions × inputs), so the task can change the map at any position.",
+)
 @_data_dir
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Run folder [default: runs/DATASET-MODEL].")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/DATASET-MODEL]."
+)
 @_device
 @click.option("--resume", is_flag=True, help="Go on from the run folder's checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--keep-every", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Also keep the checkpoint of every N-th step as checkpoint-stepN.pt (0: none), "
-                   "to choose among them later, e.g. on the validation part.")
+@click.option(
+    "--keep-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also keep the checkpoint of every N-th step as checkpoint-stepN.pt (0: none), "
+    "to choose among them later, e.g. on the validation part.",
+)
 @click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--on-nan", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
-              help="A non-finite loss stops the run (last checkpoint kept) or skips that step's update.")
+@click.option(
+    "--on-nan",
+    type=click.Choice(["stop", "skip"]),
+    default="stop",
+    show_default=True,
+    help="A non-finite loss stops the run (last checkpoint kept) or skips that step's update.",
+)
 @click.option("--deterministic", is_flag=True, help="PyTorch's deterministic algorithms (for CUDA).")
-@click.option("--distributed", is_flag=True,
-              help="One rank of a data-parallel run started by torchrun: each rank takes "
-                   "--tasks-per-step tasks of every step, gradients averaged across ranks.")
-@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-              help="Start from a config file (a run's config.json, or one written by hand with some of its keys); "
-                   "options given on the command line override it.")
-@click.option("--tensorboard", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder for TensorBoard's event files [default: the run folder].")
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="One rank of a data-parallel run started by torchrun: each rank takes "
+    "--tasks-per-step tasks of every step, gradients averaged across ranks.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Start from a config file (a run's config.json, or one written by hand with some of its keys); "
+    "options given on the command line override it.",
+)
+@click.option(
+    "--tensorboard",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder for TensorBoard's event files [default: the run folder].",
+)
 @click.option("--no-tensorboard", is_flag=True, help="Write no TensorBoard event files.")
-@click.option("--image-every", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Steps between the sample grids sent to TensorBoard (0: none).")
+@click.option(
+    "--image-every",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Steps between the sample grids sent to TensorBoard (0: none).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
-def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_every, on_nan, deterministic,
-          distributed, config_file, tensorboard, no_tensorboard, image_every, progress, **options):
+def train(
+    ctx,
+    data_dir,
+    out,
+    device,
+    resume,
+    checkpoint_every,
+    keep_every,
+    log_every,
+    on_nan,
+    deterministic,
+    distributed,
+    config_file,
+    tensorboard,
+    no_tensorboard,
+    image_every,
+    progress,
+    **options,
+):
     """Train a model by SVI; writes config.json, checkpoint.pt and metrics.jsonl to --out."""
     from .train import resume_config
     from .train import train as run_training
@@ -218,7 +371,9 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
     if config_file is not None:
         if resume:
-            raise click.UsageError("--config starts a new run; --resume goes on with the run's own config.json")
+            raise click.UsageError(
+                "--config starts a new run; --resume goes on with the run's own config.json"
+            )
         options = {**options, **RunConfig.read_file(config_file), **given}
     out = out or Path("runs") / f"{_short(options['dataset'])}-{options['model']}"
     if resume:
@@ -261,8 +416,11 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_
     if summary.start_step >= summary.steps:
         click.echo(f"{out}: already trained for {summary.steps} steps")
         return
-    losses = "no finite loss" if summary.first_loss is None else (
-        f"loss {summary.first_loss:.2f} -> {summary.last_loss:.2f} nats/image")
+    losses = (
+        "no finite loss"
+        if summary.first_loss is None
+        else (f"loss {summary.first_loss:.2f} -> {summary.last_loss:.2f} nats/image")
+    )
     skipped = f", {summary.skipped} steps skipped (non-finite loss)" if summary.skipped else ""
     click.echo(
         f"{out}: steps {summary.start_step + 1}-{summary.steps}, {losses}{skipped}, "
@@ -272,9 +430,16 @@ def train(ctx, data_dir, out, device, resume, checkpoint_every, keep_every, log_
 
 @main.command("export")
 @_run_dir
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Model file (.pt).")
-@click.option("--checkpoint", "checkpoint_name", default=CHECKPOINT, show_default=True,
-              help="Which checkpoint of the run folder: the last, or one kept by --keep-every.")
+@click.option(
+    "--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Model file (.pt)."
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_name",
+    default=CHECKPOINT,
+    show_default=True,
+    help="Which checkpoint of the run folder: the last, or one kept by --keep-every.",
+)
 def export_model(run_dir, out, checkpoint_name):
     """The trained model as one plain file (parameters and config) that loads with
     torch.load(FILE, weights_only=True); `evaluate`, `sample` and `pyrohvae.load` read it."""
@@ -288,10 +453,17 @@ def export_model(run_dir, out, checkpoint_name):
 
 
 @main.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument(
+    "runs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False, exists=True)
+)
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
-@click.option("--smooth", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Moving average over this many logged lines.")
+@click.option(
+    "--smooth",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Moving average over this many logged lines.",
+)
 def plot(runs, out, smooth):
     """Loss curves of one or several runs, from their metrics.jsonl: the training loss and its terms."""
     from .monitor import plot_runs
@@ -307,8 +479,13 @@ def plot(runs, out, smooth):
 @_run_or_model
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
 @click.option("--columns", type=click.IntRange(1, 50), default=10, show_default=True)
-@click.option("--prior-rows", type=click.IntRange(0, 50), default=4, show_default=True,
-              help="Rows from u ~ p(u) (z ~ p(z) for a VAE).")
+@click.option(
+    "--prior-rows",
+    type=click.IntRange(0, 50),
+    default=4,
+    show_default=True,
+    help="Rows from u ~ p(u) (z ~ p(z) for a VAE).",
+)
 @click.option("--max-tasks", type=click.IntRange(0, 200), default=50, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @_data_dir
@@ -332,21 +509,45 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
 
 @main.command()
 @_run_or_model
-@click.option("--samples", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Importance samples per datum.")
-@click.option("--split", type=click.Choice(PARTS), default="test", show_default=True,
-              help="Which part of the run's data to score.")
-@click.option("--mode", type=click.Choice(["task", "datum"]), default="task", show_default=True,
-              help="task: θ of each task from one random draw of it (the paper); datum: from each x itself.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score about N data, spread over the tasks.")
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Importance samples per datum.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(PARTS),
+    default="test",
+    show_default=True,
+    help="Which part of the run's data to score.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["task", "datum"]),
+    default="task",
+    show_default=True,
+    help="task: θ of each task from one random draw of it (the paper); datum: from each x itself.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Score about N data, spread over the tasks."
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--checkpoint", "checkpoint_name", default=CHECKPOINT, show_default=True,
-              help="Which checkpoint of the run folder: the last, or one kept by --keep-every.")
+@click.option(
+    "--checkpoint",
+    "checkpoint_name",
+    default=CHECKPOINT,
+    show_default=True,
+    help="Which checkpoint of the run folder: the last, or one kept by --keep-every.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
 @_device
-def evaluate(run_dir, samples, split, mode, limit, seed, checkpoint_name, as_json, progress, data_dir, device):
+def evaluate(
+    run_dir, samples, split, mode, limit, seed, checkpoint_name, as_json, progress, data_dir, device
+):
     """−ELBO, reconstruction, importance-sampled −log p(x), KL(z) and KL(u) on held-out data;
     writes RUN/eval.json (eval-SPLIT-MODE.json for other splits and modes; for a model file
     from `export`, MODEL-eval.json beside it)."""
@@ -359,8 +560,13 @@ def evaluate(run_dir, samples, split, mode, limit, seed, checkpoint_name, as_jso
     program, state = load_run(run_dir, resolve_device(device), checkpoint_name)
     config = program.config
     scored = config.load_data(split, data_dir)
-    result = {"model": config.model, "dataset": config.dataset, "split": split, "step": state["step"],
-              "checkpoint": checkpoint_name}
+    result = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "split": split,
+        "step": state["step"],
+        "checkpoint": checkpoint_name,
+    }
     result.update(run_evaluation(program, scored, samples, mode, limit, seed, progress))
     name = "eval.json" if (split, mode) == ("test", "task") else f"eval-{split}-{mode}.json"
     if checkpoint_name != CHECKPOINT:
@@ -380,25 +586,66 @@ def evaluate(run_dir, samples, split, mode, limit, seed, checkpoint_name, as_jso
 
 @main.command("task-models")
 @_run_dir
-@click.option("--split", type=click.Choice(PARTS), default="test", show_default=True,
-              help="Which part of the run's data to score (validation: for choosing among runs).")
-@click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Draws of z per image and model for the −ELBO's reconstruction term.")
-@click.option("--context-size", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Images of a task its model is chosen from (the paper's guide reads one random draw).")
-@click.option("--agreement-samples", type=click.IntRange(min=0), default=100, show_default=True,
-              help="Samples per task's model for the sample agreement (0: skip it).")
+@click.option(
+    "--split",
+    type=click.Choice(PARTS),
+    default="test",
+    show_default=True,
+    help="Which part of the run's data to score (validation: for choosing among runs).",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Draws of z per image and model for the −ELBO's reconstruction term.",
+)
+@click.option(
+    "--context-size",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Images of a task its model is chosen from (the paper's guide reads one random draw).",
+)
+@click.option(
+    "--agreement-samples",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Samples per task's model for the sample agreement (0: skip it).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--checkpoint", "checkpoint_name", default=CHECKPOINT, show_default=True,
-              help="Which checkpoint of the run folder: the last, or one kept by --keep-every.")
-@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Heatmap PNG [default: RUN_DIR/task-models[-SPLIT].png].")
+@click.option(
+    "--checkpoint",
+    "checkpoint_name",
+    default=CHECKPOINT,
+    show_default=True,
+    help="Which checkpoint of the run folder: the last, or one kept by --keep-every.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Heatmap PNG [default: RUN_DIR/task-models[-SPLIT].png].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
 @_device
-def task_models(run_dir, split, samples, context_size, agreement_samples, seed, checkpoint_name, plot, as_json,
-                progress, data_dir, device):
+def task_models(
+    run_dir,
+    split,
+    samples,
+    context_size,
+    agreement_samples,
+    seed,
+    checkpoint_name,
+    plot,
+    as_json,
+    progress,
+    data_dir,
+    device,
+):
     """How much the models differ by task: the images of every task scored under the model of every
     task. Task accuracy, own-vs-other gap, sample agreement; writes RUN_DIR/task-models[-SPLIT].json
     and a heatmap."""
@@ -411,24 +658,38 @@ def task_models(run_dir, split, samples, context_size, agreement_samples, seed, 
     program, state = load_run(run_dir, resolve_device(device), checkpoint_name)
     config = program.config
     if not program.models_by_task:
-        raise click.ClickException(f"a {config.model} run has one model for all tasks: there is nothing to tell apart")
+        raise click.ClickException(
+            f"a {config.model} run has one model for all tasks: there is nothing to tell apart"
+        )
     scored = program.known_tasks(config.load_data(split, data_dir))
     try:
         scores = taskmodels.score_matrix(program, scored, samples, context_size, seed, progress=progress)
         if agreement_samples:
-            label = taskmodels.labeller(config.dataset, config.load_data("train", data_dir),
-                                        config.load_data("test", data_dir))
-            scores.agreement = taskmodels.sample_agreement(program, scored, label, agreement_samples,
-                                                           context_size, seed)
+            label = taskmodels.labeller(
+                config.dataset, config.load_data("train", data_dir), config.load_data("test", data_dir)
+            )
+            scores.agreement = taskmodels.sample_agreement(
+                program, scored, label, agreement_samples, context_size, seed
+            )
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     suffix = "" if split == "test" else f"-{split}"
     if checkpoint_name != CHECKPOINT:
         suffix += f"-step{state['step']}"
-    result = {"model": config.model, "dataset": config.dataset, "guide": config.guide, "split": split,
-              "step": state["step"], "checkpoint": checkpoint_name, "samples": samples,
-              "context_size": context_size, "seed": seed, **scores.summary(),
-              "task_names": scores.task_names, "matrix": taskmodels.rounded(scores.matrix().tolist())}
+    result = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "guide": config.guide,
+        "split": split,
+        "step": state["step"],
+        "checkpoint": checkpoint_name,
+        "samples": samples,
+        "context_size": context_size,
+        "seed": seed,
+        **scores.summary(),
+        "task_names": scores.task_names,
+        "matrix": taskmodels.rounded(scores.matrix().tolist()),
+    }
     atomic_write_text(run_dir / f"task-models{suffix}.json", json.dumps(result, indent=2) + "\n")
     plot = plot or run_dir / f"task-models{suffix}.png"
     taskmodels.heatmap(scores, plot, f"{config.model} {config.dataset} ({split}), step {state['step']}")
@@ -437,8 +698,10 @@ def task_models(run_dir, split, samples, context_size, agreement_samples, seed, 
         return
     agreement = ""
     if "sample_agreement" in result:
-        agreement = (f"  sample agreement {result['sample_agreement']:.3f} ({result['labeller']}, test accuracy "
-                     f"{result['labeller_test_accuracy']:.3f})")
+        agreement = (
+            f"  sample agreement {result['sample_agreement']:.3f} ({result['labeller']}, test accuracy "
+            f"{result['labeller_test_accuracy']:.3f})"
+        )
     click.echo(
         f"{config.model} {config.dataset} {split}: task accuracy {result['task_accuracy']:.3f} (chance "
         f"{result['chance']:.3f})  own-vs-other gap {result['own_other_gap']:.2f} nats{agreement}  "
@@ -448,29 +711,79 @@ def task_models(run_dir, split, samples, context_size, agreement_samples, seed, 
 
 @main.command()
 @_run_dir
-@click.option("--images", "image_paths", multiple=True, type=click.Path(path_type=Path, exists=True),
-              help="The shots: image files or folders of them (repeat the option for more).")
-@click.option("--task", "task_name", default=None,
-              help="The shots from a task of the run's test data instead, e.g. a held-out class or an "
-                   "unseen alphabet (--split background); its other test images are scored.")
-@click.option("--shots", type=click.IntRange(min=1), default=5, show_default=True,
-              help="With --task: how many of its images are the shots.")
-@click.option("--test", "test_paths", multiple=True, type=click.Path(path_type=Path, exists=True),
-              help="Test images of the task (files or folders) to score.")
-@click.option("--combine", type=click.Choice(["product", "mean"]), default="product", show_default=True,
-              help="How the posteriors of the shots combine, for a guide that reads one draw.")
-@click.option("--invert/--no-invert", default=None,
-              help="Image files: invert gray levels [default: when the images are mostly light at their border].")
-@click.option("--vae", "vae_run", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
-              help="A VAE run to score the test images under too.")
-@click.option("--samples", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Importance samples per test image.")
+@click.option(
+    "--images",
+    "image_paths",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="The shots: image files or folders of them (repeat the option for more).",
+)
+@click.option(
+    "--task",
+    "task_name",
+    default=None,
+    help="The shots from a task of the run's test data instead, e.g. a held-out class or an "
+    "unseen alphabet (--split background); its other test images are scored.",
+)
+@click.option(
+    "--shots",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="With --task: how many of its images are the shots.",
+)
+@click.option(
+    "--test",
+    "test_paths",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="Test images of the task (files or folders) to score.",
+)
+@click.option(
+    "--combine",
+    type=click.Choice(["product", "mean"]),
+    default="product",
+    show_default=True,
+    help="How the posteriors of the shots combine, for a guide that reads one draw.",
+)
+@click.option(
+    "--invert/--no-invert",
+    default=None,
+    help="Image files: invert gray levels [default: when the images are mostly light at their border].",
+)
+@click.option(
+    "--vae",
+    "vae_run",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="A VAE run to score the test images under too.",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Importance samples per test image.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
 @_data_dir
 @_device
-def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert, vae_run, samples, seed, out,
-            data_dir, device):
+def fewshot(
+    run_dir,
+    image_paths,
+    task_name,
+    shots,
+    test_paths,
+    combine,
+    invert,
+    vae_run,
+    samples,
+    seed,
+    out,
+    data_dir,
+    device,
+):
     """A model for a task never trained on, from a few of its images: writes θ(ū) as a VAE run folder
     (DIR/model), samples of it (DIR/samples.png) and DIR/fewshot.json; with test images, their −ELBO
     and −log p(x) under it, under the prior-mean model θ(E[u]) and, with --vae, a VAE."""
@@ -488,8 +801,9 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
     dev = resolve_device(device)
     try:
         if task_name is not None:
-            shot_images, test_images, described = fs.task_shots(program.config.load_data("test", data_dir),
-                                                                task_name, shots, seed)
+            shot_images, test_images, described = fs.task_shots(
+                program.config.load_data("test", data_dir), task_name, shots, seed
+            )
         else:
             shot_images, names = fs.load_images(image_paths, invert)
             test_images, described = None, f"{len(names)} image file(s)"
@@ -502,10 +816,18 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
         ensure_writable_dir(out)
     except OSError as e:
         raise click.ClickException(f"cannot write to --out {out}: {e.strerror or e}") from None
-    about = {"run": str(run_dir), "shots": len(shot_images), "source": described, "combine": combine,
-             "u_loc": loc[0].tolist(), "u_scale": scale[0].tolist()}
+    about = {
+        "run": str(run_dir),
+        "shots": len(shot_images),
+        "source": described,
+        "combine": combine,
+        "u_loc": loc[0].tolist(),
+        "u_scale": scale[0].tolist(),
+    }
     fs.save_model(program, loc, out / "model", state["step"], about)
-    fs.save_samples(program, loc, out / "samples.png", f"few-shot model of {described}", len(shot_images), seed)
+    fs.save_samples(
+        program, loc, out / "samples.png", f"few-shot model of {described}", len(shot_images), seed
+    )
     result = dict(about, rows=[])
     if test_images is not None:
         vae = load_run(vae_run, dev)[0] if vae_run is not None else None
@@ -513,11 +835,15 @@ def fewshot(run_dir, image_paths, task_name, shots, test_paths, combine, invert,
             raise click.ClickException(f"--vae {vae_run}: a {vae.config.model} run, not a vae")
         result["rows"] = fs.compare(program, loc, scale, test_images, vae, samples, seed)
     atomic_write_text(out / "fewshot.json", json.dumps(result, indent=2) + "\n")
-    click.echo(f"few-shot model of {described} from {len(shot_images)} shot(s) ({combine if program.guide_nets.one_draw else 'read as a set'}); "
-               f"wrote {out / 'model'}, {out / 'samples.png'}, {out / 'fewshot.json'}")
+    click.echo(
+        f"few-shot model of {described} from {len(shot_images)} shot(s) ({combine if program.guide_nets.one_draw else 'read as a set'}); "
+        f"wrote {out / 'model'}, {out / 'samples.png'}, {out / 'fewshot.json'}"
+    )
     for row in result["rows"]:
-        click.echo(f"  {row['model']:<10}  -ELBO {row['nelbo']:.2f}  -log p(x) {row['nll']:.2f} ± "
-                   f"{row['nll_stderr'] or 0:.2f}  (n={row['n']}, K={samples})")
+        click.echo(
+            f"  {row['model']:<10}  -ELBO {row['nelbo']:.2f}  -log p(x) {row['nll']:.2f} ± "
+            f"{row['nll_stderr'] or 0:.2f}  (n={row['n']}, K={samples})"
+        )
 
 
 def _shot_counts(ctx, param, value):
@@ -532,32 +858,81 @@ def _shot_counts(ctx, param, value):
 
 @main.command("fewshot-curve")
 @_run_dir
-@click.option("--shots", default=",".join(map(str, SHOTS)), show_default=True, callback=_shot_counts,
-              help="Shot counts k, comma-separated: each scored image under the model made from k other "
-                   "images of its task.")
-@click.option("--split", type=click.Choice(["test", "held-out"]), default="test", show_default=True,
-              help="The run's part whose tasks it never trained on: the test part (held-out classes, "
-                   "Omniglot's evaluation alphabets) or the training images of the --exclude-classes tasks "
-                   "(for choosing a configuration without the test set).")
-@click.option("--dataset", "folder", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              default=None, help="A folder of task folders never trained on instead (every image of it).")
-@click.option("--per-task", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Images scored per task.")
-@click.option("--samples", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Importance samples per image and model.")
-@click.option("--vae", "vae_run", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
-              help="A VAE run to score the same images under, for the gains.")
-@click.option("--combine", type=click.Choice(["product", "mean"]), default="product", show_default=True,
-              help="How the posteriors of the shots combine, for a guide that reads one draw.")
+@click.option(
+    "--shots",
+    default=",".join(map(str, SHOTS)),
+    show_default=True,
+    callback=_shot_counts,
+    help="Shot counts k, comma-separated: each scored image under the model made from k other "
+    "images of its task.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "held-out"]),
+    default="test",
+    show_default=True,
+    help="The run's part whose tasks it never trained on: the test part (held-out classes, "
+    "Omniglot's evaluation alphabets) or the training images of the --exclude-classes tasks "
+    "(for choosing a configuration without the test set).",
+)
+@click.option(
+    "--dataset",
+    "folder",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="A folder of task folders never trained on instead (every image of it).",
+)
+@click.option(
+    "--per-task", type=click.IntRange(min=1), default=4, show_default=True, help="Images scored per task."
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Importance samples per image and model.",
+)
+@click.option(
+    "--vae",
+    "vae_run",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="A VAE run to score the same images under, for the gains.",
+)
+@click.option(
+    "--combine",
+    type=click.Choice(["product", "mean"]),
+    default="product",
+    show_default=True,
+    help="How the posteriors of the shots combine, for a guide that reads one draw.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for curve.json and curve.png.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for curve.json and curve.png.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
 @_device
-def fewshot_curve(run_dir, shots, split, folder, per_task, samples, vae_run, combine, seed, out, as_json,
-                  progress, data_dir, device):
+def fewshot_curve(
+    run_dir,
+    shots,
+    split,
+    folder,
+    per_task,
+    samples,
+    vae_run,
+    combine,
+    seed,
+    out,
+    as_json,
+    progress,
+    data_dir,
+    device,
+):
     """The few-shot benchmark: −ELBO and −log p(x | k other images of its task) of images of tasks the
     run never trained on, for each k (k = 0: θ(mean training-task ū) and θ(E[u])), the set figure, and
     with --vae the gains over a VAE on the same images; writes OUT/curve.json and OUT/curve.png."""
@@ -569,18 +944,35 @@ def fewshot_curve(run_dir, shots, split, folder, per_task, samples, vae_run, com
     if vae is not None and vae.models_by_task:
         raise click.ClickException(f"--vae {vae_run}: a {vae.config.model} run, not a vae")
     try:
-        result = fs.run_curve(program, state["step"], split, folder, shots, per_task, samples, seed, combine,
-                              data_dir, vae, progress)
+        result = fs.run_curve(
+            program,
+            state["step"],
+            split,
+            folder,
+            shots,
+            per_task,
+            samples,
+            seed,
+            combine,
+            data_dir,
+            vae,
+            progress,
+        )
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     _write_result(out, "curve.json", result, as_json)
-    fs.plot_curves({f"{program.config.model} ({run_dir.name})": result}, out / "curve.png",
-                   f"{result['data']}: {result['tasks']} tasks never trained on, {result['images']} images",
-                   result.get("vae", {}).get("nll"))
+    fs.plot_curves(
+        {f"{program.config.model} ({run_dir.name})": result},
+        out / "curve.png",
+        f"{result['data']}: {result['tasks']} tasks never trained on, {result['images']} images",
+        result.get("vae", {}).get("nll"),
+    )
     if not as_json:
-        click.echo(f"few-shot curve of {run_dir} on {result['data']} ({result['tasks']} tasks never trained "
-                   f"on, {result['images']} images, K={samples}); wrote {out / 'curve.json'}, "
-                   f"{out / 'curve.png'}")
+        click.echo(
+            f"few-shot curve of {run_dir} on {result['data']} ({result['tasks']} tasks never trained "
+            f"on, {result['images']} images, K={samples}); wrote {out / 'curve.json'}, "
+            f"{out / 'curve.png'}"
+        )
         click.echo("\n".join(fs.curve_lines(result)))
 
 
@@ -601,36 +993,78 @@ def _write_result(out: Path, name: str, result: dict, as_json: bool) -> None:
 
 @main.command()
 @_run_dir
-@click.option("--outliers", "other", type=_Outliers(), required=True,
-              help="Dataset whose test images are mixed in as outliers: a built-in one, a shifted one "
-                   "(mnist-upside-down: digits turned 180°; fashion-mnist-scattered: each garment's ink "
-                   "at random pixels), or a folder of task folders (its test/ tree where it has one, else "
-                   "all its images).")
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-              show_default=True, help="Share of outliers in the mixed set.")
-@click.option("--score", type=click.Choice(("typicality", *OUTLIER_SCORES)), default="typicality",
-              show_default=True,
-              help="typicality: how untypical the image's statistics are under their joint density over "
-                   "normal images (fitted once, RUN/typicality.json); elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); "
-                   "complexity[-zlib]: −log p(x) minus the image's compressed length; ratio: −log p(x) + log p(x) of the run's background model (`background`); "
-                   "model-space: the best training task's −log p(x) minus x's own model's; u-distance "
-                   "(z-distance): Mahalanobis distance of ū_x (E[z|x]) to the nearest training task's "
-                   "(README, Outliers).")
-@click.option("--flag-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Flag the top q of scores [default: threshold at the equal-error point].")
-@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Samples of z per datum for the ELBO's reconstruction term.")
+@click.option(
+    "--outliers",
+    "other",
+    type=_Outliers(),
+    required=True,
+    help="Dataset whose test images are mixed in as outliers: a built-in one, a shifted one "
+    "(mnist-upside-down: digits turned 180°; fashion-mnist-scattered: each garment's ink "
+    "at random pixels), or a folder of task folders (its test/ tree where it has one, else "
+    "all its images).",
+)
+@click.option(
+    "--fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Share of outliers in the mixed set.",
+)
+@click.option(
+    "--score",
+    type=click.Choice(("typicality", *OUTLIER_SCORES)),
+    default="typicality",
+    show_default=True,
+    help="typicality: how untypical the image's statistics are under their joint density over "
+    "normal images (fitted once, RUN/typicality.json); elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); "
+    "complexity[-zlib]: −log p(x) minus the image's compressed length; ratio: −log p(x) + log p(x) of the run's background model (`background`); "
+    "model-space: the best training task's −log p(x) minus x's own model's; u-distance "
+    "(z-distance): Mahalanobis distance of ū_x (E[z|x]) to the nearest training task's "
+    "(docs/outliers.md).",
+)
+@click.option(
+    "--flag-rate",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Flag the top q of scores [default: threshold at the equal-error point].",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Samples of z per datum for the ELBO's reconstruction term.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use about N normal test images.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="ROC curve, PNG.")
-@click.option("--scores", "scores_csv", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Per-datum scores with the true label, CSV.")
+@click.option(
+    "--scores",
+    "scores_csv",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Per-datum scores with the true label, CSV.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
 @_device
-def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, as_json, plot, scores_csv,
-             progress, data_dir, device):
+def outliers(
+    run_dir,
+    other,
+    fraction,
+    score,
+    flag_rate,
+    samples,
+    limit,
+    seed,
+    as_json,
+    plot,
+    scores_csv,
+    progress,
+    data_dir,
+    device,
+):
     """Outlier detection: the run's test data as normal, another dataset's as outliers; AUC, FPR, FNR.
     Writes RUN_DIR/outliers-OTHER.json (outliers-OTHER-SCORE.json for the other scores)."""
     import json
@@ -674,35 +1108,65 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
         from .typicality import typicality_scores
 
         try:
-            values, fit_report = typicality_scores(program, run_dir, state["step"], mixed.data.images, train_data,
-                                                   data_dir, samples, seed, progress)
+            values, fit_report = typicality_scores(
+                program,
+                run_dir,
+                state["step"],
+                mixed.data.images,
+                train_data,
+                data_dir,
+                samples,
+                seed,
+                progress,
+            )
         except ValueError as e:
             raise click.UsageError(str(e)) from None
     else:
-        values = od.outlier_scores(program, mixed, samples, seed, progress, background, train_data, (score,))[score]
+        values = od.outlier_scores(program, mixed, samples, seed, progress, background, train_data, (score,))[
+            score
+        ]
     metrics = od.detection_metrics(values.numpy(), mixed.labels.numpy(), flag_rate)
     result = {
-        "model": config.model, "normal": config.dataset, "outliers": other, "score": score,
-        "auc": metrics["auc"], "fpr": metrics["fpr"], "fnr": metrics["fnr"],
-        "threshold": metrics["threshold"], "threshold_rule": metrics["threshold_rule"],
-        "n_normal": int((mixed.labels == 0).sum()), "n_outliers": int((mixed.labels == 1).sum()),
-        "fraction": fraction, "samples": samples, "seed": seed, "step": state["step"],
+        "model": config.model,
+        "normal": config.dataset,
+        "outliers": other,
+        "score": score,
+        "auc": metrics["auc"],
+        "fpr": metrics["fpr"],
+        "fnr": metrics["fnr"],
+        "threshold": metrics["threshold"],
+        "threshold_rule": metrics["threshold_rule"],
+        "n_normal": int((mixed.labels == 0).sum()),
+        "n_outliers": int((mixed.labels == 1).sum()),
+        "fraction": fraction,
+        "samples": samples,
+        "seed": seed,
+        "step": state["step"],
     }
     if fit_report is not None:
         result["fit"] = fit_report
-    name = f"outliers-{_short(other)}.json" if score == "typicality" else f"outliers-{_short(other)}-{score}.json"
+    name = (
+        f"outliers-{_short(other)}.json"
+        if score == "typicality"
+        else f"outliers-{_short(other)}-{score}.json"
+    )
     atomic_write_text(run_dir / name, json.dumps(result, indent=2) + "\n")
     if plot is not None:
-        od.roc_figure({f"{config.model} ({score})": metrics}, plot,
-                      f"{config.dataset} normal, {other} outliers ({100 * fraction:g}%)")
+        od.roc_figure(
+            {f"{config.model} ({score})": metrics},
+            plot,
+            f"{config.dataset} normal, {other} outliers ({100 * fraction:g}%)",
+        )
     if scores_csv is not None:
         od.write_scores(scores_csv, mixed, values, config.dataset, other)
     if as_json:
         click.echo(json.dumps(result))
         return
     if fit_report is not None:
-        click.echo(f"typicality of {', '.join(fit_report['statistics'])}: {fit_report['how']}, on "
-                   f"{fit_report['n']} images of {fit_report['fit_on']}")
+        click.echo(
+            f"typicality of {', '.join(fit_report['statistics'])}: {fit_report['how']}, on "
+            f"{fit_report['n']} images of {fit_report['fit_on']}"
+        )
     click.echo(
         f"{config.model} ({score}) {config.dataset} vs {other}: AUC {100 * result['auc']:.1f}  "
         f"FPR {100 * result['fpr']:.1f}  FNR {100 * result['fnr']:.1f} at {result['threshold_rule']} "
@@ -713,11 +1177,21 @@ def outliers(run_dir, other, fraction, score, flag_rate, samples, limit, seed, a
 
 @main.command()
 @_run_dir
-@click.option("--flip", "flips", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), multiple=True,
-              help="A candidate share μ of pixels flipped; repeat for several [default: 0.05, 0.1, 0.2, 0.3].")
+@click.option(
+    "--flip",
+    "flips",
+    type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
+    multiple=True,
+    help="A candidate share μ of pixels flipped; repeat for several [default: 0.05, 0.1, 0.2, 0.3].",
+)
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="[default: the run's own]")
-@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Importance samples per image for choosing μ.")
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Importance samples per image for choosing μ.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
 @_device
@@ -735,8 +1209,15 @@ def background(run_dir, flips, steps, samples, progress, data_dir, device):
     for flip in flips:
         folder = bg.folder_of(run_dir, flip)
         config = bg.background_config(program.config, flip, steps)
-        run_training(config, folder, data_root=data_dir, device=device, resume=(folder / CKPT).exists(),
-                     progress=progress, tensorboard=False)
+        run_training(
+            config,
+            folder,
+            data_root=data_dir,
+            device=device,
+            resume=(folder / CKPT).exists(),
+            progress=progress,
+            tensorboard=False,
+        )
     choice = bg.choose(run_dir, program, flips, bg.choice_images(program.config, data_dir), samples)
     tried = ", ".join(f"μ {c['flip']:g}: ρ {c['ink_spearman']:+.3f}" for c in choice["candidates"])
     click.echo(f"background of {run_dir}: μ = {choice['flip']:g} ({tried}); wrote {run_dir / bg.CHOICE}")
@@ -744,27 +1225,65 @@ def background(run_dir, flips, steps, samples, progress, data_dir, device):
 
 @main.command()
 @_run_dir
-@click.option("--target", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-              help="Target exemplar: a PNG (resized to 28x28, gray levels in [0, 1]).")
-@click.option("--target-class", default=None,
-              help="Target exemplar: a random test image of this class of the run's dataset (e.g. 3).")
-@click.option("--mode", type=click.Choice(["joint", "iterative", "vae"]), default=None,
-              help="[default: joint for a hypervae run, vae for a vae run]")
-@click.option("--iterations", type=click.IntRange(2, 300), default=300, show_default=True,
-              help="Evaluation budget, Sobol start included (shared out over the steps of iterative).")
+@click.option(
+    "--target",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Target exemplar: a PNG (resized to 28x28, gray levels in [0, 1]).",
+)
+@click.option(
+    "--target-class",
+    default=None,
+    help="Target exemplar: a random test image of this class of the run's dataset (e.g. 3).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["joint", "iterative", "vae"]),
+    default=None,
+    help="[default: joint for a hypervae run, vae for a vae run]",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(2, 300),
+    default=300,
+    show_default=True,
+    help="Evaluation budget, Sobol start included (shared out over the steps of iterative).",
+)
 @click.option("--steps", type=click.IntRange(1, 50), default=5, show_default=True, help="Steps of iterative.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch threads for the GP [default: the cores this process may use].")
-@click.option("--refit-every", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Fit the GP from scratch every N iterations; in between, start from the last fit and "
-                   "take a few steps. 1: from scratch every iteration (5-7x the time of 300 evaluations).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch threads for the GP [default: the cores this process may use].",
+)
+@click.option(
+    "--refit-every",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Fit the GP from scratch every N iterations; in between, start from the last fit and "
+    "take a few steps. 1: from scratch every iteration (5-7x the time of 300 evaluations).",
+)
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
 @_device
-def discover(run_dir, target, target_class, mode, iterations, steps, seed, threads, refit_every, out, progress,
-             data_dir, device):
+def discover(
+    run_dir,
+    target,
+    target_class,
+    mode,
+    iterations,
+    steps,
+    seed,
+    threads,
+    refit_every,
+    out,
+    progress,
+    data_dir,
+    device,
+):
     """Bayesian optimisation (BoTorch) for the design closest to a target, beside random search.
     Writes DIR/discovery.json, the best design of every step and a trace figure."""
     import json
@@ -799,27 +1318,51 @@ def discover(run_dir, target, target_class, mode, iterations, steps, seed, threa
     for search in ("bo", "random"):
         with tqdm(total=iterations, desc=f"{mode} {search}", unit="eval", disable=not progress) as bar:
             try:
-                results[search] = disc.discover(program, image, mode, iterations, steps, seed, search,
-                                                on_eval=bar.update, refit_every=refit_every)
+                results[search] = disc.discover(
+                    program,
+                    image,
+                    mode,
+                    iterations,
+                    steps,
+                    seed,
+                    search,
+                    on_eval=bar.update,
+                    refit_every=refit_every,
+                )
             except ValueError as e:
                 raise click.UsageError(str(e)) from None
     bo, rnd = results["bo"], results["random"]
-    disc.save_designs(image, bo["designs"], out / "designs.png", f"{config.model} {mode}: target, best per step")
+    disc.save_designs(
+        image, bo["designs"], out / "designs.png", f"{config.model} {mode}: target, best per step"
+    )
     for t, design in enumerate(bo["designs"]):
         disc.save_image(design, out / f"best_step{t + 1}.png")
-    disc.trace_figure({"BO": bo["best_so_far"], "random search": rnd["best_so_far"]}, out / "trace.png",
-                      f"{mode} search for {described}")
+    disc.trace_figure(
+        {"BO": bo["best_so_far"], "random search": rnd["best_so_far"]},
+        out / "trace.png",
+        f"{mode} search for {described}",
+    )
     summary = {
-        "run": str(run_dir), "model": config.model, "mode": mode, "target": described,
-        "best_cosine": bo["best_cosine"], "random_search_best": max(rnd["best_so_far"]),
-        "evaluations": bo["evaluations"], "seconds": round(bo["seconds"], 1),
-        "random_search_seconds": round(rnd["seconds"], 1), "seed": seed, "refit_every": refit_every,
-        "bo_best_so_far": bo["best_so_far"], "random_best_so_far": rnd["best_so_far"],
+        "run": str(run_dir),
+        "model": config.model,
+        "mode": mode,
+        "target": described,
+        "best_cosine": bo["best_cosine"],
+        "random_search_best": max(rnd["best_so_far"]),
+        "evaluations": bo["evaluations"],
+        "seconds": round(bo["seconds"], 1),
+        "random_search_seconds": round(rnd["seconds"], 1),
+        "seed": seed,
+        "refit_every": refit_every,
+        "bo_best_so_far": bo["best_so_far"],
+        "random_best_so_far": rnd["best_so_far"],
     }
     atomic_write_text(out / "discovery.json", json.dumps(summary, indent=2) + "\n")
-    click.echo(f"{mode}: best cosine per step {', '.join(f'{v:.4f}' for v in bo['best_cosine'])}; random search "
-               f"{summary['random_search_best']:.4f} ({bo['evaluations']} evaluations, {bo['seconds']:.0f} s); "
-               f"wrote {out}")
+    click.echo(
+        f"{mode}: best cosine per step {', '.join(f'{v:.4f}' for v in bo['best_cosine'])}; random search "
+        f"{summary['random_search_best']:.4f} ({bo['evaluations']} evaluations, {bo['seconds']:.0f} s); "
+        f"wrote {out}"
+    )
 
 
 @main.command()
@@ -827,10 +1370,15 @@ def discover(run_dir, target, target_class, mode, iterations, steps, seed, threa
 @click.option("--draws", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--split", type=click.Choice(PARTS), default="test", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Score about N data for the per-task −ELBO (default: all).")
-@click.option("--max-tasks", type=click.IntRange(min=1), default=12, show_default=True,
-              help="Tasks in the forest plot.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Score about N data for the per-task −ELBO (default: all).",
+)
+@click.option(
+    "--max-tasks", type=click.IntRange(min=1), default=12, show_default=True, help="Tasks in the forest plot."
+)
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
@@ -867,7 +1415,9 @@ def inspect(run_dir, draws, split, seed, limit, max_tasks, out, progress, data_d
 @click.option("--from", "source", required=True, help="Task name (e.g. a digit, an alphabet).")
 @click.option("--to", "target", required=True, help="Task name.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
-@click.option("--steps", type=click.IntRange(2, 50), default=8, show_default=True, help="Models along the line.")
+@click.option(
+    "--steps", type=click.IntRange(2, 50), default=8, show_default=True, help="Models along the line."
+)
 @click.option("--columns", type=click.IntRange(1, 50), default=8, show_default=True)
 @click.option("--split", type=click.Choice(PARTS), default="test", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -891,8 +1441,13 @@ def interpolate(run_dir, source, target, out, steps, columns, split, seed, data_
 
 @main.command()
 @click.option("--model", type=click.Choice(MODELS), default="hypervae", show_default=True)
-@click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
-              help="HyperVAE: the configuration (its guide sets the hyper-encoder's size).")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default=DEFAULT_PRESET,
+    show_default=True,
+    help="HyperVAE: the configuration (its guide sets the hyper-encoder's size).",
+)
 def info(model, preset):
     """Parameter counts per part of a model (the architecture does not depend on the dataset)."""
     from .nets import count_parameters

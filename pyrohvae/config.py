@@ -24,10 +24,22 @@ Z_PRIORS = ("normal", "task")
 # 4 tasks a step, U·H·V starts at B's spread, and KL(z) weighs 10 at the start, falling to 1 over
 # 1,000 steps, so that what the images of a task share is coded in u, where it costs least, not z.
 PRESETS = {
-    "paper": {"guide": "random-draw", "tasks_per_step": 1, "theta_init_scale": 0.1, "u_scale_init": 1.0,
-              "kl_z_start": 1.0, "kl_z_anneal": 0},
-    "task-specific": {"guide": "set-mean", "tasks_per_step": 4, "theta_init_scale": 1.0, "u_scale_init": 1.0,
-                      "kl_z_start": 10.0, "kl_z_anneal": 1000},
+    "paper": {
+        "guide": "random-draw",
+        "tasks_per_step": 1,
+        "theta_init_scale": 0.1,
+        "u_scale_init": 1.0,
+        "kl_z_start": 1.0,
+        "kl_z_anneal": 0,
+    },
+    "task-specific": {
+        "guide": "set-mean",
+        "tasks_per_step": 4,
+        "theta_init_scale": 1.0,
+        "u_scale_init": 1.0,
+        "kl_z_start": 10.0,
+        "kl_z_anneal": 1000,
+    },
 }
 DEFAULT_PRESET = "task-specific"
 
@@ -108,7 +120,11 @@ class RunConfig:
         # Other models take the paper's values, which leave them as they were before presets.
         for key, value in PRESETS[self.preset if self.model == "hypervae" else "paper"].items():
             if getattr(self, key) is None:
-                setattr(self, key, DEFAULT_GUIDE[self.model] if key == "guide" and self.model != "hypervae" else value)
+                setattr(
+                    self,
+                    key,
+                    DEFAULT_GUIDE[self.model] if key == "guide" and self.model != "hypervae" else value,
+                )
         if self.dataset == "omniglot" and self.task_by is None:
             self.task_by = "alphabet"
         if self.dataset != "omniglot" and (self.split != "drawers" or self.task_by not in (None, "class")):
@@ -126,15 +142,17 @@ class RunConfig:
         if self.split_context and self.model != "hypervae":
             raise ConfigError("--split-context applies to hypervae only")
         if self.split_context and self.random_context:
-            raise ConfigError("--split-context and --random-context are two ways to choose q(u)'s context: "
-                              "give one")
+            raise ConfigError(
+                "--split-context and --random-context are two ways to choose q(u)'s context: give one"
+            )
         if self.split_context and self.batch_size < 2:
             raise ConfigError("--split-context needs --batch-size 2 or more: a context and an image to score")
         if self.model != "hypervae" and (self.u_dim, self.h_dim, self.theta_layout) != (10, 20, "paper"):
             raise ConfigError("--u-dim, --h-dim and --theta-layout apply to hypervae only")
         if self.theta_layout not in THETA_LAYOUTS:
-            raise ConfigError(f"unknown θ layout {self.theta_layout!r}; choose one of "
-                              f"{', '.join(THETA_LAYOUTS)}")
+            raise ConfigError(
+                f"unknown θ layout {self.theta_layout!r}; choose one of {', '.join(THETA_LAYOUTS)}"
+            )
         if self.z_prior not in Z_PRIORS:
             raise ConfigError(f"unknown z prior {self.z_prior!r}; choose one of {', '.join(Z_PRIORS)}")
         if self.u_scale_init <= 0:
@@ -161,7 +179,11 @@ class RunConfig:
     def kl_weights(self, step: int) -> tuple[float, float]:
         """The weights of KL(u) and KL(z) in the loss of `step` (1 and 1: the paper's objective)."""
         u = self.kl_u_weight * (min(1.0, step / self.kl_u_warmup) if self.kl_u_warmup else 1.0)
-        z = self.kl_z_start + (1.0 - self.kl_z_start) * min(1.0, step / self.kl_z_anneal) if self.kl_z_anneal else 1.0
+        z = (
+            self.kl_z_start + (1.0 - self.kl_z_start) * min(1.0, step / self.kl_z_anneal)
+            if self.kl_z_anneal
+            else 1.0
+        )
         return u, z
 
     def load_data(self, part: str, root=None) -> data.TaskData:
@@ -178,10 +200,17 @@ class RunConfig:
             raise ConfigError("this run holds no held-out tasks (it was trained without --exclude-classes)")
         if self.is_folder:
             folder = self.scan_folder()
-            loaded = folder.part("test" if part == "test" else "train", self.invert, self.test_fraction, self.test_seed)
+            loaded = folder.part(
+                "test" if part == "test" else "train", self.invert, self.test_fraction, self.test_seed
+            )
         else:
-            loaded = data.load(self.dataset, "test" if part == "test" else "train", root,
-                               split=self.split, task_by=self.task_by)
+            loaded = data.load(
+                self.dataset,
+                "test" if part == "test" else "train",
+                root,
+                split=self.split,
+                task_by=self.task_by,
+            )
         if part == "test":
             return loaded
         excluded = excluded_tasks(loaded.task_names, self.exclude_classes)
@@ -201,7 +230,8 @@ class RunConfig:
         if self.data_fingerprint is not None and folder.fingerprint != self.data_fingerprint:
             raise data.DataError(
                 f"{self.dataset}: its images changed since the run was trained (fingerprint {folder.fingerprint}, "
-                f"the run's {self.data_fingerprint}); restore them, or train a new run on them")
+                f"the run's {self.data_fingerprint}); restore them, or train a new run on them"
+            )
         return folder
 
     def to_dict(self) -> dict:

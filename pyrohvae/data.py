@@ -105,14 +105,17 @@ class TaskData:
         """The data of the other tasks, renumbered from 0."""
         unknown = sorted(set(names) - set(self.task_names))
         if unknown:
-            raise DataError(f"{self.name} has no task {', '.join(map(repr, unknown))} (tasks: "
-                            f"{', '.join(self.task_names[:10])}{', ...' if self.num_tasks > 10 else ''})")
+            raise DataError(
+                f"{self.name} has no task {', '.join(map(repr, unknown))} (tasks: "
+                f"{', '.join(self.task_names[:10])}{', ...' if self.num_tasks > 10 else ''})"
+            )
         kept = [i for i, n in enumerate(self.task_names) if n not in set(names)]
         remap = torch.full((self.num_tasks,), -1, dtype=torch.long)
         remap[kept] = torch.arange(len(kept))
         index = (remap[self.tasks] >= 0).nonzero().squeeze(1)
-        return TaskData(self.images[index], remap[self.tasks[index]], [self.task_names[i] for i in kept], self.name)
-
+        return TaskData(
+            self.images[index], remap[self.tasks[index]], [self.task_names[i] for i in kept], self.name
+        )
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
@@ -191,7 +194,7 @@ def _cached(name: str, files: list[Path], build):
     if path.exists():
         try:
             return torch.load(path, weights_only=True)
-        except Exception:
+        except Exception:  # noqa: S110
             pass  # a damaged cache entry is rebuilt below
     value = build()
     try:
@@ -207,7 +210,7 @@ def _cached(name: str, files: list[Path], build):
 
 
 def _idx_dataset(dataset: str, root: Path, part: str) -> TaskData:
-    folder_name, cls_name = _IDX[dataset]
+    folder_name, _cls_name = _IDX[dataset]
     raw = root / folder_name / "raw"
     files = [raw / f for f in _IDX_FILES[part]]
     if not all(f.is_file() for f in files):
@@ -247,13 +250,17 @@ def _check_idx(path: Path, ndim: int) -> None:
         raise DataError(f"{path}: truncated IDX file ({len(header)} bytes, shorter than its header)")
     magic = int.from_bytes(header[:4], "big")
     if magic != expected:
-        raise DataError(f"{path}: wrong magic number 0x{magic:08x} for an IDX file of {ndim}-d unsigned bytes "
-                        f"(expected 0x{expected:08x})")
+        raise DataError(
+            f"{path}: wrong magic number 0x{magic:08x} for an IDX file of {ndim}-d unsigned bytes "
+            f"(expected 0x{expected:08x})"
+        )
     sizes = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     want, have = 4 + 4 * ndim + math.prod(sizes), path.stat().st_size
     if have != want:
-        raise DataError(f"{path}: {'truncated' if have < want else 'overlong'} IDX file: {have} bytes, "
-                        f"its header {tuple(sizes)} says {want}")
+        raise DataError(
+            f"{path}: {'truncated' if have < want else 'overlong'} IDX file: {have} bytes, "
+            f"its header {tuple(sizes)} says {want}"
+        )
 
 
 def _download_idx(dataset, root, raw, files):

@@ -53,9 +53,20 @@ def bounds(dim: int) -> torch.Tensor:
     return torch.tensor([[-BOX] * dim, [BOX] * dim], dtype=torch.float64)
 
 
-def bayes_opt(objective, dim: int, budget: int, seed: int = 0, n_init: int | None = None, refit_every: int = 20,
-              warm_start: bool = True, warm_fit_steps: int = 20, num_restarts: int = 10, raw_samples: int = 512,
-              acq_maxiter: int = 50, on_eval=None) -> SearchTrace:
+def bayes_opt(
+    objective,
+    dim: int,
+    budget: int,
+    seed: int = 0,
+    n_init: int | None = None,
+    refit_every: int = 20,
+    warm_start: bool = True,
+    warm_fit_steps: int = 20,
+    num_restarts: int = 10,
+    raw_samples: int = 512,
+    acq_maxiter: int = 50,
+    on_eval=None,
+) -> SearchTrace:
     """Maximise `objective` (a batch of points (n, dim) float64 -> values (n,)) over the box with
     `budget` evaluations, the first `n_init` from a Sobol design (default: 2 * dim, at most a third
     of the budget)."""
@@ -79,8 +90,12 @@ def bayes_opt(objective, dim: int, budget: int, seed: int = 0, n_init: int | Non
     seconds = []
     for i in range(budget - n_init):
         tic = time.perf_counter()
-        gp = SingleTaskGP(X, Y.unsqueeze(-1), input_transform=Normalize(d=dim, bounds=box),
-                          outcome_transform=Standardize(m=1))
+        gp = SingleTaskGP(
+            X,
+            Y.unsqueeze(-1),
+            input_transform=Normalize(d=dim, bounds=box),
+            outcome_transform=Standardize(m=1),
+        )
         warm = warm_start and previous is not None and i % refit_every
         if warm:  # start from the last fit and take a few steps from there
             gp.load_state_dict(previous, strict=False)
@@ -94,8 +109,14 @@ def bayes_opt(objective, dim: int, budget: int, seed: int = 0, n_init: int | Non
             warnings.simplefilter("ignore")
             # L-BFGS-B capped at 50 iterations per restart: the same maximum here as with scipy's
             # 200, in a third of the time (benchmarks/RESULTS.md)
-            candidate, _ = optimize_acqf(acquisition, box, q=1, num_restarts=num_restarts, raw_samples=raw_samples,
-                                         options={"maxiter": acq_maxiter})
+            candidate, _ = optimize_acqf(
+                acquisition,
+                box,
+                q=1,
+                num_restarts=num_restarts,
+                raw_samples=raw_samples,
+                options={"maxiter": acq_maxiter},
+            )
         y = objective(candidate).double()
         X, Y = torch.cat([X, candidate]), torch.cat([Y, y])
         seconds.append(time.perf_counter() - tic)
@@ -153,8 +174,17 @@ def _search(kind, objective, dim, budget, seed, on_eval, **bo):
     return random_search(objective, dim, budget, seed, on_eval)
 
 
-def discover(program, target: torch.Tensor, mode: str, budget: int = 300, steps: int = 5, seed: int = 0,
-             search: str = "bo", on_eval=None, **bo) -> dict:
+def discover(
+    program,
+    target: torch.Tensor,
+    mode: str,
+    budget: int = 300,
+    steps: int = 5,
+    seed: int = 0,
+    search: str = "bo",
+    on_eval=None,
+    **bo,
+) -> dict:
     """One search (`search` "bo" or "random") in one mode; the best design and cosine per step."""
     model = program.config.model
     if mode == "vae" and program.models_by_task:
@@ -176,8 +206,15 @@ def discover(program, target: torch.Tensor, mode: str, budget: int = 300, steps:
         per_step = [budget // steps + (1 if t < budget % steps else 0) for t in range(steps)]
         for t, n in enumerate(per_step):
             u = designs.posterior_mean_u(d)
-            trace = _search(search, lambda X, u=u: cosine(designs.fixed(u, X), target), designs.z_dim, n,
-                            seed + t, on_eval, **bo)
+            trace = _search(
+                search,
+                lambda X, u=u: cosine(designs.fixed(u, X), target),
+                designs.z_dim,
+                n,
+                seed + t,
+                on_eval,
+                **bo,
+            )
             point, value = trace.best
             d = designs.fixed(u, point.unsqueeze(0))[0]  # x*_t, the next step's d
             steps_out.append({"best_cosine": value, "design": d, "trace": trace, "u": u})

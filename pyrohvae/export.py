@@ -25,8 +25,13 @@ VERSION = 1
 
 
 def export(program, step: int, out: Path) -> None:
-    state = {"format": FORMAT, "version": VERSION, "config": json.dumps(program.config.to_dict()), "step": step,
-             "state_dict": {k: v.detach().cpu().contiguous() for k, v in program.state_dict().items()}}
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": json.dumps(program.config.to_dict()),
+        "step": step,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in program.state_dict().items()},
+    }
     with atomic_path(Path(out)) as tmp:
         torch.save(state, tmp)
 
@@ -40,8 +45,10 @@ def load(path: Path, device="cpu"):
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a model exported by pyrohvae")
     if state["version"] > VERSION:
-        raise CheckpointError(f"{path}: export format {state['version']} is newer than this pyrohvae reads "
-                              f"({VERSION}); upgrade pyrohvae")
+        raise CheckpointError(
+            f"{path}: export format {state['version']} is newer than this pyrohvae reads "
+            f"({VERSION}); upgrade pyrohvae"
+        )
     program = build(RunConfig.from_dict(json.loads(state["config"])))
     program.load_state_dict(state["state_dict"])
     return program.to(device).eval(), {"step": state["step"], "seconds": None}

@@ -18,6 +18,7 @@ every ELBO and likelihood is unchanged.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ SHOTS = (0, 1, 2, 3, 4, 9, 19)
 SET_SIZE = 5
 ZERO_SHOT = ("training-mean", "prior-mean")  # the models of no shots: θ(mean training-task ū), θ(E[u])
 
+
 def task_shots(data, name: str, shots: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
     """`shots` random images of task `name` of `data` (chosen by `seed`), its other images, and a
     description."""
@@ -48,10 +50,11 @@ def task_shots(data, name: str, shots: int, seed: int = 0) -> tuple[torch.Tensor
         raise ValueError(f"{data.name} has no task {name!r} (tasks: {known})")
     members = data.task_members()[data.task_names.index(name)]
     if len(members) <= shots:
-        raise ValueError(f"task {name!r} has {len(members)} images: too few for {shots} shots and a test image")
+        raise ValueError(
+            f"task {name!r} has {len(members)} images: too few for {shots} shots and a test image"
+        )
     members = members[torch.randperm(len(members), generator=torch.Generator().manual_seed(seed))]
-    return (data.images[members[:shots]], data.images[members[shots:]],
-            f"task {name!r} of {data.name}")
+    return (data.images[members[:shots]], data.images[members[shots:]], f"task {name!r} of {data.name}")
 
 
 @torch.no_grad()
@@ -68,8 +71,12 @@ def per_image(task_model, images: torch.Tensor, samples: int = 1024, device="cpu
 
 def summary(nelbo: torch.Tensor, nll: torch.Tensor) -> dict:
     n = len(nll)
-    return {"nelbo": float(nelbo.mean()), "nll": float(nll.mean()),
-            "nll_stderr": float(nll.std() / math.sqrt(n)) if n > 1 else None, "n": n}
+    return {
+        "nelbo": float(nelbo.mean()),
+        "nll": float(nll.mean()),
+        "nll_stderr": float(nll.std() / math.sqrt(n)) if n > 1 else None,
+        "n": n,
+    }
 
 
 def score(task_model, images: torch.Tensor, samples: int = 1024, device="cpu") -> dict:
@@ -77,14 +84,18 @@ def score(task_model, images: torch.Tensor, samples: int = 1024, device="cpu") -
     return summary(*per_image(task_model, images, samples, device))
 
 
-def compare(program, loc, scale, images: torch.Tensor, vae=None, samples: int = 1024, seed: int = 0) -> list[dict]:
+def compare(
+    program, loc, scale, images: torch.Tensor, vae=None, samples: int = 1024, seed: int = 0
+) -> list[dict]:
     """`score` rows of `images` under the few-shot model q(u) = N(loc, scale), the prior-mean model
     θ(E[u]) and, given, a VAE run's program, each scored from the same random state."""
     import pyro
 
     device = loc.device
-    models = {"fewshot": program.conditioned_on(loc, scale),
-              "prior-mean": program.conditioned_on(program.prior_mean_u().to(device), torch.ones_like(scale))}
+    models = {
+        "fewshot": program.conditioned_on(loc, scale),
+        "prior-mean": program.conditioned_on(program.prior_mean_u().to(device), torch.ones_like(scale)),
+    }
     if vae is not None:
         models["vae"] = vae.conditioned(None)
     rows = []
@@ -107,16 +118,31 @@ def save_samples(program, loc, path: Path, title: str, shots: int, seed: int = 0
     from .samples import save_grid
 
     means = sample_means(program, torch.cat([loc, program.prior_mean_u().to(loc.device)]), 10, seed)
-    save_grid(means, [f"θ(ū), {shots} shot(s)", "θ(E[u]), the prior mean"], None, path,
-              f"{title}: samples (Bernoulli means)")
+    save_grid(
+        means,
+        [f"θ(ū), {shots} shot(s)", "θ(E[u]), the prior mean"],
+        None,
+        path,
+        f"{title}: samples (Bernoulli means)",
+    )
 
 
 def vae_of(program, u: torch.Tensor):
     """A plain VAE program whose encoder and decoder weights are θ(u), u (u_dim,)."""
     config = program.config
-    vae = build(RunConfig(model="vae", dataset=config.dataset, split=config.split, task_by=config.task_by,
-                          z_dim=config.z_dim, hidden=config.hidden, seed=config.seed,
-                          pixel_bias=config.pixel_bias, train_tasks=config.train_tasks))
+    vae = build(
+        RunConfig(
+            model="vae",
+            dataset=config.dataset,
+            split=config.split,
+            task_by=config.task_by,
+            z_dim=config.z_dim,
+            hidden=config.hidden,
+            seed=config.seed,
+            pixel_bias=config.pixel_bias,
+            train_tasks=config.train_tasks,
+        )
+    )
     with torch.no_grad():
         encoder = {k: v.detach().cpu() for k, v in program.theta.encoder(u).items()}
         decoder = {k: v.detach().cpu() for k, v in program.theta.decoder(u).items()}
@@ -144,8 +170,16 @@ def save_model(program, u: torch.Tensor, out: Path, step: int, about: dict) -> P
 
     vae = vae_of(program, u.reshape(-1))
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(out / CHECKPOINT, {"config": vae.config.to_dict(), "step": step, "seconds": 0.0,
-                                       "program": vae.state_dict(), "fewshot": about})
+    checkpoint.save(
+        out / CHECKPOINT,
+        {
+            "config": vae.config.to_dict(),
+            "step": step,
+            "seconds": 0.0,
+            "program": vae.state_dict(),
+            "fewshot": about,
+        },
+    )
     vae.config.save(out / CONFIG)
     return out
 
@@ -158,7 +192,9 @@ def load_images(paths, invert: bool | None = None) -> tuple[torch.Tensor, list[s
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+            found = sorted(
+                f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
+            )
             if not found:
                 raise ValueError(f"{p}: no image files in this folder")
             files.extend(found)
@@ -171,7 +207,9 @@ def load_images(paths, invert: bool | None = None) -> tuple[torch.Tensor, list[s
     except DataError as e:
         raise ValueError(str(e)) from None
     borders = np.array([r[1] for r in read])
-    bits = to_bits(np.stack([r[0] for r in read]), [r[2] for r in read], polarity(borders) if invert is None else invert)
+    bits = to_bits(
+        np.stack([r[0] for r in read]), [r[2] for r in read], polarity(borders) if invert is None else invert
+    )
     return bits, [str(f) for f in files]
 
 
@@ -335,7 +373,7 @@ def curve_report(result: Curve, vae: Curve | None = None) -> dict:
     zero = next((m for m in ZERO_SHOT if m in result.nll), None)
     chain = ([zero] if zero else []) + curve_models
     changes = []
-    for a, b in zip(chain, chain[1:]):
+    for a, b in itertools.pairwise(chain):
         change, stderr = result.paired(b, a)
         changes.append(
             {
@@ -369,8 +407,10 @@ def curve_lines(report: dict) -> list[str]:
     gains = {g["model"]: g for g in report.get("gains", [])}
     changes = {s["to"]: s for s in report["changes"]}
     lines = [
-        f"  {'model':<14} {'shots':>5} {'-ELBO':>8} {'-log p(x)':>17}  {'vs fewer shots':>16}"
-        f"  {'gain over VAE':>15}"
+        (
+            f"  {'model':<14} {'shots':>5} {'-ELBO':>8} {'-log p(x)':>17}  {'vs fewer shots':>16}"
+            f"  {'gain over VAE':>15}"
+        )
     ]
     for r in report["rows"]:
         step = changes.get(r["shots"]) if r["model"].startswith("k=") else None

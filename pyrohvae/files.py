@@ -92,7 +92,9 @@ class FolderLock:
         except BlockingIOError:
             holder = os.read(self.fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(self.fd)
-            raise FolderInUse(f"{folder} is in use by process {holder}; wait for it to end or stop it") from None
+            raise FolderInUse(
+                f"{folder} is in use by process {holder}; wait for it to end or stop it"
+            ) from None
         os.ftruncate(self.fd, 0)
         os.write(self.fd, str(os.getpid()).encode())
 

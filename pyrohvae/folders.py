@@ -63,15 +63,19 @@ def _scan(root: Path) -> _Tree:
     loose = [e.name for e in os.scandir(root) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)]
     if not names:
         if loose:
-            raise DataError(f"{root}: images but no task folders; put each task's images in a folder of its own, "
-                            f"{root}/<task>/<image>")
+            raise DataError(
+                f"{root}: images but no task folders; put each task's images in a folder of its own, "
+                f"{root}/<task>/<image>"
+            )
         raise DataError(f"{root}: no task folders (expected {root}/<task>/<image>)")
     seen = {}
     for name in names:
         other = seen.setdefault(name.casefold(), name)
         if other != name:
-            raise DataError(f"{root}: tasks {other!r} and {name!r} differ only by case; rename one (on a "
-                            "case-insensitive file system they are one folder)")
+            raise DataError(
+                f"{root}: tasks {other!r} and {name!r} differ only by case; rename one (on a "
+                "case-insensitive file system they are one folder)"
+            )
     skipped = len([e for e in os.scandir(root) if e.is_file()])  # beside the task folders: in no task
 
     def is_image(path: str) -> bool:
@@ -84,15 +88,19 @@ def _scan(root: Path) -> _Tree:
             return False
         return True
 
-    found = make_dataset(str(root), {n: i for i, n in enumerate(names)}, is_valid_file=is_image, allow_empty=True)
+    found = make_dataset(
+        str(root), {n: i for i, n in enumerate(names)}, is_valid_file=is_image, allow_empty=True
+    )
     tasks = [t for _, t in found]
     counts = np.bincount(tasks, minlength=len(names)) if tasks else np.zeros(len(names), dtype=int)
     if not found:
         raise DataError(f"{root}: no images in any task folder (extensions: {', '.join(IMAGE_EXTENSIONS)})")
     few = [n for n, c in zip(names, counts) if c < 2]
     if few:
-        raise DataError(f"{root}: task {few[0]!r} has {counts[names.index(few[0])]} image(s); every task needs "
-                        f"at least 2" + (f" ({len(few) - 1} more such tasks)" if len(few) > 1 else ""))
+        raise DataError(
+            f"{root}: task {few[0]!r} has {counts[names.index(few[0])]} image(s); every task needs "
+            f"at least 2" + (f" ({len(few) - 1} more such tasks)" if len(few) > 1 else "")
+        )
     return _Tree(root, [Path(p) for p, _ in found], tasks, names, skipped)
 
 
@@ -149,8 +157,10 @@ def to_bits(grays: np.ndarray, digests: list[str], invert: bool) -> torch.Tensor
 def _layout(path: Path) -> tuple[Path, Path | None]:
     """(training tree, test tree or None for one tree split at random)."""
     if not path.is_dir():
-        raise DataError(f"{path}: no such folder (a dataset is one of mnist, fashion-mnist, omniglot or a folder "
-                        "of task folders)")
+        raise DataError(
+            f"{path}: no such folder (a dataset is one of mnist, fashion-mnist, omniglot or a folder "
+            "of task folders)"
+        )
     train, test = path / "train", path / "test"
     if train.is_dir() and test.is_dir():
         return train, test
@@ -186,7 +196,7 @@ class Folder:
         return TaskData(bits, torch.tensor(t.tasks), t.task_names, f"{self.path.name}/{name}")
 
     def part(self, part: str, invert: bool | None, test_fraction: float, test_seed: int) -> TaskData:
-        """"train" or "test": the tree of that name, or of one tree, the part of every task that
+        """ "train" or "test": the tree of that name, or of one tree, the part of every task that
         `test_fraction` and `test_seed` give it."""
         if "test" in self.trees:
             return self.tree(part, invert)
@@ -198,9 +208,14 @@ class Folder:
         return self.tree("test" if "test" in self.trees else "train", invert)
 
     def describe(self, test_fraction: float | None = None) -> str:
-        trees = ", ".join(f"{name}: {len(t.task_names)} tasks, {len(t.files)} images" for name, t in self.trees.items())
+        trees = ", ".join(
+            f"{name}: {len(t.task_names)} tasks, {len(t.files)} images" for name, t in self.trees.items()
+        )
         if "test" not in self.trees and test_fraction is not None:
-            trees = trees.replace("train: ", "") + f", {test_fraction:.0%} of each task's held out as the test part"
+            trees = (
+                trees.replace("train: ", "")
+                + f", {test_fraction:.0%} of each task's held out as the test part"
+            )
         skipped = f"; {self.skipped} files skipped (not images, or in no task folder)" if self.skipped else ""
         return f"{self.path} ({trees}{skipped})"
 
@@ -234,13 +249,21 @@ def scan(path) -> Folder:
         value = {}
         for name, tree in trees.items():
             read = [read_image(f) for f in tree.files]
-            value[name] = {"grays": torch.from_numpy(np.stack([r[0] for r in read])),
-                           "borders": torch.tensor([r[1] for r in read], dtype=torch.float64)}
+            value[name] = {
+                "grays": torch.from_numpy(np.stack([r[0] for r in read])),
+                "borders": torch.tensor([r[1] for r in read], dtype=torch.float64),
+            }
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(cached) as tmp:
                 torch.save(value, tmp)
         except (OSError, RuntimeError):
             pass  # caching is an optimisation; an unwritable cache folder only costs time
-    return Folder(path, trees, {n: v["grays"].numpy() for n, v in value.items()},
-                  {n: v["borders"].numpy() for n, v in value.items()}, digests, fingerprint)
+    return Folder(
+        path,
+        trees,
+        {n: v["grays"].numpy() for n, v in value.items()},
+        {n: v["borders"].numpy() for n, v in value.items()},
+        digests,
+        fingerprint,
+    )

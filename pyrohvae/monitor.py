@@ -44,16 +44,22 @@ class MetricsFile(Hook):
     `trainer.logged`, for the hooks after this one."""
 
     def __init__(self, path: Path, every: int, steps: int):
-        self.file, self.every, self.steps, self.window = open(path, "a"), every, steps, []
+        self.file, self.every, self.steps, self.window = open(path, "a"), every, steps, []  # noqa: SIM115 (closed by close)
 
     def on_step(self, trainer: Trainer, step: int, loss: float | None) -> None:
         if loss is not None:
             self.window.append(loss)
         if step % self.every and step != self.steps:
             return
-        line = {"step": step, "loss": loss, "loss_avg": sum(self.window) / len(self.window) if self.window else None,
-                "seconds": round(trainer.seconds, 3), "skipped": trainer.skipped, "lr": trainer.config.lr_at(step),
-                **loss_terms(trainer.program, *trainer.batch)}
+        line = {
+            "step": step,
+            "loss": loss,
+            "loss_avg": sum(self.window) / len(self.window) if self.window else None,
+            "seconds": round(trainer.seconds, 3),
+            "skipped": trainer.skipped,
+            "lr": trainer.config.lr_at(step),
+            **loss_terms(trainer.program, *trainer.batch),
+        }
         self.file.write(json.dumps(line) + "\n")
         self.file.flush()
         trainer.logged, self.window = line, []
@@ -68,13 +74,20 @@ class ProgressBar(Hook):
     def __init__(self, config, start: int):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=config.steps, initial=start, desc=f"{config.model} {config.dataset}",
-                        mininterval=0.5 if sys.stderr.isatty() else 30, file=sys.stderr)
+        self.bar = tqdm(
+            total=config.steps,
+            initial=start,
+            desc=f"{config.model} {config.dataset}",
+            mininterval=0.5 if sys.stderr.isatty() else 30,
+            file=sys.stderr,
+        )
 
     def on_step(self, trainer: Trainer, step: int, loss: float | None) -> None:
         line = trainer.logged
         if line is not None and line["step"] == step:
-            self.bar.set_postfix(loss="nan" if line["loss_avg"] is None else f"{line['loss_avg']:.2f}", refresh=False)
+            self.bar.set_postfix(
+                loss="nan" if line["loss_avg"] is None else f"{line['loss_avg']:.2f}", refresh=False
+            )
         self.bar.update(1)
 
     def close(self) -> None:
@@ -115,8 +128,9 @@ class TensorBoard:
             if line.get(key) is not None:
                 self.writer.add_scalar(f"train/{key}", line[key], step)
         if line["seconds"] > self._last[1]:
-            self.writer.add_scalar("train/steps_per_second", (step - self._last[0]) / (line["seconds"] - self._last[1]),
-                                   step)
+            self.writer.add_scalar(
+                "train/steps_per_second", (step - self._last[0]) / (line["seconds"] - self._last[1]), step
+            )
         self._last = (step, line["seconds"])
 
     def samples(self, step: int, program, data, seed: int) -> None:
@@ -128,7 +142,9 @@ class TensorBoard:
         device = next(program.parameters()).device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             means, _, _ = sample_rows(program, data, columns=8, prior_rows=2, max_tasks=8, seed=seed)
-        self.writer.add_image("samples", make_grid(means.flatten(0, 1), nrow=means.shape[1], pad_value=0.5), step)
+        self.writer.add_image(
+            "samples", make_grid(means.flatten(0, 1), nrow=means.shape[1], pad_value=0.5), step
+        )
 
     def close(self) -> None:
         self.writer.close()
@@ -152,12 +168,19 @@ def plot_runs(runs: list[Path], out: Path, smooth: int = 10) -> list[str]:
     import numpy as np
 
     curves = {Path(r).name or str(r): read_metrics(r) for r in runs}
-    panels = [k for k in ("loss_avg", "recon", "kl_z", "kl_u") if any(line.get(k) is not None
-                                                                      for lines in curves.values() for line in lines)]
+    panels = [
+        k
+        for k in ("loss_avg", "recon", "kl_z", "kl_u")
+        if any(line.get(k) is not None for lines in curves.values() for line in lines)
+    ]
     if not panels:
         raise ValueError("no logged losses in " + ", ".join(map(str, runs)))
-    titles = {"loss_avg": "training loss (nats/image)", "recon": "reconstruction", "kl_z": "KL(z)",
-              "kl_u": "KL(u), per image"}
+    titles = {
+        "loss_avg": "training loss (nats/image)",
+        "recon": "reconstruction",
+        "kl_z": "KL(z)",
+        "kl_u": "KL(u), per image",
+    }
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
     for ax, key in zip(axes[0], panels):
         for name, lines in curves.items():

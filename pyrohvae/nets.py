@@ -48,8 +48,14 @@ class Conv:
 
     def module(self) -> nn.Module:
         if self.transposed:
-            return ConvTranspose2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                                   self.padding, self.output_padding)
+            return ConvTranspose2d(
+                self.in_channels,
+                self.out_channels,
+                self.kernel_size,
+                self.stride,
+                self.padding,
+                self.output_padding,
+            )
         return Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding)
 
     def size(self, n: int) -> int:
@@ -62,8 +68,10 @@ class Conv:
 # The main VAE's convolutions (paper §4): conv 32 and 64 filters 3x3 stride 2, mirrored by
 # transposed ones. Declared here once; dense layers join them where the shapes below say.
 ENCODER_CONVS = {"conv1": Conv(1, 32), "conv2": Conv(32, 64)}
-DECODER_CONVS = {"deconv1": Conv(64, 32, output_padding=1, transposed=True),
-                 "deconv2": Conv(32, 1, output_padding=1, transposed=True)}
+DECODER_CONVS = {
+    "deconv1": Conv(64, 32, output_padding=1, transposed=True),
+    "deconv2": Conv(32, 1, output_padding=1, transposed=True),
+}
 
 
 def conv_shape() -> tuple[int, int, int]:
@@ -90,8 +98,11 @@ def weights(module: nn.Module) -> dict[str, torch.Tensor]:
     """A network's weights by dotted name, each read as an attribute: inside a Pyro program that is
     a param statement, and a weight made a `PyroSample` is drawn there (named parameters would
     miss it, and skip the statement)."""
-    return {f"{prefix}.{name}" if prefix else name: getattr(sub, name)
-            for prefix, sub in module.named_modules() for name in _own_weights(sub)}
+    return {
+        f"{prefix}.{name}" if prefix else name: getattr(sub, name)
+        for prefix, sub in module.named_modules()
+        for name in _own_weights(sub)
+    }
 
 
 def _own_weights(module: nn.Module) -> list[str]:
@@ -130,7 +141,9 @@ class Decoder(PyroModule):
             setattr(self, name, conv.module())
             channels, size = conv.out_channels, conv.size(size)
         if (channels, size, size) != IMAGE_SHAPE:
-            raise ValueError(f"the decoder's convolutions give images of {(channels, size, size)}, not {IMAGE_SHAPE}")
+            raise ValueError(
+                f"the decoder's convolutions give images of {(channels, size, size)}, not {IMAGE_SHAPE}"
+            )
         if pixel_bias:  # a logit added at every pixel of the image: for HyperVAE, a template θ(u) can paint
             self.pixel_bias = nn.Parameter(torch.zeros(IMAGE_SHAPE))
 
@@ -301,8 +314,12 @@ def decode(params: dict, z: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled():
         logits = _in_passes(_decode_groups, h, params)
     else:  # scoring: each group's many samples by the faster path, one group at a time
-        logits = torch.stack([_decode_many(h[g], {name: p[g : g + 1] for name, p in params.items()})
-                              for g in range(fold.groups)])
+        logits = torch.stack(
+            [
+                _decode_many(h[g], {name: p[g : g + 1] for name, p in params.items()})
+                for g in range(fold.groups)
+            ]
+        )
     logits = fold.outputs(logits)
     return logits if pixel_bias is None else logits + pixel_bias
 
@@ -347,8 +364,13 @@ def _conv_transpose_by_fold(h, params, name):
     items, _, height, width = h.shape
     h = h.reshape(items, groups, channels, height * width)
     cols = torch.einsum("mgcl,gck->mgkl", h, w.reshape(groups, channels, out * k * k))
-    image = F.fold(cols.reshape(items * groups, out * k * k, height * width), (conv.size(height), conv.size(width)),
-                   k, stride=conv.stride, padding=conv.padding)
+    image = F.fold(
+        cols.reshape(items * groups, out * k * k, height * width),
+        (conv.size(height), conv.size(width)),
+        k,
+        stride=conv.stride,
+        padding=conv.padding,
+    )
     return image + b.repeat(items, 1).reshape(items * groups, out, 1, 1)
 
 
@@ -361,8 +383,9 @@ class MatrixLayer(PyroModule):
     since weights take both signs.
     """
 
-    def __init__(self, init: torch.Tensor, h_dim: int, h_rms: float, init_scale: float,
-                 rows: int | None = None):
+    def __init__(
+        self, init: torch.Tensor, h_dim: int, h_rms: float, init_scale: float, rows: int | None = None
+    ):
         super().__init__()
         self.shape = tuple(init.shape)
         rows = rows or self.shape[0]  # the matrix the tensor is generated as: (rows, the rest)
@@ -437,8 +460,13 @@ class ThetaGenerator(PyroModule):
             # The typical size of H under the prior sets the scale of U and V. Computed by hand: a
             # PyroModule run before it joins its program could not join it.
             first, second = self.trunk[0], self.trunk[2]
-            h = F.relu(F.linear(F.relu(F.linear(torch.randn(256, u_dim), first.weight, first.bias)),
-                                second.weight, second.bias))
+            h = F.relu(
+                F.linear(
+                    F.relu(F.linear(torch.randn(256, u_dim), first.weight, first.bias)),
+                    second.weight,
+                    second.bias,
+                )
+            )
             h_rms = float(h.pow(2).mean().sqrt())
         defaults = {"encoder": Encoder(z_dim, hidden), "decoder": Decoder(z_dim, hidden, pixel_bias)}
         if z_prior:  # p(z | u) = N(loc, exp(log_scale)), generated with the decoder; starts near N(0, I)

@@ -50,7 +50,17 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from .data import TaskData
 from .evaluate import evaluate
 
-SCORES = ("elbo", "mdl", "kl", "complexity", "complexity-zlib", "ratio", "model-space", "u-distance", "z-distance")
+SCORES = (
+    "elbo",
+    "mdl",
+    "kl",
+    "complexity",
+    "complexity-zlib",
+    "ratio",
+    "model-space",
+    "u-distance",
+    "z-distance",
+)
 TRAINING_TASK_SCORES = ("model-space", "u-distance", "z-distance")  # scores that read the training data
 TASK_LATENT_SCORES = ("mdl", "model-space", "u-distance")  # HyperVAE's alone
 COMPRESSORS = ("png", "zlib")
@@ -124,7 +134,9 @@ def compressed_nats(images: torch.Tensor, compressor: str = "png") -> torch.Tens
 
 
 @torch.no_grad()
-def best_task_nll(program, train: TaskData, images: torch.Tensor, samples: int, seed: int = 0) -> torch.Tensor:
+def best_task_nll(
+    program, train: TaskData, images: torch.Tensor, samples: int, seed: int = 0
+) -> torch.Tensor:
     """min over the training tasks t of −log p(x | θ(ū_t)), per image; ū_t from a context of up
     to 100 training images of t, as the density protocol chooses it (HyperVAE)."""
     from .evaluate import context_set
@@ -145,7 +157,9 @@ def min_mahalanobis(points: torch.Tensor, reference: torch.Tensor, groups: torch
     reference rows (m, d) of group g, Σ their covariance about their own group's mean, pooled."""
     reference = reference.double()
     names, groups = torch.unique(groups, return_inverse=True)
-    means = torch.zeros(len(names), reference.shape[1], dtype=reference.dtype).index_add_(0, groups, reference)
+    means = torch.zeros(len(names), reference.shape[1], dtype=reference.dtype).index_add_(
+        0, groups, reference
+    )
     means /= torch.bincount(groups, minlength=len(names)).unsqueeze(1)
     centred = reference - means[groups]
     covariance = centred.T @ centred / len(reference)
@@ -164,7 +178,7 @@ def latent_means(program, images: torch.Tensor, site: str, batch: int = 500) -> 
     device = next(program.parameters()).device
     means = []
     for i in range(0, len(images), batch):
-        x = images[i: i + batch].float().unsqueeze(1).to(device)  # (n, 1, 1, 28, 28)
+        x = images[i : i + batch].float().unsqueeze(1).to(device)  # (n, 1, 1, 28, 28)
         if site == "u":
             means.append(program.task_u(x).cpu())
             continue
@@ -173,8 +187,9 @@ def latent_means(program, images: torch.Tensor, site: str, batch: int = 500) -> 
     return torch.cat(means)
 
 
-def latent_distance(program, train: TaskData, images: torch.Tensor, site: str, per_task: int = 1000,
-                    seed: int = 0) -> torch.Tensor:
+def latent_distance(
+    program, train: TaskData, images: torch.Tensor, site: str, per_task: int = 1000, seed: int = 0
+) -> torch.Tensor:
     """`u-distance` / `z-distance` of each image: min_mahalanobis of its latent mean among those of
     up to `per_task` random training images of each task."""
     g = torch.Generator().manual_seed(seed)
@@ -202,8 +217,16 @@ def datum_nll(program, data: TaskData, samples: int = 16, seed: int = 0, progres
     return datum_scores(program, data, samples, seed, progress)["nll"]
 
 
-def outlier_scores(program, mixed: MixedSet, samples: int = 16, seed: int = 0, progress=True,
-                   background=None, train: TaskData | None = None, wanted=TRAINING_TASK_SCORES) -> dict:
+def outlier_scores(
+    program,
+    mixed: MixedSet,
+    samples: int = 16,
+    seed: int = 0,
+    progress=True,
+    background=None,
+    train: TaskData | None = None,
+    wanted=TRAINING_TASK_SCORES,
+) -> dict:
     """Every score the program has, one per datum of the mixed set in its order: `elbo`, `kl`,
     `complexity`, `complexity-zlib`; `mdl` for HyperVAE; given its training data `train`, those of
     TRAINING_TASK_SCORES that are `wanted` (and apply); `ratio` given a `background` program."""
@@ -255,8 +278,12 @@ def write_scores(path, mixed: MixedSet, values: torch.Tensor, normal_name: str, 
 
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write("index,dataset,source_index,outlier,score\n")
-        for i, (label, src, v) in enumerate(zip(mixed.labels.tolist(), mixed.source_index.tolist(), values.tolist())):
-            f.write(f"{i},{outlier_name if label else normal_name},{src},{label},{v:.6f}\n")
+        f.writelines(
+            f"{i},{outlier_name if label else normal_name},{src},{label},{v:.6f}\n"
+            for i, (label, src, v) in enumerate(
+                zip(mixed.labels.tolist(), mixed.source_index.tolist(), values.tolist())
+            )
+        )
 
 
 def _thin_roc(fpr, tpr, points: int = 201) -> dict:

@@ -14,17 +14,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import xarray as xr  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import xarray as xr
 
 with warnings.catch_warnings():  # arviz 0.23 announces its 1.x rewrite on import
     warnings.simplefilter("ignore", FutureWarning)
-    import arviz as az  # noqa: E402
+    import arviz as az
 
-from .evaluate import evaluate  # noqa: E402
-from .files import atomic_path  # noqa: E402
+from .evaluate import evaluate
+from .files import atomic_path
 
 
 def task_posteriors(program, data, draws=500, seed=0, samples=16, limit=None, progress=True):
@@ -45,8 +45,14 @@ def task_posteriors(program, data, draws=500, seed=0, samples=16, limit=None, pr
         posterior={"u": u[None].numpy()},
         coords=coords,
         dims={"u": ["task", "u_dim"]},
-        attrs={"inference": "SVI", "model": config.model, "guide": config.guide, "prior": config.prior,
-               "dataset": config.dataset, "data": data.name},
+        attrs={
+            "inference": "SVI",
+            "model": config.model,
+            "guide": config.guide,
+            "prior": config.prior,
+            "dataset": config.dataset,
+            "data": data.name,
+        },
     )
     stats = xr.Dataset(
         {

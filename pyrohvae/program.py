@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pyro.distributions as dist
 import torch
@@ -67,7 +67,6 @@ def split_context_size(items: int) -> int:
     return min(max(k, 1), items - 1)
 
 
-
 class Program(PyroModule):
     """What every program shares, and what its callers ask of it (sampling, a task's model, the
     task posterior) instead of asking which model it is. Its kind, for callers that differ by it:"""
@@ -95,7 +94,9 @@ class Program(PyroModule):
         """The part of `data` whose tasks this program has a model for (all of them, but MetaVAE's)."""
         return data
 
-    def task_model(self, shots: torch.Tensor, combine: str = "product") -> tuple[TaskModel, torch.Tensor | None]:
+    def task_model(
+        self, shots: torch.Tensor, combine: str = "product"
+    ) -> tuple[TaskModel, torch.Tensor | None]:
         """The model of the task that `shots` (k, 1, 28, 28) show, and its ū (None without u)."""
         return self.conditioned(None), None
 
@@ -168,7 +169,11 @@ class VAEProgram(Program):
     def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
         """`prior_rows` rows of z ~ p(z) (`samples.sample_rows`)."""
         z = torch.randn(prior_rows, columns, self.config.z_dim, generator=g).to(self.device)
-        return torch.sigmoid(self.sample_logits(z)).cpu(), [f"z ~ p(z), row {i + 1}" for i in range(prior_rows)], None
+        return (
+            torch.sigmoid(self.sample_logits(z)).cpu(),
+            [f"z ~ p(z), row {i + 1}" for i in range(prior_rows)],
+            None,
+        )
 
 
 class HyperVAEProgram(Program):
@@ -180,23 +185,49 @@ class HyperVAEProgram(Program):
         super().__init__()
         self.config = config
         self.theta = ThetaGenerator(
-            config.u_dim, config.z_dim, config.hidden, config.h_dim, config.theta_init_scale,
-            z_prior=config.z_prior == "task", layout=config.theta_layout, pixel_bias=config.pixel_bias,
+            config.u_dim,
+            config.z_dim,
+            config.hidden,
+            config.h_dim,
+            config.theta_init_scale,
+            z_prior=config.z_prior == "task",
+            layout=config.theta_layout,
+            pixel_bias=config.pixel_bias,
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
 
     @pyro_method
-    def model(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, tasks=None,
-              items=None, context_size=0, q_u=None):
+    def model(
+        self,
+        x,
+        task=None,
+        kl_u_weight=1.0,
+        kl_z_weight=1.0,
+        record_theta=False,
+        tasks=None,
+        items=None,
+        context_size=0,
+        q_u=None,
+    ):
         if context_size:  # the first `context_size` items of each task are q(u)'s context, not scored
             x, kl_u_weight = x[:, context_size:], kl_u_weight * context_share(x.shape[1], context_size)
-        hypervae_model(self.theta, self.prior, self.config.z_dim, x, kl_u_weight=kl_u_weight,
-                       kl_z_weight=kl_z_weight, record_theta=record_theta, tasks=tasks, items=items)
+        hypervae_model(
+            self.theta,
+            self.prior,
+            self.config.z_dim,
+            x,
+            kl_u_weight=kl_u_weight,
+            kl_z_weight=kl_z_weight,
+            record_theta=record_theta,
+            tasks=tasks,
+            items=items,
+        )
 
     @pyro_method
-    def guide(self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, context_size=0,
-              q_u=None):
+    def guide(
+        self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, context_size=0, q_u=None
+    ):
         self.guide_nets(self.theta, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u)
 
     def step_kwargs(self, step: int) -> dict:
@@ -221,18 +252,24 @@ class HyperVAEProgram(Program):
         return [None]
 
     def notes(self) -> list[str]:
-        enc, dec = (sum(math.prod(shape) for shape in self.theta.shapes[half].values()) for half in ("encoder", "decoder"))
+        enc, dec = (
+            sum(math.prod(shape) for shape in self.theta.shapes[half].values())
+            for half in ("encoder", "decoder")
+        )
         return [f"generated per task by θ(u): main encoder {enc:,}, main decoder {dec:,}"]
 
     @torch.no_grad()
-    def task_posterior(self, shots: torch.Tensor, combine: str = "product") -> tuple[torch.Tensor, torch.Tensor]:
+    def task_posterior(
+        self, shots: torch.Tensor, combine: str = "product"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Location and scale of q(u | the k shots (k, 1, 28, 28)), each (1, u_dim)
         (`task_posteriors` of one task)."""
         return self.task_posteriors(shots.unsqueeze(0), combine)
 
     @torch.no_grad()
-    def task_posteriors(self, shots: torch.Tensor, combine: str = "product"
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    def task_posteriors(
+        self, shots: torch.Tensor, combine: str = "product"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Location and scale of q(u | shots) for tasks of k shots each (tasks, k, 1, 28, 28), each
         (tasks, u_dim). A guide that reads a set reads each task's shots as one; one that reads one
         draw gives a posterior per shot, combined by their product with the prior divided out
@@ -250,8 +287,10 @@ class HyperVAEProgram(Program):
         if combine != "product":
             raise ValueError(f"unknown --combine {combine!r}; choose one of {', '.join(COMBINES)}")
         if self.config.prior != "normal":
-            raise ValueError(f"--combine product divides out a N(0, I) prior; this run's prior is "
-                             f"{self.config.prior!r}: use --combine mean")
+            raise ValueError(
+                f"--combine product divides out a N(0, I) prior; this run's prior is "
+                f"{self.config.prior!r}: use --combine mean"
+            )
         precisions = scale.pow(-2)
         precision = torch.maximum(precisions.sum(1) - (k - 1), precisions.max(1).values)
         # the prior N(0, I) divided out contributes nothing to the precision-weighted location
@@ -274,16 +313,22 @@ class HyperVAEProgram(Program):
 
         z = torch.randn(columns, self.config.z_dim, generator=g).to(self.device)
         members = test_data.task_members()
-        shown = torch.linspace(0, len(members) - 1, min(max_tasks, len(members))).round().long().unique().tolist()
-        contexts = [test_data.images[members[t][torch.randperm(len(members[t]), generator=g)[:CONTEXT_SIZE]]].float()
-                    for t in shown]
+        shown = (
+            torch.linspace(0, len(members) - 1, min(max_tasks, len(members))).round().long().unique().tolist()
+        )
+        contexts = [
+            test_data.images[members[t][torch.randperm(len(members[t]), generator=g)[:CONTEXT_SIZE]]].float()
+            for t in shown
+        ]
         draws = torch.stack([c[:1] for c in contexts])  # (tasks, 1, 1, 28, 28): the first of each context
         if self.guide_nets.one_draw:  # the paper's guide reads one draw: d_t, shown
             u_tasks = self.task_u(draws.to(self.device))
         else:  # a set guide reads the whole context, of which d_t is one
             u_tasks = torch.cat([self.task_u(c.unsqueeze(0).to(self.device)) for c in contexts])
         u = torch.cat([u_tasks, self.prior().sample((prior_rows,)).to(self.device)])
-        labels = [test_data.task_names[t] for t in shown] + [f"u ~ p(u), row {i + 1}" for i in range(prior_rows)]
+        labels = [test_data.task_names[t] for t in shown] + [
+            f"u ~ p(u), row {i + 1}" for i in range(prior_rows)
+        ]
         return torch.sigmoid(self.sample_logits(z, u)).cpu(), labels, draws[:, 0].cpu()
 
     @torch.no_grad()
@@ -307,7 +352,9 @@ class HyperVAEProgram(Program):
         def fix(fn):
             # θ(ū) is fixed too, and hidden like u should a caller record it (record_theta=True):
             # else every importance trace would keep a copy of it
-            hidden = poutine.block(hide_fn=lambda site: site["name"] == "u" or site["name"].startswith("theta."))
+            hidden = poutine.block(
+                hide_fn=lambda site: site["name"] == "u" or site["name"].startswith("theta.")
+            )
             return hidden(poutine.condition(fn, data={"u": u}))
 
         q = self.guide_nets.q_u(loc, scale)
@@ -350,8 +397,9 @@ class MetaVAEProgram(Program):
         if not config.train_tasks:
             raise ConfigError("metavae needs config.train_tasks (set when training starts)")
         self.config = config
-        self.decoders = PyroModule[nn.ModuleList](Decoder(config.z_dim, config.hidden, config.pixel_bias)
-                                                  for _ in config.train_tasks)
+        self.decoders = PyroModule[nn.ModuleList](
+            Decoder(config.z_dim, config.hidden, config.pixel_bias) for _ in config.train_tasks
+        )
         self.guide_nets = guides.get(config.guide, "metavae")(config)
         self.task_index = {name: i for i, name in enumerate(config.train_tasks)}
 
@@ -378,7 +426,9 @@ class MetaVAEProgram(Program):
 
     def conditioned(self, summary, choice) -> TaskModel:
         task = torch.full((summary.shape[0],), choice, dtype=torch.long, device=summary.device)
-        return TaskModel(functools.partial(self.model, task=task), functools.partial(self.guide, context=summary))
+        return TaskModel(
+            functools.partial(self.model, task=task), functools.partial(self.guide, context=summary)
+        )
 
     def sample_logits(self, z: torch.Tensor, task: int) -> torch.Tensor:
         return self.decoders[task](z)
@@ -398,7 +448,11 @@ class MetaVAEProgram(Program):
         names = self.config.train_tasks
         shown = torch.linspace(0, len(names) - 1, min(max_tasks, len(names))).round().long().unique().tolist()
         z = torch.randn(columns, self.config.z_dim, generator=g).to(self.device)
-        return torch.stack([torch.sigmoid(self.sample_logits(z, t)) for t in shown]).cpu(), [names[t] for t in shown], None
+        return (
+            torch.stack([torch.sigmoid(self.sample_logits(z, t)) for t in shown]).cpu(),
+            [names[t] for t in shown],
+            None,
+        )
 
     @torch.no_grad()
     def sample_task(self, summary, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:

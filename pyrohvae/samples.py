@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from torchvision.utils import make_grid
 
-from .files import atomic_path  # noqa: E402
+from .files import atomic_path
 
 
 @torch.no_grad()

@@ -56,8 +56,10 @@ def contexts(data: TaskData, size: int = CONTEXT_SIZE, seed: int = 0) -> Context
     in_first = torch.zeros(len(data), dtype=torch.bool)
     for t, members in enumerate(data.task_members()):
         if len(members) < 2:
-            raise ValueError(f"task {data.task_names[t]!r} of {data.name} has {len(members)} image(s); "
-                             "its model needs a context of other images of the task: at least 2")
+            raise ValueError(
+                f"task {data.task_names[t]!r} of {data.name} has {len(members)} image(s); "
+                "its model needs a context of other images of the task: at least 2"
+            )
         members = members[torch.randperm(len(members), generator=g)]
         half = (len(members) + 1) // 2
         a, b = members[:half], members[half:]
@@ -103,7 +105,7 @@ class TaskModelScores:
         T = len(self.task_names)
         return {
             "tasks": T,
-            "n": int(len(self.task)),
+            "n": len(self.task),
             "chance": 1.0 / T,
             "task_accuracy": self.accuracy(),
             "own_other_gap": self.gap(),
@@ -113,8 +115,15 @@ class TaskModelScores:
 
 
 @torch.no_grad()
-def score_matrix(program, data: TaskData, samples: int = 8, context_size: int = CONTEXT_SIZE, seed: int = 0,
-                 chunk: int = 500, progress: bool = True) -> TaskModelScores:
+def score_matrix(
+    program,
+    data: TaskData,
+    samples: int = 8,
+    context_size: int = CONTEXT_SIZE,
+    seed: int = 0,
+    chunk: int = 500,
+    progress: bool = True,
+) -> TaskModelScores:
     """Per-image −ELBO under every task's model (module docstring); `samples` draws of z per
     image for the reconstruction term, KL(z) analytic."""
     if len(data.task_names) < 2:
@@ -155,8 +164,11 @@ def posterior_stats(program, data: TaskData, context_size: int = CONTEXT_SIZE, s
         locs.append(loc[0].cpu())
         scales.append(scale[0].cpu())
     loc, scale = torch.stack(locs), torch.stack(scales)
-    return {"u_norm": float(loc.norm(dim=1).mean()), "u_between_tasks": float(loc.std(0).mean()),
-            "q_scale": float(scale.mean())}
+    return {
+        "u_norm": float(loc.norm(dim=1).mean()),
+        "u_between_tasks": float(loc.std(0).mean()),
+        "q_scale": float(scale.mean()),
+    }
 
 
 # --- sample agreement -----------------------------------------------------------------------------
@@ -182,7 +194,9 @@ class Labeller:
         return self.estimator.predict(images.reshape(len(images), -1).cpu().numpy().astype(np.float32))
 
 
-def labeller(dataset: str, train: TaskData, test: TaskData | None = None, limit: int | None = None) -> Labeller:
+def labeller(
+    dataset: str, train: TaskData, test: TaskData | None = None, limit: int | None = None
+) -> Labeller:
     """The classifier that labels samples, fitted once on the training images and cached.
 
     MNIST and Fashion-MNIST: a scikit-learn multilayer perceptron (one hidden layer of 256).
@@ -196,7 +210,9 @@ def labeller(dataset: str, train: TaskData, test: TaskData | None = None, limit:
     if limit is not None:
         train = train.subset(torch.arange(min(limit, len(train))))
     kind = "nearest-centroid" if dataset == "omniglot" else "mlp-256"
-    named = dataset if dataset in DATASETS else "folder"  # a folder's path is no file name; the key is its content
+    named = (
+        dataset if dataset in DATASETS else "folder"
+    )  # a folder's path is no file name; the key is its content
     path = cache_dir() / f"labeller-{named}-{kind}-v{_CLASSIFIER_VERSION}-{_data_key(train)}.pkl"
     if path.exists():
         try:
@@ -204,7 +220,7 @@ def labeller(dataset: str, train: TaskData, test: TaskData | None = None, limit:
                 cached = pickle.load(f)
             if isinstance(cached, Labeller) and (test is None or cached.test_accuracy is not None):
                 return cached
-        except Exception:
+        except Exception:  # noqa: S110
             pass  # a damaged cache entry is refitted below
     x = train.images.reshape(len(train), -1).numpy().astype(np.float32)
     y = train.tasks.numpy()
@@ -226,8 +242,14 @@ def labeller(dataset: str, train: TaskData, test: TaskData | None = None, limit:
 
 
 @torch.no_grad()
-def sample_agreement(program, data: TaskData, label: Labeller, per_task: int = 100,
-                     context_size: int = CONTEXT_SIZE, seed: int = 0) -> dict:
+def sample_agreement(
+    program,
+    data: TaskData,
+    label: Labeller,
+    per_task: int = 100,
+    context_size: int = CONTEXT_SIZE,
+    seed: int = 0,
+) -> dict:
     """Sample `per_task` images (Bernoulli means) from the model of each task, chosen from the
     same first-half context as in `score_matrix`, and label them: the share labelled as their
     task, overall and per task."""
@@ -241,9 +263,13 @@ def sample_agreement(program, data: TaskData, label: Labeller, per_task: int = 1
         pyro.set_rng_seed(seed * 100_003 + 2 * j)
         means = program.sample_task(ctx.first[j].to(device), per_task, g, choice=_model_choice(program, name))
         per.append(float((label.predict(means) == j).mean()))
-    return {"sample_agreement": float(np.mean(per)), "sample_agreement_per_task": per,
-            "labeller": label.kind, "labeller_test_accuracy": label.test_accuracy,
-            "samples_per_task": per_task}
+    return {
+        "sample_agreement": float(np.mean(per)),
+        "sample_agreement_per_task": per,
+        "labeller": label.kind,
+        "labeller_test_accuracy": label.test_accuracy,
+        "samples_per_task": per_task,
+    }
 
 
 # --- figure -------------------------------------------------------------------------------------
@@ -274,8 +300,11 @@ def heatmap(scores: TaskModelScores, path: Path, title: str) -> None:
                 ax.text(j, i, f"{m[i, j]:.1f}", ha="center", va="center", fontsize=6)
     fig.colorbar(im, ax=ax, fraction=0.046, label="mean −ELBO minus the row's mean (nats)")
     s = scores.summary()
-    ax.set_title(f"{title}\ntask accuracy {s['task_accuracy']:.3f} (chance {s['chance']:.3f}), "
-                 f"own-vs-other gap {s['own_other_gap']:.2f} nats", fontsize=9)
+    ax.set_title(
+        f"{title}\ntask accuracy {s['task_accuracy']:.3f} (chance {s['chance']:.3f}), "
+        f"own-vs-other gap {s['own_other_gap']:.2f} nats",
+        fontsize=9,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -160,7 +160,9 @@ def _open(config: RunConfig, out: Path, resume: bool, data_root, ranks: Ranks, h
     if resume and not ckpt_path.exists():
         raise TrainError(f"--resume: {out} holds no {CHECKPOINT}")
     if ranks.parallel and not program_class(config).data_parallel:
-        raise TrainError(f"--distributed: a {config.model}'s ranks would not stay identical; train it in one process")
+        raise TrainError(
+            f"--distributed: a {config.model}'s ranks would not stay identical; train it in one process"
+        )
     state = checkpoint.load(ckpt_path) if resume else None
     if state is not None:
         _check_same_run(ckpt_path, state, config, ignore=("steps",))
@@ -195,7 +197,9 @@ def _trainer(config: RunConfig, state: dict | None, batches, device: torch.devic
     if state is not None:
         rng = state["rng"]
         if isinstance(rng, list) and len(rng) != ranks.world:
-            raise TrainError(f"--resume: the checkpoint was written by {len(rng)} ranks; resume it with as many")
+            raise TrainError(
+                f"--resume: the checkpoint was written by {len(rng)} ranks; resume it with as many"
+            )
     trainer = Trainer(program, ranks, [device.index] if device.type == "cuda" and ranks.parallel else None)
     if state is None:
         if ranks.parallel:
@@ -252,11 +256,17 @@ class Checkpoints(Hook):
         if len(set(digests)) > 1:
             raise TrainError(f"the ranks' parameters differ at step {step}; not checkpointed")
         if ranks.writer:
-            checkpoint.save(self.path, {
-                "config": self.config.to_dict(), **trainer.state(), "world": ranks.world,
-                "rank_digests": digests, "rng": rng if ranks.parallel else rng[0],
-                "batches": self.batches.generator.get_state(),
-            })
+            checkpoint.save(
+                self.path,
+                {
+                    "config": self.config.to_dict(),
+                    **trainer.state(),
+                    "world": ranks.world,
+                    "rank_digests": digests,
+                    "rng": rng if ranks.parallel else rng[0],
+                    "batches": self.batches.generator.get_state(),
+                },
+            )
             if self.kept(step):
                 self._keep(step)
         self.saved = step

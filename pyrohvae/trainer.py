@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -76,9 +76,14 @@ class Trainer:
         return loss, finite
 
     def state(self) -> dict:
-        return {"step": self.step, "seconds": self.seconds, "skipped": self.skipped,
-                "program": self.program.state_dict(), "optim": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
+        return {
+            "step": self.step,
+            "seconds": self.seconds,
+            "skipped": self.skipped,
+            "program": self.program.state_dict(),
+            "optim": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
 
     def load_state(self, state: dict) -> None:
         """Where a checkpoint left off. Format 1 (before this trainer) kept Adam's state per Pyro
@@ -93,8 +98,10 @@ class Trainer:
         params = dict(self.program.named_parameters())
         for name, moments in checkpoint.format1_moments(state["optim"]).items():
             p = params[name]
-            self.optimizer.state[p] = {k: torch.as_tensor(v, dtype=torch.float32, device=p.device) if k == "step"
-                                       else v.to(p.device) for k, v in moments.items()}
+            self.optimizer.state[p] = {
+                k: torch.as_tensor(v, dtype=torch.float32, device=p.device) if k == "step" else v.to(p.device)
+                for k, v in moments.items()
+            }
         self.scheduler.last_epoch = self.step
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr_at(self.step + 1)

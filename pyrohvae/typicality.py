@@ -18,7 +18,7 @@ score is −log p̂(statistics of x). DoSE's own form, one density per statistic
 independent, misses what only the joint sees: a digit's −log p(x) is typical of garments, but not
 for an image of its PNG length. (On a Fashion-MNIST run against MNIST and Omniglot outliers, the
 per-statistic sum gave AUC 87.7 and 91.9, the joint mixture 97.0 and 96.5: the one comparison this
-choice was made on, README.)
+choice was made on, docs/outliers.md.)
 
 The normal images are the run's validation part, which it never trained on; a run without one
 uses FIT_IMAGES of its training images, and the fit says so ("seen in training"): their
@@ -51,8 +51,9 @@ MAX_COMPONENTS = 8
 VERSION = 2
 
 
-def statistics(program, images: torch.Tensor, train: TaskData, samples: int = 16, seed: int = 0,
-               progress: bool = False) -> dict[str, torch.Tensor]:
+def statistics(
+    program, images: torch.Tensor, train: TaskData, samples: int = 16, seed: int = 0, progress: bool = False
+) -> dict[str, torch.Tensor]:
     """Every statistic of each image (n, 1, 28, 28): name -> (n,) float64, in the images' order.
     `train` holds the training tasks the distances are measured to."""
     data = TaskData(images, torch.zeros(len(images), dtype=torch.long), ["scored"], "scored")
@@ -89,8 +90,10 @@ class Fit:
         mean, sd = x.mean(0), x.std(0)
         sd[sd == 0] = 1.0  # a constant statistic: any change of it is untypical
         z = (x - mean) / sd
-        mixtures = [GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=0).fit(z)
-                    for k in range(1, min(MAX_COMPONENTS, self.n // 50) + 1)]
+        mixtures = [
+            GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=0).fit(z)
+            for k in range(1, min(MAX_COMPONENTS, self.n // 50) + 1)
+        ]
         bics = [m.bic(z) for m in mixtures]
         return mean, sd, mixtures[int(np.argmin(bics))], bics
 
@@ -137,21 +140,35 @@ def fit_images(config, data_root=None, seed: int = 0) -> tuple[TaskData, str]:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:FIT_IMAGES]
         data, where = train.subset(pick), f"{train.name} (seen in training)"
     if len(data) < MIN_FIT_IMAGES:
-        raise ValueError(f"the typicality fit needs at least {MIN_FIT_IMAGES} normal images; {where} has "
-                         f"{len(data)}: choose another --score")
+        raise ValueError(
+            f"the typicality fit needs at least {MIN_FIT_IMAGES} normal images; {where} has "
+            f"{len(data)}: choose another --score"
+        )
     return data, where
 
 
-def fit(program, run_dir: Path, step: int, train: TaskData, data_root=None, samples: int = 16, seed: int = 0,
-        progress: bool = False) -> Fit:
+def fit(
+    program,
+    run_dir: Path,
+    step: int,
+    train: TaskData,
+    data_root=None,
+    samples: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+) -> Fit:
     """The statistics of the run's normal images, saved as RUN/typicality.json; the density is fitted on them."""
     images, where = fit_images(program.config, data_root, seed)
     stats = statistics(program, images.images, train, samples, seed, progress)
     names = list(stats)
     bad = [n for n in names if not torch.isfinite(stats[n]).all()]
     if bad:
-        raise ValueError(f"the typicality fit met non-finite {', '.join(bad)} on {where}: is the run trained?")
-    result = Fit(names, [stats[n].tolist() for n in names], where, checkpoint_digest(run_dir), step, samples, seed)
+        raise ValueError(
+            f"the typicality fit met non-finite {', '.join(bad)} on {where}: is the run trained?"
+        )
+    result = Fit(
+        names, [stats[n].tolist() for n in names], where, checkpoint_digest(run_dir), step, samples, seed
+    )
     atomic_write_text(Path(run_dir) / FIT_FILE, json.dumps(asdict(result)) + "\n")
     return result
 
@@ -163,8 +180,11 @@ def load_fit(run_dir: Path, step: int, samples: int, seed: int) -> tuple[Fit | N
         return None, "no fit yet"
     try:
         saved = Fit(**json.loads(path.read_text()))
-        ok = (len(saved.names) == len(saved.values) and saved.n >= MIN_FIT_IMAGES
-              and all(len(v) == saved.n and all(map(math.isfinite, v)) for v in saved.values))
+        ok = (
+            len(saved.names) == len(saved.values)
+            and saved.n >= MIN_FIT_IMAGES
+            and all(len(v) == saved.n and all(map(math.isfinite, v)) for v in saved.values)
+        )
     except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
         return None, f"{FIT_FILE} unreadable ({type(e).__name__})"
     if not ok or saved.version != VERSION:
@@ -176,8 +196,16 @@ def load_fit(run_dir: Path, step: int, samples: int, seed: int) -> tuple[Fit | N
     return saved, "reused"
 
 
-def fitted(program, run_dir: Path, step: int, train: TaskData, data_root=None, samples: int = 16, seed: int = 0,
-           progress: bool = False) -> tuple[Fit, str]:
+def fitted(
+    program,
+    run_dir: Path,
+    step: int,
+    train: TaskData,
+    data_root=None,
+    samples: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[Fit, str]:
     """The run's fit, reused when it still belongs to it, else refitted; and which it was."""
     saved, why = load_fit(run_dir, step, samples, seed)
     if saved is not None:
@@ -185,9 +213,21 @@ def fitted(program, run_dir: Path, step: int, train: TaskData, data_root=None, s
     return fit(program, run_dir, step, train, data_root, samples, seed, progress), f"fitted ({why})"
 
 
-def typicality_scores(program, run_dir: Path, step: int, images: torch.Tensor, train: TaskData, data_root=None,
-                      samples: int = 16, seed: int = 0, progress: bool = False) -> tuple[torch.Tensor, dict]:
+def typicality_scores(
+    program,
+    run_dir: Path,
+    step: int,
+    images: torch.Tensor,
+    train: TaskData,
+    data_root=None,
+    samples: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[torch.Tensor, dict]:
     """The score of each image (n, 1, 28, 28) under the run's fit (made or reused), and what
     `outliers --json` reports of that fit."""
     made, how = fitted(program, run_dir, step, train, data_root, samples, seed, progress)
-    return made.score(statistics(program, images, train, samples, seed, progress)), {**made.summary(), "how": how}
+    return made.score(statistics(program, images, train, samples, seed, progress)), {
+        **made.summary(),
+        "how": how,
+    }

@@ -24,8 +24,11 @@ def pytest_collection_finish(session):
     """A run that selected tests marked `data` without the data stops here, not as a skip that a
     misplaced data folder would make look like a pass."""
     if not HAS_DATA and any(item.get_closest_marker("data") for item in session.items):
-        pytest.exit(f"the tests marked data read real data: set PYROHVAE_DATA_DIR (looked in {DATA_ROOT}), "
-                    f"or run the others: pytest -m 'not data'", returncode=4)
+        pytest.exit(
+            f"the tests marked data read real data: set PYROHVAE_DATA_DIR (looked in {DATA_ROOT}), "
+            f"or run the others: pytest -m 'not data'",
+            returncode=4,
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,8 +61,20 @@ def trained_run(tmp_path_factory):
     def make(model: str) -> Path:
         if model not in runs:
             out = tmp_path_factory.mktemp("runs") / model
-            args = ["train", "--dataset", "mnist", "--model", model, "--steps", "200", "--log-every", "1",
-                    "--out", str(out), "--no-progress"]
+            args = [
+                "train",
+                "--dataset",
+                "mnist",
+                "--model",
+                model,
+                "--steps",
+                "200",
+                "--log-every",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
             result = CliRunner().invoke(main, args)
             assert result.exit_code == 0, result.output
             runs[model] = out

@@ -118,7 +118,7 @@ def test_validation_part_is_a_fixed_share_of_every_task():
     kept, held = whole.hold_out(0.1)
     assert names(kept) | names(held) == set(index.tolist()) and not names(kept) & names(held)
     assert held.task_sizes().tolist() == [0, 1, 9, 20]  # a task of one image stays in training
-    again_kept, again_held = whole.hold_out(0.1)
+    _again_kept, again_held = whole.hold_out(0.1)
     assert names(again_held) == names(held)
     assert names(whole.hold_out(0.1, seed=1)[1]) != names(held)
 

@@ -57,9 +57,26 @@ def test_class_exemplar_is_of_the_class_and_fixed_by_the_seed(data_root):
 @pytest.mark.parametrize("mode, steps, refit_every", [("joint", 1, 1), ("iterative", 3, 20)])
 def test_discover_command_writes_designs_trace_and_json(trained_run, tmp_path, mode, steps, refit_every):
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["discover", str(trained_run("hypervae")), "--target-class", "7", "--mode", mode,
-                                       "--iterations", "24", "--steps", str(steps), "--out", str(out), "--no-progress",
-                                       "--refit-every", str(refit_every)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "discover",
+            str(trained_run("hypervae")),
+            "--target-class",
+            "7",
+            "--mode",
+            mode,
+            "--iterations",
+            "24",
+            "--steps",
+            str(steps),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--refit-every",
+            str(refit_every),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "discovery.json").read_text())
     assert len(summary["best_cosine"]) == steps and summary["evaluations"] == 24
@@ -72,29 +89,80 @@ def test_discover_command_writes_designs_trace_and_json(trained_run, tmp_path, m
 
 
 def test_discover_refuses_a_mode_the_run_cannot_do(trained_run, tmp_path):
-    result = CliRunner().invoke(main, ["discover", str(trained_run("vae")), "--target-class", "7", "--mode", "joint",
-                                       "--iterations", "10", "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "discover",
+            str(trained_run("vae")),
+            "--target-class",
+            "7",
+            "--mode",
+            "joint",
+            "--iterations",
+            "10",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 2 and "needs a hypervae run" in result.stderr
     result = CliRunner().invoke(main, ["discover", str(trained_run("vae")), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--target" in result.stderr
-    result = CliRunner().invoke(main, ["discover", str(trained_run("vae")), "--target-class", "7", "--refit-every", "0",
-                                       "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "discover",
+            str(trained_run("vae")),
+            "--target-class",
+            "7",
+            "--refit-every",
+            "0",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 2 and "--refit-every" in result.stderr
-    result = CliRunner().invoke(main, ["discover", str(trained_run("vae")), "--target-class", "eleven",
-                                       "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main, ["discover", str(trained_run("vae")), "--target-class", "eleven", "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1 and "no class 'eleven'" in result.stderr and "Traceback" not in result.output
 
 
 def test_held_out_classes_are_not_trained_on(tmp_path, data_root):
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--model", "vae", "--exclude-classes", "3,5",
-                                       "--steps", "2", "--out", str(run), "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--model",
+            "vae",
+            "--exclude-classes",
+            "3,5",
+            "--steps",
+            "2",
+            "--out",
+            str(run),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
-    assert config["exclude_classes"] == ["3", "5"] and config["train_tasks"] == ["0", "1", "2", "4", "6", "7", "8", "9"]
+    assert config["exclude_classes"] == ["3", "5"] and config["train_tasks"] == [
+        "0",
+        "1",
+        "2",
+        "4",
+        "6",
+        "7",
+        "8",
+        "9",
+    ]
     from pyrohvae.config import RunConfig
 
     train = RunConfig.load(run / "config.json").load_data("train", data_root)
     assert len(train) == 60000 - 6131 - 5421 and train.num_tasks == 8
-    bad = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--exclude-classes", "x", "--out", str(tmp_path / "b")])
+    bad = CliRunner().invoke(
+        main, ["train", "--dataset", "mnist", "--exclude-classes", "x", "--out", str(tmp_path / "b")]
+    )
     assert bad.exit_code == 1 and "'x' matches no task" in bad.stderr

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from pyrohvae import checkpoint
 
 pytestmark = pytest.mark.data  # torchrun trains on real MNIST
@@ -19,10 +19,30 @@ def train(out, *args, launcher=()):
     # The paper's configuration: its losses' Monte Carlo noise is what the tolerances below were
     # set for (the task-specific preset's U·H·V at B's spread makes a step's loss depend more on
     # the draw of u, and the comparison below is of runs with other draws).
-    cmd = [sys.executable, *launcher, "cli.py", "train", "--dataset", "mnist", "--steps", str(STEPS),
-           "--log-every", "1", "--checkpoint-every", "10", "--seed", "2", "--out", str(out), "--no-progress",
-           *(["--preset", "paper"] if "--resume" not in args else []), *args]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        *launcher,
+        "cli.py",
+        "train",
+        "--dataset",
+        "mnist",
+        "--steps",
+        str(STEPS),
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "10",
+        "--seed",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        *(["--preset", "paper"] if "--resume" not in args else []),
+        *args,
+    ]
+    done = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -45,9 +65,23 @@ def test_two_ranks_stay_identical_and_match_one_process_over_the_same_tasks(tmp_
 
 
 def test_distributed_outside_torchrun_is_a_clear_error(tmp_path):
-    done = subprocess.run([sys.executable, "cli.py", "train", "--dataset", "mnist", "--distributed",
-                           "--out", str(tmp_path / "r")], cwd=REPO, capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "cli.py",
+            "train",
+            "--dataset",
+            "mnist",
+            "--distributed",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")},
+    )
     assert done.returncode == 1 and "torchrun" in done.stderr and done.stderr.count("\n") == 1
 
 

@@ -50,15 +50,19 @@ def guide_draws(program, x, seed):
     return trace.nodes["u"]["value"], trace.nodes["z"]["value"], q_u.loc, q_u.scale
 
 
-@pytest.mark.parametrize("kl_u_weight,kl_z_weight,z_prior", [(1.0, 1.0, "normal"), (0.25, 1.0, "normal"),
-                                                             (1.0, 7.0, "normal"), (1.0, 1.0, "task")])
+@pytest.mark.parametrize(
+    "kl_u_weight,kl_z_weight,z_prior",
+    [(1.0, 1.0, "normal"), (0.25, 1.0, "normal"), (1.0, 7.0, "normal"), (1.0, 1.0, "task")],
+)
 def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior):
     """With a KL(u) warm-up weight w < 1, only the per-task term is multiplied by w; with a KL(z)
     weight, only log q(z|x) − log p(z); with p(z | u) generated, p(z) is θ(u)'s own Gaussian."""
     program, x = setup_program(z_prior=z_prior)
     T, N = x.shape[:2]
     pyro.set_rng_seed(3)
-    loss = Trace_ELBO(max_plate_nesting=2).loss(program.model, program.guide, x, None, kl_u_weight, kl_z_weight)
+    loss = Trace_ELBO(max_plate_nesting=2).loss(
+        program.model, program.guide, x, None, kl_u_weight, kl_z_weight
+    )
     u, z, u_loc, u_scale = guide_draws(program, x, seed=3)
     with torch.no_grad():
         z_loc, z_scale = encode(program.theta.encoder(u), x)
@@ -117,7 +121,9 @@ def test_theta_is_recorded_in_the_traces_on_request(setup):
     program, x = setup
     guide_trace = poutine.trace(program.guide).get_trace(x)
     model_trace = poutine.trace(poutine.replay(program.model, trace=guide_trace)).get_trace(x)
-    samples = [n for t in (guide_trace, model_trace) for n, site in t.nodes.items() if site["type"] == "sample"]
+    samples = [
+        n for t in (guide_trace, model_trace) for n, site in t.nodes.items() if site["type"] == "sample"
+    ]
     assert not any(n.startswith("theta.") for n in samples)  # θ's own parameters are param sites
     loss = Trace_ELBO(max_plate_nesting=2).loss
     pyro.set_rng_seed(0)

@@ -36,7 +36,10 @@ def test_vectorized_path_matches_pyro_importance(trained_run, mnist_test):
         reference = reference_log_likelihood(model, guide, datum[i], 512)
         spread = runs[:, j].std()
         assert abs(reference - runs[:, j].mean()) < 4 * spread * (1 + 1 / 8) ** 0.5 + 0.05, (
-            i, reference, runs[:, j].tolist())
+            i,
+            reference,
+            runs[:, j].tolist(),
+        )
 
 
 def test_chunking_over_particles_changes_nothing(trained_run, mnist_test):
@@ -73,8 +76,9 @@ def test_task_mode_draws_one_theta_per_task_and_datum_mode_one_per_datum(trained
 @pytest.mark.parametrize("model", ["vae", "hypervae", "metavae"])
 def test_evaluate_command_writes_eval_json(trained_run, model):
     run = trained_run(model)
-    result = CliRunner().invoke(main, ["evaluate", str(run), "--limit", "20", "--samples", "16", "--json",
-                                       "--no-progress"])
+    result = CliRunner().invoke(
+        main, ["evaluate", str(run), "--limit", "20", "--samples", "16", "--json", "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     written = json.loads((run / "eval.json").read_text())

@@ -13,8 +13,8 @@ import zipfile
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import REPO
+
 from pyrohvae import checkpoint
 from pyrohvae.cli import main
 
@@ -26,21 +26,40 @@ def invoke(*args):
 def assert_one_line_error(result, *words):
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, (
+        result.stderr
+    )
     for w in words:
         assert w in lines[0], lines[0]
 
 
 # --- kill and resume ---------------------------------------------------------------------------
 
-TRAIN = ["--dataset", "mnist", "--model", "hypervae", "--steps", "24", "--checkpoint-every", "3",
-         "--log-every", "1", "--seed", "5", "--no-progress"]
+TRAIN = [
+    "--dataset",
+    "mnist",
+    "--model",
+    "hypervae",
+    "--steps",
+    "24",
+    "--checkpoint-every",
+    "3",
+    "--log-every",
+    "1",
+    "--seed",
+    "5",
+    "--no-progress",
+]
 
 
 def start(out, *extra, env=None):
-    return subprocess.Popen([sys.executable, "cli.py", "train", *TRAIN, "--out", str(out), *extra],
-                            cwd=REPO, env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "cli.py", "train", *TRAIN, "--out", str(out), *extra],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def logged_steps(out):
@@ -76,7 +95,7 @@ def test_killed_runs_resume_to_the_parameters_of_an_uninterrupted_one(tmp_path):
         if when == "write":
             wait_for(lambda: list(run.glob(".checkpoint.pt.*.tmp")), process)
         else:
-            wait_for(lambda: logged_steps(run) and logged_steps(run)[-1] >= when, process)
+            wait_for(lambda when=when: logged_steps(run) and logged_steps(run)[-1] >= when, process)
         process.send_signal(signal.SIGKILL)
         process.wait()
         if (run / "checkpoint.pt").exists():
@@ -145,8 +164,10 @@ def test_wrong_magic_idx_file(mnist_copy, tmp_path):
 def _omniglot_root(tmp_path, data_root, evaluation: bytes | None, bad_png=False):
     folder = tmp_path / "omni" / "omniglot-py"
     folder.mkdir(parents=True)
-    with zipfile.ZipFile(data_root / "omniglot-py" / "images_background.zip") as source, \
-            zipfile.ZipFile(folder / "images_background.zip", "w") as small:
+    with (
+        zipfile.ZipFile(data_root / "omniglot-py" / "images_background.zip") as source,
+        zipfile.ZipFile(folder / "images_background.zip", "w") as small,
+    ):
         names = [n for n in source.namelist() if n.endswith(".png")][:40]
         for n in names:
             small.writestr(n, source.read(n))
@@ -189,16 +210,33 @@ def two_runs(tmp_path, data_root):
     runs = {}
     for model in ("vae", "hypervae"):
         runs[model] = tmp_path / model
-        assert invoke("train", "--dataset", "mnist", "--model", model, "--steps", 2, "--out", runs[model],
-                      "--no-progress").exit_code == 0
+        assert (
+            invoke(
+                "train",
+                "--dataset",
+                "mnist",
+                "--model",
+                model,
+                "--steps",
+                2,
+                "--out",
+                runs[model],
+                "--no-progress",
+            ).exit_code
+            == 0
+        )
     return runs
 
 
 def test_checkpoint_of_another_model_or_dataset(two_runs):
     shutil.copy(two_runs["vae"] / "checkpoint.pt", two_runs["hypervae"] / "checkpoint.pt")
     ckpt = two_runs["hypervae"] / "checkpoint.pt"
-    assert_one_line_error(invoke("train", "--out", two_runs["hypervae"], "--resume", "--steps", 4), str(ckpt),
-                          "another run", "model")
+    assert_one_line_error(
+        invoke("train", "--out", two_runs["hypervae"], "--resume", "--steps", 4),
+        str(ckpt),
+        "another run",
+        "model",
+    )
     assert_one_line_error(invoke("evaluate", two_runs["hypervae"], "--limit", 5), str(ckpt), "another run")
     assert not (two_runs["hypervae"] / "eval.json").exists()
     config = json.loads((two_runs["vae"] / "config.json").read_text())
@@ -225,15 +263,32 @@ def test_checkpoint_from_a_newer_format_or_damaged(two_runs):
 @pytest.mark.data
 def test_full_disk_keeps_the_last_good_checkpoint(tmp_path):
     run = tmp_path / "run"
-    args = ["train", "--dataset", "mnist", "--model", "vae", "--steps", "3", "--out", str(run), "--no-progress"]
-    assert subprocess.run([sys.executable, "cli.py", *args], cwd=REPO).returncode == 0
+    args = [
+        "train",
+        "--dataset",
+        "mnist",
+        "--model",
+        "vae",
+        "--steps",
+        "3",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
+    assert subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, check=False).returncode == 0
     before = run.joinpath("checkpoint.pt").read_bytes()
 
     def small_disk():  # writes past 1 MB fail (EFBIG) the way a full disk fails them (ENOSPC)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
-    done = subprocess.run([sys.executable, "cli.py", "train", "--out", str(run), "--resume", "--steps", "6",
-                           "--no-progress"], cwd=REPO, preexec_fn=small_disk, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "cli.py", "train", "--out", str(run), "--resume", "--steps", "6", "--no-progress"],
+        cwd=REPO,
+        check=False,
+        preexec_fn=small_disk,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("Error: ") and str(run / "checkpoint.pt") in lines[-1], done.stderr
@@ -264,8 +319,20 @@ def nan_at_step_5(monkeypatch):
 @pytest.mark.data
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(nan_at_step_5, tmp_path):
     run = tmp_path / "run"
-    result = invoke("train", "--dataset", "mnist", "--model", "vae", "--steps", 8, "--checkpoint-every", 2,
-                    "--out", run, "--no-progress")
+    result = invoke(
+        "train",
+        "--dataset",
+        "mnist",
+        "--model",
+        "vae",
+        "--steps",
+        8,
+        "--checkpoint-every",
+        2,
+        "--out",
+        run,
+        "--no-progress",
+    )
     assert_one_line_error(result, "loss is nan at step 5", "keeps step 4")
     assert checkpoint.load(run / "checkpoint.pt")["step"] == 4
 
@@ -273,8 +340,22 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(nan_at_step_5, tmp_pa
 @pytest.mark.data
 def test_nan_loss_skipped_and_counted(nan_at_step_5, tmp_path):
     run = tmp_path / "run"
-    result = invoke("train", "--dataset", "mnist", "--model", "vae", "--steps", 8, "--log-every", 1,
-                    "--on-nan", "skip", "--out", run, "--no-progress")
+    result = invoke(
+        "train",
+        "--dataset",
+        "mnist",
+        "--model",
+        "vae",
+        "--steps",
+        8,
+        "--log-every",
+        1,
+        "--on-nan",
+        "skip",
+        "--out",
+        run,
+        "--no-progress",
+    )
     assert result.exit_code == 0 and "1 steps skipped" in result.stdout
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["skipped"] for m in lines] == [0] * 4 + [1] * 4 and lines[4]["loss"] is None
@@ -289,8 +370,20 @@ def test_paths_with_spaces_and_non_ascii(tmp_path, data_root):
     root = tmp_path / "données brutes"
     root.symlink_to(data_root)
     run = tmp_path / "run dir ü"
-    result = invoke("train", "--dataset", "mnist", "--model", "vae", "--steps", 2, "--data-dir", root,
-                    "--out", run, "--no-progress")
+    result = invoke(
+        "train",
+        "--dataset",
+        "mnist",
+        "--model",
+        "vae",
+        "--steps",
+        2,
+        "--data-dir",
+        root,
+        "--out",
+        run,
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     assert invoke("sample", run, "--out", run / "échantillons.png", "--data-dir", root).exit_code == 0
     assert (run / "échantillons.png").exists()
@@ -300,17 +393,51 @@ def test_paths_with_spaces_and_non_ascii(tmp_path, data_root):
 def test_same_seed_gives_bit_identical_loss_curves(tmp_path):
     curves = []
     for name in ("a", "b"):
-        assert invoke("train", "--dataset", "mnist", "--steps", 12, "--log-every", 1, "--tasks-per-step", 2,
-                      "--out", tmp_path / name, "--no-progress").exit_code == 0
-        curves.append([json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
+        assert (
+            invoke(
+                "train",
+                "--dataset",
+                "mnist",
+                "--steps",
+                12,
+                "--log-every",
+                1,
+                "--tasks-per-step",
+                2,
+                "--out",
+                tmp_path / name,
+                "--no-progress",
+            ).exit_code
+            == 0
+        )
+        curves.append(
+            [
+                json.loads(line)["loss"]
+                for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+            ]
+        )
     assert curves[0] == curves[1] and len(set(curves[0])) == 12
 
 
 @pytest.mark.data
 def test_deterministic_flag_turns_on_deterministic_algorithms(tmp_path):
     try:
-        assert invoke("train", "--dataset", "mnist", "--model", "vae", "--steps", 2, "--deterministic",
-                      "--out", tmp_path / "run", "--no-progress").exit_code == 0
+        assert (
+            invoke(
+                "train",
+                "--dataset",
+                "mnist",
+                "--model",
+                "vae",
+                "--steps",
+                2,
+                "--deterministic",
+                "--out",
+                tmp_path / "run",
+                "--no-progress",
+            ).exit_code
+            == 0
+        )
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)

@@ -1,5 +1,6 @@
 """Few-shot models: how k shots make one q(u), the exported VAE, reading image files, the command."""
 
+import itertools
 import json
 
 import numpy as np
@@ -100,7 +101,11 @@ def test_image_files_become_the_same_bits_every_time(tmp_path):
     assert [n.split("/")[-1] for n in names] == ["a.png", "b.png"]
     a = images[0, 0]
     # inverted, strokes on; padded to a square, so the 10 of 40 columns of ink stay 5 of 28
-    assert a[6:22, 12:16].float().mean() > 0.9 and a[:, :10].float().mean() < 0.05 and a[:, 18:].float().mean() < 0.05
+    assert (
+        a[6:22, 12:16].float().mean() > 0.9
+        and a[:, :10].float().mean() < 0.05
+        and a[:, 18:].float().mean() < 0.05
+    )
     again, _ = fewshot.load_images([tmp_path / "a.png", tmp_path / "b.png"])
     assert torch.equal(again, images)
     (tmp_path / "broken.png").write_bytes(b"not a png")
@@ -111,8 +116,23 @@ def test_image_files_become_the_same_bits_every_time(tmp_path):
 def test_fewshot_command_on_a_task_and_on_files(trained_run, tmp_path):
     run = trained_run("hypervae")
     out = tmp_path / "three"
-    result = CliRunner().invoke(main, ["fewshot", str(run), "--task", "3", "--shots", "5", "--samples", "8",
-                                       "--vae", str(trained_run("vae")), "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "fewshot",
+            str(run),
+            "--task",
+            "3",
+            "--shots",
+            "5",
+            "--samples",
+            "8",
+            "--vae",
+            str(trained_run("vae")),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = json.loads((out / "fewshot.json").read_text())
     assert written["shots"] == 5 and [r["model"] for r in written["rows"]] == ["fewshot", "prior-mean", "vae"]
@@ -121,16 +141,30 @@ def test_fewshot_command_on_a_task_and_on_files(trained_run, tmp_path):
     # the model folder is a VAE run that evaluate reads
     vae, state = load_run(out / "model")
     assert vae.config.model == "vae" and state["fewshot"]["shots"] == 5
-    result = CliRunner().invoke(main, ["evaluate", str(out / "model"), "--limit", "20", "--samples", "4",
-                                       "--no-progress"])
+    result = CliRunner().invoke(
+        main, ["evaluate", str(out / "model"), "--limit", "20", "--samples", "4", "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
 
     folder = tmp_path / "shots"
     folder.mkdir()
     for i in range(3):
-        Image.fromarray((np.eye(28, dtype=np.uint8) * 255)).rotate(30 * i).save(folder / f"{i}.png")
-    result = CliRunner().invoke(main, ["fewshot", str(run), "--images", str(folder), "--test", str(folder / "0.png"),
-                                       "--samples", "4", "--out", str(tmp_path / "files")])
+        Image.fromarray(np.eye(28, dtype=np.uint8) * 255).rotate(30 * i).save(folder / f"{i}.png")
+    result = CliRunner().invoke(
+        main,
+        [
+            "fewshot",
+            str(run),
+            "--images",
+            str(folder),
+            "--test",
+            str(folder / "0.png"),
+            "--samples",
+            "4",
+            "--out",
+            str(tmp_path / "files"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "files" / "fewshot.json").read_text())
     assert written["shots"] == 3 and written["rows"][0]["n"] == 1
@@ -146,7 +180,9 @@ def test_fewshot_command_errors(trained_run, tmp_path):
         result = CliRunner().invoke(main, ["fewshot", run, *args])
         assert result.exit_code != 0 and message in result.output, result.output
         assert "Traceback" not in result.output
-    result = CliRunner().invoke(main, ["fewshot", str(trained_run("vae")), "--task", "3", "--out", str(tmp_path / "c")])
+    result = CliRunner().invoke(
+        main, ["fewshot", str(trained_run("vae")), "--task", "3", "--out", str(tmp_path / "c")]
+    )
     assert result.exit_code == 1 and "a vae run has no task latent u" in result.output
 
 
@@ -176,10 +212,17 @@ def test_the_plan_never_shows_a_scored_image_its_own_image_and_nests_the_shots()
     assert not torch.equal(fewshot.curve_plan(data, (0, 1, 2, 4), per_task=3, seed=2)[1], pools)
 
 
-@pytest.mark.parametrize("sizes, shots, message", [
-    ([6, 4], (0, 1, 4), "task 'task1' of synthetic has 4 image(s): 4 shot(s) and an image to score need 5"),
-    ([6, 1], (0,), "task 'task1' of synthetic has 1 image(s): 0 shot(s) and an image to score need 2"),
-])
+@pytest.mark.parametrize(
+    "sizes, shots, message",
+    [
+        (
+            [6, 4],
+            (0, 1, 4),
+            "task 'task1' of synthetic has 4 image(s): 4 shot(s) and an image to score need 5",
+        ),
+        ([6, 1], (0,), "task 'task1' of synthetic has 1 image(s): 0 shot(s) and an image to score need 2"),
+    ],
+)
 def test_the_plan_refuses_tasks_too_small_for_the_shots(sizes, shots, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         fewshot.curve_plan(task_data(sizes), shots, per_task=2)
@@ -203,11 +246,20 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
 
 
 def test_the_report_steps_and_gains_are_paired_differences():
-    nll = {"training-mean": torch.tensor([10.0, 12, 14]), "k=1": torch.tensor([9.0, 11, 12]),
-           "k=2": torch.tensor([9.0, 11.5, 12])}
+    nll = {
+        "training-mean": torch.tensor([10.0, 12, 14]),
+        "k=1": torch.tensor([9.0, 11, 12]),
+        "k=2": torch.tensor([9.0, 11.5, 12]),
+    }
     curve = fewshot.Curve(list(nll), {k: v + 1 for k, v in nll.items()}, nll, torch.zeros(3), ["t"], 8)
-    vae = fewshot.Curve(["vae"], {"vae": torch.tensor([12.0, 12, 12])}, {"vae": torch.tensor([11.0, 12, 13])},
-                        torch.zeros(3), ["t"], 8)
+    vae = fewshot.Curve(
+        ["vae"],
+        {"vae": torch.tensor([12.0, 12, 12])},
+        {"vae": torch.tensor([11.0, 12, 13])},
+        torch.zeros(3),
+        ["t"],
+        8,
+    )
     report = fewshot.curve_report(curve, vae)
     first, second = report["changes"]
     assert (first["from"], first["to"]) == (0, 1) and first["change"] == pytest.approx(-4 / 3)
@@ -222,7 +274,7 @@ def test_precision_pooling_narrows_with_every_shot_and_reads_any_number():
     program = program_of(guide="precision-pool")
     x = shots(6)
     scales = [program.task_posterior(x[:k])[1] for k in range(1, 7)]
-    assert all(bool((b < a).all()) for a, b in zip(scales, scales[1:]))
+    assert all(bool((b < a).all()) for a, b in itertools.pairwise(scales))
     # the posterior of N(0, I) given independent Gaussian factors: one factor's own location and
     # precision give it exactly
     loc1, scale1 = program.guide_nets.items(x[:1].unsqueeze(0))
@@ -276,8 +328,23 @@ def held_out_runs(tmp_path_factory, data_root):
     runs = {}
     for model in ("hypervae", "vae"):
         out = tmp_path_factory.mktemp("held-out") / model
-        args = ["train", "--dataset", "mnist", "--model", model, "--exclude-classes", "3", "--steps", "20",
-                "--batch-size", "20", "--out", str(out), "--no-progress", "--no-tensorboard"]
+        args = [
+            "train",
+            "--dataset",
+            "mnist",
+            "--model",
+            model,
+            "--exclude-classes",
+            "3",
+            "--steps",
+            "20",
+            "--batch-size",
+            "20",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--no-tensorboard",
+        ]
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
         runs[model] = str(out)
@@ -286,9 +353,24 @@ def held_out_runs(tmp_path_factory, data_root):
 
 def test_fewshot_curve_command_scores_the_held_out_digit(held_out_runs, tmp_path):
     out = tmp_path / "curve"
-    result = CliRunner().invoke(main, ["fewshot-curve", held_out_runs["hypervae"], "--shots", "0,2,1",
-                                       "--per-task", "3", "--samples", "8", "--vae", held_out_runs["vae"],
-                                       "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "fewshot-curve",
+            held_out_runs["hypervae"],
+            "--shots",
+            "0,2,1",
+            "--per-task",
+            "3",
+            "--samples",
+            "8",
+            "--vae",
+            held_out_runs["vae"],
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = json.loads((out / "curve.json").read_text())
     assert written["data"] == "mnist/test" and written["tasks"] == 1 and written["images"] == 3
@@ -299,9 +381,25 @@ def test_fewshot_curve_command_scores_the_held_out_digit(held_out_runs, tmp_path
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "k=2" in result.output and "gain over VAE" in result.output
     # the training images of the held-out digit: another part, the same kind of result
-    result = CliRunner().invoke(main, ["fewshot-curve", held_out_runs["hypervae"], "--split", "held-out",
-                                       "--shots", "1", "--per-task", "2", "--samples", "4",
-                                       "--out", str(tmp_path / "h"), "--json", "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "fewshot-curve",
+            held_out_runs["hypervae"],
+            "--split",
+            "held-out",
+            "--shots",
+            "1",
+            "--per-task",
+            "2",
+            "--samples",
+            "4",
+            "--out",
+            str(tmp_path / "h"),
+            "--json",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["data"] == "mnist/train"
 
@@ -311,22 +409,27 @@ def test_fewshot_curve_command_errors_write_nothing(held_out_runs, trained_run, 
     for task, n in (("ring", 3), ("dot", 1)):
         (folder / task).mkdir(parents=True)
         for i in range(n):
-            Image.fromarray((np.eye(28, k=i, dtype=np.uint8) * 255)).save(folder / task / f"{i}.png")
+            Image.fromarray(np.eye(28, k=i, dtype=np.uint8) * 255).save(folder / task / f"{i}.png")
     run = held_out_runs["hypervae"]
     cases = [
-        ([run, "--shots", "0,1,2000"],
-         "task '3' of mnist/test has 1010 image(s): 2000 shot(s) and an image to score need 2001"),
+        (
+            [run, "--shots", "0,1,2000"],
+            "task '3' of mnist/test has 1010 image(s): 2000 shot(s) and an image to score need 2001",
+        ),
         ([run, "--dataset", str(folder), "--shots", "0"], "task 'dot' has 1 image(s)"),
         ([run, "--shots", "1,x"], "shot counts separated by commas"),
-        ([str(trained_run("hypervae")), "--shots", "1"],
-         "the test part of mnist holds no task the run was not trained on"),
+        (
+            [str(trained_run("hypervae")), "--shots", "1"],
+            "the test part of mnist holds no task the run was not trained on",
+        ),
         ([str(trained_run("hypervae")), "--split", "held-out"], "this run holds no held-out tasks"),
         ([run, "--vae", str(trained_run("metavae"))], "a metavae run, not a vae"),
     ]
     for i, (args, message) in enumerate(cases):
         out = tmp_path / f"out{i}"
-        result = CliRunner().invoke(main, ["fewshot-curve", *args, "--samples", "2", "--out", str(out),
-                                           "--no-progress"])
+        result = CliRunner().invoke(
+            main, ["fewshot-curve", *args, "--samples", "2", "--out", str(out), "--no-progress"]
+        )
         assert result.exit_code != 0 and message in result.output, result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
         assert not out.exists()
@@ -363,9 +466,14 @@ def test_refine_lowers_the_shots_loss_and_leaves_the_weights_alone():
     assert all(p.requires_grad for p in program.parameters())
 
 
-@pytest.mark.parametrize("layout, pixel_bias, name, paper_rank", [
-    ("paper", False, "fc2.bias", True), ("spatial", False, "fc2.bias", False),
-    ("paper", True, "pixel_bias", False)])
+@pytest.mark.parametrize(
+    "layout, pixel_bias, name, paper_rank",
+    [
+        ("paper", False, "fc2.bias", True),
+        ("spatial", False, "fc2.bias", False),
+        ("paper", True, "pixel_bias", False),
+    ],
+)
 def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name, paper_rank):
     """The part of a generated tensor that depends on u lies in the span of U·H·V over all H: for a
     bias generated as (n, 1), the h_dim columns of U; generated as a (channels, positions) or (28, 28)
@@ -377,14 +485,17 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
     assert rank <= h_dim if paper_rank else rank > h_dim
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"model": "vae", "u_dim": 5}, "--u-dim, --h-dim and --theta-layout apply to hypervae only"),
-    ({"theta_layout": "square"}, "unknown θ layout 'square'"),
-    ({"kl_u_weight": 0.0}, "--kl-u-weight 0.0: a weight above 0"),
-    ({"model": "vae", "kl_u_weight": 0.5}, "--kl-u-warmup and --kl-u-weight apply to hypervae only"),
-    ({"split_context": True, "random_context": True}, "give one"),
-    ({"split_context": True, "batch_size": 1}, "--split-context needs --batch-size 2 or more"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"model": "vae", "u_dim": 5}, "--u-dim, --h-dim and --theta-layout apply to hypervae only"),
+        ({"theta_layout": "square"}, "unknown θ layout 'square'"),
+        ({"kl_u_weight": 0.0}, "--kl-u-weight 0.0: a weight above 0"),
+        ({"model": "vae", "kl_u_weight": 0.5}, "--kl-u-warmup and --kl-u-weight apply to hypervae only"),
+        ({"split_context": True, "random_context": True}, "give one"),
+        ({"split_context": True, "batch_size": 1}, "--split-context needs --batch-size 2 or more"),
+    ],
+)
 def test_the_few_shot_options_refuse_what_they_cannot_do(options, message):
     from pyrohvae.config import ConfigError
 
@@ -406,6 +517,8 @@ def test_unseen_tasks_are_those_the_run_did_not_train_on(data_root):
     fresh = RunConfig(dataset="mnist", exclude_classes=["3"])
     with pytest.raises(ValueError, match="records no training tasks"):
         unseen_tasks(fresh, "test", data_root)
-    trained = RunConfig(dataset="mnist", exclude_classes=["3"], train_tasks=[str(d) for d in range(10) if d != 3])
+    trained = RunConfig(
+        dataset="mnist", exclude_classes=["3"], train_tasks=[str(d) for d in range(10) if d != 3]
+    )
     test = unseen_tasks(trained, "test", data_root)
     assert test.task_names == ["3"] and len(test) == 1010

@@ -42,7 +42,9 @@ def make_folder(root, per_task=8, modes=("RGB",), size=(40, 52), seed=0):
             mode = modes[i % len(modes)]
             img = Image.fromarray(gray).convert("RGB" if mode in ("RGB", "JPEG") else "L")
             if mode == "RGBA":  # ink opaque, background transparent black: only the alpha tells them apart
-                img = Image.fromarray(np.dstack([np.zeros_like(gray)] * 3 + [np.where(ink, 255, 0).astype(np.uint8)]))
+                img = Image.fromarray(
+                    np.dstack([np.zeros_like(gray)] * 3 + [np.where(ink, 255, 0).astype(np.uint8)])
+                )
             elif mode == "P":
                 img = img.convert("P")
             elif mode == "I;16":
@@ -53,7 +55,9 @@ def make_folder(root, per_task=8, modes=("RGB",), size=(40, 52), seed=0):
 
 
 def bits_of(folder, part="train", **kw) -> torch.Tensor:
-    return folders.scan(folder).part(part, kw.get("invert"), kw.get("test_fraction", 0.25), kw.get("test_seed", 0))
+    return folders.scan(folder).part(
+        part, kw.get("invert"), kw.get("test_fraction", 0.25), kw.get("test_seed", 0)
+    )
 
 
 def test_any_mode_and_size_becomes_bright_on_dark_28x28_bits(tmp_path):
@@ -61,7 +65,7 @@ def test_any_mode_and_size_becomes_bright_on_dark_28x28_bits(tmp_path):
     data = folders.scan(root).tree("train")
     assert data.images.shape == (24, 1, 28, 28) and data.images.dtype == torch.uint8
     assert set(data.images.unique().tolist()) == {0, 1}
-    assert data.task_names == list(sorted(SHAPES))
+    assert data.task_names == sorted(SHAPES)
     # dark ink on white, detected and inverted: the ink is 1; the border (background) almost all 0
     border = torch.cat([data.images[..., 0, :], data.images[..., -1, :]], -1).float().mean()
     centre = data.images[..., 10:18, 10:18].float().mean()
@@ -76,7 +80,9 @@ def test_sixteen_bit_and_palette_images_read_as_their_eight_bit_gray(tmp_path):
     levels = np.tile(np.linspace(0, 255, 60).round().astype(np.uint8), (30, 1))
     Image.fromarray(levels).save(tmp_path / "8.png")
     Image.fromarray(levels.astype(np.uint16) * 257).save(tmp_path / "16.png")
-    Image.fromarray(levels).convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(tmp_path / "p.png")
+    Image.fromarray(levels).convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(
+        tmp_path / "p.png"
+    )
     eight, border, _ = folders.read_image(tmp_path / "8.png")
     assert eight.shape == (28, 28) and 100 < border < 155
     assert np.array_equal(folders.read_image(tmp_path / "16.png")[0], eight)
@@ -133,16 +139,19 @@ def test_what_is_skipped_and_what_is_ignored(tmp_path):
     assert "4 files skipped" in folder.describe()
 
 
-@pytest.mark.parametrize("damage,message", [
-    ("missing", "no such folder"),
-    ("empty", "no task folders"),
-    ("loose", "images but no task folders"),
-    ("no-images", "no images in any task folder"),
-    ("one-image", "task 'bar' has 1 image"),
-    ("truncated", "image 1 ü.png: not a readable image"),
-    ("not-an-image", "image 2 ü.png: not a readable image"),
-    ("case", "tasks 'Ring' and 'ring' differ only by case"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        ("missing", "no such folder"),
+        ("empty", "no task folders"),
+        ("loose", "images but no task folders"),
+        ("no-images", "no images in any task folder"),
+        ("one-image", "task 'bar' has 1 image"),
+        ("truncated", "image 1 ü.png: not a readable image"),
+        ("not-an-image", "image 2 ü.png: not a readable image"),
+        ("case", "tasks 'Ring' and 'ring' differ only by case"),
+    ],
+)
 def test_bad_folders_are_one_clear_error_naming_the_culprit(tmp_path, damage, message):
     root = tmp_path / "data"
     if damage == "empty":
@@ -178,8 +187,20 @@ def cli(*args, code=0):
 def test_train_evaluate_sample_and_outliers_on_a_folder(tmp_path):
     root = make_folder(tmp_path / "my shapes ü", per_task=12)
     run = tmp_path / "run"
-    result = cli("train", "--dataset", root, "--steps", 20, "--batch-size", 10, "--tasks-per-step", 2,
-                 "--out", run, "--no-progress")
+    result = cli(
+        "train",
+        "--dataset",
+        root,
+        "--steps",
+        20,
+        "--batch-size",
+        10,
+        "--tasks-per-step",
+        2,
+        "--out",
+        run,
+        "--no-progress",
+    )
     assert "3 tasks, 36 images, 20% of each task's held out as the test part" in result.output
     assert "inverted (detected" in result.output
     config = json.loads((run / "config.json").read_text())
@@ -192,9 +213,14 @@ def test_train_evaluate_sample_and_outliers_on_a_folder(tmp_path):
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     other = make_folder(tmp_path / "outliers", per_task=4, size=(28, 28), seed=3)
     result = cli("outliers", run, "--outliers", other, "--samples", 4, "--no-progress", code=2)
-    assert "typicality fit needs at least 50 normal images; my shapes ü/train (seen in training) has 30" in (
-        result.output) and not (run / "outliers-outliers.json").exists()  # too few images for the default
-    result = cli("outliers", run, "--outliers", other, "--score", "elbo", "--samples", 4, "--json", "--no-progress")
+    assert (
+        "typicality fit needs at least 50 normal images; my shapes ü/train (seen in training) has 30"
+        in (result.output)
+        and not (run / "outliers-outliers.json").exists()
+    )  # too few images for the default
+    result = cli(
+        "outliers", run, "--outliers", other, "--score", "elbo", "--samples", 4, "--json", "--no-progress"
+    )
     assert json.loads(result.stdout)["n_outliers"] >= 1 and (run / "outliers-outliers-elbo.json").exists()
 
     # the folder changes: every later command says so in one line, and writes nothing

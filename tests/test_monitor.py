@@ -43,15 +43,25 @@ def scalars(folder, tag):
 def test_tensorboard_curves_go_on_across_a_resume_without_a_step_twice(tmp_path, data_root):
     run = tmp_path / "run"
     config = RunConfig(dataset="mnist", steps=30, batch_size=20, tasks_per_step=2)
-    train(config, run, data_root=data_root, checkpoint_every=20, keep_every=20, progress=False, image_every=20)
+    train(
+        config, run, data_root=data_root, checkpoint_every=20, keep_every=20, progress=False, image_every=20
+    )
     events, steps = scalars(run, "train/loss")
     assert steps == [10, 20, 30]
-    assert set(events.Tags()["scalars"]) == {f"train/{k}" for k in
-                                             ("loss", "loss_avg", "recon", "kl_z", "kl_u", "lr", "steps_per_second")}
+    assert set(events.Tags()["scalars"]) == {
+        f"train/{k}" for k in ("loss", "loss_avg", "recon", "kl_z", "kl_u", "lr", "steps_per_second")
+    }
     assert [e.step for e in events.Images("samples")] == [20, 30]
     # killed after logging step 30 but before its checkpoint: the run goes on from step 20
     shutil.copy(run / "checkpoint-step20.pt", run / "checkpoint.pt")
-    train(resume_config(run, {"steps": 40}), run, data_root=data_root, resume=True, progress=False, image_every=0)
+    train(
+        resume_config(run, {"steps": 40}),
+        run,
+        data_root=data_root,
+        resume=True,
+        progress=False,
+        image_every=0,
+    )
     _, steps = scalars(run, "train/loss")
     assert steps == [10, 20, 30, 40]
     _, rates = scalars(run, "train/steps_per_second")
@@ -63,11 +73,26 @@ def test_tensorboard_curves_go_on_across_a_resume_without_a_step_twice(tmp_path,
 
 def test_plot_draws_the_curves_of_several_runs(tmp_path, data_root):
     for name in ("a", "b"):
-        train(RunConfig(dataset="mnist", model="vae", steps=20, seed=len(name)), tmp_path / name, data_root=data_root,
-              progress=False, tensorboard=False)
+        train(
+            RunConfig(dataset="mnist", model="vae", steps=20, seed=len(name)),
+            tmp_path / name,
+            data_root=data_root,
+            progress=False,
+            tensorboard=False,
+        )
     assert not list((tmp_path / "a").glob("events.out.tfevents.*"))
-    result = CliRunner().invoke(main, ["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
-                                       str(tmp_path / "curves.png"), "--smooth", "1"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "plot",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+            "--out",
+            str(tmp_path / "curves.png"),
+            "--smooth",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "loss_avg, recon, kl_z of 2 run(s)" in result.output
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

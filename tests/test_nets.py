@@ -78,8 +78,10 @@ def test_groups_run_in_passes_as_they_would_all_at_once(theta, monkeypatch):
         loc, scale = encode(theta.encoder(u), x)
         logits = decode(theta.decoder(u), z)
         loss = loc.square().sum() + scale.sum() + logits.square().mean()
-        grads = torch.autograd.grad(loss, [u, theta.layers["decoder"]["deconv1__weight"].B,
-                                           theta.layers["encoder"]["conv2__weight"].U])
+        grads = torch.autograd.grad(
+            loss,
+            [u, theta.layers["decoder"]["deconv1__weight"].B, theta.layers["encoder"]["conv2__weight"].U],
+        )
         return (loc, scale, logits, *grads)
 
     in_passes = run()
@@ -108,7 +110,7 @@ def _check_against_torch_layers():
 
 
 def test_ordinary_parameters_match_torch_layers():
-    enc, dec = _check_against_torch_layers()
+    enc, _dec = _check_against_torch_layers()
     assert nets.conv_shape() == (64, 7, 7) and enc.conv1.padding == (1, 1)
 
 
@@ -119,7 +121,9 @@ def test_the_declared_architecture_is_what_runs(monkeypatch):
     torch.manual_seed(1)
     before = Encoder()(x)[0]
     monkeypatch.setitem(nets.ENCODER_CONVS, "conv1", nets.Conv(1, 32, kernel_size=5, padding=2))
-    monkeypatch.setitem(nets.DECODER_CONVS, "deconv2", nets.Conv(32, 1, 5, padding=2, output_padding=1, transposed=True))
+    monkeypatch.setitem(
+        nets.DECODER_CONVS, "deconv2", nets.Conv(32, 1, 5, padding=2, output_padding=1, transposed=True)
+    )
     enc, dec = _check_against_torch_layers()
     assert enc.conv1.weight.shape == (32, 1, 5, 5) and enc.conv1.padding == (2, 2)
     assert dec.deconv2.weight.shape == (32, 1, 5, 5)
@@ -145,8 +149,10 @@ def test_particles_broadcast_against_shared_weights(theta):
         torch.testing.assert_close(logits[2, 1], decode(one, z[2, 1]), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("preset,hyper_encoder", [("paper", "guide_nets.encoder.conv1.weight"),
-                                                   ("task-specific", "guide_nets.encoder.conv1.weight")])
+@pytest.mark.parametrize(
+    "preset,hyper_encoder",
+    [("paper", "guide_nets.encoder.conv1.weight"), ("task-specific", "guide_nets.encoder.conv1.weight")],
+)
 def test_gradients_reach_every_trainable_part(preset, hyper_encoder):
     pyro.set_rng_seed(0)
     pyro.clear_param_store()
@@ -157,8 +163,13 @@ def test_gradients_reach_every_trainable_part(preset, hyper_encoder):
     for name, g in grads.items():
         assert g is not None and g.abs().sum() > 0, name
     # the parts the paper names, by name
-    for part in ("layers.decoder.fc2__weight.U", "layers.decoder.fc2__weight.V", "layers.encoder.conv1__weight.B",
-                 "theta.trunk.0.weight", hyper_encoder):
+    for part in (
+        "layers.decoder.fc2__weight.U",
+        "layers.decoder.fc2__weight.V",
+        "layers.encoder.conv1__weight.B",
+        "theta.trunk.0.weight",
+        hyper_encoder,
+    ):
         assert any(part in name for name in grads), part
 
 
@@ -175,8 +186,10 @@ def test_matrix_layer_is_u_h_v_plus_b(theta, name):
     together = layer(Hs)
     for i in range(3):
         torch.testing.assert_close(alone[i], together[i])
-    grads = [torch.autograd.grad(sum(w.square().sum() for w in ws), [layer.B, layer.U, Hs])
-             for ws in (alone, together)]
+    grads = [
+        torch.autograd.grad(sum(w.square().sum() for w in ws), [layer.B, layer.U, Hs])
+        for ws in (alone, together)
+    ]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
     assert layer.B.shape == (layer.shape[0], math.prod(layer.shape[1:]))  # a filter bank's rows: its outputs

@@ -12,8 +12,14 @@ from click.testing import CliRunner
 from pyrohvae import data
 from pyrohvae.cli import main
 from pyrohvae.config import ConfigError, RunConfig
-from pyrohvae.outliers import (COMPRESSORS, compressed_nats, detection_metrics, min_mahalanobis, mixed_set,
-                               outlier_scores)
+from pyrohvae.outliers import (
+    COMPRESSORS,
+    compressed_nats,
+    detection_metrics,
+    min_mahalanobis,
+    mixed_set,
+    outlier_scores,
+)
 from pyrohvae.train import load_run, train
 
 
@@ -48,9 +54,25 @@ def test_mixed_set_has_the_asked_fraction_of_outliers(data_root):
 def test_outliers_command(trained_run, tmp_path):
     run = trained_run("hypervae")
     roc, scores = tmp_path / "roc.png", tmp_path / "scores.csv"
-    result = CliRunner().invoke(main, ["outliers", str(run), "--outliers", "fashion-mnist", "--limit", "100",
-                                       "--score", "mdl", "--json", "--plot", str(roc), "--scores", str(scores),
-                                       "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "outliers",
+            str(run),
+            "--outliers",
+            "fashion-mnist",
+            "--limit",
+            "100",
+            "--score",
+            "mdl",
+            "--json",
+            "--plot",
+            str(roc),
+            "--scores",
+            str(scores),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = json.loads((run / "outliers-fashion-mnist-mdl.json").read_text())
     assert json.loads(result.stdout) == written
@@ -64,12 +86,15 @@ def test_outliers_command(trained_run, tmp_path):
     assert roc.read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--outliers", "mnist"], "another dataset"),
-    (["--outliers", "omniglot", "--score", "mdl"], "task latent u"),
-    (["--outliers", "omniglot", "--fraction", "1.5"], "--fraction"),
-    (["--outliers", "omniglot", "--fraction", "0.9"], "has 8115"),  # more outliers than Omniglot holds
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--outliers", "mnist"], "another dataset"),
+        (["--outliers", "omniglot", "--score", "mdl"], "task latent u"),
+        (["--outliers", "omniglot", "--fraction", "1.5"], "--fraction"),
+        (["--outliers", "omniglot", "--fraction", "0.9"], "has 8115"),  # more outliers than Omniglot holds
+    ],
+)
 def test_outliers_command_refuses_bad_input(trained_run, args, words):
     result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), *args])
     assert result.exit_code == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -98,15 +123,24 @@ def test_complexity_is_the_likelihood_less_the_compressed_length(trained_run, da
     assert {"elbo", "kl", "complexity", "complexity-zlib"} <= set(scores) and "ratio" not in scores
     length = compressed_nats(mixed.data.images).float()
     nll = scores["complexity"] + length
-    assert ((scores["elbo"] - nll) > -1.0).float().mean() > 0.9  # −ELBO ≥ −log p(x), up to the estimate's noise
-    torch.testing.assert_close(scores["complexity-zlib"], nll - compressed_nats(mixed.data.images, "zlib").float())
+    assert (
+        (scores["elbo"] - nll) > -1.0
+    ).float().mean() > 0.9  # −ELBO ≥ −log p(x), up to the estimate's noise
+    torch.testing.assert_close(
+        scores["complexity-zlib"], nll - compressed_nats(mixed.data.images, "zlib").float()
+    )
 
 
 def test_a_background_model_sees_flipped_pixels(data_root, tmp_path):
     losses = {}
     for flip in (0.0, 0.3):
-        summary = train(RunConfig(dataset="mnist", model="vae", steps=40, flip=flip), tmp_path / f"f{flip}",
-                        data_root=data_root, progress=False, tensorboard=False)
+        summary = train(
+            RunConfig(dataset="mnist", model="vae", steps=40, flip=flip),
+            tmp_path / f"f{flip}",
+            data_root=data_root,
+            progress=False,
+            tensorboard=False,
+        )
         losses[flip] = summary.last_loss
     # A pixel flipped with probability 0.3 costs at least H(0.3) = 0.611 nats, whatever the model:
     # 784 of them at least 479 nats an image, far above what 40 steps on clean digits leave.
@@ -120,11 +154,26 @@ def test_background_command_chooses_mu_on_normal_data_and_ratio_uses_it(trained_
 
     run = tmp_path / "vae"
     shutil.copytree(trained_run("vae"), run)
-    result = CliRunner().invoke(main, ["outliers", str(run), "--outliers", "omniglot", "--score", "ratio",
-                                       "--limit", "40"])
+    result = CliRunner().invoke(
+        main, ["outliers", str(run), "--outliers", "omniglot", "--score", "ratio", "--limit", "40"]
+    )
     assert result.exit_code == 2 and "no background model" in result.output
-    result = CliRunner().invoke(main, ["background", str(run), "--flip", "0.05", "--flip", "0.3", "--steps", "20",
-                                       "--samples", "4", "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "background",
+            str(run),
+            "--flip",
+            "0.05",
+            "--flip",
+            "0.3",
+            "--steps",
+            "20",
+            "--samples",
+            "4",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     choice = json.loads((run / "background.json").read_text())
     assert [c["flip"] for c in choice["candidates"]] == [0.05, 0.3]
@@ -132,8 +181,23 @@ def test_background_command_chooses_mu_on_normal_data_and_ratio_uses_it(trained_
     assert choice["chosen_on"] == "mnist/train" and choice["n"] == 1000
     assert json.loads((run / "background-flip0.3" / "config.json").read_text())["flip"] == 0.3
     for score in ("ratio", "complexity"):
-        result = CliRunner().invoke(main, ["outliers", str(run), "--outliers", "omniglot", "--score", score,
-                                           "--limit", "40", "--samples", "4", "--json", "--no-progress"])
+        result = CliRunner().invoke(
+            main,
+            [
+                "outliers",
+                str(run),
+                "--outliers",
+                "omniglot",
+                "--score",
+                score,
+                "--limit",
+                "40",
+                "--samples",
+                "4",
+                "--json",
+                "--no-progress",
+            ],
+        )
         assert result.exit_code == 0, result.output
         row = json.loads(result.stdout)
         assert row["score"] == score and 0 <= row["auc"] <= 1
@@ -142,11 +206,28 @@ def test_background_command_chooses_mu_on_normal_data_and_ratio_uses_it(trained_
 
 @pytest.mark.parametrize("score", ["model-space", "u-distance"])
 def test_training_task_scores_for_hypervae_only(trained_run, score):
-    result = CliRunner().invoke(main, ["outliers", str(trained_run("hypervae")), "--outliers", "omniglot", "--score",
-                                       score, "--limit", "30", "--samples", "4", "--json", "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "outliers",
+            str(trained_run("hypervae")),
+            "--outliers",
+            "omniglot",
+            "--score",
+            score,
+            "--limit",
+            "30",
+            "--samples",
+            "4",
+            "--json",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["score"] == score
-    result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", "omniglot", "--score", score])
+    result = CliRunner().invoke(
+        main, ["outliers", str(trained_run("vae")), "--outliers", "omniglot", "--score", score]
+    )
     assert result.exit_code == 2 and "needs a task latent u" in result.output
 
 
@@ -156,15 +237,32 @@ def test_z_distance_for_every_model(trained_run, data_root):
     from pyrohvae.outliers import latent_distance, latent_means
 
     train_data = data.load("mnist", "train", data_root).subset(torch.arange(300))
-    noise = (torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.5).to(train_data.images.dtype)
+    noise = (torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.5).to(
+        train_data.images.dtype
+    )
     for model in ("vae", "metavae", "hypervae"):
         program, _ = load_run(trained_run(model))
         means = latent_means(program, train_data.images[:5].repeat(2, 1, 1, 1), "z")
         assert means.shape == (10, program.config.z_dim) and torch.allclose(means[:5], means[5:])
         d2 = latent_distance(program, train_data, torch.cat([train_data.images[:20], noise]), "z")
         assert d2[:20].median() < d2[20:].median(), model
-    result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", "omniglot", "--score",
-                                       "z-distance", "--limit", "30", "--samples", "2", "--json", "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "outliers",
+            str(trained_run("vae")),
+            "--outliers",
+            "omniglot",
+            "--score",
+            "z-distance",
+            "--limit",
+            "30",
+            "--samples",
+            "2",
+            "--json",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0 and json.loads(result.stdout)["score"] == "z-distance", result.output
 
 

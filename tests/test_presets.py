@@ -14,8 +14,14 @@ from pyrohvae.program import build
 
 def test_a_preset_fills_what_is_not_given():
     paper = RunConfig(dataset="mnist", preset="paper")
-    assert (paper.guide, paper.tasks_per_step, paper.theta_init_scale, paper.u_scale_init,
-            paper.kl_z_start, paper.kl_z_anneal) == ("random-draw", 1, 0.1, 1.0, 1.0, 0)
+    assert (
+        paper.guide,
+        paper.tasks_per_step,
+        paper.theta_init_scale,
+        paper.u_scale_init,
+        paper.kl_z_start,
+        paper.kl_z_anneal,
+    ) == ("random-draw", 1, 0.1, 1.0, 1.0, 0)
     ours = RunConfig(dataset="mnist")  # the default
     assert ours.preset == "task-specific"
     assert {k: getattr(ours, k) for k in PRESETS["task-specific"]} == PRESETS["task-specific"]
@@ -63,7 +69,18 @@ def test_u_scale_init_scales_the_posterior_at_the_start():
 def test_train_by_preset_writes_its_settings(tmp_path, data_root):
     for preset in ("paper", "task-specific"):
         run = tmp_path / preset
-        args = ["train", "--dataset", "mnist", "--steps", "2", "--preset", preset, "--out", str(run), "--no-progress"]
+        args = [
+            "train",
+            "--dataset",
+            "mnist",
+            "--steps",
+            "2",
+            "--preset",
+            preset,
+            "--out",
+            str(run),
+            "--no-progress",
+        ]
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
         saved = json.loads((run / "config.json").read_text())
@@ -71,7 +88,22 @@ def test_train_by_preset_writes_its_settings(tmp_path, data_root):
         assert {k: saved[k] for k in PRESETS[preset]} == PRESETS[preset]
     # an option given beside the preset wins
     run = tmp_path / "mixed"
-    result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--steps", "1", "--preset", "paper",
-                                       "--tasks-per-step", "3", "--out", str(run), "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--steps",
+            "1",
+            "--preset",
+            "paper",
+            "--tasks-per-step",
+            "3",
+            "--out",
+            str(run),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((run / "config.json").read_text())["tasks_per_step"] == 3

@@ -23,8 +23,12 @@ def toy_data(tasks=3, per_task=12, seed=0):
     probs = torch.arange(tasks).repeat_interleave(per_task) * 0.25 + 0.1
     images = (torch.rand(len(probs), 1, 28, 28, generator=g) < probs[:, None, None, None]).to(torch.uint8)
     perm = torch.randperm(len(probs), generator=g)  # tasks interleaved, as in real data
-    return TaskData(images[perm], torch.arange(tasks).repeat_interleave(per_task)[perm],
-                    [f"t{i}" for i in range(tasks)], "toy")
+    return TaskData(
+        images[perm],
+        torch.arange(tasks).repeat_interleave(per_task)[perm],
+        [f"t{i}" for i in range(tasks)],
+        "toy",
+    )
 
 
 class InkModels(nn.Module):
@@ -101,9 +105,13 @@ def test_models_that_differ_by_task_are_told_apart_and_a_shared_one_is_not():
 
 
 def test_accuracy_and_gap_from_a_known_matrix():
-    nelbo = torch.tensor([[1.0, 3.0, 5.0],   # task 0: own best, others +2 and +4 -> gap 3
-                          [2.0, 1.0, 9.0],   # task 1: own best, gap (2 + 9) / 2 - 1 = 4.5
-                          [0.0, 4.0, 2.0]])  # task 2: task 0's model is better, gap 2 - 2 = 0
+    nelbo = torch.tensor(
+        [
+            [1.0, 3.0, 5.0],  # task 0: own best, others +2 and +4 -> gap 3
+            [2.0, 1.0, 9.0],  # task 1: own best, gap (2 + 9) / 2 - 1 = 4.5
+            [0.0, 4.0, 2.0],
+        ]
+    )  # task 2: task 0's model is better, gap 2 - 2 = 0
     scores = taskmodels.TaskModelScores(nelbo, torch.tensor([0, 1, 2]), ["a", "b", "c"])
     assert scores.accuracy() == pytest.approx(2 / 3)
     assert scores.gap() == pytest.approx((3 + 4.5 + 0) / 3)
@@ -126,7 +134,9 @@ def test_sample_agreement_counts_samples_labelled_as_their_task():
 
 def test_a_task_of_one_image_has_no_context_to_be_scored_against():
     data = toy_data()
-    lonely = data.subset(torch.cat([torch.nonzero(data.tasks == 0)[:1, 0], torch.nonzero(data.tasks > 0)[:, 0]]))
+    lonely = data.subset(
+        torch.cat([torch.nonzero(data.tasks == 0)[:1, 0], torch.nonzero(data.tasks > 0)[:, 0]])
+    )
     with pytest.raises(ValueError, match="'t0' of toy has 1 image"):
         taskmodels.contexts(lonely)
 
@@ -134,8 +144,22 @@ def test_a_task_of_one_image_has_no_context_to_be_scored_against():
 def test_task_models_command(trained_run, tmp_path):
     run = trained_run("hypervae")
     plot = tmp_path / "matrix.png"
-    result = CliRunner().invoke(main, ["task-models", str(run), "--samples", "1", "--context-size", "20",
-                                       "--agreement-samples", "10", "--plot", str(plot), "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "task-models",
+            str(run),
+            "--samples",
+            "1",
+            "--context-size",
+            "20",
+            "--agreement-samples",
+            "10",
+            "--plot",
+            str(plot),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "task accuracy" in result.output and "sample agreement" in result.output
     written = json.loads((run / "task-models.json").read_text())
@@ -149,8 +173,21 @@ def test_task_models_command(trained_run, tmp_path):
 def test_metavae_decoders_are_models_of_their_tasks(trained_run):
     """MetaVAE's decoder of a task is trained on that task alone: its images fare best under it."""
     run = trained_run("metavae")
-    result = CliRunner().invoke(main, ["task-models", str(run), "--samples", "1", "--context-size", "20",
-                                       "--agreement-samples", "0", "--json", "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "task-models",
+            str(run),
+            "--samples",
+            "1",
+            "--context-size",
+            "20",
+            "--agreement-samples",
+            "0",
+            "--json",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = json.loads(result.stdout)
     assert written["model"] == "metavae" and "sample_agreement" not in written
@@ -160,7 +197,10 @@ def test_metavae_decoders_are_models_of_their_tasks(trained_run):
 def test_task_models_refuses_a_vae(trained_run):
     result = CliRunner().invoke(main, ["task-models", str(trained_run("vae")), "--no-progress"])
     assert result.exit_code == 1
-    assert result.output.strip() == "Error: a vae run has one model for all tasks: there is nothing to tell apart"
+    assert (
+        result.output.strip()
+        == "Error: a vae run has one model for all tasks: there is nothing to tell apart"
+    )
 
 
 def test_posterior_stats_say_where_the_tasks_sit():

@@ -69,8 +69,21 @@ def test_task_rows_come_from_different_models(trained_run, data_root):
 
 
 def test_resume_ends_at_the_parameters_of_an_uninterrupted_run(tmp_path):
-    common = ["--dataset", "mnist", "--model", "hypervae", "--tasks-per-step", 2, "--seed", 3,
-              "--lr-half-life", 10, "--log-every", 1, "--no-progress"]
+    common = [
+        "--dataset",
+        "mnist",
+        "--model",
+        "hypervae",
+        "--tasks-per-step",
+        2,
+        "--seed",
+        3,
+        "--lr-half-life",
+        10,
+        "--log-every",
+        1,
+        "--no-progress",
+    ]
     whole, split = tmp_path / "whole", tmp_path / "split"
     run_cli("train", *common, "--steps", 30, "--out", whole)
     run_cli("train", *common, "--steps", 12, "--checkpoint-every", 5, "--out", split)
@@ -95,8 +108,22 @@ def test_lr_half_life_sets_the_step_size(tmp_path):
     moves = {}
     for half_life in (0, 1):
         run = tmp_path / f"half-life-{half_life}"
-        run_cli("train", "--dataset", "mnist", "--model", "vae", "--steps", 1, "--lr", 1e-3,
-                "--lr-half-life", half_life, "--out", run, "--no-progress")
+        run_cli(
+            "train",
+            "--dataset",
+            "mnist",
+            "--model",
+            "vae",
+            "--steps",
+            1,
+            "--lr",
+            1e-3,
+            "--lr-half-life",
+            half_life,
+            "--out",
+            run,
+            "--no-progress",
+        )
         after = params(run)
         moves[half_life] = torch.cat([(after[k] - start[k]).abs().flatten() for k in start]).median()
     assert moves[0] == pytest.approx(1e-3, rel=0.05)
@@ -122,16 +149,45 @@ def test_train_trains_when_called_under_no_grad(tmp_path):
 
 def test_kept_checkpoints_are_scored_on_the_validation_part(tmp_path):
     run = tmp_path / "run"
-    run_cli("train", "--dataset", "mnist", "--model", "vae", "--steps", 4, "--keep-every", 2,
-            "--validation", 0.1, "--out", run, "--no-progress")
+    run_cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--model",
+        "vae",
+        "--steps",
+        4,
+        "--keep-every",
+        2,
+        "--validation",
+        0.1,
+        "--out",
+        run,
+        "--no-progress",
+    )
     assert sorted(p.name for p in run.glob("checkpoint*.pt")) == [
-        "checkpoint-step2.pt", "checkpoint-step4.pt", "checkpoint.pt"]
+        "checkpoint-step2.pt",
+        "checkpoint-step4.pt",
+        "checkpoint.pt",
+    ]
     step2, step4 = checkpoint.load(run / "checkpoint-step2.pt"), checkpoint.load(run / "checkpoint-step4.pt")
     assert (step2["step"], step4["step"]) == (2, 4)
     assert all(torch.equal(step4["program"][k], params(run)[k]) for k in step4["program"])
     assert not all(torch.equal(step2["program"][k], step4["program"][k]) for k in step4["program"])
-    result = run_cli("evaluate", run, "--split", "validation", "--checkpoint", "checkpoint-step2.pt",
-                     "--samples", 2, "--limit", 20, "--json", "--no-progress")
+    result = run_cli(
+        "evaluate",
+        run,
+        "--split",
+        "validation",
+        "--checkpoint",
+        "checkpoint-step2.pt",
+        "--samples",
+        2,
+        "--limit",
+        20,
+        "--json",
+        "--no-progress",
+    )
     scored = json.loads(result.output.strip().splitlines()[-1])
     assert (scored["split"], scored["step"], scored["n"]) == ("validation", 2, 20)
     assert json.loads((run / "eval-validation-task-step2.json").read_text())["nelbo"] == scored["nelbo"]
@@ -146,12 +202,23 @@ def test_kept_checkpoints_are_scored_on_the_validation_part(tmp_path):
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
     run = tmp_path / "run"
-    run_cli("train", "--dataset", "mnist", "--model", "vae", "--steps", 10, "--log-every", 1,
-            "--out", run, "--no-progress")
+    run_cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--model",
+        "vae",
+        "--steps",
+        10,
+        "--log-every",
+        1,
+        "--out",
+        run,
+        "--no-progress",
+    )
     # as if killed after logging steps 11-13 past the checkpoint at step 10
     with open(run / "metrics.jsonl", "a") as f:
-        for step in (11, 12, 13):
-            f.write(json.dumps({"step": step, "loss": 0.0}) + "\n")
+        f.writelines(json.dumps({"step": step, "loss": 0.0}) + "\n" for step in (11, 12, 13))
     run_cli("train", "--out", run, "--resume", "--steps", 15, "--log-every", 1, "--no-progress")
     steps = [m["step"] for m in metrics(run)]
     assert steps == list(range(1, 16))
@@ -164,8 +231,19 @@ def test_a_checkpoint_of_format_1_resumes_to_the_parameters_of_an_uninterrupted_
     from pyrohvae.config import RunConfig
     from pyrohvae.program import build
 
-    common = ["--dataset", "mnist", "--model", "hypervae", "--tasks-per-step", 2, "--seed", 5,
-              "--lr-half-life", 4, "--no-progress"]
+    common = [
+        "--dataset",
+        "mnist",
+        "--model",
+        "hypervae",
+        "--tasks-per-step",
+        2,
+        "--seed",
+        5,
+        "--lr-half-life",
+        4,
+        "--no-progress",
+    ]
     whole, old = tmp_path / "whole", tmp_path / "old"
     run_cli("train", *common, "--steps", 8, "--out", whole)
     run_cli("train", *common, "--steps", 4, "--out", old)
@@ -176,8 +254,10 @@ def test_a_checkpoint_of_format_1_resumes_to_the_parameters_of_an_uninterrupted_
     for i, name in enumerate(names):
         prefix = next(p for p in stores if name.startswith(p))
         moments = state["optim"]["state"].get(i)
-        optim[stores[prefix] + name[len(prefix):]] = {"state": {0: moments} if moments else {},
-                                                     "param_groups": [{"lr": 3e-4, "params": [0]}]}
+        optim[stores[prefix] + name[len(prefix) :]] = {
+            "state": {0: moments} if moments else {},
+            "param_groups": [{"lr": 3e-4, "params": [0]}],
+        }
     del state["scheduler"]
     monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 1)
     checkpoint.save(old / "checkpoint.pt", {**state, "optim": optim})

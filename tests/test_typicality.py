@@ -15,8 +15,15 @@ from pyrohvae.typicality import FIT_FILE, Fit, checkpoint_digest, load_fit
 
 def _fit(run_dir, values: dict, step=7) -> Fit:
     names = list(values)
-    return Fit(names, [list(map(float, values[n])) for n in names], "synthetic", checkpoint_digest(run_dir), step,
-               16, 0)
+    return Fit(
+        names,
+        [list(map(float, values[n])) for n in names],
+        "synthetic",
+        checkpoint_digest(run_dir),
+        step,
+        16,
+        0,
+    )
 
 
 @pytest.fixture
@@ -30,7 +37,9 @@ def test_untypical_in_either_direction_scores_high(run_dir):
     high as one far above; a value in the bulk scores lowest."""
     rng = np.random.default_rng(1)
     fit = _fit(run_dir, {"nll": rng.normal(100, 10, 1000), "kl_z": rng.normal(20, 2, 1000)})
-    score = fit.score({"nll": torch.tensor([100.0, 60.0, 140.0, 100.0]), "kl_z": torch.tensor([20.0, 20, 20, 28])})
+    score = fit.score(
+        {"nll": torch.tensor([100.0, 60.0, 140.0, 100.0]), "kl_z": torch.tensor([20.0, 20, 20, 28])}
+    )
     assert score[0] < score[1] and score[0] < score[2] and score[0] < score[3]
     assert abs(score[1] - score[2]) < 0.3 * (score[1] - score[0])  # symmetric about the bulk
     assert fit.summary()["components"] == 1  # BIC keeps one Gaussian for Gaussian data
@@ -52,8 +61,10 @@ def test_components_are_chosen_by_bic(run_dir):
     fit = _fit(run_dir, {"a": two, "b": rng.normal(0, 1, 1000)})
     summary = fit.summary()
     assert summary["components"] == 2 and np.argmin(summary["bic"]) == 1
-    assert fit.score({"a": torch.tensor([0.0]), "b": torch.tensor([0.0])}) > fit.score(
-        {"a": torch.tensor([5.0]), "b": torch.tensor([0.0])}) + 5  # the gap between the modes is untypical
+    assert (
+        fit.score({"a": torch.tensor([0.0]), "b": torch.tensor([0.0])})
+        > fit.score({"a": torch.tensor([5.0]), "b": torch.tensor([0.0])}) + 5
+    )  # the gap between the modes is untypical
 
 
 def test_a_saved_fit_is_reused_only_by_its_own_checkpoint_and_settings(run_dir):
@@ -70,13 +81,16 @@ def test_a_saved_fit_is_reused_only_by_its_own_checkpoint_and_settings(run_dir):
     assert load_fit(run_dir, 7, 16, 0)[0] is None
 
 
-@pytest.mark.parametrize("damage, why", [
-    (lambda d: "{not json", "unreadable"),
-    (lambda d: json.dumps({**d, "values": [d["values"][0][:5]]}), "damaged"),  # too few images
-    (lambda d: json.dumps({**d, "values": [d["values"][0][:-1] + [1e400]]}), "damaged"),  # inf
-    (lambda d: json.dumps({k: v for k, v in d.items() if k != "names"}), "unreadable"),
-    (lambda d: json.dumps({**d, "version": 1, "bandwidths": [1.0]}), "unreadable"),  # the first format
-])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda d: "{not json", "unreadable"),
+        (lambda d: json.dumps({**d, "values": [d["values"][0][:5]]}), "damaged"),  # too few images
+        (lambda d: json.dumps({**d, "values": [d["values"][0][:-1] + [1e400]]}), "damaged"),  # inf
+        (lambda d: json.dumps({k: v for k, v in d.items() if k != "names"}), "unreadable"),
+        (lambda d: json.dumps({**d, "version": 1, "bandwidths": [1.0]}), "unreadable"),  # the first format
+    ],
+)
 def test_a_damaged_fit_is_not_used(run_dir, damage, why):
     fit = _fit(run_dir, {"nll": np.random.default_rng(3).normal(100, 10, 60)})
     (run_dir / FIT_FILE).write_text(damage(asdict(fit)))
@@ -88,8 +102,18 @@ def test_a_damaged_fit_is_not_used(run_dir, damage, why):
 def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, tmp_path):
     run = tmp_path / "hypervae"
     shutil.copytree(trained_run("hypervae"), run)
-    args = ["outliers", str(run), "--outliers", "fashion-mnist", "--limit", "100", "--samples", "4", "--json",
-            "--no-progress"]
+    args = [
+        "outliers",
+        str(run),
+        "--outliers",
+        "fashion-mnist",
+        "--limit",
+        "100",
+        "--samples",
+        "4",
+        "--json",
+        "--no-progress",
+    ]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     row = json.loads(first.stdout)
@@ -105,8 +129,21 @@ def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, t
     third = json.loads(CliRunner().invoke(main, args).stdout)
     assert third["fit"]["how"].startswith("fitted (typicality.json unreadable") and third["auc"] == row["auc"]
 
-    vae = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", "fashion-mnist", "--limit",
-                                    "100", "--samples", "4", "--json", "--no-progress"])
+    vae = CliRunner().invoke(
+        main,
+        [
+            "outliers",
+            str(trained_run("vae")),
+            "--outliers",
+            "fashion-mnist",
+            "--limit",
+            "100",
+            "--samples",
+            "4",
+            "--json",
+            "--no-progress",
+        ],
+    )
     assert vae.exit_code == 0, vae.output
     assert not {"kl_u", "u_distance"} & set(json.loads(vae.stdout)["fit"]["statistics"])
 
@@ -120,8 +157,18 @@ def test_an_outlier_folder_of_one_image_or_none_is_refused(trained_run, tmp_path
     folder.mkdir(parents=True)
     for i in range(images):
         Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(folder / f"{i}.png")
-    result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", str(tmp_path / "few"),
-                                       "--limit", "100", "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "outliers",
+            str(trained_run("vae")),
+            "--outliers",
+            str(tmp_path / "few"),
+            "--limit",
+            "100",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
     assert "Traceback" not in result.output
 
@@ -140,9 +187,23 @@ def test_shifted_outlier_sets_keep_the_ink(data_root, trained_run):
     assert torch.equal(scattered.images.reshape(len(garments), -1).sum(1), ink)
     assert (scattered.images != garments.images).any(dim=(1, 2, 3)).float().mean() > 0.99
     assert torch.equal(shifted("fashion-mnist-scattered", data_root, seed=1).images, scattered.images)
-    result = CliRunner().invoke(main, ["outliers", str(trained_run("vae")), "--outliers", "mnist-upside-down",
-                                       "--score", "elbo", "--limit", "50", "--samples", "2", "--json",
-                                       "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "outliers",
+            str(trained_run("vae")),
+            "--outliers",
+            "mnist-upside-down",
+            "--score",
+            "elbo",
+            "--limit",
+            "50",
+            "--samples",
+            "2",
+            "--json",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["outliers"] == "mnist-upside-down"
 
@@ -156,7 +217,11 @@ def test_too_few_normal_images_for_a_fit_is_refused():
 
         def load_data(self, part, root=None):
             n = MIN_FIT_IMAGES - 1
-            return TaskData(torch.zeros(n, 1, 28, 28), torch.zeros(n, dtype=torch.long), ["a"], f"shapes/{part}")
+            return TaskData(
+                torch.zeros(n, 1, 28, 28), torch.zeros(n, dtype=torch.long), ["a"], f"shapes/{part}"
+            )
 
-    with pytest.raises(ValueError, match=f"at least {MIN_FIT_IMAGES} normal images; shapes/validation has 49"):
+    with pytest.raises(
+        ValueError, match=f"at least {MIN_FIT_IMAGES} normal images; shapes/validation has 49"
+    ):
         fit_images(Config())

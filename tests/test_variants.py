@@ -23,15 +23,34 @@ def run_cli(*args):
     return result
 
 
-VARIANTS = [("random-draw", "normal"), ("set-mean", "normal"), ("set-encoder", "normal"), ("random-draw", "mixture")]
+VARIANTS = [
+    ("random-draw", "normal"),
+    ("set-mean", "normal"),
+    ("set-encoder", "normal"),
+    ("random-draw", "mixture"),
+]
 
 
 @pytest.mark.data
 @pytest.mark.parametrize("guide,prior", VARIANTS)
 def test_every_guide_and_prior_trains_evaluates_and_inspects(guide, prior, tmp_path):
     run = tmp_path / "run"
-    run_cli("train", "--dataset", "mnist", "--guide", guide, "--prior", prior, "--steps", 30,
-            "--tasks-per-step", 2, "--out", run, "--no-progress")
+    run_cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--guide",
+        guide,
+        "--prior",
+        prior,
+        "--steps",
+        30,
+        "--tasks-per-step",
+        2,
+        "--out",
+        run,
+        "--no-progress",
+    )
     config = json.loads((run / "config.json").read_text())
     assert (config["guide"], config["prior"]) == (guide, prior)
     result = run_cli("evaluate", run, "--limit", 20, "--samples", 8, "--json", "--no-progress")
@@ -92,7 +111,7 @@ def test_mixture_prior_is_learnt_and_its_kl_is_estimated():
 
 def test_a_weight_made_a_pyro_sample_is_drawn_by_the_model():
     """The networks are PyroModules: a variant puts a prior on any weight, here one matrix
-    layer's B, and the model draws it as a site of its own, as the README shows."""
+    layer's B, and the model draws it as a site of its own, as docs/model.md shows."""
     import pyro.distributions as dist
     from pyro import poutine
     from pyro.nn import PyroSample
@@ -107,15 +126,20 @@ def test_a_weight_made_a_pyro_sample_is_drawn_by_the_model():
     assert "B" not in dict(layer.named_parameters())
     same = {name: trace.nodes[name]["value"] for name in ("u", "z")}
     moved = {**same, site["name"]: site["value"] + 1.0}
-    logits = [poutine.trace(poutine.condition(program.model, data=data)).get_trace(x).nodes["x"]["fn"].base_dist.logits
-              for data in ({**same, site["name"]: site["value"]}, moved)]
+    logits = [
+        poutine.trace(poutine.condition(program.model, data=data))
+        .get_trace(x)
+        .nodes["x"]["fn"]
+        .base_dist.logits
+        for data in ({**same, site["name"]: site["value"]}, moved)
+    ]
     torch.testing.assert_close(logits[0], trace.nodes["x"]["fn"].base_dist.logits)
     assert not torch.allclose(logits[0], logits[1])  # the drawn B is the one θ(u) uses
 
 
 @pytest.mark.data
 def test_a_new_guide_in_one_file_is_usable_by_name(tmp_path, monkeypatch):
-    """The README's worked example, registered the same way a file in pyrohvae/guides/ would be."""
+    """docs/research-variants.md's worked example, registered the same way a file in pyrohvae/guides/ would be."""
     monkeypatch.setattr(guides, "_GUIDES", dict(guides._GUIDES))  # forgotten after this test
     from pyrohvae.guides import register
     from pyrohvae.guides.task_guide import TaskGuide
@@ -140,9 +164,13 @@ def test_a_new_guide_in_one_file_is_usable_by_name(tmp_path, monkeypatch):
 def test_interpolation_walks_between_two_tasks(trained_run, tmp_path):
     run = trained_run("hypervae")
     out = tmp_path / "line.png"
-    result = run_cli("interpolate", run, "--from", "1", "--to", "8", "--steps", 5, "--columns", 3, "--out", out)
+    result = run_cli(
+        "interpolate", run, "--from", "1", "--to", "8", "--steps", 5, "--columns", 3, "--out", out
+    )
     assert "5 models x 3 samples" in result.output and out.read_bytes()[:4] == b"\x89PNG"
-    bad = CliRunner().invoke(main, ["interpolate", str(run), "--from", "1", "--to", "eleven", "--out", str(out)])
+    bad = CliRunner().invoke(
+        main, ["interpolate", str(run), "--from", "1", "--to", "eleven", "--out", str(out)]
+    )
     assert bad.exit_code == 1 and "no task 'eleven'" in bad.stderr
 
 

@@ -2,7 +2,7 @@
 
 A guide is a `PyroModule` whose `forward` is a Pyro guide for one model, registered with
 `@register("name")`. HyperVAE guides subclass `TaskGuide` and say how q(u | D) reads a task; see
-`random_draw.py` for the paper's guide and the README for adding one.
+`random_draw.py` for the paper's guide and docs/research-variants.md for adding one.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from .task_guide import TaskGuide
 @register("random-draw")
 class RandomDrawGuide(TaskGuide):
     one_draw = True
+
     def __init__(self, config):
         super().__init__(config)
         # The hyper-encoder has the main encoder's architecture (paper §4), with u for z.

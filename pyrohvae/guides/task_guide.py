@@ -67,9 +67,16 @@ class TaskGuide(PyroModule):
         k = int(math.exp(float(torch.rand(())) * math.log(items + 1)))
         return x[:, : min(max(k, 1), items)]
 
-    def forward(self, theta, x, kl_u_weight: float = 1.0, kl_z_weight: float = 1.0,
-                record_theta: bool = False, context_size: int = 0,
-                q_u: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(
+        self,
+        theta,
+        x,
+        kl_u_weight: float = 1.0,
+        kl_z_weight: float = 1.0,
+        record_theta: bool = False,
+        context_size: int = 0,
+        q_u: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
         """q(u | D_t) q(z | x, θ(u)); with `context_size` k > 0, q(u) reads the first k items of
         each task and q(z) the others, which alone the model scores (`split_context`); with `q_u`
         (location, scale, each (tasks, u_dim)), q(u) is that Gaussian, read from nothing (a
