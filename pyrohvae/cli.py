@@ -18,7 +18,7 @@ from .fewshot import SHOTS
 from .outliers import SCORES as OUTLIER_SCORES
 from .outliers import SHIFTED
 from .priors import PRIORS
-from .train import CHECKPOINT, TrainError
+from .train import CHECKPOINT, Interrupted, TrainError
 
 # Failures a user can cause and fix: shown as one line, exit code 1, no traceback.
 _EXPECTED = (DataError, TrainError, CheckpointError, ConfigError)
@@ -48,6 +48,10 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except Interrupted as e:  # the shell's convention, which schedulers read: 128 + the signal
+            stopped = click.ClickException(str(e))
+            stopped.exit_code = 128 + e.signum
+            raise stopped from None
         except _EXPECTED as e:
             raise click.ClickException(str(e)) from None
         except OSError as e:

@@ -10,8 +10,11 @@ terms, `monitor.MetricsFile`).
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Self
 
 import pyro
 import torch
@@ -35,6 +38,48 @@ def kept_checkpoint(step: int) -> str:
 
 class TrainError(Exception):
     """A run that cannot start or go on; the message says why."""
+
+
+class Interrupted(TrainError):
+    """SIGINT or SIGTERM stopped the run after a step, which is checkpointed. `signum` is the
+    signal, whose shell convention 128 + signum the CLI exits with."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopSignals:
+    """While training, SIGINT (Ctrl-C) and SIGTERM (what a scheduler sends before it pre-empts a
+    job) ask the loop to stop after the step in progress rather than kill it mid-step: `requested`
+    says so, on every rank at the same step. A second signal acts as it did before (Ctrl-C raises
+    KeyboardInterrupt, SIGTERM kills). Signal handlers can only be set in the main thread; in
+    another, nothing is caught."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, ranks: Ranks):
+        self.ranks, self.signum, self.previous = ranks, None, {}
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._caught) for s in self.SIGNALS}
+        return self
+
+    def _caught(self, signum, frame) -> None:
+        self.signum = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def requested(self) -> bool:
+        return self.ranks.flag(self.signum is not None)
 
 
 @dataclass
@@ -142,9 +187,19 @@ def _train(
         if progress:
             own.append(monitor.ProgressBar(config, start))
     try:
-        trainer.run(batches, own + list(hooks), checkpoints.due(checkpoint_every), on_nan)
+        with StopSignals(ranks) as signals:
+            finished = trainer.run(
+                batches, own + list(hooks), checkpoints.due(checkpoint_every), on_nan, signals.requested
+            )
     except NonFiniteLoss as e:
         raise TrainError(f"{e}; stopped ({checkpoints.said()})") from None
+    if not finished:
+        signum = signals.signum or signal.SIGTERM  # another rank's signal
+        raise Interrupted(
+            f"{signal.Signals(signum).name} at step {trainer.step} of {config.steps}: {checkpoints.said()}; "
+            f"go on with: train --out {out} --resume",
+            signum,
+        )
     return TrainSummary(out, start, config.steps, losses.first, losses.last, trainer.seconds, trainer.skipped)
 
 

@@ -10,7 +10,8 @@ Everything else a run does is a hook: an object with `on_step(trainer, step, los
 step; `loss` None where a non-finite loss was skipped), `on_checkpoint(trainer, step)` (at every
 checkpoint step, in the order the hooks are given) and `close()` (at the end, however the loop
 ends). The checkpoint file, the metrics file, the progress bar and TensorBoard are hooks
-(`train.py`, `monitor.py`).
+(`train.py`, `monitor.py`). A run asked to stop (SIGINT, SIGTERM: `train.py`) stops after the step
+in progress, checkpointed.
 """
 
 from __future__ import annotations
@@ -109,8 +110,17 @@ class Trainer:
     # A caller's torch.no_grad() (a notebook cell) would make the loss's backward pass fail, or
     # with it skipped, "train" without moving a parameter.
     @torch.enable_grad()
-    def run(self, batches, hooks: list[Hook], checkpoint_due: Callable[[int], bool], on_nan: str = "stop"):
-        """Steps until `config.steps`, from `batches` (`batches.py`), hooks after each."""
+    def run(
+        self,
+        batches,
+        hooks: list[Hook],
+        checkpoint_due: Callable[[int], bool],
+        on_nan: str = "stop",
+        stop: Callable[[], bool] = lambda: False,
+    ) -> bool:
+        """Steps until `config.steps`, from `batches` (`batches.py`), hooks after each. `stop` is
+        asked after every step: when it says so, the step reached is checkpointed and the loop
+        ends early. Returns whether the run reached `config.steps`."""
         try:
             while self.step < self.config.steps:
                 tic = time.perf_counter()
@@ -122,9 +132,14 @@ class Trainer:
                 self.skipped += not updated
                 for hook in hooks:
                     hook.on_step(self, self.step, loss if updated else None)
-                if checkpoint_due(self.step):
+                due = checkpoint_due(self.step)
+                stopping = stop()
+                if due or stopping:
                     for hook in hooks:
                         hook.on_checkpoint(self, self.step)
+                if stopping:
+                    return False
+            return True
         finally:
             for hook in hooks:
                 hook.close()

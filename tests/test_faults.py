@@ -115,6 +115,33 @@ def test_killed_runs_resume_to_the_parameters_of_an_uninterrupted_one(tmp_path):
 
 
 @pytest.mark.data
+def test_sigint_and_sigterm_checkpoint_the_step_reached_and_the_run_resumes_exactly(tmp_path):
+    whole = tmp_path / "whole"
+    assert start(whole).wait() == 0
+
+    run = tmp_path / "stopped"
+    for sig, at in ((signal.SIGINT, 5), (signal.SIGTERM, 13)):
+        extra = ["--resume"] if (run / "checkpoint.pt").exists() else []
+        process = start(run, *extra, "--checkpoint-every", "100")  # no checkpoint but the signal's
+        wait_for(lambda at=at: logged_steps(run) and logged_steps(run)[-1] >= at, process)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=120)
+        lines = stderr.decode().strip().splitlines()
+        assert process.returncode == 128 + sig, stderr.decode()
+        step = checkpoint.load(run / "checkpoint.pt")["step"]
+        assert at <= step < 24 and step == logged_steps(run)[-1]  # the step it was on, not one of 100
+        assert len(lines) == 1 and f"{sig.name} at step {step} of 24" in lines[0] and "--resume" in lines[0]
+    finished = start(run, "--resume")
+    assert finished.wait() == 0, finished.stderr.read().decode()
+    assert logged_steps(run) == list(range(1, 25))
+    a = checkpoint.load(whole / "checkpoint.pt")["program"]
+    b = checkpoint.load(run / "checkpoint.pt")["program"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = [json.loads(line)["loss"] for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert losses == [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.data
 def test_a_run_folder_in_use_refuses_a_second_process_and_a_killed_holder_blocks_nothing(tmp_path):
     run = tmp_path / "run"
     first = start(run, "--steps", "5000")
