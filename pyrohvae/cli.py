@@ -12,7 +12,7 @@ from click.core import ParameterSource
 
 from . import data, folders, guides
 from .checkpoint import CheckpointError
-from .config import DEFAULT_PRESET, MODELS, PARTS, PRESETS, ConfigError, RunConfig
+from .config import DEFAULT_PRESET, ELBOS, MODELS, PARTS, PRESETS, ConfigError, RunConfig
 from .data import DataError
 from .fewshot import SHOTS
 from .outliers import SCORES as OUTLIER_SCORES
@@ -294,6 +294,22 @@ def _beside(run: Path, name: str) -> Path:
     help="HyperVAE: the matrices θ(u)'s tensors are generated as: each (first dim, the rest), or "
     "'spatial': the decoder's layer that writes the first feature map as (channels, "
     "positions × inputs), so the task can change the map at any position.",
+)
+@click.option(
+    "--elbo",
+    type=click.Choice(ELBOS),
+    default="trace",
+    show_default=True,
+    help="The objective's estimator: Pyro's Trace_ELBO, TraceMeanField_ELBO (closed-form KLs), "
+    "TraceGraph_ELBO, RenyiELBO with α = 0 (with --particles K, the importance-weighted bound) or "
+    "JitTrace_ELBO.",
+)
+@click.option(
+    "--particles",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Draws of the guide per step that the estimator averages.",
 )
 @_data_dir
 @click.option(

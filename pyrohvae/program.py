@@ -14,12 +14,15 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO
+from pyro.infer import JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.elbo import ELBOModule
 from pyro.nn import PyroModule, pyro_method
+from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.trace_messenger import TraceMessenger
 from torch import nn
 
 from . import guides
@@ -53,6 +56,78 @@ class _Method(nn.Module):
         return getattr(self.program, self.name)(*args, **kwargs)
 
 
+ELBOS = {  # config.ELBOS by name
+    "trace": Trace_ELBO,
+    "meanfield": TraceMeanField_ELBO,
+    "tracegraph": TraceGraph_ELBO,
+    "renyi": functools.partial(RenyiELBO, alpha=0.0),
+    "jit": functools.partial(JitTrace_ELBO, ignore_jit_warnings=True),
+}
+
+
+class Objective(ELBOModule):
+    """−ELBO(model, guide) as a module, `ELBO()(model, guide)`: called on a batch, the differentiable
+    loss; `parameters()` are the program's. `loss_and_grads` is what a training step needs, for
+    every estimator: those without a differentiable loss (TraceGraph_ELBO, RenyiELBO) fill the
+    gradients through their own `loss_and_grads`. JitTrace_ELBO finds parameters by name in Pyro's
+    param store, where module-local parameters never go: it runs with the program's parameters (the
+    same tensors) in a param-store scope of its own, so two programs in one process share nothing."""
+
+    def __init__(self, model: nn.Module, guide: nn.Module, elbo):
+        super().__init__(model, guide, elbo)
+        self.differentiable = hasattr(elbo, "differentiable_loss") and not isinstance(elbo, JitTrace_ELBO)
+        self._store = None  # the jit's param-store scope
+
+    def loss_and_grads(self, *args, **kwargs) -> float:
+        if self.differentiable:
+            loss = self(*args, **kwargs)
+            loss.backward()
+            return float(loss.detach())
+        if isinstance(self.elbo, JitTrace_ELBO):
+            while args and args[-1] is None:  # torch.jit traces tensors only (the task of a VAE's batch)
+                args = args[:-1]
+            with (
+                pyro.get_param_store().scope(self._store) as self._store,
+                pyro.settings.context(module_local_params=False),
+            ):
+                return self._jit_loss_and_grads(args, kwargs)
+        return float(self.elbo.loss_and_grads(self.model, self.guide, *args, **kwargs))
+
+    def _jit_loss_and_grads(self, args, kwargs) -> float:
+        # Compiling runs model and guide twice more, drawing from the random streams: a step that
+        # compiled is run again from the state it began in, so that every step draws alike and a
+        # resumed run (which compiles at its first step) ends where an uninterrupted one does.
+        compiled = getattr(self.elbo, "_loss_and_surrogate_loss", None)
+        graphs = len(compiled.compiled) if compiled is not None else 0
+        rng, grads = pyro.util.get_rng_state(), [p.grad for p in self.parameters()]
+        loss = self.elbo.loss_and_grads(self.model, self.guide, *args, **kwargs)
+        if len(self.elbo._loss_and_surrogate_loss.compiled) > graphs:
+            pyro.util.set_rng_state(rng)
+            for p, grad in zip(self.parameters(), grads):
+                p.grad = grad
+            loss = self.elbo.loss_and_grads(self.model, self.guide, *args, **kwargs)
+        return float(loss)
+
+
+class ParamStoreOptimizer(TypeError):
+    """A param-store optimizer was handed a program. A TypeError, not a RuntimeError, which Pyro's
+    trace would lengthen with the trace's shapes: the message stays one line."""
+
+
+def _refuse_pyro_optim() -> None:
+    """Pyro's SVI gives pyro.optim the parameters a param-only trace of the step saw, as param-store
+    tensors; a program's are module-local, and SVI would fail with an AttributeError deep inside."""
+    if pyro.settings.get("module_local_params") and any(
+        isinstance(m, TraceMessenger) and m.param_only for m in _PYRO_STACK
+    ):
+        raise ParamStoreOptimizer(
+            "pyro.infer.SVI with a pyro.optim optimizer, or JitTrace_ELBO used directly, cannot see a "
+            "pyrohvae program's parameters (module-local, not in Pyro's param store): train `loss = "
+            "program.objective()` (RunConfig's `elbo` picks the estimator, jit included) with "
+            "`torch.optim.Adam(loss.parameters())`, as pyrohvae.trainer.Trainer does"
+        )
+
+
 COMBINES = ("product", "mean")
 
 
@@ -81,10 +156,12 @@ class Program(PyroModule):
         """The training minibatches; with `world` ranks, of the global batch they share out."""
         return TaskBatches(data, config.batch_size, config.tasks_per_step * world, config.seed)
 
-    def objective(self) -> ELBOModule:
-        """−ELBO(model, guide) as a module (`Trace_ELBO()(model, guide)`): called on a batch it gives
-        the differentiable loss, and its `parameters()` are this program's."""
-        return Trace_ELBO(max_plate_nesting=2)(_Method(self, "model"), _Method(self, "guide"))
+    def objective(self) -> Objective:
+        """−ELBO(model, guide) as a module (`Trace_ELBO()(model, guide)`, or the config's `elbo` with
+        its `particles`): called on a batch it gives the differentiable loss, and its `parameters()`
+        are this program's."""
+        elbo = ELBOS[self.config.elbo](num_particles=self.config.particles, max_plate_nesting=2)
+        return Objective(_Method(self, "model"), _Method(self, "guide"), elbo)
 
     def step_kwargs(self, step: int) -> dict:
         """The keyword arguments of model and guide at training step `step` (none: the ELBO as is)."""
@@ -148,6 +225,7 @@ class VAEProgram(Program):
 
     @pyro_method
     def model(self, x, task=None, tasks=None, items=None):
+        _refuse_pyro_optim()
         vae_model(self.decoder, self.config.z_dim, x, tasks=tasks, items=items)
 
     @pyro_method
@@ -210,6 +288,7 @@ class HyperVAEProgram(Program):
         context_size=0,
         q_u=None,
     ):
+        _refuse_pyro_optim()
         if context_size:  # the first `context_size` items of each task are q(u)'s context, not scored
             x, kl_u_weight = x[:, context_size:], kl_u_weight * context_share(x.shape[1], context_size)
         hypervae_model(
@@ -405,6 +484,7 @@ class MetaVAEProgram(Program):
 
     @pyro_method
     def model(self, x, task, items=None):
+        _refuse_pyro_optim()
         metavae_model(self.decoders, self.config.z_dim, x, task, items=items)
 
     @pyro_method

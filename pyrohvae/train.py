@@ -255,7 +255,12 @@ def _trainer(config: RunConfig, state: dict | None, batches, device: torch.devic
             raise TrainError(
                 f"--resume: the checkpoint was written by {len(rng)} ranks; resume it with as many"
             )
-    trainer = Trainer(program, ranks, [device.index] if device.type == "cuda" and ranks.parallel else None)
+    try:
+        trainer = Trainer(
+            program, ranks, [device.index] if device.type == "cuda" and ranks.parallel else None
+        )
+    except ValueError as e:  # an estimator DistributedDataParallel cannot take
+        raise TrainError(str(e)) from None
     if state is None:
         if ranks.parallel:
             pyro.set_rng_seed(config.seed + 1_000_003 * ranks.rank)  # but each rank its own noise

@@ -1,7 +1,7 @@
 """The training loop, written as in Pyro's `examples/svi_torch.py`, with hooks beside it.
 
 A step: the negative ELBO of a minibatch from the program's ELBO module (`Trace_ELBO()(model,
-guide)`, `Program.objective`), its backward pass, one fused `torch.optim.Adam` update of every
+guide)` or the config's estimator, `Program.objective`), its backward pass, one fused `torch.optim.Adam` update of every
 parameter; the learning rate follows the config's schedule through a torch `LambdaLR`. With
 several ranks the ELBO module is wrapped in `DistributedDataParallel`, which averages the
 gradients across ranks during the backward pass.
@@ -56,6 +56,11 @@ class Trainer:
         self.optimizer = torch.optim.Adam(objective.parameters(), lr=self.config.lr, fused=True)
         config = self.config  # the rate of step s (from 1) is lr_at(s): the scheduler counts from 0
         self.scheduler = LambdaLR(self.optimizer, lambda done: config.lr_at(done + 1) / config.lr)
+        if self.ranks.parallel and not objective.differentiable:
+            raise ValueError(
+                f"--elbo {self.config.elbo} gives no differentiable loss for DistributedDataParallel to "
+                "average: train it in one process"
+            )
         # Broadcasts rank 0's parameters and buffers at construction; averages gradients in backward.
         self.objective = DistributedDataParallel(objective, device_ids) if self.ranks.parallel else objective
         self.device = program.device
@@ -65,9 +70,13 @@ class Trainer:
     def update(self, x: torch.Tensor, task=None) -> tuple[float, bool]:
         """One step on the minibatch x (tasks, items, 1, 28, 28): the loss (the mean over ranks),
         and whether the parameters moved (not for a non-finite loss)."""
-        loss = self.objective(x, task, **self.program.step_kwargs(self.step + 1))
-        loss.backward()
-        loss = self.ranks.mean(float(loss.detach()))
+        kwargs = self.program.step_kwargs(self.step + 1)
+        if self.ranks.parallel:
+            loss = self.objective(x, task, **kwargs)
+            loss.backward()
+            loss = self.ranks.mean(float(loss.detach()))
+        else:
+            loss = self.objective.loss_and_grads(x, task, **kwargs)
         finite = math.isfinite(loss)
         if finite:
             self.optimizer.step()

@@ -117,3 +117,10 @@ def test_more_tasks_per_step_than_tasks(tmp_path):
     result = invoke("train", "--dataset", "mnist", "--tasks-per-step", 11, "--out", tmp_path / "run")
     assert_one_line_error(result, 1, "--tasks-per-step 11", "10 tasks")
     assert not (tmp_path / "run").exists()
+
+
+def test_an_estimator_that_cannot_follow_the_preset_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", "--dataset", "mnist", "--elbo", "jit", "--out", out)
+    assert_one_line_error(result, 1, "--elbo jit", "--preset paper")
+    assert not out.exists()

@@ -139,3 +139,78 @@ def test_theta_is_recorded_in_the_traces_on_request(setup):
     # the model builds only the decoder half, the guide only the encoder half
     assert not any(n.startswith("theta.encoder") for n in model_trace.nodes)
     assert not any(n.startswith("theta.decoder") for n in guide_trace.nodes)
+
+
+# --- the estimators a researcher swaps in (`--elbo`, `--particles`) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "elbo, model, particles",
+    [
+        ("trace", "hypervae", 1),
+        ("meanfield", "hypervae", 1),
+        ("tracegraph", "hypervae", 1),
+        ("renyi", "hypervae", 4),
+        ("jit", "hypervae", 1),
+        ("jit", "vae", 2),
+        ("renyi", "vae", 4),
+    ],
+)
+def test_every_estimator_trains_a_program_with_a_torch_optimizer(elbo, model, particles):
+    from pyrohvae.trainer import Trainer
+
+    pyro.set_rng_seed(0)
+    config = RunConfig(dataset="mnist", model=model, preset="paper", elbo=elbo, particles=particles)
+    trainer = Trainer(build(config))
+    x = (torch.rand(2 if model == "hypervae" else 1, 6, 1, 28, 28) < 0.2).float()
+    before = {n: p.detach().clone() for n, p in trainer.program.named_parameters()}
+    losses = [trainer.update(x)[0] for _ in range(30)]
+    assert sum(losses[-5:]) < sum(losses[:5]) - 5 * 20, losses  # 20 nats an image lower, at least
+    moved = [n for n, p in trainer.program.named_parameters() if not torch.equal(p, before[n])]
+    assert len(moved) == len(before)  # every gradient was filled, whatever the estimator
+    assert not pyro.get_param_store().keys()  # the jit's param-store scope left nothing behind
+
+
+def test_the_importance_weighted_bound_is_tighter_than_the_elbo():
+    from pyrohvae.trainer import Trainer
+
+    pyro.set_rng_seed(0)
+    x = (torch.rand(1, 6, 1, 28, 28) < 0.2).float()
+    trainer = Trainer(build(RunConfig(dataset="mnist", model="vae", lr=1e-3)))
+    for _ in range(40):  # a posterior narrower than the prior, so that K draws have a gap to close
+        trainer.update(x)
+    program, losses = trainer.program, {}
+    for elbo, particles in (("trace", 1), ("renyi", 16)):
+        program.config.elbo, program.config.particles = elbo, particles
+        objective = program.objective()
+        with torch.no_grad():
+            draws = [float(objective.elbo.loss(objective.model, objective.guide, x)) for _ in range(20)]
+        losses[elbo] = sum(draws) / len(draws)
+    # measured 2.5 nats lower (standard errors 0.6 and 0.1); the ELBO's own noise is what may lift it
+    assert losses["renyi"] < losses["trace"] - 1.0, losses
+
+
+def test_pyro_svi_with_pyro_optim_refuses_in_one_line_that_names_the_way():
+    from pyro.infer import SVI
+
+    program = build(RunConfig(dataset="mnist", preset="paper"))
+    svi = SVI(program.model, program.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO(max_plate_nesting=2))
+    with pytest.raises(TypeError) as caught:
+        svi.step((torch.rand(1, 4, 1, 28, 28) < 0.2).float())
+    message = str(caught.value)
+    assert "\n" not in message and "program.objective()" in message and "torch.optim" in message
+
+
+def test_estimators_that_cannot_run_are_refused_before_training():
+    from pyrohvae.config import ConfigError
+    from pyrohvae.distributed import Ranks
+    from pyrohvae.trainer import Trainer
+
+    with pytest.raises(ConfigError, match="--elbo jit"):
+        RunConfig(dataset="mnist", elbo="jit")  # the default preset anneals KL(z)
+    with pytest.raises(ConfigError, match="--elbo"):
+        RunConfig(dataset="mnist", elbo="iwae")
+    with pytest.raises(ConfigError, match="--particles"):
+        RunConfig(dataset="mnist", particles=0)
+    with pytest.raises(ValueError, match="one process"):  # before DistributedDataParallel is built
+        Trainer(build(RunConfig(dataset="mnist", preset="paper", elbo="renyi")), Ranks(rank=0, world=2))

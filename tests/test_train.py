@@ -266,3 +266,18 @@ def test_a_checkpoint_of_format_1_resumes_to_the_parameters_of_an_uninterrupted_
     run_cli("train", "--out", old, "--resume", "--steps", 8, "--no-progress")
     a, b = params(whole), params(old)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_trained_with_the_jit_estimator_resumes_exactly(tmp_path):
+    common = ["--dataset", "mnist", "--preset", "paper", "--elbo", "jit", "--log-every", 1, "--no-progress"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run_cli("train", *common, "--steps", 8, "--out", whole)
+    run_cli("train", *common, "--steps", 4, "--out", split)
+    run_cli(
+        "train", "--out", split, "--resume", "--steps", 8, "--log-every", 1, "--no-progress"
+    )  # compiles at 5
+    assert json.loads((whole / "config.json").read_text())["elbo"] == "jit"
+    a, b = params(whole), params(split)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [m["loss"] for m in metrics(whole)] == [m["loss"] for m in metrics(split)]
+    assert metrics(whole)[-1]["loss"] < metrics(whole)[0]["loss"]
