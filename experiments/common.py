@@ -7,6 +7,7 @@ its own JSON file as soon as it is done, so a stopped sweep resumes where it sto
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -57,8 +58,8 @@ def trained(config: RunConfig, run_dir: Path, device="cpu", progress=True, keep_
         print(f"[{name}] trained before", flush=True)
         return
     print(f"[{name}] training ({'resumed' if resume else 'new'})", flush=True)
-    if resume:
-        config = RunConfig.load(run_dir / "config.json")
+    if resume:  # the run's own config (its train_tasks), asked to go on to this config's steps
+        config = dataclasses.replace(RunConfig.load(run_dir / "config.json"), steps=config.steps)
     train(
         config, run_dir, device=device, resume=resume, log_every=50, progress=progress, keep_every=keep_every
     )
