@@ -60,7 +60,8 @@ log() {  # a command and its output into the log; the script stops at the first 
 { date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"; "$PYTHON" -c "import torch; print('torch', torch.__version__)"; } \
     | tee "$LOG"
 
-"$PYTHON" benchmarks/step_time.py --device "$DEVICE" "${QUICK_FLAG[@]}" --json > "$OUT/step_time.json"
+"$PYTHON" benchmarks/step_time.py --device "$DEVICE" --batch-sizes 5 20 100 --profile "${QUICK_FLAG[@]}" \
+    --json > "$OUT/step_time.json"
 "$PYTHON" benchmarks/nll_time.py --device "$DEVICE" "${QUICK_FLAG[@]}" --json > "$OUT/nll_time.json"
 cat "$OUT/step_time.json" "$OUT/nll_time.json" >> "$LOG"
 
@@ -95,4 +96,19 @@ print(f"| HyperVAE step / plain VAE step; at 16 tasks, per 100 images | {step['h
 print(f"| NLL images / s at K = {nll['samples']}, vectorized | {nll['vectorized_images_per_s']:.1f} |")
 print(f"| NLL images / s, loop over pyro.infer.Importance | {nll['importance_loop_images_per_s']:.2f} |")
 print(f"| full MNIST test set at K = {nll['samples']}, vectorized | {nll['mnist_test_minutes_vectorized']:.1f} min |")
+print()
+print("The fixed cost of a step: ratio to the plain VAE's step of as many images, and the ms beyond it")
+print("(several tasks: per task's images). Targets: HyperVAE ≤ 1.5x, VAE ≤ 1.15x, task-specific ≤ 1.1x.")
+print()
+sizes = step["batch_sizes"]
+print("| images a step (a task) | " + " | ".join(sizes) + " |")
+print("| --- | " + " | ".join("---:" for _ in sizes) + " |")
+print("| plain PyTorch VAE, ms | " + " | ".join(f"{sizes[b]['ms']['plain']:.2f}" for b in sizes) + " |")
+for name in ("vae", "hypervae", "hypervae4", "hypervae16", "task4"):
+    cells = [f"{sizes[b]['ratio'][name]:.2f}x ({sizes[b]['extra_ms'][name]:+.2f} ms)" for b in sizes]
+    print(f"| {name} | " + " | ".join(cells) + " |")
+for b, phases in step["profile"].items():
+    print()
+    print(f"Phases of a step of {b} images, ms: " + "; ".join(
+        f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in phases[name].items()) for name in phases))
 EOF

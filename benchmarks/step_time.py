@@ -1,7 +1,8 @@
 """Milliseconds per training step, as ratios to a hand-written PyTorch VAE timed in the same process.
 
 (a) plain: the paper's conv VAE written the way a PyTorch user would, inside this file: nn.Modules,
-    the reparameterisation trick, Bernoulli log-likelihood and analytic KL, torch.optim.Adam;
+    the reparameterisation trick, Bernoulli log-likelihood and analytic KL, torch.optim.Adam (fused,
+    as pyrohvae's trainer uses it);
 (b) pyrohvae's VAE, the training step of `pyrohvae.trainer.Trainer` (Trace_ELBO's ELBO module and
     torch.optim.Adam, fused), the same network;
 (c) pyrohvae's HyperVAE, the same step, with 1, 4 and 16 tasks of 100 images per step, in the paper's
@@ -10,13 +11,24 @@
 
 Each figure is the median of repeated timed steps after warm-up; the candidates are timed in
 turns (a, b, c1, c4, c16, a, b, ...) so that a change in machine load falls on all of them alike.
+With `--batch-sizes`, every candidate is timed at each size b: b images a step for (a), (b) and
+(c) with 1 task, b images a task for the others. What a step costs beyond (a)'s is its fixed cost;
+it is the part a fast accelerator does not hide, and printed in ms beside each ratio.
 
-    python benchmarks/step_time.py [--quick] [--json] [--threads N] [--device cuda]
+`--profile` also splits the steps of (a), (b) and (c, 1 task) into their phases, timed the same way:
+the loss (forward), its backward pass, the optimizer's update; and within (c)'s loss, generating θ(u)
+(both halves, one task), q(u | d) (the hyper-encoder), and the main networks run on generated
+weights; the rest of (c)'s loss is Pyro's: running model and guide under its tracing, the
+distributions, their log-densities and the ELBO's sums.
+
+    python benchmarks/step_time.py [--batch-sizes 5 20 100] [--profile] [--quick] [--json]
+                                   [--threads N] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -33,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyro
 
 from pyrohvae.config import RunConfig
+from pyrohvae.nets import decode, encode
 from pyrohvae.program import build
 from pyrohvae.train import TrainError, resolve_device
 from pyrohvae.trainer import Trainer
@@ -89,10 +102,144 @@ def pyro_step(config, device):
     return lambda x: trainer.update(x)[0]
 
 
+def interleaved(candidates: dict, repeats: int, warmup: int, device) -> dict[str, float]:
+    """Median ms of each of `candidates` (name -> callable), called in turns after a warm-up."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            tic = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # the update too, not only the loss the step returned
+            times[name].append(1000 * (time.perf_counter() - tic))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bits(shape, device):
+    # Binary images with MNIST's density of ones; the cost of a step does not depend on the pixels.
+    return (torch.rand(*shape, 1, 28, 28, device=device) < 0.13).float()
+
+
+# name -> (config, tasks a step): (b), (c) with 1, 4 and 16 tasks, the default preset with its 4
+TASK_CANDIDATES = {
+    "vae": ({"model": "vae"}, 1),
+    "hypervae": ({"model": "hypervae", "preset": "paper"}, 1),
+    "hypervae4": ({"model": "hypervae", "preset": "paper", "tasks_per_step": 4}, 4),
+    "hypervae16": ({"model": "hypervae", "preset": "paper", "tasks_per_step": 16}, 16),
+    "task4": ({"model": "hypervae", "preset": "task-specific"}, 4),
+}
+
+
+def step_times(b: int, device, repeats: int, warmup: int) -> dict:
+    plain = PlainVAE().to(device)
+    x = bits((1, b), device)
+    step = plain_step(plain, torch.optim.Adam(plain.parameters(), lr=3e-4, fused=True))
+    candidates = {"plain": functools.partial(step, x)}
+    for name, (options, tasks) in TASK_CANDIDATES.items():
+        fn = pyro_step(RunConfig(dataset="mnist", batch_size=b, **options), device)
+        batch = bits((tasks, b), device)
+        candidates[name] = functools.partial(fn, batch)
+    ms = interleaved(candidates, repeats, warmup, device)
+    per_item = {name: ms[name] / TASK_CANDIDATES[name][1] for name in TASK_CANDIDATES}
+    return {
+        "ms": ms,
+        "per_item_ms": per_item,
+        "ratio": {name: per_item[name] / ms["plain"] for name in per_item},
+        "extra_ms": {name: per_item[name] - ms["plain"] for name in per_item},
+    }
+
+
+def profile(b: int, device, repeats: int, warmup: int) -> dict:
+    """ms of each phase of a step of (a), (b) and (c) with 1 task of b images (see the docstring)."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    x = bits((1, b), device)
+    plain = PlainVAE().to(device)
+    optim = torch.optim.Adam(plain.parameters(), lr=3e-4, fused=True)
+    phases = {}
+
+    def plain_phases():
+        tic = time.perf_counter()
+        loss = plain.loss(x.reshape(-1, 1, 28, 28))
+        sync()
+        mid = time.perf_counter()
+        loss.backward()
+        sync()
+        end = time.perf_counter()
+        optim.step()
+        optim.zero_grad()
+        sync()
+        return mid - tic, end - mid, time.perf_counter() - end
+
+    def pyro_phases(trainer):
+        def run():
+            kwargs = trainer.program.step_kwargs(trainer.step + 1)
+            tic = time.perf_counter()
+            loss = trainer.objective(x, None, **kwargs)
+            sync()
+            mid = time.perf_counter()
+            loss.backward()
+            float(loss.detach())
+            end = time.perf_counter()
+            trainer.optimizer.step()  # as Trainer.update does
+            trainer.optimizer.zero_grad(set_to_none=True)
+            trainer.scheduler.step()
+            trainer.step += 1
+            sync()
+            return mid - tic, end - mid, time.perf_counter() - end
+
+        return run
+
+    runs = {"plain": plain_phases}
+    trainers = {}
+    for name in ("vae", "hypervae"):
+        options = TASK_CANDIDATES[name][0]
+        trainers[name] = Trainer(build(RunConfig(dataset="mnist", batch_size=b, **options)).to(device))
+        runs[name] = pyro_phases(trainers[name])
+    program = trainers["hypervae"].program
+    u = torch.randn(1, 1, program.config.u_dim, device=device)
+    z = torch.randn(1, b, program.config.z_dim, device=device)
+    decoder_params, encoder_params = program.theta.decoder(u), program.theta.encoder(u)
+
+    def theta():
+        program.theta.decoder(u)
+        program.theta.encoder(u)
+
+    def networks():  # the main VAE on generated weights, one task
+        encode(encoder_params, x)
+        decode(decoder_params, z)
+
+    parts = {"theta": theta, "q_u": lambda: program.guide_nets.posterior(x), "networks": networks}
+    for _ in range(warmup):
+        for fn in [*runs.values(), *parts.values()]:
+            fn()
+    samples = {name: [] for name in [*runs, *parts]}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            samples[name].append(fn())
+        for name, fn in parts.items():
+            tic = time.perf_counter()
+            fn()
+            sync()
+            samples[name].append(time.perf_counter() - tic)
+    for name in runs:
+        forward, backward, update = (1000 * statistics.median(s[i] for s in samples[name]) for i in range(3))
+        phases[name] = {"forward": forward, "backward": backward, "optimizer": update}
+    for name in parts:
+        phases["hypervae"][name] = 1000 * statistics.median(samples[name])
+    h = phases["hypervae"]
+    h["pyro"] = h["forward"] - h["theta"] - h["q_u"] - h["networks"]
+    return phases
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100], help="images a step (a task)")
+    parser.add_argument("--profile", action="store_true", help="also time the phases of a step")
     parser.add_argument("--quick", action="store_true", help="fewer repeats: under a minute")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
@@ -103,87 +250,65 @@ def main():
         device = resolve_device(args.device)
     except TrainError as e:
         parser.error(str(e))
+    if any(b < 1 for b in args.batch_sizes):
+        parser.error("--batch-sizes: each at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = args.repeats or (6 if args.quick else 30)
     warmup = 2 if args.quick else 5
     pyro.set_rng_seed(0)
-    # Binary images with MNIST's density of ones; the cost of a step does not depend on the pixels.
-    batches = {t: (torch.rand(t, 100, 1, 28, 28, device=device) < 0.13).float() for t in (1, 4, 16)}
-    plain = PlainVAE().to(device)
-
-    def hypervae(tasks, preset="paper"):
-        # the paper's configuration, as the first figures in RESULTS.md were measured; the
-        # default, task-specific, differs by its guide (the set-mean guide reads every item)
-        return pyro_step(
-            RunConfig(dataset="mnist", model="hypervae", tasks_per_step=tasks, preset=preset), device
-        )
-
-    candidates = {
-        "plain": (plain_step(plain, torch.optim.Adam(plain.parameters(), lr=3e-4)), batches[1], 1),
-        "vae": (pyro_step(RunConfig(dataset="mnist", model="vae"), device), batches[1], 1),
-        "hypervae": (hypervae(1), batches[1], 1),
-        "hypervae4": (hypervae(4), batches[4], 4),
-        "hypervae16": (hypervae(16), batches[16], 16),
-        "task4": (hypervae(4, "task-specific"), batches[4], 4),
-    }
-    for step, x, _ in candidates.values():
-        for _ in range(warmup):
-            step(x)
-    times = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, (step, x, _) in candidates.items():
-            tic = time.perf_counter()
-            step(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)  # the update too, not only the loss the step returned
-            times[name].append(1000 * (time.perf_counter() - tic))
-    ms = {name: statistics.median(t) for name, t in times.items()}
-    per_item = {name: ms[name] / candidates[name][2] for name in ms}
+    by_size = {b: step_times(b, device, repeats, warmup) for b in args.batch_sizes}
+    profiles = {b: profile(b, device, repeats, warmup) for b in args.batch_sizes} if args.profile else {}
     result = {
-        "plain_ms": ms["plain"],
-        "vae_ms": ms["vae"],
-        "hypervae_ms": ms["hypervae"],
-        "hypervae4_ms": ms["hypervae4"],
-        "hypervae16_ms": ms["hypervae16"],
-        "hypervae4_per_item_ms": per_item["hypervae4"],
-        "hypervae16_per_item_ms": per_item["hypervae16"],
-        "vae_ratio": ms["vae"] / ms["plain"],
-        "hypervae_ratio": ms["hypervae"] / ms["plain"],
-        "hypervae4_per_item_ratio": per_item["hypervae4"] / ms["plain"],
-        "hypervae16_per_item_ratio": per_item["hypervae16"] / ms["plain"],
-        "task_specific_per_item_ms": per_item["task4"],
-        "task_specific_per_item_ratio": per_item["task4"] / ms["plain"],
-        "steps_per_s": {name: 1000 / ms[name] for name in ms},
+        "batch_sizes": by_size,
+        "profile": profiles,
         "repeats": repeats,
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
     }
+    if 100 in by_size:  # the figures earlier runs (RESULTS.md, gpu_run.sh) read, at 100 images
+        r = by_size[100]
+        result |= {
+            "plain_ms": r["ms"]["plain"],
+            "vae_ms": r["ms"]["vae"],
+            "hypervae_ms": r["ms"]["hypervae"],
+            "hypervae4_ms": r["ms"]["hypervae4"],
+            "hypervae16_ms": r["ms"]["hypervae16"],
+            "hypervae4_per_item_ms": r["per_item_ms"]["hypervae4"],
+            "hypervae16_per_item_ms": r["per_item_ms"]["hypervae16"],
+            "vae_ratio": r["ratio"]["vae"],
+            "hypervae_ratio": r["ratio"]["hypervae"],
+            "hypervae4_per_item_ratio": r["ratio"]["hypervae4"],
+            "hypervae16_per_item_ratio": r["ratio"]["hypervae16"],
+            "task_specific_per_item_ms": r["per_item_ms"]["task4"],
+            "task_specific_per_item_ratio": r["ratio"]["task4"],
+            "steps_per_s": {name: 1000 / ms for name, ms in r["ms"].items()},
+        }
     if args.json:
         print(json.dumps(result))
         return
+    print(f"ms per training step, median of {repeats} ({result['device']}; {result['machine']})")
+    print("ratio to (a) at the same images a step, and the ms beyond (a)'s; several tasks: per b images")
+    labels = {
+        "vae": "(b) pyrohvae VAE",
+        "hypervae": "(c) HyperVAE, 1 task",
+        "hypervae4": "    HyperVAE, 4 tasks",
+        "hypervae16": "    HyperVAE, 16 tasks",
+        "task4": "    task-specific (4 tasks)",
+    }
+    sizes = args.batch_sizes
+    print(f"  {'images a step (a task)':<30}" + "".join(f"{b:>22}" for b in sizes))
     print(
-        f"ms per training step, median of {repeats} ({result['device']}; {result['machine']}); ratio to (a)"
+        f"  {'(a) plain PyTorch VAE':<30}" + "".join(f"{by_size[b]['ms']['plain']:>19.1f} ms" for b in sizes)
     )
-    rows = [
-        ("(a) plain PyTorch VAE, 100 images", ms["plain"], 1.0),
-        ("(b) pyrohvae VAE, 100 images", ms["vae"], result["vae_ratio"]),
-        ("(c) HyperVAE, 1 task of 100", ms["hypervae"], result["hypervae_ratio"]),
-        ("    HyperVAE, 4 tasks, per 100 images", per_item["hypervae4"], result["hypervae4_per_item_ratio"]),
-        (
-            "    HyperVAE, 16 tasks, per 100 images",
-            per_item["hypervae16"],
-            result["hypervae16_per_item_ratio"],
-        ),
-        (
-            "    task-specific (4 tasks), per 100 images",
-            per_item["task4"],
-            result["task_specific_per_item_ratio"],
-        ),
-    ]
-    for label, value, ratio in rows:
-        print(f"  {label:<40} {value:8.1f} ms   {ratio:5.2f}x")
+    for name, label in labels.items():
+        cells = [f"{by_size[b]['ratio'][name]:5.2f}x {by_size[b]['extra_ms'][name]:+7.1f} ms" for b in sizes]
+        print(f"  {label:<30}" + "".join(f"{c:>22}" for c in cells))
+    for b, phases in profiles.items():
+        print(f"phases of a step of {b} images, ms (median of {repeats})")
+        for name in ("plain", "vae", "hypervae"):
+            print(f"  {name:<10}" + "  ".join(f"{k} {v:6.1f}" for k, v in phases[name].items()))
 
 
 if __name__ == "__main__":
