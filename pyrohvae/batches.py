@@ -1,4 +1,8 @@
-"""Minibatches for training, drawn by a generator of their own so that runs resume exactly."""
+"""Minibatches for training, drawn by a generator of their own so that runs resume exactly.
+
+With `flip` > 0 (a background model's training, `train --flip`), a share `flip` of every image's
+pixels is flipped at random, afresh each step, by the same generator.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ class TaskBatches:
     with replacement where the task is smaller than a batch.
     """
 
-    def __init__(self, data: TaskData, batch_size: int, tasks_per_step: int, seed: int):
+    def __init__(self, data: TaskData, batch_size: int, tasks_per_step: int, seed: int, flip: float = 0.0):
         if tasks_per_step > data.num_tasks:
             raise ValueError(
                 f"--tasks-per-step {tasks_per_step} exceeds the {data.num_tasks} tasks of {data.name}"
@@ -25,7 +29,7 @@ class TaskBatches:
         self.tasks_per_step = tasks_per_step
         self.members = data.task_members()
         self.weights = data.task_sizes().double()
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator, self.flip = torch.Generator().manual_seed(seed), flip
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (tasks_per_step, batch_size, 1, 28, 28) and their tasks (tasks_per_step,)."""
@@ -39,7 +43,7 @@ class TaskBatches:
             else:
                 idx = torch.randint(len(members), (self.batch_size,), generator=g)
             picks.append(members[idx])
-        return self.data.images[torch.stack(picks)], tasks
+        return _flipped(self.data.images[torch.stack(picks)], self.flip, g), tasks
 
     def __iter__(self):
         return self
@@ -48,15 +52,21 @@ class TaskBatches:
 class MixedBatches:
     """One batch of `batch_size` images drawn across all tasks (the plain VAE's minibatches)."""
 
-    def __init__(self, data: TaskData, batch_size: int, seed: int):
+    def __init__(self, data: TaskData, batch_size: int, seed: int, flip: float = 0.0):
         self.data = data
         self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator, self.flip = torch.Generator().manual_seed(seed), flip
 
     def __next__(self) -> tuple[torch.Tensor, None]:
         """uint8 images (1, batch_size, 1, 28, 28); no task."""
         idx = torch.randperm(len(self.data), generator=self.generator)[: self.batch_size]
-        return self.data.images[idx].unsqueeze(0), None
+        return _flipped(self.data.images[idx].unsqueeze(0), self.flip, self.generator), None
 
     def __iter__(self):
         return self
+
+
+def _flipped(x: torch.Tensor, flip: float, generator: torch.Generator) -> torch.Tensor:
+    if not flip:
+        return x
+    return x ^ (torch.rand(x.shape, generator=generator) < flip).to(x.dtype)

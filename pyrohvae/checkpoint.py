@@ -17,7 +17,7 @@ import torch
 from .files import atomic_write_bytes
 
 # 2: the optimizer's and the schedule's torch state dicts (`trainer.Trainer.state`); 1: Adam's
-# state per Pyro param-store name, no schedule (read by `Trainer.load_state`, `format1_moments`).
+# state per Pyro param-store name, no schedule (read by `load_format1_optimizer`).
 FORMAT_VERSION = 2
 _MAGIC = b"PYROHVAE-CHECKPOINT"
 
@@ -77,6 +77,21 @@ def format1_moments(optim: dict) -> dict[str, dict]:
         if saved["state"].get(0):
             moments[prefix + name] = saved["state"][0]
     return moments
+
+
+def load_format1_optimizer(optimizer, scheduler, params: dict, optim: dict, step: int, lr: float) -> None:
+    """Where a format-1 checkpoint left torch's Adam and schedule: format 1 (before the torch
+    optimizer) kept Adam's state per Pyro param-store name, and no schedule. Its moments go to the
+    parameters they belong to (`params`, by name), the schedule is put at `step`, the rate at `lr`."""
+    for name, moments in format1_moments(optim).items():
+        p = params[name]
+        optimizer.state[p] = {
+            k: torch.as_tensor(v, dtype=torch.float32, device=p.device) if k == "step" else v.to(p.device)
+            for k, v in moments.items()
+        }
+    scheduler.last_epoch = step
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def rng_state() -> dict:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Self
 
 
 def _umask() -> int:
@@ -102,3 +103,9 @@ class FolderLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor drops the lock
             self.fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

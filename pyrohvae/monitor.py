@@ -40,11 +40,12 @@ def loss_terms(program, x: torch.Tensor, task=None) -> dict[str, float]:
 class MetricsFile(Hook):
     """A line in `metrics.jsonl` every `every` steps and at the last: the step's loss, `loss_avg`
     over the steps since the previous line, `seconds` of training, `skipped` steps, the learning
-    rate and the loss's terms (`loss_terms`, on the step's minibatch). The line is also left in
-    `trainer.logged`, for the hooks after this one."""
+    rate and the loss's terms (`loss_terms`, on the step's minibatch). Each line is also handed to
+    the `listeners` (their `on_log`): the progress bar, TensorBoard."""
 
-    def __init__(self, path: Path, every: int, steps: int):
+    def __init__(self, path: Path, every: int, steps: int, listeners: list[Hook] = ()):
         self.file, self.every, self.steps, self.window = open(path, "a"), every, steps, []  # noqa: SIM115 (closed by close)
+        self.listeners = list(listeners)
 
     def on_step(self, trainer: Trainer, step: int, loss: float | None) -> None:
         if loss is not None:
@@ -62,14 +63,16 @@ class MetricsFile(Hook):
         }
         self.file.write(json.dumps(line) + "\n")
         self.file.flush()
-        trainer.logged, self.window = line, []
+        self.window = []
+        for listener in self.listeners:
+            listener.on_log(trainer, line)
 
     def close(self) -> None:
         self.file.close()
 
 
 class ProgressBar(Hook):
-    """tqdm on stderr, with the average loss of the last metrics line (after `MetricsFile`)."""
+    """tqdm on stderr, with the average loss of the last metrics line (a `MetricsFile` listener)."""
 
     def __init__(self, config, start: int):
         from tqdm import tqdm
@@ -82,12 +85,12 @@ class ProgressBar(Hook):
             file=sys.stderr,
         )
 
+    def on_log(self, trainer: Trainer, line: dict) -> None:
+        self.bar.set_postfix(
+            loss="nan" if line["loss_avg"] is None else f"{line['loss_avg']:.2f}", refresh=False
+        )
+
     def on_step(self, trainer: Trainer, step: int, loss: float | None) -> None:
-        line = trainer.logged
-        if line is not None and line["step"] == step:
-            self.bar.set_postfix(
-                loss="nan" if line["loss_avg"] is None else f"{line['loss_avg']:.2f}", refresh=False
-            )
         self.bar.update(1)
 
     def close(self) -> None:
@@ -95,15 +98,16 @@ class ProgressBar(Hook):
 
 
 class TensorBoardHook(Hook):
-    """Every metrics line's scalars (after `MetricsFile`), and a grid of samples every `image_every`
-    steps and at the last (0: none), to TensorBoard's event files in `log_dir`."""
+    """Every metrics line's scalars (a `MetricsFile` listener), and a grid of samples every
+    `image_every` steps and at the last (0: none), to TensorBoard's event files in `log_dir`."""
 
     def __init__(self, log_dir: Path, start: int, seconds: float, data, image_every: int):
         self.board, self.data, self.image_every = TensorBoard(log_dir, start, seconds), data, image_every
 
+    def on_log(self, trainer: Trainer, line: dict) -> None:
+        self.board.scalars(line)
+
     def on_step(self, trainer: Trainer, step: int, loss: float | None) -> None:
-        if trainer.logged is not None and trainer.logged["step"] == step:
-            self.board.scalars(trainer.logged)
         if self.image_every and (step % self.image_every == 0 or step == trainer.config.steps):
             self.board.samples(step, trainer.program, self.data, trainer.config.seed)
 

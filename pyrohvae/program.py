@@ -154,7 +154,7 @@ class Program(PyroModule):
     @classmethod
     def minibatches(cls, config: RunConfig, data, world: int = 1):
         """The training minibatches; with `world` ranks, of the global batch they share out."""
-        return TaskBatches(data, config.batch_size, config.tasks_per_step * world, config.seed)
+        return TaskBatches(data, config.batch_size, config.tasks_per_step * world, config.seed, config.flip)
 
     def objective(self) -> Objective:
         """−ELBO(model, guide) as a module (`Trace_ELBO()(model, guide)`, or the config's `elbo` with
@@ -221,7 +221,7 @@ class VAEProgram(Program):
     @classmethod
     def minibatches(cls, config: RunConfig, data, world: int = 1):
         """`batch_size` images drawn across all tasks (× `world`): a VAE knows no task."""
-        return MixedBatches(data, config.batch_size * world, config.seed)
+        return MixedBatches(data, config.batch_size * world, config.seed, config.flip)
 
     @pyro_method
     def model(self, x, task=None, tasks=None, items=None):

@@ -9,6 +9,7 @@ terms, `monitor.MetricsFile`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -141,12 +142,8 @@ def train(config: RunConfig, out: Path, **options) -> TrainSummary:
     steps (0: none). `hooks` are more `trainer.Hook`s, run after the run's own. One process at a
     time per run folder: another gets a TrainError naming the holder's PID (`FolderLock`).
     Options: those of `_train`."""
-    held = []  # the run folder's lock, once taken: dropped however the run ends
-    try:
-        return _train(config, out, held=held, **options)
-    finally:
-        for lock in held:
-            lock.release()
+    with contextlib.ExitStack() as lock:  # the run folder's lock, once taken: dropped however the run ends
+        return _train(config, out, lock=lock, **options)
 
 
 def _train(
@@ -166,12 +163,12 @@ def _train(
     tensorboard: Path | bool = True,
     image_every: int = 1000,
     hooks: tuple[Hook, ...] = (),
-    held: list,
+    lock: contextlib.ExitStack,
 ) -> TrainSummary:
-    """`train`, the run folder's lock appended to `held` once taken."""
+    """`train`, the run folder's lock entered into `lock` once taken."""
     ranks, out = ranks or Ranks(), Path(out)
     dev = resolve_device(ranks.device(device))  # before the run folder is made
-    config, state, data, batches = _open(config, out, resume, data_root, ranks, held)
+    config, state, data, batches = _open(config, out, resume, data_root, ranks, lock)
     if deterministic:
         set_deterministic()
     trainer = _trainer(config, state, batches, dev, ranks)
@@ -180,12 +177,13 @@ def _train(
     own: list[Hook] = [checkpoints, losses := LossRange()]
     if ranks.writer:
         _begin_files(out, config, state, checkpoints)
-        own.append(monitor.MetricsFile(out / METRICS, log_every, config.steps))
+        listeners = []  # of every metrics line
         if tensorboard:
             log_dir = out if tensorboard is True else Path(tensorboard)
-            own.append(monitor.TensorBoardHook(log_dir, start, trainer.seconds, data, image_every))
+            listeners.append(monitor.TensorBoardHook(log_dir, start, trainer.seconds, data, image_every))
         if progress:
-            own.append(monitor.ProgressBar(config, start))
+            listeners.append(monitor.ProgressBar(config, start))
+        own += [monitor.MetricsFile(out / METRICS, log_every, config.steps, listeners), *listeners]
     try:
         with StopSignals(ranks) as signals:
             finished = trainer.run(
@@ -203,13 +201,14 @@ def _train(
     return TrainSummary(out, start, config.steps, losses.first, losses.last, trainer.seconds, trainer.skipped)
 
 
-def _open(config: RunConfig, out: Path, resume: bool, data_root, ranks: Ranks, held: list):
-    """Check that the run can start or go on, and take the folder's lock: the config (train_tasks
-    and the data's fingerprint filled in), the checkpoint to resume or None, the data, the
-    minibatches."""
+def _open(config: RunConfig, out: Path, resume: bool, data_root, ranks: Ranks, lock: contextlib.ExitStack):
+    """Check that the run can start or go on, and take the folder's lock (into `lock`): the config
+    (train_tasks and the data's fingerprint filled in), the checkpoint to resume or None, the data,
+    the minibatches."""
     ckpt_path = out / CHECKPOINT
-    if ranks.writer and out.is_dir():  # first: "in use" says more than what a run in progress left so far
-        _lock(out, held)
+    locked = ranks.writer and out.is_dir()
+    if locked:  # first: "in use" says more than what a run in progress left so far
+        _lock(out, lock)
     if ckpt_path.exists() and not resume:
         raise TrainError(f"{out} already holds a run; pass --resume to go on with it or choose another --out")
     if resume and not ckpt_path.exists():
@@ -237,8 +236,8 @@ def _open(config: RunConfig, out: Path, resume: bool, data_root, ranks: Ranks, h
             ensure_writable_dir(out)
         except OSError as e:
             raise TrainError(f"cannot write to --out {out}: {e.strerror or e}") from None
-        if not held:  # before anything is written, or a stale file removed: it may be another process's
-            _lock(out, held)
+        if not locked:  # before anything is written, or a stale file removed: it may be another process's
+            _lock(out, lock)
         for stale in out.glob(".checkpoint*.pt.*.tmp"):  # left by a process killed mid-write
             stale.unlink()
     return config, state, data, batches
@@ -343,9 +342,9 @@ class LossRange(Hook):
             self.last = loss
 
 
-def _lock(out: Path, held: list) -> None:
+def _lock(out: Path, lock: contextlib.ExitStack) -> None:
     try:
-        held.append(FolderLock(out))
+        lock.enter_context(FolderLock(out))
     except FolderInUse as e:
         raise TrainError(str(e)) from None
 

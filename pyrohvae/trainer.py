@@ -8,8 +8,9 @@ gradients across ranks during the backward pass.
 
 Everything else a run does is a hook: an object with `on_step(trainer, step, loss)` (after every
 step; `loss` None where a non-finite loss was skipped), `on_checkpoint(trainer, step)` (at every
-checkpoint step, in the order the hooks are given) and `close()` (at the end, however the loop
-ends). The checkpoint file, the metrics file, the progress bar and TensorBoard are hooks
+checkpoint step, in the order the hooks are given), `on_log(trainer, line)` (every metrics line,
+for the hooks `monitor.MetricsFile` was given as listeners) and `close()` (at the end, however the
+loop ends). The checkpoint file, the metrics file, the progress bar and TensorBoard are hooks
 (`train.py`, `monitor.py`). A run asked to stop (SIGINT, SIGTERM: `train.py`) stops after the step
 in progress, checkpointed.
 """
@@ -36,6 +37,9 @@ class Hook:
 
     def on_checkpoint(self, trainer: Trainer, step: int) -> None:
         pass
+
+    def on_log(self, trainer: Trainer, line: dict) -> None:
+        """A metrics line (`monitor.MetricsFile`), for a hook it was given to as a listener."""
 
     def close(self) -> None:
         pass
@@ -65,7 +69,6 @@ class Trainer:
         self.objective = DistributedDataParallel(objective, device_ids) if self.ranks.parallel else objective
         self.device = program.device
         self.step, self.seconds, self.skipped, self.batch = 0, 0.0, 0, None
-        self.logged: dict | None = None  # the last metrics line (`monitor.MetricsFile`), for later hooks
 
     def update(self, x: torch.Tensor, task=None) -> tuple[float, bool]:
         """One step on the minibatch x (tasks, items, 1, 28, 28): the loss (the mean over ranks),
@@ -96,25 +99,21 @@ class Trainer:
         }
 
     def load_state(self, state: dict) -> None:
-        """Where a checkpoint left off. Format 1 (before this trainer) kept Adam's state per Pyro
-        param-store name, and no schedule: its moments go to the parameters they belong to, and
-        the schedule is put at the checkpoint's step."""
+        """Where a checkpoint left off (one of format 1 through `checkpoint.load_format1_optimizer`)."""
         self.program.load_state_dict(state["program"])
         self.step, self.seconds, self.skipped = state["step"], state["seconds"], state.get("skipped", 0)
         if "scheduler" in state:
             self.optimizer.load_state_dict(state["optim"])
             self.scheduler.load_state_dict(state["scheduler"])
-            return
-        params = dict(self.program.named_parameters())
-        for name, moments in checkpoint.format1_moments(state["optim"]).items():
-            p = params[name]
-            self.optimizer.state[p] = {
-                k: torch.as_tensor(v, dtype=torch.float32, device=p.device) if k == "step" else v.to(p.device)
-                for k, v in moments.items()
-            }
-        self.scheduler.last_epoch = self.step
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr_at(self.step + 1)
+        else:
+            checkpoint.load_format1_optimizer(
+                self.optimizer,
+                self.scheduler,
+                dict(self.program.named_parameters()),
+                state["optim"],
+                self.step,
+                self.config.lr_at(self.step + 1),
+            )
 
     # A caller's torch.no_grad() (a notebook cell) would make the loss's backward pass fail, or
     # with it skipped, "train" without moving a parameter.
@@ -155,6 +154,4 @@ class Trainer:
 
     def _next(self, batches) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, task = self.ranks.shard(*next(batches))
-        if self.config.flip:  # a background model's noise, drawn by the minibatches' own generator
-            x = x ^ (torch.rand(x.shape, generator=batches.generator) < self.config.flip).to(x.dtype)
         return x.to(self.device, torch.float32), task

@@ -166,3 +166,15 @@ def test_batches_repeat_with_the_seed(data_root):
     assert all(torch.equal(next(a)[0], next(b)[0]) for _ in range(3))
     m = MixedBatches(test, 100, seed=1)
     assert next(m)[0].shape == (1, 100, 1, 28, 28)
+
+
+def test_batches_flip_the_share_of_pixels_asked(data_root):
+    test = data.load("mnist", "test", data_root)
+    for make in (
+        lambda **f: TaskBatches(test, 100, 2, seed=7, **f),
+        lambda **f: MixedBatches(test, 100, 1, **f),
+    ):
+        clean, noisy = make(), make(flip=0.2)
+        (a, _), (b, _) = next(clean), next(noisy)  # the same images: noise is drawn after the picks
+        assert b.dtype == a.dtype and set(b.unique().tolist()) <= {0, 1}
+        assert abs(float((a != b).float().mean()) - 0.2) < 0.01
