@@ -29,7 +29,7 @@ from common import fmt, parser, rows_in, run, trained
 
 from pyrohvae import fewshot
 from pyrohvae.config import RunConfig
-from pyrohvae.files import atomic_write_text
+from pyrohvae.files import atomic_write_text, pyplot, save_figure
 from pyrohvae.train import load_run
 
 # Every sixth of the 30 background alphabets in name order, from the third: the validation tasks.
@@ -600,10 +600,7 @@ def sample_figure(
     """For `characters` unseen characters (of distinct alphabets), their k = 1 and 5 shots and 10
     samples (Bernoulli means) of each run's model made from them ({name: run folder}), every row
     from the same noise."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     programs = {name: load_run(folder, device)[0] for name, folder in folders.items()}
     test = fewshot.unseen_tasks(next(iter(programs.values())).config, part)
@@ -634,11 +631,8 @@ def sample_figure(
     )
     ax.set_title("Unseen Omniglot characters: the shots, and samples of the model made from them", fontsize=8)
     fig.tight_layout()
-    from pyrohvae.files import atomic_path
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def _full_lines(rows) -> list[str]:

@@ -25,7 +25,7 @@ from common import parser, rows_in, run, trained
 from pyrohvae import data
 from pyrohvae.config import RunConfig
 from pyrohvae.discovery import class_exemplar, discover
-from pyrohvae.files import atomic_path, atomic_write_text
+from pyrohvae.files import atomic_write_text, pyplot, save_figure
 from pyrohvae.train import load_run
 
 HEADLINE_MODE = "joint"  # chosen before any run: the paper's HyperVAE+BO searches u and z
@@ -195,10 +195,7 @@ def report(args, test) -> None:
 
 def grid(rows, done, test, path, args) -> None:
     """Rows: digits; columns: target, VAE best, HyperVAE joint best, iterative best per step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = len(rows[(done[0], "iterative", "bo")]["designs"])
     ts = all((d, "joint-ts", "bo") in rows for d in done)
@@ -232,9 +229,7 @@ def grid(rows, done, test, path, args) -> None:
         fontsize=8,
         y=1 - 0.08 / height,
     )
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def main():

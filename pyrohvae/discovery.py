@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .files import pyplot, save_figure
+
 BOX = 5.0
 MODES = ("vae", "joint", "iterative")
 
@@ -252,31 +254,17 @@ def class_exemplar(test, name: str, seed: int = 0) -> tuple[torch.Tensor, int]:
     return test.images[i, 0].float(), i
 
 
-def _save(fig, path):
-    from .files import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-
-
 def save_image(image: torch.Tensor, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig = plt.figure(figsize=(1, 1))
     fig.figimage(image.reshape(28, 28).numpy(), cmap="gray", vmin=0, vmax=1)
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def save_designs(target, designs, path, title) -> None:
     """The target, then the best design of every step, with their cosine to the target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     images = [target.reshape(28, 28)] + [d.reshape(28, 28) for d in designs]
     fig, axes = plt.subplots(1, len(images), figsize=(1.3 * len(images), 1.7))
@@ -286,16 +274,12 @@ def save_designs(target, designs, path, title) -> None:
         c = float(cosine(img.reshape(1, -1), target))
         ax.set_title("target" if i == 0 else f"step {i}\n{c:.3f}", fontsize=7)
     fig.suptitle(title, fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def trace_figure(traces: dict, path, title) -> None:
     """Best cosine so far against evaluations, one line per search."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, best in traces.items():
@@ -304,5 +288,4 @@ def trace_figure(traces: dict, path, title) -> None:
     ax.set_ylabel("best cosine similarity so far")
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path, bbox_inches="tight")

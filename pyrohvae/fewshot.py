@@ -29,6 +29,7 @@ import torch
 from . import checkpoint
 from .config import RunConfig
 from .data import DataError
+from .files import pyplot, save_figure
 from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
 from .program import build
@@ -442,12 +443,7 @@ def plot_curves(
     k = 0 models as open marks; `vae` a horizontal line. With `published` {label: (shots, gains)},
     a second panel sets each model's gain over our VAE beside published gains over their own VAE,
     the comparison that does not depend on preprocessing."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .files import atomic_path
+    plt = pyplot()
 
     fig, axes = plt.subplots(
         1, 2 if published else 1, figsize=(11.5 if published else 6.4, 4.2), squeeze=False
@@ -511,9 +507,7 @@ def plot_curves(
         ax.set_title("gains over each model's own VAE", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def unseen_tasks(config, part: str, root=None, folder=None, invert=None):

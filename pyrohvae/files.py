@@ -109,3 +109,20 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def pyplot():
+    """matplotlib.pyplot on a backend that needs no display: every figure goes to a file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 100, **options) -> None:
+    """`fig` as a PNG at `path`, written whole or not at all (`atomic_path`), then closed."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, **options)
+    pyplot().close(fig)

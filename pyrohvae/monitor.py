@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from pyro import poutine
 
-from .files import atomic_path
+from .files import pyplot, save_figure
 from .trainer import Hook, Trainer
 
 
@@ -165,10 +165,7 @@ def plot_runs(runs: list[Path], out: Path, smooth: int = 10) -> list[str]:
     """Loss curves of one or several runs, from their metrics files, into a PNG: the training loss
     (a moving average over `smooth` lines) and, where the run logged them, its terms. Returns
     the panels drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     curves = {Path(r).name or str(r): read_metrics(r) for r in runs}
@@ -201,7 +198,5 @@ def plot_runs(runs: list[Path], out: Path, smooth: int = 10) -> list[str]:
         ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
     return panels

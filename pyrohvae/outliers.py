@@ -49,6 +49,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from .data import TaskData
 from .evaluate import evaluate
+from .files import pyplot, save_figure
 
 SCORES = (
     "elbo",
@@ -300,12 +301,7 @@ def roc_figure(curves: dict, path, title: str) -> None:
 
 def roc_panels(panels: dict, path, title: str | None = None) -> None:
     """panels: panel title -> curves (as for roc_figure); the panels side by side in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .files import atomic_path
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
     for ax, (panel, curves) in zip(axes[0], panels.items()):
@@ -318,6 +314,4 @@ def roc_panels(panels: dict, path, title: str | None = None) -> None:
         ax.legend(fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, bbox_inches="tight")

@@ -11,10 +11,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import xarray as xr
@@ -24,7 +20,7 @@ with warnings.catch_warnings():  # arviz 0.23 announces its 1.x rewrite on impor
     import arviz as az
 
 from .evaluate import evaluate
-from .files import atomic_path
+from .files import atomic_path, pyplot, save_figure
 
 
 def task_posteriors(program, data, draws=500, seed=0, samples=16, limit=None, progress=True):
@@ -73,20 +69,15 @@ def save_netcdf(idata, path: Path) -> None:
         idata.to_netcdf(str(tmp))
 
 
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
 def forest_plot(idata, path: Path, max_tasks: int = 12) -> None:
     """Forest plot of u by task (the first `max_tasks` tasks; every u dimension)."""
     names = list(idata.posterior.task.values)[:max_tasks]
+    pyplot()  # a backend that needs no display, before arviz draws
     axes = az.plot_forest(
         idata, var_names=["u"], coords={"task": names}, combined=True, figsize=(7, 0.22 * 10 * len(names) + 1)
     )
     axes[0].set_title(f"q(u | d_t) by task ({idata.attrs.get('guide')} guide): 94% HDI", fontsize=9)
-    _save(axes[0].figure, path)
+    save_figure(axes[0].figure, path, bbox_inches="tight")
 
 
 def pca_map(idata, path: Path) -> None:
@@ -99,7 +90,7 @@ def pca_map(idata, path: Path) -> None:
     xy = PCA(n_components=k).fit_transform(loc) if len(loc) > 1 else np.zeros((1, 2))
     if xy.shape[1] == 1:
         xy = np.concatenate([xy, np.zeros_like(xy)], 1)
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig, ax = pyplot().subplots(figsize=(7, 6))
     kl = idata.task_stats.kl_u.values
     points = ax.scatter(xy[:, 0], xy[:, 1], c=kl, cmap="viridis")
     for (px, py), name in zip(xy, names):
@@ -108,7 +99,7 @@ def pca_map(idata, path: Path) -> None:
     ax.set_xlabel("PC 1 of E[u | d_t]")
     ax.set_ylabel("PC 2")
     ax.set_title(f"tasks of {idata.attrs.get('data')} by their posterior mean", fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def summary(idata):

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
 from torchvision.utils import make_grid
 
-from .files import atomic_path
+from .files import pyplot, save_figure
 
 
 @torch.no_grad()
@@ -59,6 +55,7 @@ def interpolation_rows(program, data, source: str, target: str, steps=8, columns
 
 
 def save_grid(means, labels, draws, path: Path, title: str) -> None:
+    plt = pyplot()
     rows, columns = means.shape[:2]
     blank = torch.ones(1, 1, 28, 28) * 0.5
     cells = []
@@ -75,6 +72,4 @@ def save_grid(means, labels, draws, path: Path, title: str) -> None:
         ax.set_xticks([16], ["d_t"], fontsize=7)
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, bbox_inches="tight")

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .data import DATASETS, TaskData, cache_dir
 from .evaluate import CONTEXT_SIZE
-from .files import atomic_path
+from .files import atomic_path, pyplot, save_figure
 from .importance import importance_scores
 
 # Bump when the classifiers below change, so stale cached ones are not reused.
@@ -277,10 +277,7 @@ def sample_agreement(
 
 def heatmap(scores: TaskModelScores, path: Path, title: str) -> None:
     """The matrix, each row minus its mean (what a task's images gain or lose under each model)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     m = scores.matrix().numpy()
     centred = m - m.mean(1, keepdims=True)
@@ -306,9 +303,7 @@ def heatmap(scores: TaskModelScores, path: Path, title: str) -> None:
         fontsize=9,
     )
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def rounded(values, digits: int = 3) -> list:
