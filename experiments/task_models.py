@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import json
 
-import pyro
 import torch
 from common import evaluated_row, fmt, parser, rows_in, run, trained
 from table1 import config_of, row_name
 
 from pyrohvae import fewshot, taskmodels
 from pyrohvae.config import RunConfig
-from pyrohvae.evaluate import run_evaluation
+from pyrohvae.evaluate import run_evaluation, seed_stream
 from pyrohvae.files import atomic_write_text
 from pyrohvae.train import load_run
 
@@ -309,7 +308,7 @@ def fewshot_stage(args, rows_dir):
         for t, members in enumerate(data.task_members()):
             members = members[torch.randperm(len(members), generator=g)]
             pool, scored = data.images[members[:POOL]].float(), data.images[members[POOL : POOL + SCORED]]
-            pyro.set_rng_seed(args.seed * 100_003 + t)
+            seed_stream(args.seed, t)
             if key == "vae":
                 fixed = program.conditioned(None)
             elif shots == 0:

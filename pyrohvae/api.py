@@ -42,7 +42,7 @@ class Run:
 
     @property
     def device(self) -> torch.device:
-        return next(self.program.parameters()).device
+        return self.program.device
 
     def data(self, part: str = "test", data_dir=None) -> TaskData:
         """The run's data: "train", "validation" (where it holds one) or "test"."""

@@ -61,7 +61,7 @@ def choose(run: Path, program, flips, data, samples: int = 16, seed: int = 0) ->
     ink = data.images.reshape(len(data), -1).sum(1)
     candidates = []
     for flip in flips:
-        background, _ = load_run(folder_of(run, flip), next(program.parameters()).device)
+        background, _ = load_run(folder_of(run, flip), program.device)
         ratio = ours - datum_nll(background, data, samples, seed)
         rho = float(spearmanr(ratio.numpy(), ink.numpy()).statistic)
         candidates.append({"flip": flip, "folder": folder_of(run, flip).name, "ink_spearman": rho})

@@ -61,8 +61,9 @@ def excluded_tasks(names: list[str], patterns: list[str]) -> list[str]:
     for pattern in patterns:
         matched = fnmatch.filter(names, pattern) if pattern not in names else [pattern]
         if not matched:
-            known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
-            raise data.DataError(f"--exclude-classes {pattern!r} matches no task (tasks: {known})")
+            raise data.DataError(
+                f"--exclude-classes {pattern!r} matches no task (tasks: {data.some_tasks(names)})"
+            )
         out += [n for n in matched if n not in out]
     return out
 

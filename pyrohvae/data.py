@@ -61,6 +61,11 @@ class DataError(Exception):
     """Data that is missing or unreadable; the message names the folder or file."""
 
 
+def some_tasks(names: list[str], shown: int = 10) -> str:
+    """The first `shown` task names, for an error that names what there is."""
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
 @dataclass
 class TaskData:
     """Binary images grouped into tasks."""
@@ -106,8 +111,7 @@ class TaskData:
         unknown = sorted(set(names) - set(self.task_names))
         if unknown:
             raise DataError(
-                f"{self.name} has no task {', '.join(map(repr, unknown))} (tasks: "
-                f"{', '.join(self.task_names[:10])}{', ...' if self.num_tasks > 10 else ''})"
+                f"{self.name} has no task {', '.join(map(repr, unknown))} (tasks: {some_tasks(self.task_names)})"
             )
         kept = [i for i, n in enumerate(self.task_names) if n not in set(names)]
         remap = torch.full((self.num_tasks,), -1, dtype=torch.long)

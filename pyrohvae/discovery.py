@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import some_tasks
 from .files import pyplot, save_figure
 
 BOX = 5.0
@@ -145,7 +146,7 @@ class Designs:
 
     def __init__(self, program):
         self.program = program
-        self.device = next(program.parameters()).device
+        self.device = program.device
         self.z_dim, self.u_dim = program.config.z_dim, program.config.u_dim
 
     @torch.no_grad()
@@ -248,7 +249,7 @@ def load_target(path) -> torch.Tensor:
 def class_exemplar(test, name: str, seed: int = 0) -> tuple[torch.Tensor, int]:
     """A random test image of class `name` (chosen by `seed`), and its index."""
     if name not in test.task_names:
-        raise ValueError(f"{test.name} has no class {name!r} (classes: {', '.join(test.task_names[:10])})")
+        raise ValueError(f"{test.name} has no class {name!r} (classes: {some_tasks(test.task_names)})")
     members = test.task_members()[test.task_names.index(name)]
     i = int(members[torch.randint(len(members), (1,), generator=torch.Generator().manual_seed(seed))])
     return test.images[i, 0].float(), i

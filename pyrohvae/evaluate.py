@@ -57,6 +57,12 @@ class Scores:
         }
 
 
+def seed_stream(seed: int, stream: int) -> None:
+    """Pyro's generators at stream `stream` of `seed`: a task (its d_t, its particles) scored from a
+    stream of its own gives the same scores whatever else is scored, in whatever order."""
+    pyro.set_rng_seed(seed * 100_003 + stream)
+
+
 def context_set(data: TaskData, task: int, generator: torch.Generator) -> torch.Tensor:
     """Up to CONTEXT_SIZE random items of one task, as a batch of one task (1, m, 1, 28, 28)."""
     members = data.task_members()[task]
@@ -113,7 +119,7 @@ def evaluate(
 ) -> Scores:
     """Scores of `data` by the density protocol (module docstring). `label_free` scores every
     datum as one of no known task (MetaVAE: under all its decoders), as outlier scoring must."""
-    device = next(program.parameters()).device
+    device = program.device
     g = torch.Generator().manual_seed(seed)  # the context sets
     subsets = evaluation_subset(data, limit)
     total = sum(len(s) for s in subsets)
@@ -124,8 +130,7 @@ def evaluate(
         if len(idx) == 0:
             continue
         choices = program.choices(None if label_free else data.task_names[t])
-        # Each task its own stream (d_t, particles): its scores do not depend on the others'.
-        pyro.set_rng_seed(seed * 100_003 + t)
+        seed_stream(seed, t)
         images = data.images[idx].float()
         if mode == "task":
             summary = context_set(data, t, g).to(device)
@@ -156,7 +161,7 @@ def khat_sample(program, data: TaskData, samples: int, n: int = 10, seed: int = 
     """PSIS k̂ of `n` test data, spread over the tasks, each scored under its task's model (the
     first choice of generative network) with the datum itself as the summary."""
     pyro.set_rng_seed(seed)
-    device = next(program.parameters()).device
+    device = program.device
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
     khats = []
     for i in pick.tolist():

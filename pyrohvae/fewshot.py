@@ -28,7 +28,7 @@ import torch
 
 from . import checkpoint
 from .config import RunConfig
-from .data import DataError
+from .data import DataError, some_tasks
 from .files import pyplot, save_figure
 from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
@@ -47,8 +47,7 @@ def task_shots(data, name: str, shots: int, seed: int = 0) -> tuple[torch.Tensor
     """`shots` random images of task `name` of `data` (chosen by `seed`), its other images, and a
     description."""
     if name not in data.task_names:
-        known = ", ".join(data.task_names[:10]) + (", ..." if data.num_tasks > 10 else "")
-        raise ValueError(f"{data.name} has no task {name!r} (tasks: {known})")
+        raise ValueError(f"{data.name} has no task {name!r} (tasks: {some_tasks(data.task_names)})")
     members = data.task_members()[data.task_names.index(name)]
     if len(members) <= shots:
         raise ValueError(

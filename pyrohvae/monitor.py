@@ -143,7 +143,7 @@ class TensorBoard:
 
         from .samples import sample_rows
 
-        device = next(program.parameters()).device
+        device = program.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             means, _, _ = sample_rows(program, data, columns=8, prior_rows=2, max_tasks=8, seed=seed)
         self.writer.add_image(

@@ -42,13 +42,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pyro
 import torch
 from pyro import poutine
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from .data import TaskData
-from .evaluate import evaluate
+from .evaluate import evaluate, seed_stream
 from .files import pyplot, save_figure
 
 SCORES = (
@@ -143,11 +142,11 @@ def best_task_nll(
     from .evaluate import context_set
     from .fewshot import per_image
 
-    device = next(program.parameters()).device
+    device = program.device
     g = torch.Generator().manual_seed(seed)
     best = torch.full((len(images),), math.inf)
     for t in range(train.num_tasks):
-        pyro.set_rng_seed(seed * 100_003 + t)
+        seed_stream(seed, t)
         fixed = program.conditioned(context_set(train, t, g).to(device))
         best = torch.minimum(best, per_image(fixed, images, samples, device)[1])
     return best
@@ -176,7 +175,7 @@ def min_mahalanobis(points: torch.Tensor, reference: torch.Tensor, groups: torch
 def latent_means(program, images: torch.Tensor, site: str, batch: int = 500) -> torch.Tensor:
     """The mean of q(site | x), (n, dims), each image read alone as a task of one and its own
     summary: ū_x for site "u" (HyperVAE), E[z | x] under the guide for site "z"."""
-    device = next(program.parameters()).device
+    device = program.device
     means = []
     for i in range(0, len(images), batch):
         x = images[i : i + batch].float().unsqueeze(1).to(device)  # (n, 1, 1, 28, 28)

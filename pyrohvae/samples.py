@@ -39,7 +39,7 @@ def interpolation_rows(program, data, source: str, target: str, steps=8, columns
         if name not in index:
             known = ", ".join(data.task_names[:8]) + (", ..." if len(data.task_names) > 8 else "")
             raise ValueError(f"no task {name!r} in {data.name} (tasks: {known})")
-    device = next(program.parameters()).device
+    device = program.device
     pyro.set_rng_seed(seed)
     g = torch.Generator().manual_seed(seed)
     ends = [

@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyro
 import torch
 from tqdm import tqdm
 
 from .data import DATASETS, TaskData, cache_dir
-from .evaluate import CONTEXT_SIZE
+from .evaluate import CONTEXT_SIZE, seed_stream
 from .files import atomic_path, pyplot, save_figure
 from .importance import importance_scores
 
@@ -128,7 +127,7 @@ def score_matrix(
     image for the reconstruction term, KL(z) analytic."""
     if len(data.task_names) < 2:
         raise ValueError(f"{data.name} has one task: nothing to tell apart")
-    device = next(program.parameters()).device
+    device = program.device
     ctx = contexts(data, context_size, seed)
     images = data.images.float()
     T, n = data.num_tasks, len(data)
@@ -139,7 +138,7 @@ def score_matrix(
         own_first = ctx.in_first & (data.tasks == j)
         for context, scored in ((ctx.first[j], ~own_first), (ctx.second[j], own_first)):
             index = scored.nonzero().squeeze(1)
-            pyro.set_rng_seed(seed * 100_003 + 2 * j + int(context is ctx.second[j]))
+            seed_stream(seed, 2 * j + int(context is ctx.second[j]))
             fixed = program.conditioned(context.to(device), choice)
             for i in range(0, len(index), chunk):
                 part = index[i : i + chunk]
@@ -156,7 +155,7 @@ def posterior_stats(program, data: TaskData, context_size: int = CONTEXT_SIZE, s
     centre, the spread of ū_t across tasks (std over tasks, averaged over u's dimensions), and
     q's own scale. Tasks apart by more than q's scale have models of their own; all of them far
     from 0 but close together means u codes something every task shares."""
-    device = next(program.parameters()).device
+    device = program.device
     ctx = contexts(data, context_size, seed)
     locs, scales = [], []
     for context in ctx.first:
@@ -255,12 +254,12 @@ def sample_agreement(
     task, overall and per task."""
     if label.task_names != list(data.task_names):
         raise ValueError("the classifier was fitted on other tasks than the data's")
-    device = next(program.parameters()).device
+    device = program.device
     ctx = contexts(data, context_size, seed)
     g = torch.Generator().manual_seed(seed)
     per = []
     for j, name in enumerate(data.task_names):
-        pyro.set_rng_seed(seed * 100_003 + 2 * j)
+        seed_stream(seed, 2 * j)
         means = program.sample_task(ctx.first[j].to(device), per_task, g, choice=_model_choice(program, name))
         per.append(float((label.predict(means) == j).mean()))
     return {
