@@ -42,6 +42,8 @@ class InkModels(nn.Module):
         self.shared = shared
         self.seen = []
 
+    device = torch.device("cpu")
+
     def choices(self, name):
         return [None]
 
