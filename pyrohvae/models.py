@@ -1,9 +1,10 @@
-"""The generative stories.
+"""The generative stories and their guides, side by side.
 
 Data come as a batch of shape (tasks, items, 1, 28, 28): `pyro.plate("tasks", dim=-2)` holds one u
-per task, `pyro.plate("data", dim=-1)` one z and one x per item. Both models are scaled by 1/|D|
-(the paper's scaling of Eq. 9, |D| the number of items in the batch), so their losses read in nats
-per image and compare directly.
+per task, `pyro.plate("data", dim=-1)` one z and one x per item. Every model and guide is scaled by
+1/|D| (the paper's scaling of Eq. 9, |D| the number of items in the batch), so their losses read in
+nats per image and compare directly. The networks live in `nets.py`; how q(u | D) reads a task is
+the guide's reader's (`guides/`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from .nets import decode, stack_params, weights
+from .nets import decode, encode, stack_params, weights
 
 
 def per_datum(tasks: int, items: int):
     """The paper's 1/|D|, averaged over the tasks of the batch."""
     return poutine.scale(scale=1.0 / (tasks * items))
+
+
+def plates(tasks: int, items: int):
+    """The paper's 1/|D|, the tasks' plate (u: dim -2) and the items' (z and x: dim -1)."""
+    return per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1)
 
 
 def context_share(items: int, context: int) -> float:
@@ -51,11 +57,19 @@ def record(prefix: str, params: dict[str, torch.Tensor], event_shapes: dict) -> 
 
 def vae_model(decoder, z_dim: int, x: torch.Tensor | None, task=None, tasks=None, items=None) -> None:
     """z ~ N(0, I), x ~ Bernoulli(decoder(z)), one decoder for all tasks."""
-    tasks, items = batch_shape(x, tasks, items)
     zeros = next(decoder.parameters()).new_zeros(z_dim)
-    with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):
+    scale, task_plate, data_plate = plates(*batch_shape(x, tasks, items))
+    with scale, task_plate, data_plate:
         z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
         pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(3), obs=x)
+
+
+def vae_guide(encoder, x: torch.Tensor) -> None:
+    """q(z | x) by one amortized encoder."""
+    scale, task_plate, data_plate = plates(*x.shape[:2])
+    with scale, task_plate, data_plate:
+        loc, z_scale = encoder(x)
+        pyro.sample("z", dist.Normal(loc, z_scale).to_event(1))
 
 
 def z_prior(params: dict, z_dim: int, like: torch.Tensor) -> dist.Distribution:
@@ -94,17 +108,59 @@ def hypervae_model(
     trace (`theta.decoder.fc2.weight`, ...); off by default, since its 18 sites cost about 7% of a
     training step and nothing in training reads them.
     """
-    tasks, items = batch_shape(x, tasks, items)
-    with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2):
+    scale, task_plate, data_plate = plates(*batch_shape(x, tasks, items))
+    with scale, task_plate:
         with poutine.scale(scale=kl_u_weight):
             u = pyro.sample("u", prior())
         params = theta.decoder(u)
         if record_theta:
             record("theta.decoder", params, theta.shapes["decoder"])
-        with pyro.plate("data", items, dim=-1):
+        with data_plate:
             with poutine.scale(scale=kl_z_weight):
                 z = pyro.sample("z", z_prior(params, z_dim, u))
             pyro.sample("x", dist.Bernoulli(logits=decode(params, z)).to_event(3), obs=x)
+
+
+def hypervae_guide(
+    theta,
+    reader,
+    x: torch.Tensor,
+    kl_u_weight: float = 1.0,
+    kl_z_weight: float = 1.0,
+    record_theta: bool = False,
+    context_size: int = 0,
+    q_u: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> None:
+    """q(u | D_t) per task, by the guide's `reader` (`guides.TaskGuide`), then q(z | x, θ(u)): the
+    main VAE's encoder with weights θ(u) for every item. The encoder half of θ(u) is generated here.
+
+    With `context_size` k > 0, q(u) reads the first k items of each task and q(z) the others, which
+    alone the model scores (`split_context`); with `q_u` (location, scale, each (tasks, u_dim)),
+    q(u) is that Gaussian, read from nothing (a posterior refined by gradient steps,
+    `fewshot.refine`). The weights and `record_theta` are the model's."""
+    if context_size:
+        kl_u_weight = kl_u_weight * context_share(x.shape[1], context_size)  # as the model's
+        shots, x = x[:, :context_size], x[:, context_size:]
+    else:
+        shots = reader.context(x)
+    scale, task_plate, data_plate = plates(*x.shape[:2])
+    with scale, task_plate:
+        loc, u_scale = reader.posterior(shots) if q_u is None else q_u
+        with poutine.scale(scale=kl_u_weight):
+            u = pyro.sample("u", reader.q_u(loc.unsqueeze(-2), u_scale.unsqueeze(-2)))
+        params = theta.encoder(u)
+        if record_theta:
+            with poutine.infer_config(config_fn=_auxiliary):
+                record("theta.encoder", params, theta.shapes["encoder"])
+        with data_plate:
+            z_loc, z_scale = encode(params, x)
+            with poutine.scale(scale=kl_z_weight):
+                pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+
+
+def _auxiliary(site) -> dict:
+    # The encoder half of θ exists in the guide only; Pyro wants such sites marked.
+    return {"is_auxiliary": True}
 
 
 def metavae_model(decoders, z_dim: int, x: torch.Tensor | None, task: torch.Tensor, items=None) -> None:
@@ -119,8 +175,17 @@ def metavae_model(decoders, z_dim: int, x: torch.Tensor | None, task: torch.Tens
         params = weights(decoders[used[0]])
     else:
         params = stack_params([decoders[t] for t in task.tolist()])
-    tasks, items = batch_shape(x, len(task), items)
     zeros = next(iter(params.values())).new_zeros(z_dim)
-    with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2), pyro.plate("data", items, dim=-1):
+    scale, task_plate, data_plate = plates(*batch_shape(x, len(task), items))
+    with scale, task_plate, data_plate:
         z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
         pyro.sample("x", dist.Bernoulli(logits=decode(params, z)).to_event(3), obs=x)
+
+
+def metavae_guide(encoder, x: torch.Tensor, context: torch.Tensor | None = None) -> None:
+    """q(z | x, D): one inference network for all tasks, which also reads a context set D
+    (tasks, m, 1, 28, 28) of the item's task, by default the task's items x themselves."""
+    scale, task_plate, data_plate = plates(*x.shape[:2])
+    with scale, task_plate, data_plate:
+        loc, z_scale = encoder(x, x if context is None else context)
+        pyro.sample("z", dist.Normal(loc, z_scale).to_event(1))

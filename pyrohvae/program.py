@@ -28,7 +28,16 @@ from torch import nn
 from . import guides
 from .batches import MixedBatches, TaskBatches
 from .config import ConfigError, RunConfig
-from .models import context_share, hypervae_model, metavae_model, vae_model, z_from_eps
+from .models import (
+    context_share,
+    hypervae_guide,
+    hypervae_model,
+    metavae_guide,
+    metavae_model,
+    vae_guide,
+    vae_model,
+    z_from_eps,
+)
 from .nets import Decoder, ThetaGenerator, decode
 from .priors import make_prior
 
@@ -230,7 +239,7 @@ class VAEProgram(Program):
 
     @pyro_method
     def guide(self, x, task=None):
-        self.guide_nets(x)
+        vae_guide(self.guide_nets.encoder, x)
 
     def parts(self) -> dict[str, nn.Module]:
         return {"inference network (encoder)": self.guide_nets, "generative network (decoder)": self.decoder}
@@ -307,7 +316,9 @@ class HyperVAEProgram(Program):
     def guide(
         self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, context_size=0, q_u=None
     ):
-        self.guide_nets(self.theta, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u)
+        hypervae_guide(
+            self.theta, self.guide_nets, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u
+        )
 
     def step_kwargs(self, step: int) -> dict:
         """The weights of KL(u) and KL(z) at `step` (the config's warm-up and annealing), and with
@@ -489,7 +500,7 @@ class MetaVAEProgram(Program):
 
     @pyro_method
     def guide(self, x, task=None, context=None):
-        self.guide_nets(x, context)
+        metavae_guide(self.guide_nets.encoder, x, context)
 
     def parts(self) -> dict[str, nn.Module]:
         return {

@@ -1,8 +1,9 @@
 """Guides, one per file, chosen by name.
 
-A guide is a `PyroModule` whose `forward` is a Pyro guide for one model, registered with
-`@register("name")`. HyperVAE guides subclass `TaskGuide` and say how q(u | D) reads a task; see
-`random_draw.py` for the paper's guide and docs/research-variants.md for adding one.
+A guide is a `PyroModule` that holds the networks of a model's guide (`models.py` runs them:
+`vae_guide`, `hypervae_guide`, `metavae_guide`), registered with `@register("name")`. HyperVAE
+guides subclass `TaskGuide` and say how q(u | D) reads a task; see `random_draw.py` for the paper's
+guide and docs/research-variants.md for adding one.
 """
 
 from __future__ import annotations

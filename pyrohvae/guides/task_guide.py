@@ -1,31 +1,22 @@
-"""What every HyperVAE guide shares: q(u | D) q(z | x, θ(u))."""
+"""What every HyperVAE guide shares: how q(u | D) is read from a task (the guide itself,
+q(u | D) q(z | x, θ(u)), is `models.hypervae_guide`)."""
 
 from __future__ import annotations
 
 import math
 
-import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.nn import PyroModule
 
 from ..config import ConfigError
-from ..models import context_share, per_datum, record
-from ..nets import encode
-
-
-def _auxiliary(site) -> dict:
-    # The encoder half of θ exists in the guide only; Pyro wants such sites marked.
-    return {"is_auxiliary": True}
 
 
 class TaskGuide(PyroModule):
-    """q(u | D_t) per task, then the main VAE's encoder with weights θ(u) for every item.
+    """The reader of q(u | D_t) that `models.hypervae_guide` asks for every task.
 
     A subclass says how a task is read: `task_posterior(x)` maps a batch (tasks, items, 1, 28, 28)
-    to the location and scale of q(u | D_t), each (tasks, u_dim). The encoder half of θ(u) is
-    generated here, the decoder half in the model.
+    to the location and scale of q(u | D_t), each (tasks, u_dim).
     """
 
     model = "hypervae"
@@ -66,36 +57,3 @@ class TaskGuide(PyroModule):
         items = x.shape[1]
         k = int(math.exp(float(torch.rand(())) * math.log(items + 1)))
         return x[:, : min(max(k, 1), items)]
-
-    def forward(
-        self,
-        theta,
-        x,
-        kl_u_weight: float = 1.0,
-        kl_z_weight: float = 1.0,
-        record_theta: bool = False,
-        context_size: int = 0,
-        q_u: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ):
-        """q(u | D_t) q(z | x, θ(u)); with `context_size` k > 0, q(u) reads the first k items of
-        each task and q(z) the others, which alone the model scores (`split_context`); with `q_u`
-        (location, scale, each (tasks, u_dim)), q(u) is that Gaussian, read from nothing (a
-        posterior refined by gradient steps, `fewshot.refine`)."""
-        if context_size:
-            kl_u_weight = kl_u_weight * context_share(x.shape[1], context_size)  # as the model's
-            shots, x = x[:, :context_size], x[:, context_size:]
-        else:
-            shots = self.context(x)
-        tasks, items = x.shape[:2]
-        with per_datum(tasks, items), pyro.plate("tasks", tasks, dim=-2):
-            loc, scale = self.posterior(shots) if q_u is None else q_u
-            with poutine.scale(scale=kl_u_weight):  # as in the model: the weight of KL(u)
-                u = pyro.sample("u", self.q_u(loc.unsqueeze(-2), scale.unsqueeze(-2)))
-            params = theta.encoder(u)
-            if record_theta:  # as in the model
-                with poutine.infer_config(config_fn=_auxiliary):
-                    record("theta.encoder", params, theta.shapes["encoder"])
-            with pyro.plate("data", items, dim=-1):
-                z_loc, z_scale = encode(params, x)
-                with poutine.scale(scale=kl_z_weight):  # as in the model: the weight of KL(z)
-                    pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
