@@ -61,6 +61,17 @@ class DataError(Exception):
     """Data that is missing or unreadable; the message names the folder or file."""
 
 
+# The protocol's context of a task (`evaluate`): what the guide reads of it, up to this many images.
+CONTEXT_SIZE = 100
+
+
+def context_set(data: TaskData, task: int, generator: torch.Generator) -> torch.Tensor:
+    """Up to CONTEXT_SIZE random items of one task, as a batch of one task (1, m, 1, 28, 28)."""
+    members = data.task_members()[task]
+    pick = members[torch.randperm(len(members), generator=generator)[:CONTEXT_SIZE]]
+    return data.images[pick].float().unsqueeze(0)
+
+
 def some_tasks(names: list[str], shown: int = 10) -> str:
     """The first `shown` task names, for an error that names what there is."""
     return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")

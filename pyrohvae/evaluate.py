@@ -24,10 +24,8 @@ import pyro
 import torch
 from tqdm import tqdm
 
-from .data import TaskData
+from .data import TaskData, context_set
 from .importance import importance_scores, psis_khat
-
-CONTEXT_SIZE = 100
 
 
 @dataclass
@@ -61,13 +59,6 @@ def seed_stream(seed: int, stream: int) -> None:
     """Pyro's generators at stream `stream` of `seed`: a task (its d_t, its particles) scored from a
     stream of its own gives the same scores whatever else is scored, in whatever order."""
     pyro.set_rng_seed(seed * 100_003 + stream)
-
-
-def context_set(data: TaskData, task: int, generator: torch.Generator) -> torch.Tensor:
-    """Up to CONTEXT_SIZE random items of one task, as a batch of one task (1, m, 1, 28, 28)."""
-    members = data.task_members()[task]
-    pick = members[torch.randperm(len(members), generator=generator)[:CONTEXT_SIZE]]
-    return data.images[pick].float().unsqueeze(0)
 
 
 def evaluation_subset(data: TaskData, limit: int | None) -> list[torch.Tensor]:

@@ -28,7 +28,7 @@ import torch
 
 from . import checkpoint
 from .config import RunConfig
-from .data import DataError, some_tasks
+from .data import CONTEXT_SIZE, DataError, some_tasks
 from .files import pyplot, save_figure
 from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
@@ -284,7 +284,6 @@ def curve_plan(data, shots, per_task: int, seed: int = 0) -> tuple[torch.Tensor,
 def training_mean_u(program, train_data, seed: int = 0) -> torch.Tensor:
     """The mean over the training tasks of ū_t, each task's from up to `CONTEXT_SIZE` random
     images of it as shots, (1, u_dim): the model of a typical training task."""
-    from .evaluate import CONTEXT_SIZE
 
     g = torch.Generator().manual_seed(seed)
     locs = []

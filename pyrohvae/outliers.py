@@ -139,7 +139,7 @@ def best_task_nll(
 ) -> torch.Tensor:
     """min over the training tasks t of −log p(x | θ(ū_t)), per image; ū_t from a context of up
     to 100 training images of t, as the density protocol chooses it (HyperVAE)."""
-    from .evaluate import context_set
+    from .data import context_set
     from .fewshot import per_image
 
     device = program.device

@@ -28,6 +28,7 @@ from torch import nn
 from . import guides
 from .batches import MixedBatches, TaskBatches
 from .config import ConfigError, RunConfig
+from .data import context_set
 from .models import (
     context_share,
     hypervae_guide,
@@ -399,17 +400,12 @@ class HyperVAEProgram(Program):
     def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
         """A row per task of `test_data` (θ(ū), ū from a context of its test images), then
         `prior_rows` rows of u ~ p(u), all decoding the same z (`samples.sample_rows`)."""
-        from .evaluate import CONTEXT_SIZE
-
         z = torch.randn(columns, self.config.z_dim, generator=g).to(self.device)
         members = test_data.task_members()
         shown = (
             torch.linspace(0, len(members) - 1, min(max_tasks, len(members))).round().long().unique().tolist()
         )
-        contexts = [
-            test_data.images[members[t][torch.randperm(len(members[t]), generator=g)[:CONTEXT_SIZE]]].float()
-            for t in shown
-        ]
+        contexts = [context_set(test_data, t, g)[0] for t in shown]
         draws = torch.stack([c[:1] for c in contexts])  # (tasks, 1, 1, 28, 28): the first of each context
         if self.guide_nets.one_draw:  # the paper's guide reads one draw: d_t, shown
             u_tasks = self.task_u(draws.to(self.device))

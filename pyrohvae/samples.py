@@ -20,7 +20,14 @@ def sample_rows(program, test_data, columns=10, prior_rows=4, max_tasks=50, seed
     their model only. MetaVAE: one row per training task's decoder. VAE: `prior_rows` rows of
     z ~ p(z).
     """
-    return program.sample_rows(test_data, columns, prior_rows, max_tasks, torch.Generator().manual_seed(seed))
+    # The prior's rows and a guide's random draw come from the global generators: seeded here, on a
+    # copy of their state, so that the same seed gives the same grid and the caller's state is kept.
+    device = program.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return program.sample_rows(
+            test_data, columns, prior_rows, max_tasks, torch.Generator().manual_seed(seed)
+        )
 
 
 @torch.no_grad()
@@ -30,7 +37,7 @@ def interpolation_rows(program, data, source: str, target: str, steps=8, columns
     protocol chooses it."""
     import pyro
 
-    from .evaluate import context_set
+    from .data import context_set
 
     if not program.task_latent:
         raise ValueError(f"a {program.config.model} run has no model space to walk: use a hypervae run")

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data import DATASETS, TaskData, cache_dir
-from .evaluate import CONTEXT_SIZE, seed_stream
+from .data import CONTEXT_SIZE, DATASETS, TaskData, cache_dir
+from .evaluate import seed_stream
 from .files import atomic_path, pyplot, save_figure
 from .importance import importance_scores
 

@@ -68,6 +68,18 @@ def test_task_rows_come_from_different_models(trained_run, data_root):
     assert not torch.allclose(means[0], means[1], atol=1e-3)
 
 
+def test_a_seed_draws_the_same_grid_every_time_and_leaves_the_global_generators(trained_run, data_root):
+    from pyrohvae.samples import sample_rows
+    from pyrohvae.train import load_run
+
+    program, _ = load_run(trained_run("hypervae"))
+    test = program.config.load_data("test", data_root)
+    state = torch.get_rng_state()
+    first, second, other = (sample_rows(program, test, columns=4, prior_rows=2, seed=s)[0] for s in (3, 3, 4))
+    assert torch.equal(first, second) and not torch.equal(first[-2:], other[-2:])  # the prior's rows too
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_resume_ends_at_the_parameters_of_an_uninterrupted_run(tmp_path):
     common = [
         "--dataset",
