@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 
@@ -57,6 +58,9 @@ class _Group(click.Group):
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e}") from None
+
+
+_json = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 
 
 @click.group(cls=_Group)
@@ -561,7 +565,7 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
     show_default=True,
     help="Which checkpoint of the run folder: the last, or one kept by --keep-every.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@_json
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
 @_device
@@ -571,10 +575,8 @@ def evaluate(
     """−ELBO, reconstruction, importance-sampled −log p(x), KL(z) and KL(u) on held-out data;
     writes RUN/eval.json (eval-SPLIT-MODE.json for other splits and modes; for a model file
     from `export`, MODEL-eval.json beside it)."""
-    import json
 
     from .evaluate import run_evaluation
-    from .files import atomic_write_text
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device), checkpoint_name)
@@ -591,9 +593,8 @@ def evaluate(
     name = "eval.json" if (split, mode) == ("test", "task") else f"eval-{split}-{mode}.json"
     if checkpoint_name != CHECKPOINT:
         name = name.replace(".json", f"-step{state['step']}.json")
-    atomic_write_text(_beside(run_dir, name), json.dumps(result, indent=2) + "\n")
+    _write_result(_beside(run_dir, name), result, as_json)
     if as_json:
-        click.echo(json.dumps(result))
         return
     kl_u = "" if result["kl_u"] is None else f"  KL(u) {result['kl_u']:.2f}"
     click.echo(
@@ -648,7 +649,7 @@ def evaluate(
     default=None,
     help="Heatmap PNG [default: RUN_DIR/task-models[-SPLIT].png].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@_json
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
 @_device
@@ -672,7 +673,6 @@ def task_models(
     import json
 
     from . import taskmodels
-    from .files import atomic_write_text
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device), checkpoint_name)
@@ -710,7 +710,7 @@ def task_models(
         "task_names": scores.task_names,
         "matrix": taskmodels.rounded(scores.matrix().tolist()),
     }
-    atomic_write_text(run_dir / f"task-models{suffix}.json", json.dumps(result, indent=2) + "\n")
+    _write_result(run_dir / f"task-models{suffix}.json", result)
     plot = plot or run_dir / f"task-models{suffix}.png"
     taskmodels.heatmap(scores, plot, f"{config.model} {config.dataset} ({split}), step {state['step']}")
     if as_json:
@@ -807,10 +807,8 @@ def fewshot(
     """A model for a task never trained on, from a few of its images: writes θ(ū) as a VAE run folder
     (DIR/model), samples of it (DIR/samples.png) and DIR/fewshot.json; with test images, their −ELBO
     and −log p(x) under it, under the prior-mean model θ(E[u]) and, with --vae, a VAE."""
-    import json
 
     from . import fewshot as fs
-    from .files import atomic_write_text, ensure_writable_dir
     from .train import load_run, resolve_device
 
     if bool(image_paths) == (task_name is not None):
@@ -832,10 +830,7 @@ def fewshot(
         loc, scale = program.task_posterior(shot_images.float().to(dev), combine)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    try:
-        ensure_writable_dir(out)
-    except OSError as e:
-        raise click.ClickException(f"cannot write to --out {out}: {e.strerror or e}") from None
+    _out_folder(out)
     about = {
         "run": str(run_dir),
         "shots": len(shot_images),
@@ -854,7 +849,7 @@ def fewshot(
         if vae is not None and vae.models_by_task:
             raise click.ClickException(f"--vae {vae_run}: a {vae.config.model} run, not a vae")
         result["rows"] = fs.compare(program, loc, scale, test_images, vae, samples, seed)
-    atomic_write_text(out / "fewshot.json", json.dumps(result, indent=2) + "\n")
+    _write_result(out / "fewshot.json", result)
     click.echo(
         f"few-shot model of {described} from {len(shot_images)} shot(s) ({combine if program.guide_nets.one_draw else 'read as a set'}); "
         f"wrote {out / 'model'}, {out / 'samples.png'}, {out / 'fewshot.json'}"
@@ -933,7 +928,7 @@ def _shot_counts(ctx, param, value):
     required=True,
     help="Folder for curve.json and curve.png.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_json
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @_data_dir
 @_device
@@ -980,7 +975,8 @@ def fewshot_curve(
         )
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    _write_result(out, "curve.json", result, as_json)
+    _out_folder(out)
+    _write_result(out / "curve.json", result, as_json)
     fs.plot_curves(
         {f"{program.config.model} ({run_dir.name})": result},
         out / "curve.png",
@@ -996,17 +992,22 @@ def fewshot_curve(
         click.echo("\n".join(fs.curve_lines(result)))
 
 
-def _write_result(out: Path, name: str, result: dict, as_json: bool) -> None:
-    """RESULT as OUT/NAME, written whole or not at all; printed as JSON with --json."""
-    import json
-
-    from .files import atomic_write_text, ensure_writable_dir
+def _out_folder(out: Path) -> None:
+    """--out made (a folder), or one line saying why it cannot be."""
+    from .files import ensure_writable_dir
 
     try:
         ensure_writable_dir(out)
     except OSError as e:
         raise click.ClickException(f"cannot write to --out {out}: {e.strerror or e}") from None
-    atomic_write_text(out / name, json.dumps(result, indent=2) + "\n")
+
+
+def _write_result(path: Path, result: dict, as_json: bool = False) -> None:
+    """A command's result as the JSON file `path`, written whole or not at all; printed as one JSON
+    object with --json."""
+    from .files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     if as_json:
         click.echo(json.dumps(result))
 
@@ -1057,7 +1058,7 @@ def _write_result(out: Path, name: str, result: dict, as_json: bool) -> None:
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use about N normal test images.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@_json
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="ROC curve, PNG.")
 @click.option(
     "--scores",
@@ -1091,7 +1092,6 @@ def outliers(
 
     from . import outliers as od
     from .evaluate import evaluation_subset
-    from .files import atomic_write_text
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device))
@@ -1170,7 +1170,7 @@ def outliers(
         if score == "typicality"
         else f"outliers-{_short(other)}-{score}.json"
     )
-    atomic_write_text(run_dir / name, json.dumps(result, indent=2) + "\n")
+    _write_result(run_dir / name, result)
     if plot is not None:
         od.roc_figure(
             {f"{config.model} ({score})": metrics},
@@ -1306,13 +1306,11 @@ def discover(
 ):
     """Bayesian optimisation (BoTorch) for the design closest to a target, beside random search.
     Writes DIR/discovery.json, the best design of every step and a trace figure."""
-    import json
     import os
 
     from tqdm import tqdm
 
     from . import discovery as disc
-    from .files import atomic_write_text, ensure_writable_dir
     from .train import load_run, resolve_device
 
     if (target is None) == (target_class is None):
@@ -1330,10 +1328,7 @@ def discover(
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-    try:
-        ensure_writable_dir(out)
-    except OSError as e:
-        raise click.ClickException(f"cannot write to --out {out}: {e.strerror or e}") from None
+    _out_folder(out)
     results = {}
     for search in ("bo", "random"):
         with tqdm(total=iterations, desc=f"{mode} {search}", unit="eval", disable=not progress) as bar:
@@ -1377,7 +1372,7 @@ def discover(
         "bo_best_so_far": bo["best_so_far"],
         "random_best_so_far": rnd["best_so_far"],
     }
-    atomic_write_text(out / "discovery.json", json.dumps(summary, indent=2) + "\n")
+    _write_result(out / "discovery.json", summary)
     click.echo(
         f"{mode}: best cosine per step {', '.join(f'{v:.4f}' for v in bo['best_cosine'])}; random search "
         f"{summary['random_search_best']:.4f} ({bo['evaluations']} evaluations, {bo['seconds']:.0f} s); "
@@ -1406,7 +1401,6 @@ def discover(
 def inspect(run_dir, draws, split, seed, limit, max_tasks, out, progress, data_dir, device):
     """ArviZ view of the task posteriors q(u|d_t): DIR/posterior.nc, a forest plot and a PCA map."""
     from . import posteriors
-    from .files import ensure_writable_dir
     from .train import load_run, resolve_device
 
     program, _ = load_run(run_dir, resolve_device(device))
@@ -1414,10 +1408,7 @@ def inspect(run_dir, draws, split, seed, limit, max_tasks, out, progress, data_d
         raise click.ClickException(f"a {program.config.model} run has no task latent u to inspect")
     scored = program.config.load_data(split, data_dir)
     idata = posteriors.task_posteriors(program, scored, draws, seed, limit=limit, progress=progress)
-    try:
-        ensure_writable_dir(out)
-    except OSError as e:
-        raise click.ClickException(f"cannot write to --out {out}: {e.strerror or e}") from None
+    _out_folder(out)
     posteriors.save_netcdf(idata, out / "posterior.nc")
     posteriors.forest_plot(idata, out / "forest.png", max_tasks)
     posteriors.pca_map(idata, out / "tasks_pca.png")
