@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_write_bytes
+from .files import UserError, atomic_write_bytes
 
 # 2: the optimizer's and the schedule's torch state dicts (`trainer.Trainer.state`); 1: Adam's
 # state per Pyro param-store name, no schedule (read by `load_format1_optimizer`).
@@ -22,7 +22,7 @@ FORMAT_VERSION = 2
 _MAGIC = b"PYROHVAE-CHECKPOINT"
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message names the file."""
 
 

@@ -12,17 +12,13 @@ import torch
 from click.core import ParameterSource
 
 from . import data, folders, guides
-from .checkpoint import CheckpointError
-from .config import DEFAULT_PRESET, ELBOS, MODELS, PARTS, PRESETS, ConfigError, RunConfig
-from .data import DataError
+from .config import DEFAULT_PRESET, ELBOS, MODELS, PARTS, PRESETS, RunConfig
 from .fewshot import SHOTS
+from .files import UserError
 from .outliers import SCORES as OUTLIER_SCORES
 from .outliers import SHIFTED
 from .priors import PRIORS
-from .train import CHECKPOINT, Interrupted, TrainError
-
-# Failures a user can cause and fix: shown as one line, exit code 1, no traceback.
-_EXPECTED = (DataError, TrainError, CheckpointError, ConfigError)
+from .train import CHECKPOINT, Interrupted
 
 
 class _Group(click.Group):
@@ -53,7 +49,7 @@ class _Group(click.Group):
             stopped = click.ClickException(str(e))
             stopped.exit_code = 128 + e.signum
             raise stopped from None
-        except _EXPECTED as e:
+        except UserError as e:  # one line, exit code 1, no traceback
             raise click.ClickException(str(e)) from None
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data, folders
+from .files import UserError
 from .nets import THETA_LAYOUTS
 
 MODELS = ("hypervae", "vae", "metavae")
@@ -49,8 +50,8 @@ PRESETS = {
 DEFAULT_PRESET = "task-specific"
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UserError, ValueError):
+    """Settings that do not go together, or are out of range; the message names them."""
 
 
 def excluded_tasks(names: list[str], patterns: list[str]) -> list[str]:

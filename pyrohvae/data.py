@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_path
+from .files import UserError, atomic_path
 
 DATASETS = ("mnist", "fashion-mnist", "omniglot")
 PARTS = ("train", "test")
@@ -57,7 +57,7 @@ _OMNIGLOT_NAME = re.compile(r"^(images_\w+)/([^/]+)/(character\d+)/(\d+)_(\d+)\.
 _OMNIGLOT_TRAIN_DRAWERS = range(1, 16)  # drawers 16-20 are the test part
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Data that is missing or unreadable; the message names the folder or file."""
 
 

@@ -73,7 +73,12 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
-class FolderInUse(Exception):
+class UserError(Exception):
+    """A failure the user caused and can mend (a file, an option, a folder): the command line shows
+    its message as one line, without a traceback. Each layer raises its own kind."""
+
+
+class FolderInUse(UserError):
     """Another process holds the folder."""
 
 

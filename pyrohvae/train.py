@@ -23,7 +23,14 @@ import torch
 from . import checkpoint, monitor
 from .config import RunConfig
 from .distributed import Ranks
-from .files import FolderInUse, FolderLock, atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from .files import (
+    FolderInUse,
+    FolderLock,
+    UserError,
+    atomic_write_bytes,
+    atomic_write_text,
+    ensure_writable_dir,
+)
 from .program import build, program_class
 from .trainer import Hook, NonFiniteLoss, Trainer
 
@@ -37,7 +44,7 @@ def kept_checkpoint(step: int) -> str:
     return f"checkpoint-step{step}.pt"
 
 
-class TrainError(Exception):
+class TrainError(UserError):
     """A run that cannot start or go on; the message says why."""
 
 
