@@ -33,15 +33,7 @@ from table1 import row_name
 from pyrohvae import checkpoint, data
 from pyrohvae.evaluate import evaluation_subset
 from pyrohvae.files import atomic_write_text
-from pyrohvae.outliers import (
-    SHIFTED,
-    TRAINING_TASK_SCORES,
-    detection_metrics,
-    mixed_set,
-    outlier_scores,
-    roc_panels,
-    shifted,
-)
+from pyrohvae.outliers import SHIFTED, detection_metrics, mixed_set, outlier_data, roc_panels, run_scores
 from pyrohvae.train import CHECKPOINT, load_run
 
 DATASETS = ("mnist", "omniglot", "fashion-mnist")
@@ -97,10 +89,6 @@ PAPER = {  # normal dataset -> method -> (AUC, FPR, FNR)
 def others(normal: str) -> list[str]:
     """The outlier sets of a normal dataset: the other datasets, then its own shifted test images."""
     return [o for o in DATASETS if o != normal] + [o for o, base in SHIFTED.items() if base == normal]
-
-
-def outlier_set(other: str, seed: int):
-    return shifted(other, seed=seed) if other in SHIFTED else data.load(other, "test")
 
 
 def row_path(results, normal, other, model, score, seed, config="–"):
@@ -162,8 +150,6 @@ def chosen_flip(run: Path) -> float | None:
 
 
 def run_pair(normal, other, model, config, args) -> None:
-    from pyrohvae import background as bg
-
     methods = METHODS_3 if other in DATASETS else tuple((m, "typicality", c) for m, c in THIRD_MODELS)
     scores_wanted = [s for m, s, c in methods if (m, c) == (model, config) and s in args.scores]
     paths = {s: row_path(args.results, normal, other, model, s, args.seed, config) for s in scores_wanted}
@@ -184,30 +170,11 @@ def run_pair(normal, other, model, config, args) -> None:
     normal_test = program.config.load_data("test")
     if args.limit:  # a quick look, not the table
         normal_test = normal_test.subset(torch.cat(evaluation_subset(normal_test, args.limit)))
-    mixed = mixed_set(normal_test, outlier_set(other, args.seed), args.fraction, args.seed)
-    background = bg.load_background(run)[0] if "ratio" in missing else None
-    wants_train = set(missing) & {*TRAINING_TASK_SCORES, "typicality"}
-    train = program.config.load_data("train") if wants_train else None
+    mixed = mixed_set(normal_test, outlier_data(other, args.seed), args.fraction, args.seed)
     print(f"[table3] {normal} vs {other}, {model} {config}: scoring {len(mixed.data)} images", flush=True)
-    values = {}
-    if set(missing) - {"typicality"}:
-        values = outlier_scores(
-            program, mixed, args.samples, args.seed, args.progress, background, train, missing
-        )
-    fit = None
-    if "typicality" in missing:  # the run's own fit, as `outliers` makes and reuses it
-        from pyrohvae.typicality import typicality_scores
-
-        values["typicality"], fit = typicality_scores(
-            program,
-            run,
-            state["step"],
-            mixed.data.images,
-            train,
-            samples=args.samples,
-            seed=args.seed,
-            progress=args.progress,
-        )
+    values, fit = run_scores(
+        program, run, state["step"], mixed, missing, args.samples, args.seed, args.progress
+    )
     for score in missing:
         path = paths[score]
         m = detection_metrics(values[score].numpy(), mixed.labels.numpy())

@@ -1084,8 +1084,6 @@ def outliers(
 ):
     """Outlier detection: the run's test data as normal, another dataset's as outliers; AUC, FPR, FNR.
     Writes RUN_DIR/outliers-OTHER.json (outliers-OTHER-SCORE.json for the other scores)."""
-    import json
-
     from . import outliers as od
     from .evaluate import evaluation_subset
     from .train import load_run, resolve_device
@@ -1094,53 +1092,17 @@ def outliers(
     config = program.config
     if other == config.dataset:
         raise click.UsageError(f"--outliers must name another dataset than the run's ({config.dataset})")
-    if score in od.TASK_LATENT_SCORES and not program.task_latent:
-        raise click.UsageError(f"--score {score} needs a task latent u: use a hypervae run")
-    background = train_data = None
-    if score == "ratio":
-        from .background import load_background
-
-        try:
-            background, _ = load_background(run_dir, resolve_device(device))
-        except ValueError as e:
-            raise click.UsageError(str(e)) from None
-    if score in od.TRAINING_TASK_SCORES or score == "typicality":
-        train_data = config.load_data("train", data_dir)
     normal = config.load_data("test", data_dir)
     kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
-    if other in data.DATASETS:
-        outlier_data = data.load(other, "test", data_dir)
-    elif other in SHIFTED:
-        outlier_data = od.shifted(other, data_dir, seed)
-    else:
-        outlier_data = folders.scan(other).every_image()
     try:
-        mixed = od.mixed_set(normal.subset(kept), outlier_data, fraction, seed)
+        mixed = od.mixed_set(normal.subset(kept), od.outlier_data(other, seed, data_dir), fraction, seed)
+        mixed.source_index[: len(kept)] = kept  # positions in the normal test split
+        values, fit_report = od.run_scores(
+            program, run_dir, state["step"], mixed, (score,), samples, seed, progress, data_dir
+        )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    mixed.source_index[: len(kept)] = kept  # positions in the normal test split
-    fit_report = None
-    if score == "typicality":
-        from .typicality import typicality_scores
-
-        try:
-            values, fit_report = typicality_scores(
-                program,
-                run_dir,
-                state["step"],
-                mixed.data.images,
-                train_data,
-                data_dir,
-                samples,
-                seed,
-                progress,
-            )
-        except ValueError as e:
-            raise click.UsageError(str(e)) from None
-    else:
-        values = od.outlier_scores(program, mixed, samples, seed, progress, background, train_data, (score,))[
-            score
-        ]
+    values = values[score]
     metrics = od.detection_metrics(values.numpy(), mixed.labels.numpy(), flag_rate)
     result = {
         "model": config.model,

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -248,6 +249,51 @@ def outlier_scores(
     if train is not None and "z-distance" in wanted:
         ordered["z-distance"] = latent_distance(program, train, mixed.data.images, "z", seed=seed)
     return ordered
+
+
+def outlier_data(other: str, seed: int = 0, data_root=None) -> TaskData:
+    """The outliers `other` names: a dataset's test images, a set shifted from one (`SHIFTED`), or
+    every image of a folder."""
+    from . import data, folders
+
+    if other in data.DATASETS:
+        return data.load(other, "test", data_root)
+    if other in SHIFTED:
+        return shifted(other, data_root, seed)
+    return folders.scan(other).every_image()
+
+
+def run_scores(
+    program,
+    run_dir: Path,
+    step: int,
+    mixed: MixedSet,
+    scores,
+    samples: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+    data_root=None,
+) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """The `scores` of every image of `mixed` under the run in `run_dir` (trained `step` steps),
+    each image on its own: {score: (n,)}, and what the typicality fit reports where it is asked
+    for (`typicality.typicality_scores`). What a score needs is read here: the training data, the
+    run's background model (`ratio`). A ValueError says why a score cannot be had."""
+    from .background import load_background
+    from .typicality import typicality_scores
+
+    if not_here := [s for s in scores if s in TASK_LATENT_SCORES and not program.task_latent]:
+        raise ValueError(f"--score {not_here[0]} needs a task latent u: use a hypervae run")
+    background = load_background(run_dir, program.device)[0] if "ratio" in scores else None
+    wants_train = {*TRAINING_TASK_SCORES, "typicality"} & set(scores)
+    train = program.config.load_data("train", data_root) if wants_train else None
+    values, fit = {}, None
+    if set(scores) - {"typicality"}:
+        values = outlier_scores(program, mixed, samples, seed, progress, background, train, scores)
+    if "typicality" in scores:  # the run's own fit, made once and reused
+        values["typicality"], fit = typicality_scores(
+            program, run_dir, step, mixed.data.images, train, data_root, samples, seed, progress
+        )
+    return values, fit
 
 
 def detection_metrics(scores, labels, flag_rate: float | None = None) -> dict:
