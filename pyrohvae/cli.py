@@ -826,28 +826,17 @@ def fewshot(
         loc, scale = program.task_posterior(shot_images.float().to(dev), combine)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+    vae = load_run(vae_run, dev)[0] if vae_run is not None and test_images is not None else None
+    if vae is not None and vae.models_by_task:  # before anything is written
+        raise click.ClickException(f"--vae {vae_run}: a {vae.config.model} run, not a vae")
     _out_folder(out)
-    about = {
-        "run": str(run_dir),
-        "shots": len(shot_images),
-        "source": described,
-        "combine": combine,
-        "u_loc": loc[0].tolist(),
-        "u_scale": scale[0].tolist(),
-    }
-    fs.save_model(program, loc, out / "model", state["step"], about)
-    fs.save_samples(
-        program, loc, out / "samples.png", f"few-shot model of {described}", len(shot_images), seed
+    about = {"run": str(run_dir), "shots": len(shot_images), "source": described, "combine": combine}
+    result = fs.write_task_model(
+        program, state["step"], loc, scale, out, about, test_images, vae, samples, seed
     )
-    result = dict(about, rows=[])
-    if test_images is not None:
-        vae = load_run(vae_run, dev)[0] if vae_run is not None else None
-        if vae is not None and vae.models_by_task:
-            raise click.ClickException(f"--vae {vae_run}: a {vae.config.model} run, not a vae")
-        result["rows"] = fs.compare(program, loc, scale, test_images, vae, samples, seed)
-    _write_result(out / "fewshot.json", result)
     click.echo(
-        f"few-shot model of {described} from {len(shot_images)} shot(s) ({combine if program.guide_nets.one_draw else 'read as a set'}); "
+        f"few-shot model of {described} from {len(shot_images)} shot(s) "
+        f"({combine if program.guide_nets.one_draw else 'read as a set'}); "
         f"wrote {out / 'model'}, {out / 'samples.png'}, {out / 'fewshot.json'}"
     )
     for row in result["rows"]:

@@ -19,6 +19,7 @@ every ELBO and likelihood is unchanged.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 from . import checkpoint
 from .config import RunConfig
 from .data import CONTEXT_SIZE, DataError, some_tasks
-from .files import pyplot, save_figure
+from .files import atomic_write_text, pyplot, save_figure
 from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
 from .program import build
@@ -162,6 +163,25 @@ def _fold_z_prior(encoder: dict, decoder: dict) -> None:
     encoder["loc.weight"] = encoder["loc.weight"] / s[:, None]
     encoder["loc.bias"] = (encoder["loc.bias"] - m) / s
     encoder["logvar.bias"] = encoder["logvar.bias"] - 2 * log_s
+
+
+def write_task_model(
+    program, step: int, loc, scale, out: Path, about: dict, test_images=None, vae=None, samples=1024, seed=0
+) -> dict:
+    """The few-shot model θ(ū) of q(u | shots) = N(loc, scale) into `out`: the model as a VAE run
+    folder (`out/model`), its samples (`out/samples.png`) and `out/fewshot.json`, whose content is
+    returned: `about` (what the shots were), ū and its scale and, with `test_images`, their scores
+    under θ(ū), θ(E[u]) and a `vae` (`compare`)."""
+    about = {**about, "u_loc": loc[0].tolist(), "u_scale": scale[0].tolist()}
+    save_model(program, loc, out / "model", step, about)
+    save_samples(
+        program, loc, out / "samples.png", f"few-shot model of {about['source']}", about["shots"], seed
+    )
+    result = dict(about, rows=[])
+    if test_images is not None:
+        result["rows"] = compare(program, loc, scale, test_images, vae, samples, seed)
+    atomic_write_text(out / "fewshot.json", json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def save_model(program, u: torch.Tensor, out: Path, step: int, about: dict) -> Path:

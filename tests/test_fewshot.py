@@ -184,6 +184,24 @@ def test_fewshot_command_errors(trained_run, tmp_path):
         main, ["fewshot", str(trained_run("vae")), "--task", "3", "--out", str(tmp_path / "c")]
     )
     assert result.exit_code == 1 and "a vae run has no task latent u" in result.output
+    out = tmp_path / "d"
+    result = CliRunner().invoke(
+        main,
+        [
+            "fewshot",
+            run,
+            "--task",
+            "3",
+            "--shots",
+            "2",
+            "--vae",
+            str(trained_run("metavae")),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 1 and "a metavae run, not a vae" in result.output
+    assert not out.exists()  # refused before the model and its samples were written
 
 
 # --- the benchmark: −log p(x | k other images of its task) ------------------------------------------
