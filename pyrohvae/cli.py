@@ -1255,8 +1255,6 @@ def discover(
     Writes DIR/discovery.json, the best design of every step and a trace figure."""
     import os
 
-    from tqdm import tqdm
-
     from . import discovery as disc
     from .train import load_run, resolve_device
 
@@ -1275,51 +1273,14 @@ def discover(
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    try:
+        searches = disc.searches(program, image, mode, iterations, steps, seed, refit_every, progress)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     _out_folder(out)
-    results = {}
-    for search in ("bo", "random"):
-        with tqdm(total=iterations, desc=f"{mode} {search}", unit="eval", disable=not progress) as bar:
-            try:
-                results[search] = disc.discover(
-                    program,
-                    image,
-                    mode,
-                    iterations,
-                    steps,
-                    seed,
-                    search,
-                    on_eval=bar.update,
-                    refit_every=refit_every,
-                )
-            except ValueError as e:
-                raise click.UsageError(str(e)) from None
-    bo, rnd = results["bo"], results["random"]
-    disc.save_designs(
-        image, bo["designs"], out / "designs.png", f"{config.model} {mode}: target, best per step"
-    )
-    for t, design in enumerate(bo["designs"]):
-        disc.save_image(design, out / f"best_step{t + 1}.png")
-    disc.trace_figure(
-        {"BO": bo["best_so_far"], "random search": rnd["best_so_far"]},
-        out / "trace.png",
-        f"{mode} search for {described}",
-    )
-    summary = {
-        "run": str(run_dir),
-        "model": config.model,
-        "mode": mode,
-        "target": described,
-        "best_cosine": bo["best_cosine"],
-        "random_search_best": max(rnd["best_so_far"]),
-        "evaluations": bo["evaluations"],
-        "seconds": round(bo["seconds"], 1),
-        "random_search_seconds": round(rnd["seconds"], 1),
-        "seed": seed,
-        "refit_every": refit_every,
-        "bo_best_so_far": bo["best_so_far"],
-        "random_best_so_far": rnd["best_so_far"],
-    }
-    _write_result(out / "discovery.json", summary)
+    about = {"run": str(run_dir), "model": config.model, "seed": seed, "refit_every": refit_every}
+    summary = disc.write_searches(searches, image, described, out, about)
+    bo = searches["bo"]
     click.echo(
         f"{mode}: best cosine per step {', '.join(f'{v:.4f}' for v in bo['best_cosine'])}; random search "
         f"{summary['random_search_best']:.4f} ({bo['evaluations']} evaluations, {bo['seconds']:.0f} s); "

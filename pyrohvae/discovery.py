@@ -19,16 +19,18 @@ steps, with a full refit every `refit_every` iterations.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .data import some_tasks
-from .files import pyplot, save_figure
+from .files import atomic_write_text, pyplot, save_figure
 
 BOX = 5.0
 MODES = ("vae", "joint", "iterative")
@@ -290,3 +292,58 @@ def trace_figure(traces: dict, path, title) -> None:
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=8)
     save_figure(fig, path, bbox_inches="tight")
+
+
+def searches(program, target, mode, iterations, steps=1, seed=0, refit_every=20, progress=False) -> dict:
+    """BO (`discover`) and random search with the same budget for the design closest to `target`,
+    with a progress bar each: {"bo": ..., "random": ...}."""
+    from tqdm import tqdm
+
+    results = {}
+    for search in ("bo", "random"):
+        with tqdm(total=iterations, desc=f"{mode} {search}", unit="eval", disable=not progress) as bar:
+            results[search] = discover(
+                program,
+                target,
+                mode,
+                iterations,
+                steps,
+                seed,
+                search,
+                on_eval=bar.update,
+                refit_every=refit_every,
+            )
+    return results
+
+
+def write_searches(results: dict, target, described: str, out: Path, about: dict) -> dict:
+    """What `discover` writes of two searches (`searches`) into `out`: the best design of every BO
+    step (each alone and in one figure with the target), the trace of both searches, and
+    discovery.json, whose content is returned. `about`: the run, its model, the seed, refit_every."""
+    bo, rnd = results["bo"], results["random"]
+    model, mode = about["model"], bo["mode"]
+    save_designs(target, bo["designs"], out / "designs.png", f"{model} {mode}: target, best per step")
+    for t, design in enumerate(bo["designs"]):
+        save_image(design, out / f"best_step{t + 1}.png")
+    trace_figure(
+        {"BO": bo["best_so_far"], "random search": rnd["best_so_far"]},
+        out / "trace.png",
+        f"{mode} search for {described}",
+    )
+    summary = {
+        "run": about["run"],
+        "model": model,
+        "mode": mode,
+        "target": described,
+        "best_cosine": bo["best_cosine"],
+        "random_search_best": max(rnd["best_so_far"]),
+        "evaluations": bo["evaluations"],
+        "seconds": round(bo["seconds"], 1),
+        "random_search_seconds": round(rnd["seconds"], 1),
+        "seed": about["seed"],
+        "refit_every": about["refit_every"],
+        "bo_best_so_far": bo["best_so_far"],
+        "random_best_so_far": rnd["best_so_far"],
+    }
+    atomic_write_text(out / "discovery.json", json.dumps(summary, indent=2) + "\n")
+    return summary
