@@ -432,6 +432,38 @@ def _diagnose_lines(rows) -> list[str]:
     return out + [""]
 
 
+def _digit_reading(full_rows) -> list[str]:
+    """What the held-out MNIST digits say, where both configurations have their rows."""
+    rows = {
+        (r["benchmark"].rsplit("-", 1)[1], r["config"]): r
+        for r in full_rows
+        if r["benchmark"].startswith("mnist-held-out") and r["config"] in ("paper", "default-rc")
+    }
+    digits = sorted({d for d, c in rows if (d, "paper") in rows and (d, "default-rc") in rows})
+    if not digits:
+        return []
+    gain = {k: {g["model"]: g["gain"] for g in r["gains"]} for k, r in rows.items()}
+    nll = {k: {x["model"]: x["nll"] for x in r["rows"]} for k, r in rows.items()}
+
+    def each(config, model):
+        return ", ".join(f"{d}: {gain[(d, config)][model]:+.1f}" for d in digits)
+
+    falls = ", ".join(
+        f"{d}: {nll[(d, 'default-rc')]['k=1'] - nll[(d, 'default-rc')]['k=20']:+.1f}" for d in digits
+    )
+    return [
+        (
+            f"- **A digit never trained on (trained on the other nine; digits {', '.join(digits)}).** The paper's "
+            f"configuration is better than our VAE from 5 shots ({each('paper', 'k=5')} nats) and as much from none "
+            f"(the mean training-task ū: {each('paper', 'training-mean')}): its model of digits is better in "
+            "general, and the shots add nothing to it. With random contexts the curve falls from 1 to 20 shots by "
+            f"{falls} nats, from models that start far from the digit: against our VAE at 5 shots "
+            f"{each('default-rc', 'k=5')}. u, trained to name one of nine digits, gives a new digit the model of an "
+            "old one, and the shots move it part of the way, or not at all."
+        )
+    ]
+
+
 def _reading(screened, diagnosed, full_rows=()) -> list[str]:
     """What the screen and the diagnosis say, its figures read from the rows."""
     nll = {r["config"]: {x["model"]: x["nll"] for x in r["rows"]} for r in screened}
@@ -467,6 +499,7 @@ def _reading(screened, diagnosed, full_rows=()) -> list[str]:
         "## Reading",
         "",
         *at_length,
+        *_digit_reading(full_rows),
         (
             f"- **The paper's configuration hardly depends on u.** Read from the scored image itself, its u gives "
             f"{p['self']['nll']:.2f} nats, against {ps['19']['nll']:.2f} from 19 other drawings and "
@@ -753,12 +786,20 @@ def _targets(rows) -> list[str]:
             )
         held = [by[(b, config)] for b in BENCHMARKS if b.startswith("mnist-held-out") and (b, config) in by]
         if held:
-            mean = sum({g["model"]: g["gain"] for g in r["gains"]}["k=5"] for r in held) / len(held)
+            gains = [{g["model"]: g["gain"] for g in r["gains"]} for r in held]
+            mean = sum(g["k=5"] for g in gains) / len(held)
+            # The model of no shots (the mean training-task ū) is the baseline of what the shots add.
+            unshot = sum(g["training-mean"] for g in gains) / len(held)
             digits = ", ".join(r["benchmark"].rsplit("-", 1)[1] for r in held)
+            verdict = "met" if mean >= MNIST_GAIN else f"missed by {MNIST_GAIN - mean:.2f}"
+            if mean >= MNIST_GAIN and mean - unshot < MNIST_GAIN:
+                verdict = (
+                    f"met in letter only: the model of no shots gains {unshot:.2f} already, the 5 shots "
+                    f"add {mean - unshot:.2f}; the model does not learn the digit from them"
+                )
             out.append(
                 f"- mnist-held-out, {config}: the 5-shot model's gain over our VAE, mean over the held-out "
-                f"digits {digits}: {mean:.2f} vs ≥ {MNIST_GAIN}: "
-                + ("met" if mean >= MNIST_GAIN else f"missed by {MNIST_GAIN - mean:.2f}")
+                f"digits {digits}: {mean:.2f} vs ≥ {MNIST_GAIN}: {verdict}"
                 + ("" if len(held) >= 3 else f" ({len(held)} of the 3 digits so far)")
                 + "."
             )
