@@ -125,9 +125,7 @@ TARGETS = {  # dataset: (task accuracy, IS −log p(x)); the issue's
 def measure(program, scored, seed, progress) -> dict:
     """The task-model matrix and sample agreement of a run on `scored`."""
     config = program.config
-    scores = taskmodels.score_matrix(program, scored, samples=8, seed=seed, progress=progress)
-    label = taskmodels.labeller(config.dataset, config.load_data("train"), config.load_data("test"))
-    scores.agreement = taskmodels.sample_agreement(program, scored, label, seed=seed)
+    scores = taskmodels.measure(program, scored, samples=8, seed=seed, progress=progress)
     summary = scores.summary()
     if config.model == "hypervae":
         summary.update(taskmodels.posterior_stats(program, scored, seed=seed))

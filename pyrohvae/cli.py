@@ -679,14 +679,9 @@ def task_models(
         )
     scored = program.known_tasks(config.load_data(split, data_dir))
     try:
-        scores = taskmodels.score_matrix(program, scored, samples, context_size, seed, progress=progress)
-        if agreement_samples:
-            label = taskmodels.labeller(
-                config.dataset, config.load_data("train", data_dir), config.load_data("test", data_dir)
-            )
-            scores.agreement = taskmodels.sample_agreement(
-                program, scored, label, agreement_samples, context_size, seed
-            )
+        scores = taskmodels.measure(
+            program, scored, samples, context_size, agreement_samples, seed, progress, data_dir
+        )
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     suffix = "" if split == "test" else f"-{split}"

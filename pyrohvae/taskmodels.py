@@ -193,6 +193,28 @@ class Labeller:
         return self.estimator.predict(images.reshape(len(images), -1).cpu().numpy().astype(np.float32))
 
 
+def measure(
+    program,
+    scored: TaskData,
+    samples: int = 8,
+    context_size: int = CONTEXT_SIZE,
+    agreement_samples: int = 100,
+    seed: int = 0,
+    progress: bool = False,
+    data_root=None,
+) -> TaskModelScores:
+    """The task-model matrix of a run on `scored` (`score_matrix`) and, unless `agreement_samples`
+    is 0, the sample agreement of that many samples of each task's model (`sample_agreement`)."""
+    scores = score_matrix(program, scored, samples, context_size, seed, progress=progress)
+    if agreement_samples:
+        config = program.config
+        label = labeller(
+            config.dataset, config.load_data("train", data_root), config.load_data("test", data_root)
+        )
+        scores.agreement = sample_agreement(program, scored, label, agreement_samples, context_size, seed)
+    return scores
+
+
 def labeller(
     dataset: str, train: TaskData, test: TaskData | None = None, limit: int | None = None
 ) -> Labeller:
