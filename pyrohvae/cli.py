@@ -384,27 +384,19 @@ def train(
     progress,
     **options,
 ):
-    """Train a model by SVI; writes config.json, checkpoint.pt and metrics.jsonl to --out."""
+    """Train a model by variational inference; writes config.json, checkpoint.pt and metrics.jsonl to --out."""
     from .train import resume_config
     from .train import train as run_training
 
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+    if config_file is not None and resume:
+        raise click.UsageError("--config starts a new run; --resume goes on with the run's own config.json")
     if config_file is not None:
-        if resume:
-            raise click.UsageError(
-                "--config starts a new run; --resume goes on with the run's own config.json"
-            )
         options = {**options, **RunConfig.read_file(config_file), **given}
     out = out or Path("runs") / f"{_short(options['dataset'])}-{options['model']}"
-    if resume:
-        config = resume_config(out, given)
-    else:
-        config = RunConfig(**options)
+    config = resume_config(out, given) if resume else RunConfig(**options)
     if config.is_folder:
-        folder = config.scan_folder()
-        inverted = "inverted" if folder.invert(config.invert) else "not inverted"
-        how = "as asked" if config.invert is not None else "detected from the images' borders"
-        click.echo(f"data: {folder.describe(config.test_fraction)}; {inverted} ({how})", err=True)
+        click.echo(f"data: {config.describe_folder()}", err=True)
     from .distributed import Ranks
 
     try:
@@ -431,21 +423,8 @@ def train(
         ranks.barrier()  # only after a run that ended well: a failed rank leaves no one to wait for
     finally:
         ranks.close()
-    if not ranks.writer:
-        return
-    if summary.start_step >= summary.steps:
-        click.echo(f"{out}: already trained for {summary.steps} steps")
-        return
-    losses = (
-        "no finite loss"
-        if summary.first_loss is None
-        else (f"loss {summary.first_loss:.2f} -> {summary.last_loss:.2f} nats/image")
-    )
-    skipped = f", {summary.skipped} steps skipped (non-finite loss)" if summary.skipped else ""
-    click.echo(
-        f"{out}: steps {summary.start_step + 1}-{summary.steps}, {losses}{skipped}, "
-        f"{summary.seconds:.0f} s of training in all"
-    )
+    if ranks.writer:
+        click.echo(summary.describe())
 
 
 @main.command("export")

@@ -244,6 +244,13 @@ class RunConfig:
             loaded = kept if part == "train" else held
         return loaded
 
+    def describe_folder(self) -> str:
+        """What a folder dataset holds and how its images are read, in one line."""
+        folder = self.scan_folder()
+        inverted = "inverted" if folder.invert(self.invert) else "not inverted"
+        how = "as asked" if self.invert is not None else "detected from the images' borders"
+        return f"{folder.describe(self.test_fraction)}; {inverted} ({how})"
+
     def scan_folder(self) -> folders.Folder:
         """The run's folder dataset, scanned; a DataError where its files changed since the run
         recorded their fingerprint."""

@@ -100,6 +100,21 @@ class TrainSummary:
     seconds: float
     skipped: int = 0
 
+    def describe(self) -> str:
+        """One line: the steps trained, the loss from first to last, the time."""
+        if self.start_step >= self.steps:
+            return f"{self.out}: already trained for {self.steps} steps"
+        losses = (
+            "no finite loss"
+            if self.first_loss is None
+            else f"loss {self.first_loss:.2f} -> {self.last_loss:.2f} nats/image"
+        )
+        skipped = f", {self.skipped} steps skipped (non-finite loss)" if self.skipped else ""
+        return (
+            f"{self.out}: steps {self.start_step + 1}-{self.steps}, {losses}{skipped}, "
+            f"{self.seconds:.0f} s of training in all"
+        )
+
 
 def set_deterministic() -> None:
     """PyTorch's deterministic algorithms (what CUDA needs; the CPU path already is)."""
