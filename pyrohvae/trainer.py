@@ -1,8 +1,9 @@
 """The training loop, written as in Pyro's `examples/svi_torch.py`, with hooks beside it.
 
 A step: the negative ELBO of a minibatch from the program's ELBO module (`Trace_ELBO()(model,
-guide)` or the config's estimator, `Program.objective`), its backward pass, one fused `torch.optim.Adam` update of every
-parameter; the learning rate follows the config's schedule through a torch `LambdaLR`. With
+guide)`, or the config's estimator: `Program.objective`), its backward pass, one fused
+`torch.optim.Adam` update of every parameter; the learning rate follows the config's schedule
+through a torch `LambdaLR`. With
 several ranks the ELBO module is wrapped in `DistributedDataParallel`, which averages the
 gradients across ranks during the backward pass.
 
@@ -99,7 +100,8 @@ class Trainer:
         }
 
     def load_state(self, state: dict) -> None:
-        """Where a checkpoint left off (one of format 1 through `checkpoint.load_format1_optimizer`)."""
+        """Where a checkpoint left off; a format-1 checkpoint's optimizer through
+        `checkpoint.load_format1_optimizer`."""
         self.program.load_state_dict(state["program"])
         self.step, self.seconds, self.skipped = state["step"], state["seconds"], state.get("skipped", 0)
         if "scheduler" in state:
