@@ -23,14 +23,15 @@ Stages:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 from common import fmt, parser, rows_in, run, trained
 
-from pyrohvae import fewshot
+from pyrohvae import checkpoint, fewshot
 from pyrohvae.config import RunConfig
 from pyrohvae.files import atomic_write_text, pyplot, save_figure
-from pyrohvae.train import load_run
+from pyrohvae.train import CHECKPOINT, load_run
 
 # Every sixth of the 30 background alphabets in name order, from the third: the validation tasks.
 VALIDATION_ALPHABETS = ("Arcadian", "Braille", "Grantha", "Korean", "Sanskrit")
@@ -464,6 +465,13 @@ def _digit_reading(full_rows) -> list[str]:
     ]
 
 
+def _trained_to(folder: Path, steps: int) -> bool:
+    """Whether the run in `folder` holds a checkpoint of exactly `steps` steps: a figure of the
+    screen is drawn from the runs the screen scored, not from one trained on since."""
+    path = folder / CHECKPOINT
+    return path.exists() and checkpoint.load(path)["step"] == steps
+
+
 def _length_reading(screened) -> list[str]:
     """What training a screened variant longer changes, where a variant has rows of two lengths."""
     by = {(r["config"], r["steps"]): r for r in screened}
@@ -622,7 +630,7 @@ def report(args) -> None:
         name: args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{args.seed}"
         for name in ("paper", "default-rc", "rc-z4")
     }
-    if all((folder / "checkpoint.pt").exists() for folder in screened_runs.values()):
+    if all(_trained_to(folder, args.screen_steps) for folder in screened_runs.values()):
         sample_figure(
             screened_runs,
             args.results / "fewshot-screen-samples.png",
@@ -636,7 +644,7 @@ def report(args) -> None:
         for name in characters
         if name != "vae"
     }
-    if shown and all((folder / "checkpoint.pt").exists() for folder in shown.values()):
+    if shown and all(_trained_to(folder, args.steps) for folder in shown.values()):
         sample_figure(shown, args.results / "fewshot-samples.png", seed=args.seed, device=args.device)
     print(
         f"wrote {args.results / 'fewshot.md'}, fewshot.json"
