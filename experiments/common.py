@@ -54,7 +54,10 @@ def trained(config: RunConfig, run_dir: Path, device="cpu", progress=True, keep_
                 + ", ".join(f"{k}: {saved.get(k)!r} there, {wanted[k]!r} here" for k in differ)
                 + ")"
             )
-    if resume and checkpoint.load(run_dir / CHECKPOINT)["step"] >= config.steps:
+    step = checkpoint.load(run_dir / CHECKPOINT)["step"] if resume else 0
+    if step > config.steps:  # a longer run under this name would pass for the one asked
+        raise TrainError(f"{run_dir} holds a run of {step} steps, more than the {config.steps} asked")
+    if resume and step == config.steps:
         print(f"[{name}] trained before", flush=True)
         return
     print(f"[{name}] training ({'resumed' if resume else 'new'})", flush=True)
