@@ -33,7 +33,15 @@ from table1 import row_name
 from pyrohvae import checkpoint, data
 from pyrohvae.evaluate import evaluation_subset
 from pyrohvae.files import atomic_write_text
-from pyrohvae.outliers import SHIFTED, detection_metrics, mixed_set, outlier_data, roc_panels, run_scores
+from pyrohvae.outliers import (
+    SCORES,
+    SHIFTED,
+    detection_metrics,
+    mixed_set,
+    outlier_data,
+    roc_panels,
+    run_scores,
+)
 from pyrohvae.train import CHECKPOINT, load_run
 
 DATASETS = ("mnist", "omniglot", "fashion-mnist")
@@ -48,18 +56,7 @@ SECOND = {
 # (model, score, configuration); rows written before HyperVAE had presets are the paper's
 METHODS = tuple((m, s, c) for m, c in MODELS for s in FIRST[m])
 METHODS_2 = tuple((m, s, c) for m, c in MODELS for s in FIRST[m] + SECOND[m])
-SCORE_NAMES = (
-    "elbo",
-    "mdl",
-    "kl",
-    "complexity",
-    "complexity-zlib",
-    "ratio",
-    "model-space",
-    "u-distance",
-    "z-distance",
-)
-ALL_SCORES = (*SCORE_NAMES, "typicality")
+ALL_SCORES = (*SCORES, "typicality")
 # Third edition: the one default, fitted on normal data alone, for the models a user compares.
 THIRD = {"vae": ("typicality",), "metavae": (), "hypervae": ("typicality",)}
 THIRD_MODELS = (("hypervae", "paper"), ("hypervae", OURS), ("vae", "–"))
@@ -349,8 +346,8 @@ def second_edition(key: dict) -> list[str]:
         "the same with E[z | x]. – : not run yet. ROC curves of each model's best score on each pair:",
         "`table3-roc-best-NORMAL.png`.",
         "",
-        "| normal | outliers | model | " + " | ".join(SCORE_NAMES) + " |",
-        "| --- | --- | --- | " + " | ".join("---:" for _ in SCORE_NAMES) + " |",
+        "| normal | outliers | model | " + " | ".join(SCORES) + " |",
+        "| --- | --- | --- | " + " | ".join("---:" for _ in SCORES) + " |",
     ]
     for normal in DATASETS:
         for other in DATASETS:
@@ -361,7 +358,7 @@ def second_edition(key: dict) -> list[str]:
                     fmt(auc.get((normal, other, model, s, config)))
                     if s in FIRST[model] + SECOND[model]
                     else ""
-                    for s in SCORE_NAMES
+                    for s in SCORES
                 ]
                 shown = model if config in ("–", "paper") else f"{model} {config}"
                 lines.append(f"| {normal} | {other} | {shown} | " + " | ".join(cells) + " |")
@@ -384,7 +381,7 @@ def second_edition(key: dict) -> list[str]:
                 else "; tried (paper / task-specific): "
                 + "; ".join(
                     f"{s} " + " / ".join(fmt(ours.get((s, c))) for c in ("paper", OURS))
-                    for s in SCORE_NAMES
+                    for s in SCORES
                     if s in FIRST["hypervae"] + SECOND["hypervae"]
                 )
                 + "."
