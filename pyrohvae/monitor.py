@@ -143,9 +143,8 @@ class TensorBoard:
 
         from .samples import sample_rows
 
-        device = program.device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            means, _, _ = sample_rows(program, data, columns=8, prior_rows=2, max_tasks=8, seed=seed)
+        # sample_rows draws on a copy of the generators' state: the run's own stream is untouched.
+        means, _, _ = sample_rows(program, data, columns=8, prior_rows=2, max_tasks=8, seed=seed)
         self.writer.add_image(
             "samples", make_grid(means.flatten(0, 1), nrow=means.shape[1], pad_value=0.5), step
         )
