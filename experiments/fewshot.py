@@ -124,6 +124,17 @@ VARIANTS = {
         "default-rc with z of 4 dimensions: does a smaller z leave the character to u?",
         {**TASK_BATCH, "random_context": True, "z_dim": 4},
     ),
+    "split-shots": (
+        (
+            "split, p(z | u, shots) a mixture of N(0, I) and a widened Gaussian at each shot's code "
+            "(--z-prior shots)"
+        ),
+        {**TASK_BATCH, "split_context": True, "z_prior": "shots"},
+    ),
+    "pool-split-shots": (
+        "split-shots with the precision-pool guide",
+        {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots"},
+    ),
     "pool-split-pixel-u64": (
         "pool-split-pixel, u of 64 dimensions",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "pixel_bias": True, "u_dim": 64},

@@ -131,6 +131,11 @@ def save_samples(program, loc, path: Path, title: str, shots: int, seed: int = 0
 def vae_of(program, u: torch.Tensor):
     """A plain VAE program whose encoder and decoder weights are θ(u), u (u_dim,)."""
     config = program.config
+    if config.z_prior == "shots":
+        raise ValueError(
+            "this run's p(z) reads its shots (--z-prior shots), so its few-shot model is no plain VAE: "
+            "score it with `fewshot RUN --curve`"
+        )
     vae = build(
         RunConfig(
             model="vae",
@@ -236,6 +241,11 @@ def load_images(paths, invert: bool | None = None) -> tuple[torch.Tensor, list[s
 # --- the benchmark: conditional −log p(x | k other images of its task) ---------------------------
 
 
+def result_shots(model: str) -> int:
+    """The shots of a curve's model named `model` ("k=3": 3; the models of no shots: 0)."""
+    return int(model[2:]) if model.startswith("k=") else 0
+
+
 @dataclass
 class Curve:
     """Per-image scores of a benchmark: `nelbo[m]` and `nll[m]` (n,) under each model m, named by
@@ -249,9 +259,7 @@ class Curve:
     task_names: list[str]
     samples: int
 
-    @staticmethod
-    def shots_of(model: str) -> int:
-        return int(model[2:]) if model.startswith("k=") else 0
+    shots_of = staticmethod(result_shots)
 
     def rows(self) -> list[dict]:
         """One row per model: {model, shots, nelbo, nll, nll_stderr, n}."""
@@ -372,7 +380,10 @@ def curve(
             if posterior is None:
                 task_model, x = program.conditioned(None), x.unsqueeze(0)
             else:
-                task_model, x = program.conditioned_on(*(p[i : i + chunk] for p in posterior)), x.unsqueeze(1)
+                k = result_shots(name)
+                shots = data.images[pools[i : i + chunk, :k]].float().to(device) if k else None
+                task_model = program.conditioned_on(*(p[i : i + chunk] for p in posterior), shots=shots)
+                x = x.unsqueeze(1)
             s = importance_scores(task_model.model, task_model.guide, x, samples, max_images=32768)
             a.append((s["recon"] + s["kl_z"]).reshape(-1).cpu())
             b.append(-s["log_p"].reshape(-1).cpu())

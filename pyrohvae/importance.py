@@ -54,7 +54,8 @@ def importance_scores(model, guide, x: torch.Tensor, num_samples: int, max_image
 
     - `log_p`: the importance-sampled log p(x) with `num_samples` particles;
     - `recon`: E_q[−log p(x | z)], averaged over the same particles;
-    - `kl_z`: KL(q(z | x) || p(z)), analytic;
+    - `kl_z`: KL(q(z | x) || p(z)), analytic, or where p(z) has no closed form averaged over the
+      same particles;
     - `log_w_var`: the variance of the log-weights (for diagnostics).
 
     At most `max_images` decoder passes (particles × data) run at once.
@@ -62,7 +63,7 @@ def importance_scores(model, guide, x: torch.Tensor, num_samples: int, max_image
     tasks, items = x.shape[:2]
     chunk = max(1, min(num_samples, max_images // (tasks * items)))
     lse, recon_sum, sq, mean_w = [], 0.0, 0.0, 0.0
-    kl_z = None
+    kl_z, kl_sum = None, 0.0
     done = 0
     while done < num_samples:
         k = min(chunk, num_samples - done)
@@ -78,13 +79,19 @@ def importance_scores(model, guide, x: torch.Tensor, num_samples: int, max_image
         mean_w = mean_w + log_w.sum(0)
         if kl_z is None:
             q, p = guide_trace.nodes["z"]["fn"], model_trace.nodes["z"]["fn"]
-            kl_z = torch.distributions.kl_divergence(q, p).reshape(-1, tasks, items)[0]
+            try:
+                kl_z = torch.distributions.kl_divergence(q, p).reshape(-1, tasks, items)[0]
+            except NotImplementedError:  # a p(z) without a closed form (a mixture): by the particles
+                kl_z = False
+        if kl_z is False:
+            log_q = guide_trace.nodes["z"]["unscaled_log_prob"].expand(shape)
+            kl_sum = kl_sum + (log_q - model_trace.nodes["z"]["unscaled_log_prob"].expand(shape)).sum(0)
         done += k
     mean = mean_w / num_samples
     return {
         "log_p": torch.logsumexp(torch.stack(lse), 0) - math.log(num_samples),
         "recon": recon_sum / num_samples,
-        "kl_z": kl_z,
+        "kl_z": kl_sum / num_samples if kl_z is False else kl_z,
         "log_w_var": sq / num_samples - mean**2,
     }
 

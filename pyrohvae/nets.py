@@ -160,6 +160,17 @@ class ZPriorParams(PyroModule):
         self.log_scale = nn.Parameter(torch.zeros(z_dim))
 
 
+class ShotPrior(PyroModule):
+    """The parameters of p(z | u, shots) (`models.shot_mixture`): how far each shot's component is
+    widened beyond q(z | shot), per dimension, and the logit of N(0, I)'s share of the mixture. They
+    start at a widening of half the prior's scale and N(0, I) at one half of the mixture."""
+
+    def __init__(self, z_dim: int):
+        super().__init__()
+        self.log_widen = nn.Parameter(torch.full((z_dim,), math.log(0.5)))
+        self.prior_logit = nn.Parameter(torch.zeros(()))
+
+
 class ContextEncoder(PyroModule):
     """q(z | x, D): the encoder's trunk for x and, pooled by the mean, for a context set D of the
     same task; the heads read both (MetaVAE's shared inference network)."""

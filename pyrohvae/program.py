@@ -39,7 +39,7 @@ from .models import (
     vae_model,
     z_from_eps,
 )
-from .nets import Decoder, ThetaGenerator, decode
+from .nets import Decoder, ShotPrior, ThetaGenerator, decode
 from .priors import make_prior
 
 
@@ -284,6 +284,7 @@ class HyperVAEProgram(Program):
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
+        self.shot_prior = ShotPrior(config.z_dim) if config.z_prior == "shots" else None
 
     @pyro_method
     def model(
@@ -297,9 +298,12 @@ class HyperVAEProgram(Program):
         items=None,
         context_size=0,
         q_u=None,
+        shots=None,
     ):
         _refuse_pyro_optim()
         if context_size:  # the first `context_size` items of each task are q(u)'s context, not scored
+            if self.shot_prior is not None:
+                shots = x[:, :context_size]
             x, kl_u_weight = x[:, context_size:], kl_u_weight * context_share(x.shape[1], context_size)
         hypervae_model(
             self.theta,
@@ -311,11 +315,21 @@ class HyperVAEProgram(Program):
             record_theta=record_theta,
             tasks=tasks,
             items=items,
+            shot_prior=self.shot_prior,
+            shots=shots if self.shot_prior is not None else None,
         )
 
     @pyro_method
     def guide(
-        self, x, task=None, kl_u_weight=1.0, kl_z_weight=1.0, record_theta=False, context_size=0, q_u=None
+        self,
+        x,
+        task=None,
+        kl_u_weight=1.0,
+        kl_z_weight=1.0,
+        record_theta=False,
+        context_size=0,
+        q_u=None,
+        shots=None,  # the model's: q(z | x) does not read them
     ):
         hypervae_guide(
             self.theta, self.guide_nets, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u
@@ -337,6 +351,7 @@ class HyperVAEProgram(Program):
             "matrix layers -> main encoder": self.theta.layers["encoder"],
             "matrix layers -> main decoder": self.theta.layers["decoder"],
             "prior p(u)": self.prior,
+            **({"p(z | u, shots)": self.shot_prior} if self.shot_prior is not None else {}),
         }
 
     def choices(self, task_name: str | None) -> list:
@@ -427,13 +442,17 @@ class HyperVAEProgram(Program):
     def conditioned(self, summary, choice=None) -> TaskModel:
         """Model and guide with u fixed at the mean ū of q(u | summary) and hidden from traces (θ(ū)
         with it), so that only z is sampled and only z and x are scored: the main VAE θ(ū) of
-        each task."""
+        each task. The summary is not taken for shots of p(z | u, shots) (`z_prior="shots"`):
+        callers pass the scored images themselves as summaries; such a model gets p(z) = N(0, I)."""
         return self.conditioned_on(*self.guide_nets.posterior(summary))
 
     @torch.no_grad()
-    def conditioned_on(self, loc: torch.Tensor, scale: torch.Tensor) -> TaskModel:
-        """As `conditioned`, for a q(u) given by its location and scale, each (tasks, u_dim)."""
+    def conditioned_on(self, loc: torch.Tensor, scale: torch.Tensor, shots=None) -> TaskModel:
+        """As `conditioned`, for a q(u) given by its location and scale, each (tasks, u_dim). With
+        `shots` (tasks, k, 1, 28, 28), images of each task apart from those scored, a model whose p(z)
+        reads shots (`z_prior="shots"`) reads these; other models leave them."""
         u = loc.unsqueeze(-2)
+        model = self.model if shots is None else functools.partial(self.model, shots=shots)
 
         def fix(fn):
             # θ(ū) is fixed too, and hidden like u should a caller record it (record_theta=True):
@@ -444,7 +463,7 @@ class HyperVAEProgram(Program):
             return hidden(poutine.condition(fn, data={"u": u}))
 
         q = self.guide_nets.q_u(loc, scale)
-        return TaskModel(fix(self.model), fix(self.guide), q, self.kl_u(q))
+        return TaskModel(fix(model), fix(self.guide), q, self.kl_u(q))
 
     @torch.no_grad()
     def kl_u(self, q: dist.Distribution) -> torch.Tensor:
