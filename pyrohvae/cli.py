@@ -12,7 +12,7 @@ import torch
 from click.core import ParameterSource
 
 from . import data, folders, guides
-from .config import DEFAULT_PRESET, ELBOS, MODELS, PARTS, PRESETS, RunConfig
+from .config import DEFAULT_PRESET, ELBOS, MODELS, PARTS, PRESETS, Z_PRIORS, RunConfig
 from .fewshot import SHOTS
 from .files import UserError
 from .outliers import SCORES as OUTLIER_SCORES
@@ -248,10 +248,11 @@ def _beside(run: Path, name: str) -> Path:
 )
 @click.option(
     "--z-prior",
-    type=click.Choice(["normal", "task"]),
+    type=click.Choice(list(Z_PRIORS)),
     default="normal",
     show_default=True,
-    help="HyperVAE: p(z) = N(0, I) (the paper), or p(z | u) generated with θ(u).",
+    help="HyperVAE: p(z) = N(0, I) (the paper), p(z | u) generated with θ(u) (task), or p(z | u, shots) "
+    "a mixture at the codes of the context's images (shots; needs --split-context).",
 )
 @click.option(
     "--random-context",

@@ -83,6 +83,47 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
     assert loss == pytest.approx(float(by_hand), abs=1e-4)
 
 
+def test_the_shots_prior_is_a_mixture_at_the_contexts_codes():
+    """With `--z-prior shots` and a context of k = 3, each scored image's p(z) is N(0, I) with
+    weight w and a Gaussian at each context image's code q(z | shot, θ(u)), widened, with weight
+    (1 − w) / 3: the loss is Eq. 9 with that log p(z), and only the other 4 items scored."""
+    program, x = setup_program(z_prior="shots", split_context=True)
+    with torch.no_grad():
+        program.shot_prior.log_widen.copy_(torch.linspace(-2, 0, 10))
+        program.shot_prior.prior_logit.fill_(-1.5)
+    T, N, k = *x.shape[:2], 3
+    pyro.set_rng_seed(3)
+    loss = Trace_ELBO(max_plate_nesting=2).loss(program.model, program.guide, x, None, context_size=k)
+    pyro.set_rng_seed(3)
+    trace = poutine.trace(program.guide).get_trace(x, None, context_size=k)
+    u, z = trace.nodes["u"]["value"], trace.nodes["z"]["value"]
+    q_u = trace.nodes["u"]["fn"].base_dist
+    with torch.no_grad():
+        scored = x[:, k:]
+        encoder = program.theta.encoder(u)
+        z_loc, z_scale = encode(encoder, scored)
+        shot_loc, shot_scale = encode(encoder, x[:, :k])  # (T, k, z_dim)
+        widen = torch.linspace(-2, 0, 10, dtype=x.dtype).exp()
+        w = torch.sigmoid(torch.tensor(-1.5, dtype=x.dtype))
+        components = [math.log(w) + normal_log_density(z, torch.zeros_like(z), torch.ones_like(z))]
+        for j in range(k):
+            spread = (shot_scale[:, j : j + 1] ** 2 + widen**2).sqrt()
+            components.append(math.log((1 - w) / k) + normal_log_density(z, shot_loc[:, j : j + 1], spread))
+        log_p_z = torch.logsumexp(torch.stack(components), 0)  # (T, N − k)
+        per_item = (
+            -bernoulli_log_lik(decode(program.theta.decoder(u), z), scored)
+            + normal_log_density(z, z_loc, z_scale)
+            - log_p_z
+        )
+        per_task = normal_log_density(u, q_u.loc, q_u.scale) - normal_log_density(
+            u, torch.zeros_like(u), torch.ones_like(u)
+        )
+        # per scored image; KL(u) spread over all N items as without a split: (N − k) / N of it
+        by_hand = (per_item.sum() + (N - k) / N * per_task.sum()) / (T * (N - k))
+    assert z.shape[:2] == (T, N - k)
+    assert loss == pytest.approx(float(by_hand), abs=1e-4)
+
+
 def test_mean_field_elbo_is_eq9_with_analytic_kls(setup):
     """Eq. 9 as written: E[L(x|z,θ)] + KL(q(z|x)||p(z)) per item, KL(q(u|D)||p(u)) per task."""
     program, x = setup

@@ -263,6 +263,62 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
     assert result.models == ["k=1"] and len(result.task) == 4
 
 
+def test_a_shots_prior_is_given_the_same_other_images_as_q_u():
+    """With `--z-prior shots` the curve's k-shot model reads its k shots twice, in q(u) and in
+    p(z | u, shots): an image scored under it equals the same image scored by hand under the model
+    given those shots, and not the model given none. Its few-shot model is no plain VAE."""
+    from pyrohvae.importance import importance_scores
+
+    program = program_of(z_prior="shots", split_context=True)
+    data = task_data([5, 5])
+    result = fewshot.curve(program, data, (2,), per_task=2, samples=16, seed=3, progress=False)
+    index, pools, _ = fewshot.curve_plan(data, (2,), per_task=2, seed=3)
+    given = data.images[pools[:, :2]].float()
+    loc, scale = program.task_posteriors(given)
+    x = data.images[index].float().unsqueeze(1)
+    by_hand = {}
+    for name, shots in (("given", given), ("none", None)):
+        pyro.set_rng_seed(3)
+        model = program.conditioned_on(loc, scale, shots=shots)
+        by_hand[name] = -importance_scores(model.model, model.guide, x, 16)["log_p"].reshape(-1)
+    assert torch.allclose(result.nll["k=2"], by_hand["given"], atol=1e-3)
+    assert not torch.allclose(result.nll["k=2"], by_hand["none"], atol=1e-2)
+    with pytest.raises(ValueError, match="no plain VAE"):
+        fewshot.vae_of(program, loc[0])
+
+
+def test_without_a_closed_form_kl_z_is_averaged_over_the_particles():
+    """A p(z) without a closed-form KL (a mixture) gets KL(q(z | x) || p(z)) from the importance
+    particles; for a one-component mixture equal to N(0, I) it meets the analytic KL."""
+    import pyro.distributions as dist
+
+    from pyrohvae.importance import importance_scores
+
+    def model(x, mixture):
+        with pyro.plate("tasks", x.shape[0], dim=-2), pyro.plate("data", x.shape[1], dim=-1):
+            zeros = x.new_zeros(x.shape[:2] + (3,))
+            p = dist.Normal(zeros, 1.0).to_event(1)
+            if mixture:
+                one = dist.Normal(zeros.unsqueeze(-2), 1.0).to_event(1)
+                p = dist.MixtureSameFamily(dist.Categorical(logits=x.new_zeros(x.shape[:2] + (1,))), one)
+            z = pyro.sample("z", p)
+            logits = z[..., :1, None, None].expand(*z.shape[:-1], 1, 28, 28)
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=x)
+
+    def guide(x, mixture):
+        with pyro.plate("tasks", x.shape[0], dim=-2), pyro.plate("data", x.shape[1], dim=-1):
+            loc = x.flatten(-3).mean(-1, keepdim=True).expand(x.shape[:2] + (3,)) * 4 - 1
+            pyro.sample("z", dist.Normal(loc, 0.5).to_event(1))
+
+    x = torch.stack([shots(3, seed) for seed in (1, 2)])
+    pyro.set_rng_seed(0)
+    analytic = importance_scores(lambda x: model(x, False), lambda x: guide(x, False), x, 4000)["kl_z"]
+    pyro.set_rng_seed(0)
+    sampled = importance_scores(lambda x: model(x, True), lambda x: guide(x, True), x, 4000)["kl_z"]
+    assert sampled.shape == analytic.shape == (2, 3)
+    assert torch.allclose(sampled, analytic, atol=0.1) and bool((analytic > 0.3).all())
+
+
 def test_the_report_steps_and_gains_are_paired_differences():
     nll = {
         "training-mean": torch.tensor([10.0, 12, 14]),
@@ -512,6 +568,7 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
         ({"model": "vae", "kl_u_weight": 0.5}, "--kl-u-warmup and --kl-u-weight apply to hypervae only"),
         ({"split_context": True, "random_context": True}, "give one"),
         ({"split_context": True, "batch_size": 1}, "--split-context needs --batch-size 2 or more"),
+        ({"z_prior": "shots"}, "--z-prior shots needs --split-context"),
     ],
 )
 def test_the_few_shot_options_refuse_what_they_cannot_do(options, message):
