@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -11,8 +12,8 @@ import click
 import torch
 from click.core import ParameterSource
 
-from . import data, folders, guides
-from .config import DEFAULT_PRESET, ELBOS, MODELS, PARTS, PRESETS, Z_PRIORS, RunConfig
+from . import data, guides
+from .config import DEFAULT_PRESET, MODELS, PARTS, PRESETS, RunConfig
 from .fewshot import SHOTS
 from .files import UserError
 from .outliers import SCORES as OUTLIER_SCORES
@@ -111,207 +112,49 @@ def _beside(run: Path, name: str) -> Path:
     return run / name if run.is_dir() else run.with_name(f"{run.stem}-{name}")
 
 
+# What `train` takes for a RunConfig field beyond what config.py says of it: the types click needs.
+_SETTING_TYPES = {
+    "dataset": lambda: {"type": _Dataset()},
+    "guide": lambda: {"type": click.Choice(guides.names())},
+    "prior": lambda: {"type": click.Choice(sorted(PRIORS))},
+    "exclude_classes": lambda: {
+        "type": str,
+        "default": "",
+        "show_default": False,
+        "callback": lambda ctx, param, v: [c for c in v.split(",") if c],
+    },
+}
+
+
+def _setting_option(field: dataclasses.Field):
+    """`--the-name` for a RunConfig field documented for `train` (config.setting)."""
+    meta = dict(field.metadata)
+    name = "--" + field.name.replace("_", "-")
+    default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+    kind = field.type.split(" |")[0]
+    spec = {"default": default, "help": meta.pop("help") or None, "show_default": default is not None}
+    if kind == "bool":
+        if default is None:  # a tri-state: given either way, or left to the program
+            return click.option(f"{name}/--no-{name[2:]}", field.name, default=None, help=spec["help"])
+        return click.option(name, field.name, is_flag=True, help=spec["help"])
+    if "choices" in meta:
+        spec["type"] = click.Choice(list(meta.pop("choices")))
+    elif kind in ("int", "float"):
+        spec["type"] = (click.IntRange if kind == "int" else click.FloatRange)(**meta)
+    spec.update(_SETTING_TYPES.get(field.name, dict)())
+    return click.option(name, field.name, **spec)
+
+
+def _setting_options(command):
+    """`train`'s options for the settings of a run, in RunConfig's order."""
+    for field in reversed(dataclasses.fields(RunConfig)):
+        if "help" in field.metadata:
+            command = _setting_option(field)(command)
+    return command
+
+
 @main.command()
-@click.option(
-    "--dataset",
-    type=_Dataset(),
-    default="omniglot",
-    show_default=True,
-    help="A built-in dataset, or a folder PATH/<task>/<image> (or PATH/train/... and PATH/test/...) of "
-    "your own.",
-)
-@click.option(
-    "--test-fraction",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=folders.DEFAULT_TEST_FRACTION,
-    show_default=True,
-    help="A folder of one tree: the share of each task's images held out as the test part.",
-)
-@click.option(
-    "--test-seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="A folder of one tree: the seed that draws the test part.",
-)
-@click.option(
-    "--invert/--no-invert",
-    default=None,
-    help="A folder: invert the gray levels, so that the foreground is 1 [default: when the images "
-    "are mostly light at their border].",
-)
-@click.option("--model", type=click.Choice(MODELS), default="hypervae", show_default=True)
-@click.option(
-    "--preset",
-    type=click.Choice(list(PRESETS)),
-    default=DEFAULT_PRESET,
-    show_default=True,
-    help="HyperVAE: the settings of --guide, --tasks-per-step, --theta-init-scale, --u-scale-init, "
-    "--kl-z-start and --kl-z-anneal not given. paper: the paper's; task-specific: models that "
-    "differ by task (docs/task-models.md).",
-)
-@click.option(
-    "--guide",
-    type=click.Choice(guides.names()),
-    default=None,
-    help="[default: the preset's for hypervae, else the model's own]",
-)
-@click.option("--prior", type=click.Choice(sorted(PRIORS)), default="normal", show_default=True)
-@click.option(
-    "--split",
-    type=click.Choice(data.SPLITS),
-    default="drawers",
-    show_default=True,
-    help="Omniglot: drawers 1-15 vs 16-20 of every alphabet, or background vs evaluation alphabets.",
-)
-@click.option(
-    "--task-by",
-    type=click.Choice(["alphabet", "character"]),
-    default=None,
-    help="Omniglot task [default: alphabet].",
-)
-@click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option(
-    "--tasks-per-step",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Tasks per training step, each --batch-size images [default: the preset's; 1 for other models].",
-)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
-@click.option(
-    "--lr-half-life",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Steps in which the learning rate halves, decaying every step (0: constant, the paper).",
-)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option(
-    "--exclude-classes",
-    type=str,
-    default="",
-    callback=lambda ctx, param, v: [c for c in v.split(",") if c],
-    help="Tasks held out of training, comma-separated names or shell patterns (e.g. 3 or 3,5; "
-    "'Korean/*': the characters of an Omniglot alphabet).",
-)
-@click.option(
-    "--validation",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=0.0,
-    show_default=True,
-    help="Fraction of every training task's images held out as the run's validation part "
-    "(the same images for every run; `evaluate --split validation` scores them).",
-)
-@click.option(
-    "--kl-u-weight",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="HyperVAE: the weight of KL(u) in training, after any warm-up (1: the paper's objective; "
-    "below 1, u's information is cheaper than the description length counts it).",
-)
-@click.option(
-    "--kl-u-warmup",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="HyperVAE: steps over which the weight of KL(u) rises from 0 to 1 (0: none, the paper).",
-)
-@click.option(
-    "--kl-z-start",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="HyperVAE: weight of KL(z) at step 0, falling linearly to 1 over --kl-z-anneal steps "
-    "[default: the preset's].",
-)
-@click.option(
-    "--kl-z-anneal",
-    type=click.IntRange(min=0),
-    default=None,
-    help="HyperVAE: steps over which the weight of KL(z) falls from --kl-z-start to 1 (0: none, the "
-    "paper) [default: the preset's].",
-)
-@click.option(
-    "--theta-init-scale",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="HyperVAE: spread of U·H·V at the start, as a factor on B's (the default initialisation's) "
-    "[default: the preset's].",
-)
-@click.option(
-    "--u-scale-init",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="HyperVAE: q(u | d)'s scale at the start, as a factor on PyTorch's default initialisation "
-    "[default: the preset's].",
-)
-@click.option(
-    "--z-prior",
-    type=click.Choice(list(Z_PRIORS)),
-    default="normal",
-    show_default=True,
-    help="HyperVAE: p(z) = N(0, I) (the paper), p(z | u) generated with θ(u) (task), or p(z | u, shots) "
-    "a mixture at the codes of the context's images (shots; needs --split-context).",
-)
-@click.option(
-    "--random-context",
-    is_flag=True,
-    help="HyperVAE's set guides: in training, q(u) reads the first k images of each task's minibatch, "
-    "k from 1 to --batch-size, log-uniform, so that it learns to read a few shots as well as a "
-    "full minibatch.",
-)
-@click.option(
-    "--split-context",
-    is_flag=True,
-    help="HyperVAE: in training, q(u) reads the first k images of each task's minibatch and the "
-    "model scores only the others, k from 1 to --batch-size − 1, log-uniform: trains the "
-    "few-shot use, a model from k images scoring images it has not read.",
-)
-@click.option(
-    "--u-dim",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="HyperVAE: dimensions of the task latent u (the paper: 10).",
-)
-@click.option(
-    "--pixel-bias",
-    is_flag=True,
-    help="The decoder adds a logit at every pixel (HyperVAE: generated by θ(u), a template of the task).",
-)
-@click.option(
-    "--h-dim",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="HyperVAE: the side of the matrix H of the matrix layers W = U·H·V + B (the paper: 20).",
-)
-@click.option(
-    "--theta-layout",
-    type=click.Choice(["paper", "spatial"]),
-    default="paper",
-    show_default=True,
-    help="HyperVAE: the matrices θ(u)'s tensors are generated as: each (first dim, the rest), or "
-    "'spatial': the decoder's layer that writes the first feature map as (channels, "
-    "positions × inputs), so the task can change the map at any position.",
-)
-@click.option(
-    "--elbo",
-    type=click.Choice(ELBOS),
-    default="trace",
-    show_default=True,
-    help="The objective's estimator: Pyro's Trace_ELBO, TraceMeanField_ELBO (closed-form KLs), "
-    "TraceGraph_ELBO, RenyiELBO with α = 0 (with --particles K, the importance-weighted bound) or "
-    "JitTrace_ELBO.",
-)
-@click.option(
-    "--particles",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Draws of the guide per step that the estimator averages.",
-)
+@_setting_options
 @_data_dir
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/DATASET-MODEL]."
