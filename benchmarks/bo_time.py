@@ -78,13 +78,15 @@ def main():
         print(json.dumps(result))
         return
     print(
-        f"BO in 20 dims, {budget} evaluations (40 Sobol), {result['threads']} torch threads, {result['machine']}"
+        f"BO in 20 dims, {budget} evaluations (40 Sobol), {result['threads']} torch threads, "
+        f"{result['machine']}"
     )
     for name in strategies:
         r = result[name]
         print(
             f"  {name:<22} s/iteration at 50: {r['seconds_at_50']:.2f}  at 150: {r['seconds_at_150']:.2f}  "
-            f"at {budget}: {r['seconds_at_300']:.2f}   total {r['total_seconds']:.0f} s, final best {r['final_best']:.4f}"
+            f"at {budget}: {r['seconds_at_300']:.2f}   total {r['total_seconds']:.0f} s, final best "
+            f"{r['final_best']:.4f}"
         )
 
 

@@ -154,7 +154,9 @@ def main():
         "vectorized_peak_mb": peak_memory("vectorized", args.run, n_vec, args.samples, device),
         "importance_loop_peak_mb": peak_memory("loop", args.run, n_loop, args.samples, device),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "machine": (
+            f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+        ),
         "model": str(args.run) if args.run else "untrained hypervae",
     }
     if args.json:
@@ -165,10 +167,12 @@ def main():
         f"({result['device']}; {result['machine']}; {result['model']})"
     )
     print(
-        f"  vectorized (particle plate)    {vec_rate:8.2f} images/s  peak +{result['vectorized_peak_mb']:.0f} MB"
+        f"  vectorized (particle plate)    {vec_rate:8.2f} images/s  "
+        f"peak +{result['vectorized_peak_mb']:.0f} MB"
     )
     print(
-        f"  loop over pyro.infer.Importance {loop_rate:7.3f} images/s  peak +{result['importance_loop_peak_mb']:.0f} MB"
+        f"  loop over pyro.infer.Importance {loop_rate:7.3f} images/s  "
+        f"peak +{result['importance_loop_peak_mb']:.0f} MB"
     )
     print(
         f"  speed-up {result['speedup']:.0f}x; full MNIST test set vectorized: "

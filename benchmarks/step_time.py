@@ -265,7 +265,9 @@ def main():
         "repeats": repeats,
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "machine": (
+            f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+        ),
     }
     if 100 in by_size:  # the figures earlier runs (RESULTS.md, gpu_run.sh) read, at 100 images
         r = by_size[100]

@@ -58,6 +58,21 @@ class _Group(click.Group):
 
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+_seed = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+_progress = click.option("--progress/--no-progress", default=True, show_default=True)
+_checkpoint = click.option(
+    "--checkpoint",
+    "checkpoint_name",
+    default=CHECKPOINT,
+    show_default=True,
+    help="Which checkpoint of the run folder: the last, or one kept by --keep-every.",
+)
+_out_png = click.option(
+    "--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file."
+)
+_out_dir = click.option(
+    "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder."
+)
 
 
 @click.group(cls=_Group)
@@ -94,11 +109,6 @@ class _Outliers(_Dataset):
 
     def convert(self, value, param, ctx):
         return value if value in SHIFTED else super().convert(value, param, ctx)
-
-
-def _short(dataset: str) -> str:
-    """A dataset as file names show it: its name, or its folder's."""
-    return dataset if dataset in data.DATASETS else Path(dataset).name
 
 
 _device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -207,66 +217,29 @@ def _setting_options(command):
     show_default=True,
     help="Steps between the sample grids sent to TensorBoard (0: none).",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@_progress
 @click.pass_context
 def train(
-    ctx,
-    data_dir,
-    out,
-    device,
-    resume,
-    checkpoint_every,
-    keep_every,
-    log_every,
-    on_nan,
-    deterministic,
-    distributed,
-    config_file,
-    tensorboard,
-    no_tensorboard,
-    image_every,
-    progress,
-    **options,
+    ctx, out, resume, config_file, distributed, tensorboard, no_tensorboard, data_dir, device, **options
 ):
-    """Train a model by variational inference; writes config.json, checkpoint.pt and metrics.jsonl to --out."""
-    from .train import resume_config
+    """Train a model by variational inference; writes config.json, checkpoint.pt and metrics.jsonl
+    to --out."""
+    from .distributed import ranks_for
+    from .train import run_config
     from .train import train as run_training
 
-    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
     if config_file is not None and resume:
         raise click.UsageError("--config starts a new run; --resume goes on with the run's own config.json")
-    if config_file is not None:
-        options = {**options, **RunConfig.read_file(config_file), **given}
-    out = out or Path("runs") / f"{_short(options['dataset'])}-{options['model']}"
-    config = resume_config(out, given) if resume else RunConfig(**options)
+    settings = {f.name: options.pop(f.name) for f in dataclasses.fields(RunConfig) if f.name in options}
+    given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+    config, out = run_config(settings, given, config_file, resume, out)
     if config.is_folder:
         click.echo(f"data: {config.describe_folder()}", err=True)
-    from .distributed import Ranks
-
-    try:
-        ranks = Ranks.start(device) if distributed else Ranks()
-    except (RuntimeError, ValueError) as e:
-        raise click.ClickException(f"--distributed: {e}") from None
-    try:
-        summary = run_training(
-            config,
-            out,
-            data_root=data_dir,
-            device=device,
-            resume=resume,
-            checkpoint_every=checkpoint_every,
-            keep_every=keep_every,
-            log_every=log_every,
-            progress=progress,
-            on_nan=on_nan,
-            deterministic=deterministic,
-            ranks=ranks,
-            tensorboard=False if no_tensorboard else (tensorboard or True),
-            image_every=image_every,
-        )
+    options.update(data_root=data_dir, device=device, resume=resume)
+    options["tensorboard"] = False if no_tensorboard else (tensorboard or True)
+    with ranks_for(distributed, device) as ranks:
+        summary = run_training(config, out, ranks=ranks, **options)
         ranks.barrier()  # only after a run that ended well: a failed rank leaves no one to wait for
-    finally:
-        ranks.close()
     if ranks.writer:
         click.echo(summary.describe())
 
@@ -276,13 +249,7 @@ def train(
 @click.option(
     "--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Model file (.pt)."
 )
-@click.option(
-    "--checkpoint",
-    "checkpoint_name",
-    default=CHECKPOINT,
-    show_default=True,
-    help="Which checkpoint of the run folder: the last, or one kept by --keep-every.",
-)
+@_checkpoint
 def export_model(run_dir, out, checkpoint_name):
     """The trained model as one plain file (parameters and config) that loads with
     torch.load(FILE, weights_only=True); `evaluate`, `sample` and `pyrohvae.load` read it."""
@@ -299,7 +266,7 @@ def export_model(run_dir, out, checkpoint_name):
 @click.argument(
     "runs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False, exists=True)
 )
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
+@_out_png
 @click.option(
     "--smooth",
     type=click.IntRange(min=1),
@@ -320,7 +287,7 @@ def plot(runs, out, smooth):
 
 @main.command()
 @_run_or_model
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
+@_out_png
 @click.option("--columns", type=click.IntRange(1, 50), default=10, show_default=True)
 @click.option(
     "--prior-rows",
@@ -330,7 +297,7 @@ def plot(runs, out, smooth):
     help="Rows from u ~ p(u) (z ~ p(z) for a VAE).",
 )
 @click.option("--max-tasks", type=click.IntRange(0, 200), default=50, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_seed
 @_data_dir
 @_device
 def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device):
@@ -376,16 +343,10 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
 @click.option(
     "--limit", type=click.IntRange(min=1), default=None, help="Score about N data, spread over the tasks."
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option(
-    "--checkpoint",
-    "checkpoint_name",
-    default=CHECKPOINT,
-    show_default=True,
-    help="Which checkpoint of the run folder: the last, or one kept by --keep-every.",
-)
+@_seed
+@_checkpoint
 @_json
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@_progress
 @_data_dir
 @_device
 def evaluate(
@@ -395,7 +356,7 @@ def evaluate(
     writes RUN/eval.json (eval-SPLIT-MODE.json for other splits and modes; for a model file
     from `export`, MODEL-eval.json beside it)."""
 
-    from .evaluate import run_evaluation
+    from .evaluate import describe, run_evaluation
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device), checkpoint_name)
@@ -413,15 +374,8 @@ def evaluate(
     if checkpoint_name != CHECKPOINT:
         name = name.replace(".json", f"-step{state['step']}.json")
     _write_result(_beside(run_dir, name), result, as_json)
-    if as_json:
-        return
-    kl_u = "" if result["kl_u"] is None else f"  KL(u) {result['kl_u']:.2f}"
-    click.echo(
-        f"{config.model} {config.dataset} {split}: -ELBO {result['nelbo']:.2f}  recon {result['recon']:.2f}  "
-        f"-log p(x) {result['nll']:.2f} ± {result['nll_stderr'] or 0:.2f}  KL(z) {result['kl_z']:.2f}{kl_u}  "
-        f"(n={result['n']}, K={samples}, PSIS k̂ median {result['psis_khat_median']:.2f}); "
-        f"wrote {_beside(run_dir, name)}"
-    )
+    if not as_json:
+        click.echo(f"{describe(result)}; wrote {_beside(run_dir, name)}")
 
 
 @main.command("task-models")
@@ -454,14 +408,8 @@ def evaluate(
     show_default=True,
     help="Samples per task's model for the sample agreement (0: skip it).",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option(
-    "--checkpoint",
-    "checkpoint_name",
-    default=CHECKPOINT,
-    show_default=True,
-    help="Which checkpoint of the run folder: the last, or one kept by --keep-every.",
-)
+@_seed
+@_checkpoint
 @click.option(
     "--plot",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -469,78 +417,31 @@ def evaluate(
     help="Heatmap PNG [default: RUN_DIR/task-models[-SPLIT].png].",
 )
 @_json
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@_progress
 @_data_dir
 @_device
-def task_models(
-    run_dir,
-    split,
-    samples,
-    context_size,
-    agreement_samples,
-    seed,
-    checkpoint_name,
-    plot,
-    as_json,
-    progress,
-    data_dir,
-    device,
-):
+def task_models(run_dir, checkpoint_name, plot, as_json, data_dir, device, **analysis):
     """How much the models differ by task: the images of every task scored under the model of every
     task. Task accuracy, own-vs-other gap, sample agreement; writes RUN_DIR/task-models[-SPLIT].json
     and a heatmap."""
-    import json
-
     from . import taskmodels
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device), checkpoint_name)
-    config = program.config
-    if not program.models_by_task:
-        raise click.ClickException(
-            f"a {config.model} run has one model for all tasks: there is nothing to tell apart"
-        )
-    scored = program.known_tasks(config.load_data(split, data_dir))
-    try:
-        scores = taskmodels.measure(
-            program, scored, samples, context_size, agreement_samples, seed, progress, data_dir
+    split, step = analysis["split"], state["step"]
+    try:  # the analysis's options are `taskmodels.result`'s parameters
+        result, scores = taskmodels.result(
+            program, step, checkpoint=checkpoint_name, data_root=data_dir, **analysis
         )
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    suffix = "" if split == "test" else f"-{split}"
-    if checkpoint_name != CHECKPOINT:
-        suffix += f"-step{state['step']}"
-    result = {
-        "model": config.model,
-        "dataset": config.dataset,
-        "guide": config.guide,
-        "split": split,
-        "step": state["step"],
-        "checkpoint": checkpoint_name,
-        "samples": samples,
-        "context_size": context_size,
-        "seed": seed,
-        **scores.summary(),
-        "task_names": scores.task_names,
-        "matrix": taskmodels.rounded(scores.matrix().tolist()),
-    }
-    _write_result(run_dir / f"task-models{suffix}.json", result)
-    plot = plot or run_dir / f"task-models{suffix}.png"
-    taskmodels.heatmap(scores, plot, f"{config.model} {config.dataset} ({split}), step {state['step']}")
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    agreement = ""
-    if "sample_agreement" in result:
-        agreement = (
-            f"  sample agreement {result['sample_agreement']:.3f} ({result['labeller']}, test accuracy "
-            f"{result['labeller_test_accuracy']:.3f})"
-        )
-    click.echo(
-        f"{config.model} {config.dataset} {split}: task accuracy {result['task_accuracy']:.3f} (chance "
-        f"{result['chance']:.3f})  own-vs-other gap {result['own_other_gap']:.2f} nats{agreement}  "
-        f"(n={result['n']}, {result['tasks']} tasks); wrote {run_dir / f'task-models{suffix}.json'}, {plot}"
+    suffix = ("" if split == "test" else f"-{split}") + (
+        "" if checkpoint_name == CHECKPOINT else f"-step{step}"
     )
+    path, plot = run_dir / f"task-models{suffix}.json", plot or run_dir / f"task-models{suffix}.png"
+    _write_result(path, result)
+    taskmodels.heatmap(scores, plot, f"{result['model']} {result['dataset']} ({split}), step {step}")
+    click.echo(json.dumps(result) if as_json else f"{taskmodels.describe(result)}; wrote {path}, {plot}")
 
 
 @main.command()
@@ -599,8 +500,8 @@ def task_models(
     show_default=True,
     help="Importance samples per test image.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
+@_seed
+@_out_dir
 @_data_dir
 @_device
 def fewshot(
@@ -621,47 +522,42 @@ def fewshot(
     """A model for a task never trained on, from a few of its images: writes θ(ū) as a VAE run folder
     (DIR/model), samples of it (DIR/samples.png) and DIR/fewshot.json; with test images, their −ELBO
     and −log p(x) under it, under the prior-mean model θ(E[u]) and, with --vae, a VAE."""
-
-    from . import fewshot as fs
+    from . import fewshot
     from .train import load_run, resolve_device
 
     if bool(image_paths) == (task_name is not None):
         raise click.UsageError("give the shots by one of --images PATH and --task NAME")
-    program, state = load_run(run_dir, resolve_device(device))
-    if not program.task_latent:
-        raise click.ClickException(f"a {program.config.model} run has no task latent u: use a hypervae run")
     dev = resolve_device(device)
+    program, state = load_run(run_dir, dev)
     try:
-        if task_name is not None:
-            shot_images, test_images, described = fs.task_shots(
-                program.config.load_data("test", data_dir), task_name, shots, seed
-            )
-        else:
-            shot_images, names = fs.load_images(image_paths, invert)
-            test_images, described = None, f"{len(names)} image file(s)"
-        if test_paths:
-            test_images = fs.load_images(test_paths, invert)[0]
+        fewshot.check_exportable(program)
+        shot_images, test_images, described = fewshot.given_shots(
+            program, image_paths, task_name, shots, test_paths, invert, seed, data_dir
+        )
         loc, scale = program.task_posterior(shot_images.float().to(dev), combine)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    vae = load_run(vae_run, dev)[0] if vae_run is not None and test_images is not None else None
-    if vae is not None and vae.models_by_task:  # before anything is written
-        raise click.ClickException(f"--vae {vae_run}: a {vae.config.model} run, not a vae")
+    vae = _vae(vae_run, dev) if test_images is not None else None
     _out_folder(out)
     about = {"run": str(run_dir), "shots": len(shot_images), "source": described, "combine": combine}
-    result = fs.write_task_model(
+    result = fewshot.write_task_model(
         program, state["step"], loc, scale, out, about, test_images, vae, samples, seed
     )
-    click.echo(
-        f"few-shot model of {described} from {len(shot_images)} shot(s) "
-        f"({combine if program.guide_nets.one_draw else 'read as a set'}); "
-        f"wrote {out / 'model'}, {out / 'samples.png'}, {out / 'fewshot.json'}"
-    )
-    for row in result["rows"]:
-        click.echo(
-            f"  {row['model']:<10}  -ELBO {row['nelbo']:.2f}  -log p(x) {row['nll']:.2f} ± "
-            f"{row['nll_stderr'] or 0:.2f}  (n={row['n']}, K={samples})"
-        )
+    read = combine if program.guide_nets.one_draw else "read as a set"
+    wrote = ", ".join(str(out / name) for name in ("model", "samples.png", "fewshot.json"))
+    click.echo(f"few-shot model of {described} from {len(shot_images)} shot(s) ({read}); wrote {wrote}")
+    for line in fewshot.row_lines(result["rows"], samples):
+        click.echo(line)
+
+
+def _vae(path: Path | None, device):
+    """The VAE run of --vae, given one; before anything is written, since it may not be a VAE."""
+    from .train import load_run
+
+    vae = load_run(path, device)[0] if path is not None else None
+    if vae is not None and vae.models_by_task:
+        raise click.ClickException(f"--vae {path}: a {vae.config.model} run, not a vae")
+    return vae
 
 
 def _shot_counts(ctx, param, value):
@@ -724,7 +620,7 @@ def _shot_counts(ctx, param, value):
     show_default=True,
     help="How the posteriors of the shots combine, for a guide that reads one draw.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_seed
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -732,7 +628,7 @@ def _shot_counts(ctx, param, value):
     help="Folder for curve.json and curve.png.",
 )
 @_json
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@_progress
 @_data_dir
 @_device
 def fewshot_curve(
@@ -758,39 +654,21 @@ def fewshot_curve(
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device))
-    vae = load_run(vae_run, program.device)[0] if vae_run is not None else None
-    if vae is not None and vae.models_by_task:
-        raise click.ClickException(f"--vae {vae_run}: a {vae.config.model} run, not a vae")
+    vae = _vae(vae_run, program.device)
+    step = state["step"]
     try:
         result = fs.run_curve(
-            program,
-            state["step"],
-            split,
-            folder,
-            shots,
-            per_task,
-            samples,
-            seed,
-            combine,
-            data_dir,
-            vae,
-            progress,
+            program, step, split, folder, shots, per_task, samples, seed, combine, data_dir, vae, progress
         )
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     _out_folder(out)
     _write_result(out / "curve.json", result, as_json)
-    fs.plot_curves(
-        {f"{program.config.model} ({run_dir.name})": result},
-        out / "curve.png",
-        f"{result['data']}: {result['tasks']} tasks never trained on, {result['images']} images",
-        result.get("vae", {}).get("nll"),
-    )
+    fs.plot_curve(result, f"{program.config.model} ({run_dir.name})", out / "curve.png")
     if not as_json:
         click.echo(
-            f"few-shot curve of {run_dir} on {result['data']} ({result['tasks']} tasks never trained "
-            f"on, {result['images']} images, K={samples}); wrote {out / 'curve.json'}, "
-            f"{out / 'curve.png'}"
+            f"few-shot curve of {run_dir} on {result['data']} ({result['tasks']} tasks never trained on, "
+            f"{result['images']} images, K={samples}); wrote {out / 'curve.json'}, {out / 'curve.png'}"
         )
         click.echo("\n".join(fs.curve_lines(result)))
 
@@ -841,7 +719,8 @@ def _write_result(path: Path, result: dict, as_json: bool = False) -> None:
     show_default=True,
     help="typicality: how untypical the image's statistics are under their joint density over "
     "normal images (fitted once, RUN/typicality.json); elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); "
-    "complexity[-zlib]: −log p(x) minus the image's compressed length; ratio: −log p(x) + log p(x) of the run's background model (`background`); "
+    "complexity[-zlib]: −log p(x) minus the image's compressed length; ratio: −log p(x) + log p(x) of "
+    "the run's background model (`background`); "
     "model-space: the best training task's −log p(x) minus x's own model's; u-distance "
     "(z-distance): Mahalanobis distance of ū_x (E[z|x]) to the nearest training task's "
     "(docs/outliers.md).",
@@ -860,7 +739,7 @@ def _write_result(path: Path, result: dict, as_json: bool = False) -> None:
     help="Samples of z per datum for the ELBO's reconstruction term.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use about N normal test images.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_seed
 @_json
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="ROC curve, PNG.")
 @click.option(
@@ -870,93 +749,31 @@ def _write_result(path: Path, result: dict, as_json: bool = False) -> None:
     default=None,
     help="Per-datum scores with the true label, CSV.",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@_progress
 @_data_dir
 @_device
-def outliers(
-    run_dir,
-    other,
-    fraction,
-    score,
-    flag_rate,
-    samples,
-    limit,
-    seed,
-    as_json,
-    plot,
-    scores_csv,
-    progress,
-    data_dir,
-    device,
-):
+def outliers(run_dir, as_json, plot, scores_csv, data_dir, device, **analysis):
     """Outlier detection: the run's test data as normal, another dataset's as outliers; AUC, FPR, FNR.
     Writes RUN_DIR/outliers-OTHER.json (outliers-OTHER-SCORE.json for the other scores)."""
     from . import outliers as od
-    from .evaluate import evaluation_subset
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device))
-    config = program.config
-    if other == config.dataset:
-        raise click.UsageError(f"--outliers must name another dataset than the run's ({config.dataset})")
-    normal = config.load_data("test", data_dir)
-    kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
-    try:
-        mixed = od.mixed_set(normal.subset(kept), od.outlier_data(other, seed, data_dir), fraction, seed)
-        mixed.source_index[: len(kept)] = kept  # positions in the normal test split
-        values, fit_report = od.run_scores(
-            program, run_dir, state["step"], mixed, (score,), samples, seed, progress, data_dir
-        )
+    try:  # the analysis's options are `detect`'s parameters
+        found = od.detect(program, run_dir, state["step"], data_root=data_dir, **analysis)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    values = values[score]
-    metrics = od.detection_metrics(values.numpy(), mixed.labels.numpy(), flag_rate)
-    result = {
-        "model": config.model,
-        "normal": config.dataset,
-        "outliers": other,
-        "score": score,
-        "auc": metrics["auc"],
-        "fpr": metrics["fpr"],
-        "fnr": metrics["fnr"],
-        "threshold": metrics["threshold"],
-        "threshold_rule": metrics["threshold_rule"],
-        "n_normal": int((mixed.labels == 0).sum()),
-        "n_outliers": int((mixed.labels == 1).sum()),
-        "fraction": fraction,
-        "samples": samples,
-        "seed": seed,
-        "step": state["step"],
-    }
-    if fit_report is not None:
-        result["fit"] = fit_report
-    name = (
-        f"outliers-{_short(other)}.json"
-        if score == "typicality"
-        else f"outliers-{_short(other)}-{score}.json"
-    )
-    _write_result(run_dir / name, result)
+    other, score, config = analysis["other"], analysis["score"], program.config
+    path = run_dir / f"outliers-{data.short_name(other)}{'' if score == 'typicality' else '-' + score}.json"
+    _write_result(path, found.result)
     if plot is not None:
-        od.roc_figure(
-            {f"{config.model} ({score})": metrics},
-            plot,
-            f"{config.dataset} normal, {other} outliers ({100 * fraction:g}%)",
-        )
+        title = f"{config.dataset} normal, {other} outliers ({100 * analysis['fraction']:g}%)"
+        od.roc_figure({f"{config.model} ({score})": found.metrics}, plot, title)
     if scores_csv is not None:
-        od.write_scores(scores_csv, mixed, values, config.dataset, other)
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    if fit_report is not None:
-        click.echo(
-            f"typicality of {', '.join(fit_report['statistics'])}: {fit_report['how']}, on "
-            f"{fit_report['n']} images of {fit_report['fit_on']}"
-        )
+        od.write_scores(scores_csv, found.mixed, found.values, config.dataset, other)
+    lines = found.lines()
     click.echo(
-        f"{config.model} ({score}) {config.dataset} vs {other}: AUC {100 * result['auc']:.1f}  "
-        f"FPR {100 * result['fpr']:.1f}  FNR {100 * result['fnr']:.1f} at {result['threshold_rule']} "
-        f"(threshold {result['threshold']:.2f}; {result['n_normal']} normal, {result['n_outliers']} outliers); "
-        f"wrote {run_dir / name}"
+        json.dumps(found.result) if as_json else "\n".join([*lines[:-1], f"{lines[-1]}; wrote {path}"])
     )
 
 
@@ -977,7 +794,7 @@ def outliers(
     show_default=True,
     help="Importance samples per image for choosing μ.",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@_progress
 @_data_dir
 @_device
 def background(run_dir, flips, steps, samples, progress, data_dir, device):
@@ -1035,7 +852,7 @@ def background(run_dir, flips, steps, samples, progress, data_dir, device):
     help="Evaluation budget, Sobol start included (shared out over the steps of iterative).",
 )
 @click.option("--steps", type=click.IntRange(1, 50), default=5, show_default=True, help="Steps of iterative.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_seed
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -1050,8 +867,8 @@ def background(run_dir, flips, steps, samples, progress, data_dir, device):
     help="Fit the GP from scratch every N iterations; in between, start from the last fit and "
     "take a few steps. 1: from scratch every iteration (5-7x the time of 300 evaluations).",
 )
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@_out_dir
+@_progress
 @_data_dir
 @_device
 def discover(
@@ -1079,15 +896,9 @@ def discover(
     if (target is None) == (target_class is None):
         raise click.UsageError("give one of --target PATH.png and --target-class C")
     program, _ = load_run(run_dir, resolve_device(device))
-    config = program.config
     mode = mode or ("joint" if program.task_latent else "vae")
     try:
-        if target is not None:
-            image = disc.load_target(target)
-            described = str(target)
-        else:
-            image, index = disc.class_exemplar(config.load_data("test", data_dir), target_class, seed)
-            described = f"test image {index} of class {target_class}"
+        image, described = disc.target_of(program, target, target_class, seed, data_dir)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
@@ -1096,21 +907,16 @@ def discover(
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _out_folder(out)
-    about = {"run": str(run_dir), "model": config.model, "seed": seed, "refit_every": refit_every}
+    about = {"run": str(run_dir), "model": program.config.model, "seed": seed, "refit_every": refit_every}
     summary = disc.write_searches(searches, image, described, out, about)
-    bo = searches["bo"]
-    click.echo(
-        f"{mode}: best cosine per step {', '.join(f'{v:.4f}' for v in bo['best_cosine'])}; random search "
-        f"{summary['random_search_best']:.4f} ({bo['evaluations']} evaluations, {bo['seconds']:.0f} s); "
-        f"wrote {out}"
-    )
+    click.echo(f"{disc.describe(searches, summary)}; wrote {out}")
 
 
 @main.command()
 @_run_dir
 @click.option("--draws", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--split", type=click.Choice(PARTS), default="test", show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_seed
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -1120,8 +926,8 @@ def discover(
 @click.option(
     "--max-tasks", type=click.IntRange(min=1), default=12, show_default=True, help="Tasks in the forest plot."
 )
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@_out_dir
+@_progress
 @_data_dir
 @_device
 def inspect(run_dir, draws, split, seed, limit, max_tasks, out, progress, data_dir, device):
@@ -1151,13 +957,13 @@ def inspect(run_dir, draws, split, seed, limit, max_tasks, out, progress, data_d
 @_run_dir
 @click.option("--from", "source", required=True, help="Task name (e.g. a digit, an alphabet).")
 @click.option("--to", "target", required=True, help="Task name.")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
+@_out_png
 @click.option(
     "--steps", type=click.IntRange(2, 50), default=8, show_default=True, help="Models along the line."
 )
 @click.option("--columns", type=click.IntRange(1, 50), default=8, show_default=True)
 @click.option("--split", type=click.Choice(PARTS), default="test", show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_seed
 @_data_dir
 @_device
 def interpolate(run_dir, source, target, out, steps, columns, split, seed, data_dir, device):

@@ -87,7 +87,8 @@ PRESET_DEFAULT = " [default: the preset's]."
 class RunConfig:
     dataset: str = setting(
         "omniglot",
-        "A built-in dataset, or a folder PATH/<task>/<image> (or PATH/train/... and PATH/test/...) of your own.",
+        "A built-in dataset, or a folder PATH/<task>/<image> (or PATH/train/... and PATH/test/...) of "
+        "your own.",
     )
     model: str = setting("hypervae", "", choices=MODELS)
     preset: str = setting(
@@ -383,8 +384,9 @@ class RunConfig:
         folder = folders.scan(self.dataset)
         if self.data_fingerprint is not None and folder.fingerprint != self.data_fingerprint:
             raise data.DataError(
-                f"{self.dataset}: its images changed since the run was trained (fingerprint {folder.fingerprint}, "
-                f"the run's {self.data_fingerprint}); restore them, or train a new run on them"
+                f"{self.dataset}: its images changed since the run was trained (fingerprint "
+                f"{folder.fingerprint}, the run's {self.data_fingerprint}); restore them, or train a new run "
+                "on them"
             )
         return folder
 

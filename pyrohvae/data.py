@@ -72,6 +72,11 @@ def context_set(data: TaskData, task: int, generator: torch.Generator) -> torch.
     return data.images[pick].float().unsqueeze(0)
 
 
+def short_name(dataset: str) -> str:
+    """A dataset as file names show it: its name, or its folder's."""
+    return dataset if dataset in DATASETS else Path(dataset).name
+
+
 def some_tasks(names: list[str], shown: int = 10) -> str:
     """The first `shown` task names, for an error that names what there is."""
     return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
@@ -122,7 +127,8 @@ class TaskData:
         unknown = sorted(set(names) - set(self.task_names))
         if unknown:
             raise DataError(
-                f"{self.name} has no task {', '.join(map(repr, unknown))} (tasks: {some_tasks(self.task_names)})"
+                f"{self.name} has no task {', '.join(map(repr, unknown))} "
+                f"(tasks: {some_tasks(self.task_names)})"
             )
         kept = [i for i, n in enumerate(self.task_names) if n not in set(names)]
         remap = torch.full((self.num_tasks,), -1, dtype=torch.long)

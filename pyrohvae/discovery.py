@@ -316,6 +316,24 @@ def searches(program, target, mode, iterations, steps=1, seed=0, refit_every=20,
     return results
 
 
+def target_of(program, path=None, name: str | None = None, seed: int = 0, data_root=None):
+    """The target exemplar and a description: an image file (`path`), or a random test image of
+    the run's class `name` (`class_exemplar`). A ValueError says why not."""
+    if path is not None:
+        return load_target(path), str(path)
+    image, index = class_exemplar(program.config.load_data("test", data_root), name, seed)
+    return image, f"test image {index} of class {name}"
+
+
+def describe(results: dict, summary: dict) -> str:
+    """Two searches (`searches`) and what `write_searches` returned, in one line."""
+    bo = results["bo"]
+    return (
+        f"{bo['mode']}: best cosine per step {', '.join(f'{v:.4f}' for v in bo['best_cosine'])}; random "
+        f"search {summary['random_search_best']:.4f} ({bo['evaluations']} evaluations, {bo['seconds']:.0f} s)"
+    )
+
+
 def write_searches(results: dict, target, described: str, out: Path, about: dict) -> dict:
     """What `discover` writes of two searches (`searches`) into `out`: the best design of every BO
     step (each alone and in one figure with the target), the trace of both searches, and

@@ -13,9 +13,12 @@ identical on every rank; the loss (the mean over tasks) is averaged alike, for t
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
+
+from .files import UserError
 
 
 class Ranks:
@@ -93,3 +96,17 @@ class Ranks:
     def close(self) -> None:
         if self.parallel and dist.is_initialized():
             dist.destroy_process_group()
+
+
+@contextmanager
+def ranks_for(distributed: bool, device: str):
+    """The ranks of a run: this process's of a torchrun launch where `distributed`, else one alone;
+    the process group closed on the way out, however the run ended."""
+    try:
+        ranks = Ranks.start(device) if distributed else Ranks()
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"--distributed: {e}") from None
+    try:
+        yield ranks
+    finally:
+        ranks.close()

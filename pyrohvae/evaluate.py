@@ -178,3 +178,14 @@ def run_evaluation(program, data, samples, mode, limit, seed, progress=True) -> 
         seconds=round(time.perf_counter() - tic, 1),
     )
     return result
+
+
+def describe(result: dict) -> str:
+    """What `evaluate` prints of its result, in one line."""
+    kl_u = "" if result["kl_u"] is None else f"  KL(u) {result['kl_u']:.2f}"
+    return (
+        f"{result['model']} {result['dataset']} {result['split']}: -ELBO {result['nelbo']:.2f}  recon "
+        f"{result['recon']:.2f}  -log p(x) {result['nll']:.2f} ± {result['nll_stderr'] or 0:.2f}  KL(z) "
+        f"{result['kl_z']:.2f}{kl_u}  (n={result['n']}, K={result['samples']}, PSIS k̂ median "
+        f"{result['psis_khat_median']:.2f})"
+    )

@@ -128,14 +128,47 @@ def save_samples(program, loc, path: Path, title: str, shots: int, seed: int = 0
     )
 
 
-def vae_of(program, u: torch.Tensor):
-    """A plain VAE program whose encoder and decoder weights are θ(u), u (u_dim,)."""
-    config = program.config
-    if config.z_prior == "shots":
+def check_exportable(program) -> None:
+    """A ValueError where the program's few-shot model is not a plain VAE θ(ū)."""
+    if not program.task_latent:
+        raise ValueError(f"a {program.config.model} run has no task latent u: use a hypervae run")
+    if program.config.z_prior == "shots":
         raise ValueError(
             "this run's p(z) reads its shots (--z-prior shots), so its few-shot model is no plain VAE: "
-            "score it with `fewshot RUN --curve`"
+            "score it with `fewshot-curve`"
         )
+
+
+def given_shots(program, images, task: str | None, shots: int, tests, invert=None, seed=0, data_root=None):
+    """The shots, the test images (None: none) and a description, from image files and folders
+    (`images`, `tests`: `load_images`) or from a task of the run's test data (`task_shots`: `shots`
+    of its images, the others the test images), whichever is given. A ValueError says what is
+    wrong."""
+    if task is not None:
+        shot_images, test_images, described = task_shots(
+            program.config.load_data("test", data_root), task, shots, seed
+        )
+    else:
+        shot_images, names = load_images(images, invert)
+        test_images, described = None, f"{len(names)} image file(s)"
+    if tests:
+        test_images = load_images(tests, invert)[0]
+    return shot_images, test_images, described
+
+
+def row_lines(rows: list[dict], samples: int) -> list[str]:
+    """`compare`'s rows, a line each."""
+    return [
+        f"  {row['model']:<10}  -ELBO {row['nelbo']:.2f}  -log p(x) {row['nll']:.2f} ± "
+        f"{row['nll_stderr'] or 0:.2f}  (n={row['n']}, K={samples})"
+        for row in rows
+    ]
+
+
+def vae_of(program, u: torch.Tensor):
+    """A plain VAE program whose encoder and decoder weights are θ(u), u (u_dim,)."""
+    check_exportable(program)
+    config = program.config
     vae = build(
         RunConfig(
             model="vae",
@@ -463,6 +496,12 @@ def curve_lines(report: dict) -> list[str]:
             f"{report['set_zero_shot']}): {report['set_figure']:.2f}{gain}"
         )
     return lines
+
+
+def plot_curve(result: dict, label: str, path: Path) -> None:
+    """One run's `run_curve` result as `plot_curves` draws it, titled by the data it scored."""
+    title = f"{result['data']}: {result['tasks']} tasks never trained on, {result['images']} images"
+    plot_curves({label: result}, path, title, result.get("vae", {}).get("nll"))
 
 
 def plot_curves(

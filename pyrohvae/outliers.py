@@ -48,7 +48,7 @@ from pyro import poutine
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from .data import TaskData
-from .evaluate import evaluate, seed_stream
+from .evaluate import evaluate, evaluation_subset, seed_stream
 from .files import pyplot, save_figure
 
 SCORES = (
@@ -294,6 +294,75 @@ def run_scores(
             program, run_dir, step, mixed.data.images, train, data_root, samples, seed, progress
         )
     return values, fit
+
+
+@dataclass
+class Detection:
+    """What `detect` found: the result a command writes (`result`), and the mixed set, its scores
+    and the metrics with their ROC curve, for a figure or a CSV."""
+
+    result: dict
+    mixed: MixedSet
+    values: torch.Tensor
+    metrics: dict
+
+    def lines(self) -> list[str]:
+        r, fit = self.result, self.result.get("fit")
+        head = []
+        if fit is not None:
+            statistics = ", ".join(fit["statistics"])
+            head.append(f"typicality of {statistics}: {fit['how']}, on {fit['n']} images of {fit['fit_on']}")
+        line = (
+            f"{r['model']} ({r['score']}) {r['normal']} vs {r['outliers']}: AUC {100 * r['auc']:.1f}  "
+            f"FPR {100 * r['fpr']:.1f}  FNR {100 * r['fnr']:.1f} at {r['threshold_rule']} (threshold "
+            f"{r['threshold']:.2f}; {r['n_normal']} normal, {r['n_outliers']} outliers)"
+        )
+        return [*head, line]
+
+
+def detect(
+    program,
+    run_dir: Path,
+    step: int,
+    other: str,
+    fraction: float,
+    score: str = "typicality",
+    flag_rate: float | None = None,
+    samples: int = 16,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    data_root=None,
+) -> Detection:
+    """The detector of the run in `run_dir` (trained `step` steps) on its test data as normal,
+    (about `limit` images of it, spread over the tasks) mixed with `other`'s images as outliers,
+    `fraction` of the set: AUC, and FPR and FNR at the threshold (`detection_metrics`). A
+    ValueError says why it cannot run."""
+    config = program.config
+    if other == config.dataset:
+        raise ValueError(f"--outliers must name another dataset than the run's ({config.dataset})")
+    normal = config.load_data("test", data_root)
+    kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
+    mixed = mixed_set(normal.subset(kept), outlier_data(other, seed, data_root), fraction, seed)
+    mixed.source_index[: len(kept)] = kept  # positions in the normal test split
+    values, fit = run_scores(program, run_dir, step, mixed, (score,), samples, seed, progress, data_root)
+    metrics = detection_metrics(values[score].numpy(), mixed.labels.numpy(), flag_rate)
+    result = {
+        "model": config.model,
+        "normal": config.dataset,
+        "outliers": other,
+        "score": score,
+        **{k: metrics[k] for k in ("auc", "fpr", "fnr", "threshold", "threshold_rule")},
+        "n_normal": int((mixed.labels == 0).sum()),
+        "n_outliers": int((mixed.labels == 1).sum()),
+        "fraction": fraction,
+        "samples": samples,
+        "seed": seed,
+        "step": step,
+    }
+    if fit is not None:
+        result["fit"] = fit
+    return Detection(result, mixed, values[score], metrics)
 
 
 def detection_metrics(scores, labels, flag_rate: float | None = None) -> dict:

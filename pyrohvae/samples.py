@@ -16,8 +16,8 @@ def sample_rows(program, test_data, columns=10, prior_rows=4, max_tasks=50, seed
 
     HyperVAE: one row per task, θ from the mean of q(u | d_t) for one random test draw d_t of the
     task (for a guide that reads a set: q(u | D_t), D_t up to 100 random test images of the task,
-    d_t the first of them), then `prior_rows` rows with u ~ p(u). Every row decodes the same z's, so rows differ by
-    their model only. MetaVAE: one row per training task's decoder. VAE: `prior_rows` rows of
+    d_t the first of them), then `prior_rows` rows with u ~ p(u). Every row decodes the same z's, so
+    rows differ by their model only. MetaVAE: one row per training task's decoder. VAE: `prior_rows` rows of
     z ~ p(z).
     """
     # The prior's rows and a guide's random draw come from the global generators: seeded here, on a

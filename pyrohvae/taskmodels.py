@@ -215,6 +215,55 @@ def measure(
     return scores
 
 
+def result(
+    program,
+    step: int,
+    split: str,
+    checkpoint: str,
+    samples: int = 8,
+    context_size: int = CONTEXT_SIZE,
+    agreement_samples: int = 100,
+    seed: int = 0,
+    progress: bool = False,
+    data_root=None,
+) -> tuple[dict, TaskModelScores]:
+    """`measure` on the run's `split` (its tasks the run trained on), as the result the
+    `task-models` command writes, and the scores, for the heatmap. A ValueError says why not."""
+    config = program.config
+    if not program.models_by_task:
+        raise ValueError(f"a {config.model} run has one model for all tasks: there is nothing to tell apart")
+    scored = program.known_tasks(config.load_data(split, data_root))
+    scores = measure(program, scored, samples, context_size, agreement_samples, seed, progress, data_root)
+    about = {"model": config.model, "dataset": config.dataset, "guide": config.guide, "split": split}
+    return {
+        **about,
+        "step": step,
+        "checkpoint": checkpoint,
+        "samples": samples,
+        "context_size": context_size,
+        "seed": seed,
+        **scores.summary(),
+        "task_names": scores.task_names,
+        "matrix": rounded(scores.matrix().tolist()),
+    }, scores
+
+
+def describe(result: dict) -> str:
+    """A `task-models` result in one line."""
+    agreement = ""
+    if "sample_agreement" in result:
+        agreement = (
+            f"  sample agreement {result['sample_agreement']:.3f} ({result['labeller']}, test accuracy "
+            f"{result['labeller_test_accuracy']:.3f})"
+        )
+    return (
+        f"{result['model']} {result['dataset']} {result['split']}: task accuracy "
+        f"{result['task_accuracy']:.3f} (chance {result['chance']:.3f})  own-vs-other gap "
+        f"{result['own_other_gap']:.2f} nats{agreement}  "
+        f"(n={result['n']}, {result['tasks']} tasks)"
+    )
+
+
 def labeller(
     dataset: str, train: TaskData, test: TaskData | None = None, limit: int | None = None
 ) -> Labeller:

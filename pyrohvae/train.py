@@ -20,7 +20,7 @@ from typing import Self
 import pyro
 import torch
 
-from . import checkpoint, monitor
+from . import checkpoint, data, monitor
 from .config import RunConfig
 from .distributed import Ranks
 from .files import (
@@ -369,6 +369,18 @@ def _lock(out: Path, lock: contextlib.ExitStack) -> None:
         lock.enter_context(FolderLock(out))
     except FolderInUse as e:
         raise TrainError(str(e)) from None
+
+
+def run_config(
+    settings: dict, given: dict, config_file: Path | None, resume: bool, out: Path | None
+) -> tuple[RunConfig, Path]:
+    """The config `train` runs and its run folder (`out`, or runs/DATASET-MODEL): with `resume`,
+    the folder's own config (`resume_config`); else `settings` over the keys of a config file
+    where one is given, and over both the settings `given` on the command line."""
+    if config_file is not None and not resume:
+        settings = {**settings, **RunConfig.read_file(config_file), **given}
+    out = out or Path("runs") / f"{data.short_name(settings['dataset'])}-{settings['model']}"
+    return (resume_config(out, given) if resume else RunConfig(**settings)), out
 
 
 def resume_config(out: Path, explicit: dict) -> RunConfig:

@@ -157,7 +157,8 @@ def fit(
     seed: int = 0,
     progress: bool = False,
 ) -> Fit:
-    """The statistics of the run's normal images, saved as RUN/typicality.json; the density is fitted on them."""
+    """The statistics of the run's normal images, saved as RUN/typicality.json; the density is
+    fitted on them."""
     images, where = fit_images(program.config, data_root, seed)
     stats = statistics(program, images.images, train, samples, seed, progress)
     names = list(stats)

@@ -139,7 +139,8 @@ def test_a_weight_made_a_pyro_sample_is_drawn_by_the_model():
 
 @pytest.mark.data
 def test_a_new_guide_in_one_file_is_usable_by_name(tmp_path, monkeypatch):
-    """docs/research-variants.md's worked example, registered the same way a file in pyrohvae/guides/ would be."""
+    """docs/research-variants.md's worked example, registered the same way a file in
+    pyrohvae/guides/ would be."""
     monkeypatch.setattr(guides, "_GUIDES", dict(guides._GUIDES))  # forgotten after this test
     from pyrohvae.guides import register
     from pyrohvae.guides.task_guide import TaskGuide
