@@ -527,8 +527,7 @@ def fewshot(
 
     if bool(image_paths) == (task_name is not None):
         raise click.UsageError("give the shots by one of --images PATH and --task NAME")
-    dev = resolve_device(device)
-    program, state = load_run(run_dir, dev)
+    program, state = load_run(run_dir, dev := resolve_device(device))
     try:
         fewshot.check_exportable(program)
         shot_images, test_images, described = fewshot.given_shots(
