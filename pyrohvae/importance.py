@@ -63,7 +63,7 @@ def importance_scores(model, guide, x: torch.Tensor, num_samples: int, max_image
     tasks, items = x.shape[:2]
     chunk = max(1, min(num_samples, max_images // (tasks * items)))
     lse, recon_sum, sq, mean_w = [], 0.0, 0.0, 0.0
-    kl_z, kl_sum = None, 0.0
+    kl_sum = 0.0
     done = 0
     while done < num_samples:
         k = min(chunk, num_samples - done)
@@ -77,21 +77,18 @@ def importance_scores(model, guide, x: torch.Tensor, num_samples: int, max_image
         recon_sum = recon_sum - log_px_z.sum(0)
         sq = sq + (log_w**2).sum(0)
         mean_w = mean_w + log_w.sum(0)
-        if kl_z is None:
-            q, p = guide_trace.nodes["z"]["fn"], model_trace.nodes["z"]["fn"]
-            try:
-                kl_z = torch.distributions.kl_divergence(q, p).reshape(-1, tasks, items)[0]
-            except NotImplementedError:  # a p(z) without a closed form (a mixture): by the particles
-                kl_z = False
-        if kl_z is False:
-            log_q = guide_trace.nodes["z"]["unscaled_log_prob"].expand(shape)
-            kl_sum = kl_sum + (log_q - model_trace.nodes["z"]["unscaled_log_prob"].expand(shape)).sum(0)
+        z_q, z_p = guide_trace.nodes["z"], model_trace.nodes["z"]
+        kl_sum = kl_sum + (z_q["unscaled_log_prob"] - z_p["unscaled_log_prob"]).expand(shape).sum(0)
         done += k
+    try:
+        kl_z = torch.distributions.kl_divergence(z_q["fn"], z_p["fn"]).reshape(-1, tasks, items)[0]
+    except NotImplementedError:  # a p(z) without a closed form (a mixture): by the particles
+        kl_z = kl_sum / num_samples
     mean = mean_w / num_samples
     return {
         "log_p": torch.logsumexp(torch.stack(lse), 0) - math.log(num_samples),
         "recon": recon_sum / num_samples,
-        "kl_z": kl_sum / num_samples if kl_z is False else kl_z,
+        "kl_z": kl_z,
         "log_w_var": sq / num_samples - mean**2,
     }
 
