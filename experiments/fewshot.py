@@ -135,6 +135,13 @@ VARIANTS = {
         "split-shots with the precision-pool guide",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots"},
     ),
+    "pool-split-shots-k": (
+        (
+            "pool-split-shots, the widening and N(0, I)'s share learnt as functions of log k, as a kernel "
+            "density's bandwidth narrows with its sample (--z-prior shots-k)"
+        ),
+        {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots-k"},
+    ),
     "pool-split-pixel-u64": (
         "pool-split-pixel, u of 64 dimensions",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "pixel_bias": True, "u_dim": 64},

@@ -17,7 +17,7 @@ PARTS = ("train", "validation", "test", "held-out")
 DEFAULT_GUIDE = {"hypervae": "random-draw", "vae": "encoder", "metavae": "context-encoder"}
 # MetaVAE holds one decoder (336,589 parameters) per training task.
 MAX_METAVAE_TASKS = 200
-Z_PRIORS = ("normal", "task", "shots")
+Z_PRIORS = ("normal", "task", "shots", "shots-k")
 # The estimators of the objective a run can train with (`program.ELBOS`): Pyro's Trace_ELBO (the
 # default), TraceMeanField_ELBO (KL terms in closed form where Pyro knows them), TraceGraph_ELBO,
 # RenyiELBO with α = 0 (with `particles` K the importance-weighted bound of Burda et al.) and
@@ -166,7 +166,8 @@ class RunConfig:
     z_prior: str = setting(
         "normal",
         "HyperVAE: p(z) = N(0, I) (the paper), p(z | u) generated with θ(u) (task), or p(z | u, shots) a "
-        "mixture at the codes of the context's images (shots; needs --split-context).",
+        "mixture at the codes of the context's images (shots; needs --split-context), its widening and "
+        "N(0, I)'s share learnt as functions of the number of shots (shots-k).",
         choices=Z_PRIORS,
     )
     random_context: bool = setting(
@@ -276,10 +277,10 @@ class RunConfig:
             raise ConfigError(
                 "--split-context and --random-context are two ways to choose q(u)'s context: give one"
             )
-        if self.z_prior == "shots" and not self.split_context:
+        if self.reads_shots and not self.split_context:
             raise ConfigError(
-                "--z-prior shots needs --split-context: its p(z) reads the step's context, which must "
-                "not hold the images it scores"
+                f"--z-prior {self.z_prior} needs --split-context: its p(z) reads the step's context, which "
+                "must not hold the images it scores"
             )
         if self.elbo not in ELBOS:
             raise ConfigError(f"unknown --elbo {self.elbo!r}; choose one of {', '.join(ELBOS)}")
@@ -314,6 +315,11 @@ class RunConfig:
                 f"metavae keeps one decoder per training task: {len(self.train_tasks)} tasks are more "
                 f"than {MAX_METAVAE_TASKS}; use --task-by alphabet"
             )
+
+    @property
+    def reads_shots(self) -> bool:
+        """p(z | u, shots) reads the context's images (`models.shot_mixture`)."""
+        return self.z_prior in ("shots", "shots-k")
 
     @property
     def is_folder(self) -> bool:

@@ -132,10 +132,10 @@ def check_exportable(program) -> None:
     """A ValueError where the program's few-shot model is not a plain VAE θ(ū)."""
     if not program.task_latent:
         raise ValueError(f"a {program.config.model} run has no task latent u: use a hypervae run")
-    if program.config.z_prior == "shots":
+    if program.config.reads_shots:
         raise ValueError(
-            "this run's p(z) reads its shots (--z-prior shots), so its few-shot model is no plain VAE: "
-            "score it with `fewshot-curve`"
+            f"this run's p(z) reads its shots (--z-prior {program.config.z_prior}), so its few-shot model "
+            "is no plain VAE: score it with `fewshot-curve`"
         )
 
 

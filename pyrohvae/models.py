@@ -92,10 +92,9 @@ def shot_mixture(shot_prior, loc: torch.Tensor, scale: torch.Tensor) -> dist.Dis
     rather than by a network: the k shots enter as k components, which a fixed-size summary (u)
     cannot forget as k grows."""
     tasks, k, z_dim = loc.shape
-    widen = shot_prior.log_widen.exp()
+    widen, a = shot_prior.at(k)
     locs = torch.cat([loc.new_zeros(tasks, 1, z_dim), loc], 1)
     scales = torch.cat([loc.new_ones(tasks, 1, z_dim), (scale**2 + widen**2).sqrt()], 1)
-    a = shot_prior.prior_logit
     weights = torch.cat(
         [F.logsigmoid(a).expand(tasks, 1), (F.logsigmoid(-a) - math.log(k)).expand(tasks, k)], 1
     )

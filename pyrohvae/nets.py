@@ -163,12 +163,24 @@ class ZPriorParams(PyroModule):
 class ShotPrior(PyroModule):
     """The parameters of p(z | u, shots) (`models.shot_mixture`): how far each shot's component is
     widened beyond q(z | shot), per dimension, and the logit of N(0, I)'s share of the mixture. They
-    start at a widening of half the prior's scale and N(0, I) at one half of the mixture."""
+    start at a widening of half the prior's scale and N(0, I) at one half of the mixture. With
+    `by_shots`, both also change with the number k of shots, as a kernel density's bandwidth narrows
+    with its sample: log widening and the logit each less a learnt slope times log k (from 0)."""
 
-    def __init__(self, z_dim: int):
+    def __init__(self, z_dim: int, by_shots: bool = False):
         super().__init__()
         self.log_widen = nn.Parameter(torch.full((z_dim,), math.log(0.5)))
         self.prior_logit = nn.Parameter(torch.zeros(()))
+        if by_shots:
+            self.widen_slope = nn.Parameter(torch.zeros(z_dim))
+            self.logit_slope = nn.Parameter(torch.zeros(()))
+
+    def at(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The widening (z_dim,) and N(0, I)'s logit for k shots."""
+        if not hasattr(self, "widen_slope"):
+            return self.log_widen.exp(), self.prior_logit
+        log_k = math.log(k)
+        return (self.log_widen - self.widen_slope * log_k).exp(), self.prior_logit - self.logit_slope * log_k
 
 
 class ContextEncoder(PyroModule):

@@ -284,7 +284,7 @@ class HyperVAEProgram(Program):
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
-        self.shot_prior = ShotPrior(config.z_dim) if config.z_prior == "shots" else None
+        self.shot_prior = ShotPrior(config.z_dim, config.z_prior == "shots-k") if config.reads_shots else None
 
     @pyro_method
     def model(

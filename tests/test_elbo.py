@@ -83,15 +83,23 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
     assert loss == pytest.approx(float(by_hand), abs=1e-4)
 
 
-def test_the_shots_prior_is_a_mixture_at_the_contexts_codes():
+@pytest.mark.parametrize("z_prior", ["shots", "shots-k"])
+def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior):
     """With `--z-prior shots` and a context of k = 3, each scored image's p(z) is N(0, I) with
     weight w and a Gaussian at each context image's code q(z | shot, θ(u)), widened, with weight
-    (1 − w) / 3: the loss is Eq. 9 with that log p(z), and only the other 4 items scored."""
-    program, x = setup_program(z_prior="shots", split_context=True)
-    with torch.no_grad():
-        program.shot_prior.log_widen.copy_(torch.linspace(-2, 0, 10))
-        program.shot_prior.prior_logit.fill_(-1.5)
+    (1 − w) / 3: the loss is Eq. 9 with that log p(z), and only the other 4 items scored. With
+    `shots-k`, the log widening and the logit of w are less their slopes times log 3."""
+    program, x = setup_program(z_prior=z_prior, split_context=True)
     T, N, k = *x.shape[:2], 3
+    log_widen, logit = torch.linspace(-2, 0, 10, dtype=x.dtype), torch.tensor(-1.5, dtype=x.dtype)
+    with torch.no_grad():
+        program.shot_prior.log_widen.copy_(log_widen)
+        program.shot_prior.prior_logit.fill_(logit)
+        if z_prior == "shots-k":
+            program.shot_prior.widen_slope.copy_(torch.linspace(0.5, -0.3, 10))
+            program.shot_prior.logit_slope.fill_(0.7)
+            log_widen = log_widen - torch.linspace(0.5, -0.3, 10, dtype=x.dtype) * math.log(k)
+            logit = logit - 0.7 * math.log(k)
     pyro.set_rng_seed(3)
     loss = Trace_ELBO(max_plate_nesting=2).loss(program.model, program.guide, x, None, context_size=k)
     pyro.set_rng_seed(3)
@@ -103,8 +111,7 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes():
         encoder = program.theta.encoder(u)
         z_loc, z_scale = encode(encoder, scored)
         shot_loc, shot_scale = encode(encoder, x[:, :k])  # (T, k, z_dim)
-        widen = torch.linspace(-2, 0, 10, dtype=x.dtype).exp()
-        w = torch.sigmoid(torch.tensor(-1.5, dtype=x.dtype))
+        widen, w = log_widen.exp(), torch.sigmoid(logit)
         components = [math.log(w) + normal_log_density(z, torch.zeros_like(z), torch.ones_like(z))]
         for j in range(k):
             spread = (shot_scale[:, j : j + 1] ** 2 + widen**2).sqrt()
