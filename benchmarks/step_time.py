@@ -7,7 +7,10 @@
     torch.optim.Adam, fused), the same network;
 (c) pyrohvae's HyperVAE, the same step, with 1, 4 and 16 tasks of 100 images per step, in the paper's
     configuration; for 4 and 16 the time per item (per 100 images) is what compares with (a); and
-    the default configuration, task-specific (4 tasks, its set-mean guide and KL(z) weight), per item.
+    the default configuration, task-specific (4 tasks, its set-mean guide and KL(z) weight), per item;
+(c') the step of (c) with 1 task with every weight of θ(u) made, as before the large dense layers
+    were applied in factored form where a task's images are few (`nets.MatrixLayer.pays_factored`):
+    what that direction saves, measured in turns with the rest.
 
 Each figure is the median of repeated timed steps after warm-up; the candidates are timed in
 turns (a, b, c1, c4, c16, a, b, ...) so that a change in machine load falls on all of them alike.
@@ -44,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyro
 
+from pyrohvae import nets
 from pyrohvae.config import RunConfig
 from pyrohvae.nets import decode, encode
 from pyrohvae.program import build
@@ -102,6 +106,19 @@ def pyro_step(config, device):
     return lambda x: trainer.update(x)[0]
 
 
+def made(step):
+    """`step` with every weight of θ(u) made, none applied in factored form."""
+
+    def run(*args):
+        margin, nets.FACTORED_MARGIN = nets.FACTORED_MARGIN, float("inf")
+        try:
+            return step(*args)
+        finally:
+            nets.FACTORED_MARGIN = margin
+
+    return run
+
+
 def interleaved(candidates: dict, repeats: int, warmup: int, device) -> dict[str, float]:
     """Median ms of each of `candidates` (name -> callable), called in turns after a warm-up."""
     for fn in candidates.values():
@@ -130,6 +147,7 @@ TASK_CANDIDATES = {
     "hypervae4": ({"model": "hypervae", "preset": "paper", "tasks_per_step": 4}, 4),
     "hypervae16": ({"model": "hypervae", "preset": "paper", "tasks_per_step": 16}, 16),
     "task4": ({"model": "hypervae", "preset": "task-specific"}, 4),
+    "hypervae-made": ({"model": "hypervae", "preset": "paper"}, 1),
 }
 
 
@@ -140,6 +158,7 @@ def step_times(b: int, device, repeats: int, warmup: int) -> dict:
     candidates = {"plain": functools.partial(step, x)}
     for name, (options, tasks) in TASK_CANDIDATES.items():
         fn = pyro_step(RunConfig(dataset="mnist", batch_size=b, **options), device)
+        fn = made(fn) if name.endswith("-made") else fn
         batch = bits((tasks, b), device)
         candidates[name] = functools.partial(fn, batch)
     ms = interleaved(candidates, repeats, warmup, device)
@@ -201,11 +220,12 @@ def profile(b: int, device, repeats: int, warmup: int) -> dict:
     program = trainers["hypervae"].program
     u = torch.randn(1, 1, program.config.u_dim, device=device)
     z = torch.randn(1, b, program.config.z_dim, device=device)
-    decoder_params, encoder_params = program.theta.decoder(u), program.theta.encoder(u)
+    # as a training step makes them: the large dense weights in factored form where that pays
+    decoder_params, encoder_params = program.theta.decoder(u, b), program.theta.encoder(u, b)
 
     def theta():
-        program.theta.decoder(u)
-        program.theta.encoder(u)
+        program.theta.decoder(u, b)
+        program.theta.encoder(u, b)
 
     def networks():  # the main VAE on generated weights, one task
         encode(encoder_params, x)
@@ -298,6 +318,7 @@ def main():
         "hypervae4": "    HyperVAE, 4 tasks",
         "hypervae16": "    HyperVAE, 16 tasks",
         "task4": "    task-specific (4 tasks)",
+        "hypervae-made": "(c') (c), every weight made",
     }
     sizes = args.batch_sizes
     print(f"  {'images a step (a task)':<30}" + "".join(f"{b:>22}" for b in sizes))

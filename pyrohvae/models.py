@@ -141,7 +141,7 @@ def hypervae_model(
     with scale, task_plate:
         with poutine.scale(scale=kl_u_weight):
             u = pyro.sample("u", prior())
-        params = theta.decoder(u)
+        params = theta.decoder(u, items=None if record_theta or x is None else x.shape[-4])
         if record_theta:
             record("theta.decoder", params, theta.shapes["decoder"])
         if shots is not None and shots.shape[1]:
@@ -181,7 +181,7 @@ def hypervae_guide(
         loc, u_scale = reader.posterior(shots) if q_u is None else q_u
         with poutine.scale(scale=kl_u_weight):
             u = pyro.sample("u", reader.q_u(loc.unsqueeze(-2), u_scale.unsqueeze(-2)))
-        params = theta.encoder(u)
+        params = theta.encoder(u, items=None if record_theta else x.shape[-4])
         if record_theta:
             with poutine.infer_config(config_fn=_auxiliary):
                 record("theta.encoder", params, theta.shapes["encoder"])

@@ -274,7 +274,10 @@ def _batch_shape(params: dict, name: str, event_dim: int) -> torch.Size:
 
 
 def _linear(h, params, name):
-    """h: (G, M, in); weight (G, out, in) per group."""
+    """h: (G, M, in); weight (G, out, in) per group, or its factors for one group (`MatrixLayer.factors`)."""
+    if name + ".P" in params:  # W = P·Q + B, never made: h·Bᵀ + b + (h·Qᵀ)·Pᵀ
+        P, Q, B, b = (params[name + suffix][0] for suffix in (".P", ".Q", ".B", ".bias"))
+        return torch.addmm(F.linear(h[0], B, b), h[0] @ Q.T, P.T).unsqueeze(0)
     w, b = params[name + ".weight"], params[name + ".bias"]
     if w.shape[0] == 1:
         # One group: F.linear, whose weight gradient comes in the weight's own layout (the
@@ -453,6 +456,36 @@ class MatrixLayer(PyroModule):
             W = torch.baddbmm(B, self.U @ H_flat, self.V.expand(n, -1, -1))
         return W.reshape(*H.shape[:-2], *self.shape)
 
+    def pays_factored(self, H: torch.Tensor, items: int) -> bool:
+        """Whether a dense weight is cheaper applied to `items` inputs as P·Q + B (`factors`) than
+        made: in training, for one task whose few images cost less than W's rows × cols × h_dim."""
+        rows, cols = self.B.shape
+        return (
+            torch.is_grad_enabled()
+            and self.B.dim() == 2
+            and (rows, cols) == self.shape
+            and H.shape[:-2].numel() == 1
+            and rows * cols >= FACTORED_MIN_WEIGHTS
+            and items * (rows + cols) * FACTORED_MARGIN < rows * cols
+        )
+
+    def factors(self, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """P (*batch, rows, h_dim) and Q (*batch, h_dim, cols) with W = P·Q + B, H folded into the
+        smaller side."""
+        batch = H.shape[:-2]
+        if self.B.shape[0] > self.B.shape[1]:
+            return self.U.expand(*batch, -1, -1), H @ self.V
+        return self.U @ H, self.V.expand(*batch, -1, -1)
+
+
+# The two large dense layers of the main VAE (3136 x 100 weights) are applied in factored form,
+# never made, when items · (rows + cols) · FACTORED_MARGIN < rows · cols: below about 24 images of
+# one task. Making W costs rows · cols · h_dim multiply-adds, thrice with the backward pass; the
+# factored product adds items · (rows + cols) · h_dim, in thin products that run slower per flop.
+# The small layers keep one kernel each.
+FACTORED_MARGIN = 4
+FACTORED_MIN_WEIGHTS = 65_536
+
 
 class ThetaGenerator(PyroModule):
     """The hyper-decoder θ(u): u -> dense 100 -> dense h_dim² -> H (h_dim x h_dim) -> one
@@ -510,17 +543,28 @@ class ThetaGenerator(PyroModule):
     def H(self, u: torch.Tensor) -> torch.Tensor:
         return self.trunk(u).reshape(*u.shape[:-1], self.h_dim, self.h_dim)
 
-    def generate(self, half: str, u: torch.Tensor) -> dict[str, torch.Tensor]:
+    def generate(self, half: str, u: torch.Tensor, items: int | None = None) -> dict[str, torch.Tensor]:
         """θ for one half ("encoder" or "decoder") of the main VAE; each tensor has shape
-        u.shape[:-1] + its own shape."""
+        u.shape[:-1] + its own shape. Given the number of `items` it will be applied to, a dense
+        weight that is cheaper so comes as its factors instead (`MatrixLayer.pays_factored`):
+        NAME.P, NAME.Q and NAME.B for NAME.weight, which `encode` and `decode` apply as P·Q + B."""
         H = self.H(u)
-        return {_name(key): layer(H) for key, layer in self.layers[half].items()}
+        theta = {}
+        for key, layer in self.layers[half].items():
+            name = _name(key)
+            if items is not None and layer.pays_factored(H, items):
+                base = name.removesuffix(".weight")
+                theta[base + ".P"], theta[base + ".Q"] = layer.factors(H)
+                theta[base + ".B"] = layer.B.expand(*H.shape[:-2], -1, -1)
+            else:
+                theta[name] = layer(H)
+        return theta
 
-    def encoder(self, u):
-        return self.generate("encoder", u)
+    def encoder(self, u, items: int | None = None):
+        return self.generate("encoder", u, items)
 
-    def decoder(self, u):
-        return self.generate("decoder", u)
+    def decoder(self, u, items: int | None = None):
+        return self.generate("decoder", u, items)
 
 
 THETA_LAYOUTS = ("paper", "spatial")

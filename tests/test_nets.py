@@ -204,3 +204,30 @@ def test_the_no_grad_decoder_path_gives_the_same_logits(theta, tasks):
     with torch.no_grad():
         without = decode(dec, z)
     torch.testing.assert_close(with_grad.detach(), without, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("items,factored", [(5, True), (20, True), (100, False)])
+def test_dense_layers_applied_in_factored_form_give_the_same_loss_and_gradients(items, factored, monkeypatch):
+    """One task of few images applies the two large dense weights as P·Q + B without making them
+    (`MatrixLayer.pays_factored`): the same loss and gradients as making W, the same draws."""
+    torch.manual_seed(0)
+    program = build(RunConfig(dataset="mnist", model="hypervae", preset="paper")).double()
+    x = (torch.rand(1, items, 1, 28, 28) < 0.3).double()
+
+    def loss_and_grads():
+        pyro.set_rng_seed(1)
+        program.zero_grad()
+        loss = Trace_ELBO(max_plate_nesting=2).differentiable_loss(program.model, program.guide, x)
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in program.named_parameters()}
+
+    made = program.theta.encoder(torch.zeros(1, 1, 10, dtype=x.dtype), items=items)
+    assert ("fc.P" in made and "fc.weight" not in made) == factored
+    assert ("fc2.P" in program.theta.decoder(torch.zeros(1, 1, 10, dtype=x.dtype), items=items)) == factored
+    loss, grads = loss_and_grads()
+    monkeypatch.setattr(nets, "FACTORED_MARGIN", math.inf)  # every weight made
+    assert "fc.weight" in program.theta.encoder(torch.zeros(1, 1, 10, dtype=x.dtype), items=items)
+    loss_made, grads_made = loss_and_grads()
+    torch.testing.assert_close(loss, loss_made, rtol=1e-10, atol=1e-10)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, grads_made[name], rtol=1e-8, atol=1e-10, msg=name)
