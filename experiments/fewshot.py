@@ -142,6 +142,10 @@ VARIANTS = {
         ),
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots-k"},
     ),
+    "pool-split-shots-z32": (
+        "pool-split-shots with z of 32 dimensions: room in z for what the shots tell",
+        {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots", "z_dim": 32},
+    ),
     "pool-split-pixel-u64": (
         "pool-split-pixel, u of 64 dimensions",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "pixel_bias": True, "u_dim": 64},
