@@ -756,7 +756,7 @@ def sample_figure(
             shots = test.images[order[:k]].float()
             for name, program in programs.items():
                 loc, _ = program.task_posteriors(shots.unsqueeze(0).to(program.device))
-                means = fewshot.sample_means(program, loc, 10, seed)[0]
+                means = fewshot.sample_means(program, loc, 10, seed, shots.unsqueeze(0).to(program.device))[0]
                 cells = [*shots] + [blank] * (max(SAMPLE_SHOTS) - k) + [torch.ones(1, 28, 28)] + [*means]
                 rows.append(torch.stack(cells))
                 labels.append(f"{test.task_names[t]}, {k} shot{'s' * (k > 1)}: {name}")

@@ -107,11 +107,14 @@ def compare(
 
 
 @torch.no_grad()
-def sample_means(program, u: torch.Tensor, n: int = 10, seed: int = 0) -> torch.Tensor:
+def sample_means(program, u: torch.Tensor, n: int = 10, seed: int = 0, shots=None) -> torch.Tensor:
     """n samples (Bernoulli means) of each model θ(u), u (models, u_dim), all from the same noise:
-    (models, n, 1, 28, 28)."""
-    eps = torch.randn(n, program.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(u.device)
-    return torch.sigmoid(program.sample_logits(eps, u)).cpu()
+    (models, n, 1, 28, 28). A model whose p(z) reads its shots draws z from p(z | u, shots), given
+    `shots` (models, k, 1, 28, 28)."""
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(n, program.config.z_dim, generator=g).to(u.device)
+    r = torch.rand(n, generator=g).to(u.device)
+    return torch.sigmoid(program.sample_logits(eps, u, shots, r)).cpu()
 
 
 def save_samples(program, loc, path: Path, title: str, shots: int, seed: int = 0) -> None:

@@ -104,6 +104,19 @@ def shot_mixture(shot_prior, loc: torch.Tensor, scale: torch.Tensor) -> dist.Dis
     )
 
 
+def mixture_from_eps(p_z: dist.MixtureSameFamily, eps: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """z ~ `p_z` (a `shot_mixture`, batch (models, 1)) from standard normal draws eps (n, z_dim) and
+    uniform draws r (n,) that pick each draw's component: the same eps and r give corresponding z in
+    every model. Returns (models, n, z_dim)."""
+    weights = p_z.mixture_distribution.probs[:, 0]  # (models, components)
+    edges = weights.cumsum(-1)[:, None, :-1]
+    pick = (r[None, :, None] >= edges).sum(-1)  # (models, n): the first component whose edge r passes
+    normal = p_z.component_distribution.base_dist
+    index = pick[..., None].expand(-1, -1, eps.shape[-1])
+    loc, scale = (t[:, 0].gather(1, index) for t in (normal.loc, normal.scale))
+    return loc + scale * eps
+
+
 def z_from_eps(params: dict, eps: torch.Tensor) -> torch.Tensor:
     """z ~ p(z | θ) from standard normal draws: the same eps give corresponding z in every model."""
     if "zprior.loc" in params:

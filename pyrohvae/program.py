@@ -35,11 +35,13 @@ from .models import (
     hypervae_model,
     metavae_guide,
     metavae_model,
+    mixture_from_eps,
+    shot_mixture,
     vae_guide,
     vae_model,
     z_from_eps,
 )
-from .nets import Decoder, ShotPrior, ThetaGenerator, decode
+from .nets import Decoder, ShotPrior, ThetaGenerator, decode, encode
 from .priors import make_prior
 
 
@@ -475,12 +477,17 @@ class HyperVAEProgram(Program):
             u = q.sample((4096,))
             return (q.log_prob(u) - p.log_prob(u)).mean(0)
 
-    def sample_logits(self, eps: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def sample_logits(self, eps: torch.Tensor, u: torch.Tensor, shots=None, r=None) -> torch.Tensor:
         """Logits of p(x | z, θ(u)) for z = the standard normal draws `eps` put through p(z | u)
         (z = eps under the paper's N(0, I)); u (*batch, u_dim) broadcasts against eps
-        (*batch, n, z_dim)."""
+        (*batch, n, z_dim). A model whose p(z) reads shots (`z_prior="shots"`) given `shots`
+        (models, k, 1, 28, 28) for u (models, u_dim): z from its mixture at their codes, each
+        draw's component picked by the uniform `r` (n,) (`models.mixture_from_eps`)."""
         params = self.theta.decoder(u.unsqueeze(-2))
-        return decode(params, z_from_eps(params, eps))
+        if shots is None or self.shot_prior is None:
+            return decode(params, z_from_eps(params, eps))
+        p_z = shot_mixture(self.shot_prior, *encode(self.theta.encoder(u.unsqueeze(-2)), shots))
+        return decode(params, mixture_from_eps(p_z, eps, r))
 
     @torch.no_grad()
     def sample_task(self, summary, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:

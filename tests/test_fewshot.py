@@ -287,6 +287,46 @@ def test_a_shots_prior_is_given_the_same_other_images_as_q_u():
         fewshot.vae_of(program, loc[0])
 
 
+def test_draws_from_the_shots_prior_follow_its_mixture():
+    """`mixture_from_eps` turns shared normal and uniform draws into draws of p(z | u, shots): each
+    component picked as often as its weight, and the draws' mean and variance the mixture's."""
+    from pyrohvae.models import mixture_from_eps, shot_mixture
+    from pyrohvae.nets import ShotPrior
+
+    prior = ShotPrior(2)
+    with torch.no_grad():
+        prior.prior_logit.fill_(-0.5)
+        prior.log_widen.fill_(-2.3)  # components of sd 0.22, far from N(0, I) and each other
+    loc = torch.tensor([[[6.0, 0.0], [-5.0, 3.0], [0.0, -7.0]]])  # one model, 3 shots
+    p_z = shot_mixture(prior, loc, torch.full_like(loc, 0.2))
+    g = torch.Generator().manual_seed(0)
+    n = 40_000
+    z = mixture_from_eps(p_z, torch.randn(n, 2, generator=g), torch.rand(n, generator=g))[0]
+    w = p_z.mixture_distribution.probs[0, 0]
+    mu, sd = p_z.component_distribution.base_dist.loc[0, 0], p_z.component_distribution.base_dist.scale[0, 0]
+    mean = (w[:, None] * mu).sum(0)
+    var = (w[:, None] * (sd**2 + mu**2)).sum(0) - mean**2
+    assert torch.allclose(z.mean(0), mean, atol=4 * float((var / n).sqrt().max()))
+    assert torch.allclose(z.var(0), var, rtol=0.03)
+    near = (z[:, None] - mu[1:]).norm(dim=-1).lt(1.0).float().mean(0)  # within 4.5 sd of a shot's code
+    assert torch.allclose(near, w[1:], atol=0.01)
+
+
+def test_samples_of_a_shots_model_given_its_shots_come_from_its_mixture():
+    """Given its shots, a model whose p(z) reads them samples z from the mixture: with N(0, I)'s
+    weight near 1 the samples are those of N(0, I), with it near 0 they differ."""
+    program = program_of(z_prior="shots", split_context=True)
+    given = shots(3).unsqueeze(0)
+    loc, _ = program.task_posteriors(given)
+    plain = fewshot.sample_means(program, loc, 6, seed=1)
+    with torch.no_grad():
+        program.shot_prior.prior_logit.fill_(30.0)
+    assert torch.allclose(fewshot.sample_means(program, loc, 6, seed=1, shots=given), plain, atol=1e-6)
+    with torch.no_grad():
+        program.shot_prior.prior_logit.fill_(-30.0)
+    assert not torch.allclose(fewshot.sample_means(program, loc, 6, seed=1, shots=given), plain, atol=1e-3)
+
+
 def test_without_a_closed_form_kl_z_is_averaged_over_the_particles():
     """A p(z) without a closed-form KL (a mixture) gets KL(q(z | x) || p(z)) from the importance
     particles; for a one-component mixture equal to N(0, I) it meets the analytic KL."""
