@@ -10,7 +10,10 @@
     the default configuration, task-specific (4 tasks, its set-mean guide and KL(z) weight), per item;
 (c') the step of (c) with 1 task with every weight of θ(u) made, as before the large dense layers
     were applied in factored form where a task's images are few (`nets.MatrixLayer.pays_factored`):
-    what that direction saves, measured in turns with the rest.
+    what that direction saves, measured in turns with the rest;
+(b-jit), (c-jit) the steps of (b) and (c, 1 task) with `--elbo jit` (Pyro's JitTrace_ELBO: model
+    and guide traced once into a TorchScript graph, the same loss and gradients as Trace_ELBO's;
+    tests/test_elbo.py), which the paper's configuration can train with.
 
 Each figure is the median of repeated timed steps after warm-up; the candidates are timed in
 turns (a, b, c1, c4, c16, a, b, ...) so that a change in machine load falls on all of them alike.
@@ -148,6 +151,8 @@ TASK_CANDIDATES = {
     "hypervae16": ({"model": "hypervae", "preset": "paper", "tasks_per_step": 16}, 16),
     "task4": ({"model": "hypervae", "preset": "task-specific"}, 4),
     "hypervae-made": ({"model": "hypervae", "preset": "paper"}, 1),
+    "vae-jit": ({"model": "vae", "elbo": "jit"}, 1),
+    "hypervae-jit": ({"model": "hypervae", "preset": "paper", "elbo": "jit"}, 1),
 }
 
 
@@ -319,6 +324,8 @@ def main():
         "hypervae16": "    HyperVAE, 16 tasks",
         "task4": "    task-specific (4 tasks)",
         "hypervae-made": "(c') (c), every weight made",
+        "vae-jit": "(b-jit) (b), --elbo jit",
+        "hypervae-jit": "(c-jit) (c), --elbo jit",
     }
     sizes = args.batch_sizes
     print(f"  {'images a step (a task)':<30}" + "".join(f"{b:>22}" for b in sizes))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -101,7 +102,10 @@ class Objective(ELBOModule):
             with (
                 pyro.get_param_store().scope(self._store) as self._store,
                 pyro.settings.context(module_local_params=False),
+                warnings.catch_warnings(),
             ):
+                # Pyro's tracer, not the user's code: a warning at each compile they cannot act on
+                warnings.filterwarnings("ignore", "`torch.jit.trace` is deprecated", FutureWarning)
                 return self._jit_loss_and_grads(args, kwargs)
         return float(self.elbo.loss_and_grads(self.model, self.guide, *args, **kwargs))
 

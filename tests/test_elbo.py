@@ -219,6 +219,28 @@ def test_every_estimator_trains_a_program_with_a_torch_optimizer(elbo, model, pa
     assert not pyro.get_param_store().keys()  # the jit's param-store scope left nothing behind
 
 
+@pytest.mark.parametrize("model", ["hypervae", "vae"])
+def test_the_jit_estimator_gives_trace_elbos_loss_and_gradients(model):
+    """`--elbo jit` (a faster step at few images, benchmarks/RESULTS.md) computes what Trace_ELBO
+    does: on the same draws, the same loss and gradients to float precision, the compiling step too."""
+    x = (torch.rand(1, 5, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.2).float()
+    steps = {}
+    for elbo in ("trace", "jit"):
+        pyro.set_rng_seed(0)
+        program = build(RunConfig(dataset="mnist", model=model, preset="paper", elbo=elbo))
+        objective, steps[elbo] = program.objective(), []
+        for i in range(3):
+            pyro.set_rng_seed(10 + i)
+            program.zero_grad()
+            loss = objective.loss_and_grads(x) if model == "hypervae" else objective.loss_and_grads(x, None)
+            steps[elbo].append((loss, {n: p.grad.clone() for n, p in program.named_parameters()}))
+    for (loss, grads), (jit_loss, jit_grads) in zip(steps["trace"], steps["jit"]):
+        assert jit_loss == pytest.approx(loss, rel=1e-6)
+        for name, g in grads.items():
+            torch.testing.assert_close(jit_grads[name], g, rtol=1e-5, atol=1e-5 * float(g.abs().max()))
+    assert steps["trace"][0][0] != steps["trace"][1][0]  # each step its own draws
+
+
 def test_the_importance_weighted_bound_is_tighter_than_the_elbo():
     from pyrohvae.trainer import Trainer
 
