@@ -57,22 +57,27 @@ class _Group(click.Group):
             raise click.ClickException(f"{where}{e.strerror or e}") from None
 
 
-_json = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-_seed = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-_progress = click.option("--progress/--no-progress", default=True, show_default=True)
-_checkpoint = click.option(
+def _opt(*decls, **attrs):
+    """click.option, its default shown in --help wherever it has one (not None, not a flag)."""
+    given = attrs.get("default") is not None and not attrs.get("is_flag")
+    return click.option(*decls, show_default=attrs.pop("show_default", given), **attrs)
+
+
+_AT_LEAST_1 = click.IntRange(min=1)
+_AT_LEAST_0 = click.IntRange(min=0)
+
+
+_json = _opt("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+_seed = _opt("--seed", type=_AT_LEAST_0, default=0)
+_progress = _opt("--progress/--no-progress", default=True)
+_checkpoint = _opt(
     "--checkpoint",
     "checkpoint_name",
     default=CHECKPOINT,
-    show_default=True,
     help="Which checkpoint of the run folder: the last, or one kept by --keep-every.",
 )
-_out_png = click.option(
-    "--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file."
-)
-_out_dir = click.option(
-    "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder."
-)
+_out_png = _opt("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
+_out_dir = _opt("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
 
 
 @click.group(cls=_Group)
@@ -80,7 +85,7 @@ def main():
     """HyperVAE in Pyro: train, sample and inspect VAEs whose weights come from a hyper-VAE."""
 
 
-_data_dir = click.option(
+_data_dir = _opt(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
@@ -111,7 +116,7 @@ class _Outliers(_Dataset):
         return value if value in SHIFTED else super().convert(value, param, ctx)
 
 
-_device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+_device = _opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
 _run_dir = click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
 # A run folder, or a model file written by `export`.
 _run_or_model = click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path, exists=True))
@@ -145,8 +150,8 @@ def _setting_option(field: dataclasses.Field):
     spec = {"default": default, "help": meta.pop("help") or None, "show_default": default is not None}
     if kind == "bool":
         if default is None:  # a tri-state: given either way, or left to the program
-            return click.option(f"{name}/--no-{name[2:]}", field.name, default=None, help=spec["help"])
-        return click.option(name, field.name, is_flag=True, help=spec["help"])
+            return _opt(f"{name}/--no-{name[2:]}", field.name, default=None, help=spec["help"])
+        return _opt(name, field.name, is_flag=True, help=spec["help"])
     if "choices" in meta:
         spec["type"] = click.Choice(list(meta.pop("choices")))
     elif kind in ("int", "float"):
@@ -166,36 +171,34 @@ def _setting_options(command):
 @main.command()
 @_setting_options
 @_data_dir
-@click.option(
+@_opt(
     "--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/DATASET-MODEL]."
 )
 @_device
-@click.option("--resume", is_flag=True, help="Go on from the run folder's checkpoint.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option(
+@_opt("--resume", is_flag=True, help="Go on from the run folder's checkpoint.")
+@_opt("--checkpoint-every", type=_AT_LEAST_1, default=500)
+@_opt(
     "--keep-every",
-    type=click.IntRange(min=0),
+    type=_AT_LEAST_0,
     default=0,
-    show_default=True,
     help="Also keep the checkpoint of every N-th step as checkpoint-stepN.pt (0: none), "
     "to choose among them later, e.g. on the validation part.",
 )
-@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option(
+@_opt("--log-every", type=_AT_LEAST_1, default=10)
+@_opt(
     "--on-nan",
     type=click.Choice(["stop", "skip"]),
     default="stop",
-    show_default=True,
     help="A non-finite loss stops the run (last checkpoint kept) or skips that step's update.",
 )
-@click.option("--deterministic", is_flag=True, help="PyTorch's deterministic algorithms (for CUDA).")
-@click.option(
+@_opt("--deterministic", is_flag=True, help="PyTorch's deterministic algorithms (for CUDA).")
+@_opt(
     "--distributed",
     is_flag=True,
     help="One rank of a data-parallel run started by torchrun: each rank takes "
     "--tasks-per-step tasks of every step, gradients averaged across ranks.",
 )
-@click.option(
+@_opt(
     "--config",
     "config_file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -203,18 +206,17 @@ def _setting_options(command):
     help="Start from a config file (a run's config.json, or one written by hand with some of its keys); "
     "options given on the command line override it.",
 )
-@click.option(
+@_opt(
     "--tensorboard",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
     help="Folder for TensorBoard's event files [default: the run folder].",
 )
-@click.option("--no-tensorboard", is_flag=True, help="Write no TensorBoard event files.")
-@click.option(
+@_opt("--no-tensorboard", is_flag=True, help="Write no TensorBoard event files.")
+@_opt(
     "--image-every",
-    type=click.IntRange(min=0),
+    type=_AT_LEAST_0,
     default=1000,
-    show_default=True,
     help="Steps between the sample grids sent to TensorBoard (0: none).",
 )
 @_progress
@@ -246,9 +248,7 @@ def train(
 
 @main.command("export")
 @_run_dir
-@click.option(
-    "--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Model file (.pt)."
-)
+@_opt("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Model file (.pt).")
 @_checkpoint
 def export_model(run_dir, out, checkpoint_name):
     """The trained model as one plain file (parameters and config) that loads with
@@ -267,13 +267,7 @@ def export_model(run_dir, out, checkpoint_name):
     "runs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False, exists=True)
 )
 @_out_png
-@click.option(
-    "--smooth",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Moving average over this many logged lines.",
-)
+@_opt("--smooth", type=_AT_LEAST_1, default=10, help="Moving average over this many logged lines.")
 def plot(runs, out, smooth):
     """Loss curves of one or several runs, from their metrics.jsonl: the training loss and its terms."""
     from .monitor import plot_runs
@@ -288,15 +282,9 @@ def plot(runs, out, smooth):
 @main.command()
 @_run_or_model
 @_out_png
-@click.option("--columns", type=click.IntRange(1, 50), default=10, show_default=True)
-@click.option(
-    "--prior-rows",
-    type=click.IntRange(0, 50),
-    default=4,
-    show_default=True,
-    help="Rows from u ~ p(u) (z ~ p(z) for a VAE).",
-)
-@click.option("--max-tasks", type=click.IntRange(0, 200), default=50, show_default=True)
+@_opt("--columns", type=click.IntRange(1, 50), default=10)
+@_opt("--prior-rows", type=click.IntRange(0, 50), default=4, help="Rows from u ~ p(u) (z ~ p(z) for a VAE).")
+@_opt("--max-tasks", type=click.IntRange(0, 200), default=50)
 @_seed
 @_data_dir
 @_device
@@ -319,30 +307,15 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
 
 @main.command()
 @_run_or_model
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
-    help="Importance samples per datum.",
-)
-@click.option(
-    "--split",
-    type=click.Choice(PARTS),
-    default="test",
-    show_default=True,
-    help="Which part of the run's data to score.",
-)
-@click.option(
+@_opt("--samples", type=_AT_LEAST_1, default=1024, help="Importance samples per datum.")
+@_opt("--split", type=click.Choice(PARTS), default="test", help="Which part of the run's data to score.")
+@_opt(
     "--mode",
     type=click.Choice(["task", "datum"]),
     default="task",
-    show_default=True,
     help="task: θ of each task from one random draw of it (the paper); datum: from each x itself.",
 )
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=None, help="Score about N data, spread over the tasks."
-)
+@_opt("--limit", type=_AT_LEAST_1, default=None, help="Score about N data, spread over the tasks.")
 @_seed
 @_checkpoint
 @_json
@@ -380,37 +353,33 @@ def evaluate(
 
 @main.command("task-models")
 @_run_dir
-@click.option(
+@_opt(
     "--split",
     type=click.Choice(PARTS),
     default="test",
-    show_default=True,
     help="Which part of the run's data to score (validation: for choosing among runs).",
 )
-@click.option(
+@_opt(
     "--samples",
-    type=click.IntRange(min=1),
+    type=_AT_LEAST_1,
     default=8,
-    show_default=True,
     help="Draws of z per image and model for the −ELBO's reconstruction term.",
 )
-@click.option(
+@_opt(
     "--context-size",
-    type=click.IntRange(min=1),
+    type=_AT_LEAST_1,
     default=100,
-    show_default=True,
     help="Images of a task its model is chosen from (the paper's guide reads one random draw).",
 )
-@click.option(
+@_opt(
     "--agreement-samples",
-    type=click.IntRange(min=0),
+    type=_AT_LEAST_0,
     default=100,
-    show_default=True,
     help="Samples per task's model for the sample agreement (0: skip it).",
 )
 @_seed
 @_checkpoint
-@click.option(
+@_opt(
     "--plot",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
@@ -446,60 +415,47 @@ def task_models(run_dir, checkpoint_name, plot, as_json, data_dir, device, **ana
 
 @main.command()
 @_run_dir
-@click.option(
+@_opt(
     "--images",
     "image_paths",
     multiple=True,
     type=click.Path(path_type=Path, exists=True),
     help="The shots: image files or folders of them (repeat the option for more).",
 )
-@click.option(
+@_opt(
     "--task",
     "task_name",
     default=None,
     help="The shots from a task of the run's test data instead, e.g. a held-out class or an "
     "unseen alphabet (--split background); its other test images are scored.",
 )
-@click.option(
-    "--shots",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="With --task: how many of its images are the shots.",
-)
-@click.option(
+@_opt("--shots", type=_AT_LEAST_1, default=5, help="With --task: how many of its images are the shots.")
+@_opt(
     "--test",
     "test_paths",
     multiple=True,
     type=click.Path(path_type=Path, exists=True),
     help="Test images of the task (files or folders) to score.",
 )
-@click.option(
+@_opt(
     "--combine",
     type=click.Choice(["product", "mean"]),
     default="product",
-    show_default=True,
     help="How the posteriors of the shots combine, for a guide that reads one draw.",
 )
-@click.option(
+@_opt(
     "--invert/--no-invert",
     default=None,
     help="Image files: invert gray levels [default: when the images are mostly light at their border].",
 )
-@click.option(
+@_opt(
     "--vae",
     "vae_run",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
     default=None,
     help="A VAE run to score the test images under too.",
 )
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
-    help="Importance samples per test image.",
-)
+@_opt("--samples", type=_AT_LEAST_1, default=1024, help="Importance samples per test image.")
 @_seed
 @_out_dir
 @_data_dir
@@ -571,56 +527,45 @@ def _shot_counts(ctx, param, value):
 
 @main.command("fewshot-curve")
 @_run_dir
-@click.option(
+@_opt(
     "--shots",
     default=",".join(map(str, SHOTS)),
-    show_default=True,
     callback=_shot_counts,
     help="Shot counts k, comma-separated: each scored image under the model made from k other "
     "images of its task.",
 )
-@click.option(
+@_opt(
     "--split",
     type=click.Choice(["test", "held-out"]),
     default="test",
-    show_default=True,
     help="The run's part whose tasks it never trained on: the test part (held-out classes, "
     "Omniglot's evaluation alphabets) or the training images of the --exclude-classes tasks "
     "(for choosing a configuration without the test set).",
 )
-@click.option(
+@_opt(
     "--dataset",
     "folder",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
     default=None,
     help="A folder of task folders never trained on instead (every image of it).",
 )
-@click.option(
-    "--per-task", type=click.IntRange(min=1), default=4, show_default=True, help="Images scored per task."
-)
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
-    help="Importance samples per image and model.",
-)
-@click.option(
+@_opt("--per-task", type=_AT_LEAST_1, default=4, help="Images scored per task.")
+@_opt("--samples", type=_AT_LEAST_1, default=1024, help="Importance samples per image and model.")
+@_opt(
     "--vae",
     "vae_run",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
     default=None,
     help="A VAE run to score the same images under, for the gains.",
 )
-@click.option(
+@_opt(
     "--combine",
     type=click.Choice(["product", "mean"]),
     default="product",
-    show_default=True,
     help="How the posteriors of the shots combine, for a guide that reads one draw.",
 )
 @_seed
-@click.option(
+@_opt(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
@@ -694,7 +639,7 @@ def _write_result(path: Path, result: dict, as_json: bool = False) -> None:
 
 @main.command()
 @_run_dir
-@click.option(
+@_opt(
     "--outliers",
     "other",
     type=_Outliers(),
@@ -704,18 +649,16 @@ def _write_result(path: Path, result: dict, as_json: bool = False) -> None:
     "at random pixels), or a folder of task folders (its test/ tree where it has one, else "
     "all its images).",
 )
-@click.option(
+@_opt(
     "--fraction",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=0.2,
-    show_default=True,
     help="Share of outliers in the mixed set.",
 )
-@click.option(
+@_opt(
     "--score",
     type=click.Choice(("typicality", *OUTLIER_SCORES)),
     default="typicality",
-    show_default=True,
     help="typicality: how untypical the image's statistics are under their joint density over "
     "normal images (fitted once, RUN/typicality.json); elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); "
     "complexity[-zlib]: −log p(x) minus the image's compressed length; ratio: −log p(x) + log p(x) of "
@@ -724,24 +667,23 @@ def _write_result(path: Path, result: dict, as_json: bool = False) -> None:
     "(z-distance): Mahalanobis distance of ū_x (E[z|x]) to the nearest training task's "
     "(docs/outliers.md).",
 )
-@click.option(
+@_opt(
     "--flag-rate",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=None,
     help="Flag the top q of scores [default: threshold at the equal-error point].",
 )
-@click.option(
+@_opt(
     "--samples",
-    type=click.IntRange(min=1),
+    type=_AT_LEAST_1,
     default=16,
-    show_default=True,
     help="Samples of z per datum for the ELBO's reconstruction term.",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use about N normal test images.")
+@_opt("--limit", type=_AT_LEAST_1, default=None, help="Use about N normal test images.")
 @_seed
 @_json
-@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="ROC curve, PNG.")
-@click.option(
+@_opt("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="ROC curve, PNG.")
+@_opt(
     "--scores",
     "scores_csv",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -778,21 +720,15 @@ def outliers(run_dir, as_json, plot, scores_csv, data_dir, device, **analysis):
 
 @main.command()
 @_run_dir
-@click.option(
+@_opt(
     "--flip",
     "flips",
     type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
     multiple=True,
     help="A candidate share μ of pixels flipped; repeat for several [default: 0.05, 0.1, 0.2, 0.3].",
 )
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="[default: the run's own]")
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="Importance samples per image for choosing μ.",
-)
+@_opt("--steps", type=_AT_LEAST_1, default=None, help="[default: the run's own]")
+@_opt("--samples", type=_AT_LEAST_1, default=16, help="Importance samples per image for choosing μ.")
 @_progress
 @_data_dir
 @_device
@@ -826,43 +762,41 @@ def background(run_dir, flips, steps, samples, progress, data_dir, device):
 
 @main.command()
 @_run_dir
-@click.option(
+@_opt(
     "--target",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     default=None,
     help="Target exemplar: a PNG (resized to 28x28, gray levels in [0, 1]).",
 )
-@click.option(
+@_opt(
     "--target-class",
     default=None,
     help="Target exemplar: a random test image of this class of the run's dataset (e.g. 3).",
 )
-@click.option(
+@_opt(
     "--mode",
     type=click.Choice(["joint", "iterative", "vae"]),
     default=None,
     help="[default: joint for a hypervae run, vae for a vae run]",
 )
-@click.option(
+@_opt(
     "--iterations",
     type=click.IntRange(2, 300),
     default=300,
-    show_default=True,
     help="Evaluation budget, Sobol start included (shared out over the steps of iterative).",
 )
-@click.option("--steps", type=click.IntRange(1, 50), default=5, show_default=True, help="Steps of iterative.")
+@_opt("--steps", type=click.IntRange(1, 50), default=5, help="Steps of iterative.")
 @_seed
-@click.option(
+@_opt(
     "--threads",
-    type=click.IntRange(min=1),
+    type=_AT_LEAST_1,
     default=None,
     help="torch threads for the GP [default: the cores this process may use].",
 )
-@click.option(
+@_opt(
     "--refit-every",
-    type=click.IntRange(min=1),
+    type=_AT_LEAST_1,
     default=20,
-    show_default=True,
     help="Fit the GP from scratch every N iterations; in between, start from the last fit and "
     "take a few steps. 1: from scratch every iteration (5-7x the time of 300 evaluations).",
 )
@@ -913,18 +847,16 @@ def discover(
 
 @main.command()
 @_run_dir
-@click.option("--draws", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--split", type=click.Choice(PARTS), default="test", show_default=True)
+@_opt("--draws", type=_AT_LEAST_1, default=500)
+@_opt("--split", type=click.Choice(PARTS), default="test")
 @_seed
-@click.option(
+@_opt(
     "--limit",
-    type=click.IntRange(min=1),
+    type=_AT_LEAST_1,
     default=None,
     help="Score about N data for the per-task −ELBO (default: all).",
 )
-@click.option(
-    "--max-tasks", type=click.IntRange(min=1), default=12, show_default=True, help="Tasks in the forest plot."
-)
+@_opt("--max-tasks", type=_AT_LEAST_1, default=12, help="Tasks in the forest plot.")
 @_out_dir
 @_progress
 @_data_dir
@@ -954,14 +886,12 @@ def inspect(run_dir, draws, split, seed, limit, max_tasks, out, progress, data_d
 
 @main.command()
 @_run_dir
-@click.option("--from", "source", required=True, help="Task name (e.g. a digit, an alphabet).")
-@click.option("--to", "target", required=True, help="Task name.")
+@_opt("--from", "source", required=True, help="Task name (e.g. a digit, an alphabet).")
+@_opt("--to", "target", required=True, help="Task name.")
 @_out_png
-@click.option(
-    "--steps", type=click.IntRange(2, 50), default=8, show_default=True, help="Models along the line."
-)
-@click.option("--columns", type=click.IntRange(1, 50), default=8, show_default=True)
-@click.option("--split", type=click.Choice(PARTS), default="test", show_default=True)
+@_opt("--steps", type=click.IntRange(2, 50), default=8, help="Models along the line.")
+@_opt("--columns", type=click.IntRange(1, 50), default=8)
+@_opt("--split", type=click.Choice(PARTS), default="test")
 @_seed
 @_data_dir
 @_device
@@ -982,12 +912,11 @@ def interpolate(run_dir, source, target, out, steps, columns, split, seed, data_
 
 
 @main.command()
-@click.option("--model", type=click.Choice(MODELS), default="hypervae", show_default=True)
-@click.option(
+@_opt("--model", type=click.Choice(MODELS), default="hypervae")
+@_opt(
     "--preset",
     type=click.Choice(list(PRESETS)),
     default=DEFAULT_PRESET,
-    show_default=True,
     help="HyperVAE: the configuration (its guide sets the hyper-encoder's size).",
 )
 def info(model, preset):
