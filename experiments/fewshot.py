@@ -142,6 +142,19 @@ VARIANTS = {
         ),
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots-k"},
     ),
+    "pool-split-shots-feat": (
+        (
+            "pool-split-shots, the decoder also reads the shots' features weighed by their responsibility "
+            "for z (--shot-features): a matching of z to the shots"
+        ),
+        {
+            **TASK_BATCH,
+            "split_context": True,
+            "guide": "precision-pool",
+            "z_prior": "shots",
+            "shot_features": True,
+        },
+    ),
     "pool-split-shots-z32": (
         "pool-split-shots with z of 32 dimensions: room in z for what the shots tell",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots", "z_dim": 32},

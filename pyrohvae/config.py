@@ -193,6 +193,11 @@ class RunConfig:
         "scores only the others, k from 1 to --batch-size − 1, log-uniform: trains the few-shot use, a "
         "model from k images scoring images it has not read.",
     )
+    shot_features: bool = setting(
+        False,
+        "HyperVAE with --z-prior shots: the decoder also reads the shots' encoder features, each weighed "
+        "by how much its shot's component of p(z | u, shots) explains z (a matching of z to the shots).",
+    )
     elbo: str = setting(
         "trace",
         "The objective's estimator: Pyro's Trace_ELBO, TraceMeanField_ELBO (closed-form KLs), "
@@ -276,6 +281,10 @@ class RunConfig:
         if self.split_context and self.random_context:
             raise ConfigError(
                 "--split-context and --random-context are two ways to choose q(u)'s context: give one"
+            )
+        if self.shot_features and not self.reads_shots:
+            raise ConfigError(
+                "--shot-features needs --z-prior shots or shots-k: it reads the shots' components"
             )
         if self.reads_shots and not self.split_context:
             raise ConfigError(

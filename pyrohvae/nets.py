@@ -132,9 +132,9 @@ class Encoder(PyroModule):
 class Decoder(PyroModule):
     """p(x | z): the encoder mirrored, transposed convolutions, Bernoulli logits."""
 
-    def __init__(self, z_dim: int = 10, hidden: int = 100, pixel_bias: bool = False):
+    def __init__(self, z_dim: int = 10, hidden: int = 100, pixel_bias: bool = False, extra_inputs: int = 0):
         super().__init__()
-        self.fc1 = Linear(z_dim, hidden)
+        self.fc1 = Linear(z_dim + extra_inputs, hidden)  # extra: what the shots tell (models.decoder_input)
         channels, size, _ = shape = conv_shape()
         self.fc2 = Linear(hidden, math.prod(shape))
         for name, conv in DECODER_CONVS.items():
@@ -323,12 +323,17 @@ def _trunk(h, params):
 
 def encode(params: dict, x: torch.Tensor):
     """Main-network encoder. x: (*batch, 1, 28, 28) -> loc, scale of shape (*batch', z_dim)."""
+    return encode_with_features(params, x)[:2]
+
+
+def encode_with_features(params: dict, x: torch.Tensor):
+    """`encode`'s loc and scale, and the trunk's features (*batch', hidden) they are read from."""
     fold = _Fold(x.shape[:-3], _batch_shape(params, "conv1.weight", 4))
     params = fold.params(params)
     h = _in_passes(_trunk, fold.inputs(x, 3), params)
     loc = _linear(h, params, "loc")
     scale = torch.exp(0.5 * _linear(h, params, "logvar"))
-    return fold.outputs(loc), fold.outputs(scale)
+    return fold.outputs(loc), fold.outputs(scale), fold.outputs(h)
 
 
 def decode(params: dict, z: torch.Tensor) -> torch.Tensor:
@@ -506,6 +511,7 @@ class ThetaGenerator(PyroModule):
         z_prior: bool = False,
         layout: str = "paper",
         pixel_bias: bool = False,
+        extra_inputs: int = 0,
     ):
         super().__init__()
         self.h_dim = h_dim
@@ -524,7 +530,10 @@ class ThetaGenerator(PyroModule):
                 )
             )
             h_rms = float(h.pow(2).mean().sqrt())
-        defaults = {"encoder": Encoder(z_dim, hidden), "decoder": Decoder(z_dim, hidden, pixel_bias)}
+        defaults = {
+            "encoder": Encoder(z_dim, hidden),
+            "decoder": Decoder(z_dim, hidden, pixel_bias, extra_inputs),
+        }
         if z_prior:  # p(z | u) = N(loc, exp(log_scale)), generated with the decoder; starts near N(0, I)
             defaults["decoder"].zprior = ZPriorParams(z_dim)
         self.shapes = {half: param_shapes(net) for half, net in defaults.items()}

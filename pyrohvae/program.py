@@ -32,6 +32,7 @@ from .config import ConfigError, RunConfig
 from .data import context_set
 from .models import (
     context_share,
+    decoder_input,
     hypervae_guide,
     hypervae_model,
     metavae_guide,
@@ -42,7 +43,7 @@ from .models import (
     vae_model,
     z_from_eps,
 )
-from .nets import Decoder, ShotPrior, ThetaGenerator, decode, encode
+from .nets import Decoder, ShotPrior, ThetaGenerator, decode, encode_with_features
 from .priors import make_prior
 
 
@@ -287,6 +288,7 @@ class HyperVAEProgram(Program):
             z_prior=config.z_prior == "task",
             layout=config.theta_layout,
             pixel_bias=config.pixel_bias,
+            extra_inputs=self.shot_feature_width,
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
@@ -323,6 +325,7 @@ class HyperVAEProgram(Program):
             items=items,
             shot_prior=self.shot_prior,
             shots=shots if self.shot_prior is not None else None,
+            shot_features=self.shot_feature_width,
         )
 
     @pyro_method
@@ -487,11 +490,17 @@ class HyperVAEProgram(Program):
         (*batch, n, z_dim). A model whose p(z) reads shots (`z_prior="shots"`) given `shots`
         (models, k, 1, 28, 28) for u (models, u_dim): z from its mixture at their codes, each
         draw's component picked by the uniform `r` (n,) (`models.mixture_from_eps`)."""
-        params = self.theta.decoder(u.unsqueeze(-2))
+        params, width = self.theta.decoder(u.unsqueeze(-2)), self.shot_feature_width
         if shots is None or self.shot_prior is None:
-            return decode(params, z_from_eps(params, eps))
-        p_z = shot_mixture(self.shot_prior, *encode(self.theta.encoder(u.unsqueeze(-2)), shots))
-        return decode(params, mixture_from_eps(p_z, eps, r))
+            return decode(params, decoder_input(z_from_eps(params, eps), width=width))
+        loc, scale, features = encode_with_features(self.theta.encoder(u.unsqueeze(-2)), shots)
+        p_z = shot_mixture(self.shot_prior, loc, scale)
+        return decode(params, decoder_input(mixture_from_eps(p_z, eps, r), p_z, features, width))
+
+    @property
+    def shot_feature_width(self) -> int:
+        """The width of the shots' features the decoder reads besides z (`--shot-features`), or 0."""
+        return self.config.hidden if self.config.shot_features else 0
 
     @torch.no_grad()
     def sample_task(self, summary, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:

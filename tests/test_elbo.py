@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
+from pyrohvae import nets
 from pyrohvae.config import RunConfig
 from pyrohvae.nets import decode, encode
 from pyrohvae.program import build
@@ -83,13 +84,15 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
     assert loss == pytest.approx(float(by_hand), abs=1e-4)
 
 
-@pytest.mark.parametrize("z_prior", ["shots", "shots-k"])
-def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior):
+@pytest.mark.parametrize("z_prior, features", [("shots", False), ("shots-k", False), ("shots", True)])
+def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features):
     """With `--z-prior shots` and a context of k = 3, each scored image's p(z) is N(0, I) with
     weight w and a Gaussian at each context image's code q(z | shot, θ(u)), widened, with weight
     (1 − w) / 3: the loss is Eq. 9 with that log p(z), and only the other 4 items scored. With
-    `shots-k`, the log widening and the logit of w are less their slopes times log 3."""
-    program, x = setup_program(z_prior=z_prior, split_context=True)
+    `shots-k`, the log widening and the logit of w are less their slopes times log 3. With
+    `--shot-features`, the decoder reads z and the shots' trunk features weighed by each shot's
+    responsibility for z under that mixture."""
+    program, x = setup_program(z_prior=z_prior, split_context=True, shot_features=features)
     T, N, k = *x.shape[:2], 3
     log_widen, logit = torch.linspace(-2, 0, 10, dtype=x.dtype), torch.tensor(-1.5, dtype=x.dtype)
     with torch.no_grad():
@@ -117,8 +120,13 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior):
             spread = (shot_scale[:, j : j + 1] ** 2 + widen**2).sqrt()
             components.append(math.log((1 - w) / k) + normal_log_density(z, shot_loc[:, j : j + 1], spread))
         log_p_z = torch.logsumexp(torch.stack(components), 0)  # (T, N − k)
+        decoded = z
+        if features:
+            shot_h = nets.features(encoder, x[:, :k])  # (T, k, hidden)
+            r = torch.stack(components, -1).softmax(-1)[..., 1:]  # (T, N − k, k)
+            decoded = torch.cat([z, (r.unsqueeze(-1) * shot_h.unsqueeze(1)).sum(-2)], -1)
         per_item = (
-            -bernoulli_log_lik(decode(program.theta.decoder(u), z), scored)
+            -bernoulli_log_lik(decode(program.theta.decoder(u), decoded), scored)
             + normal_log_density(z, z_loc, z_scale)
             - log_p_z
         )

@@ -263,13 +263,14 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
     assert result.models == ["k=1"] and len(result.task) == 4
 
 
-def test_a_shots_prior_is_given_the_same_other_images_as_q_u():
+@pytest.mark.parametrize("features", [False, True])
+def test_a_shots_prior_is_given_the_same_other_images_as_q_u(features):
     """With `--z-prior shots` the curve's k-shot model reads its k shots twice, in q(u) and in
     p(z | u, shots): an image scored under it equals the same image scored by hand under the model
     given those shots, and not the model given none. Its few-shot model is no plain VAE."""
     from pyrohvae.importance import importance_scores
 
-    program = program_of(z_prior="shots", split_context=True)
+    program = program_of(z_prior="shots", split_context=True, shot_features=features)
     data = task_data([5, 5])
     result = fewshot.curve(program, data, (2,), per_task=2, samples=16, seed=3, progress=False)
     index, pools, _ = fewshot.curve_plan(data, (2,), per_task=2, seed=3)
@@ -315,7 +316,7 @@ def test_draws_from_the_shots_prior_follow_its_mixture():
 def test_samples_of_a_shots_model_given_its_shots_come_from_its_mixture():
     """Given its shots, a model whose p(z) reads them samples z from the mixture: with N(0, I)'s
     weight near 1 the samples are those of N(0, I), with it near 0 they differ."""
-    program = program_of(z_prior="shots", split_context=True)
+    program = program_of(z_prior="shots", split_context=True, shot_features=True)
     given = shots(3).unsqueeze(0)
     loc, _ = program.task_posteriors(given)
     plain = fewshot.sample_means(program, loc, 6, seed=1)
