@@ -594,27 +594,27 @@ def fewshot_curve(
     """The few-shot benchmark: −ELBO and −log p(x | k other images of its task) of images of tasks the
     run never trained on, for each k (k = 0: θ(mean training-task ū) and θ(E[u])), the set figure, and
     with --vae the gains over a VAE on the same images; writes OUT/curve.json and OUT/curve.png."""
-    from . import fewshot as fs
+    from . import fewshot
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device))
     vae = _vae(vae_run, program.device)
     step = state["step"]
     try:
-        result = fs.run_curve(
+        result = fewshot.run_curve(
             program, step, split, folder, shots, per_task, samples, seed, combine, data_dir, vae, progress
         )
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     _out_folder(out)
     _write_result(out / "curve.json", result, as_json)
-    fs.plot_curve(result, f"{program.config.model} ({run_dir.name})", out / "curve.png")
+    fewshot.plot_curve(result, f"{program.config.model} ({run_dir.name})", out / "curve.png")
     if not as_json:
         click.echo(
             f"few-shot curve of {run_dir} on {result['data']} ({result['tasks']} tasks never trained on, "
             f"{result['images']} images, K={samples}); wrote {out / 'curve.json'}, {out / 'curve.png'}"
         )
-        click.echo("\n".join(fs.curve_lines(result)))
+        click.echo("\n".join(fewshot.curve_lines(result)))
 
 
 def _out_folder(out: Path) -> None:
@@ -696,12 +696,12 @@ def _write_result(path: Path, result: dict, as_json: bool = False) -> None:
 def outliers(run_dir, as_json, plot, scores_csv, data_dir, device, **analysis):
     """Outlier detection: the run's test data as normal, another dataset's as outliers; AUC, FPR, FNR.
     Writes RUN_DIR/outliers-OTHER.json (outliers-OTHER-SCORE.json for the other scores)."""
-    from . import outliers as od
+    from . import outliers
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device))
     try:  # the analysis's options are `detect`'s parameters
-        found = od.detect(program, run_dir, state["step"], data_root=data_dir, **analysis)
+        found = outliers.detect(program, run_dir, state["step"], data_root=data_dir, **analysis)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     other, score, config = analysis["other"], analysis["score"], program.config
@@ -709,9 +709,9 @@ def outliers(run_dir, as_json, plot, scores_csv, data_dir, device, **analysis):
     _write_result(path, found.result)
     if plot is not None:
         title = f"{config.dataset} normal, {other} outliers ({100 * analysis['fraction']:g}%)"
-        od.roc_figure({f"{config.model} ({score})": found.metrics}, plot, title)
+        outliers.roc_figure({f"{config.model} ({score})": found.metrics}, plot, title)
     if scores_csv is not None:
-        od.write_scores(scores_csv, found.mixed, found.values, config.dataset, other)
+        outliers.write_scores(scores_csv, found.mixed, found.values, config.dataset, other)
     lines = found.lines()
     click.echo(
         json.dumps(found.result) if as_json else "\n".join([*lines[:-1], f"{lines[-1]}; wrote {path}"])
@@ -736,16 +736,16 @@ def background(run_dir, flips, steps, samples, progress, data_dir, device):
     """Background models for `outliers --score ratio`: one per μ, trained like the run on its normal
     data with a share μ of the pixels flipped (RUN/background-flipμ/), and μ chosen on normal
     data only (RUN/background.json): the least tie between the ratio score and the ink."""
-    from . import background as bg
+    from . import background
     from .train import CHECKPOINT as CKPT
     from .train import load_run, resolve_device
     from .train import train as run_training
 
     program, _ = load_run(run_dir, resolve_device(device))
-    flips = flips or bg.FLIPS
+    flips = flips or background.FLIPS
     for flip in flips:
-        folder = bg.folder_of(run_dir, flip)
-        config = bg.background_config(program.config, flip, steps)
+        folder = background.folder_of(run_dir, flip)
+        config = background.background_config(program.config, flip, steps)
         run_training(
             config,
             folder,
@@ -755,9 +755,11 @@ def background(run_dir, flips, steps, samples, progress, data_dir, device):
             progress=progress,
             tensorboard=False,
         )
-    choice = bg.choose(run_dir, program, flips, bg.choice_images(program.config, data_dir), samples)
+    images = background.choice_images(program.config, data_dir)
+    choice = background.choose(run_dir, program, flips, images, samples)
     tried = ", ".join(f"μ {c['flip']:g}: ρ {c['ink_spearman']:+.3f}" for c in choice["candidates"])
-    click.echo(f"background of {run_dir}: μ = {choice['flip']:g} ({tried}); wrote {run_dir / bg.CHOICE}")
+    wrote = run_dir / background.CHOICE
+    click.echo(f"background of {run_dir}: μ = {choice['flip']:g} ({tried}); wrote {wrote}")
 
 
 @main.command()
@@ -823,7 +825,7 @@ def discover(
     Writes DIR/discovery.json, the best design of every step and a trace figure."""
     import os
 
-    from . import discovery as disc
+    from . import discovery
     from .train import load_run, resolve_device
 
     if (target is None) == (target_class is None):
@@ -831,18 +833,18 @@ def discover(
     program, _ = load_run(run_dir, resolve_device(device))
     mode = mode or ("joint" if program.task_latent else "vae")
     try:
-        image, described = disc.target_of(program, target, target_class, seed, data_dir)
+        image, described = discovery.target_of(program, target, target_class, seed, data_dir)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     try:
-        searches = disc.searches(program, image, mode, iterations, steps, seed, refit_every, progress)
+        searches = discovery.searches(program, image, mode, iterations, steps, seed, refit_every, progress)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     _out_folder(out)
     about = {"run": str(run_dir), "model": program.config.model, "seed": seed, "refit_every": refit_every}
-    summary = disc.write_searches(searches, image, described, out, about)
-    click.echo(f"{disc.describe(searches, summary)}; wrote {out}")
+    summary = discovery.write_searches(searches, image, described, out, about)
+    click.echo(f"{discovery.describe(searches, summary)}; wrote {out}")
 
 
 @main.command()
