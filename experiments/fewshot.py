@@ -606,6 +606,7 @@ def _reading(screened, diagnosed, full_rows=()) -> list[str]:
             else []
         ),
         *_shots_prior_reading(nll, full_rows),
+        *_shots_variants_reading(nll),
         (
             f"- **Before it, nothing tried beat random contexts** at 3,000 steps ({len(tried)} variants: contexts "
             "that never hold the scored images, a posterior that narrows with every shot, u of 32 or 64 dimensions, "
@@ -661,6 +662,37 @@ def _shots_prior_reading(nll: dict, full_rows=()) -> list[str]:
             "prior's scale in every dimension (from 0.5 at the start) and N(0, I) keeps about 0.4 of the mixture "
             "(both screen runs): a drawing's code lies far from its character's other drawings, so z still holds how "
             "this drawing differs, which no shot tells." + at_length
+        )
+    ]
+
+
+# Variations of pool-split-shots on the screen, and what each changes.
+SHOTS_VARIANTS = {
+    "pool-split-shots-k": "N(0, I)'s share and the widening as functions of log k (`--z-prior shots-k`)",
+    "pool-split-shots-feat": "the decoder also reading the shots' features matched to z (`--shot-features`)",
+    "pool-split-shots-z32": "z of 32 dimensions",
+}
+
+
+def _shots_variants_reading(nll: dict) -> list[str]:
+    """The screen's variations of the prior on z that reads the shots, beside pool-split-shots."""
+    tried = [c for c in SHOTS_VARIANTS if "k=19" in nll.get(c, {})]
+    if "pool-split-shots" not in nll or not tried:
+        return []
+
+    def at(c):
+        return " / ".join(f"{nll[c][k]:.2f}" for k in ("k=1", "k=4", "k=9", "k=19"))
+
+    base = nll["pool-split-shots"]
+    parts = [
+        f"{c}, {SHOTS_VARIANTS[c]}: {at(c)} ({nll[c]['k=19'] - base['k=19']:+.2f} at k = 19; from 1 to 19 shots "
+        f"{nll[c]['k=1'] - nll[c]['k=19']:.2f})"
+        for c in tried
+    ]
+    return [
+        (
+            f"- **Variations of the shots prior** (−log p(x) at k = 1 / 4 / 9 / 19; pool-split-shots {at('pool-split-shots')}, "
+            f"from 1 to 19 shots {base['k=1'] - base['k=19']:.2f}): " + "; ".join(parts) + "."
         )
     ]
 
@@ -732,12 +764,13 @@ def report(args) -> None:
         for name in characters
         if name != "vae"
     }
-    if shown and all(_trained_to(folder, args.steps) for folder in shown.values()):
+    drawn = bool(shown) and all(_trained_to(folder, args.steps) for folder in shown.values())
+    if drawn:
         sample_figure(shown, args.results / "fewshot-samples.png", seed=args.seed, device=args.device)
     print(
         f"wrote {args.results / 'fewshot.md'}, fewshot.json"
         + (", fewshot.png" if characters else "")
-        + (", fewshot-samples.png" if shown else "")
+        + (", fewshot-samples.png" if drawn else "")
     )
 
 
