@@ -20,7 +20,6 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
-from pyro.infer.elbo import ELBOModule
 from pyro.nn import PyroModule, pyro_method
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.trace_messenger import TraceMessenger
@@ -58,18 +57,6 @@ class TaskModel:
     kl_u: torch.Tensor | None = None
 
 
-class _Method(nn.Module):
-    """One method of a program as a module of its own: `ELBOModule` takes the model and the guide as
-    modules, and finds their parameters through them; ours are two methods of one module."""
-
-    def __init__(self, program: nn.Module, name: str):
-        super().__init__()
-        self.program, self.name = program, name
-
-    def forward(self, *args, **kwargs):
-        return getattr(self.program, self.name)(*args, **kwargs)
-
-
 ELBOS = {  # config.ELBOS by name
     "trace": Trace_ELBO,
     "meanfield": TraceMeanField_ELBO,
@@ -79,18 +66,25 @@ ELBOS = {  # config.ELBOS by name
 }
 
 
-class Objective(ELBOModule):
-    """−ELBO(model, guide) as a module, `ELBO()(model, guide)`: called on a batch, the differentiable
-    loss; `parameters()` are the program's. `loss_and_grads` is what a training step needs, for
-    every estimator: those without a differentiable loss (TraceGraph_ELBO, RenyiELBO) fill the
-    gradients through their own `loss_and_grads`. JitTrace_ELBO finds parameters by name in Pyro's
+class Objective(nn.Module):
+    """−ELBO(model, guide) of a program as a module, what Pyro's `ELBO()(model, guide)` gives for a
+    model and a guide that are modules (ours are two methods of one): called on a batch, the
+    differentiable loss; `parameters()` are the program's. `loss_and_grads` is what a training step
+    needs, for every estimator: those without a differentiable loss (TraceGraph_ELBO, RenyiELBO)
+    fill the gradients through their own `loss_and_grads`. JitTrace_ELBO finds parameters by name in Pyro's
     param store, where module-local parameters never go: it runs with the program's parameters (the
     same tensors) in a param-store scope of its own, so two programs in one process share nothing."""
 
-    def __init__(self, model: nn.Module, guide: nn.Module, elbo):
-        super().__init__(model, guide, elbo)
+    def __init__(self, program: nn.Module, elbo):
+        super().__init__()
+        self.program, self.elbo = program, elbo
+        # bound once: JitTrace_ELBO keys its compiled graph by the model's and the guide's id()
+        self.model, self.guide = program.model, program.guide
         self.differentiable = hasattr(elbo, "differentiable_loss") and not isinstance(elbo, JitTrace_ELBO)
         self._store = None  # the jit's param-store scope
+
+    def forward(self, *args, **kwargs):
+        return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
 
     def loss_and_grads(self, *args, **kwargs) -> float:
         if self.differentiable:
@@ -178,7 +172,7 @@ class Program(PyroModule):
         its `particles`): called on a batch it gives the differentiable loss, and its `parameters()`
         are this program's."""
         elbo = ELBOS[self.config.elbo](num_particles=self.config.particles, max_plate_nesting=2)
-        return Objective(_Method(self, "model"), _Method(self, "guide"), elbo)
+        return Objective(self, elbo)
 
     def step_kwargs(self, step: int) -> dict:
         """The keyword arguments of model and guide at training step `step` (none: the ELBO as is)."""
