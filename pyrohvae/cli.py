@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -935,8 +936,13 @@ def info(model, preset):
     click.echo(f"{model}: parameters")
     for name, n in rows:
         click.echo(f"  {name:<{width}}  {n:>10,}")
-    for line in program.notes():
-        click.echo(line)
+    if program.task_latent:
+        enc, dec = (
+            sum(math.prod(s) for s in program.theta.shapes[half].values()) for half in ("encoder", "decoder")
+        )
+        click.echo(f"generated per task by θ(u): main encoder {enc:,}, main decoder {dec:,}")
+    elif program.models_by_task:
+        click.echo("MetaVAE holds one generative network per training task: add its count per task")
 
 
 if __name__ == "__main__":

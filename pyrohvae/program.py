@@ -188,10 +188,6 @@ class Program(PyroModule):
         """The model of the task that `shots` (k, 1, 28, 28) show, and its ū (None without u)."""
         return self.conditioned(None), None
 
-    def notes(self) -> list[str]:
-        """What `info` says of this program besides its parameter counts."""
-        return []
-
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -359,13 +355,6 @@ class HyperVAEProgram(Program):
 
     def choices(self, task_name: str | None) -> list:
         return [None]
-
-    def notes(self) -> list[str]:
-        enc, dec = (
-            sum(math.prod(shape) for shape in self.theta.shapes[half].values())
-            for half in ("encoder", "decoder")
-        )
-        return [f"generated per task by θ(u): main encoder {enc:,}, main decoder {dec:,}"]
 
     @torch.no_grad()
     def task_posterior(
@@ -558,9 +547,6 @@ class MetaVAEProgram(Program):
 
     def task_model(self, shots, combine="product"):
         raise ValueError("a metavae's models are its training tasks' decoders; use a hypervae or vae run")
-
-    def notes(self) -> list[str]:
-        return ["MetaVAE holds one generative network per training task: add its count per task"]
 
     @torch.no_grad()
     def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
