@@ -215,6 +215,12 @@ class Program(PyroModule):
         """Rows of Bernoulli means, their labels and the draws that chose them (`samples.sample_rows`)."""
         raise NotImplementedError
 
+    def sample_logits(self, eps: torch.Tensor, which=None) -> torch.Tensor:
+        """Bernoulli logits of p(x | z) for z = the standard normal draws `eps` (*batch, n, z_dim) put
+        through p(z), under the model `which` picks: a HyperVAE's u (*batch, u_dim), a MetaVAE's
+        training task; a VAE has one."""
+        raise NotImplementedError
+
 
 class VAEProgram(Program):
     """The plain VAE baseline: one encoder and one decoder for all tasks."""
@@ -248,8 +254,8 @@ class VAEProgram(Program):
     def conditioned(self, summary, choice=None) -> TaskModel:
         return TaskModel(self.model, self.guide)
 
-    def sample_logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+    def sample_logits(self, eps: torch.Tensor, which=None) -> torch.Tensor:
+        return self.decoder(eps)
 
     def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
         """`prior_rows` rows of z ~ p(z) (`samples.sample_rows`)."""
@@ -467,12 +473,13 @@ class HyperVAEProgram(Program):
             u = q.sample((4096,))
             return (q.log_prob(u) - p.log_prob(u)).mean(0)
 
-    def sample_logits(self, eps: torch.Tensor, u: torch.Tensor, shots=None, r=None) -> torch.Tensor:
+    def sample_logits(self, eps: torch.Tensor, which=None, shots=None, r=None) -> torch.Tensor:
         """Logits of p(x | z, θ(u)) for z = the standard normal draws `eps` put through p(z | u)
-        (z = eps under the paper's N(0, I)); u (*batch, u_dim) broadcasts against eps
+        (z = eps under the paper's N(0, I)); u = `which` (*batch, u_dim) broadcasts against eps
         (*batch, n, z_dim). A model whose p(z) reads shots (`z_prior="shots"`) given `shots`
         (models, k, 1, 28, 28) for u (models, u_dim): z from its mixture at their codes, each
         draw's component picked by the uniform `r` (n,) (`models.mixture_from_eps`)."""
+        u = which
         params, width = self.theta.decoder(u.unsqueeze(-2)), self.shot_feature_width
         if shots is None or self.shot_prior is None:
             return decode(params, decoder_input(z_from_eps(params, eps), width=width))
@@ -539,8 +546,8 @@ class MetaVAEProgram(Program):
             functools.partial(self.model, task=task), functools.partial(self.guide, context=summary)
         )
 
-    def sample_logits(self, z: torch.Tensor, task: int) -> torch.Tensor:
-        return self.decoders[task](z)
+    def sample_logits(self, eps: torch.Tensor, which=None) -> torch.Tensor:
+        return self.decoders[which](eps)
 
     def known_tasks(self, data):
         return data.without_tasks(sorted(set(data.task_names) - set(self.config.train_tasks)))
