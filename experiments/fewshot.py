@@ -155,6 +155,16 @@ VARIANTS = {
             "shot_features": True,
         },
     ),
+    "pool-split-shots-k-feat": (
+        "pool-split-shots-k with the shots' features (--z-prior shots-k --shot-features)",
+        {
+            **TASK_BATCH,
+            "split_context": True,
+            "guide": "precision-pool",
+            "z_prior": "shots-k",
+            "shot_features": True,
+        },
+    ),
     "pool-split-shots-z32": (
         "pool-split-shots with z of 32 dimensions: room in z for what the shots tell",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots", "z_dim": 32},
@@ -671,6 +681,7 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k": "N(0, I)'s share and the widening as functions of log k (`--z-prior shots-k`)",
     "pool-split-shots-feat": "the decoder also reading the shots' features matched to z (`--shot-features`)",
     "pool-split-shots-z32": "z of 32 dimensions",
+    "pool-split-shots-k-feat": "both of the first two",
 }
 
 
