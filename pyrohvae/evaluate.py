@@ -1,7 +1,7 @@
 """The paper's density protocol (§3.6, §4.1): score every test datum under the model of its task.
 
 `task` mode, for each test task: a context set of the task's test data (up to 100 random items)
-is the summary from which the model of the task is chosen: for HyperVAE, d_t = one random draw of
+is the context from which the model of the task is chosen: for HyperVAE, d_t = one random draw of
 it (the random-draw guide picks one), ū = the mean of q(u | d_t), θ(ū); for MetaVAE, the decoder of
 that task and the context set as the encoder's D. Then, for every x of the task: −ELBO, its
 reconstruction term E_q[−log p(x | z)], KL(q(z | x) || p(z)) and the importance-sampled −log p(x);
@@ -82,12 +82,12 @@ def _score(fixed, x, samples, device, max_images):
     return mean["recon"] + mean["kl_z"], mean["recon"], nll, mean["kl_z"]
 
 
-def _fix(program, summary, choices, posteriors: list):
-    """The (model, guide) of each choice for this summary; q(u | summary) and its KL into
+def _fix(program, context, choices, posteriors: list):
+    """The (model, guide) of each choice for this context; q(u | context) and its KL into
     `posteriors`."""
     fixed = []
     for choice in choices:
-        task_model = program.conditioned(summary, choice)
+        task_model = program.conditioned(context, choice)
         fixed.append((task_model.model, task_model.guide))
         if task_model.q_u is not None and len(fixed) == 1:
             q = task_model.q_u.base_dist
@@ -124,8 +124,8 @@ def evaluate(
         seed_stream(seed, t)
         images = data.images[idx].float()
         if mode == "task":
-            summary = context_set(data, t, g).to(device)
-            fixed = _fix(program, summary, choices, posteriors)
+            context = context_set(data, t, g).to(device)
+            fixed = _fix(program, context, choices, posteriors)
             batches = [(images[i : i + chunk].unsqueeze(0), fixed) for i in range(0, len(images), chunk)]
         else:
             batches = []
@@ -150,7 +150,7 @@ def evaluate(
 
 def khat_sample(program, data: TaskData, samples: int, n: int = 10, seed: int = 0) -> list[float]:
     """PSIS k̂ of `n` test data, spread over the tasks, each scored under its task's model (the
-    first choice of generative network) with the datum itself as the summary."""
+    first choice of generative network) with the datum itself as the context."""
     pyro.set_rng_seed(seed)
     device = program.device
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]

@@ -175,7 +175,7 @@ def min_mahalanobis(points: torch.Tensor, reference: torch.Tensor, groups: torch
 @torch.no_grad()
 def latent_means(program, images: torch.Tensor, site: str, batch: int = 500) -> torch.Tensor:
     """The mean of q(site | x), (n, dims), each image read alone as a task of one and its own
-    summary: ū_x for site "u" (HyperVAE), E[z | x] under the guide for site "z"."""
+    context: ū_x for site "u" (HyperVAE), E[z | x] under the guide for site "z"."""
     device = program.device
     means = []
     for i in range(0, len(images), batch):

@@ -3,7 +3,7 @@
 Besides `model(x, task)` and `guide(x, task)` for training (`objective()`: their negative ELBO as
 a module, whose parameters go to a torch optimizer), each program says how to score data
 under one fixed model of a task (`conditioned`), which the evaluation code uses for all of them:
-`summary` is a set of items of the task, (tasks, m, 1, 28, 28), and `choice` picks among the
+`context` is a set of items of the task, (tasks, m, 1, 28, 28), and `choice` picks among the
 program's generative networks (`choices`; only MetaVAE has more than one).
 """
 
@@ -48,8 +48,8 @@ from .priors import make_prior
 
 @dataclass
 class TaskModel:
-    """The model and guide of one fixed model per task, and for HyperVAE the q(u | summary) it
-    came from and KL(q(u | summary) || p(u)), each per task."""
+    """The model and guide of one fixed model per task, and for HyperVAE the q(u | context) it
+    came from and KL(q(u | context) || p(u)), each per task."""
 
     model: Callable
     guide: Callable
@@ -207,8 +207,8 @@ class Program(PyroModule):
         """The `choice`s of `conditioned` to try for data of a task (MetaVAE: its decoders)."""
         raise NotImplementedError
 
-    def conditioned(self, summary, choice=None) -> TaskModel:
-        """Model and guide of the one model that `summary` (tasks, m, 1, 28, 28) picks."""
+    def conditioned(self, context, choice=None) -> TaskModel:
+        """Model and guide of the one model that `context` (tasks, m, 1, 28, 28) picks."""
         raise NotImplementedError
 
     def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
@@ -251,7 +251,7 @@ class VAEProgram(Program):
     def choices(self, task_name: str | None) -> list:
         return [None]
 
-    def conditioned(self, summary, choice=None) -> TaskModel:
+    def conditioned(self, context, choice=None) -> TaskModel:
         return TaskModel(self.model, self.guide)
 
     def sample_logits(self, eps: torch.Tensor, which=None) -> torch.Tensor:
@@ -431,18 +431,18 @@ class HyperVAEProgram(Program):
         return torch.sigmoid(self.sample_logits(z, u)).cpu(), labels, draws[:, 0].cpu()
 
     @torch.no_grad()
-    def task_u(self, summary: torch.Tensor) -> torch.Tensor:
+    def task_u(self, context: torch.Tensor) -> torch.Tensor:
         """Mean of q(u | D_t) for a batch (tasks, items, 1, 28, 28): (tasks, u_dim)."""
-        loc, _ = self.guide_nets.posterior(summary)
+        loc, _ = self.guide_nets.posterior(context)
         return loc
 
     @torch.no_grad()
-    def conditioned(self, summary, choice=None) -> TaskModel:
-        """Model and guide with u fixed at the mean ū of q(u | summary) and hidden from traces (θ(ū)
+    def conditioned(self, context, choice=None) -> TaskModel:
+        """Model and guide with u fixed at the mean ū of q(u | context) and hidden from traces (θ(ū)
         with it), so that only z is sampled and only z and x are scored: the main VAE θ(ū) of
-        each task. The summary is not taken for shots of p(z | u, shots) (`z_prior="shots"`):
-        callers pass the scored images themselves as summaries; such a model gets p(z) = N(0, I)."""
-        return self.conditioned_on(*self.guide_nets.posterior(summary))
+        each task. The context is not taken for the shots of p(z | u, shots) (`z_prior="shots"`):
+        callers pass the scored images themselves as contexts; such a model gets p(z) = N(0, I)."""
+        return self.conditioned_on(*self.guide_nets.posterior(context))
 
     @torch.no_grad()
     def conditioned_on(self, loc: torch.Tensor, scale: torch.Tensor, shots=None) -> TaskModel:
@@ -493,10 +493,10 @@ class HyperVAEProgram(Program):
         return self.config.hidden if self.config.shot_features else 0
 
     @torch.no_grad()
-    def sample_task(self, summary, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:
-        """n Bernoulli means of the main VAE θ(ū) chosen from `summary` (1, m, 1, 28, 28), z ~ p(z | ū)."""
-        eps = torch.randn(n, self.config.z_dim, generator=generator).to(summary.device)
-        return torch.sigmoid(self.sample_logits(eps, self.task_u(summary)[0]))
+    def sample_task(self, context, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:
+        """n Bernoulli means of the main VAE θ(ū) chosen from `context` (1, m, 1, 28, 28), z ~ p(z | ū)."""
+        eps = torch.randn(n, self.config.z_dim, generator=generator).to(context.device)
+        return torch.sigmoid(self.sample_logits(eps, self.task_u(context)[0]))
 
 
 class MetaVAEProgram(Program):
@@ -540,10 +540,10 @@ class MetaVAEProgram(Program):
             return [self.task_index[task_name]]
         return list(range(len(self.decoders)))
 
-    def conditioned(self, summary, choice) -> TaskModel:
-        task = torch.full((summary.shape[0],), choice, dtype=torch.long, device=summary.device)
+    def conditioned(self, context, choice) -> TaskModel:
+        task = torch.full((context.shape[0],), choice, dtype=torch.long, device=context.device)
         return TaskModel(
-            functools.partial(self.model, task=task), functools.partial(self.guide, context=summary)
+            functools.partial(self.model, task=task), functools.partial(self.guide, context=context)
         )
 
     def sample_logits(self, eps: torch.Tensor, which=None) -> torch.Tensor:
@@ -568,9 +568,9 @@ class MetaVAEProgram(Program):
         )
 
     @torch.no_grad()
-    def sample_task(self, summary, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:
-        """n Bernoulli means of the decoder `choice`, z ~ p(z); the summary plays no part."""
-        z = torch.randn(n, self.config.z_dim, generator=generator).to(summary.device)
+    def sample_task(self, context, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:
+        """n Bernoulli means of the decoder `choice`, z ~ p(z); the context plays no part."""
+        z = torch.randn(n, self.config.z_dim, generator=generator).to(context.device)
         return torch.sigmoid(self.sample_logits(z, choice))
 
 
