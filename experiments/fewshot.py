@@ -716,7 +716,11 @@ def _shots_variants_reading(nll: dict) -> list[str]:
     return [
         (
             f"- **Variations of the shots prior** (−log p(x) at k = 1 / 4 / 9 / 19; pool-split-shots {at('pool-split-shots')}, "
-            f"from 1 to 19 shots {base['k=1'] - base['k=19']:.2f}): " + "; ".join(parts) + "."
+            f"from 1 to 19 shots {base['k=1'] - base['k=19']:.2f}): " + "; ".join(parts) + ". The samples "
+            "(fewshot-screen-samples.png, validation characters, every row from the same noise) show the mixture: "
+            "under pool-split-shots and pool-split-shots-feat a draw whose z falls in a shot's component is the "
+            "character, blurred, and one that falls in N(0, I)'s share another character, as every draw of the "
+            "paper's configuration is, whatever its shots."
         )
     ]
 
@@ -772,7 +776,7 @@ def report(args) -> None:
         )
     screened_runs = {
         name: args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{args.seed}"
-        for name in ("paper", "default-rc", "rc-z4")
+        for name in ("paper", "rc-z4", "pool-split-shots", "pool-split-shots-feat")
     }
     if all(_trained_to(folder, args.screen_steps) for folder in screened_runs.values()):
         sample_figure(
