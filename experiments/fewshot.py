@@ -661,7 +661,9 @@ def _shots_prior_reading(nll: dict, full_rows=()) -> list[str]:
             + " / ".join(f"{gains['pool-split-shots'][k]:.2f}" for k in ("k=1", "k=4", "k=9"))
             + " nats over our VAE at k = 1 / 4 / 9 (default-rc "
             + " / ".join(f"{gains['default-rc'][k]:.2f}" for k in ("k=1", "k=4", "k=9"))
-            + f", GMN 6.4 / 15.0 / 24.6), its curve falling {last['k=1'] - last['k=19']:.2f} nats from 1 to 19 shots."
+            + f", GMN 6.4 / 15.0 / 24.6), its curve falling {last['k=1'] - last['k=19']:.2f} nats from 1 to 19 shots; "
+            "its samples (fewshot-samples.png) are the character in most draws, where default-rc's are other "
+            "characters in the shots' style."
         )
 
     def fall(c):
