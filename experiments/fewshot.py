@@ -165,6 +165,21 @@ VARIANTS = {
             "shot_features": True,
         },
     ),
+    "pool-split-shots-z32-feat": (
+        "pool-split-shots-z32 with the shots' features",
+        {
+            **TASK_BATCH,
+            "split_context": True,
+            "guide": "precision-pool",
+            "z_prior": "shots",
+            "z_dim": 32,
+            "shot_features": True,
+        },
+    ),
+    "pool-split-shots-z32-k": (
+        "pool-split-shots-z32 with --z-prior shots-k",
+        {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots-k", "z_dim": 32},
+    ),
     "pool-split-shots-z32": (
         "pool-split-shots with z of 32 dimensions: room in z for what the shots tell",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots", "z_dim": 32},
@@ -697,6 +712,8 @@ SHOTS_VARIANTS = {
     "pool-split-shots-feat": "the decoder also reading the shots' features matched to z (`--shot-features`)",
     "pool-split-shots-z32": "z of 32 dimensions",
     "pool-split-shots-k-feat": "both of the first two",
+    "pool-split-shots-z32-feat": "z of 32 dimensions and the shots' features",
+    "pool-split-shots-z32-k": "z of 32 dimensions and shots-k",
 }
 
 
