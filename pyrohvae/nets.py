@@ -464,11 +464,12 @@ class MatrixLayer(PyroModule):
     def pays_factored(self, H: torch.Tensor, items: int) -> bool:
         """Whether a dense weight is cheaper applied to `items` inputs as P·Q + B (`factors`) than
         made: in training, for one task whose few images cost less than W's rows × cols × h_dim."""
-        rows, cols = self.B.shape
+        B = self._parameters.get("B")  # none where a variant draws B per task (a PyroSample)
+        if B is None or len(self.shape) != 2 or tuple(B.shape) != self.shape:
+            return False
+        rows, cols = self.shape
         return (
             torch.is_grad_enabled()
-            and self.B.dim() == 2
-            and (rows, cols) == self.shape
             and H.shape[:-2].numel() == 1
             and rows * cols >= FACTORED_MIN_WEIGHTS
             and items * (rows + cols) * FACTORED_MARGIN < rows * cols
