@@ -104,6 +104,13 @@ def shot_mixture(shot_prior, loc: torch.Tensor, scale: torch.Tensor) -> dist.Dis
     )
 
 
+def shots_prior(theta, shot_prior, u: torch.Tensor, shots: torch.Tensor):
+    """p(z | u, shots) (`shot_mixture`) at the shots' codes under the encoder θ(u), and the shots'
+    trunk features (tasks, k, hidden) that `decoder_input` matches to z."""
+    loc, scale, features = encode_with_features(theta.encoder(u), shots)
+    return shot_mixture(shot_prior, loc, scale), features
+
+
 def mixture_from_eps(p_z: dist.MixtureSameFamily, eps: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """z ~ `p_z` (a `shot_mixture`, batch (models, 1)) from standard normal draws eps (n, z_dim) and
     uniform draws r (n,) that pick each draw's component: the same eps and r give corresponding z in
@@ -176,8 +183,7 @@ def hypervae_model(
             record("theta.decoder", params, theta.shapes["decoder"])
         features = None
         if shots is not None and shots.shape[1]:
-            loc, scale, features = encode_with_features(theta.encoder(u), shots)
-            p_z = shot_mixture(shot_prior, loc, scale)
+            p_z, features = shots_prior(theta, shot_prior, u, shots)
         else:
             p_z = z_prior(params, z_dim, u)
         with data_plate:

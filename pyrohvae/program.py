@@ -37,12 +37,12 @@ from .models import (
     metavae_guide,
     metavae_model,
     mixture_from_eps,
-    shot_mixture,
+    shots_prior,
     vae_guide,
     vae_model,
     z_from_eps,
 )
-from .nets import Decoder, ShotPrior, ThetaGenerator, decode, encode_with_features
+from .nets import Decoder, ShotPrior, ThetaGenerator, decode
 from .priors import make_prior
 
 
@@ -483,8 +483,7 @@ class HyperVAEProgram(Program):
         params, width = self.theta.decoder(u.unsqueeze(-2)), self.shot_feature_width
         if shots is None or self.shot_prior is None:
             return decode(params, decoder_input(z_from_eps(params, eps), width=width))
-        loc, scale, features = encode_with_features(self.theta.encoder(u.unsqueeze(-2)), shots)
-        p_z = shot_mixture(self.shot_prior, loc, scale)
+        p_z, features = shots_prior(self.theta, self.shot_prior, u.unsqueeze(-2), shots)
         return decode(params, decoder_input(mixture_from_eps(p_z, eps, r), p_z, features, width))
 
     @property
