@@ -88,7 +88,7 @@ class Run:
             per_task,
             samples,
             seed,
-            root=data_dir,
+            data_root=data_dir,
             vae=vae.program if vae is not None else None,
             progress=progress,
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
-from .files import atomic_write_text
+from .files import OptionError, atomic_write_text
 from .outliers import datum_nll
 
 # 0.01 and 0.02 joined and 0.3 left after both Fashion-MNIST choices took the smallest candidate
@@ -78,13 +78,36 @@ def choose(run: Path, program, flips, data, samples: int = 16, seed: int = 0) ->
     return choice
 
 
+def train_backgrounds(
+    run: Path, program, flips=FLIPS, steps=None, samples=16, data_root=None, device="cpu", progress=True
+) -> dict:
+    """A background per μ of `flips`, trained like the run (going on where one was begun), then μ
+    chosen on normal data (`choose`)."""
+    from .train import CHECKPOINT, train
+
+    for flip in flips:
+        folder = folder_of(run, flip)
+        config = background_config(program.config, flip, steps)
+        resume = (folder / CHECKPOINT).exists()
+        train(
+            config,
+            folder,
+            data_root=data_root,
+            device=device,
+            resume=resume,
+            progress=progress,
+            tensorboard=False,
+        )
+    return choose(run, program, flips, choice_images(program.config, data_root), samples)
+
+
 def load_background(run: Path, device="cpu"):
     """The background program `choose` picked for a run, or a ValueError saying how to make it."""
     from .train import load_run
 
     path = Path(run) / CHOICE
     if not path.is_file():
-        raise ValueError(f"{run} has no background model: train one with `background {run}` first")
+        raise OptionError(f"{run} has no background model: train one with `background {run}` first")
     choice = json.loads(path.read_text())
     program, _ = load_run(Path(run) / choice["folder"], device)
     return program, choice

@@ -51,8 +51,10 @@ class _Group(click.Group):
             stopped = click.ClickException(str(e))
             stopped.exit_code = 128 + e.signum
             raise stopped from None
-        except UserError as e:  # one line, exit code 1, no traceback
-            raise click.ClickException(str(e)) from None
+        except UserError as e:  # one line, no traceback; exit code 1, or 2 where the options do not fit
+            failed = click.ClickException(str(e))
+            failed.exit_code = getattr(e, "exit_code", 1)
+            raise failed from None
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e}") from None
@@ -79,6 +81,17 @@ _checkpoint = _opt(
 )
 _out_png = _opt("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
 _out_dir = _opt("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
+_combine = _opt(
+    "--combine",
+    type=click.Choice(["product", "mean"]),
+    default="product",
+    help="How the posteriors of the shots combine, for a guide that reads one draw.",
+)
+
+
+def _vae_run(what: str):
+    kind = click.Path(path_type=Path, file_okay=False, exists=True)
+    return _opt("--vae", "vae_run", type=kind, default=None, help=f"A VAE run to score {what}")
 
 
 @click.group(cls=_Group)
@@ -273,10 +286,7 @@ def plot(runs, out, smooth):
     """Loss curves of one or several runs, from their metrics.jsonl: the training loss and its terms."""
     from .monitor import plot_runs
 
-    try:
-        panels = plot_runs(list(runs), out, smooth)
-    except (FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    panels = plot_runs(list(runs), out, smooth)
     click.echo(f"wrote {out} ({', '.join(panels)} of {len(runs)} run(s))")
 
 
@@ -323,33 +333,17 @@ def sample(run_dir, out, columns, prior_rows, max_tasks, seed, data_dir, device)
 @_progress
 @_data_dir
 @_device
-def evaluate(
-    run_dir, samples, split, mode, limit, seed, checkpoint_name, as_json, progress, data_dir, device
-):
+def evaluate(run_dir, checkpoint_name, as_json, data_dir, device, **scoring):
     """−ELBO, reconstruction, importance-sampled −log p(x), KL(z) and KL(u) on held-out data;
     writes RUN/eval.json (eval-SPLIT-MODE.json for other splits and modes; for a model file
     from `export`, MODEL-eval.json beside it)."""
-
-    from .evaluate import describe, run_evaluation
+    from .evaluate import describe, evaluate_run, result_name
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device), checkpoint_name)
-    config = program.config
-    scored = config.load_data(split, data_dir)
-    result = {
-        "model": config.model,
-        "dataset": config.dataset,
-        "split": split,
-        "step": state["step"],
-        "checkpoint": checkpoint_name,
-    }
-    result.update(run_evaluation(program, scored, samples, mode, limit, seed, progress))
-    name = "eval.json" if (split, mode) == ("test", "task") else f"eval-{split}-{mode}.json"
-    if checkpoint_name != CHECKPOINT:
-        name = name.replace(".json", f"-step{state['step']}.json")
-    _write_result(_beside(run_dir, name), result, as_json)
-    if not as_json:
-        click.echo(f"{describe(result)}; wrote {_beside(run_dir, name)}")
+    result = evaluate_run(program, state["step"], checkpoint_name, data_root=data_dir, **scoring)
+    path = _beside(run_dir, result_name(result, checkpoint_name == CHECKPOINT))
+    _write_result(path, result, as_json, f"{describe(result)}; wrote {path}")
 
 
 @main.command("task-models")
@@ -399,19 +393,16 @@ def task_models(run_dir, checkpoint_name, plot, as_json, data_dir, device, **ana
 
     program, state = load_run(run_dir, resolve_device(device), checkpoint_name)
     split, step = analysis["split"], state["step"]
-    try:  # the analysis's options are `taskmodels.result`'s parameters
-        result, scores = taskmodels.result(
-            program, step, checkpoint=checkpoint_name, data_root=data_dir, **analysis
-        )
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+    # the analysis's options are `taskmodels.result`'s parameters
+    result, scores = taskmodels.result(
+        program, step, checkpoint=checkpoint_name, data_root=data_dir, **analysis
+    )
     suffix = ("" if split == "test" else f"-{split}") + (
         "" if checkpoint_name == CHECKPOINT else f"-step{step}"
     )
     path, plot = run_dir / f"task-models{suffix}.json", plot or run_dir / f"task-models{suffix}.png"
-    _write_result(path, result)
     taskmodels.heatmap(scores, plot, f"{result['model']} {result['dataset']} ({split}), step {step}")
-    click.echo(json.dumps(result) if as_json else f"{taskmodels.describe(result)}; wrote {path}, {plot}")
+    _write_result(path, result, as_json, f"{taskmodels.describe(result)}; wrote {path}, {plot}")
 
 
 @main.command()
@@ -438,43 +429,20 @@ def task_models(run_dir, checkpoint_name, plot, as_json, data_dir, device, **ana
     type=click.Path(path_type=Path, exists=True),
     help="Test images of the task (files or folders) to score.",
 )
-@_opt(
-    "--combine",
-    type=click.Choice(["product", "mean"]),
-    default="product",
-    help="How the posteriors of the shots combine, for a guide that reads one draw.",
-)
+@_combine
 @_opt(
     "--invert/--no-invert",
     default=None,
     help="Image files: invert gray levels [default: when the images are mostly light at their border].",
 )
-@_opt(
-    "--vae",
-    "vae_run",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=None,
-    help="A VAE run to score the test images under too.",
-)
+@_vae_run("the test images under too.")
 @_opt("--samples", type=_AT_LEAST_1, default=1024, help="Importance samples per test image.")
 @_seed
 @_out_dir
 @_data_dir
 @_device
 def fewshot(
-    run_dir,
-    image_paths,
-    task_name,
-    shots,
-    test_paths,
-    combine,
-    invert,
-    vae_run,
-    samples,
-    seed,
-    out,
-    data_dir,
-    device,
+    run_dir, image_paths, task_name, shots, test_paths, combine, invert, vae_run, samples, seed, out, **where
 ):
     """A model for a task never trained on, from a few of its images: writes θ(ū) as a VAE run folder
     (DIR/model), samples of it (DIR/samples.png) and DIR/fewshot.json; with test images, their −ELBO
@@ -484,15 +452,12 @@ def fewshot(
 
     if bool(image_paths) == (task_name is not None):
         raise click.UsageError("give the shots by one of --images PATH and --task NAME")
-    program, state = load_run(run_dir, dev := resolve_device(device))
-    try:
-        fewshot.check_exportable(program)
-        shot_images, test_images, described = fewshot.given_shots(
-            program, image_paths, task_name, shots, test_paths, invert, seed, data_dir
-        )
-        loc, scale = program.task_posterior(shot_images.float().to(dev), combine)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+    program, state = load_run(run_dir, dev := resolve_device(where["device"]))
+    fewshot.check_exportable(program)
+    shot_images, test_images, described = fewshot.given_shots(
+        program, image_paths, task_name, shots, test_paths, invert, seed, where["data_dir"]
+    )
+    loc, scale = program.task_posterior(shot_images.float().to(dev), combine)
     vae = _vae(vae_run, dev) if test_images is not None else None
     _out_folder(out)
     about = {"run": str(run_dir), "shots": len(shot_images), "source": described, "combine": combine}
@@ -552,19 +517,8 @@ def _shot_counts(ctx, param, value):
 )
 @_opt("--per-task", type=_AT_LEAST_1, default=4, help="Images scored per task.")
 @_opt("--samples", type=_AT_LEAST_1, default=1024, help="Importance samples per image and model.")
-@_opt(
-    "--vae",
-    "vae_run",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=None,
-    help="A VAE run to score the same images under, for the gains.",
-)
-@_opt(
-    "--combine",
-    type=click.Choice(["product", "mean"]),
-    default="product",
-    help="How the posteriors of the shots combine, for a guide that reads one draw.",
-)
+@_vae_run("the same images under, for the gains.")
+@_combine
 @_seed
 @_opt(
     "--out",
@@ -576,22 +530,7 @@ def _shot_counts(ctx, param, value):
 @_progress
 @_data_dir
 @_device
-def fewshot_curve(
-    run_dir,
-    shots,
-    split,
-    folder,
-    per_task,
-    samples,
-    vae_run,
-    combine,
-    seed,
-    out,
-    as_json,
-    progress,
-    data_dir,
-    device,
-):
+def fewshot_curve(run_dir, vae_run, out, as_json, data_dir, device, **curve):
     """The few-shot benchmark: −ELBO and −log p(x | k other images of its task) of images of tasks the
     run never trained on, for each k (k = 0: θ(mean training-task ū) and θ(E[u])), the set figure, and
     with --vae the gains over a VAE on the same images; writes OUT/curve.json and OUT/curve.png."""
@@ -600,22 +539,15 @@ def fewshot_curve(
 
     program, state = load_run(run_dir, resolve_device(device))
     vae = _vae(vae_run, program.device)
-    step = state["step"]
-    try:
-        result = fewshot.run_curve(
-            program, step, split, folder, shots, per_task, samples, seed, combine, data_dir, vae, progress
-        )
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+    # the curve's options are `run_curve`'s parameters
+    result = fewshot.run_curve(program, state["step"], vae=vae, data_root=data_dir, **curve)
     _out_folder(out)
-    _write_result(out / "curve.json", result, as_json)
     fewshot.plot_curve(result, f"{program.config.model} ({run_dir.name})", out / "curve.png")
-    if not as_json:
-        click.echo(
-            f"few-shot curve of {run_dir} on {result['data']} ({result['tasks']} tasks never trained on, "
-            f"{result['images']} images, K={samples}); wrote {out / 'curve.json'}, {out / 'curve.png'}"
-        )
-        click.echo("\n".join(fewshot.curve_lines(result)))
+    head = (
+        f"few-shot curve of {run_dir} on {result['data']} ({result['tasks']} tasks never trained on, "
+        f"{result['images']} images, K={curve['samples']}); wrote {out / 'curve.json'}, {out / 'curve.png'}"
+    )
+    _write_result(out / "curve.json", result, as_json, "\n".join([head, *fewshot.curve_lines(result)]))
 
 
 def _out_folder(out: Path) -> None:
@@ -628,14 +560,14 @@ def _out_folder(out: Path) -> None:
         raise click.ClickException(f"cannot write to --out {out}: {e.strerror or e}") from None
 
 
-def _write_result(path: Path, result: dict, as_json: bool = False) -> None:
-    """A command's result as the JSON file `path`, written whole or not at all; printed as one JSON
-    object with --json."""
+def _write_result(path: Path, result: dict, as_json: bool = False, line: str | None = None) -> None:
+    """A command's result as the JSON file `path`, written whole or not at all; then printed as one
+    JSON object with --json, else as `line`."""
     from .files import atomic_write_text
 
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-    if as_json:
-        click.echo(json.dumps(result))
+    if as_json or line is not None:
+        click.echo(json.dumps(result) if as_json else line)
 
 
 @main.command()
@@ -701,22 +633,16 @@ def outliers(run_dir, as_json, plot, scores_csv, data_dir, device, **analysis):
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device))
-    try:  # the analysis's options are `detect`'s parameters
-        found = outliers.detect(program, run_dir, state["step"], data_root=data_dir, **analysis)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    # the analysis's options are `detect`'s parameters
+    found = outliers.detect(program, run_dir, state["step"], data_root=data_dir, **analysis)
     other, score, config = analysis["other"], analysis["score"], program.config
     path = run_dir / f"outliers-{data.short_name(other)}{'' if score == 'typicality' else '-' + score}.json"
-    _write_result(path, found.result)
     if plot is not None:
         title = f"{config.dataset} normal, {other} outliers ({100 * analysis['fraction']:g}%)"
         outliers.roc_figure({f"{config.model} ({score})": found.metrics}, plot, title)
     if scores_csv is not None:
         outliers.write_scores(scores_csv, found.mixed, found.values, config.dataset, other)
-    lines = found.lines()
-    click.echo(
-        json.dumps(found.result) if as_json else "\n".join([*lines[:-1], f"{lines[-1]}; wrote {path}"])
-    )
+    _write_result(path, found.result, as_json, "\n".join(found.lines()) + f"; wrote {path}")
 
 
 @main.command()
@@ -738,26 +664,11 @@ def background(run_dir, flips, steps, samples, progress, data_dir, device):
     data with a share μ of the pixels flipped (RUN/background-flipμ/), and μ chosen on normal
     data only (RUN/background.json): the least tie between the ratio score and the ink."""
     from . import background
-    from .train import CHECKPOINT as CKPT
     from .train import load_run, resolve_device
-    from .train import train as run_training
 
     program, _ = load_run(run_dir, resolve_device(device))
     flips = flips or background.FLIPS
-    for flip in flips:
-        folder = background.folder_of(run_dir, flip)
-        config = background.background_config(program.config, flip, steps)
-        run_training(
-            config,
-            folder,
-            data_root=data_dir,
-            device=device,
-            resume=(folder / CKPT).exists(),
-            progress=progress,
-            tensorboard=False,
-        )
-    images = background.choice_images(program.config, data_dir)
-    choice = background.choose(run_dir, program, flips, images, samples)
+    choice = background.train_backgrounds(run_dir, program, flips, steps, samples, data_dir, device, progress)
     tried = ", ".join(f"μ {c['flip']:g}: ρ {c['ink_spearman']:+.3f}" for c in choice["candidates"])
     wrote = run_dir / background.CHOICE
     click.echo(f"background of {run_dir}: μ = {choice['flip']:g} ({tried}); wrote {wrote}")
@@ -807,21 +718,7 @@ def background(run_dir, flips, steps, samples, progress, data_dir, device):
 @_progress
 @_data_dir
 @_device
-def discover(
-    run_dir,
-    target,
-    target_class,
-    mode,
-    iterations,
-    steps,
-    seed,
-    threads,
-    refit_every,
-    out,
-    progress,
-    data_dir,
-    device,
-):
+def discover(run_dir, target, target_class, mode, seed, threads, out, data_dir, device, **search):
     """Bayesian optimisation (BoTorch) for the design closest to a target, beside random search.
     Writes DIR/discovery.json, the best design of every step and a trace figure."""
     import os
@@ -833,17 +730,16 @@ def discover(
         raise click.UsageError("give one of --target PATH.png and --target-class C")
     program, _ = load_run(run_dir, resolve_device(device))
     mode = mode or ("joint" if program.task_latent else "vae")
-    try:
-        image, described = discovery.target_of(program, target, target_class, seed, data_dir)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+    image, described = discovery.target_of(program, target, target_class, seed, data_dir)
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
-    try:
-        searches = discovery.searches(program, image, mode, iterations, steps, seed, refit_every, progress)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    searches = discovery.searches(program, image, mode, seed=seed, **search)
     _out_folder(out)
-    about = {"run": str(run_dir), "model": program.config.model, "seed": seed, "refit_every": refit_every}
+    about = {
+        "run": str(run_dir),
+        "model": program.config.model,
+        "seed": seed,
+        "refit_every": search["refit_every"],
+    }
     summary = discovery.write_searches(searches, image, described, out, about)
     click.echo(f"{discovery.describe(searches, summary)}; wrote {out}")
 
@@ -905,10 +801,7 @@ def interpolate(run_dir, source, target, out, steps, columns, split, seed, data_
 
     program, state = load_run(run_dir, resolve_device(device))
     scored = program.config.load_data(split, data_dir)
-    try:
-        means, labels = interpolation_rows(program, scored, source, target, steps, columns, seed)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+    means, labels = interpolation_rows(program, scored, source, target, steps, columns, seed)
     title = f"θ(u) from {source} to {target} ({program.config.dataset}, step {state['step']})"
     save_grid(means, labels, None, out, title)
     click.echo(f"wrote {out} ({steps} models x {columns} samples)")

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import some_tasks
-from .files import atomic_write_text, pyplot, save_figure
+from .files import OptionError, RequestError, atomic_write_text, pyplot, save_figure
 
 BOX = 5.0
 MODES = ("vae", "joint", "iterative")
@@ -193,9 +193,9 @@ def discover(
     """One search (`search` "bo" or "random") in one mode; the best design and cosine per step."""
     model = program.config.model
     if mode == "vae" and program.models_by_task:
-        raise ValueError(f"--mode vae searches a vae run's z; this run is a {model}")
+        raise OptionError(f"--mode vae searches a vae run's z; this run is a {model}")
     if mode in ("joint", "iterative") and not program.task_latent:
-        raise ValueError(f"--mode {mode} needs a hypervae run; this run is a {model}")
+        raise OptionError(f"--mode {mode} needs a hypervae run; this run is a {model}")
     designs = Designs(program)
     target = target.reshape(-1).float()
     tic = time.perf_counter()
@@ -244,14 +244,14 @@ def load_target(path) -> torch.Tensor:
     try:
         img = Image.open(path).convert("L").resize((28, 28), Image.Resampling.BOX)
     except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from None
+        raise RequestError(f"{path}: not a readable image ({e})") from None
     return torch.tensor(np.asarray(img), dtype=torch.float32).reshape(28, 28) / 255.0
 
 
 def class_exemplar(test, name: str, seed: int = 0) -> tuple[torch.Tensor, int]:
     """A random test image of class `name` (chosen by `seed`), and its index."""
     if name not in test.task_names:
-        raise ValueError(f"{test.name} has no class {name!r} (classes: {some_tasks(test.task_names)})")
+        raise RequestError(f"{test.name} has no class {name!r} (classes: {some_tasks(test.task_names)})")
     members = test.task_members()[test.task_names.index(name)]
     i = int(members[torch.randint(len(members), (1,), generator=torch.Generator().manual_seed(seed))])
     return test.images[i, 0].float(), i

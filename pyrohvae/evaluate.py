@@ -180,6 +180,24 @@ def run_evaluation(program, data, samples, mode, limit, seed, progress=True) -> 
     return result
 
 
+def evaluate_run(program, step: int, checkpoint: str, split="test", data_root=None, **scoring) -> dict:
+    """What `evaluate` writes: the run's `split` scored (`run_evaluation`'s `scoring`), and which
+    model, data and checkpoint it was."""
+    config = program.config
+    about = {"model": config.model, "dataset": config.dataset, "split": split, "step": step}
+    scored = run_evaluation(program, config.load_data(split, data_root), **scoring)
+    return {**about, "checkpoint": checkpoint, **scored}
+
+
+def result_name(result: dict, last_checkpoint: bool) -> str:
+    """eval.json for the test part scored as the paper does; eval-SPLIT-MODE[-stepN].json else."""
+    name = (
+        "eval.json" if (result["split"], result["mode"]) == ("test", "task") else "eval-{split}-{mode}.json"
+    )
+    name = name.format(**result)
+    return name if last_checkpoint else name.replace(".json", f"-step{result['step']}.json")
+
+
 def describe(result: dict) -> str:
     """What `evaluate` prints of its result, in one line."""
     kl_u = "" if result["kl_u"] is None else f"  KL(u) {result['kl_u']:.2f}"

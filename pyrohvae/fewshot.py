@@ -30,7 +30,7 @@ import torch
 from . import checkpoint
 from .config import RunConfig
 from .data import CONTEXT_SIZE, DataError, some_tasks
-from .files import atomic_write_text, pyplot, save_figure
+from .files import RequestError, atomic_write_text, pyplot, save_figure
 from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
 from .program import build
@@ -48,10 +48,10 @@ def task_shots(data, name: str, shots: int, seed: int = 0) -> tuple[torch.Tensor
     """`shots` random images of task `name` of `data` (chosen by `seed`), its other images, and a
     description."""
     if name not in data.task_names:
-        raise ValueError(f"{data.name} has no task {name!r} (tasks: {some_tasks(data.task_names)})")
+        raise RequestError(f"{data.name} has no task {name!r} (tasks: {some_tasks(data.task_names)})")
     members = data.task_members()[data.task_names.index(name)]
     if len(members) <= shots:
-        raise ValueError(
+        raise RequestError(
             f"task {name!r} has {len(members)} images: too few for {shots} shots and a test image"
         )
     members = members[torch.randperm(len(members), generator=torch.Generator().manual_seed(seed))]
@@ -134,9 +134,9 @@ def save_samples(program, loc, path: Path, title: str, shots: int, seed: int = 0
 def check_exportable(program) -> None:
     """A ValueError where the program's few-shot model is not a plain VAE θ(ū)."""
     if not program.task_latent:
-        raise ValueError(f"a {program.config.model} run has no task latent u: use a hypervae run")
+        raise RequestError(f"a {program.config.model} run has no task latent u: use a hypervae run")
     if program.config.reads_shots:
-        raise ValueError(
+        raise RequestError(
             f"this run's p(z) reads its shots (--z-prior {program.config.z_prior}), so its few-shot model "
             "is no plain VAE: score it with `fewshot-curve`"
         )
@@ -257,16 +257,16 @@ def load_images(paths, invert: bool | None = None) -> tuple[torch.Tensor, list[s
                 f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
             )
             if not found:
-                raise ValueError(f"{p}: no image files in this folder")
+                raise RequestError(f"{p}: no image files in this folder")
             files.extend(found)
         elif p.is_file():
             files.append(p)
         else:
-            raise ValueError(f"{p}: no such file or folder")
+            raise RequestError(f"{p}: no such file or folder")
     try:
         read = [read_image(f) for f in files]
     except DataError as e:
-        raise ValueError(str(e)) from None
+        raise RequestError(str(e)) from None
     borders = np.array([r[1] for r in read])
     bits = to_bits(
         np.stack([r[0] for r in read]), [r[2] for r in read], polarity(borders) if invert is None else invert
@@ -331,7 +331,7 @@ def curve_plan(data, shots, per_task: int, seed: int = 0) -> tuple[torch.Tensor,
     scored, pools, tasks = [], [], []
     for t, members in enumerate(data.task_members()):
         if len(members) < 2 or len(members) <= most:
-            raise ValueError(
+            raise RequestError(
                 f"task {data.task_names[t]!r} of {data.name} has {len(members)} image(s): "
                 f"{most} shot(s) and an image to score need {max(most + 1, 2)}"
             )
@@ -590,12 +590,12 @@ def unseen_tasks(config, part: str, root=None, folder=None, invert=None):
         data = folders.scan(folder).every_image(invert)
     else:
         if config.train_tasks is None:  # a config not read from a run folder: every task would pass as new
-            raise ValueError("this config records no training tasks: use the run's own (RunConfig.load)")
+            raise RequestError("this config records no training tasks: use the run's own (RunConfig.load)")
         data = config.load_data(part, root)
     seen = [n for n in data.task_names if n in set(config.train_tasks or [])]
     if len(seen) == data.num_tasks:
         where = str(folder) if folder is not None else f"the {part} part of {config.dataset}"
-        raise ValueError(
+        raise RequestError(
             f"{where} holds no task the run was not trained on: train with --exclude-classes or "
             f"(omniglot) --split background, or give a folder of new tasks with --dataset"
         )
@@ -605,22 +605,22 @@ def unseen_tasks(config, part: str, root=None, folder=None, invert=None):
 def run_curve(
     program,
     step: int,
-    part: str,
-    folder,
-    shots,
-    per_task: int,
-    samples: int,
-    seed: int,
+    split: str = "test",
+    folder=None,
+    shots=SHOTS,
+    per_task: int = 4,
+    samples: int = 1024,
+    seed: int = 0,
     combine: str = "product",
-    root=None,
+    data_root=None,
     vae=None,
     progress: bool = True,
 ) -> dict:
     """`curve` of a run on its tasks never trained on (`unseen_tasks`), with the VAE's on the same
     images given one, as the dict `fewshot-curve` writes (`curve_report` and what was scored)."""
     config = program.config
-    data = unseen_tasks(config, part, root, folder, config.invert if config.is_folder else None)
-    train_data = config.load_data("train", root) if program.task_latent and 0 in shots else None
+    data = unseen_tasks(config, split, data_root, folder, config.invert if config.is_folder else None)
+    train_data = config.load_data("train", data_root) if program.task_latent and 0 in shots else None
     result = curve(program, data, shots, per_task, samples, seed, train_data, combine, progress=progress)
     vae_curve = (
         curve(vae, data, shots, per_task, samples, seed, progress=progress) if vae is not None else None

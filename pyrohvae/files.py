@@ -78,6 +78,17 @@ class UserError(Exception):
     its message as one line, without a traceback. Each layer raises its own kind."""
 
 
+class RequestError(UserError, ValueError):
+    """What an analysis was asked cannot be had of this run or these data (a task they lack, a run of
+    another kind, too few images). A ValueError too, for callers of the library."""
+
+
+class OptionError(RequestError):
+    """The options given do not fit the run: the command line exits 2, as for its usage errors."""
+
+    exit_code = 2
+
+
 class FolderInUse(UserError):
     """Another process holds the folder."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from pyro import poutine
 
-from .files import pyplot, save_figure
+from .files import RequestError, pyplot, save_figure
 from .trainer import Hook, Trainer
 
 
@@ -156,7 +156,7 @@ class TensorBoard:
 def read_metrics(run: Path) -> list[dict]:
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{run}: no metrics.jsonl (not a run folder?)")
+        raise RequestError(f"{run}: no metrics.jsonl (not a run folder?)")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -174,7 +174,7 @@ def plot_runs(runs: list[Path], out: Path, smooth: int = 10) -> list[str]:
         if any(line.get(k) is not None for lines in curves.values() for line in lines)
     ]
     if not panels:
-        raise ValueError("no logged losses in " + ", ".join(map(str, runs)))
+        raise RequestError("no logged losses in " + ", ".join(map(str, runs)))
     titles = {
         "loss_avg": "training loss (nats/image)",
         "recon": "reconstruction",

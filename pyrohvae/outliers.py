@@ -49,7 +49,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from .data import TaskData
 from .evaluate import evaluate, evaluation_subset, seed_stream
-from .files import pyplot, save_figure
+from .files import OptionError, RequestError, pyplot, save_figure
 
 SCORES = (
     "elbo",
@@ -78,7 +78,7 @@ def shifted(name: str, root=None, seed: int = 0) -> TaskData:
     from . import data
 
     if name not in SHIFTED:
-        raise ValueError(f"unknown shifted set {name!r}; choose one of {', '.join(SHIFTED)}")
+        raise RequestError(f"unknown shifted set {name!r}; choose one of {', '.join(SHIFTED)}")
     base = data.load(SHIFTED[name], "test", root)
     if name.endswith("upside-down"):
         images = base.images.flip(-2, -1)
@@ -105,7 +105,7 @@ def mixed_set(normal: TaskData, other: TaskData, fraction: float, seed: int = 0)
     """All of `normal`, plus random samples of `other` making up `fraction` of the mixed set."""
     n_out = round(fraction / (1 - fraction) * len(normal))
     if n_out > len(other):
-        raise ValueError(f"--fraction {fraction} needs {n_out} outliers; {other.name} has {len(other)}")
+        raise OptionError(f"--fraction {fraction} needs {n_out} outliers; {other.name} has {len(other)}")
     pick = torch.randperm(len(other), generator=torch.Generator().manual_seed(seed))[:n_out]
     images = torch.cat([normal.images, other.images[pick]])
     labels = torch.cat([torch.zeros(len(normal), dtype=torch.long), torch.ones(n_out, dtype=torch.long)])
@@ -282,7 +282,7 @@ def run_scores(
     from .typicality import typicality_scores
 
     if not_here := [s for s in scores if s in TASK_LATENT_SCORES and not program.task_latent]:
-        raise ValueError(f"--score {not_here[0]} needs a task latent u: use a hypervae run")
+        raise OptionError(f"--score {not_here[0]} needs a task latent u: use a hypervae run")
     background = load_background(run_dir, program.device)[0] if "ratio" in scores else None
     wants_train = {*TRAINING_TASK_SCORES, "typicality"} & set(scores)
     train = program.config.load_data("train", data_root) if wants_train else None
@@ -340,7 +340,7 @@ def detect(
     ValueError says why it cannot run."""
     config = program.config
     if other == config.dataset:
-        raise ValueError(f"--outliers must name another dataset than the run's ({config.dataset})")
+        raise OptionError(f"--outliers must name another dataset than the run's ({config.dataset})")
     normal = config.load_data("test", data_root)
     kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
     mixed = mixed_set(normal.subset(kept), outlier_data(other, seed, data_root), fraction, seed)

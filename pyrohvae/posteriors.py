@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # arviz 0.23 announces its 1.x rewrite on impor
     import arviz as az
 
 from .evaluate import evaluate
-from .files import atomic_path, pyplot, save_figure
+from .files import RequestError, atomic_path, pyplot, save_figure
 
 
 def task_posteriors(program, data, draws=500, seed=0, samples=16, limit=None, progress=True):
@@ -28,7 +28,7 @@ def task_posteriors(program, data, draws=500, seed=0, samples=16, limit=None, pr
     all of a task's data, or about limit / tasks of them."""
     scores = evaluate(program, data, samples=samples, mode="task", limit=limit, seed=seed, progress=progress)
     if scores.u_loc is None:
-        raise ValueError(f"a {program.config.model} run has no task latent u to inspect")
+        raise RequestError(f"a {program.config.model} run has no task latent u to inspect")
     tasks = torch.unique(scores.task)  # tasks with data, in the order evaluate scored them
     names = [data.task_names[t] for t in tasks.tolist()]
     eps = torch.randn(draws, *scores.u_loc.shape, generator=torch.Generator().manual_seed(seed))

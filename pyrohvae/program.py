@@ -28,7 +28,6 @@ from torch import nn
 from . import guides
 from .batches import MixedBatches, TaskBatches
 from .config import ConfigError, RunConfig
-from .data import context_set
 from .models import (
     context_share,
     decoder_input,
@@ -257,15 +256,6 @@ class VAEProgram(Program):
     def sample_logits(self, eps: torch.Tensor, which=None) -> torch.Tensor:
         return self.decoder(eps)
 
-    def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
-        """`prior_rows` rows of z ~ p(z) (`samples.sample_rows`)."""
-        z = torch.randn(prior_rows, columns, self.config.z_dim, generator=g).to(self.device)
-        return (
-            torch.sigmoid(self.sample_logits(z)).cpu(),
-            [f"z ~ p(z), row {i + 1}" for i in range(prior_rows)],
-            None,
-        )
-
 
 class HyperVAEProgram(Program):
     """HyperVAE: the hyper-decoder θ(u), the prior on u and the guide's networks."""
@@ -410,27 +400,6 @@ class HyperVAEProgram(Program):
         return self.prior().mean.reshape(1, -1)
 
     @torch.no_grad()
-    def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
-        """A row per task of `test_data` (θ(ū), ū from a context of its test images), then
-        `prior_rows` rows of u ~ p(u), all decoding the same z (`samples.sample_rows`)."""
-        z = torch.randn(columns, self.config.z_dim, generator=g).to(self.device)
-        members = test_data.task_members()
-        shown = (
-            torch.linspace(0, len(members) - 1, min(max_tasks, len(members))).round().long().unique().tolist()
-        )
-        contexts = [context_set(test_data, t, g)[0] for t in shown]
-        draws = torch.stack([c[:1] for c in contexts])  # (tasks, 1, 1, 28, 28): the first of each context
-        if self.guide_nets.one_draw:  # the paper's guide reads one draw: d_t, shown
-            u_tasks = self.task_u(draws.to(self.device))
-        else:  # a set guide reads the whole context, of which d_t is one
-            u_tasks = torch.cat([self.task_u(c.unsqueeze(0).to(self.device)) for c in contexts])
-        u = torch.cat([u_tasks, self.prior().sample((prior_rows,)).to(self.device)])
-        labels = [test_data.task_names[t] for t in shown] + [
-            f"u ~ p(u), row {i + 1}" for i in range(prior_rows)
-        ]
-        return torch.sigmoid(self.sample_logits(z, u)).cpu(), labels, draws[:, 0].cpu()
-
-    @torch.no_grad()
     def task_u(self, context: torch.Tensor) -> torch.Tensor:
         """Mean of q(u | D_t) for a batch (tasks, items, 1, 28, 28): (tasks, u_dim)."""
         loc, _ = self.guide_nets.posterior(context)
@@ -553,18 +522,6 @@ class MetaVAEProgram(Program):
 
     def task_model(self, shots, combine="product"):
         raise ValueError("a metavae's models are its training tasks' decoders; use a hypervae or vae run")
-
-    @torch.no_grad()
-    def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
-        """A row per training task's decoder (up to `max_tasks`, spread out), z ~ p(z)."""
-        names = self.config.train_tasks
-        shown = torch.linspace(0, len(names) - 1, min(max_tasks, len(names))).round().long().unique().tolist()
-        z = torch.randn(columns, self.config.z_dim, generator=g).to(self.device)
-        return (
-            torch.stack([torch.sigmoid(self.sample_logits(z, t)) for t in shown]).cpu(),
-            [names[t] for t in shown],
-            None,
-        )
 
     @torch.no_grad()
     def sample_task(self, context, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:

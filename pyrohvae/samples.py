@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid
 
-from .files import pyplot, save_figure
+from .files import RequestError, pyplot, save_figure
 
 
 @torch.no_grad()
@@ -25,9 +25,45 @@ def sample_rows(program, test_data, columns=10, prior_rows=4, max_tasks=50, seed
     device = program.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return program.sample_rows(
-            test_data, columns, prior_rows, max_tasks, torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        if program.task_latent:
+            return _model_space_rows(program, test_data, columns, prior_rows, max_tasks, g)
+        z_dim = program.config.z_dim
+        if program.models_by_task:  # a MetaVAE: a row per training task's decoder, z ~ p(z)
+            names = program.config.train_tasks
+            shown = _spread(len(names), max_tasks)
+            z = torch.randn(columns, z_dim, generator=g).to(device)
+            means = torch.stack([torch.sigmoid(program.sample_logits(z, t)) for t in shown])
+            return means.cpu(), [names[t] for t in shown], None
+        z = torch.randn(prior_rows, columns, z_dim, generator=g).to(device)
+        return (
+            torch.sigmoid(program.sample_logits(z)).cpu(),
+            [f"z ~ p(z), row {i + 1}" for i in range(prior_rows)],
+            None,
         )
+
+
+def _spread(n: int, most: int) -> list[int]:
+    """Up to `most` of 0 .. n - 1, spread evenly from the first to the last."""
+    return torch.linspace(0, n - 1, min(most, n)).round().long().unique().tolist()
+
+
+def _model_space_rows(program, test_data, columns, prior_rows, max_tasks, g):
+    """A row per task of `test_data` (θ(ū), ū from a context of its test images), then `prior_rows`
+    rows of u ~ p(u), all decoding the same z."""
+    from .data import context_set
+
+    z = torch.randn(columns, program.config.z_dim, generator=g).to(program.device)
+    shown = _spread(len(test_data.task_members()), max_tasks)
+    contexts = [context_set(test_data, t, g)[0] for t in shown]
+    draws = torch.stack([c[:1] for c in contexts])  # (tasks, 1, 1, 28, 28): the first of each context
+    if program.guide_nets.one_draw:  # the paper's guide reads one draw: d_t, shown
+        u_tasks = program.task_u(draws.to(program.device))
+    else:  # a set guide reads the whole context, of which d_t is one
+        u_tasks = torch.cat([program.task_u(c.unsqueeze(0).to(program.device)) for c in contexts])
+    u = torch.cat([u_tasks, program.prior().sample((prior_rows,)).to(program.device)])
+    labels = [test_data.task_names[t] for t in shown] + [f"u ~ p(u), row {i + 1}" for i in range(prior_rows)]
+    return torch.sigmoid(program.sample_logits(z, u)).cpu(), labels, draws[:, 0].cpu()
 
 
 @torch.no_grad()
@@ -40,12 +76,12 @@ def interpolation_rows(program, data, source: str, target: str, steps=8, columns
     from .data import context_set
 
     if not program.task_latent:
-        raise ValueError(f"a {program.config.model} run has no model space to walk: use a hypervae run")
+        raise RequestError(f"a {program.config.model} run has no model space to walk: use a hypervae run")
     index = {name: i for i, name in enumerate(data.task_names)}
     for name in (source, target):
         if name not in index:
             known = ", ".join(data.task_names[:8]) + (", ..." if len(data.task_names) > 8 else "")
-            raise ValueError(f"no task {name!r} in {data.name} (tasks: {known})")
+            raise RequestError(f"no task {name!r} in {data.name} (tasks: {known})")
     device = program.device
     pyro.set_rng_seed(seed)
     g = torch.Generator().manual_seed(seed)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from .data import CONTEXT_SIZE, DATASETS, TaskData, cache_dir
 from .evaluate import seed_stream
-from .files import atomic_path, pyplot, save_figure
+from .files import RequestError, atomic_path, pyplot, save_figure
 from .importance import importance_scores
 
 # Bump when the classifiers below change, so stale cached ones are not reused.
@@ -55,7 +55,7 @@ def contexts(data: TaskData, size: int = CONTEXT_SIZE, seed: int = 0) -> Context
     in_first = torch.zeros(len(data), dtype=torch.bool)
     for t, members in enumerate(data.task_members()):
         if len(members) < 2:
-            raise ValueError(
+            raise RequestError(
                 f"task {data.task_names[t]!r} of {data.name} has {len(members)} image(s); "
                 "its model needs a context of other images of the task: at least 2"
             )
@@ -71,7 +71,7 @@ def contexts(data: TaskData, size: int = CONTEXT_SIZE, seed: int = 0) -> Context
 def _model_choice(program, name: str):
     choices = program.choices(name)
     if len(choices) != 1:
-        raise ValueError(f"the run has no model of its own for task {name!r}")
+        raise RequestError(f"the run has no model of its own for task {name!r}")
     return choices[0]
 
 
@@ -126,7 +126,7 @@ def score_matrix(
     """Per-image −ELBO under every task's model (module docstring); `samples` draws of z per
     image for the reconstruction term, KL(z) analytic."""
     if len(data.task_names) < 2:
-        raise ValueError(f"{data.name} has one task: nothing to tell apart")
+        raise RequestError(f"{data.name} has one task: nothing to tell apart")
     device = program.device
     ctx = contexts(data, context_size, seed)
     images = data.images.float()
@@ -231,7 +231,9 @@ def result(
     `task-models` command writes, and the scores, for the heatmap. A ValueError says why not."""
     config = program.config
     if not program.models_by_task:
-        raise ValueError(f"a {config.model} run has one model for all tasks: there is nothing to tell apart")
+        raise RequestError(
+            f"a {config.model} run has one model for all tasks: there is nothing to tell apart"
+        )
     scored = program.known_tasks(config.load_data(split, data_root))
     scores = measure(program, scored, samples, context_size, agreement_samples, seed, progress, data_root)
     about = {"model": config.model, "dataset": config.dataset, "guide": config.guide, "split": split}

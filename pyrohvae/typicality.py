@@ -41,7 +41,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 from .data import TaskData
-from .files import atomic_write_text
+from .files import OptionError, atomic_write_text
 from .outliers import compressed_nats, datum_scores, latent_distance
 
 FIT_FILE = "typicality.json"
@@ -140,7 +140,7 @@ def fit_images(config, data_root=None, seed: int = 0) -> tuple[TaskData, str]:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:FIT_IMAGES]
         data, where = train.subset(pick), f"{train.name} (seen in training)"
     if len(data) < MIN_FIT_IMAGES:
-        raise ValueError(
+        raise OptionError(
             f"the typicality fit needs at least {MIN_FIT_IMAGES} normal images; {where} has "
             f"{len(data)}: choose another --score"
         )
@@ -164,7 +164,7 @@ def fit(
     names = list(stats)
     bad = [n for n in names if not torch.isfinite(stats[n]).all()]
     if bad:
-        raise ValueError(
+        raise OptionError(
             f"the typicality fit met non-finite {', '.join(bad)} on {where}: is the run trained?"
         )
     result = Fit(
