@@ -35,8 +35,6 @@ from .models import (
     hypervae_model,
     metavae_guide,
     metavae_model,
-    mixture_from_eps,
-    shots_prior,
     vae_guide,
     vae_model,
     z_from_eps,
@@ -442,18 +440,12 @@ class HyperVAEProgram(Program):
             u = q.sample((4096,))
             return (q.log_prob(u) - p.log_prob(u)).mean(0)
 
-    def sample_logits(self, eps: torch.Tensor, which=None, shots=None, r=None) -> torch.Tensor:
+    def sample_logits(self, eps: torch.Tensor, which=None) -> torch.Tensor:
         """Logits of p(x | z, θ(u)) for z = the standard normal draws `eps` put through p(z | u)
         (z = eps under the paper's N(0, I)); u = `which` (*batch, u_dim) broadcasts against eps
-        (*batch, n, z_dim). A model whose p(z) reads shots (`z_prior="shots"`) given `shots`
-        (models, k, 1, 28, 28) for u (models, u_dim): z from its mixture at their codes, each
-        draw's component picked by the uniform `r` (n,) (`models.mixture_from_eps`)."""
-        u = which
-        params, width = self.theta.decoder(u.unsqueeze(-2)), self.shot_feature_width
-        if shots is None or self.shot_prior is None:
-            return decode(params, decoder_input(z_from_eps(params, eps), width=width))
-        p_z, features = shots_prior(self.theta, self.shot_prior, u.unsqueeze(-2), shots)
-        return decode(params, decoder_input(mixture_from_eps(p_z, eps, r), p_z, features, width))
+        (*batch, n, z_dim). A p(z) that reads shots is sampled by `fewshot.sample_means`."""
+        params = self.theta.decoder(which.unsqueeze(-2))
+        return decode(params, decoder_input(z_from_eps(params, eps), width=self.shot_feature_width))
 
     @property
     def shot_feature_width(self) -> int:
