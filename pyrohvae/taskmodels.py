@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -207,12 +207,23 @@ def measure(
     is 0, the sample agreement of that many samples of each task's model (`sample_agreement`)."""
     scores = score_matrix(program, scored, samples, context_size, seed, progress=progress)
     if agreement_samples:
-        config = program.config
-        label = labeller(
-            config.dataset, config.load_data("train", data_root), config.load_data("test", data_root)
-        )
+        label = labeller(program.config.dataset, *_labeller_data(program.config, scored, data_root))
         scores.agreement = sample_agreement(program, scored, label, agreement_samples, context_size, seed)
     return scores
+
+
+def _labeller_data(config, scored: TaskData, data_root=None) -> tuple[TaskData, TaskData]:
+    """The training and test images of the tasks `scored` holds, for the labeller. A run trained
+    with --exclude-classes has models of its held-out classes too (a HyperVAE's, from their
+    images): the labeller learns them from their training images, which the run never saw."""
+    train, test = config.load_data("train", data_root), config.load_data("test", data_root)
+    if config.exclude_classes:
+        train = replace(config, exclude_classes=[]).load_data("train", data_root)
+    names = set(scored.task_names)
+    return tuple(
+        d if set(d.task_names) == names else d.without_tasks(sorted(set(d.task_names) - names))
+        for d in (train, test)
+    )
 
 
 def result(

@@ -220,3 +220,19 @@ def test_posterior_stats_say_where_the_tasks_sit():
     assert stats["u_norm"] == pytest.approx(float(inks.mean()) * 10**0.5, rel=1e-5)
     assert stats["u_between_tasks"] == pytest.approx(float(inks.std()), rel=1e-5)
     assert stats["q_scale"] == pytest.approx(0.5)
+
+
+def test_the_labeller_of_a_run_with_held_out_classes_knows_them(data_root):
+    """A HyperVAE trained without a digit has a model of it (from its images): the labeller of its
+    samples must know that digit too, from training images the run never saw; a MetaVAE's scored
+    tasks lack it, and so does its labeller."""
+    from pyrohvae.config import RunConfig
+
+    config = RunConfig(dataset="mnist", exclude_classes=["3"])
+    test = config.load_data("test", data_root)
+    train, labelled_test = taskmodels._labeller_data(config, test, data_root)
+    assert train.task_names == test.task_names == labelled_test.task_names
+    assert (train.tasks == train.task_names.index("3")).sum() > 5000
+    nine = test.without_tasks(["3"])
+    train, labelled_test = taskmodels._labeller_data(config, nine, data_root)
+    assert train.task_names == nine.task_names == labelled_test.task_names and "3" not in train.task_names
