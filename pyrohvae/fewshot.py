@@ -33,7 +33,7 @@ from .data import CONTEXT_SIZE, DataError, some_tasks
 from .files import RequestError, atomic_write_text, pyplot, save_figure
 from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
-from .models import decode, decoder_input, mixture_from_eps, shots_prior
+from .models import shots_sample_logits
 from .program import build
 
 # The shots of the field's benchmark (Bartunov & Vetrov 2018, Table 1: k = 0, 1, 2, 3, 4, 9) and 19,
@@ -116,12 +116,10 @@ def sample_means(program, u: torch.Tensor, n: int = 10, seed: int = 0, shots=Non
     eps = torch.randn(n, program.config.z_dim, generator=g).to(u.device)
     if shots is None or program.shot_prior is None:
         return torch.sigmoid(program.sample_logits(eps, u)).cpu()
-    # z from the mixture at the shots' codes, each draw's component picked by a uniform of its own
-    r = torch.rand(n, generator=g).to(u.device)
-    params = program.theta.decoder(u.unsqueeze(-2))
-    p_z, features = shots_prior(program.theta, program.shot_prior, u.unsqueeze(-2), shots)
-    z = mixture_from_eps(p_z, eps, r)
-    return torch.sigmoid(decode(params, decoder_input(z, p_z, features, program.shot_feature_width))).cpu()
+    r = torch.rand(n, generator=g).to(u.device)  # picks each draw's component of the mixture
+    width = program.shot_feature_width
+    logits = shots_sample_logits(program.theta, program.shot_prior, u, shots, eps, r, width)
+    return torch.sigmoid(logits).cpu()
 
 
 def save_samples(program, loc, path: Path, title: str, shots: int, seed: int = 0) -> None:

@@ -124,6 +124,14 @@ def mixture_from_eps(p_z: dist.MixtureSameFamily, eps: torch.Tensor, r: torch.Te
     return loc + scale * eps
 
 
+def shots_sample_logits(theta, shot_prior, u, shots, eps, r, width: int = 0) -> torch.Tensor:
+    """Logits of p(x | z, θ(u)) with z ~ p(z | u, shots) (`mixture_from_eps`), u (models, u_dim),
+    shots (models, k, 1, 28, 28): (models, n, 1, 28, 28)."""
+    params = theta.decoder(u.unsqueeze(-2))
+    p_z, features = shots_prior(theta, shot_prior, u.unsqueeze(-2), shots)
+    return decode(params, decoder_input(mixture_from_eps(p_z, eps, r), p_z, features, width))
+
+
 def decoder_input(z: torch.Tensor, p_z=None, features=None, width: int = 0) -> torch.Tensor:
     """What the decoder reads: z, and with `width` > 0 (`shot_features`) the shots' trunk features
     (tasks, k, width) weighed by each shot's responsibility for z under the `shot_mixture` p_z,

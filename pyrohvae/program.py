@@ -35,6 +35,7 @@ from .models import (
     hypervae_model,
     metavae_guide,
     metavae_model,
+    shots_sample_logits,
     vae_guide,
     vae_model,
     z_from_eps,
@@ -454,9 +455,15 @@ class HyperVAEProgram(Program):
 
     @torch.no_grad()
     def sample_task(self, context, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:
-        """n Bernoulli means of the main VAE θ(ū) chosen from `context` (1, m, 1, 28, 28), z ~ p(z | ū)."""
+        """n Bernoulli means of the main VAE θ(ū) chosen from `context` (1, m, 1, 28, 28), z ~ p(z | ū),
+        or p(z | ū, shots) with the context as the shots where p(z) reads shots."""
         eps = torch.randn(n, self.config.z_dim, generator=generator).to(context.device)
-        return torch.sigmoid(self.sample_logits(eps, self.task_u(context)[0]))
+        u = self.task_u(context)
+        if self.shot_prior is None:
+            return torch.sigmoid(self.sample_logits(eps, u[0]))
+        r = torch.rand(n, generator=generator).to(context.device)
+        width = self.shot_feature_width
+        return torch.sigmoid(shots_sample_logits(self.theta, self.shot_prior, u, context, eps, r, width))[0]
 
 
 class MetaVAEProgram(Program):

@@ -328,6 +328,26 @@ def test_samples_of_a_shots_model_given_its_shots_come_from_its_mixture():
     assert not torch.allclose(fewshot.sample_means(program, loc, 6, seed=1, shots=given), plain, atol=1e-3)
 
 
+def test_a_shots_models_task_samples_read_its_context_as_shots():
+    """`sample_task` (the task-model analysis's samples) of a model whose p(z) reads shots draws z
+    from p(z | ū, context): as N(0, I)'s samples with the mixture's weight on N(0, I), else not."""
+    program = program_of(z_prior="shots", split_context=True)
+    context = shots(4).unsqueeze(0)
+
+    def drawn():
+        return program.sample_task(context, 5, torch.Generator().manual_seed(2))
+
+    with torch.no_grad():
+        program.shot_prior.prior_logit.fill_(30.0)
+        u = program.task_u(context)
+        eps = torch.randn(5, program.config.z_dim, generator=torch.Generator().manual_seed(2))
+        plain = torch.sigmoid(program.sample_logits(eps, u[0]))
+    assert torch.allclose(drawn(), plain, atol=1e-6)
+    with torch.no_grad():
+        program.shot_prior.prior_logit.fill_(-30.0)
+    assert drawn().shape == plain.shape and not torch.allclose(drawn(), plain, atol=1e-3)
+
+
 def test_without_a_closed_form_kl_z_is_averaged_over_the_particles():
     """A p(z) without a closed-form KL (a mixture) gets KL(q(z | x) || p(z)) from the importance
     particles; for a one-component mixture equal to N(0, I) it meets the analytic KL."""
