@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -80,7 +81,28 @@ _checkpoint = _opt(
     help="Which checkpoint of the run folder: the last, or one kept by --keep-every.",
 )
 _out_png = _opt("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file.")
-_out_dir = _opt("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder.")
+
+
+class _WritableFolder(click.Path):
+    """A folder a command writes into: one already, or one it can make. Checked when the options are
+    read, before the work (a search, a curve) it would otherwise lose; made when the command writes."""
+
+    def __init__(self):
+        super().__init__(path_type=Path, file_okay=False)
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        there = path.absolute()
+        while not there.exists():
+            there = there.parent
+        if not there.is_dir():
+            self.fail(f"cannot write to {value}: {there} is a file", param, ctx)
+        if not os.access(there, os.W_OK | os.X_OK):
+            self.fail(f"cannot write to {value}: {there} is not writable", param, ctx)
+        return path
+
+
+_out_dir = _opt("--out", type=_WritableFolder(), required=True, help="Folder.")
 _combine = _opt(
     "--combine",
     type=click.Choice(["product", "mean"]),
@@ -520,12 +542,7 @@ def _shot_counts(ctx, param, value):
 @_vae_run("the same images under, for the gains.")
 @_combine
 @_seed
-@_opt(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Folder for curve.json and curve.png.",
-)
+@_opt("--out", type=_WritableFolder(), required=True, help="Folder for curve.json and curve.png.")
 @_json
 @_progress
 @_data_dir
@@ -721,8 +738,6 @@ def background(run_dir, flips, steps, samples, progress, data_dir, device):
 def discover(run_dir, target, target_class, mode, seed, threads, out, data_dir, device, **search):
     """Bayesian optimisation (BoTorch) for the design closest to a target, beside random search.
     Writes DIR/discovery.json, the best design of every step and a trace figure."""
-    import os
-
     from . import discovery
     from .train import load_run, resolve_device
 

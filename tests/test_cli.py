@@ -53,6 +53,17 @@ def test_unwritable_out(tmp_path):
     assert_one_line_error(result, 1, "cannot write to --out", str(blocker / "run"))
 
 
+@pytest.mark.parametrize("command", ["fewshot-curve", "inspect", "discover", "fewshot"])
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_run_is_read(tmp_path, command):
+    """tmp_path is no run folder: the command reads the options before the run, and stops there."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = invoke(command, tmp_path, "--out", blocker / "o")
+    assert_one_line_error(result, 2, "cannot write to", "is a file")
+    later = invoke(command, tmp_path, "--out", tmp_path / "new" / "o")  # a folder it can make: past --out
+    assert later.exit_code != 0 and "cannot write" not in later.output and not (tmp_path / "new").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 @pytest.mark.data
 def test_cuda_without_gpu(tmp_path):
