@@ -100,6 +100,10 @@ VARIANTS = {
         "pool-split with the pixel bias",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "pixel_bias": True},
     ),
+    "vae-z32": (
+        "our VAE with z of 32 dimensions: how much of a z32 model's gain is z's size",
+        {"model": "vae", "batch_size": 320, "z_dim": 32},
+    ),
     "vae-pixel": (
         "our VAE with a learnt logit per pixel",
         {"model": "vae", "batch_size": 320, "pixel_bias": True},
@@ -228,7 +232,8 @@ FULL_CONFIGS = ("paper", "default")
 def full_config(benchmark: str, name: str, steps: int, seed: int) -> RunConfig:
     spec = BENCHMARKS[benchmark]
     overrides = {k: v for k, v in VARIANTS[name][1].items() if k not in TASK_BATCH}
-    batch = {"batch_size": spec["vae_batch"]} if name == "vae" else spec["task_batch"]
+    a_vae = VARIANTS[name][1].get("model") == "vae"
+    batch = {"batch_size": spec["vae_batch"]} if a_vae else spec["task_batch"]
     return RunConfig(**spec["data"], steps=steps, seed=seed, **overrides, **batch)
 
 
