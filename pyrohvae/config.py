@@ -120,7 +120,7 @@ class RunConfig:
         0, "Steps in which the learning rate halves, decaying every step (0: constant, the paper).", min=0
     )
     seed: int = setting(0, "", min=0)
-    z_dim: int = setting(10)
+    z_dim: int = setting(10, "Dimensions of z (the paper: 10).", min=1)
     u_dim: int = setting(10, "HyperVAE: dimensions of the task latent u (the paper: 10).", min=1)
     h_dim: int = setting(
         20, "HyperVAE: the side of the matrix H of the matrix layers W = U·H·V + B (the paper: 20).", min=1

@@ -1,5 +1,6 @@
 """Bad input: exit code not 0, one line on stderr, no traceback, nothing written."""
 
+import json
 import subprocess
 import sys
 
@@ -33,6 +34,26 @@ def test_unknown_dataset(tmp_path):
 
 def test_zero_steps(tmp_path):
     assert_one_line_error(invoke("train", "--steps", 0, "--out", tmp_path / "r"), 2, "--steps")
+
+
+@pytest.mark.data
+def test_z_dim_is_an_option_of_train(tmp_path):
+    assert_one_line_error(invoke("train", "--z-dim", 0, "--out", tmp_path / "r"), 2, "--z-dim")
+    out = tmp_path / "run"
+    args = [
+        "--dataset",
+        "mnist",
+        "--z-dim",
+        3,
+        "--steps",
+        2,
+        "--batch-size",
+        5,
+        "--no-progress",
+        "--no-tensorboard",
+    ]
+    assert invoke("train", *args, "--out", out).exit_code == 0
+    assert json.loads((out / "config.json").read_text())["z_dim"] == 3
 
 
 def test_missing_data_root(tmp_path, monkeypatch):
