@@ -50,8 +50,10 @@ def _spread(n: int, most: int) -> list[int]:
 
 def _model_space_rows(program, test_data, columns, prior_rows, max_tasks, g):
     """A row per task of `test_data` (θ(ū), ū from a context of its test images), then `prior_rows`
-    rows of u ~ p(u), all decoding the same z."""
+    rows of u ~ p(u), all decoding the same z. A p(z) that reads shots reads a task's context as its
+    shots, the same uniforms picking each column's component in every task row."""
     from .data import context_set
+    from .models import shots_sample_logits
 
     z = torch.randn(columns, program.config.z_dim, generator=g).to(program.device)
     shown = _spread(len(test_data.task_members()), max_tasks)
@@ -63,7 +65,16 @@ def _model_space_rows(program, test_data, columns, prior_rows, max_tasks, g):
         u_tasks = torch.cat([program.task_u(c.unsqueeze(0).to(program.device)) for c in contexts])
     u = torch.cat([u_tasks, program.prior().sample((prior_rows,)).to(program.device)])
     labels = [test_data.task_names[t] for t in shown] + [f"u ~ p(u), row {i + 1}" for i in range(prior_rows)]
-    return torch.sigmoid(program.sample_logits(z, u)).cpu(), labels, draws[:, 0].cpu()
+    means = torch.sigmoid(program.sample_logits(z, u))
+    if program.shot_prior is not None:
+        r = torch.rand(columns, generator=g).to(program.device)
+        for i, c in enumerate(contexts):
+            given = c.unsqueeze(0).to(program.device)
+            logits = shots_sample_logits(
+                program.theta, program.shot_prior, u_tasks[i : i + 1], given, z, r, program.shot_feature_width
+            )
+            means[i] = torch.sigmoid(logits)[0]
+    return means.cpu(), labels, draws[:, 0].cpu()
 
 
 @torch.no_grad()

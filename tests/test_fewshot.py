@@ -348,6 +348,25 @@ def test_a_shots_models_task_samples_read_its_context_as_shots():
     assert drawn().shape == plain.shape and not torch.allclose(drawn(), plain, atol=1e-3)
 
 
+def test_a_shots_models_sample_grid_reads_each_tasks_context_as_shots():
+    """The `sample` grid of a model whose p(z) reads shots: its task rows draw z from p(z | ū, the
+    task's context), its prior rows (no shots) from N(0, I)."""
+    from pyrohvae.data import TaskData
+    from pyrohvae.samples import sample_rows
+
+    program = program_of(z_prior="shots", split_context=True)
+    images = (torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(3)) < 0.2).to(torch.uint8)
+    data = TaskData(images, torch.arange(2).repeat(6), ["a", "b"], "toy")
+    with torch.no_grad():
+        program.shot_prior.prior_logit.fill_(30.0)
+    plain, labels, _ = sample_rows(program, data, columns=3, prior_rows=1, seed=4)
+    with torch.no_grad():
+        program.shot_prior.prior_logit.fill_(-30.0)
+    read, _, _ = sample_rows(program, data, columns=3, prior_rows=1, seed=4)
+    assert labels[:2] == ["a", "b"] and read.shape == plain.shape == (3, 3, 1, 28, 28)
+    assert not torch.allclose(read[:2], plain[:2], atol=1e-3) and torch.equal(read[2], plain[2])
+
+
 def test_without_a_closed_form_kl_z_is_averaged_over_the_particles():
     """A p(z) without a closed-form KL (a mixture) gets KL(q(z | x) || p(z)) from the importance
     particles; for a one-component mixture equal to N(0, I) it meets the analytic KL."""
