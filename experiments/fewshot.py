@@ -232,8 +232,7 @@ FULL_CONFIGS = ("paper", "default")
 def full_config(benchmark: str, name: str, steps: int, seed: int) -> RunConfig:
     spec = BENCHMARKS[benchmark]
     overrides = {k: v for k, v in VARIANTS[name][1].items() if k not in TASK_BATCH}
-    a_vae = VARIANTS[name][1].get("model") == "vae"
-    batch = {"batch_size": spec["vae_batch"]} if a_vae else spec["task_batch"]
+    batch = {"batch_size": spec["vae_batch"]} if _a_vae(name) else spec["task_batch"]
     return RunConfig(**spec["data"], steps=steps, seed=seed, **overrides, **batch)
 
 

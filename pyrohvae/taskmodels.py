@@ -216,9 +216,8 @@ def _labeller_data(config, scored: TaskData, data_root=None) -> tuple[TaskData, 
     """The training and test images of the tasks `scored` holds, for the labeller. A run trained
     with --exclude-classes has models of its held-out classes too (a HyperVAE's, from their
     images): the labeller learns them from their training images, which the run never saw."""
-    train, test = config.load_data("train", data_root), config.load_data("test", data_root)
-    if config.exclude_classes:
-        train = replace(config, exclude_classes=[]).load_data("train", data_root)
+    every_class = replace(config, exclude_classes=[]) if config.exclude_classes else config
+    train, test = every_class.load_data("train", data_root), config.load_data("test", data_root)
     names = set(scored.task_names)
     return tuple(
         d if set(d.task_names) == names else d.without_tasks(sorted(set(d.task_names) - names))
