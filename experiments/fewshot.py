@@ -188,6 +188,30 @@ VARIANTS = {
         "pool-split-shots with z of 32 dimensions: room in z for what the shots tell",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots", "z_dim": 32},
     ),
+    "pool-split-shots-k-template": (
+        (
+            "pool-split-shots-k, the logits also read the shots' pixels weighed by their responsibility for "
+            "z, through a 5×5 filter of θ(u) (--shot-template): a drawing matched to a shot starts from it"
+        ),
+        {
+            **TASK_BATCH,
+            "split_context": True,
+            "guide": "precision-pool",
+            "z_prior": "shots-k",
+            "shot_template": True,
+        },
+    ),
+    "pool-split-shots-z32-k-template": (
+        "pool-split-shots-z32-k with the shots' pixels (--shot-template)",
+        {
+            **TASK_BATCH,
+            "split_context": True,
+            "guide": "precision-pool",
+            "z_prior": "shots-k",
+            "z_dim": 32,
+            "shot_template": True,
+        },
+    ),
     "pool-split-pixel-u64": (
         "pool-split-pixel, u of 64 dimensions",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "pixel_bias": True, "u_dim": 64},

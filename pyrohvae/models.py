@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 
-from .nets import decode, encode, encode_with_features, stack_params, weights
+from .nets import IMAGE_SHAPE, decode, encode, encode_with_features, stack_params, template_logits, weights
 
 
 def per_datum(tasks: int, items: int):
@@ -129,7 +129,33 @@ def shots_sample_logits(theta, shot_prior, u, shots, eps, r, width: int = 0) -> 
     shots (models, k, 1, 28, 28): (models, n, 1, 28, 28)."""
     params = theta.decoder(u.unsqueeze(-2))
     p_z, features = shots_prior(theta, shot_prior, u.unsqueeze(-2), shots)
-    return decode(params, decoder_input(mixture_from_eps(p_z, eps, r), p_z, features, width))
+    return shot_logits(params, mixture_from_eps(p_z, eps, r), p_z, features, shots, width)
+
+
+def shot_logits(params: dict, z: torch.Tensor, p_z=None, features=None, shots=None, width: int = 0):
+    """Logits of p(x | z, θ(u), shots): the decoder on `decoder_input`, and, where θ has a
+    `template` filter (`--shot-template`), `matched_shots` through it; without shots, z alone."""
+    logits = decode(params, decoder_input(z, p_z, features, width))
+    if "template.weight" not in params:
+        return logits
+    if shots is None:  # no shot to match: the filter sees a blank image
+        return logits + template_logits(params, z.new_zeros(*z.shape[:-1], *IMAGE_SHAPE))
+    return logits + template_logits(params, matched_shots(z, p_z, shots))
+
+
+def responsibilities(z: torch.Tensor, p_z: dist.MixtureSameFamily) -> torch.Tensor:
+    """How much each shot's component of the `shot_mixture` p_z explains z: (..., tasks, items, k),
+    N(0, I)'s share left out."""
+    components = p_z.component_distribution.log_prob(z.unsqueeze(-2))  # (..., tasks, items, k + 1)
+    return (components + p_z.mixture_distribution.logits).softmax(-1)[..., 1:]
+
+
+def matched_shots(z: torch.Tensor, p_z, shots: torch.Tensor) -> torch.Tensor:
+    """The shots' images (tasks, k, 1, 28, 28) as ±1, weighed by their `responsibilities` for z:
+    (..., tasks, items, 1, 28, 28), 0 where N(0, I) explains z. The pixels a drawing matched to a shot
+    starts from, as Generative Matching Networks' decoder reads its matched examples."""
+    signs = (2 * shots - 1).flatten(-3)  # (tasks, k, 784)
+    return (responsibilities(z, p_z) @ signs).unflatten(-1, IMAGE_SHAPE)
 
 
 def decoder_input(z: torch.Tensor, p_z=None, features=None, width: int = 0) -> torch.Tensor:
@@ -141,9 +167,8 @@ def decoder_input(z: torch.Tensor, p_z=None, features=None, width: int = 0) -> t
         return z
     if features is None:
         return torch.cat([z, z.new_zeros(*z.shape[:-1], width)], -1)
-    components = p_z.component_distribution.log_prob(z.unsqueeze(-2))  # (..., tasks, items, k + 1)
-    r = (components + p_z.mixture_distribution.logits).softmax(-1)[..., 1:]
-    return torch.cat([z, r @ features], -1)  # (..., tasks, items, k) @ (..., tasks, k, width)
+    # (..., tasks, items, k) @ (..., tasks, k, width)
+    return torch.cat([z, responsibilities(z, p_z) @ features], -1)
 
 
 def z_from_eps(params: dict, eps: torch.Tensor) -> torch.Tensor:
@@ -173,7 +198,8 @@ def hypervae_model(
     (tasks, k, 1, 28, 28), other images of each task, and the parameters `shot_prior`, p(z | u,
     shots) is `shot_mixture` of the shots' codes under the encoder θ(u) (`z_prior="shots"`); with
     `shot_features` (their width), the decoder also reads the shots' features matched to z
-    (`decoder_input`).
+    (`decoder_input`), and where θ has a `template` filter, the matched shots' pixels enter the
+    logits through it (`shot_logits`).
 
     Only the decoder half of θ(u) is generated here; the guide generates the encoder half.
     `kl_u_weight` scales the u site in model and guide alike, i.e. KL(q(u|D) || p(u)) in the
@@ -193,11 +219,11 @@ def hypervae_model(
         if shots is not None and shots.shape[1]:
             p_z, features = shots_prior(theta, shot_prior, u, shots)
         else:
-            p_z = z_prior(params, z_dim, u)
+            p_z, shots = z_prior(params, z_dim, u), None
         with data_plate:
             with poutine.scale(scale=kl_z_weight):
                 z = pyro.sample("z", p_z)
-            logits = decode(params, decoder_input(z, p_z, features, shot_features))
+            logits = shot_logits(params, z, p_z, features, shots, shot_features)
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=x)
 
 

@@ -29,6 +29,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 IMAGE_SHAPE = (1, 28, 28)
+TEMPLATE_KERNEL = 5  # the side of the filter of `--shot-template`: strokes a pixel or two away
 
 Linear, Conv2d, ConvTranspose2d = PyroModule[nn.Linear], PyroModule[nn.Conv2d], PyroModule[nn.ConvTranspose2d]
 
@@ -132,7 +133,14 @@ class Encoder(PyroModule):
 class Decoder(PyroModule):
     """p(x | z): the encoder mirrored, transposed convolutions, Bernoulli logits."""
 
-    def __init__(self, z_dim: int = 10, hidden: int = 100, pixel_bias: bool = False, extra_inputs: int = 0):
+    def __init__(
+        self,
+        z_dim: int = 10,
+        hidden: int = 100,
+        pixel_bias: bool = False,
+        extra_inputs: int = 0,
+        template: bool = False,
+    ):
         super().__init__()
         self.fc1 = Linear(z_dim + extra_inputs, hidden)  # extra: what the shots tell (models.decoder_input)
         channels, size, _ = shape = conv_shape()
@@ -146,6 +154,8 @@ class Decoder(PyroModule):
             )
         if pixel_bias:  # a logit added at every pixel of the image: for HyperVAE, a template θ(u) can paint
             self.pixel_bias = nn.Parameter(torch.zeros(IMAGE_SHAPE))
+        if template:  # the filter the matched shots' image goes through into the logits (`template_logits`)
+            self.template = Conv2d(1, 1, TEMPLATE_KERNEL, padding=TEMPLATE_KERNEL // 2)
 
     def forward(self, z):
         return decode(weights(self), z)
@@ -355,6 +365,20 @@ def decode(params: dict, z: torch.Tensor) -> torch.Tensor:
     return logits if pixel_bias is None else logits + pixel_bias
 
 
+def template_logits(params: dict, image: torch.Tensor) -> torch.Tensor:
+    """An image (*batch, 1, 28, 28) through the decoder's `template` filter, each group its own
+    (`--shot-template`): what a shot's strokes add to the logits of a drawing matched to it."""
+    names = ("template.weight", "template.bias")
+    fold = _Fold(image.shape[:-3], _batch_shape(params, names[0], 4))
+    w, b = fold.params({name: params[name] for name in names}).values()
+    h = fold.inputs(image, 3)  # (G, M, 1, 28, 28)
+    groups, items = h.shape[:2]
+    h = h.transpose(0, 1).reshape(items, groups, *IMAGE_SHAPE[1:])
+    w, b = w.reshape(groups, *w.shape[2:]), b.reshape(groups)
+    y = F.conv2d(h, w, b, padding=TEMPLATE_KERNEL // 2, groups=groups)
+    return fold.outputs(y.reshape(items, groups, *IMAGE_SHAPE).transpose(0, 1))
+
+
 def _decode_groups(h, params):
     """The decoder after its first layer. h: (G, M, hidden) -> logits (G, M, 1, 28, 28)."""
     groups, items = h.shape[:2]
@@ -513,6 +537,7 @@ class ThetaGenerator(PyroModule):
         layout: str = "paper",
         pixel_bias: bool = False,
         extra_inputs: int = 0,
+        template: bool = False,
     ):
         super().__init__()
         self.h_dim = h_dim
@@ -533,7 +558,7 @@ class ThetaGenerator(PyroModule):
             h_rms = float(h.pow(2).mean().sqrt())
         defaults = {
             "encoder": Encoder(z_dim, hidden),
-            "decoder": Decoder(z_dim, hidden, pixel_bias, extra_inputs),
+            "decoder": Decoder(z_dim, hidden, pixel_bias, extra_inputs, template),
         }
         if z_prior:  # p(z | u) = N(loc, exp(log_scale)), generated with the decoder; starts near N(0, I)
             defaults["decoder"].zprior = ZPriorParams(z_dim)

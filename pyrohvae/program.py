@@ -30,17 +30,17 @@ from .batches import MixedBatches, TaskBatches
 from .config import ConfigError, RunConfig
 from .models import (
     context_share,
-    decoder_input,
     hypervae_guide,
     hypervae_model,
     metavae_guide,
     metavae_model,
+    shot_logits,
     shots_sample_logits,
     vae_guide,
     vae_model,
     z_from_eps,
 )
-from .nets import Decoder, ShotPrior, ThetaGenerator, decode
+from .nets import Decoder, ShotPrior, ThetaGenerator
 from .priors import make_prior
 
 
@@ -274,6 +274,7 @@ class HyperVAEProgram(Program):
             layout=config.theta_layout,
             pixel_bias=config.pixel_bias,
             extra_inputs=self.shot_feature_width,
+            template=config.shot_template,
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
@@ -446,7 +447,7 @@ class HyperVAEProgram(Program):
         (z = eps under the paper's N(0, I)); u = `which` (*batch, u_dim) broadcasts against eps
         (*batch, n, z_dim). A p(z) that reads shots is sampled by `fewshot.sample_means`."""
         params = self.theta.decoder(which.unsqueeze(-2))
-        return decode(params, decoder_input(z_from_eps(params, eps), width=self.shot_feature_width))
+        return shot_logits(params, z_from_eps(params, eps), width=self.shot_feature_width)
 
     @property
     def shot_feature_width(self) -> int:

@@ -84,15 +84,21 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
     assert loss == pytest.approx(float(by_hand), abs=1e-4)
 
 
-@pytest.mark.parametrize("z_prior, features", [("shots", False), ("shots-k", False), ("shots", True)])
-def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features):
+@pytest.mark.parametrize(
+    "z_prior, features, template",
+    [("shots", False, False), ("shots-k", False, False), ("shots", True, False), ("shots-k", False, True)],
+)
+def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, template):
     """With `--z-prior shots` and a context of k = 3, each scored image's p(z) is N(0, I) with
     weight w and a Gaussian at each context image's code q(z | shot, θ(u)), widened, with weight
     (1 − w) / 3: the loss is Eq. 9 with that log p(z), and only the other 4 items scored. With
     `shots-k`, the log widening and the logit of w are less their slopes times log 3. With
     `--shot-features`, the decoder reads z and the shots' trunk features weighed by each shot's
-    responsibility for z under that mixture."""
-    program, x = setup_program(z_prior=z_prior, split_context=True, shot_features=features)
+    responsibility for z under that mixture. With `--shot-template`, the logits gain the shots as
+    ±1 images weighed by the same responsibilities, through the 5×5 filter of the task's θ(u)."""
+    program, x = setup_program(
+        z_prior=z_prior, split_context=True, shot_features=features, shot_template=template
+    )
     T, N, k = *x.shape[:2], 3
     log_widen, logit = torch.linspace(-2, 0, 10, dtype=x.dtype), torch.tensor(-1.5, dtype=x.dtype)
     with torch.no_grad():
@@ -121,15 +127,21 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features):
             components.append(math.log((1 - w) / k) + normal_log_density(z, shot_loc[:, j : j + 1], spread))
         log_p_z = torch.logsumexp(torch.stack(components), 0)  # (T, N − k)
         decoded = z
+        r = torch.stack(components, -1).softmax(-1)[..., 1:]  # (T, N − k, k)
         if features:
             shot_h = nets.features(encoder, x[:, :k])  # (T, k, hidden)
-            r = torch.stack(components, -1).softmax(-1)[..., 1:]  # (T, N − k, k)
             decoded = torch.cat([z, (r.unsqueeze(-1) * shot_h.unsqueeze(1)).sum(-2)], -1)
-        per_item = (
-            -bernoulli_log_lik(decode(program.theta.decoder(u), decoded), scored)
-            + normal_log_density(z, z_loc, z_scale)
-            - log_p_z
-        )
+        decoder = program.theta.decoder(u)
+        logits = decode(decoder, decoded)
+        if template:
+            for t in range(T):
+                matched = (r[t, :, :, None, None, None] * (2 * x[t, None, :k] - 1)).sum(
+                    1
+                )  # (N − k, 1, 28, 28)
+                w, b = decoder["template.weight"][t, 0], decoder["template.bias"][t, 0]
+                logits[t] = logits[t] + torch.nn.functional.conv2d(matched, w, b, padding=2)
+        assert template == ("template.weight" in decoder)
+        per_item = -bernoulli_log_lik(logits, scored) + normal_log_density(z, z_loc, z_scale) - log_p_z
         per_task = normal_log_density(u, q_u.loc, q_u.scale) - normal_log_density(
             u, torch.zeros_like(u), torch.ones_like(u)
         )
