@@ -742,7 +742,13 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-feat": "both of the first two",
     "pool-split-shots-z32-feat": "z of 32 dimensions and the shots' features",
     "pool-split-shots-z32-k": "z of 32 dimensions and shots-k",
+    "pool-split-shots-k-template": "shots-k, the logits reading the matched shots' pixels (`--shot-template`)",
+    "pool-split-shots-z32-k-template": "z of 32 dimensions, shots-k and the shots' pixels",
 }
+
+
+# Screened variants whose samples join fewshot-screen-samples.png once they are trained.
+SAMPLED_IF_SCREENED = ("pool-split-shots-z32-k-template",)
 
 
 def _shots_variants_reading(nll: dict) -> list[str]:
@@ -823,8 +829,11 @@ def report(args) -> None:
         )
     screened_runs = {
         name: args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{args.seed}"
-        for name in ("paper", "rc-z4", "pool-split-shots", "pool-split-shots-feat")
+        for name in ("paper", "rc-z4", "pool-split-shots", "pool-split-shots-feat", *SAMPLED_IF_SCREENED)
     }
+    for name in SAMPLED_IF_SCREENED:  # later variants join the figure once screened
+        if not _trained_to(screened_runs[name], args.screen_steps):
+            del screened_runs[name]
     if all(_trained_to(folder, args.screen_steps) for folder in screened_runs.values()):
         sample_figure(
             screened_runs,
@@ -1125,7 +1134,28 @@ def _screen_lines(rows) -> list[str]:
             f"{r['config']} ({r['about']}): −log p(x) {r['rows'][0]['nll']:.2f}, "
             f"{gain['gain']:+.2f} ± {gain['stderr']:.2f} against our VAE."
         )
+    out += _screen_same_z(rows, plain)
     return out + [""]
+
+
+def _screen_same_z(rows, plain) -> list[str]:
+    """Each screened model of a larger z beside the VAE of its own z trained as long, where screened:
+    how much of its gain is z's size. Differences of means."""
+    vaes = {(r["config"], r["steps"]): r["rows"][0]["nll"] for r in plain}
+    out = []
+    for r in rows:
+        z = VARIANTS[r["config"]][1].get("z_dim")
+        base = vaes.get((f"vae-z{z}", r["steps"]))
+        if z is None or base is None:
+            continue
+        nll = {x["model"]: x["nll"] for x in r["rows"]}
+        parts = [f"k={k} {base - nll[f'k={k}']:+.2f}" for k in (1, 4, 9, 19) if f"k={k}" in nll]
+        out.append(
+            f"{r['config']} ({r['steps']:,} steps) over vae-z{z} ({base:.2f}), differences of means: "
+            + ", ".join(parts)
+            + "."
+        )
+    return out
 
 
 def main():
