@@ -191,14 +191,15 @@ VARIANTS = {
     "pool-split-shots-k-template": (
         (
             "pool-split-shots-k, the logits also read the shots' pixels weighed by their responsibility for "
-            "z, through a 5×5 filter of θ(u) (--shot-template): a drawing matched to a shot starts from it"
+            "z, through a 5×5 filter of θ(u) (--shot-template matched): a drawing matched to a shot starts "
+            "from it"
         ),
         {
             **TASK_BATCH,
             "split_context": True,
             "guide": "precision-pool",
             "z_prior": "shots-k",
-            "shot_template": True,
+            "shot_template": "matched",
         },
     ),
     "pool-split-shots-z32-k-template": (
@@ -209,7 +210,21 @@ VARIANTS = {
             "guide": "precision-pool",
             "z_prior": "shots-k",
             "z_dim": 32,
-            "shot_template": True,
+            "shot_template": "matched",
+        },
+    ),
+    "pool-split-shots-z32-k-tmean": (
+        (
+            "pool-split-shots-z32-k, the logits also read the shots' mean image through a 5×5 filter of θ(u) "
+            "(--shot-template mean): every drawing starts from the shots, whatever its z"
+        ),
+        {
+            **TASK_BATCH,
+            "split_context": True,
+            "guide": "precision-pool",
+            "z_prior": "shots-k",
+            "z_dim": 32,
+            "shot_template": "mean",
         },
     ),
     "pool-split-pixel-u64": (
@@ -742,13 +757,14 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-feat": "both of the first two",
     "pool-split-shots-z32-feat": "z of 32 dimensions and the shots' features",
     "pool-split-shots-z32-k": "z of 32 dimensions and shots-k",
-    "pool-split-shots-k-template": "shots-k, the logits reading the matched shots' pixels (`--shot-template`)",
-    "pool-split-shots-z32-k-template": "z of 32 dimensions, shots-k and the shots' pixels",
+    "pool-split-shots-k-template": "shots-k, the logits reading the matched shots' pixels (`--shot-template matched`)",
+    "pool-split-shots-z32-k-template": "z of 32 dimensions, shots-k and the matched shots' pixels",
+    "pool-split-shots-z32-k-tmean": "z of 32 dimensions, shots-k and the shots' mean image (`--shot-template mean`)",
 }
 
 
 # Screened variants whose samples join fewshot-screen-samples.png once they are trained.
-SAMPLED_IF_SCREENED = ("pool-split-shots-z32-k-template",)
+SAMPLED_IF_SCREENED = ("pool-split-shots-z32-k-template", "pool-split-shots-z32-k-tmean")
 
 
 def _shots_variants_reading(nll: dict) -> list[str]:

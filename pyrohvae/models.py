@@ -129,18 +129,21 @@ def shots_sample_logits(theta, shot_prior, u, shots, eps, r, width: int = 0) -> 
     shots (models, k, 1, 28, 28): (models, n, 1, 28, 28)."""
     params = theta.decoder(u.unsqueeze(-2))
     p_z, features = shots_prior(theta, shot_prior, u.unsqueeze(-2), shots)
-    return shot_logits(params, mixture_from_eps(p_z, eps, r), p_z, features, shots, width)
+    return shot_logits(params, mixture_from_eps(p_z, eps, r), p_z, features, shots, width, theta.template)
 
 
-def shot_logits(params: dict, z: torch.Tensor, p_z=None, features=None, shots=None, width: int = 0):
+def shot_logits(
+    params: dict, z: torch.Tensor, p_z=None, features=None, shots=None, width: int = 0, template="none"
+) -> torch.Tensor:
     """Logits of p(x | z, θ(u), shots): the decoder on `decoder_input`, and, where θ has a
-    `template` filter (`--shot-template`), `matched_shots` through it; without shots, z alone."""
+    `template` filter (`--shot-template`), the shots' images weighed as `template` says
+    (`template_image`) through it; without shots, z alone."""
     logits = decode(params, decoder_input(z, p_z, features, width))
     if "template.weight" not in params:
         return logits
-    if shots is None:  # no shot to match: the filter sees a blank image
+    if shots is None:  # no shot: the filter sees a blank image
         return logits + template_logits(params, z.new_zeros(*z.shape[:-1], *IMAGE_SHAPE))
-    return logits + template_logits(params, matched_shots(z, p_z, shots))
+    return logits + template_logits(params, template_image(z, p_z, shots, template))
 
 
 def responsibilities(z: torch.Tensor, p_z: dist.MixtureSameFamily) -> torch.Tensor:
@@ -150,12 +153,17 @@ def responsibilities(z: torch.Tensor, p_z: dist.MixtureSameFamily) -> torch.Tens
     return (components + p_z.mixture_distribution.logits).softmax(-1)[..., 1:]
 
 
-def matched_shots(z: torch.Tensor, p_z, shots: torch.Tensor) -> torch.Tensor:
-    """The shots' images (tasks, k, 1, 28, 28) as ±1, weighed by their `responsibilities` for z:
-    (..., tasks, items, 1, 28, 28), 0 where N(0, I) explains z. The pixels a drawing matched to a shot
-    starts from, as Generative Matching Networks' decoder reads its matched examples."""
+def template_image(z: torch.Tensor, p_z, shots: torch.Tensor, template: str) -> torch.Tensor:
+    """The shots' images (tasks, k, 1, 28, 28) as ±1, weighed by their `responsibilities` for z
+    ("matched": the pixels a drawing matched to a shot starts from, as Generative Matching
+    Networks' decoder reads its matched examples; 0 where N(0, I) explains z) or by their
+    components' weights in p_z ("mean": the shots' mean, the same for every z). Returns
+    (..., tasks, items, 1, 28, 28) against z (..., tasks, items, z_dim)."""
     signs = (2 * shots - 1).flatten(-3)  # (tasks, k, 784)
-    return (responsibilities(z, p_z) @ signs).unflatten(-1, IMAGE_SHAPE)
+    if template == "matched":
+        return (responsibilities(z, p_z) @ signs).unflatten(-1, IMAGE_SHAPE)
+    weights = p_z.mixture_distribution.probs[..., 1:]  # (tasks, 1, k)
+    return (weights @ signs).unflatten(-1, IMAGE_SHAPE).expand(*z.shape[:-1], *IMAGE_SHAPE)
 
 
 def decoder_input(z: torch.Tensor, p_z=None, features=None, width: int = 0) -> torch.Tensor:
@@ -223,7 +231,7 @@ def hypervae_model(
         with data_plate:
             with poutine.scale(scale=kl_z_weight):
                 z = pyro.sample("z", p_z)
-            logits = shot_logits(params, z, p_z, features, shots, shot_features)
+            logits = shot_logits(params, z, p_z, features, shots, shot_features, theta.template)
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=x)
 
 

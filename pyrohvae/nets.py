@@ -537,10 +537,13 @@ class ThetaGenerator(PyroModule):
         layout: str = "paper",
         pixel_bias: bool = False,
         extra_inputs: int = 0,
-        template: bool = False,
+        template: str = "none",
     ):
         super().__init__()
         self.h_dim = h_dim
+        self.template = (
+            template  # how the shots' images are weighed for the template filter (models.shot_logits)
+        )
         self.trunk = PyroModule[nn.Sequential](
             Linear(u_dim, hidden), nn.ReLU(), Linear(hidden, h_dim * h_dim), nn.ReLU()
         )
@@ -558,7 +561,7 @@ class ThetaGenerator(PyroModule):
             h_rms = float(h.pow(2).mean().sqrt())
         defaults = {
             "encoder": Encoder(z_dim, hidden),
-            "decoder": Decoder(z_dim, hidden, pixel_bias, extra_inputs, template),
+            "decoder": Decoder(z_dim, hidden, pixel_bias, extra_inputs, template != "none"),
         }
         if z_prior:  # p(z | u) = N(loc, exp(log_scale)), generated with the decoder; starts near N(0, I)
             defaults["decoder"].zprior = ZPriorParams(z_dim)

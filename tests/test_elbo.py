@@ -86,7 +86,13 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
 
 @pytest.mark.parametrize(
     "z_prior, features, template",
-    [("shots", False, False), ("shots-k", False, False), ("shots", True, False), ("shots-k", False, True)],
+    [
+        ("shots", False, "none"),
+        ("shots-k", False, "none"),
+        ("shots", True, "none"),
+        ("shots-k", False, "matched"),
+        ("shots", False, "mean"),
+    ],
 )
 def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, template):
     """With `--z-prior shots` and a context of k = 3, each scored image's p(z) is N(0, I) with
@@ -95,7 +101,8 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
     `shots-k`, the log widening and the logit of w are less their slopes times log 3. With
     `--shot-features`, the decoder reads z and the shots' trunk features weighed by each shot's
     responsibility for z under that mixture. With `--shot-template`, the logits gain the shots as
-    ±1 images weighed by the same responsibilities, through the 5×5 filter of the task's θ(u)."""
+    ±1 images through the 5×5 filter of the task's θ(u), weighed by the same responsibilities
+    (matched) or by their components' weights (1 − w) / 3 (mean)."""
     program, x = setup_program(
         z_prior=z_prior, split_context=True, shot_features=features, shot_template=template
     )
@@ -133,14 +140,15 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
             decoded = torch.cat([z, (r.unsqueeze(-1) * shot_h.unsqueeze(1)).sum(-2)], -1)
         decoder = program.theta.decoder(u)
         logits = decode(decoder, decoded)
-        if template:
+        if template == "mean":
+            r = torch.full_like(r, (1 - w) / k)
+        if template != "none":
+            signs = 2 * x[:, :k] - 1
             for t in range(T):
-                matched = (r[t, :, :, None, None, None] * (2 * x[t, None, :k] - 1)).sum(
-                    1
-                )  # (N − k, 1, 28, 28)
-                w, b = decoder["template.weight"][t, 0], decoder["template.bias"][t, 0]
-                logits[t] = logits[t] + torch.nn.functional.conv2d(matched, w, b, padding=2)
-        assert template == ("template.weight" in decoder)
+                image = (r[t, :, :, None, None, None] * signs[t]).sum(1)  # (N − k, 1, 28, 28)
+                kernel, bias = decoder["template.weight"][t, 0], decoder["template.bias"][t, 0]
+                logits[t] = logits[t] + torch.nn.functional.conv2d(image, kernel, bias, padding=2)
+        assert (template != "none") == ("template.weight" in decoder)
         per_item = -bernoulli_log_lik(logits, scored) + normal_log_density(z, z_loc, z_scale) - log_p_z
         per_task = normal_log_density(u, q_u.loc, q_u.scale) - normal_log_density(
             u, torch.zeros_like(u), torch.ones_like(u)

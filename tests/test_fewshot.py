@@ -263,7 +263,9 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
     assert result.models == ["k=1"] and len(result.task) == 4
 
 
-@pytest.mark.parametrize("features, template", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize(
+    "features, template", [(False, "none"), (True, "none"), (False, "matched"), (False, "mean")]
+)
 def test_a_shots_prior_is_given_the_same_other_images_as_q_u(features, template):
     """With `--z-prior shots` the curve's k-shot model reads its k shots twice, in q(u) and in
     p(z | u, shots): an image scored under it equals the same image scored by hand under the model
@@ -649,7 +651,14 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
         ({"split_context": True, "random_context": True}, "give one"),
         ({"split_context": True, "batch_size": 1}, "--split-context needs --batch-size 2 or more"),
         ({"z_prior": "shots"}, "--z-prior shots needs --split-context"),
-        ({"split_context": True, "shot_template": True}, "--shot-template needs --z-prior shots or shots-k"),
+        (
+            {"split_context": True, "shot_template": "mean"},
+            "--shot-template needs --z-prior shots or shots-k",
+        ),
+        (
+            {"z_prior": "shots", "split_context": True, "shot_template": "all"},
+            "unknown --shot-template 'all'",
+        ),
         ({"split_context": True, "shot_features": True}, "--shot-features needs --z-prior shots or shots-k"),
     ],
 )
