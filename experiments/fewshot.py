@@ -203,7 +203,10 @@ VARIANTS = {
         },
     ),
     "pool-split-shots-z32-k-template": (
-        "pool-split-shots-z32-k with the shots' pixels (--shot-template)",
+        (
+            "pool-split-shots-z32-k with the matched shots' pixels (--shot-template matched; its row made at "
+            "commit c0a1f7b, the filter starting from PyTorch's default init, since then from zero)"
+        ),
         {
             **TASK_BATCH,
             "split_context": True,
@@ -216,7 +219,8 @@ VARIANTS = {
     "pool-split-shots-z32-k-tmean": (
         (
             "pool-split-shots-z32-k, the logits also read the shots' mean image through a 5×5 filter of θ(u) "
-            "(--shot-template mean): every drawing starts from the shots, whatever its z"
+            "(--shot-template mean): every drawing starts from the shots, whatever its z (its row made at "
+            "commit 24d415a, the filter starting from PyTorch's default init, since then from zero)"
         ),
         {
             **TASK_BATCH,
@@ -225,6 +229,20 @@ VARIANTS = {
             "z_prior": "shots-k",
             "z_dim": 32,
             "shot_template": "mean",
+        },
+    ),
+    "pool-split-shots-z32-k-template0": (
+        (
+            "pool-split-shots-z32-k-template, the filter starting at zero (silent) for every u, so that the "
+            "shots' pixels add nothing until training makes them"
+        ),
+        {
+            **TASK_BATCH,
+            "split_context": True,
+            "guide": "precision-pool",
+            "z_prior": "shots-k",
+            "z_dim": 32,
+            "shot_template": "matched",
         },
     ),
     "pool-split-pixel-u64": (
@@ -760,11 +778,12 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-template": "shots-k, the logits reading the matched shots' pixels (`--shot-template matched`)",
     "pool-split-shots-z32-k-template": "z of 32 dimensions, shots-k and the matched shots' pixels",
     "pool-split-shots-z32-k-tmean": "z of 32 dimensions, shots-k and the shots' mean image (`--shot-template mean`)",
+    "pool-split-shots-z32-k-template0": "the matched shots' pixels, the filter starting silent",
 }
 
 
 # Screened variants whose samples join fewshot-screen-samples.png once they are trained.
-SAMPLED_IF_SCREENED = ("pool-split-shots-z32-k-template", "pool-split-shots-z32-k-tmean")
+SAMPLED_IF_SCREENED = ("pool-split-shots-z32-k-template", "pool-split-shots-z32-k-template0")
 
 
 def _shots_variants_reading(nll: dict) -> list[str]:

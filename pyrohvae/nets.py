@@ -154,8 +154,12 @@ class Decoder(PyroModule):
             )
         if pixel_bias:  # a logit added at every pixel of the image: for HyperVAE, a template θ(u) can paint
             self.pixel_bias = nn.Parameter(torch.zeros(IMAGE_SHAPE))
-        if template:  # the filter the matched shots' image goes through into the logits (`template_logits`)
+        if template:  # the filter the shots' image goes through into the logits (`template_logits`)
             self.template = Conv2d(1, 1, TEMPLATE_KERNEL, padding=TEMPLATE_KERNEL // 2)
+            # Silent at the start (with `MatrixLayer(silent=True)` for θ(u)): a filter of random taps
+            # would add noise the size of a logit at every pixel the shots cover.
+            nn.init.zeros_(self.template.weight)
+            nn.init.zeros_(self.template.bias)
 
     def forward(self, z):
         return decode(weights(self), z)
@@ -439,7 +443,13 @@ class MatrixLayer(PyroModule):
     """
 
     def __init__(
-        self, init: torch.Tensor, h_dim: int, h_rms: float, init_scale: float, rows: int | None = None
+        self,
+        init: torch.Tensor,
+        h_dim: int,
+        h_rms: float,
+        init_scale: float,
+        rows: int | None = None,
+        silent: bool = False,
     ):
         super().__init__()
         self.shape = tuple(init.shape)
@@ -457,7 +467,8 @@ class MatrixLayer(PyroModule):
         spread = spread or 1.0 / math.sqrt(rows)
         # (U H V)_ij sums h_dim² terms U_ik H_kl V_lj: its std is std(U)·std(V)·h_dim·rms(H).
         factor_std = math.sqrt(init_scale * spread / (h_dim * max(h_rms, 1e-6)))
-        self.U = nn.Parameter(torch.randn(rows, h_dim) * factor_std)
+        # `silent`: U starts at 0, so that W starts at B exactly and learns its u-dependent part from there.
+        self.U = nn.Parameter(torch.randn(rows, h_dim) * (0.0 if silent else factor_std))
         self.V = nn.Parameter(torch.randn(h_dim, cols) * factor_std)
 
     def forward(self, H: torch.Tensor) -> torch.Tensor:
@@ -570,7 +581,14 @@ class ThetaGenerator(PyroModule):
             {
                 half: PyroModule[nn.ModuleDict](
                     {
-                        _key(name): MatrixLayer(p, h_dim, h_rms, init_scale, _matrix_rows(half, name, layout))
+                        _key(name): MatrixLayer(
+                            p,
+                            h_dim,
+                            h_rms,
+                            init_scale,
+                            _matrix_rows(half, name, layout),
+                            silent=name.startswith("template."),
+                        )
                         for name, p in net.named_parameters()
                     }
                 )

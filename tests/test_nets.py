@@ -231,3 +231,18 @@ def test_dense_layers_applied_in_factored_form_give_the_same_loss_and_gradients(
     torch.testing.assert_close(loss, loss_made, rtol=1e-10, atol=1e-10)
     for name, g in grads.items():
         torch.testing.assert_close(g, grads_made[name], rtol=1e-8, atol=1e-10, msg=name)
+
+
+def test_the_template_filter_starts_silent_and_learns_from_u():
+    """`--shot-template`: at step 0 the filter of θ(u) is zero for every u (the shots add nothing to
+    the logits yet), and the loss still reaches U, the part that depends on u."""
+    torch.manual_seed(0)
+    theta = ThetaGenerator(template="matched")
+    u = torch.randn(3, 1, 10)
+    image = torch.rand(3, 4, 1, 28, 28) * 2 - 1
+    logits = nets.template_logits(theta.decoder(u), image)
+    assert logits.shape == image.shape and logits.abs().max() == 0
+    layer = theta.layers["decoder"]["template__weight"]
+    assert layer.U.abs().max() == 0 and layer.V.abs().max() > 0
+    (logits * image).sum().backward()
+    assert layer.B.grad.abs().max() > 0 and layer.U.grad.abs().max() > 0
