@@ -206,8 +206,8 @@ def hypervae_model(
     (tasks, k, 1, 28, 28), other images of each task, and the parameters `shot_prior`, p(z | u,
     shots) is `shot_mixture` of the shots' codes under the encoder θ(u) (`z_prior="shots"`); with
     `shot_features` (their width), the decoder also reads the shots' features matched to z
-    (`decoder_input`), and where θ has a `template` filter, the matched shots' pixels enter the
-    logits through it (`shot_logits`).
+    (`decoder_input`), and where θ has a `template` filter, the shots' pixels enter the logits
+    through it (`shot_logits`, `--shot-template`).
 
     Only the decoder half of θ(u) is generated here; the guide generates the encoder half.
     `kl_u_weight` scales the u site in model and guide alike, i.e. KL(q(u|D) || p(u)) in the

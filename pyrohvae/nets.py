@@ -552,9 +552,8 @@ class ThetaGenerator(PyroModule):
     ):
         super().__init__()
         self.h_dim = h_dim
-        self.template = (
-            template  # how the shots' images are weighed for the template filter (models.shot_logits)
-        )
+        # How the shots' images are weighed for the decoder's template filter (`models.shot_logits`).
+        self.template = template
         self.trunk = PyroModule[nn.Sequential](
             Linear(u_dim, hidden), nn.ReLU(), Linear(hidden, h_dim * h_dim), nn.ReLU()
         )
