@@ -245,6 +245,34 @@ VARIANTS = {
             "shot_template": "matched",
         },
     ),
+    "pool-split-shots-z32-k-template0-kl1": (
+        (
+            "pool-split-shots-z32-k-template0 with KL(z) at its weight of 1 from the start (--kl-z-start 1 "
+            "--kl-z-anneal 0): does the template leave z unused only under the anneal?"
+        ),
+        {
+            **TASK_BATCH,
+            "split_context": True,
+            "guide": "precision-pool",
+            "z_prior": "shots-k",
+            "z_dim": 32,
+            "shot_template": "matched",
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
+    "pool-split-shots-z32-k-kl1": (
+        "pool-split-shots-z32-k with KL(z) at its weight of 1 from the start (--kl-z-start 1 --kl-z-anneal 0)",
+        {
+            **TASK_BATCH,
+            "split_context": True,
+            "guide": "precision-pool",
+            "z_prior": "shots-k",
+            "z_dim": 32,
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
     "pool-split-pixel-u64": (
         "pool-split-pixel, u of 64 dimensions",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "pixel_bias": True, "u_dim": 64},
@@ -779,6 +807,8 @@ SHOTS_VARIANTS = {
     "pool-split-shots-z32-k-template": "z of 32 dimensions, shots-k and the matched shots' pixels",
     "pool-split-shots-z32-k-tmean": "z of 32 dimensions, shots-k and the shots' mean image (`--shot-template mean`)",
     "pool-split-shots-z32-k-template0": "the matched shots' pixels, the filter starting silent",
+    "pool-split-shots-z32-k-template0-kl1": "the same with KL(z) weighed 1 from the start",
+    "pool-split-shots-z32-k-kl1": "z of 32 dimensions and shots-k, KL(z) weighed 1 from the start",
 }
 
 
