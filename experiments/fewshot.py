@@ -188,20 +188,6 @@ VARIANTS = {
         "pool-split-shots with z of 32 dimensions: room in z for what the shots tell",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots", "z_dim": 32},
     ),
-    "pool-split-shots-k-template": (
-        (
-            "pool-split-shots-k, the logits also read the shots' pixels weighed by their responsibility for "
-            "z, through a 5×5 filter of θ(u) (--shot-template matched): a drawing matched to a shot starts "
-            "from it"
-        ),
-        {
-            **TASK_BATCH,
-            "split_context": True,
-            "guide": "precision-pool",
-            "z_prior": "shots-k",
-            "shot_template": "matched",
-        },
-    ),
     "pool-split-shots-z32-k-template": (
         (
             "pool-split-shots-z32-k with the matched shots' pixels (--shot-template matched; its row made at "
@@ -803,7 +789,6 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-feat": "both of the first two",
     "pool-split-shots-z32-feat": "z of 32 dimensions and the shots' features",
     "pool-split-shots-z32-k": "z of 32 dimensions and shots-k",
-    "pool-split-shots-k-template": "shots-k, the logits reading the matched shots' pixels (`--shot-template matched`)",
     "pool-split-shots-z32-k-template": "z of 32 dimensions, shots-k and the matched shots' pixels",
     "pool-split-shots-z32-k-tmean": "z of 32 dimensions, shots-k and the shots' mean image (`--shot-template mean`)",
     "pool-split-shots-z32-k-template0": "the matched shots' pixels, the filter starting silent",
