@@ -272,6 +272,17 @@ VARIANTS = {
             "kl_z_anneal": 0,
         },
     ),
+    "pool-split-shots-k-kl1": (
+        "pool-split-shots-k with KL(z) at its weight of 1 from the start (--kl-z-start 1 --kl-z-anneal 0)",
+        {
+            **TASK_BATCH,
+            "split_context": True,
+            "guide": "precision-pool",
+            "z_prior": "shots-k",
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
     "pool-split-shots-z32-k-kl1": (
         "pool-split-shots-z32-k with KL(z) at its weight of 1 from the start (--kl-z-start 1 --kl-z-anneal 0)",
         {
@@ -819,6 +830,7 @@ SHOTS_VARIANTS = {
     "pool-split-shots-z32-k-template0": "the matched shots' pixels, the filter starting silent",
     "pool-split-shots-z32-k-template0-kl1": "the same with KL(z) weighed 1 from the start",
     "pool-split-shots-z32-k-kl1": "z of 32 dimensions and shots-k, KL(z) weighed 1 from the start",
+    "pool-split-shots-k-kl1": "shots-k, KL(z) weighed 1 from the start",
     "pool-split-shots-k-template0-kl1": "the matched shots' pixels, KL(z) weighed 1 from the start, z of 10",
     "pool-split-shots-z32-k-tmean-kl1": "the shots' mean image, KL(z) weighed 1 from the start",
 }
