@@ -38,6 +38,8 @@ VALIDATION_ALPHABETS = ("Arcadian", "Braille", "Grantha", "Korean", "Sanskrit")
 CHARACTERS = {"dataset": "omniglot", "split": "background", "task_by": "character"}
 # The images of a step: 16 characters of 20 images each for the task models, 320 images for the VAE.
 TASK_BATCH = {"batch_size": 20, "tasks_per_step": 16}
+# pool-split-shots-k, which the later variations of the shots prior start from
+SHOTS_K = {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots-k"}
 SCREEN = {"per_task": 2, "samples": 256, "shots": fewshot.SHOTS}
 SCREEN_STEPS = 3000  # the screen's length; a variant run longer (--screen-steps) is listed beside it
 
@@ -194,10 +196,7 @@ VARIANTS = {
             "commit c0a1f7b, the filter starting from PyTorch's default init, since then from zero)"
         ),
         {
-            **TASK_BATCH,
-            "split_context": True,
-            "guide": "precision-pool",
-            "z_prior": "shots-k",
+            **SHOTS_K,
             "z_dim": 32,
             "shot_template": "matched",
         },
@@ -209,10 +208,7 @@ VARIANTS = {
             "commit 24d415a, the filter starting from PyTorch's default init, since then from zero)"
         ),
         {
-            **TASK_BATCH,
-            "split_context": True,
-            "guide": "precision-pool",
-            "z_prior": "shots-k",
+            **SHOTS_K,
             "z_dim": 32,
             "shot_template": "mean",
         },
@@ -223,10 +219,7 @@ VARIANTS = {
             "shots' pixels add nothing until training makes them"
         ),
         {
-            **TASK_BATCH,
-            "split_context": True,
-            "guide": "precision-pool",
-            "z_prior": "shots-k",
+            **SHOTS_K,
             "z_dim": 32,
             "shot_template": "matched",
         },
@@ -237,10 +230,7 @@ VARIANTS = {
             "--kl-z-anneal 0): does the template leave z unused only under the anneal?"
         ),
         {
-            **TASK_BATCH,
-            "split_context": True,
-            "guide": "precision-pool",
-            "z_prior": "shots-k",
+            **SHOTS_K,
             "z_dim": 32,
             "shot_template": "matched",
             "kl_z_start": 1.0,
@@ -250,10 +240,7 @@ VARIANTS = {
     "pool-split-shots-k-template0-kl1": (
         "pool-split-shots-z32-k-template0-kl1 with z of 10 dimensions, the brief's",
         {
-            **TASK_BATCH,
-            "split_context": True,
-            "guide": "precision-pool",
-            "z_prior": "shots-k",
+            **SHOTS_K,
             "shot_template": "matched",
             "kl_z_start": 1.0,
             "kl_z_anneal": 0,
@@ -262,10 +249,7 @@ VARIANTS = {
     "pool-split-shots-z32-k-tmean-kl1": (
         "pool-split-shots-z32-k-tmean, the filter starting silent, KL(z) weighed 1 from the start",
         {
-            **TASK_BATCH,
-            "split_context": True,
-            "guide": "precision-pool",
-            "z_prior": "shots-k",
+            **SHOTS_K,
             "z_dim": 32,
             "shot_template": "mean",
             "kl_z_start": 1.0,
@@ -275,10 +259,7 @@ VARIANTS = {
     "pool-split-shots-k-kl1": (
         "pool-split-shots-k with KL(z) at its weight of 1 from the start (--kl-z-start 1 --kl-z-anneal 0)",
         {
-            **TASK_BATCH,
-            "split_context": True,
-            "guide": "precision-pool",
-            "z_prior": "shots-k",
+            **SHOTS_K,
             "kl_z_start": 1.0,
             "kl_z_anneal": 0,
         },
@@ -286,10 +267,7 @@ VARIANTS = {
     "pool-split-shots-z32-k-kl1": (
         "pool-split-shots-z32-k with KL(z) at its weight of 1 from the start (--kl-z-start 1 --kl-z-anneal 0)",
         {
-            **TASK_BATCH,
-            "split_context": True,
-            "guide": "precision-pool",
-            "z_prior": "shots-k",
+            **SHOTS_K,
             "z_dim": 32,
             "kl_z_start": 1.0,
             "kl_z_anneal": 0,
