@@ -141,8 +141,8 @@ def shot_logits(
     logits = decode(params, decoder_input(z, p_z, features, width))
     if "template.weight" not in params:
         return logits
-    if shots is None:  # no shot: the filter sees a blank image
-        return logits + template_logits(params, z.new_zeros(*z.shape[:-1], *IMAGE_SHAPE))
+    if shots is None:  # no shot: the filter sees a blank image, which gives its bias at every pixel
+        return logits + params["template.bias"][..., None, None]
     return logits + template_logits(params, template_image(z, p_z, shots, template))
 
 
