@@ -841,11 +841,17 @@ def _anneal_reading(nll: dict, screened) -> list[str]:
         "most of their gain** (−log p(x) at k = 1 / 4 / 9 / 19): " + "; ".join(parts) + "."
     )
     base = {r["config"]: r["vae"]["nll"] for r in screened if r.get("vae")}  # our VAE, z of 10
-    base |= {c: nll["vae-z32"]["vae"] for c in nll if "z32" in c and "vae" in nll.get("vae-z32", {})}
+    z_of = {
+        c: VARIANTS[c][1].get("z_dim", 10) for c in ("pool-split-shots-k-kl1", "pool-split-shots-z32-k-kl1")
+    }
+    for c, z in z_of.items():
+        if z != 10:  # the VAE of its own z, where screened
+            base.pop(c, None)
+            if "vae" in nll.get(f"vae-z{z}", {}):
+                base[c] = nll[f"vae-z{z}"]["vae"]
     over = [
-        f"{c} over our VAE of z {32 if 'z32' in c else 10} ({base[c]:.2f}): "
-        + " / ".join(f"{base[c] - nll[c][k]:+.2f}" for k in ks)
-        for c in ("pool-split-shots-k-kl1", "pool-split-shots-z32-k-kl1")
+        f"{c} over our VAE of z {z} ({base[c]:.2f}): " + " / ".join(f"{base[c] - nll[c][k]:+.2f}" for k in ks)
+        for c, z in z_of.items()
         if "k=19" in nll.get(c, {}) and c in base
     ]
     if over:
