@@ -273,6 +273,17 @@ VARIANTS = {
             "kl_z_anneal": 0,
         },
     ),
+    "pool-split-shots-z32-g-kl1": (
+        (
+            "pool-split-shots-z32-k-kl1 with one more component of p(z | u, shots): the shots' codes read "
+            "as a set, a Gaussian that narrows with their number (--z-prior shots-g)"
+        ),
+        {**SHOTS_K, "z_prior": "shots-g", "z_dim": 32, "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
+    "pool-split-shots-g-kl1": (
+        "pool-split-shots-z32-g-kl1 with z of 10 dimensions, the brief's",
+        {**SHOTS_K, "z_prior": "shots-g", "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
     "pool-split-pixel-u64": (
         "pool-split-pixel, u of 64 dimensions",
         {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "pixel_bias": True, "u_dim": 64},
@@ -812,6 +823,8 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-kl1": "shots-k, KL(z) weighed 1 from the start",
     "pool-split-shots-k-template0-kl1": "the matched shots' pixels, KL(z) weighed 1 from the start, z of 10",
     "pool-split-shots-z32-k-tmean-kl1": "the shots' mean image, KL(z) weighed 1 from the start",
+    "pool-split-shots-z32-g-kl1": "z of 32, the shots also read as a set (`--z-prior shots-g`), KL(z) 1",
+    "pool-split-shots-g-kl1": "z of 10, the shots also read as a set (`--z-prior shots-g`), KL(z) 1",
 }
 
 

@@ -17,7 +17,7 @@ PARTS = ("train", "validation", "test", "held-out")
 DEFAULT_GUIDE = {"hypervae": "random-draw", "vae": "encoder", "metavae": "context-encoder"}
 # MetaVAE holds one decoder (336,589 parameters) per training task.
 MAX_METAVAE_TASKS = 200
-Z_PRIORS = ("normal", "task", "shots", "shots-k")
+Z_PRIORS = ("normal", "task", "shots", "shots-k", "shots-g")
 SHOT_TEMPLATES = ("none", "matched", "mean")  # how `--shot-template` weighs the shots' images
 # The estimators of the objective a run can train with (`program.ELBOS`): Pyro's Trace_ELBO (the
 # default), TraceMeanField_ELBO (KL terms in closed form where Pyro knows them), TraceGraph_ELBO,
@@ -168,7 +168,8 @@ class RunConfig:
         "normal",
         "HyperVAE: p(z) = N(0, I) (the paper), p(z | u) generated with θ(u) (task), or p(z | u, shots) a "
         "mixture at the codes of the context's images (shots; needs --split-context), its widening and "
-        "N(0, I)'s share learnt as functions of the number of shots (shots-k).",
+        "N(0, I)'s share learnt as functions of the number of shots (shots-k), and with one more component, "
+        "a Gaussian of the shots' codes as a set that narrows with their number (shots-g).",
         choices=Z_PRIORS,
     )
     random_context: bool = setting(
@@ -297,7 +298,7 @@ class RunConfig:
             )
         uses = (("--shot-features", self.shot_features), ("--shot-template", self.shot_template != "none"))
         for flag, on in uses:
-            if on and not self.reads_shots:
+            if on and self.z_prior not in ("shots", "shots-k"):
                 raise ConfigError(f"{flag} needs --z-prior shots or shots-k: it reads the shots' components")
         if self.reads_shots and not self.split_context:
             raise ConfigError(
@@ -341,7 +342,7 @@ class RunConfig:
     @property
     def reads_shots(self) -> bool:
         """p(z | u, shots) reads the context's images (`models.shot_mixture`)."""
-        return self.z_prior in ("shots", "shots-k")
+        return self.z_prior in ("shots", "shots-k", "shots-g")
 
     @property
     def is_folder(self) -> bool:

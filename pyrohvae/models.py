@@ -90,14 +90,18 @@ def shot_mixture(shot_prior, loc: torch.Tensor, scale: torch.Tensor) -> dist.Dis
 
     The Neural Statistician's context-conditioned prior, with the context read as a kernel density
     rather than by a network: the k shots enter as k components, which a fixed-size summary (u)
-    cannot forget as k grows."""
+    cannot forget as k grows. With `shot_prior.pooled` (`--z-prior shots-g`), one more component
+    last: the set's Gaussian (`ShotPrior.set_component`), which sharpens with k undiluted."""
     tasks, k, z_dim = loc.shape
     widen, a = shot_prior.at(k)
-    locs = torch.cat([loc.new_zeros(tasks, 1, z_dim), loc], 1)
-    scales = torch.cat([loc.new_ones(tasks, 1, z_dim), (scale**2 + widen**2).sqrt()], 1)
-    weights = torch.cat(
-        [F.logsigmoid(a).expand(tasks, 1), (F.logsigmoid(-a) - math.log(k)).expand(tasks, k)], 1
-    )
+    locs = [loc.new_zeros(tasks, 1, z_dim), loc]
+    scales = [loc.new_ones(tasks, 1, z_dim), (scale**2 + widen**2).sqrt()]
+    weights = [F.logsigmoid(a).expand(tasks, 1), (F.logsigmoid(-a) - math.log(k)).expand(tasks, k)]
+    if shot_prior.pooled:
+        centre, spread, logit = shot_prior.set_component(loc)
+        locs, scales = locs + [centre.unsqueeze(1)], scales + [spread.unsqueeze(1)]
+        weights.append(logit.expand(tasks, 1))
+    locs, scales, weights = torch.cat(locs, 1), torch.cat(scales, 1), torch.cat(weights, 1)
     return dist.MixtureSameFamily(
         dist.Categorical(logits=weights.unsqueeze(1)),
         dist.Normal(locs.unsqueeze(1), scales.unsqueeze(1)).to_event(1),

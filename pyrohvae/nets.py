@@ -179,15 +179,38 @@ class ShotPrior(PyroModule):
     widened beyond q(z | shot), per dimension, and the logit of N(0, I)'s share of the mixture. They
     start at a widening of half the prior's scale and N(0, I) at one half of the mixture. With
     `by_shots`, both also change with the number k of shots, as a kernel density's bandwidth narrows
-    with its sample: log widening and the logit each less a learnt slope times log k (from 0)."""
+    with its sample: log widening and the logit each less a learnt slope times log k (from 0). With
+    `pooled` (`--z-prior shots-g`), also the parameters of one more component, `set_component`."""
 
-    def __init__(self, z_dim: int, by_shots: bool = False):
+    def __init__(self, z_dim: int, by_shots: bool = False, pooled: bool = False):
         super().__init__()
         self.log_widen = nn.Parameter(torch.full((z_dim,), math.log(0.5)))
         self.prior_logit = nn.Parameter(torch.zeros(()))
-        if by_shots:
+        if by_shots or pooled:
             self.widen_slope = nn.Parameter(torch.zeros(z_dim))
             self.logit_slope = nn.Parameter(torch.zeros(()))
+        if pooled:  # the task's centre starts at the prior's spread, its codes at half of it around it
+            self.log_between = nn.Parameter(torch.zeros(z_dim))
+            self.log_within = nn.Parameter(torch.full((z_dim,), math.log(0.5)))
+            self.set_logit = nn.Parameter(torch.zeros(()))
+            self.set_slope = nn.Parameter(torch.zeros(()))
+
+    @property
+    def pooled(self) -> bool:
+        return hasattr(self, "log_between")
+
+    def set_component(self, loc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The predictive of a new code of a task from its k shots' codes `loc` (tasks, k, z_dim),
+        the Neural Statistician's reading of a set as a Gaussian: codes spread N(c, within²) around the
+        task's centre c ~ N(0, between²), per dimension, so the centre's posterior narrows as 1/k and
+        no shot is diluted by the others, as a kernel density's are. Returns its location and scale
+        (tasks, z_dim) and its logit in the mixture, a learnt logit plus a slope times log k."""
+        k = loc.shape[-2]
+        within2, between2 = (2 * self.log_within).exp(), (2 * self.log_between).exp()
+        precision = 1 / between2 + k / within2
+        centre = loc.sum(-2) / within2 / precision
+        spread = (1 / precision + within2).sqrt().expand_as(centre)
+        return centre, spread, self.set_logit + self.set_slope * math.log(k)
 
     def at(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The widening (z_dim,) and N(0, I)'s logit for k shots."""

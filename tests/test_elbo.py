@@ -92,6 +92,7 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
         ("shots", True, "none"),
         ("shots-k", False, "matched"),
         ("shots", False, "mean"),
+        ("shots-g", False, "none"),
     ],
 )
 def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, template):
@@ -102,7 +103,10 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
     `--shot-features`, the decoder reads z and the shots' trunk features weighed by each shot's
     responsibility for z under that mixture. With `--shot-template`, the logits gain the shots as
     ±1 images through the 5×5 filter of the task's θ(u), weighed by the same responsibilities
-    (matched) or by their components' weights (1 − w) / 3 (mean)."""
+    (matched) or by their components' weights (1 − w) / 3 (mean). With `shots-g`, one more component
+    of logit s + s' log 3 against N(0, I)'s log w and each shot's log((1 − w) / 3): the predictive of
+    a code whose task's centre c ~ N(0, b²) has the 3 codes ~ N(c, v²), the Gaussian N(Σ loc / v² / P,
+    1 / P + v²) with P = 1 / b² + 3 / v²."""
     program, x = setup_program(
         z_prior=z_prior, split_context=True, shot_features=features, shot_template=template
     )
@@ -111,7 +115,12 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
     with torch.no_grad():
         program.shot_prior.log_widen.copy_(log_widen)
         program.shot_prior.prior_logit.fill_(logit)
-        if z_prior == "shots-k":
+        if z_prior == "shots-g":
+            program.shot_prior.log_between.copy_(torch.linspace(-0.5, 0.5, 10))
+            program.shot_prior.log_within.copy_(torch.linspace(-1.5, -0.2, 10))
+            program.shot_prior.set_logit.fill_(0.4)
+            program.shot_prior.set_slope.fill_(-0.2)
+        if z_prior in ("shots-k", "shots-g"):
             program.shot_prior.widen_slope.copy_(torch.linspace(0.5, -0.3, 10))
             program.shot_prior.logit_slope.fill_(0.7)
             log_widen = log_widen - torch.linspace(0.5, -0.3, 10, dtype=x.dtype) * math.log(k)
@@ -132,6 +141,16 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
         for j in range(k):
             spread = (shot_scale[:, j : j + 1] ** 2 + widen**2).sqrt()
             components.append(math.log((1 - w) / k) + normal_log_density(z, shot_loc[:, j : j + 1], spread))
+        if z_prior == "shots-g":
+            b2 = torch.linspace(-0.5, 0.5, 10, dtype=x.dtype).exp() ** 2
+            v2 = torch.linspace(-1.5, -0.2, 10, dtype=x.dtype).exp() ** 2
+            precision = 1 / b2 + k / v2
+            centre = shot_loc.sum(1, keepdim=True) / v2 / precision
+            spread = (1 / precision + v2).sqrt()
+            components.append(0.4 - 0.2 * math.log(k) + normal_log_density(z, centre, spread))
+            # the three groups' weights w, 1 − w and e^logit normalised together
+            norm = torch.logsumexp(torch.tensor([math.log(w), math.log(1 - w), 0.4 - 0.2 * math.log(k)]), 0)
+            components = [c - norm for c in components]
         log_p_z = torch.logsumexp(torch.stack(components), 0)  # (T, N − k)
         decoded = z
         r = torch.stack(components, -1).softmax(-1)[..., 1:]  # (T, N − k, k)

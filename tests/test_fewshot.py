@@ -660,6 +660,11 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
             "unknown --shot-template 'all'",
         ),
         ({"split_context": True, "shot_features": True}, "--shot-features needs --z-prior shots or shots-k"),
+        (
+            {"z_prior": "shots-g", "split_context": True, "shot_template": "matched"},
+            "--shot-template needs --z-prior shots or shots-k",
+        ),
+        ({"z_prior": "shots-g"}, "--z-prior shots-g needs --split-context"),
     ],
 )
 def test_the_few_shot_options_refuse_what_they_cannot_do(options, message):
