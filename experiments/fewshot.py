@@ -733,6 +733,7 @@ def _reading(screened, diagnosed, full_rows=()) -> list[str]:
         *_shots_prior_reading(nll, full_rows),
         *_shots_variants_reading(nll),
         *_anneal_reading(nll, screened),
+        *_set_reading(nll),
         (
             f"- **Before it, nothing tried beat random contexts** at 3,000 steps ({len(tried)} variants: contexts "
             "that never hold the scored images, a posterior that narrows with every shot, u of 32 or 64 dimensions, "
@@ -870,6 +871,34 @@ def _anneal_reading(nll: dict, screened) -> list[str]:
     if over:
         text += " Without it, over the VAE of the same z at k = 1 / 4 / 9 / 19: " + "; ".join(over) + "."
     return [text]
+
+
+# The shots models screened with the shots' codes also read as a set (`--z-prior shots-g`): without -> with.
+AS_A_SET = {
+    "pool-split-shots-k-kl1": "pool-split-shots-g-kl1",
+    "pool-split-shots-z32-k-kl1": "pool-split-shots-z32-g-kl1",
+}
+
+
+def _set_reading(nll: dict) -> list[str]:
+    """What the set's Gaussian (`--z-prior shots-g`) adds to the kernel density of the shots' codes."""
+    pairs = [(a, b) for a, b in AS_A_SET.items() if "k=19" in nll.get(a, {}) and "k=19" in nll.get(b, {})]
+    if not pairs:
+        return []
+    ks = ("k=1", "k=4", "k=9", "k=19")
+    parts = [
+        f"{b} {' / '.join(f'{nll[b][k]:.2f}' for k in ks)} against {a}'s "
+        f"{' / '.join(f'{nll[a][k]:.2f}' for k in ks)} (differences {' / '.join(f'{nll[a][k] - nll[b][k]:+.2f}' for k in ks)}; "
+        f"from 1 to 19 shots {nll[b]['k=1'] - nll[b]['k=19']:.2f} against {nll[a]['k=1'] - nll[a]['k=19']:.2f})"
+        for a, b in pairs
+    ]
+    return [
+        "- **The shots' codes also read as a set** (`--z-prior shots-g`: one more component of p(z | u, shots), "
+        "the predictive of a code whose task's centre has the shots' codes around it, which narrows as 1/k "
+        "where each kernel of the shots is diluted by 1/k; −log p(x) at k = 1 / 4 / 9 / 19): "
+        + "; ".join(parts)
+        + "."
+    ]
 
 
 # Screened variants whose samples join fewshot-screen-samples.png once they are trained.
