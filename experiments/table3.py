@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 
 import torch
-from common import fmt, parser, rows_in, run, trained
+from common import fmt, parser, rows_in, run
 from table1 import row_name
 
 from pyrohvae import checkpoint, data
@@ -118,15 +118,10 @@ def train_backgrounds(normal, model, config, args) -> None:
     if run is None or chosen_flip(run) is not None:
         return
     program, _ = load_run(run)
-    for flip in bg.FLIPS:
-        print(f"[table3] {run.name}: background μ {flip:g}, {args.background_steps} steps", flush=True)
-        trained(
-            bg.background_config(program.config, flip, args.background_steps),
-            bg.folder_of(run, flip),
-            "cpu",
-            args.progress,
-        )
-    choice = bg.choose(run, program, bg.FLIPS, bg.choice_images(program.config, seed=args.seed), args.samples)
+    print(f"[table3] {run.name}: backgrounds μ {bg.FLIPS}, {args.background_steps} steps", flush=True)
+    choice = bg.train_backgrounds(
+        run, program, bg.FLIPS, args.background_steps, args.samples, None, "cpu", args.progress, args.seed, 50
+    )
     print(
         f"[table3] {run.name}: background μ = {choice['flip']:g} ("
         + ", ".join(f"{c['flip']:g}: ρ {c['ink_spearman']:+.3f}" for c in choice["candidates"])
