@@ -264,15 +264,22 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
 
 
 @pytest.mark.parametrize(
-    "features, template", [(False, "none"), (True, "none"), (False, "matched"), (False, "mean")]
+    "z_prior, features, template",
+    [
+        ("shots", False, "none"),
+        ("shots", True, "none"),
+        ("shots", False, "matched"),
+        ("shots", False, "mean"),
+        ("shots-g", False, "none"),
+    ],
 )
-def test_a_shots_prior_is_given_the_same_other_images_as_q_u(features, template):
+def test_a_shots_prior_is_given_the_same_other_images_as_q_u(z_prior, features, template):
     """With `--z-prior shots` the curve's k-shot model reads its k shots twice, in q(u) and in
     p(z | u, shots): an image scored under it equals the same image scored by hand under the model
     given those shots, and not the model given none. Its few-shot model is no plain VAE."""
     from pyrohvae.importance import importance_scores
 
-    program = program_of(z_prior="shots", split_context=True, shot_features=features, shot_template=template)
+    program = program_of(z_prior=z_prior, split_context=True, shot_features=features, shot_template=template)
     data = task_data([5, 5])
     result = fewshot.curve(program, data, (2,), per_task=2, samples=16, seed=3, progress=False)
     index, pools, _ = fewshot.curve_plan(data, (2,), per_task=2, seed=3)
@@ -313,6 +320,24 @@ def test_draws_from_the_shots_prior_follow_its_mixture():
     assert torch.allclose(z.var(0), var, rtol=0.03)
     near = (z[:, None] - mu[1:]).norm(dim=-1).lt(1.0).float().mean(0)  # within 4.5 sd of a shot's code
     assert torch.allclose(near, w[1:], atol=0.01)
+
+
+def test_the_sets_gaussian_narrows_with_the_shots_and_moves_to_their_mean():
+    """`--z-prior shots-g`'s last component, the predictive of a new code of the shots' task: its
+    spread falls with every added shot towards the codes' spread around their centre (0.5 at the
+    start), never below it, and its location moves from the prior's 0 to the codes' mean."""
+    from pyrohvae.nets import ShotPrior
+
+    prior = ShotPrior(3, pooled=True)
+    g = torch.Generator().manual_seed(0)
+    codes = 0.5 * torch.randn(1, 64, 3, generator=g) + torch.tensor([2.0, -1.0, 0.5])
+    with torch.no_grad():
+        parts = [prior.set_component(codes[:, :k]) for k in (1, 2, 4, 16, 64)]
+    spreads = torch.stack([spread[0] for _, spread, _ in parts])  # (5 counts, 3 dims)
+    assert (spreads[1:] < spreads[:-1]).all() and (spreads > 0.5).all()
+    assert torch.allclose(spreads[-1], torch.full((3,), 0.5), atol=0.01)
+    assert parts[0][0].abs().lt(codes[0, 0].abs()).all()  # one code: pulled towards the prior's 0
+    assert torch.allclose(parts[-1][0][0], codes[0].mean(0), atol=0.02)
 
 
 def test_samples_of_a_shots_model_given_its_shots_come_from_its_mixture():
