@@ -614,8 +614,8 @@ def _write_result(path: Path, result: dict, as_json: bool = False, line: str | N
     "complexity[-zlib]: −log p(x) minus the image's compressed length; ratio: −log p(x) + log p(x) of "
     "the run's background model (`background`); "
     "model-space: the best training task's −log p(x) minus x's own model's; u-distance "
-    "(z-distance): Mahalanobis distance of ū_x (E[z|x]) to the nearest training task's "
-    "(docs/outliers.md).",
+    "(z-distance): Mahalanobis distance of ū_x (E[z|x]) to the nearest training task's; regret: the "
+    "nats of −ELBO + KL(u) that q(u|x) refined on x alone saves (docs/outliers.md).",
 )
 @_opt(
     "--flag-rate",

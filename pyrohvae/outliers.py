@@ -34,6 +34,11 @@ space that read no likelihood:
 - `z-distance` (every model): the same in z-space, with E[z | x] under the guide (HyperVAE's
   encoder θ(ū_x), MetaVAE's shared encoder reading x as its context): the control for `u-distance`,
   which tells what the task latent adds to a distance in the per-image latent.
+- `regret` (HyperVAE): Likelihood Regret (Xiao et al. 2020) in the space of models: how many nats of
+  x's description length (`mdl`) a model fitted to x alone saves over the one the hyper-encoder
+  chooses for it, q(u | x) refined by REGRET_STEPS Adam steps on x's own ELBO (`fewshot.refine`).
+  Simplicity lowers both, as in `complexity`; an image the hyper-encoder was not trained on is
+  further from its best model. It costs REGRET_STEPS backward passes per image.
 """
 
 from __future__ import annotations
@@ -61,9 +66,11 @@ SCORES = (
     "model-space",
     "u-distance",
     "z-distance",
+    "regret",
 )
 TRAINING_TASK_SCORES = ("model-space", "u-distance", "z-distance")  # scores that read the training data
-TASK_LATENT_SCORES = ("mdl", "model-space", "u-distance")  # HyperVAE's alone
+TASK_LATENT_SCORES = ("mdl", "model-space", "u-distance", "regret")  # HyperVAE's alone
+REGRET_STEPS = 30
 COMPRESSORS = ("png", "zlib")
 
 
@@ -213,6 +220,35 @@ def datum_scores(program, data: TaskData, samples: int = 16, seed: int = 0, prog
     return ordered
 
 
+def regret(
+    program,
+    images: torch.Tensor,
+    samples: int = 16,
+    seed: int = 0,
+    steps: int = REGRET_STEPS,
+    batch: int = 100,
+) -> torch.Tensor:
+    """`regret` of each image (n, 1, 28, 28), each read alone as a task of one: its `mdl` (−ELBO by
+    `samples` particles, plus KL(u)) under q(u | x) less its `mdl` under q(u | x) refined by `steps`
+    Adam steps on its own ELBO. Each chunk of `batch` images draws from a stream of its own."""
+    from .fewshot import refine
+    from .importance import importance_scores
+
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch].float().unsqueeze(1).to(program.device)  # (n, 1, 1, 28, 28)
+        seed_stream(seed, i)
+        loc, scale = program.task_posteriors(x)
+        mdl = []
+        for q in ((loc, scale), refine(program, x, loc, scale, steps)):
+            model = program.conditioned_on(*q)
+            seed_stream(seed, i)  # the same particles' noise for both
+            s = importance_scores(model.model, model.guide, x, samples)
+            mdl.append((s["recon"] + s["kl_z"]).reshape(-1) + model.kl_u)
+        out.append((mdl[0] - mdl[1]).cpu())
+    return torch.cat(out)
+
+
 def datum_nll(program, data: TaskData, samples: int = 16, seed: int = 0, progress=False) -> torch.Tensor:
     """Importance-sampled −log p(x) of every datum, scored alone (d_t = x), in the data's order."""
     return datum_scores(program, data, samples, seed, progress)["nll"]
@@ -246,6 +282,8 @@ def outlier_scores(
             ordered["model-space"] = best_task_nll(program, train, mixed.data.images, samples, seed) - nll
         if "u-distance" in wanted:
             ordered["u-distance"] = latent_distance(program, train, mixed.data.images, "u", seed=seed)
+    if "regret" in wanted and "kl_u" in d:
+        ordered["regret"] = regret(program, mixed.data.images, samples, seed)
     if train is not None and "z-distance" in wanted:
         ordered["z-distance"] = latent_distance(program, train, mixed.data.images, "z", seed=seed)
     return ordered
