@@ -1017,6 +1017,7 @@ def report(args) -> None:
             "Omniglot, 659 characters of the 20 unseen alphabets: −log p(x | k other drawings)",
             vae["rows"][0]["nll"] if vae else None,
             {"GMN (published, over their VAE)": (GMN["shots"][1:], [GMN["vae"] - y for y in GMN["nll"][1:]])},
+            {f"our VAE, {n}": r["rows"][0]["nll"] for n, r in characters.items() if _a_vae(n) and n != "vae"},
         )
     screened_runs = {
         name: args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{args.seed}"

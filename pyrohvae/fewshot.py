@@ -513,10 +513,16 @@ def plot_curve(result: dict, label: str, path: Path) -> None:
 
 
 def plot_curves(
-    curves: dict, path: Path, title: str, vae: float | None = None, published: dict | None = None
+    curves: dict,
+    path: Path,
+    title: str,
+    vae: float | None = None,
+    published: dict | None = None,
+    references: dict | None = None,
 ) -> None:
     """−log p(x) against shots: `curves` {label: report}, each model's k ≥ 1 points joined and its
-    k = 0 models as open marks; `vae` a horizontal line. With `published` {label: (shots, gains)},
+    k = 0 models as open marks; `vae` a horizontal line, and one dotted line for each of
+    `references` {label: −log p(x)} (other VAEs on the same images). With `published` {label: (shots, gains)},
     a second panel sets each model's gain over our VAE beside published gains over their own VAE,
     the comparison that does not depend on preprocessing."""
     plt = pyplot()
@@ -528,7 +534,7 @@ def plot_curves(
     # The scale follows the curves and the VAE; a k = 0 model far above them (θ(E[u]) often is)
     # is written at the top edge instead of squashing the rest.
     near = [r["nll"] for rep in curves.values() for r in rep["rows"] if r["model"] != "prior-mean"]
-    near += [vae] if vae is not None else []
+    near += ([vae] if vae is not None else []) + list((references or {}).values())
     top = max(near) + 0.1 * (max(near) - min(near)) + 1
     off = []
     for i, (label, report) in enumerate(curves.items()):
@@ -556,6 +562,8 @@ def plot_curves(
                     off.append(f"{label}: {r['nll']:.1f}")
     if vae is not None:
         ax.axhline(vae, color="k", ls="--", lw=1, label="our VAE")
+    for label, value in (references or {}).items():
+        ax.axhline(value, color="0.4", ls=":", lw=1, label=label)
     ax.set_ylim(top=top)
     if off:
         ax.text(0.01, 0.06, "θ(E[u]), off the scale: " + "; ".join(off), transform=ax.transAxes, fontsize=6)
