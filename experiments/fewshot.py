@@ -1198,13 +1198,15 @@ def _a_vae(config: str) -> bool:
 def _same_z_vae(rows, r) -> list[str]:
     """A z32 model beside the VAE of its own z (`vae-z32`), where that row exists: how much of its gain
     over our VAE (z of 10) is z's size. Differences of means (the per-image scores are not kept)."""
-    z = VARIANTS[r["config"]][1].get("z_dim")
-    vae = next((v for v in rows if v["benchmark"] == r["benchmark"] and v["config"] == f"vae-z{z}"), None)
-    if z is None or vae is None:
+    same = {v["config"]: v for v in rows if v["benchmark"] == r["benchmark"]}
+    over = _over_own_z(r, same)
+    if over is r:
         return []
+    z = VARIANTS[r["config"]][1]["z_dim"]
+    vae = same[f"vae-z{z}"]
     base = vae["rows"][0]["nll"]
-    nll = {x["model"]: x["nll"] for x in r["rows"]}
-    parts = [f"k={k} {base - nll[f'k={k}']:+.2f}" for k in CHARACTER_GAINS if f"k={k}" in nll]
+    gain = {g["model"]: g["gain"] for g in over["gains"]}
+    parts = [f"k={k} {gain[f'k={k}']:+.2f}" for k in CHARACTER_GAINS if f"k={k}" in gain]
     parts.append(f"set of 5 {base - r['set_figure']:+.2f}")
     return [
         f"- {r['benchmark']}, {r['config']}: over a VAE of the same z (vae-z{z}, {base:.2f}; our VAE of z 10 "
