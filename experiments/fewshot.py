@@ -247,6 +247,29 @@ VARIANTS = {
             "kl_z_anneal": 0,
         },
     ),
+    "pool-split-shots-k-deep-kl1": (
+        (
+            "pool-split-shots-k-template0-kl1, the matched shots' image also into the decoder's 14×14 feature "
+            "map through a 3×3 convolution of θ(u), starting silent (--shot-template deep): z's features can "
+            "follow a shot's strokes where the drawing does and cancel them where it does not"
+        ),
+        {
+            **SHOTS_K,
+            "shot_template": "deep",
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
+    "pool-split-shots-z32-k-deep-kl1": (
+        "pool-split-shots-k-deep-kl1 with z of 32 dimensions",
+        {
+            **SHOTS_K,
+            "z_dim": 32,
+            "shot_template": "deep",
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
     "pool-split-shots-z32-k-tmean-kl1": (
         "pool-split-shots-z32-k-tmean, the filter starting silent, KL(z) weighed 1 from the start",
         {
@@ -828,6 +851,8 @@ SHOTS_VARIANTS = {
     "pool-split-shots-z32-k-tmean-kl1": "the shots' mean image, KL(z) weighed 1 from the start",
     "pool-split-shots-z32-g-kl1": "z of 32, the shots also read as a set (`--z-prior shots-g`), KL(z) 1",
     "pool-split-shots-g-kl1": "z of 10, the shots also read as a set (`--z-prior shots-g`), KL(z) 1",
+    "pool-split-shots-k-deep-kl1": "z of 10, the matched shots' pixels also into the decoder's feature map (`--shot-template deep`), KL(z) 1",
+    "pool-split-shots-z32-k-deep-kl1": "the same with z of 32",
 }
 
 

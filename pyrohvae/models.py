@@ -142,12 +142,15 @@ def shot_logits(
     """Logits of p(x | z, θ(u), shots): the decoder on `decoder_input`, and, where θ has a
     `template` filter (`--shot-template`), the shots' images weighed as `template` says
     (`template_image`) through it; without shots, z alone."""
-    logits = decode(params, decoder_input(z, p_z, features, width))
+    image = None
+    if shots is not None and "template.weight" in params:
+        image = template_image(z, p_z, shots, template)
+    logits = decode(params, decoder_input(z, p_z, features, width), image)
     if "template.weight" not in params:
         return logits
     if shots is None:  # no shot: the filter sees a blank image, which gives its bias at every pixel
         return logits + params["template.bias"][..., None, None]
-    return logits + template_logits(params, template_image(z, p_z, shots, template))
+    return logits + template_logits(params, image)
 
 
 def responsibilities(z: torch.Tensor, p_z: dist.MixtureSameFamily) -> torch.Tensor:
@@ -164,7 +167,7 @@ def template_image(z: torch.Tensor, p_z, shots: torch.Tensor, template: str) -> 
     components' weights in p_z ("mean": the shots' mean, the same for every z). Returns
     (..., tasks, items, 1, 28, 28) against z (..., tasks, items, z_dim)."""
     signs = (2 * shots - 1).flatten(-3)  # (tasks, k, 784)
-    if template == "matched":
+    if template in ("matched", "deep"):
         return (responsibilities(z, p_z) @ signs).unflatten(-1, IMAGE_SHAPE)
     weights = p_z.mixture_distribution.probs[..., 1:]  # (tasks, 1, k)
     return (weights @ signs).unflatten(-1, IMAGE_SHAPE).expand(*z.shape[:-1], *IMAGE_SHAPE)

@@ -92,6 +92,7 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
         ("shots", True, "none"),
         ("shots-k", False, "matched"),
         ("shots", False, "mean"),
+        ("shots-k", False, "deep"),
         ("shots-g", False, "none"),
     ],
 )
@@ -103,16 +104,21 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
     `--shot-features`, the decoder reads z and the shots' trunk features weighed by each shot's
     responsibility for z under that mixture. With `--shot-template`, the logits gain the shots as
     ±1 images through the 5×5 filter of the task's θ(u), weighed by the same responsibilities
-    (matched) or by their components' weights (1 − w) / 3 (mean). With `shots-g`, one more component
-    of logit s + s' log 3 against N(0, I)'s log w and each shot's log((1 − w) / 3): the predictive of
-    a code whose task's centre c ~ N(0, b²) has the 3 codes ~ N(c, v²), the Gaussian N(Σ loc / v² / P,
-    1 / P + v²) with P = 1 / b² + 3 / v²."""
+    (matched) or by their components' weights (1 − w) / 3 (mean); `deep` also adds the matched image
+    through θ(u)'s 3×3 stride-2 convolution to deconv1's output before its ReLU. With `shots-g`, one
+    more component of logit s + s' log 3 against N(0, I)'s log w and each shot's log((1 − w) / 3):
+    the predictive of a code whose task's centre c ~ N(0, b²) has the 3 codes ~ N(c, v²), the
+    Gaussian N(Σ loc / v² / P, 1 / P + v²) with P = 1 / b² + 3 / v²."""
     program, x = setup_program(
         z_prior=z_prior, split_context=True, shot_features=features, shot_template=template
     )
     T, N, k = *x.shape[:2], 3
     log_widen, logit = torch.linspace(-2, 0, 10, dtype=x.dtype), torch.tensor(-1.5, dtype=x.dtype)
     with torch.no_grad():
+        for name, layer in program.theta.layers["decoder"].items():
+            if name.startswith("template"):  # they start silent: give the shots' pixels a say
+                layer.B.normal_(0, 0.3)
+                layer.U.normal_(0, 0.3)
         program.shot_prior.log_widen.copy_(log_widen)
         program.shot_prior.prior_logit.fill_(logit)
         if z_prior == "shots-g":
@@ -165,9 +171,12 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
             signs = 2 * x[:, :k] - 1
             for t in range(T):
                 image = (r[t, :, :, None, None, None] * signs[t]).sum(1)  # (N − k, 1, 28, 28)
+                if template == "deep":
+                    logits[t] = deep_decode({n: p[t, 0] for n, p in decoder.items()}, decoded[t], image)
                 kernel, bias = decoder["template.weight"][t, 0], decoder["template.bias"][t, 0]
-                logits[t] = logits[t] + torch.nn.functional.conv2d(image, kernel, bias, padding=2)
+                logits[t] = logits[t] + F.conv2d(image, kernel, bias, padding=2)
         assert (template != "none") == ("template.weight" in decoder)
+        assert (template == "deep") == ("template_in.weight" in decoder)
         per_item = -bernoulli_log_lik(logits, scored) + normal_log_density(z, z_loc, z_scale) - log_p_z
         per_task = normal_log_density(u, q_u.loc, q_u.scale) - normal_log_density(
             u, torch.zeros_like(u), torch.ones_like(u)
@@ -176,6 +185,15 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
         by_hand = (per_item.sum() + (N - k) / N * per_task.sum()) / (T * (N - k))
     assert z.shape[:2] == (T, N - k)
     assert loss == pytest.approx(float(by_hand), abs=1e-4)
+
+
+def deep_decode(p: dict, z: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """The main decoder of one task's θ, written out, with `--shot-template deep`'s image added to
+    deconv1's output."""
+    h = F.relu(F.linear(F.relu(F.linear(z, p["fc1.weight"], p["fc1.bias"])), p["fc2.weight"], p["fc2.bias"]))
+    h = F.conv_transpose2d(h.reshape(-1, 64, 7, 7), p["deconv1.weight"], p["deconv1.bias"], 2, 1, 1)
+    h = F.relu(h + F.conv2d(image, p["template_in.weight"], p["template_in.bias"], stride=2, padding=1))
+    return F.conv_transpose2d(h, p["deconv2.weight"], p["deconv2.bias"], 2, 1, 1)
 
 
 def test_mean_field_elbo_is_eq9_with_analytic_kls(setup):

@@ -270,6 +270,7 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
         ("shots", True, "none"),
         ("shots", False, "matched"),
         ("shots", False, "mean"),
+        ("shots-k", False, "deep"),
         ("shots-g", False, "none"),
     ],
 )

@@ -246,3 +246,28 @@ def test_the_template_filter_starts_silent_and_learns_from_u():
     assert layer.U.abs().max() == 0 and layer.V.abs().max() > 0
     (logits * image).sum().backward()
     assert layer.B.grad.abs().max() > 0 and layer.U.grad.abs().max() > 0
+
+
+def test_the_deep_template_enters_the_hidden_map_silent_and_learns_from_u():
+    """`--shot-template deep`: the matched image's convolution into deconv1's output is zero for every
+    u at step 0, so the decoder with the image equals the decoder without it; the loss reaches U, and
+    once the convolution is not zero the image changes the logits, by the training path and by the
+    scoring path (no gradients) alike."""
+    torch.manual_seed(0)
+    theta = ThetaGenerator(z_dim=10, template="deep")
+    u = torch.randn(3, 1, 10)
+    z, image = torch.randn(3, 4, 10), torch.rand(3, 4, 1, 28, 28) * 2 - 1
+    params = theta.decoder(u)
+    torch.testing.assert_close(nets.decode(params, z, image), nets.decode(params, z))
+    layer = theta.layers["decoder"]["template_in__weight"]
+    assert layer.U.abs().max() == 0 and layer.B.abs().max() == 0
+    (nets.decode(params, z, image) * image).sum().backward()
+    assert layer.B.grad.abs().max() > 0 and layer.U.grad.abs().max() > 0
+    with torch.no_grad():
+        layer.B.normal_(0, 0.3)
+        layer.U.normal_(0, 0.3)
+        params = theta.decoder(u)
+        scored = nets.decode(params, z, image)
+    trained = nets.decode(params, z, image)
+    torch.testing.assert_close(scored, trained.detach(), rtol=1e-5, atol=1e-5)
+    assert (trained - nets.decode(params, z)).abs().max() > 0.1
