@@ -270,6 +270,18 @@ VARIANTS = {
             "kl_z_anneal": 0,
         },
     ),
+    "pool-split-shots-k-dims5-kl1": (
+        (
+            "pool-split-shots-k-kl1 with only z's first 5 dimensions read from the shots, the other 5 N(0, I) "
+            "whatever the shots (--shot-dims 5): room in z for what no shot tells (a drawing's style), so "
+            "that the character can lie near its shots' codes in the first"
+        ),
+        {**SHOTS_K, "shot_dims": 5, "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
+    "pool-split-shots-z32-k-dims16-kl1": (
+        "pool-split-shots-z32-k-kl1 with only z's first 16 dimensions read from the shots (--shot-dims 16)",
+        {**SHOTS_K, "z_dim": 32, "shot_dims": 16, "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
     "pool-split-shots-z32-k-tmean-kl1": (
         "pool-split-shots-z32-k-tmean, the filter starting silent, KL(z) weighed 1 from the start",
         {
@@ -853,6 +865,8 @@ SHOTS_VARIANTS = {
     "pool-split-shots-g-kl1": "z of 10, the shots also read as a set (`--z-prior shots-g`), KL(z) 1",
     "pool-split-shots-k-deep-kl1": "z of 10, the matched shots' pixels also into the decoder's feature map (`--shot-template deep`), KL(z) 1",
     "pool-split-shots-z32-k-deep-kl1": "the same with z of 32",
+    "pool-split-shots-k-dims5-kl1": "z of 10, only its first 5 dimensions read the shots (`--shot-dims 5`), KL(z) 1",
+    "pool-split-shots-z32-k-dims16-kl1": "z of 32, only its first 16 dimensions read the shots, KL(z) 1",
 }
 
 

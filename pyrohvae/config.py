@@ -200,6 +200,13 @@ class RunConfig:
         "HyperVAE with --z-prior shots: the decoder also reads the shots' encoder features, each weighed "
         "by how much its shot's component of p(z | u, shots) explains z (a matching of z to the shots).",
     )
+    shot_dims: int = setting(
+        0,
+        "HyperVAE with --z-prior shots, shots-k or shots-g: only the first N dimensions of z read the shots "
+        "(the mixture at their codes); the others are N(0, I) whatever the shots, room for what no shot "
+        "tells, as the stroke style of one drawing (0: every dimension reads them).",
+        min=0,
+    )
     shot_template: str = setting(
         "none",
         "HyperVAE with --z-prior shots or shots-k: the decoder adds to its logits the shots' images (±1) "
@@ -302,6 +309,10 @@ class RunConfig:
         for flag, on in uses:
             if on and self.z_prior not in ("shots", "shots-k"):
                 raise ConfigError(f"{flag} needs --z-prior shots or shots-k: it reads the shots' components")
+        if self.shot_dims and not self.reads_shots:
+            raise ConfigError("--shot-dims needs --z-prior shots, shots-k or shots-g: it splits their p(z)")
+        if self.shot_dims > self.z_dim:
+            raise ConfigError(f"--shot-dims {self.shot_dims}: at most --z-dim ({self.z_dim})")
         if self.reads_shots and not self.split_context:
             raise ConfigError(
                 f"--z-prior {self.z_prior} needs --split-context: its p(z) reads the step's context, which "

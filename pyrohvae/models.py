@@ -91,7 +91,8 @@ def shot_mixture(shot_prior, loc: torch.Tensor, scale: torch.Tensor) -> dist.Dis
     The Neural Statistician's context-conditioned prior, with the context read as a kernel density
     rather than by a network: the k shots enter as k components, which a fixed-size summary (u)
     cannot forget as k grows. With `shot_prior.pooled` (`--z-prior shots-g`), one more component
-    last: the set's Gaussian (`ShotPrior.set_component`), which sharpens with k undiluted."""
+    last: the set's Gaussian (`ShotPrior.set_component`), which sharpens with k undiluted. With
+    `--shot-dims` n, the mixture places only z's first n dimensions; the rest are N(0, I) apart."""
     tasks, k, z_dim = loc.shape
     widen, a = shot_prior.at(k)
     locs = [loc.new_zeros(tasks, 1, z_dim), loc]
@@ -102,6 +103,8 @@ def shot_mixture(shot_prior, loc: torch.Tensor, scale: torch.Tensor) -> dist.Dis
         locs, scales = locs + [centre.unsqueeze(1)], scales + [spread.unsqueeze(1)]
         weights.append(logit.expand(tasks, 1))
     locs, scales, weights = torch.cat(locs, 1), torch.cat(scales, 1), torch.cat(weights, 1)
+    if not shot_prior.reads.all():  # `--shot-dims`: the other dimensions N(0, 1) in every component
+        locs, scales = locs.where(shot_prior.reads, 0.0), scales.where(shot_prior.reads, 1.0)
     return dist.MixtureSameFamily(
         dist.Categorical(logits=weights.unsqueeze(1)),
         dist.Normal(locs.unsqueeze(1), scales.unsqueeze(1)).to_event(1),

@@ -189,10 +189,13 @@ class ShotPrior(PyroModule):
     start at a widening of half the prior's scale and N(0, I) at one half of the mixture. With
     `by_shots`, both also change with the number k of shots, as a kernel density's bandwidth narrows
     with its sample: log widening and the logit each less a learnt slope times log k (from 0). With
-    `pooled` (`--z-prior shots-g`), also the parameters of one more component, `set_component`."""
+    `pooled` (`--z-prior shots-g`), also the parameters of one more component, `set_component`. With
+    `dims` > 0 (`--shot-dims`), only z's first `dims` dimensions read the shots (`reads`)."""
 
-    def __init__(self, z_dim: int, by_shots: bool = False, pooled: bool = False):
+    def __init__(self, z_dim: int, by_shots: bool = False, pooled: bool = False, dims: int = 0):
         super().__init__()
+        # which of z's dimensions the shots' components place; the others are N(0, 1) in every one
+        self.register_buffer("reads", torch.arange(z_dim) < (dims or z_dim), persistent=False)
         self.log_widen = nn.Parameter(torch.full((z_dim,), math.log(0.5)))
         self.prior_logit = nn.Parameter(torch.zeros(()))
         if by_shots or pooled:

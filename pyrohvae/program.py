@@ -279,7 +279,9 @@ class HyperVAEProgram(Program):
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
         self.shot_prior = (
-            ShotPrior(config.z_dim, config.z_prior == "shots-k", config.z_prior == "shots-g")
+            ShotPrior(
+                config.z_dim, config.z_prior == "shots-k", config.z_prior == "shots-g", config.shot_dims
+            )
             if config.reads_shots
             else None
         )

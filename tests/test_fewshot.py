@@ -323,6 +323,33 @@ def test_draws_from_the_shots_prior_follow_its_mixture():
     assert torch.allclose(near, w[1:], atol=0.01)
 
 
+@pytest.mark.parametrize("pooled", [False, True])
+def test_shot_dims_leave_the_other_dimensions_of_z_to_the_prior(pooled):
+    """`--shot-dims 2` of z's 5: p(z | u, shots) is the mixture of the first 2 dimensions alone (as
+    the shots prior of a z of 2 has it, from the same parameters) times N(0, 1) in each of the other
+    3, whatever the shots' codes there; and the program builds its shots prior so."""
+    from pyrohvae.models import shot_mixture
+    from pyrohvae.nets import ShotPrior
+
+    torch.manual_seed(0)
+    split, whole = (
+        ShotPrior(5, by_shots=True, pooled=pooled, dims=2),
+        ShotPrior(2, by_shots=True, pooled=pooled),
+    )
+    with torch.no_grad():
+        for name, p in split.named_parameters():
+            p.normal_(0, 0.3)
+            getattr(whole, name).copy_(p[:2] if p.dim() else p)
+    loc, scale = torch.randn(3, 4, 5) * 2, torch.rand(3, 4, 5) + 0.1  # 3 tasks, 4 shots
+    z = torch.randn(6, 3, 7, 5)
+    by_hand = shot_mixture(whole, loc[..., :2], scale[..., :2]).log_prob(z[..., :2])
+    by_hand = by_hand + torch.distributions.Normal(0.0, 1.0).log_prob(z[..., 2:]).sum(-1)
+    torch.testing.assert_close(shot_mixture(split, loc, scale).log_prob(z), by_hand)
+    assert not torch.allclose(shot_mixture(ShotPrior(5), loc, scale).log_prob(z), by_hand)
+    program = program_of(z_prior="shots-k", split_context=True, z_dim=5, shot_dims=2)
+    assert program.shot_prior.reads.tolist() == [True, True, False, False, False]
+
+
 def test_the_sets_gaussian_narrows_with_the_shots_and_moves_to_their_mean():
     """`--z-prior shots-g`'s last component, the predictive of a new code of the shots' task: its
     spread falls with every added shot towards the codes' spread around their centre (0.5 at the
@@ -691,6 +718,11 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
             "--shot-template needs --z-prior shots or shots-k",
         ),
         ({"z_prior": "shots-g"}, "--z-prior shots-g needs --split-context"),
+        ({"split_context": True, "shot_dims": 4}, "--shot-dims needs --z-prior shots, shots-k or shots-g"),
+        (
+            {"z_prior": "shots", "split_context": True, "shot_dims": 11},
+            "--shot-dims 11: at most --z-dim (10)",
+        ),
     ],
 )
 def test_the_few_shot_options_refuse_what_they_cannot_do(options, message):
