@@ -322,13 +322,10 @@ class RunConfig:
             raise ConfigError(f"unknown --elbo {self.elbo!r}; choose one of {', '.join(ELBOS)}")
         if self.particles < 1:
             raise ConfigError(f"--particles {self.particles}: at least 1")
-        if self.elbo == "jit" and (
-            self.kl_u_warmup or self.kl_z_anneal or self.random_context or self.split_context
-        ):
+        if self.elbo == "jit" and self.random_context:
             raise ConfigError(
-                "--elbo jit compiles one graph, which cannot follow a KL schedule (the default preset's "
-                "--kl-z-anneal, --kl-u-warmup) or --random-context/--split-context's context sizes: use "
-                "--preset paper or --kl-z-anneal 0, or another --elbo"
+                "--elbo jit compiles the context size that --random-context draws inside the guide into its "
+                "graph, the same for every step: use --split-context, or another --elbo"
             )
         if self.split_context and self.batch_size < 2:
             raise ConfigError("--split-context needs --batch-size 2 or more: a context and an image to score")

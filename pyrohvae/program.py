@@ -10,6 +10,7 @@ program's generative networks (`choices`; only MetaVAE has more than one).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import warnings
 from collections.abc import Callable
@@ -80,6 +81,13 @@ class Objective(nn.Module):
         self.model, self.guide = program.model, program.guide
         self.differentiable = hasattr(elbo, "differentiable_loss") and not isinstance(elbo, JitTrace_ELBO)
         self._store = None  # the jit's param-store scope
+        # The jit bakes keyword arguments into its graph as constants (one graph for each value seen):
+        # the KL weights go in as tensors instead, so that one graph follows a KL schedule.
+        self._weights_in = (
+            isinstance(elbo, JitTrace_ELBO) and "kl_u_weight" in inspect.signature(self.model).parameters
+        )
+        if self._weights_in:
+            self.model, self.guide = _weights_first(program.model), _weights_first(program.guide)
 
     def forward(self, *args, **kwargs):
         return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
@@ -90,6 +98,10 @@ class Objective(nn.Module):
             loss.backward()
             return float(loss.detach())
         if isinstance(self.elbo, JitTrace_ELBO):
+            if self._weights_in:
+                x, *rest = args
+                weights = (kwargs.pop(name, 1.0) for name in ("kl_u_weight", "kl_z_weight"))
+                args = (x, *(torch.as_tensor(w, dtype=x.dtype, device=x.device) for w in weights), *rest)
             while args and args[-1] is None:  # torch.jit traces tensors only (the task of a VAE's batch)
                 args = args[:-1]
             with (
@@ -116,6 +128,17 @@ class Objective(nn.Module):
                 p.grad = grad
             loss = self.elbo.loss_and_grads(self.model, self.guide, *args, **kwargs)
         return float(loss)
+
+
+def _weights_first(fn):
+    """fn(x, task, ..., kl_u_weight=, kl_z_weight=) called as f(x, kl_u_weight, kl_z_weight, task, ...):
+    the weights where the jit reads its inputs, the positional arguments."""
+
+    @functools.wraps(fn)
+    def weighted(x, kl_u_weight, kl_z_weight, *args, **kwargs):
+        return fn(x, *args, kl_u_weight=kl_u_weight, kl_z_weight=kl_z_weight, **kwargs)
+
+    return weighted
 
 
 class ParamStoreOptimizer(TypeError):

@@ -153,6 +153,6 @@ def test_more_tasks_per_step_than_tasks(tmp_path):
 
 def test_an_estimator_that_cannot_follow_the_preset_is_one_line(tmp_path):
     out = tmp_path / "run"
-    result = invoke("train", "--dataset", "mnist", "--elbo", "jit", "--out", out)
-    assert_one_line_error(result, 1, "--elbo jit", "--preset paper")
+    result = invoke("train", "--dataset", "mnist", "--elbo", "jit", "--random-context", "--out", out)
+    assert_one_line_error(result, 1, "--elbo jit", "--split-context")
     assert not out.exists()

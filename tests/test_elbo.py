@@ -306,6 +306,35 @@ def test_the_jit_estimator_gives_trace_elbos_loss_and_gradients(model):
     assert steps["trace"][0][0] != steps["trace"][1][0]  # each step its own draws
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_the_jit_follows_a_kl_schedule_and_context_sizes(split):
+    """The default preset anneals KL(z) (and with `--split-context` draws a context size each step):
+    under `--elbo jit` each step's loss and gradients are Trace_ELBO's with that step's weights and
+    context, the weights read by one graph as its inputs, one graph per context size."""
+    x = (torch.rand(2, 6, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.2).float()
+    steps = {}
+    for elbo in ("trace", "jit"):
+        pyro.set_rng_seed(0)
+        config = RunConfig(dataset="mnist", elbo=elbo, split_context=split, kl_z_anneal=4, kl_u_warmup=3)
+        program = build(config)
+        objective, steps[elbo] = program.objective(), []
+        for step in (1, 2, 3, 9):
+            pyro.set_rng_seed(10 + step)
+            kwargs = program.step_kwargs(step)
+            if split:
+                kwargs["context_size"] = 2 if step < 3 else 3
+            program.zero_grad()
+            loss = objective.loss_and_grads(x, **kwargs)
+            steps[elbo].append((kwargs, loss, {n: p.grad.clone() for n, p in program.named_parameters()}))
+    weights = [(kwargs["kl_u_weight"], kwargs["kl_z_weight"]) for kwargs, *_ in steps["jit"]]
+    assert len(set(weights)) == 4  # a weight that changes every step
+    for (_, loss, grads), (_, jit_loss, jit_grads) in zip(steps["trace"], steps["jit"]):
+        assert jit_loss == pytest.approx(loss, rel=1e-6)
+        for name, g in grads.items():
+            torch.testing.assert_close(jit_grads[name], g, rtol=1e-5, atol=1e-5 * float(g.abs().max()))
+    assert len(objective.elbo._loss_and_surrogate_loss.compiled) == (2 if split else 1)
+
+
 def test_the_importance_weighted_bound_is_tighter_than_the_elbo():
     from pyrohvae.trainer import Trainer
 
@@ -342,7 +371,7 @@ def test_estimators_that_cannot_run_are_refused_before_training():
     from pyrohvae.trainer import Trainer
 
     with pytest.raises(ConfigError, match="--elbo jit"):
-        RunConfig(dataset="mnist", elbo="jit")  # the default preset anneals KL(z)
+        RunConfig(dataset="mnist", elbo="jit", random_context=True)  # a size drawn inside the guide
     with pytest.raises(ConfigError, match="--elbo"):
         RunConfig(dataset="mnist", elbo="iwae")
     with pytest.raises(ConfigError, match="--particles"):

@@ -280,8 +280,12 @@ def test_a_checkpoint_of_format_1_resumes_to_the_parameters_of_an_uninterrupted_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_run_trained_with_the_jit_estimator_resumes_exactly(tmp_path):
-    common = ["--dataset", "mnist", "--preset", "paper", "--elbo", "jit", "--log-every", 1, "--no-progress"]
+@pytest.mark.parametrize("preset", ["paper", "task-specific"])
+def test_a_run_trained_with_the_jit_estimator_resumes_exactly(tmp_path, preset):
+    """Under `--elbo jit` too, and with the default preset's KL(z) anneal (weights the graph reads)."""
+    common = ["--dataset", "mnist", "--preset", preset, "--elbo", "jit", "--log-every", 1, "--no-progress"]
+    if preset != "paper":
+        common += ["--kl-z-anneal", 6, "--batch-size", 10]
     whole, split = tmp_path / "whole", tmp_path / "split"
     run_cli("train", *common, "--steps", 8, "--out", whole)
     run_cli("train", *common, "--steps", 4, "--out", split)
