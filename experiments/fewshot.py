@@ -1414,17 +1414,21 @@ def _screen_lines(rows) -> list[str]:
 def _screen_same_z(rows, plain) -> list[str]:
     """Each screened model of a larger z beside the VAE of its own z trained as long, where screened:
     how much of its gain is z's size. Differences of means."""
-    vaes = {(r["config"], r["steps"]): r["rows"][0]["nll"] for r in plain}
+    vaes = {(r["config"], r["steps"]): r for r in plain}
     out = []
     for r in rows:
         z = VARIANTS[r["config"]][1].get("z_dim")
-        base = vaes.get((f"vae-z{z}", r["steps"]))
-        if z is None or base is None:
+        same_z = vaes.get((f"vae-z{z}", r["steps"]))
+        if z is None or same_z is None:
             continue
+        base = same_z["rows"][0]["nll"]
         nll = {x["model"]: x["nll"] for x in r["rows"]}
         parts = [f"k={k} {base - nll[f'k={k}']:+.2f}" for k in (1, 4, 9, 19) if f"k={k}" in nll]
+        elsewhere = r.get("vae") and same_z.get("vae") and r["vae"]["nll"] != same_z["vae"]["nll"]
         out.append(
-            f"{r['config']} ({r['steps']:,} steps) over vae-z{z} ({base:.2f}), differences of means: "
+            f"{r['config']} ({r['steps']:,} steps) over vae-z{z} ({base:.2f}"
+            + (", trained on another machine" if elsewhere else "")
+            + "), differences of means: "
             + ", ".join(parts)
             + "."
         )
