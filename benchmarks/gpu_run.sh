@@ -13,8 +13,8 @@
 # What it leaves in $OUT: log.txt (every command and its output), step_time.json, nll_time.json,
 # the ROC curve and BO trace PNGs, and RESULTS-gpu.md: training steps / s and NLL images / s, then
 # the fixed cost of a step at 5, 20 and 100 images (ratio to the plain step and ms beyond it for
-# vae, hypervae, hypervae4, hypervae16, task4, hypervae-made (every weight of θ(u) made), vae-jit
-# and hypervae-jit (--elbo jit)) and the phases of each step. What to read in it: the ms beyond the
+# vae, hypervae, hypervae4, hypervae16, task4, hypervae-made (every weight of θ(u) made), vae-jit,
+# hypervae-jit and task4-jit (--elbo jit)) and the phases of each step. What to read in it: the ms beyond the
 # plain step at 5 images, which on a GPU is most of the step (on 2 CPU cores about 3 ms for the VAE
 # and 7-9 ms for HyperVAE, 1 task), and how much of it --elbo jit takes away there.
 set -euo pipefail
@@ -112,7 +112,7 @@ sizes = step["batch_sizes"]
 print("| images a step (a task) | " + " | ".join(sizes) + " |")
 print("| --- | " + " | ".join("---:" for _ in sizes) + " |")
 print("| plain PyTorch VAE, ms | " + " | ".join(f"{sizes[b]['ms']['plain']:.2f}" for b in sizes) + " |")
-for name in ("vae", "hypervae", "hypervae4", "hypervae16", "task4", "hypervae-made", "vae-jit", "hypervae-jit"):
+for name in ("vae", "hypervae", "hypervae4", "hypervae16", "task4", "hypervae-made", "vae-jit", "hypervae-jit", "task4-jit"):
     cells = [f"{sizes[b]['ratio'][name]:.2f}x ({sizes[b]['extra_ms'][name]:+.2f} ms)" for b in sizes]
     print(f"| {name} | " + " | ".join(cells) + " |")
 for b, phases in step["profile"].items():
