@@ -1187,11 +1187,18 @@ def _full_lines(rows) -> list[str]:
                     for k in shots
                 ]
                 out.append(f"| {r['config']} | " + " | ".join(cells) + f" | {fmt(r.get('set_gain'), 2)} |")
+        ours = next((r["rows"][0]["nll"] for r in these if r["config"] == "vae"), None)
+        elsewhere = [r for r in gains if r.get("vae") and ours is not None and r["vae"]["nll"] != ours]
         out += [
             "",
             (
                 f"{these[0]['images']} images of {these[0]['tasks']} tasks never trained on, "
                 f"{these[0]['per_task']} per task, K = {these[0]['samples']}."
+            ),
+            *(
+                f"{r['config']}'s gains are against our VAE retrained beside it on another machine (the same "
+                f"seed and code, other bits): −log p(x) {r['vae']['nll']:.2f} against {ours:.2f}."
+                for r in elsewhere
             ),
             "",
         ]
