@@ -11,8 +11,6 @@
 (c') the step of (c) with 1 task with every weight of θ(u) made, as before the large dense layers
     were applied in factored form where a task's images are few (`nets.MatrixLayer.pays_factored`):
     what that direction saves, measured in turns with the rest;
-(c'') the steps of (c) with 1 task and of the default with θ(u)'s matrix layers made one by one, as
-    before their first products were made together in training (`nets._made_together`);
 (b-jit), (c-jit) the steps of (b) and (c, 1 task) with `--elbo jit` (Pyro's JitTrace_ELBO: model
     and guide traced once into a TorchScript graph, the same loss and gradients as Trace_ELBO's;
     tests/test_elbo.py), and the default configuration's step with it (its KL(z) weight an input of
@@ -125,19 +123,6 @@ def made(step):
     return run
 
 
-def alone(step):
-    """`step` with θ(u)'s matrix layers made one by one, not their first products together."""
-
-    def run(*args):
-        nets.BATCHED_THETA = False
-        try:
-            return step(*args)
-        finally:
-            nets.BATCHED_THETA = True
-
-    return run
-
-
 def interleaved(candidates: dict, repeats: int, warmup: int, device) -> dict[str, float]:
     """Median ms of each of `candidates` (name -> callable), called in turns after a warm-up."""
     for fn in candidates.values():
@@ -170,8 +155,6 @@ TASK_CANDIDATES = {
     "vae-jit": ({"model": "vae", "elbo": "jit"}, 1),
     "hypervae-jit": ({"model": "hypervae", "preset": "paper", "elbo": "jit"}, 1),
     "task4-jit": ({"model": "hypervae", "preset": "task-specific", "elbo": "jit"}, 4),
-    "hypervae-alone": ({"model": "hypervae", "preset": "paper"}, 1),
-    "task4-alone": ({"model": "hypervae", "preset": "task-specific"}, 4),
 }
 
 
@@ -182,7 +165,7 @@ def step_times(b: int, device, repeats: int, warmup: int) -> dict:
     candidates = {"plain": functools.partial(step, x)}
     for name, (options, tasks) in TASK_CANDIDATES.items():
         fn = pyro_step(RunConfig(dataset="mnist", batch_size=b, **options), device)
-        fn = made(fn) if name.endswith("-made") else alone(fn) if name.endswith("-alone") else fn
+        fn = made(fn) if name.endswith("-made") else fn
         batch = bits((tasks, b), device)
         candidates[name] = functools.partial(fn, batch)
     ms = interleaved(candidates, repeats, warmup, device)
@@ -346,8 +329,6 @@ def main():
         "vae-jit": "(b-jit) (b), --elbo jit",
         "hypervae-jit": "(c-jit) (c), --elbo jit",
         "task4-jit": "    task-specific, --elbo jit",
-        "hypervae-alone": "(c'') (c), θ(u) layer by layer",
-        "task4-alone": "    task-specific, the same",
     }
     sizes = args.batch_sizes
     print(f"  {'images a step (a task)':<30}" + "".join(f"{b:>22}" for b in sizes))

@@ -561,11 +561,6 @@ class MatrixLayer(PyroModule):
             W = torch.baddbmm(B, self.U @ H_flat, self.V.expand(n, -1, -1))
         return W.reshape(*H.shape[:-2], *self.shape)
 
-    @property
-    def plain(self) -> bool:
-        """U, V and B are parameters, none drawn per task (a variant's `PyroSample`)."""
-        return all(name in self._parameters for name in ("U", "V", "B")) and self._parameters["B"].dim() == 2
-
     def pays_factored(self, H: torch.Tensor, items: int) -> bool:
         """Whether a dense weight is cheaper applied to `items` inputs as P·Q + B (`factors`) than
         made: in training, for one task whose few images cost less than W's rows × cols × h_dim."""
@@ -588,38 +583,6 @@ class MatrixLayer(PyroModule):
             return self.U.expand(*batch, -1, -1), H @ self.V
         return self.U @ H, self.V.expand(*batch, -1, -1)
 
-
-def _made_together(H: torch.Tensor, layers: list) -> dict[str, torch.Tensor]:
-    """W = U·H·V + B for many `MatrixLayer`s, their first products done in one: H·V for every layer
-    generated as U·(H·V) (more rows than columns), U·H for the others, as `MatrixLayer.forward`
-    orders them, each set concatenated and split. About 1.5 ms off a training step's θ(u) on the CPU
-    (benchmarks/RESULTS.md); the same numbers as layer by layer to float rounding."""
-    batch = H.shape[:-2]
-    h = H.reshape(-1, *H.shape[-2:])
-    n = h.shape[0]
-    rows = {name: layer._parameters["B"].shape for name, layer in layers}
-    tall = [(name, layer) for name, layer in layers if rows[name][0] > rows[name][1]]
-    wide = [(name, layer) for name, layer in layers if rows[name][0] <= rows[name][1]]
-    theta = {}
-    if tall:
-        vs = [layer.V for _, layer in tall]
-        hv = (h @ torch.cat(vs, 1)).split([v.shape[1] for v in vs], -1)
-        for (name, layer), part in zip(tall, hv):
-            B, U = layer.B, layer.U
-            W = torch.addmm(B, U, part[0]) if n == 1 else torch.baddbmm(B, U.expand(n, -1, -1), part)
-            theta[name] = W.reshape(*batch, *layer.shape)
-    if wide:
-        us = [layer.U for _, layer in wide]
-        uh = (torch.cat(us, 0) @ h).split([x.shape[0] for x in us], -2)
-        for (name, layer), part in zip(wide, uh):
-            B, V = layer.B, layer.V
-            W = torch.addmm(B, part[0], V) if n == 1 else torch.baddbmm(B, part, V.expand(n, -1, -1))
-            theta[name] = W.reshape(*batch, *layer.shape)
-    return theta
-
-
-# Training makes the weights of a half of θ(u) together (`_made_together`); off: layer by layer.
-BATCHED_THETA = True
 
 # The two large dense layers of the main VAE (3136 x 100 weights) are applied in factored form,
 # never made, when items · (rows + cols) · FACTORED_MARGIN < rows · cols: below about 24 images of
@@ -708,22 +671,15 @@ class ThetaGenerator(PyroModule):
         weight that is cheaper so comes as its factors instead (`MatrixLayer.pays_factored`):
         NAME.P, NAME.Q and NAME.B for NAME.weight, which `encode` and `decode` apply as P·Q + B."""
         H = self.H(u)
-        layers = {_name(key): layer for key, layer in self.layers[half].items()}
-        factored = {
-            name for name, layer in layers.items() if items is not None and layer.pays_factored(H, items)
-        }
-        made = [(name, layer) for name, layer in layers.items() if name not in factored]
-        together = {}
-        if BATCHED_THETA and torch.is_grad_enabled() and all(layer.plain for _, layer in made):
-            together = _made_together(H, made)  # scoring keeps each layer's own: a checkpoint scores as ever
         theta = {}
-        for name, layer in layers.items():
-            if name in factored:
+        for key, layer in self.layers[half].items():
+            name = _name(key)
+            if items is not None and layer.pays_factored(H, items):
                 base = name.removesuffix(".weight")
                 theta[base + ".P"], theta[base + ".Q"] = layer.factors(H)
                 theta[base + ".B"] = layer.B.expand(*H.shape[:-2], -1, -1)
             else:
-                theta[name] = together[name] if together else layer(H)
+                theta[name] = layer(H)
         return theta
 
     def encoder(self, u, items: int | None = None):

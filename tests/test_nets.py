@@ -233,44 +233,6 @@ def test_dense_layers_applied_in_factored_form_give_the_same_loss_and_gradients(
         torch.testing.assert_close(g, grads_made[name], rtol=1e-8, atol=1e-10, msg=name)
 
 
-@pytest.mark.parametrize("tasks,items", [(1, 5), (1, 100), (4, 20)])
-def test_weights_made_together_give_the_same_loss_and_gradients(tasks, items, monkeypatch):
-    """In training, the first products of a half's matrix layers are made in one (`_made_together`):
-    the loss and every gradient as layer by layer's, the same draws, to float rounding (float32, as
-    training runs); scoring (no gradients) makes each layer alone, so its θ is the same bit for bit."""
-    torch.manual_seed(0)
-    preset = "paper" if tasks == 1 else "task-specific"
-    program = build(RunConfig(dataset="mnist", preset=preset, tasks_per_step=tasks))
-    x = (torch.rand(tasks, items, 1, 28, 28) < 0.3).float()
-
-    def loss_and_grads():
-        pyro.set_rng_seed(1)
-        program.zero_grad()
-        loss = Trace_ELBO(max_plate_nesting=2).differentiable_loss(program.model, program.guide, x)
-        loss.backward()
-        return loss.detach(), {name: p.grad.clone() for name, p in program.named_parameters()}
-
-    calls = []
-    monkeypatch.setattr(
-        nets, "_made_together", lambda *a, made=nets._made_together: calls.append(1) or made(*a)
-    )
-    loss, grads = loss_and_grads()
-    assert len(calls) == 2  # each half once
-    u = torch.randn(tasks, 1, 10)
-    with torch.no_grad():
-        scored = program.theta.decoder(u)
-    monkeypatch.setattr(nets, "BATCHED_THETA", False)
-    with torch.no_grad():
-        alone = program.theta.decoder(u)
-    assert all(torch.equal(scored[name], alone[name]) for name in alone) and len(calls) == 2
-    loss_alone, grads_alone = loss_and_grads()
-    torch.testing.assert_close(loss, loss_alone, rtol=1e-6, atol=1e-4)
-    for name, g in grads.items():
-        torch.testing.assert_close(
-            g, grads_alone[name], rtol=1e-4, atol=1e-5 * float(g.abs().max()), msg=name
-        )
-
-
 def test_the_template_filter_starts_silent_and_learns_from_u():
     """`--shot-template`: at step 0 the filter of θ(u) is zero for every u (the shots add nothing to
     the logits yet), and the loss still reaches U, the part that depends on u."""
