@@ -158,18 +158,19 @@ TASK_CANDIDATES = {
 }
 
 
-def step_times(b: int, device, repeats: int, warmup: int) -> dict:
+def step_times(b: int, device, repeats: int, warmup: int, names=None) -> dict:
     plain = PlainVAE().to(device)
     x = bits((1, b), device)
     step = plain_step(plain, torch.optim.Adam(plain.parameters(), lr=3e-4, fused=True))
     candidates = {"plain": functools.partial(step, x)}
-    for name, (options, tasks) in TASK_CANDIDATES.items():
+    for name in names or TASK_CANDIDATES:
+        options, tasks = TASK_CANDIDATES[name]
         fn = pyro_step(RunConfig(dataset="mnist", batch_size=b, **options), device)
         fn = made(fn) if name.endswith("-made") else fn
         batch = bits((tasks, b), device)
         candidates[name] = functools.partial(fn, batch)
     ms = interleaved(candidates, repeats, warmup, device)
-    per_item = {name: ms[name] / TASK_CANDIDATES[name][1] for name in TASK_CANDIDATES}
+    per_item = {name: ms[name] / TASK_CANDIDATES[name][1] for name in names or TASK_CANDIDATES}
     return {
         "ms": ms,
         "per_item_ms": per_item,
@@ -272,6 +273,15 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(TASK_CANDIDATES),
+        default=None,
+        help="time these candidates alone (beside the plain step), in this order: a candidate's place among "
+        "many in the interleaved turns moves it by up to about 1 ms (RESULTS.md), so compare two head to "
+        "head, in both orders",
+    )
     args = parser.parse_args()
     try:
         device = resolve_device(args.device)
@@ -284,7 +294,7 @@ def main():
     repeats = args.repeats or (6 if args.quick else 30)
     warmup = 2 if args.quick else 5
     pyro.set_rng_seed(0)
-    by_size = {b: step_times(b, device, repeats, warmup) for b in args.batch_sizes}
+    by_size = {b: step_times(b, device, repeats, warmup, args.only) for b in args.batch_sizes}
     profiles = {b: profile(b, device, repeats, warmup) for b in args.batch_sizes} if args.profile else {}
     result = {
         "batch_sizes": by_size,
@@ -296,7 +306,7 @@ def main():
             f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
         ),
     }
-    if 100 in by_size:  # the figures earlier runs (RESULTS.md, gpu_run.sh) read, at 100 images
+    if 100 in by_size and not args.only:  # the figures earlier runs (RESULTS.md, gpu_run.sh) read
         r = by_size[100]
         result |= {
             "plain_ms": r["ms"]["plain"],
@@ -336,6 +346,8 @@ def main():
         f"  {'(a) plain PyTorch VAE':<30}" + "".join(f"{by_size[b]['ms']['plain']:>19.1f} ms" for b in sizes)
     )
     for name, label in labels.items():
+        if name not in by_size[sizes[0]]["ratio"]:
+            continue
         cells = [f"{by_size[b]['ratio'][name]:5.2f}x {by_size[b]['extra_ms'][name]:+7.1f} ms" for b in sizes]
         print(f"  {label:<30}" + "".join(f"{c:>22}" for c in cells))
     for b, phases in profiles.items():
