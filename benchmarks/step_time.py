@@ -163,14 +163,15 @@ def step_times(b: int, device, repeats: int, warmup: int, names=None) -> dict:
     x = bits((1, b), device)
     step = plain_step(plain, torch.optim.Adam(plain.parameters(), lr=3e-4, fused=True))
     candidates = {"plain": functools.partial(step, x)}
-    for name in names or TASK_CANDIDATES:
+    names = names or list(TASK_CANDIDATES)
+    for name in names:
         options, tasks = TASK_CANDIDATES[name]
         fn = pyro_step(RunConfig(dataset="mnist", batch_size=b, **options), device)
         fn = made(fn) if name.endswith("-made") else fn
         batch = bits((tasks, b), device)
         candidates[name] = functools.partial(fn, batch)
     ms = interleaved(candidates, repeats, warmup, device)
-    per_item = {name: ms[name] / TASK_CANDIDATES[name][1] for name in names or TASK_CANDIDATES}
+    per_item = {name: ms[name] / TASK_CANDIDATES[name][1] for name in names}
     return {
         "ms": ms,
         "per_item_ms": per_item,

@@ -103,7 +103,7 @@ def shot_mixture(shot_prior, loc: torch.Tensor, scale: torch.Tensor) -> dist.Dis
         locs, scales = locs + [centre.unsqueeze(1)], scales + [spread.unsqueeze(1)]
         weights.append(logit.expand(tasks, 1))
     locs, scales, weights = torch.cat(locs, 1), torch.cat(scales, 1), torch.cat(weights, 1)
-    if not shot_prior.reads.all():  # `--shot-dims`: the other dimensions N(0, 1) in every component
+    if shot_prior.dims:  # `--shot-dims`: the other dimensions N(0, 1) in every component
         locs, scales = locs.where(shot_prior.reads, 0.0), scales.where(shot_prior.reads, 1.0)
     return dist.MixtureSameFamily(
         dist.Categorical(logits=weights.unsqueeze(1)),

@@ -195,6 +195,7 @@ class ShotPrior(PyroModule):
     def __init__(self, z_dim: int, by_shots: bool = False, pooled: bool = False, dims: int = 0):
         super().__init__()
         # which of z's dimensions the shots' components place; the others are N(0, 1) in every one
+        self.dims = dims  # 0: all; a Python number, so the model need not read a device tensor to know
         self.register_buffer("reads", torch.arange(z_dim) < (dims or z_dim), persistent=False)
         self.log_widen = nn.Parameter(torch.full((z_dim,), math.log(0.5)))
         self.prior_logit = nn.Parameter(torch.zeros(()))
