@@ -17,7 +17,16 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 
-from .nets import IMAGE_SHAPE, decode, encode, encode_with_features, stack_params, template_logits, weights
+from .nets import (
+    IMAGE_SHAPE,
+    decode,
+    encode,
+    encode_with_features,
+    shot_memory,
+    stack_params,
+    template_logits,
+    weights,
+)
 
 
 def per_datum(tasks: int, items: int):
@@ -144,7 +153,10 @@ def shot_logits(
 ) -> torch.Tensor:
     """Logits of p(x | z, θ(u), shots): the decoder on `decoder_input`, and, where θ has a
     `template` filter (`--shot-template`), the shots' images weighed as `template` says
-    (`template_image`) through it; without shots, z alone."""
+    (`template_image`) through it; where θ has the attention's weights (`--shot-attention`), its
+    first feature map also reads the shots' (`nets.shot_memory`); without shots, z alone."""
+    if shots is not None and "attend_out.weight" in params:
+        params = {**params, **shot_memory(params, shots)}
     image = None
     if shots is not None and "template.weight" in params:
         image = template_image(z, p_z, shots, template)

@@ -75,6 +75,9 @@ DECODER_CONVS = {
 }
 # `--shot-template deep`: the matched shots' image into deconv1's output, beside z's features there.
 TEMPLATE_IN = Conv(1, 32)
+# `--shot-attention`: the width of the queries, keys and values by which each position of the
+# decoder's first feature map reads the shots' feature maps (`shot_memory`, `_attend`).
+ATTEND_DIM = 32
 
 
 def conv_shape() -> tuple[int, int, int]:
@@ -96,6 +99,8 @@ def _add_trunk(module: nn.Module, hidden: int) -> None:
 def _conv_spec(name: str) -> Conv:
     if name == "template_in":
         return TEMPLATE_IN
+    if name.startswith("shots_"):  # `--shot-attention`'s reader of the shots, the encoder's convolutions
+        return ENCODER_CONVS[name.removeprefix("shots_")]
     return ENCODER_CONVS.get(name) or DECODER_CONVS[name]
 
 
@@ -145,6 +150,7 @@ class Decoder(PyroModule):
         extra_inputs: int = 0,
         template: bool = False,
         deep_template: bool = False,
+        attention: bool = False,
     ):
         super().__init__()
         self.fc1 = Linear(z_dim + extra_inputs, hidden)  # extra: what the shots tell (models.decoder_input)
@@ -169,6 +175,21 @@ class Decoder(PyroModule):
             self.template_in = TEMPLATE_IN.module()
             nn.init.zeros_(self.template_in.weight)  # silent, as the filter above
             nn.init.zeros_(self.template_in.bias)
+        if attention:  # the first feature map reads the shots' maps (`shot_memory`, `_attend`)
+            for name, conv in ENCODER_CONVS.items():
+                setattr(self, f"shots_{name}", conv.module())
+            channels = conv_shape()[0]
+            self.attend_query = Linear(channels, ATTEND_DIM)
+            self.attend_key = Linear(channels, ATTEND_DIM)
+            self.attend_value = Linear(channels, ATTEND_DIM)
+            self.attend_out = Linear(ATTEND_DIM, channels)
+            nn.init.zeros_(self.attend_out.weight)  # silent, as the templates: the start is the model without
+            nn.init.zeros_(self.attend_out.bias)
+            # Added to queries and keys alike: at the start a position reads mostly the same position
+            # of the shots, a prior of alignment that training can keep or drop.
+            self.attend_pos = nn.Parameter(0.5 * torch.randn(math.prod(conv_shape()[1:]), ATTEND_DIM))
+            # The key of a slot of value 0: a position that matches no shot reads nothing.
+            self.attend_null = nn.Parameter(torch.zeros(ATTEND_DIM))
 
     def forward(self, z):
         return decode(weights(self), z)
@@ -439,6 +460,8 @@ def _decode_groups(h, params, image=None):
     h = F.relu(_linear(h, params, "fc2"))
     channels, height, width = conv_shape()
     h = h.transpose(0, 1).reshape(items, groups * channels, height, width)
+    if "attend.keys" in params:
+        h = h + _attend(h, params)
     *hidden, last = DECODER_CONVS
     for name in hidden:
         h = _conv(h, params, name)
@@ -458,6 +481,49 @@ def _template_features(image, params):
     return _conv(image.transpose(0, 1).reshape(items, groups, *IMAGE_SHAPE[1:]), params, "template_in")
 
 
+def shot_memory(params: dict, shots: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`--shot-attention`: what the decoder's first feature map reads of the shots (*batch, k, 1, 28,
+    28), one set per model of θ's batch: the shots' 7×7 maps by θ's own convolutions (`shots_conv1`,
+    `shots_conv2`), as keys (with the position's embedding) and values of `ATTEND_DIM`, and one more
+    key, `attend_null`, of value 0. Returned as parameters ("attend.keys", "attend.values", each θ's
+    batch + (k·49 + 1, ATTEND_DIM)) for `decode` to take with the rest of θ."""
+    fold = _Fold(shots.shape[:-4] + (1,), _batch_shape(params, "shots_conv1.weight", 4))
+    if fold.items != 1:
+        raise ValueError("the shots must differ only where θ does: one set of shots per model")
+    names = [name for name in params if name.startswith(("shots_", "attend_"))]
+    p = fold.params({name: params[name] for name in names})
+    h = fold.inputs(shots.unsqueeze(-5), 4)[:, 0]  # (G, k, 1, 28, 28)
+    groups, k = h.shape[:2]
+    h = h.transpose(0, 1).reshape(k, groups * IMAGE_SHAPE[0], *IMAGE_SHAPE[1:])
+    for name in ENCODER_CONVS:
+        h = F.relu(_conv(h, p, f"shots_{name}"))
+    channels = conv_shape()[0]
+    h = h.reshape(k, groups, channels, -1).permute(1, 0, 3, 2).reshape(groups, -1, channels)  # (G, k·49, C)
+    keys = _linear(h, p, "attend_key") + p["attend_pos"].repeat(1, k, 1)
+    values = _linear(h, p, "attend_value")
+    keys = torch.cat([keys, p["attend_null"].reshape(groups, 1, -1)], 1)
+    values = torch.cat([values, values.new_zeros(groups, 1, values.shape[-1])], 1)
+    return {
+        "attend.keys": fold.outputs(keys.unsqueeze(1)),
+        "attend.values": fold.outputs(values.unsqueeze(1)),
+    }
+
+
+def _attend(h, params):
+    """`--shot-attention`: each position of the decoder's first feature map h (M, G·C, 7, 7) asks, by
+    a query of its features and its position, for the shots' features at the positions whose keys
+    match (`shot_memory`), as Generative Matching Networks' decoder reads its matched examples, and
+    adds what it reads back through `attend_out` (silent at the start). Returns (M, G·C, 7, 7)."""
+    items = h.shape[0]
+    keys, values = params["attend.keys"], params["attend.values"]  # (G, L, d)
+    groups, channels, positions = keys.shape[0], conv_shape()[0], math.prod(conv_shape()[1:])
+    q = h.reshape(items, groups, channels, positions).permute(1, 0, 3, 2)  # (G, M, 49, C)
+    q = _linear(q.reshape(groups, -1, channels), params, "attend_query")
+    q = (q.reshape(groups, items, positions, -1) + params["attend_pos"].unsqueeze(1)).flatten(1, 2)
+    read = _linear(F.scaled_dot_product_attention(q, keys, values), params, "attend_out")  # (G, M·49, C)
+    return read.reshape(groups, items, positions, channels).permute(1, 0, 3, 2).reshape(h.shape)
+
+
 def _decode_many(h, params, image=None):
     """The decoder after its first layer, for scoring thousands of samples of one model without
     gradients (importance sampling), about 1.6x faster on the CPU than the path for training:
@@ -470,6 +536,8 @@ def _decode_many(h, params, image=None):
     b = params["fc2.bias"].reshape(c, hh, ww).permute(1, 2, 0).reshape(-1)
     h = F.relu(F.linear(h, w, b), inplace=True)
     h = h.reshape(-1, hh, ww, c).permute(0, 3, 1, 2)  # NCHW in channels-last memory, no copy
+    if "attend.keys" in params:
+        h = h + _attend(h, params)
     *hidden, last = DECODER_CONVS
     for name in hidden:
         h = _conv(h, params, name)
@@ -615,6 +683,7 @@ class ThetaGenerator(PyroModule):
         pixel_bias: bool = False,
         extra_inputs: int = 0,
         template: str = "none",
+        attention: bool = False,
     ):
         super().__init__()
         self.h_dim = h_dim
@@ -638,7 +707,13 @@ class ThetaGenerator(PyroModule):
         defaults = {
             "encoder": Encoder(z_dim, hidden),
             "decoder": Decoder(
-                z_dim, hidden, pixel_bias, extra_inputs, template != "none", deep_template=template == "deep"
+                z_dim,
+                hidden,
+                pixel_bias,
+                extra_inputs,
+                template != "none",
+                deep_template=template == "deep",
+                attention=attention,
             ),
         }
         if z_prior:  # p(z | u) = N(loc, exp(log_scale)), generated with the decoder; starts near N(0, I)
@@ -654,7 +729,7 @@ class ThetaGenerator(PyroModule):
                             h_rms,
                             init_scale,
                             _matrix_rows(half, name, layout),
-                            silent=name.startswith(("template.", "template_in.")),
+                            silent=name.startswith(("template.", "template_in.", "attend_out.")),
                         )
                         for name, p in net.named_parameters()
                     }

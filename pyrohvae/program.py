@@ -298,6 +298,7 @@ class HyperVAEProgram(Program):
             pixel_bias=config.pixel_bias,
             extra_inputs=self.shot_feature_width,
             template=config.shot_template,
+            attention=config.shot_attention,
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)

@@ -85,18 +85,19 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
 
 
 @pytest.mark.parametrize(
-    "z_prior, features, template",
+    "z_prior, features, template, attention",
     [
-        ("shots", False, "none"),
-        ("shots-k", False, "none"),
-        ("shots", True, "none"),
-        ("shots-k", False, "matched"),
-        ("shots", False, "mean"),
-        ("shots-k", False, "deep"),
-        ("shots-g", False, "none"),
+        ("shots", False, "none", False),
+        ("shots-k", False, "none", False),
+        ("shots", True, "none", False),
+        ("shots-k", False, "matched", False),
+        ("shots", False, "mean", False),
+        ("shots-k", False, "deep", False),
+        ("shots-g", False, "none", False),
+        ("shots-k", False, "none", True),
     ],
 )
-def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, template):
+def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, template, attention):
     """With `--z-prior shots` and a context of k = 3, each scored image's p(z) is N(0, I) with
     weight w and a Gaussian at each context image's code q(z | shot, θ(u)), widened, with weight
     (1 − w) / 3: the loss is Eq. 9 with that log p(z), and only the other 4 items scored. With
@@ -108,15 +109,20 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
     through θ(u)'s 3×3 stride-2 convolution to deconv1's output before its ReLU. With `shots-g`, one
     more component of logit s + s' log 3 against N(0, I)'s log w and each shot's log((1 − w) / 3):
     the predictive of a code whose task's centre c ~ N(0, b²) has the 3 codes ~ N(c, v²), the
-    Gaussian N(Σ loc / v² / P, 1 / P + v²) with P = 1 / b² + 3 / v²."""
+    Gaussian N(Σ loc / v² / P, 1 / P + v²) with P = 1 / b² + 3 / v². With `--shot-attention`, the
+    decoder's first map attends to the shots' maps (`attend_decode`)."""
     program, x = setup_program(
-        z_prior=z_prior, split_context=True, shot_features=features, shot_template=template
+        z_prior=z_prior,
+        split_context=True,
+        shot_features=features,
+        shot_template=template,
+        shot_attention=attention,
     )
     T, N, k = *x.shape[:2], 3
     log_widen, logit = torch.linspace(-2, 0, 10, dtype=x.dtype), torch.tensor(-1.5, dtype=x.dtype)
     with torch.no_grad():
         for name, layer in program.theta.layers["decoder"].items():
-            if name.startswith("template"):  # they start silent: give the shots' pixels a say
+            if name.startswith(("template", "attend_out")):  # they start silent: give the shots a say
                 layer.B.normal_(0, 0.3)
                 layer.U.normal_(0, 0.3)
         program.shot_prior.log_widen.copy_(log_widen)
@@ -165,6 +171,10 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
             decoded = torch.cat([z, (r.unsqueeze(-1) * shot_h.unsqueeze(1)).sum(-2)], -1)
         decoder = program.theta.decoder(u)
         logits = decode(decoder, decoded)
+        if attention:
+            for t in range(T):
+                logits[t] = attend_decode({n: p[t, 0] for n, p in decoder.items()}, z[t], x[t, :k])
+        assert attention == ("attend_out.weight" in decoder)
         if template == "mean":
             r = torch.full_like(r, (1 - w) / k)
         if template != "none":
@@ -193,6 +203,30 @@ def deep_decode(p: dict, z: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     h = F.relu(F.linear(F.relu(F.linear(z, p["fc1.weight"], p["fc1.bias"])), p["fc2.weight"], p["fc2.bias"]))
     h = F.conv_transpose2d(h.reshape(-1, 64, 7, 7), p["deconv1.weight"], p["deconv1.bias"], 2, 1, 1)
     h = F.relu(h + F.conv2d(image, p["template_in.weight"], p["template_in.bias"], stride=2, padding=1))
+    return F.conv_transpose2d(h, p["deconv2.weight"], p["deconv2.bias"], 2, 1, 1)
+
+
+def attend_decode(p: dict, z: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+    """The main decoder of one task's θ, written out, with `--shot-attention`: each of the 49
+    positions of the first map, by a query of its 64 features plus its position's embedding, reads
+    a softmax mixture over the shots' 7×7 positions (keys: their features by θ's own convolutions
+    plus the position's embedding; one more key of value 0), scaled by 1/√32, and adds it back
+    through `attend_out`."""
+
+    def linear(h, name):
+        return F.linear(h, p[f"{name}.weight"], p[f"{name}.bias"])
+
+    m = F.relu(F.conv2d(shots, p["shots_conv1.weight"], p["shots_conv1.bias"], stride=2, padding=1))
+    m = F.relu(F.conv2d(m, p["shots_conv2.weight"], p["shots_conv2.bias"], stride=2, padding=1))
+    m = m.permute(0, 2, 3, 1).reshape(-1, 64)  # (k · 49, 64), shot by shot, rows of positions
+    pos = p["attend_pos"]
+    keys = torch.cat([linear(m, "attend_key") + pos.repeat(len(shots), 1), p["attend_null"][None]])
+    values = torch.cat([linear(m, "attend_value"), torch.zeros(1, 32, dtype=m.dtype)])
+    h = F.relu(linear(F.relu(linear(z, "fc1")), "fc2")).reshape(-1, 64, 7, 7)
+    q = linear(h.permute(0, 2, 3, 1).reshape(-1, 49, 64), "attend_query") + pos  # (n, 49, 32)
+    read = linear((q @ keys.T / math.sqrt(32)).softmax(-1) @ values, "attend_out")  # (n, 49, 64)
+    h = h + read.reshape(-1, 7, 7, 64).permute(0, 3, 1, 2)
+    h = F.relu(F.conv_transpose2d(h, p["deconv1.weight"], p["deconv1.bias"], 2, 1, 1))
     return F.conv_transpose2d(h, p["deconv2.weight"], p["deconv2.bias"], 2, 1, 1)
 
 

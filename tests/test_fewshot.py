@@ -264,23 +264,33 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
 
 
 @pytest.mark.parametrize(
-    "z_prior, features, template",
+    "z_prior, features, template, attention",
     [
-        ("shots", False, "none"),
-        ("shots", True, "none"),
-        ("shots", False, "matched"),
-        ("shots", False, "mean"),
-        ("shots-k", False, "deep"),
-        ("shots-g", False, "none"),
+        ("shots", False, "none", False),
+        ("shots", True, "none", False),
+        ("shots", False, "matched", False),
+        ("shots", False, "mean", False),
+        ("shots-k", False, "deep", False),
+        ("shots-g", False, "none", False),
+        ("shots-k", False, "none", True),
     ],
 )
-def test_a_shots_prior_is_given_the_same_other_images_as_q_u(z_prior, features, template):
+def test_a_shots_prior_is_given_the_same_other_images_as_q_u(z_prior, features, template, attention):
     """With `--z-prior shots` the curve's k-shot model reads its k shots twice, in q(u) and in
     p(z | u, shots): an image scored under it equals the same image scored by hand under the model
     given those shots, and not the model given none. Its few-shot model is no plain VAE."""
     from pyrohvae.importance import importance_scores
 
-    program = program_of(z_prior=z_prior, split_context=True, shot_features=features, shot_template=template)
+    program = program_of(
+        z_prior=z_prior,
+        split_context=True,
+        shot_features=features,
+        shot_template=template,
+        shot_attention=attention,
+    )
+    if attention:  # it starts silent: give the shots' maps a say in the logits
+        with torch.no_grad():
+            program.theta.layers["decoder"]["attend_out__weight"].B.normal_(0, 0.3)
     data = task_data([5, 5])
     result = fewshot.curve(program, data, (2,), per_task=2, samples=16, seed=3, progress=False)
     index, pools, _ = fewshot.curve_plan(data, (2,), per_task=2, seed=3)
@@ -719,6 +729,10 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
         ),
         ({"z_prior": "shots-g"}, "--z-prior shots-g needs --split-context"),
         ({"split_context": True, "shot_dims": 4}, "--shot-dims needs --z-prior shots, shots-k or shots-g"),
+        (
+            {"split_context": True, "shot_attention": True},
+            "--shot-attention needs --z-prior shots, shots-k or shots-g",
+        ),
         (
             {"z_prior": "shots", "split_context": True, "shot_dims": 11},
             "--shot-dims 11: at most --z-dim (10)",

@@ -271,3 +271,36 @@ def test_the_deep_template_enters_the_hidden_map_silent_and_learns_from_u():
     trained = nets.decode(params, z, image)
     torch.testing.assert_close(scored, trained.detach(), rtol=1e-5, atol=1e-5)
     assert (trained - nets.decode(params, z)).abs().max() > 0.1
+
+
+def test_the_attention_to_the_shots_starts_silent_and_reads_each_tasks_own_shots():
+    """`--shot-attention`: at step 0 the decoder's first map reads nothing (`attend_out` is zero for
+    every u), so the decoder given the shots' memory equals the decoder without it, and the loss
+    reaches `attend_out`'s U; once it speaks, the training path and the scoring path (no gradients)
+    agree, the shots change the logits, and a task's logits read its own shots only."""
+    torch.manual_seed(0)
+    theta = ThetaGenerator(z_dim=10, attention=True)
+    u = torch.randn(3, 1, 10)
+    z, shots = torch.randn(3, 4, 10), (torch.rand(3, 5, 1, 28, 28) < 0.2).float()
+    params = theta.decoder(u)
+    memory = nets.shot_memory(params, shots)
+    assert memory["attend.keys"].shape == (3, 1, 5 * 49 + 1, nets.ATTEND_DIM)
+    torch.testing.assert_close(nets.decode({**params, **memory}, z), nets.decode(params, z))
+    layer = theta.layers["decoder"]["attend_out__weight"]
+    assert layer.U.abs().max() == 0 and layer.B.abs().max() == 0
+    (nets.decode({**params, **memory}, z) * torch.randn(3, 4, 1, 28, 28)).sum().backward()
+    assert layer.B.grad.abs().max() > 0 and layer.U.grad.abs().max() > 0
+    with torch.no_grad():
+        layer.B.normal_(0, 0.3)
+        layer.U.normal_(0, 0.3)
+        params = theta.decoder(u)
+        memory = nets.shot_memory(params, shots)
+        scored = nets.decode({**params, **memory}, z)
+        other = shots.clone()
+        other[1] = 1 - other[1]
+        changed = nets.decode({**params, **nets.shot_memory(params, other)}, z)
+    trained = nets.decode({**params, **memory}, z)
+    torch.testing.assert_close(scored, trained.detach(), rtol=1e-5, atol=1e-5)
+    assert (scored - nets.decode(params, z)).abs().max() > 0.1
+    assert (changed[1] - scored[1]).abs().max() > 1e-3
+    torch.testing.assert_close(changed[[0, 2]], scored[[0, 2]])
