@@ -285,15 +285,22 @@ VARIANTS = {
     "pool-split-shots-k-attend-kl1": (
         (
             "pool-split-shots-k-kl1, each position of the decoder's first 7×7 map attending to the shots' 7×7 "
-            "maps and adding what it reads, starting silent (--shot-attention): a drawing takes a stroke "
+            "maps and adding what it reads, starting silent (--shot-attention 1): a drawing takes a stroke "
             "from wherever a shot has it, and each shot offers more strokes, as Generative Matching "
             "Networks' decoder reads its examples"
         ),
-        {**SHOTS_K, "shot_attention": True, "kl_z_start": 1.0, "kl_z_anneal": 0},
+        {**SHOTS_K, "shot_attention": 1, "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
     "pool-split-shots-z32-k-attend-kl1": (
         "pool-split-shots-k-attend-kl1 with z of 32 dimensions",
-        {**SHOTS_K, "z_dim": 32, "shot_attention": True, "kl_z_start": 1.0, "kl_z_anneal": 0},
+        {**SHOTS_K, "z_dim": 32, "shot_attention": 1, "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
+    "pool-split-shots-k-attend4-kl1": (
+        (
+            "pool-split-shots-k-attend-kl1 with 4 heads of 8 dimensions (--shot-attention 4): a position "
+            "can read several shots' strokes at once"
+        ),
+        {**SHOTS_K, "shot_attention": 4, "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
     "pool-split-shots-z32-k-tmean-kl1": (
         "pool-split-shots-z32-k-tmean, the filter starting silent, KL(z) weighed 1 from the start",
@@ -880,8 +887,9 @@ SHOTS_VARIANTS = {
     "pool-split-shots-z32-k-deep-kl1": "the same with z of 32",
     "pool-split-shots-k-dims5-kl1": "z of 10, only its first 5 dimensions read the shots (`--shot-dims 5`), KL(z) 1",
     "pool-split-shots-z32-k-dims16-kl1": "z of 32, only its first 16 dimensions read the shots, KL(z) 1",
-    "pool-split-shots-k-attend-kl1": "z of 10, the decoder's first map attending to the shots' maps (`--shot-attention`), KL(z) 1",
+    "pool-split-shots-k-attend-kl1": "z of 10, the decoder's first map attending to the shots' maps (`--shot-attention 1`), KL(z) 1",
     "pool-split-shots-z32-k-attend-kl1": "the same with z of 32",
+    "pool-split-shots-k-attend4-kl1": "the same with z of 10 and 4 heads (`--shot-attention 4`)",
 }
 
 

@@ -145,18 +145,26 @@ def shots_sample_logits(theta, shot_prior, u, shots, eps, r, width: int = 0) -> 
     shots (models, k, 1, 28, 28): (models, n, 1, 28, 28)."""
     params = theta.decoder(u.unsqueeze(-2))
     p_z, features = shots_prior(theta, shot_prior, u.unsqueeze(-2), shots)
-    return shot_logits(params, mixture_from_eps(p_z, eps, r), p_z, features, shots, width, theta.template)
+    z = mixture_from_eps(p_z, eps, r)
+    return shot_logits(params, z, p_z, features, shots, width, theta.template, theta.attention)
 
 
 def shot_logits(
-    params: dict, z: torch.Tensor, p_z=None, features=None, shots=None, width: int = 0, template="none"
+    params: dict,
+    z: torch.Tensor,
+    p_z=None,
+    features=None,
+    shots=None,
+    width: int = 0,
+    template="none",
+    heads: int = 0,
 ) -> torch.Tensor:
     """Logits of p(x | z, θ(u), shots): the decoder on `decoder_input`, and, where θ has a
     `template` filter (`--shot-template`), the shots' images weighed as `template` says
-    (`template_image`) through it; where θ has the attention's weights (`--shot-attention`), its
-    first feature map also reads the shots' (`nets.shot_memory`); without shots, z alone."""
-    if shots is not None and "attend_out.weight" in params:
-        params = {**params, **shot_memory(params, shots)}
+    (`template_image`) through it; with attention `heads` (`--shot-attention`), its first feature
+    map also reads the shots' (`nets.shot_memory`); without shots, z alone."""
+    if shots is not None and heads:
+        params = {**params, **shot_memory(params, shots, heads)}
     image = None
     if shots is not None and "template.weight" in params:
         image = template_image(z, p_z, shots, template)
@@ -253,7 +261,9 @@ def hypervae_model(
         with data_plate:
             with poutine.scale(scale=kl_z_weight):
                 z = pyro.sample("z", p_z)
-            logits = shot_logits(params, z, p_z, features, shots, shot_features, theta.template)
+            logits = shot_logits(
+                params, z, p_z, features, shots, shot_features, theta.template, theta.attention
+            )
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=x)
 
 

@@ -150,7 +150,7 @@ class Decoder(PyroModule):
         extra_inputs: int = 0,
         template: bool = False,
         deep_template: bool = False,
-        attention: bool = False,
+        attention: int = 0,
     ):
         super().__init__()
         self.fc1 = Linear(z_dim + extra_inputs, hidden)  # extra: what the shots tell (models.decoder_input)
@@ -175,7 +175,9 @@ class Decoder(PyroModule):
             self.template_in = TEMPLATE_IN.module()
             nn.init.zeros_(self.template_in.weight)  # silent, as the filter above
             nn.init.zeros_(self.template_in.bias)
-        if attention:  # the first feature map reads the shots' maps (`shot_memory`, `_attend`)
+        if attention:  # heads by which the first feature map reads the shots' maps (`shot_memory`, `_attend`)
+            if ATTEND_DIM % attention:
+                raise ValueError(f"{attention} attention heads do not divide its width {ATTEND_DIM}")
             for name, conv in ENCODER_CONVS.items():
                 setattr(self, f"shots_{name}", conv.module())
             channels = conv_shape()[0]
@@ -481,12 +483,13 @@ def _template_features(image, params):
     return _conv(image.transpose(0, 1).reshape(items, groups, *IMAGE_SHAPE[1:]), params, "template_in")
 
 
-def shot_memory(params: dict, shots: torch.Tensor) -> dict[str, torch.Tensor]:
+def shot_memory(params: dict, shots: torch.Tensor, heads: int = 1) -> dict[str, torch.Tensor]:
     """`--shot-attention`: what the decoder's first feature map reads of the shots (*batch, k, 1, 28,
     28), one set per model of θ's batch: the shots' 7×7 maps by θ's own convolutions (`shots_conv1`,
     `shots_conv2`), as keys (with the position's embedding) and values of `ATTEND_DIM`, and one more
-    key, `attend_null`, of value 0. Returned as parameters ("attend.keys", "attend.values", each θ's
-    batch + (k·49 + 1, ATTEND_DIM)) for `decode` to take with the rest of θ."""
+    key, `attend_null`, of value 0, each split among the `heads`. Returned as parameters ("attend.keys",
+    "attend.values", each θ's batch + (heads, k·49 + 1, ATTEND_DIM / heads)) for `decode` to take
+    with the rest of θ."""
     fold = _Fold(shots.shape[:-4] + (1,), _batch_shape(params, "shots_conv1.weight", 4))
     if fold.items != 1:
         raise ValueError("the shots must differ only where θ does: one set of shots per model")
@@ -503,24 +506,25 @@ def shot_memory(params: dict, shots: torch.Tensor) -> dict[str, torch.Tensor]:
     values = _linear(h, p, "attend_value")
     keys = torch.cat([keys, p["attend_null"].reshape(groups, 1, -1)], 1)
     values = torch.cat([values, values.new_zeros(groups, 1, values.shape[-1])], 1)
-    return {
-        "attend.keys": fold.outputs(keys.unsqueeze(1)),
-        "attend.values": fold.outputs(values.unsqueeze(1)),
-    }
+    keys, values = (t.unflatten(-1, (int(heads), -1)).transpose(1, 2).unsqueeze(1) for t in (keys, values))
+    return {"attend.keys": fold.outputs(keys), "attend.values": fold.outputs(values)}
 
 
 def _attend(h, params):
     """`--shot-attention`: each position of the decoder's first feature map h (M, G·C, 7, 7) asks, by
     a query of its features and its position, for the shots' features at the positions whose keys
     match (`shot_memory`), as Generative Matching Networks' decoder reads its matched examples, and
-    adds what it reads back through `attend_out` (silent at the start). Returns (M, G·C, 7, 7)."""
+    adds what it reads back through `attend_out` (silent at the start), each head its share of the
+    width. Returns (M, G·C, 7, 7)."""
     items = h.shape[0]
-    keys, values = params["attend.keys"], params["attend.values"]  # (G, L, d)
-    groups, channels, positions = keys.shape[0], conv_shape()[0], math.prod(conv_shape()[1:])
+    keys, values = params["attend.keys"], params["attend.values"]  # (G, heads, L, d / heads)
+    groups, heads = keys.shape[:2]
+    channels, positions = conv_shape()[0], math.prod(conv_shape()[1:])
     q = h.reshape(items, groups, channels, positions).permute(1, 0, 3, 2)  # (G, M, 49, C)
     q = _linear(q.reshape(groups, -1, channels), params, "attend_query")
     q = (q.reshape(groups, items, positions, -1) + params["attend_pos"].unsqueeze(1)).flatten(1, 2)
-    read = _linear(F.scaled_dot_product_attention(q, keys, values), params, "attend_out")  # (G, M·49, C)
+    read = F.scaled_dot_product_attention(q.unflatten(-1, (heads, -1)).transpose(1, 2), keys, values)
+    read = _linear(read.transpose(1, 2).flatten(2), params, "attend_out")  # (G, M·49, C)
     return read.reshape(groups, items, positions, channels).permute(1, 0, 3, 2).reshape(h.shape)
 
 
@@ -683,12 +687,13 @@ class ThetaGenerator(PyroModule):
         pixel_bias: bool = False,
         extra_inputs: int = 0,
         template: str = "none",
-        attention: bool = False,
+        attention: int = 0,
     ):
         super().__init__()
         self.h_dim = h_dim
-        # How the shots' images are weighed for the decoder's template filter (`models.shot_logits`).
-        self.template = template
+        # How the shots' images are weighed for the decoder's template filter (`models.shot_logits`),
+        # and the heads by which its first map reads the shots' maps (`--shot-attention`; 0: none).
+        self.template, self.attention = template, int(attention)
         self.trunk = PyroModule[nn.Sequential](
             Linear(u_dim, hidden), nn.ReLU(), Linear(hidden, h_dim * h_dim), nn.ReLU()
         )

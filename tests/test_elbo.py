@@ -94,7 +94,8 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
         ("shots", False, "mean", False),
         ("shots-k", False, "deep", False),
         ("shots-g", False, "none", False),
-        ("shots-k", False, "none", True),
+        ("shots-k", False, "none", 1),
+        ("shots-g", False, "none", 4),
     ],
 )
 def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, template, attention):
@@ -173,8 +174,8 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
         logits = decode(decoder, decoded)
         if attention:
             for t in range(T):
-                logits[t] = attend_decode({n: p[t, 0] for n, p in decoder.items()}, z[t], x[t, :k])
-        assert attention == ("attend_out.weight" in decoder)
+                logits[t] = attend_decode({n: p[t, 0] for n, p in decoder.items()}, z[t], x[t, :k], attention)
+        assert bool(attention) == ("attend_out.weight" in decoder)
         if template == "mean":
             r = torch.full_like(r, (1 - w) / k)
         if template != "none":
@@ -206,12 +207,12 @@ def deep_decode(p: dict, z: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return F.conv_transpose2d(h, p["deconv2.weight"], p["deconv2.bias"], 2, 1, 1)
 
 
-def attend_decode(p: dict, z: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+def attend_decode(p: dict, z: torch.Tensor, shots: torch.Tensor, heads: int) -> torch.Tensor:
     """The main decoder of one task's θ, written out, with `--shot-attention`: each of the 49
     positions of the first map, by a query of its 64 features plus its position's embedding, reads
-    a softmax mixture over the shots' 7×7 positions (keys: their features by θ's own convolutions
-    plus the position's embedding; one more key of value 0), scaled by 1/√32, and adds it back
-    through `attend_out`."""
+    in each of the heads (32 / heads of the 32 dimensions each) a softmax mixture over the shots' 7×7
+    positions (keys: their features by θ's own convolutions plus the position's embedding; one more
+    key of value 0), scaled by 1/√(32 / heads), and adds the heads' reads back through `attend_out`."""
 
     def linear(h, name):
         return F.linear(h, p[f"{name}.weight"], p[f"{name}.bias"])
@@ -224,7 +225,11 @@ def attend_decode(p: dict, z: torch.Tensor, shots: torch.Tensor) -> torch.Tensor
     values = torch.cat([linear(m, "attend_value"), torch.zeros(1, 32, dtype=m.dtype)])
     h = F.relu(linear(F.relu(linear(z, "fc1")), "fc2")).reshape(-1, 64, 7, 7)
     q = linear(h.permute(0, 2, 3, 1).reshape(-1, 49, 64), "attend_query") + pos  # (n, 49, 32)
-    read = linear((q @ keys.T / math.sqrt(32)).softmax(-1) @ values, "attend_out")  # (n, 49, 64)
+    reads = []
+    for part in torch.arange(32).chunk(heads):
+        scores = q[..., part] @ keys[:, part].T / math.sqrt(len(part))
+        reads.append(scores.softmax(-1) @ values[:, part])
+    read = linear(torch.cat(reads, -1), "attend_out")  # (n, 49, 64)
     h = h + read.reshape(-1, 7, 7, 64).permute(0, 3, 1, 2)
     h = F.relu(F.conv_transpose2d(h, p["deconv1.weight"], p["deconv1.bias"], 2, 1, 1))
     return F.conv_transpose2d(h, p["deconv2.weight"], p["deconv2.bias"], 2, 1, 1)

@@ -272,7 +272,7 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
         ("shots", False, "mean", False),
         ("shots-k", False, "deep", False),
         ("shots-g", False, "none", False),
-        ("shots-k", False, "none", True),
+        ("shots-k", False, "none", 4),
     ],
 )
 def test_a_shots_prior_is_given_the_same_other_images_as_q_u(z_prior, features, template, attention):
@@ -730,8 +730,12 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
         ({"z_prior": "shots-g"}, "--z-prior shots-g needs --split-context"),
         ({"split_context": True, "shot_dims": 4}, "--shot-dims needs --z-prior shots, shots-k or shots-g"),
         (
-            {"split_context": True, "shot_attention": True},
+            {"split_context": True, "shot_attention": 1},
             "--shot-attention needs --z-prior shots, shots-k or shots-g",
+        ),
+        (
+            {"z_prior": "shots", "split_context": True, "shot_attention": 3},
+            "--shot-attention 3: heads that divide 32, its width",
         ),
         (
             {"z_prior": "shots", "split_context": True, "shot_dims": 11},

@@ -279,12 +279,12 @@ def test_the_attention_to_the_shots_starts_silent_and_reads_each_tasks_own_shots
     reaches `attend_out`'s U; once it speaks, the training path and the scoring path (no gradients)
     agree, the shots change the logits, and a task's logits read its own shots only."""
     torch.manual_seed(0)
-    theta = ThetaGenerator(z_dim=10, attention=True)
+    theta = ThetaGenerator(z_dim=10, attention=2)
     u = torch.randn(3, 1, 10)
     z, shots = torch.randn(3, 4, 10), (torch.rand(3, 5, 1, 28, 28) < 0.2).float()
     params = theta.decoder(u)
-    memory = nets.shot_memory(params, shots)
-    assert memory["attend.keys"].shape == (3, 1, 5 * 49 + 1, nets.ATTEND_DIM)
+    memory = nets.shot_memory(params, shots, 2)
+    assert memory["attend.keys"].shape == (3, 1, 2, 5 * 49 + 1, nets.ATTEND_DIM // 2)  # two heads
     torch.testing.assert_close(nets.decode({**params, **memory}, z), nets.decode(params, z))
     layer = theta.layers["decoder"]["attend_out__weight"]
     assert layer.U.abs().max() == 0 and layer.B.abs().max() == 0
@@ -294,11 +294,11 @@ def test_the_attention_to_the_shots_starts_silent_and_reads_each_tasks_own_shots
         layer.B.normal_(0, 0.3)
         layer.U.normal_(0, 0.3)
         params = theta.decoder(u)
-        memory = nets.shot_memory(params, shots)
+        memory = nets.shot_memory(params, shots, 2)
         scored = nets.decode({**params, **memory}, z)
         other = shots.clone()
         other[1] = 1 - other[1]
-        changed = nets.decode({**params, **nets.shot_memory(params, other)}, z)
+        changed = nets.decode({**params, **nets.shot_memory(params, other, 2)}, z)
     trained = nets.decode({**params, **memory}, z)
     torch.testing.assert_close(scored, trained.detach(), rtol=1e-5, atol=1e-5)
     assert (scored - nets.decode(params, z)).abs().max() > 0.1
