@@ -310,6 +310,14 @@ VARIANTS = {
         ),
         {**SHOTS_K, "shot_attention": 1, "shot_template": "matched", "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
+    "pool-split-shots-k-attend-enc-kl1": (
+        (
+            "pool-split-shots-k-attend-kl1 with the main encoder's 7×7 map attending to the shots' maps too "
+            "(--shot-attention-encoder): q(z | x, θ(u), shots), as the Neural Statistician's and GMN's "
+            "inference networks read the context, so that z can code what the shots do not show"
+        ),
+        {**SHOTS_K, "shot_attention": 1, "shot_attention_encoder": True, "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
     "pool-split-shots-z32-k-tmean-kl1": (
         "pool-split-shots-z32-k-tmean, the filter starting silent, KL(z) weighed 1 from the start",
         {
@@ -900,6 +908,7 @@ SHOTS_VARIANTS = {
     "pool-split-shots-z32-k-attend-kl1": "the same with z of 32",
     "pool-split-shots-k-attend4-kl1": "the same with z of 10 and 4 heads (`--shot-attention 4`)",
     "pool-split-shots-k-attend-template0-kl1": "z of 10, attention and the matched shots' pixels (`--shot-template matched`)",
+    "pool-split-shots-k-attend-enc-kl1": "z of 10, the encoder attending to the shots too (`--shot-attention-encoder`)",
 }
 
 
@@ -989,6 +998,7 @@ ATTENDED = {
         "pool-split-shots-k-attend-kl1",
         "pool-split-shots-k-attend4-kl1",
         "pool-split-shots-k-attend-template0-kl1",
+        "pool-split-shots-k-attend-enc-kl1",
     ),
     "pool-split-shots-z32-k-kl1": ("pool-split-shots-z32-k-attend-kl1",),
 }

@@ -276,6 +276,7 @@ def hypervae_guide(
     record_theta: bool = False,
     context_size: int = 0,
     q_u: tuple[torch.Tensor, torch.Tensor] | None = None,
+    shots: torch.Tensor | None = None,
 ) -> None:
     """q(u | D_t) per task, by the guide's `reader` (`guides.TaskGuide`), then q(z | x, θ(u)): the
     main VAE's encoder with weights θ(u) for every item. The encoder half of θ(u) is generated here.
@@ -283,21 +284,26 @@ def hypervae_guide(
     With `context_size` k > 0, q(u) reads the first k items of each task and q(z) the others, which
     alone the model scores (`split_context`); with `q_u` (location, scale, each (tasks, u_dim)),
     q(u) is that Gaussian, read from nothing (a posterior refined by gradient steps,
-    `fewshot.refine`). The weights and `record_theta` are the model's."""
+    `fewshot.refine`). Where θ's encoder attends to the shots (`--shot-attention-encoder`), q(z |
+    x, θ(u), shots) reads the context, or `shots` (tasks, k, 1, 28, 28) where given (the model's
+    shots, in scoring). The weights and `record_theta` are the model's."""
     if context_size:
         kl_u_weight = kl_u_weight * context_share(x.shape[1], context_size)  # as the model's
-        shots, x = x[:, :context_size], x[:, context_size:]
+        context, x = x[:, :context_size], x[:, context_size:]
+        shots = context if shots is None else shots
     else:
-        shots = reader.context(x)
+        context = reader.context(x)
     scale, task_plate, data_plate = plates(*x.shape[:2])
     with scale, task_plate:
-        loc, u_scale = reader.posterior(shots) if q_u is None else q_u
+        loc, u_scale = reader.posterior(context) if q_u is None else q_u
         with poutine.scale(scale=kl_u_weight):
             u = pyro.sample("u", reader.q_u(loc.unsqueeze(-2), u_scale.unsqueeze(-2)))
         params = theta.encoder(u, items=None if record_theta else x.shape[-4])
         if record_theta:
             with poutine.infer_config(config_fn=_auxiliary):
                 record("theta.encoder", params, theta.shapes["encoder"])
+        if theta.encoder_attention and shots is not None and shots.shape[1]:
+            params = {**params, **shot_memory(params, shots, theta.attention, reader="")}
         with data_plate:
             z_loc, z_scale = encode(params, x)
             with poutine.scale(scale=kl_z_weight):

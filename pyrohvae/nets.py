@@ -122,6 +122,29 @@ def _own_weights(module: nn.Module) -> list[str]:
     return names
 
 
+def _add_attention(module: nn.Module, heads: int, reader: bool) -> None:
+    """The weights by which a 7×7 feature map of `module` attends to the shots' maps (`_attend`),
+    with `reader` the convolutions that make those maps (`shots_conv1`, `shots_conv2`; else the
+    module's own, the encoder's)."""
+    if ATTEND_DIM % heads:
+        raise ValueError(f"{heads} attention heads do not divide its width {ATTEND_DIM}")
+    if reader:
+        for name, conv in ENCODER_CONVS.items():
+            setattr(module, f"shots_{name}", conv.module())
+    channels = conv_shape()[0]
+    module.attend_query = Linear(channels, ATTEND_DIM)
+    module.attend_key = Linear(channels, ATTEND_DIM)
+    module.attend_value = Linear(channels, ATTEND_DIM)
+    module.attend_out = Linear(ATTEND_DIM, channels)
+    nn.init.zeros_(module.attend_out.weight)  # silent, as the templates: the start is the model without
+    nn.init.zeros_(module.attend_out.bias)
+    # Added to queries and keys alike: at the start a position reads mostly the same position
+    # of the shots, a prior of alignment that training can keep or drop.
+    module.attend_pos = nn.Parameter(0.5 * torch.randn(math.prod(conv_shape()[1:]), ATTEND_DIM))
+    # The key of a slot of value 0: a position that matches no shot reads nothing.
+    module.attend_null = nn.Parameter(torch.zeros(ATTEND_DIM))
+
+
 class Encoder(PyroModule):
     """q(z | x): conv 32 and 64 filters 3x3 stride 2, dense 100, then mean and log-variance.
 
@@ -129,11 +152,13 @@ class Encoder(PyroModule):
     functional `encode` on them, the same code that runs on generated θ.
     """
 
-    def __init__(self, z_dim: int = 10, hidden: int = 100):
+    def __init__(self, z_dim: int = 10, hidden: int = 100, attention: int = 0):
         super().__init__()
         _add_trunk(self, hidden)
         self.loc = Linear(hidden, z_dim)
         self.logvar = Linear(hidden, z_dim)
+        if attention:  # its 7×7 map reads the shots' maps, made by its own convolutions (`_trunk`)
+            _add_attention(self, attention, reader=False)
 
     def forward(self, x):
         return encode(weights(self), x)
@@ -176,22 +201,7 @@ class Decoder(PyroModule):
             nn.init.zeros_(self.template_in.weight)  # silent, as the filter above
             nn.init.zeros_(self.template_in.bias)
         if attention:  # heads by which the first feature map reads the shots' maps (`shot_memory`, `_attend`)
-            if ATTEND_DIM % attention:
-                raise ValueError(f"{attention} attention heads do not divide its width {ATTEND_DIM}")
-            for name, conv in ENCODER_CONVS.items():
-                setattr(self, f"shots_{name}", conv.module())
-            channels = conv_shape()[0]
-            self.attend_query = Linear(channels, ATTEND_DIM)
-            self.attend_key = Linear(channels, ATTEND_DIM)
-            self.attend_value = Linear(channels, ATTEND_DIM)
-            self.attend_out = Linear(ATTEND_DIM, channels)
-            nn.init.zeros_(self.attend_out.weight)  # silent, as the templates: the start is the model without
-            nn.init.zeros_(self.attend_out.bias)
-            # Added to queries and keys alike: at the start a position reads mostly the same position
-            # of the shots, a prior of alignment that training can keep or drop.
-            self.attend_pos = nn.Parameter(0.5 * torch.randn(math.prod(conv_shape()[1:]), ATTEND_DIM))
-            # The key of a slot of value 0: a position that matches no shot reads nothing.
-            self.attend_null = nn.Parameter(torch.zeros(ATTEND_DIM))
+            _add_attention(self, attention, reader=True)
 
     def forward(self, z):
         return decode(weights(self), z)
@@ -395,6 +405,8 @@ def _trunk(h, params):
     h = h.transpose(0, 1).reshape(items, groups * IMAGE_SHAPE[0], *IMAGE_SHAPE[1:])
     for name in ENCODER_CONVS:
         h = F.relu(_conv(h, params, name))
+    if "attend.keys" in params:  # `--shot-attention-encoder`: q(z | x, θ(u), shots)
+        h = h + _attend(h, params)
     h = h.reshape(items, groups, -1).transpose(0, 1)
     return F.relu(_linear(h, params, "fc"))
 
@@ -483,23 +495,26 @@ def _template_features(image, params):
     return _conv(image.transpose(0, 1).reshape(items, groups, *IMAGE_SHAPE[1:]), params, "template_in")
 
 
-def shot_memory(params: dict, shots: torch.Tensor, heads: int = 1) -> dict[str, torch.Tensor]:
-    """`--shot-attention`: what the decoder's first feature map reads of the shots (*batch, k, 1, 28,
-    28), one set per model of θ's batch: the shots' 7×7 maps by θ's own convolutions (`shots_conv1`,
-    `shots_conv2`), as keys (with the position's embedding) and values of `ATTEND_DIM`, and one more
-    key, `attend_null`, of value 0, each split among the `heads`. Returned as parameters ("attend.keys",
-    "attend.values", each θ's batch + (heads, k·49 + 1, ATTEND_DIM / heads)) for `decode` to take
-    with the rest of θ."""
-    fold = _Fold(shots.shape[:-4] + (1,), _batch_shape(params, "shots_conv1.weight", 4))
+def shot_memory(
+    params: dict, shots: torch.Tensor, heads: int = 1, reader: str = "shots_"
+) -> dict[str, torch.Tensor]:
+    """`--shot-attention`: what a 7×7 feature map reads of the shots (*batch, k, 1, 28, 28), one set
+    per model of θ's batch: the shots' 7×7 maps by θ's convolutions `reader`conv1 and `reader`conv2
+    (the decoder's `shots_conv1`, `shots_conv2`; "": the encoder's own), as keys (with the
+    position's embedding) and values of `ATTEND_DIM`, and one more key, `attend_null`, of value 0,
+    each split among the `heads`. Returned as parameters ("attend.keys", "attend.values", each θ's
+    batch + (heads, k·49 + 1, ATTEND_DIM / heads)) for `decode` or `encode` to take with the rest
+    of θ."""
+    fold = _Fold(shots.shape[:-4] + (1,), _batch_shape(params, f"{reader}conv1.weight", 4))
     if fold.items != 1:
         raise ValueError("the shots must differ only where θ does: one set of shots per model")
-    names = [name for name in params if name.startswith(("shots_", "attend_"))]
+    names = [name for name in params if name.startswith((f"{reader}conv", "attend_"))]
     p = fold.params({name: params[name] for name in names})
     h = fold.inputs(shots.unsqueeze(-5), 4)[:, 0]  # (G, k, 1, 28, 28)
     groups, k = h.shape[:2]
     h = h.transpose(0, 1).reshape(k, groups * IMAGE_SHAPE[0], *IMAGE_SHAPE[1:])
     for name in ENCODER_CONVS:
-        h = F.relu(_conv(h, p, f"shots_{name}"))
+        h = F.relu(_conv(h, p, f"{reader}{name}"))
     channels = conv_shape()[0]
     h = h.reshape(k, groups, channels, -1).permute(1, 0, 3, 2).reshape(groups, -1, channels)  # (G, k·49, C)
     keys = _linear(h, p, "attend_key") + p["attend_pos"].repeat(1, k, 1)
@@ -511,7 +526,8 @@ def shot_memory(params: dict, shots: torch.Tensor, heads: int = 1) -> dict[str, 
 
 
 def _attend(h, params):
-    """`--shot-attention`: each position of the decoder's first feature map h (M, G·C, 7, 7) asks, by
+    """`--shot-attention`: each position of a 7×7 feature map h (M, G·C, 7, 7), the decoder's first
+    (or with `--shot-attention-encoder` the encoder's last), asks, by
     a query of its features and its position, for the shots' features at the positions whose keys
     match (`shot_memory`), as Generative Matching Networks' decoder reads its matched examples, and
     adds what it reads back through `attend_out` (silent at the start), each head its share of the
@@ -688,12 +704,14 @@ class ThetaGenerator(PyroModule):
         extra_inputs: int = 0,
         template: str = "none",
         attention: int = 0,
+        encoder_attention: bool = False,
     ):
         super().__init__()
         self.h_dim = h_dim
         # How the shots' images are weighed for the decoder's template filter (`models.shot_logits`),
         # and the heads by which its first map reads the shots' maps (`--shot-attention`; 0: none).
         self.template, self.attention = template, int(attention)
+        self.encoder_attention = encoder_attention  # the main encoder reads the shots' maps too
         self.trunk = PyroModule[nn.Sequential](
             Linear(u_dim, hidden), nn.ReLU(), Linear(hidden, h_dim * h_dim), nn.ReLU()
         )
@@ -710,7 +728,7 @@ class ThetaGenerator(PyroModule):
             )
             h_rms = float(h.pow(2).mean().sqrt())
         defaults = {
-            "encoder": Encoder(z_dim, hidden),
+            "encoder": Encoder(z_dim, hidden, attention if encoder_attention else 0),
             "decoder": Decoder(
                 z_dim,
                 hidden,

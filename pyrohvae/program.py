@@ -299,6 +299,7 @@ class HyperVAEProgram(Program):
             extra_inputs=self.shot_feature_width,
             template=config.shot_template,
             attention=config.shot_attention,
+            encoder_attention=config.shot_attention_encoder,
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)
@@ -354,10 +355,10 @@ class HyperVAEProgram(Program):
         record_theta=False,
         context_size=0,
         q_u=None,
-        shots=None,  # the model's: q(z | x) does not read them
+        shots=None,  # the model's; q(z | x) reads them where its encoder attends to them
     ):
         hypervae_guide(
-            self.theta, self.guide_nets, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u
+            self.theta, self.guide_nets, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u, shots
         )
 
     def step_kwargs(self, step: int) -> dict:
@@ -450,6 +451,7 @@ class HyperVAEProgram(Program):
         reads shots (`z_prior="shots"`) reads these; other models leave them."""
         u = loc.unsqueeze(-2)
         model = self.model if shots is None else functools.partial(self.model, shots=shots)
+        guide = self.guide if shots is None else functools.partial(self.guide, shots=shots)
 
         def fix(fn):
             # θ(ū) is fixed too, and hidden like u should a caller record it (record_theta=True):
@@ -460,7 +462,7 @@ class HyperVAEProgram(Program):
             return hidden(poutine.condition(fn, data={"u": u}))
 
         q = self.guide_nets.q_u(loc, scale)
-        return TaskModel(fix(model), fix(self.guide), q, self.kl_u(q))
+        return TaskModel(fix(model), fix(guide), q, self.kl_u(q))
 
     @torch.no_grad()
     def kl_u(self, q: dist.Distribution) -> torch.Tensor:

@@ -85,20 +85,23 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
 
 
 @pytest.mark.parametrize(
-    "z_prior, features, template, attention",
+    "z_prior, features, template, attention, in_encoder",
     [
-        ("shots", False, "none", False),
-        ("shots-k", False, "none", False),
-        ("shots", True, "none", False),
-        ("shots-k", False, "matched", False),
-        ("shots", False, "mean", False),
-        ("shots-k", False, "deep", False),
-        ("shots-g", False, "none", False),
-        ("shots-k", False, "none", 1),
-        ("shots-g", False, "none", 4),
+        ("shots", False, "none", 0, False),
+        ("shots-k", False, "none", 0, False),
+        ("shots", True, "none", 0, False),
+        ("shots-k", False, "matched", 0, False),
+        ("shots", False, "mean", 0, False),
+        ("shots-k", False, "deep", 0, False),
+        ("shots-g", False, "none", 0, False),
+        ("shots-k", False, "none", 1, False),
+        ("shots-g", False, "none", 4, False),
+        ("shots-k", False, "none", 2, True),
     ],
 )
-def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, template, attention):
+def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
+    z_prior, features, template, attention, in_encoder
+):
     """With `--z-prior shots` and a context of k = 3, each scored image's p(z) is N(0, I) with
     weight w and a Gaussian at each context image's code q(z | shot, θ(u)), widened, with weight
     (1 − w) / 3: the loss is Eq. 9 with that log p(z), and only the other 4 items scored. With
@@ -111,18 +114,24 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
     more component of logit s + s' log 3 against N(0, I)'s log w and each shot's log((1 − w) / 3):
     the predictive of a code whose task's centre c ~ N(0, b²) has the 3 codes ~ N(c, v²), the
     Gaussian N(Σ loc / v² / P, 1 / P + v²) with P = 1 / b² + 3 / v². With `--shot-attention`, the
-    decoder's first map attends to the shots' maps (`attend_decode`)."""
+    decoder's first map attends to the shots' maps (`attend_decode`), and with
+    `--shot-attention-encoder` the encoder's last map to the shots' maps by its own convolutions
+    (`attend_encode`), for q(z) and not for the shots' own codes."""
     program, x = setup_program(
         z_prior=z_prior,
         split_context=True,
         shot_features=features,
         shot_template=template,
         shot_attention=attention,
+        shot_attention_encoder=in_encoder,
     )
     T, N, k = *x.shape[:2], 3
     log_widen, logit = torch.linspace(-2, 0, 10, dtype=x.dtype), torch.tensor(-1.5, dtype=x.dtype)
     with torch.no_grad():
-        for name, layer in program.theta.layers["decoder"].items():
+        for name, layer in [
+            *program.theta.layers["decoder"].items(),
+            *program.theta.layers["encoder"].items(),
+        ]:
             if name.startswith(("template", "attend_out")):  # they start silent: give the shots a say
                 layer.B.normal_(0, 0.3)
                 layer.U.normal_(0, 0.3)
@@ -148,6 +157,11 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(z_prior, features, t
         scored = x[:, k:]
         encoder = program.theta.encoder(u)
         z_loc, z_scale = encode(encoder, scored)
+        if in_encoder:
+            for t in range(T):
+                p = {n: v[t, 0] for n, v in encoder.items()}
+                z_loc[t], z_scale[t] = attend_encode(p, scored[t], x[t, :k], attention)
+        assert in_encoder == ("attend_out.weight" in encoder)
         shot_loc, shot_scale = encode(encoder, x[:, :k])  # (T, k, z_dim)
         widen, w = log_widen.exp(), torch.sigmoid(logit)
         components = [math.log(w) + normal_log_density(z, torch.zeros_like(z), torch.ones_like(z))]
@@ -207,32 +221,53 @@ def deep_decode(p: dict, z: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return F.conv_transpose2d(h, p["deconv2.weight"], p["deconv2.bias"], 2, 1, 1)
 
 
-def attend_decode(p: dict, z: torch.Tensor, shots: torch.Tensor, heads: int) -> torch.Tensor:
-    """The main decoder of one task's θ, written out, with `--shot-attention`: each of the 49
-    positions of the first map, by a query of its 64 features plus its position's embedding, reads
-    in each of the heads (32 / heads of the 32 dimensions each) a softmax mixture over the shots' 7×7
-    positions (keys: their features by θ's own convolutions plus the position's embedding; one more
-    key of value 0), scaled by 1/√(32 / heads), and adds the heads' reads back through `attend_out`."""
+def attend_by_hand(p: dict, h: torch.Tensor, maps: torch.Tensor, heads: int) -> torch.Tensor:
+    """`--shot-attention` written out for one task's θ: each of the 49 positions of the map h (n, 64,
+    7, 7), by a query of its 64 features plus its position's embedding, reads in each of the heads
+    (32 / heads of the 32 dimensions each) a softmax mixture over the shots' 7×7 positions of `maps`
+    (k, 64, 7, 7) (keys: their features plus the position's embedding; one more key of value 0),
+    scaled by 1/√(32 / heads), and adds the heads' reads back through `attend_out`."""
 
-    def linear(h, name):
-        return F.linear(h, p[f"{name}.weight"], p[f"{name}.bias"])
+    def linear(v, name):
+        return F.linear(v, p[f"{name}.weight"], p[f"{name}.bias"])
 
-    m = F.relu(F.conv2d(shots, p["shots_conv1.weight"], p["shots_conv1.bias"], stride=2, padding=1))
-    m = F.relu(F.conv2d(m, p["shots_conv2.weight"], p["shots_conv2.bias"], stride=2, padding=1))
-    m = m.permute(0, 2, 3, 1).reshape(-1, 64)  # (k · 49, 64), shot by shot, rows of positions
+    m = maps.permute(0, 2, 3, 1).reshape(-1, 64)  # (k · 49, 64), shot by shot, rows of positions
     pos = p["attend_pos"]
-    keys = torch.cat([linear(m, "attend_key") + pos.repeat(len(shots), 1), p["attend_null"][None]])
+    keys = torch.cat([linear(m, "attend_key") + pos.repeat(len(maps), 1), p["attend_null"][None]])
     values = torch.cat([linear(m, "attend_value"), torch.zeros(1, 32, dtype=m.dtype)])
-    h = F.relu(linear(F.relu(linear(z, "fc1")), "fc2")).reshape(-1, 64, 7, 7)
     q = linear(h.permute(0, 2, 3, 1).reshape(-1, 49, 64), "attend_query") + pos  # (n, 49, 32)
     reads = []
     for part in torch.arange(32).chunk(heads):
         scores = q[..., part] @ keys[:, part].T / math.sqrt(len(part))
         reads.append(scores.softmax(-1) @ values[:, part])
     read = linear(torch.cat(reads, -1), "attend_out")  # (n, 49, 64)
-    h = h + read.reshape(-1, 7, 7, 64).permute(0, 3, 1, 2)
+    return h + read.reshape(-1, 7, 7, 64).permute(0, 3, 1, 2)
+
+
+def convs_by_hand(p: dict, x: torch.Tensor, prefix: str = "") -> torch.Tensor:
+    """The encoder's two convolutions (or the decoder's reader of the shots, `shots_`), with ReLUs."""
+    for name in ("conv1", "conv2"):
+        x = F.relu(F.conv2d(x, p[f"{prefix}{name}.weight"], p[f"{prefix}{name}.bias"], stride=2, padding=1))
+    return x
+
+
+def attend_decode(p: dict, z: torch.Tensor, shots: torch.Tensor, heads: int) -> torch.Tensor:
+    """The main decoder of one task's θ, written out, its first map attending to the shots' maps
+    made by its own reader (`shots_conv1`, `shots_conv2`)."""
+    h = F.relu(F.linear(F.relu(F.linear(z, p["fc1.weight"], p["fc1.bias"])), p["fc2.weight"], p["fc2.bias"]))
+    h = attend_by_hand(p, h.reshape(-1, 64, 7, 7), convs_by_hand(p, shots, "shots_"), heads)
     h = F.relu(F.conv_transpose2d(h, p["deconv1.weight"], p["deconv1.bias"], 2, 1, 1))
     return F.conv_transpose2d(h, p["deconv2.weight"], p["deconv2.bias"], 2, 1, 1)
+
+
+def attend_encode(p: dict, x: torch.Tensor, shots: torch.Tensor, heads: int):
+    """The main encoder of one task's θ, written out, its last map attending to the shots' maps made
+    by its own convolutions: q(z | x, θ, shots)'s location and scale."""
+    h = attend_by_hand(p, convs_by_hand(p, x), convs_by_hand(p, shots), heads)
+    h = F.relu(F.linear(h.flatten(1), p["fc.weight"], p["fc.bias"]))
+    return F.linear(h, p["loc.weight"], p["loc.bias"]), (
+        0.5 * F.linear(h, p["logvar.weight"], p["logvar.bias"])
+    ).exp()
 
 
 def test_mean_field_elbo_is_eq9_with_analytic_kls(setup):

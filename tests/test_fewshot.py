@@ -264,21 +264,25 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
 
 
 @pytest.mark.parametrize(
-    "z_prior, features, template, attention",
+    "z_prior, features, template, attention, in_encoder",
     [
-        ("shots", False, "none", False),
-        ("shots", True, "none", False),
-        ("shots", False, "matched", False),
-        ("shots", False, "mean", False),
-        ("shots-k", False, "deep", False),
-        ("shots-g", False, "none", False),
-        ("shots-k", False, "none", 4),
+        ("shots", False, "none", 0, False),
+        ("shots", True, "none", 0, False),
+        ("shots", False, "matched", 0, False),
+        ("shots", False, "mean", 0, False),
+        ("shots-k", False, "deep", 0, False),
+        ("shots-g", False, "none", 0, False),
+        ("shots-k", False, "none", 4, False),
+        ("shots-k", False, "none", 1, True),
     ],
 )
-def test_a_shots_prior_is_given_the_same_other_images_as_q_u(z_prior, features, template, attention):
+def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
+    z_prior, features, template, attention, in_encoder
+):
     """With `--z-prior shots` the curve's k-shot model reads its k shots twice, in q(u) and in
-    p(z | u, shots): an image scored under it equals the same image scored by hand under the model
-    given those shots, and not the model given none. Its few-shot model is no plain VAE."""
+    p(z | u, shots) (and with `--shot-attention-encoder` in q(z | x, θ(u), shots) too): an image
+    scored under it equals the same image scored by hand under the model given those shots, and not
+    the model given none. Its few-shot model is no plain VAE."""
     from pyrohvae.importance import importance_scores
 
     program = program_of(
@@ -287,10 +291,12 @@ def test_a_shots_prior_is_given_the_same_other_images_as_q_u(z_prior, features, 
         shot_features=features,
         shot_template=template,
         shot_attention=attention,
+        shot_attention_encoder=in_encoder,
     )
-    if attention:  # it starts silent: give the shots' maps a say in the logits
+    if attention:  # it starts silent: give the shots' maps a say in the logits (and in q(z))
         with torch.no_grad():
-            program.theta.layers["decoder"]["attend_out__weight"].B.normal_(0, 0.3)
+            for half in ("decoder", "encoder") if in_encoder else ("decoder",):
+                program.theta.layers[half]["attend_out__weight"].B.normal_(0, 0.3)
     data = task_data([5, 5])
     result = fewshot.curve(program, data, (2,), per_task=2, samples=16, seed=3, progress=False)
     index, pools, _ = fewshot.curve_plan(data, (2,), per_task=2, seed=3)
@@ -304,6 +310,12 @@ def test_a_shots_prior_is_given_the_same_other_images_as_q_u(z_prior, features, 
         by_hand[name] = -importance_scores(model.model, model.guide, x, 16)["log_p"].reshape(-1)
     assert torch.allclose(result.nll["k=2"], by_hand["given"], atol=1e-3)
     assert not torch.allclose(result.nll["k=2"], by_hand["none"], atol=1e-2)
+    if in_encoder:  # q(z | x) itself reads the shots
+        z_loc = {}
+        for name, shots in (("given", given), ("none", None)):
+            guide = program.conditioned_on(loc, scale, shots=shots).guide
+            z_loc[name] = pyro.poutine.trace(guide).get_trace(x).nodes["z"]["fn"].base_dist.loc
+        assert (z_loc["given"] - z_loc["none"]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="no plain VAE"):
         fewshot.vae_of(program, loc[0])
 
@@ -732,6 +744,10 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
         (
             {"split_context": True, "shot_attention": 1},
             "--shot-attention needs --z-prior shots, shots-k or shots-g",
+        ),
+        (
+            {"z_prior": "shots", "split_context": True, "shot_attention_encoder": True},
+            "--shot-attention-encoder needs --shot-attention N",
         ),
         (
             {"z_prior": "shots", "split_context": True, "shot_attention": 3},
