@@ -1181,14 +1181,25 @@ def report(args) -> None:
     drawn = bool(shown) and all(_trained_to(folder, args.steps) for folder in shown.values())
     if drawn:
         sample_figure(shown, args.results / "fewshot-samples.png", seed=args.seed, device=args.device)
+    attention = {
+        name: args.runs / f"fewshot-omniglot-characters-{name}-steps{args.steps}-seed{args.seed}"
+        for name in ATTENTION_SHOWN
+    }
+    drawn_attention = all(_trained_to(folder, args.steps) for folder in attention.values())
+    if drawn_attention:  # its own figure: the run folders of the others' need not be on this machine
+        sample_figure(
+            attention, args.results / "fewshot-attention-samples.png", seed=args.seed, device=args.device
+        )
     print(
         f"wrote {args.results / 'fewshot.md'}, fewshot.json"
         + (", fewshot.png" if characters else "")
         + (", fewshot-samples.png" if drawn else "")
+        + (", fewshot-attention-samples.png" if drawn_attention else "")
     )
 
 
 SAMPLE_SHOTS = (1, 5)
+ATTENTION_SHOWN = ("pool-split-shots-k-attend-kl1",)  # drawn on their own (fewshot-attention-samples.png)
 
 
 @torch.no_grad()

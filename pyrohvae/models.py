@@ -237,7 +237,8 @@ def hypervae_model(
     shots) is `shot_mixture` of the shots' codes under the encoder θ(u) (`z_prior="shots"`); with
     `shot_features` (their width), the decoder also reads the shots' features matched to z
     (`decoder_input`), and where θ has a `template` filter, the shots' pixels enter the logits
-    through it (`shot_logits`, `--shot-template`).
+    through it (`shot_logits`, `--shot-template`); where θ has attention heads (`--shot-attention`),
+    the decoder's first map reads the shots' maps.
 
     Only the decoder half of θ(u) is generated here; the guide generates the encoder half.
     `kl_u_weight` scales the u site in model and guide alike, i.e. KL(q(u|D) || p(u)) in the

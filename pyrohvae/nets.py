@@ -75,8 +75,8 @@ DECODER_CONVS = {
 }
 # `--shot-template deep`: the matched shots' image into deconv1's output, beside z's features there.
 TEMPLATE_IN = Conv(1, 32)
-# `--shot-attention`: the width of the queries, keys and values by which each position of the
-# decoder's first feature map reads the shots' feature maps (`shot_memory`, `_attend`).
+# `--shot-attention`: the width of the queries, keys and values by which each position of a 7×7
+# feature map reads the shots' 7×7 maps (`shot_memory`, `_attend`).
 ATTEND_DIM = 32
 
 
@@ -521,17 +521,17 @@ def shot_memory(
     values = _linear(h, p, "attend_value")
     keys = torch.cat([keys, p["attend_null"].reshape(groups, 1, -1)], 1)
     values = torch.cat([values, values.new_zeros(groups, 1, values.shape[-1])], 1)
-    keys, values = (t.unflatten(-1, (int(heads), -1)).transpose(1, 2).unsqueeze(1) for t in (keys, values))
+    keys, values = (t.unflatten(-1, (heads, -1)).transpose(1, 2).unsqueeze(1) for t in (keys, values))
     return {"attend.keys": fold.outputs(keys), "attend.values": fold.outputs(values)}
 
 
 def _attend(h, params):
     """`--shot-attention`: each position of a 7×7 feature map h (M, G·C, 7, 7), the decoder's first
-    (or with `--shot-attention-encoder` the encoder's last), asks, by
-    a query of its features and its position, for the shots' features at the positions whose keys
-    match (`shot_memory`), as Generative Matching Networks' decoder reads its matched examples, and
-    adds what it reads back through `attend_out` (silent at the start), each head its share of the
-    width. Returns (M, G·C, 7, 7)."""
+    (and with `--shot-attention-encoder` the encoder's last), asks, by a query of its features and
+    its position, for the shots' features at the positions whose keys match (`shot_memory`), as
+    Generative Matching Networks' decoder reads its matched examples, and adds what it reads back
+    through `attend_out` (silent at the start), each head its share of the width. Returns (M, G·C,
+    7, 7)."""
     items = h.shape[0]
     keys, values = params["attend.keys"], params["attend.values"]  # (G, heads, L, d / heads)
     groups, heads = keys.shape[:2]
