@@ -11,6 +11,23 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("PYROHVAE_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
 HAS_DATA = (DATA_ROOT / "MNIST" / "raw").is_dir()
 DATA_FIXTURES = {"data_root", "trained_run"}
+# The models whose p(z) reads the shots, as the tests that score them take them: --z-prior, then
+# --shot-features, --shot-template, --shot-attention (heads) and --shot-attention-encoder.
+SHOTS_MODELS = (
+    "z_prior, features, template, attention, in_encoder",
+    [
+        ("shots", False, "none", 0, False),
+        ("shots-k", False, "none", 0, False),
+        ("shots", True, "none", 0, False),
+        ("shots-k", False, "matched", 0, False),
+        ("shots", False, "mean", 0, False),
+        ("shots-k", False, "deep", 0, False),
+        ("shots-g", False, "none", 0, False),
+        ("shots-k", False, "none", 1, False),
+        ("shots-g", False, "none", 4, False),
+        ("shots-k", False, "none", 2, True),
+    ],
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects by the marks

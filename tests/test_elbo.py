@@ -6,6 +6,7 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SHOTS_MODELS
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
@@ -84,21 +85,7 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
     assert loss == pytest.approx(float(by_hand), abs=1e-4)
 
 
-@pytest.mark.parametrize(
-    "z_prior, features, template, attention, in_encoder",
-    [
-        ("shots", False, "none", 0, False),
-        ("shots-k", False, "none", 0, False),
-        ("shots", True, "none", 0, False),
-        ("shots-k", False, "matched", 0, False),
-        ("shots", False, "mean", 0, False),
-        ("shots-k", False, "deep", 0, False),
-        ("shots-g", False, "none", 0, False),
-        ("shots-k", False, "none", 1, False),
-        ("shots-g", False, "none", 4, False),
-        ("shots-k", False, "none", 2, True),
-    ],
-)
+@pytest.mark.parametrize(*SHOTS_MODELS)
 def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
     z_prior, features, template, attention, in_encoder
 ):

@@ -8,6 +8,7 @@ import pyro
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import SHOTS_MODELS
 from PIL import Image
 
 from pyrohvae import fewshot
@@ -263,19 +264,7 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
     assert result.models == ["k=1"] and len(result.task) == 4
 
 
-@pytest.mark.parametrize(
-    "z_prior, features, template, attention, in_encoder",
-    [
-        ("shots", False, "none", 0, False),
-        ("shots", True, "none", 0, False),
-        ("shots", False, "matched", 0, False),
-        ("shots", False, "mean", 0, False),
-        ("shots-k", False, "deep", 0, False),
-        ("shots-g", False, "none", 0, False),
-        ("shots-k", False, "none", 4, False),
-        ("shots-k", False, "none", 1, True),
-    ],
-)
+@pytest.mark.parametrize(*SHOTS_MODELS)
 def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
     z_prior, features, template, attention, in_encoder
 ):
