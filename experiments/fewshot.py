@@ -15,6 +15,8 @@ Stages:
    here, never on the evaluation alphabets.
 2. `full`: 10,000 steps, the benchmarks of `BENCHMARKS` (test tasks, K = 1,024), our VAE, the paper's
    configuration, the default preset and the chosen variants.
+3. `task-accuracy`: the task-model matrix of the mnist-held-out runs of `--full-configs`: do the
+   models of a configuration still differ by task on the digits it trained on (a preset's test)?
 
     PYROHVAE_DATA_DIR=../shared/data python experiments/fewshot.py --stages screen
     python experiments/fewshot.py --report
@@ -29,7 +31,7 @@ from pathlib import Path
 import torch
 from common import fmt, parser, rows_in, run, trained
 
-from pyrohvae import checkpoint, fewshot
+from pyrohvae import checkpoint, fewshot, taskmodels
 from pyrohvae.config import RunConfig
 from pyrohvae.files import atomic_write_text, pyplot, save_figure
 from pyrohvae.train import CHECKPOINT, load_run
@@ -443,6 +445,64 @@ def full(args, rows_dir):
                 flush=True,
             )
             report(args)
+
+
+TASK_MODELS_REFERENCE = "task_models/full-mnist-task-specific-steps10000-seed0.json"
+
+
+def task_accuracy(args, rows_dir):
+    """Do the models of a configuration still differ by task where it trained? The task-model
+    matrix (`pyrohvae.taskmodels`, the test images of all ten digits, each scored under every
+    digit's model) of each mnist-held-out run of `--full-configs` that the full stage trained;
+    beside `task_models.md`'s default preset, trained on all ten."""
+    for benchmark in [b for b in args.benchmarks if b.startswith("mnist-held-out")]:
+        for name in args.full_configs:
+            path = rows_dir / f"taskacc-{benchmark}-{name}-steps{args.steps}-seed{args.seed}.json"
+            folder = args.runs / f"fewshot-{benchmark}-{name}-steps{args.steps}-seed{args.seed}"
+            if path.exists() or not _trained_to(folder, args.steps):
+                continue
+            program, state = load_run(folder, args.device)
+            print(f"[{folder.name}] task models", flush=True)
+            result, _ = taskmodels.result(
+                program, state["step"], "test", CHECKPOINT, seed=args.seed, progress=args.progress
+            )
+            row = {"stage": "task-accuracy", "benchmark": benchmark, "config": name, **result}
+            atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+            print(f"[{folder.name}] {taskmodels.describe(result)}", flush=True)
+    report(args)
+
+
+def _task_accuracy_lines(rows, results: Path) -> list[str]:
+    if not rows:
+        return []
+    ref = json.loads((results / TASK_MODELS_REFERENCE).read_text())
+    lines = [
+        "## Task accuracy where the models trained",
+        "",
+        (
+            "Do a configuration's models still differ by task? Each mnist-held-out run's task-model matrix "
+            "(`--stages task-accuracy`: `python cli.py task-models RUN --split test`; the 10,000 test images of the "
+            "ten digits, each scored by −ELBO under the model of every digit, that model made from 100 other test "
+            "images of the digit, the first 19 of them its shots where p(z) reads shots). Task accuracy: the share "
+            "of images their own digit's model scores best (chance 0.1); gap: the mean −ELBO under the other "
+            "digits' models minus under its own. Beside it, `task_models.md`'s default preset (task-specific), "
+            f"trained on all ten digits: task accuracy {ref['task_accuracy']:.3f}, gap {ref['own_other_gap']:.1f} "
+            f"nats, sample agreement {ref['sample_agreement']:.3f}."
+        ),
+        "",
+        (
+            "| config | digit held out | task accuracy | on the nine trained | on the held-out digit | gap | "
+            "sample agreement |"
+        ),
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sorted(rows, key=lambda r: (r["config"], r["benchmark"])):
+        lines.append(
+            f"| {r['config']} | {', '.join(r['held_out_tasks'])} | {r['task_accuracy']:.3f} | "
+            f"{r['task_accuracy_trained']:.3f} | {r['task_accuracy_held_out']:.3f} | {r['own_other_gap']:.1f} | "
+            f"{r['sample_agreement']:.3f} |"
+        )
+    return [*lines, ""]
 
 
 def screen_config(name: str, steps: int, seed: int) -> RunConfig:
@@ -1126,6 +1186,7 @@ def report(args) -> None:
     lines += (
         _targets(full_rows)
         + _full_lines(full_rows)
+        + _task_accuracy_lines(rows_in(rows_dir, "taskacc-*.json"), args.results)
         + _reading([r for r in screened if r["steps"] == SCREEN_STEPS], diagnosed, full_rows)
         + _length_reading(screened)
         + _screen_lines(screened)
@@ -1565,7 +1626,12 @@ def _screen_same_z(rows, plain) -> list[str]:
 
 def main():
     p = parser(__doc__, steps=10_000, samples=None, limit_help="unused")
-    p.add_argument("--stages", nargs="+", default=["screen", "full"], choices=["screen", "full", "diagnose"])
+    p.add_argument(
+        "--stages",
+        nargs="+",
+        default=["screen", "full"],
+        choices=["screen", "full", "diagnose", "task-accuracy"],
+    )
     p.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
     p.add_argument(
         "--full-configs", nargs="+", default=list(FULL_CONFIGS), choices=[v for v in VARIANTS if v != "vae"]
@@ -1579,7 +1645,8 @@ def main():
     if args.report:
         return report(args)
     for stage in args.stages:
-        {"screen": screen, "full": full, "diagnose": diagnose}[stage](args, rows_dir)
+        stages = {"screen": screen, "full": full, "diagnose": diagnose, "task-accuracy": task_accuracy}
+        stages[stage](args, rows_dir)
 
 
 if __name__ == "__main__":

@@ -487,16 +487,19 @@ class HyperVAEProgram(Program):
         return self.config.hidden if self.config.shot_features else 0
 
     @torch.no_grad()
-    def sample_task(self, context, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:
+    def sample_task(
+        self, context, n: int, generator: torch.Generator, choice=None, shots=None
+    ) -> torch.Tensor:
         """n Bernoulli means of the main VAE θ(ū) chosen from `context` (1, m, 1, 28, 28), z ~ p(z | ū),
-        or p(z | ū, shots) with the context as the shots where p(z) reads shots."""
+        or p(z | ū, shots) where p(z) reads shots: `shots` (1, k, 1, 28, 28), else the context."""
         eps = torch.randn(n, self.config.z_dim, generator=generator).to(context.device)
         u = self.task_u(context)
         if self.shot_prior is None:
             return torch.sigmoid(self.sample_logits(eps, u[0]))
         r = torch.rand(n, generator=generator).to(context.device)
         width = self.shot_feature_width
-        return torch.sigmoid(shots_sample_logits(self.theta, self.shot_prior, u, context, eps, r, width))[0]
+        shots = context if shots is None else shots
+        return torch.sigmoid(shots_sample_logits(self.theta, self.shot_prior, u, shots, eps, r, width))[0]
 
 
 class MetaVAEProgram(Program):

@@ -68,6 +68,24 @@ def contexts(data: TaskData, size: int = CONTEXT_SIZE, seed: int = 0) -> Context
     return Contexts(first, second, in_first)
 
 
+# A model whose p(z) reads shots (`--z-prior shots…`) reads this many of a context's images as its
+# shots, the few-shot benchmark's largest k and within the sets it trains on; its ū is read from
+# the whole context, as any model's. The context never holds the scored image, so neither do they.
+SHOTS = 19
+
+
+def _reads_shots(program) -> bool:
+    return getattr(program, "shot_prior", None) is not None
+
+
+def task_model(program, context: torch.Tensor, choice=None):
+    """The model of the task that `context` (1, m, 1, 28, 28) shows: `program.conditioned`, and for
+    a model whose p(z) reads shots, the first `SHOTS` of the context as them."""
+    if not _reads_shots(program):
+        return program.conditioned(context, choice)
+    return program.conditioned_on(*program.guide_nets.posterior(context), shots=context[:, :SHOTS])
+
+
 def _model_choice(program, name: str):
     choices = program.choices(name)
     if len(choices) != 1:
@@ -92,8 +110,18 @@ class TaskModelScores:
     def own(self) -> torch.Tensor:
         return self.nelbo.gather(1, self.task[:, None])[:, 0]
 
-    def accuracy(self) -> float:
-        return float((self.nelbo.argmin(1) == self.task).double().mean())
+    def accuracy(self, tasks: list[int] | None = None) -> float:
+        """The share of images whose own task's model scores them best: of all, or of `tasks`'."""
+        hit = (self.nelbo.argmin(1) == self.task).double()
+        return float(hit.mean() if tasks is None else hit[torch.isin(self.task, torch.tensor(tasks))].mean())
+
+    def accuracy_per_task(self) -> list[float]:
+        """Per task, the share of its images that its own model scores best (a task never
+        trained on, from `--exclude-classes`, apart from the rest)."""
+        hit = (self.nelbo.argmin(1) == self.task).double()
+        T = len(self.task_names)
+        counts = torch.bincount(self.task, minlength=T).clamp(min=1)
+        return (torch.zeros(T, dtype=hit.dtype).index_add_(0, self.task, hit) / counts).tolist()
 
     def gap(self) -> float:
         T = self.nelbo.shape[1]
@@ -107,6 +135,7 @@ class TaskModelScores:
             "n": len(self.task),
             "chance": 1.0 / T,
             "task_accuracy": self.accuracy(),
+            "task_accuracy_per_task": self.accuracy_per_task(),
             "own_other_gap": self.gap(),
             "nelbo_own": float(self.own().mean()),
             **self.agreement,
@@ -130,6 +159,8 @@ def score_matrix(
     device = program.device
     ctx = contexts(data, context_size, seed)
     images = data.images.float()
+    if _reads_shots(program):
+        chunk = min(chunk, 100)  # each image's z also reads the shots' feature maps
     T, n = data.num_tasks, len(data)
     nelbo = torch.empty(n, T)
     bar = tqdm(total=n * T, desc=f"task models ({T} tasks)", unit="score", disable=not progress)
@@ -139,7 +170,7 @@ def score_matrix(
         for context, scored in ((ctx.first[j], ~own_first), (ctx.second[j], own_first)):
             index = scored.nonzero().squeeze(1)
             seed_stream(seed, 2 * j + int(context is ctx.second[j]))
-            fixed = program.conditioned(context.to(device), choice)
+            fixed = task_model(program, context.to(device), choice)
             for i in range(0, len(index), chunk):
                 part = index[i : i + chunk]
                 s = importance_scores(fixed.model, fixed.guide, images[part].unsqueeze(0).to(device), samples)
@@ -247,6 +278,14 @@ def result(
     scored = program.known_tasks(config.load_data(split, data_root))
     scores = measure(program, scored, samples, context_size, agreement_samples, seed, progress, data_root)
     about = {"model": config.model, "dataset": config.dataset, "guide": config.guide, "split": split}
+    held_out = [t for t, name in enumerate(scores.task_names) if name in config.exclude_classes]
+    if held_out:  # how the run's models of tasks it never saw compare with those of its own
+        trained = [t for t in range(len(scores.task_names)) if t not in held_out]
+        about.update(
+            held_out_tasks=[scores.task_names[t] for t in held_out],
+            task_accuracy_trained=scores.accuracy(trained),
+            task_accuracy_held_out=scores.accuracy(held_out),
+        )
     return {
         **about,
         "step": step,
@@ -271,8 +310,17 @@ def describe(result: dict) -> str:
     return (
         f"{result['model']} {result['dataset']} {result['split']}: task accuracy "
         f"{result['task_accuracy']:.3f} (chance {result['chance']:.3f})  own-vs-other gap "
-        f"{result['own_other_gap']:.2f} nats{agreement}  "
+        f"{result['own_other_gap']:.2f} nats{agreement}{_held_out(result)}  "
         f"(n={result['n']}, {result['tasks']} tasks)"
+    )
+
+
+def _held_out(result: dict) -> str:
+    if "held_out_tasks" not in result:
+        return ""
+    return (
+        f"  task accuracy on the tasks trained on {result['task_accuracy_trained']:.3f}, on those held out "
+        f"({', '.join(result['held_out_tasks'])}) {result['task_accuracy_held_out']:.3f}"
     )
 
 
@@ -343,7 +391,9 @@ def sample_agreement(
     per = []
     for j, name in enumerate(data.task_names):
         seed_stream(seed, 2 * j)
-        means = program.sample_task(ctx.first[j].to(device), per_task, g, choice=_model_choice(program, name))
+        context = ctx.first[j].to(device)
+        shots = {"shots": context[:, :SHOTS]} if _reads_shots(program) else {}
+        means = program.sample_task(context, per_task, g, choice=_model_choice(program, name), **shots)
         per.append(float((label.predict(means) == j).mean()))
     return {
         "sample_agreement": float(np.mean(per)),

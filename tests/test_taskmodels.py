@@ -106,6 +106,41 @@ def test_models_that_differ_by_task_are_told_apart_and_a_shared_one_is_not():
     assert shared.summary()["chance"] == pytest.approx(1 / 3)
 
 
+def test_a_shots_models_task_model_reads_its_context_as_shots(monkeypatch):
+    """A model whose p(z) reads shots is scored with ū from its task's whole context and up to
+    `SHOTS` of that context as the shots (never the scored image: the context never holds it);
+    with the mixture's weight all on N(0, I) its scores are those of the model without shots, up
+    to KL(z) estimated by draws rather than exactly."""
+    from pyrohvae.config import RunConfig
+    from pyrohvae.program import build
+
+    data = toy_data(tasks=2, per_task=50)
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    config = RunConfig(dataset="mnist", model="hypervae", z_prior="shots", split_context=True)
+    program = build(config).eval()
+    with torch.no_grad():
+        program.shot_prior.prior_logit.fill_(30.0)
+    given = []
+    conditioned_on = program.conditioned_on
+
+    def recorded(loc, scale, shots):
+        given.append((loc, shots))
+        return conditioned_on(loc, scale, shots)
+
+    monkeypatch.setattr(program, "conditioned_on", recorded)
+    read = taskmodels.score_matrix(program, data, samples=2, context_size=25, progress=False).nelbo
+    ctx = taskmodels.contexts(data, 25)
+    assert len(given) == 4
+    for (loc, shots), context in zip(given, [c for j in range(2) for c in (ctx.first[j], ctx.second[j])]):
+        assert torch.equal(shots, context[:, : taskmodels.SHOTS]) and shots.shape[1] == taskmodels.SHOTS
+        assert torch.allclose(loc, program.guide_nets.posterior(context)[0])
+    monkeypatch.undo()
+    monkeypatch.setattr(taskmodels, "_reads_shots", lambda program: False)  # `conditioned`: no shots
+    unread = taskmodels.score_matrix(program, data, samples=2, context_size=25, progress=False).nelbo
+    assert (read - unread).abs().mean() < 0.5 and (read - unread).abs().max() < 2
+
+
 def test_accuracy_and_gap_from_a_known_matrix():
     nelbo = torch.tensor(
         [
@@ -116,6 +151,10 @@ def test_accuracy_and_gap_from_a_known_matrix():
     )  # task 2: task 0's model is better, gap 2 - 2 = 0
     scores = taskmodels.TaskModelScores(nelbo, torch.tensor([0, 1, 2]), ["a", "b", "c"])
     assert scores.accuracy() == pytest.approx(2 / 3)
+    assert scores.accuracy_per_task() == [1.0, 1.0, 0.0]
+    assert scores.accuracy([0, 1]) == 1.0 and scores.accuracy([2]) == 0.0
+    two = taskmodels.TaskModelScores(nelbo[[0, 2, 2]], torch.tensor([0, 2, 2]), ["a", "b", "c"])
+    assert two.accuracy_per_task() == [1.0, 0.0, 0.0]  # task b has no image: 0, not a division by 0
     assert scores.gap() == pytest.approx((3 + 4.5 + 0) / 3)
     assert torch.equal(scores.matrix(), nelbo)
 
