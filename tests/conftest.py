@@ -30,6 +30,18 @@ SHOTS_MODELS = (
 )
 
 
+def shots_options(z_prior, features, template, attention, in_encoder) -> dict:
+    """A case of SHOTS_MODELS as RunConfig's fields, with the split context every such model takes."""
+    return {
+        "z_prior": z_prior,
+        "split_context": True,
+        "shot_features": features,
+        "shot_template": template,
+        "shot_attention": attention,
+        "shot_attention_encoder": in_encoder,
+    }
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m selects by the marks
 def pytest_collection_modifyitems(config, items):
     for item in items:

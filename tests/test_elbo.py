@@ -6,7 +6,7 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SHOTS_MODELS
+from conftest import SHOTS_MODELS, shots_options
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
@@ -104,14 +104,7 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
     decoder's first map attends to the shots' maps (`attend_decode`), and with
     `--shot-attention-encoder` the encoder's last map to the shots' maps by its own convolutions
     (`attend_encode`), for q(z) and not for the shots' own codes."""
-    program, x = setup_program(
-        z_prior=z_prior,
-        split_context=True,
-        shot_features=features,
-        shot_template=template,
-        shot_attention=attention,
-        shot_attention_encoder=in_encoder,
-    )
+    program, x = setup_program(**shots_options(z_prior, features, template, attention, in_encoder))
     T, N, k = *x.shape[:2], 3
     log_widen, logit = torch.linspace(-2, 0, 10, dtype=x.dtype), torch.tensor(-1.5, dtype=x.dtype)
     with torch.no_grad():

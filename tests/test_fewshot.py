@@ -8,7 +8,7 @@ import pyro
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import SHOTS_MODELS
+from conftest import SHOTS_MODELS, shots_options
 from PIL import Image
 
 from pyrohvae import fewshot
@@ -274,14 +274,7 @@ def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
     the model given none. Its few-shot model is no plain VAE."""
     from pyrohvae.importance import importance_scores
 
-    program = program_of(
-        z_prior=z_prior,
-        split_context=True,
-        shot_features=features,
-        shot_template=template,
-        shot_attention=attention,
-        shot_attention_encoder=in_encoder,
-    )
+    program = program_of(**shots_options(z_prior, features, template, attention, in_encoder))
     if attention:  # it starts silent: give the shots' maps a say in the logits (and in q(z))
         with torch.no_grad():
             for half in ("decoder", "encoder") if in_encoder else ("decoder",):
