@@ -320,6 +320,13 @@ VARIANTS = {
         ),
         {**SHOTS_K, "shot_attention": 1, "shot_attention_encoder": True, "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
+    "pool-split-shots-k-attend-w64-kl1": (
+        (
+            "pool-split-shots-k-attend-kl1 with its one head twice as wide, 64 dimensions (--shot-attention-dim 64): "
+            "4 heads of 8 did worse than one of 32; does a wider one match strokes better?"
+        ),
+        {**SHOTS_K, "shot_attention": 1, "shot_attention_dim": 64, "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
     "pool-split-shots-z32-k-tmean-kl1": (
         "pool-split-shots-z32-k-tmean, the filter starting silent, KL(z) weighed 1 from the start",
         {
@@ -969,6 +976,7 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-attend4-kl1": "the same with z of 10 and 4 heads (`--shot-attention 4`)",
     "pool-split-shots-k-attend-template0-kl1": "z of 10, attention and the matched shots' pixels (`--shot-template matched`)",
     "pool-split-shots-k-attend-enc-kl1": "z of 10, the encoder attending to the shots too (`--shot-attention-encoder`)",
+    "pool-split-shots-k-attend-w64-kl1": "z of 10, one head of 64 dimensions (`--shot-attention-dim 64`)",
 }
 
 
@@ -1059,6 +1067,7 @@ ATTENDED = {
     "pool-split-shots-k-attend4-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-k-attend-template0-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-k-attend-enc-kl1": "pool-split-shots-k-attend-kl1",
+    "pool-split-shots-k-attend-w64-kl1": "pool-split-shots-k-attend-kl1",
 }
 
 

@@ -76,7 +76,7 @@ DECODER_CONVS = {
 # `--shot-template deep`: the matched shots' image into deconv1's output, beside z's features there.
 TEMPLATE_IN = Conv(1, 32)
 # `--shot-attention`: the width of the queries, keys and values by which each position of a 7×7
-# feature map reads the shots' 7×7 maps (`shot_memory`, `_attend`).
+# feature map reads the shots' 7×7 maps (`shot_memory`, `_attend`), unless `--shot-attention-dim`.
 ATTEND_DIM = 32
 
 
@@ -122,27 +122,27 @@ def _own_weights(module: nn.Module) -> list[str]:
     return names
 
 
-def _add_attention(module: nn.Module, heads: int, reader: bool) -> None:
+def _add_attention(module: nn.Module, heads: int, reader: bool, width: int = ATTEND_DIM) -> None:
     """The weights by which a 7×7 feature map of `module` attends to the shots' maps (`_attend`),
-    with `reader` the convolutions that make those maps (`shots_conv1`, `shots_conv2`; else the
-    module's own, the encoder's)."""
-    if ATTEND_DIM % heads:
-        raise ValueError(f"{heads} attention heads do not divide its width {ATTEND_DIM}")
+    `width` the queries', keys' and values' (all heads together), with `reader` the convolutions
+    that make those maps (`shots_conv1`, `shots_conv2`; else the module's own, the encoder's)."""
+    if width % heads:
+        raise ValueError(f"{heads} attention heads do not divide its width {width}")
     if reader:
         for name, conv in ENCODER_CONVS.items():
             setattr(module, f"shots_{name}", conv.module())
     channels = conv_shape()[0]
-    module.attend_query = Linear(channels, ATTEND_DIM)
-    module.attend_key = Linear(channels, ATTEND_DIM)
-    module.attend_value = Linear(channels, ATTEND_DIM)
-    module.attend_out = Linear(ATTEND_DIM, channels)
+    module.attend_query = Linear(channels, width)
+    module.attend_key = Linear(channels, width)
+    module.attend_value = Linear(channels, width)
+    module.attend_out = Linear(width, channels)
     nn.init.zeros_(module.attend_out.weight)  # silent, as the templates: the start is the model without
     nn.init.zeros_(module.attend_out.bias)
     # Added to queries and keys alike: at the start a position reads mostly the same position
     # of the shots, a prior of alignment that training can keep or drop.
-    module.attend_pos = nn.Parameter(0.5 * torch.randn(math.prod(conv_shape()[1:]), ATTEND_DIM))
+    module.attend_pos = nn.Parameter(0.5 * torch.randn(math.prod(conv_shape()[1:]), width))
     # The key of a slot of value 0: a position that matches no shot reads nothing.
-    module.attend_null = nn.Parameter(torch.zeros(ATTEND_DIM))
+    module.attend_null = nn.Parameter(torch.zeros(width))
 
 
 class Encoder(PyroModule):
@@ -152,13 +152,15 @@ class Encoder(PyroModule):
     functional `encode` on them, the same code that runs on generated θ.
     """
 
-    def __init__(self, z_dim: int = 10, hidden: int = 100, attention: int = 0):
+    def __init__(
+        self, z_dim: int = 10, hidden: int = 100, attention: int = 0, attention_dim: int = ATTEND_DIM
+    ):
         super().__init__()
         _add_trunk(self, hidden)
         self.loc = Linear(hidden, z_dim)
         self.logvar = Linear(hidden, z_dim)
         if attention:  # its 7×7 map reads the shots' maps, made by its own convolutions (`_trunk`)
-            _add_attention(self, attention, reader=False)
+            _add_attention(self, attention, reader=False, width=attention_dim)
 
     def forward(self, x):
         return encode(weights(self), x)
@@ -176,6 +178,7 @@ class Decoder(PyroModule):
         template: bool = False,
         deep_template: bool = False,
         attention: int = 0,
+        attention_dim: int = ATTEND_DIM,
     ):
         super().__init__()
         self.fc1 = Linear(z_dim + extra_inputs, hidden)  # extra: what the shots tell (models.decoder_input)
@@ -201,7 +204,7 @@ class Decoder(PyroModule):
             nn.init.zeros_(self.template_in.weight)  # silent, as the filter above
             nn.init.zeros_(self.template_in.bias)
         if attention:  # heads by which the first feature map reads the shots' maps (`shot_memory`, `_attend`)
-            _add_attention(self, attention, reader=True)
+            _add_attention(self, attention, reader=True, width=attention_dim)
 
     def forward(self, z):
         return decode(weights(self), z)
@@ -501,9 +504,9 @@ def shot_memory(
     """`--shot-attention`: what a 7×7 feature map reads of the shots (*batch, k, 1, 28, 28), one set
     per model of θ's batch: the shots' 7×7 maps by θ's convolutions `reader`conv1 and `reader`conv2
     (the decoder's `shots_conv1`, `shots_conv2`; "": the encoder's own), as keys (with the
-    position's embedding) and values of `ATTEND_DIM`, and one more key, `attend_null`, of value 0,
+    position's embedding) and values of the attention's width, and one more key, `attend_null`, of value 0,
     each split among the `heads`. Returned as parameters ("attend.keys", "attend.values", each θ's
-    batch + (heads, k·49 + 1, ATTEND_DIM / heads)) for `decode` or `encode` to take with the rest
+    batch + (heads, k·49 + 1, width / heads)) for `decode` or `encode` to take with the rest
     of θ."""
     fold = _Fold(shots.shape[:-4] + (1,), _batch_shape(params, f"{reader}conv1.weight", 4))
     if fold.items != 1:
@@ -705,6 +708,7 @@ class ThetaGenerator(PyroModule):
         template: str = "none",
         attention: int = 0,
         encoder_attention: bool = False,
+        attention_dim: int = ATTEND_DIM,
     ):
         super().__init__()
         self.h_dim = h_dim
@@ -728,7 +732,7 @@ class ThetaGenerator(PyroModule):
             )
             h_rms = float(h.pow(2).mean().sqrt())
         defaults = {
-            "encoder": Encoder(z_dim, hidden, attention if encoder_attention else 0),
+            "encoder": Encoder(z_dim, hidden, attention if encoder_attention else 0, attention_dim),
             "decoder": Decoder(
                 z_dim,
                 hidden,
@@ -737,6 +741,7 @@ class ThetaGenerator(PyroModule):
                 template != "none",
                 deep_template=template == "deep",
                 attention=attention,
+                attention_dim=attention_dim,
             ),
         }
         if z_prior:  # p(z | u) = N(loc, exp(log_scale)), generated with the decoder; starts near N(0, I)

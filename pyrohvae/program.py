@@ -300,6 +300,7 @@ class HyperVAEProgram(Program):
             template=config.shot_template,
             attention=config.shot_attention,
             encoder_attention=config.shot_attention_encoder,
+            attention_dim=config.shot_attention_dim,
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)

@@ -12,25 +12,27 @@ DATA_ROOT = Path(os.environ.get("PYROHVAE_DATA_DIR") or REPO.parent / "shared" /
 HAS_DATA = (DATA_ROOT / "MNIST" / "raw").is_dir()
 DATA_FIXTURES = {"data_root", "trained_run"}
 # The models whose p(z) reads the shots, as the tests that score them take them: --z-prior, then
-# --shot-features, --shot-template, --shot-attention (heads) and --shot-attention-encoder.
+# --shot-features, --shot-template, --shot-attention (heads), --shot-attention-encoder and
+# --shot-attention-dim.
 SHOTS_MODELS = (
-    "z_prior, features, template, attention, in_encoder",
+    "z_prior, features, template, attention, in_encoder, width",
     [
-        ("shots", False, "none", 0, False),
-        ("shots-k", False, "none", 0, False),
-        ("shots", True, "none", 0, False),
-        ("shots-k", False, "matched", 0, False),
-        ("shots", False, "mean", 0, False),
-        ("shots-k", False, "deep", 0, False),
-        ("shots-g", False, "none", 0, False),
-        ("shots-k", False, "none", 1, False),
-        ("shots-g", False, "none", 4, False),
-        ("shots-k", False, "none", 2, True),
+        ("shots", False, "none", 0, False, 32),
+        ("shots-k", False, "none", 0, False, 32),
+        ("shots", True, "none", 0, False, 32),
+        ("shots-k", False, "matched", 0, False, 32),
+        ("shots", False, "mean", 0, False, 32),
+        ("shots-k", False, "deep", 0, False, 32),
+        ("shots-g", False, "none", 0, False, 32),
+        ("shots-k", False, "none", 1, False, 32),
+        ("shots-g", False, "none", 4, False, 32),
+        ("shots-k", False, "none", 2, True, 16),
+        ("shots-k", False, "none", 1, False, 64),
     ],
 )
 
 
-def shots_options(z_prior, features, template, attention, in_encoder) -> dict:
+def shots_options(z_prior, features, template, attention, in_encoder, width) -> dict:
     """A case of SHOTS_MODELS as RunConfig's fields, with the split context every such model takes."""
     return {
         "z_prior": z_prior,
@@ -39,6 +41,7 @@ def shots_options(z_prior, features, template, attention, in_encoder) -> dict:
         "shot_template": template,
         "shot_attention": attention,
         "shot_attention_encoder": in_encoder,
+        "shot_attention_dim": width,
     }
 
 

@@ -87,7 +87,7 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
 
 @pytest.mark.parametrize(*SHOTS_MODELS)
 def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
-    z_prior, features, template, attention, in_encoder
+    z_prior, features, template, attention, in_encoder, width
 ):
     """With `--z-prior shots` and a context of k = 3, each scored image's p(z) is N(0, I) with
     weight w and a Gaussian at each context image's code q(z | shot, θ(u)), widened, with weight
@@ -103,8 +103,8 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
     Gaussian N(Σ loc / v² / P, 1 / P + v²) with P = 1 / b² + 3 / v². With `--shot-attention`, the
     decoder's first map attends to the shots' maps (`attend_decode`), and with
     `--shot-attention-encoder` the encoder's last map to the shots' maps by its own convolutions
-    (`attend_encode`), for q(z) and not for the shots' own codes."""
-    program, x = setup_program(**shots_options(z_prior, features, template, attention, in_encoder))
+    (`attend_encode`), for q(z) and not for the shots' own codes; `--shot-attention-dim` their width."""
+    program, x = setup_program(**shots_options(z_prior, features, template, attention, in_encoder, width))
     T, N, k = *x.shape[:2], 3
     log_widen, logit = torch.linspace(-2, 0, 10, dtype=x.dtype), torch.tensor(-1.5, dtype=x.dtype)
     with torch.no_grad():
@@ -170,6 +170,7 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
             for t in range(T):
                 logits[t] = attend_decode({n: p[t, 0] for n, p in decoder.items()}, z[t], x[t, :k], attention)
         assert bool(attention) == ("attend_out.weight" in decoder)
+        assert not attention or decoder["attend_pos"].shape[-1] == width
         if template == "mean":
             r = torch.full_like(r, (1 - w) / k)
         if template != "none":
@@ -204,20 +205,22 @@ def deep_decode(p: dict, z: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
 def attend_by_hand(p: dict, h: torch.Tensor, maps: torch.Tensor, heads: int) -> torch.Tensor:
     """`--shot-attention` written out for one task's θ: each of the 49 positions of the map h (n, 64,
     7, 7), by a query of its 64 features plus its position's embedding, reads in each of the heads
-    (32 / heads of the 32 dimensions each) a softmax mixture over the shots' 7×7 positions of `maps`
-    (k, 64, 7, 7) (keys: their features plus the position's embedding; one more key of value 0),
-    scaled by 1/√(32 / heads), and adds the heads' reads back through `attend_out`."""
+    (width / heads of the width's dimensions each, the width `attend_pos`'s) a softmax mixture over
+    the shots' 7×7 positions of `maps` (k, 64, 7, 7) (keys: their features plus the position's
+    embedding; one more key of value 0), scaled by 1/√(width / heads), and adds the heads' reads back
+    through `attend_out`."""
 
     def linear(v, name):
         return F.linear(v, p[f"{name}.weight"], p[f"{name}.bias"])
 
     m = maps.permute(0, 2, 3, 1).reshape(-1, 64)  # (k · 49, 64), shot by shot, rows of positions
     pos = p["attend_pos"]
+    width = pos.shape[-1]
     keys = torch.cat([linear(m, "attend_key") + pos.repeat(len(maps), 1), p["attend_null"][None]])
-    values = torch.cat([linear(m, "attend_value"), torch.zeros(1, 32, dtype=m.dtype)])
-    q = linear(h.permute(0, 2, 3, 1).reshape(-1, 49, 64), "attend_query") + pos  # (n, 49, 32)
+    values = torch.cat([linear(m, "attend_value"), torch.zeros(1, width, dtype=m.dtype)])
+    q = linear(h.permute(0, 2, 3, 1).reshape(-1, 49, 64), "attend_query") + pos  # (n, 49, width)
     reads = []
-    for part in torch.arange(32).chunk(heads):
+    for part in torch.arange(width).chunk(heads):
         scores = q[..., part] @ keys[:, part].T / math.sqrt(len(part))
         reads.append(scores.softmax(-1) @ values[:, part])
     read = linear(torch.cat(reads, -1), "attend_out")  # (n, 49, 64)

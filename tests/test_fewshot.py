@@ -266,7 +266,7 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
 
 @pytest.mark.parametrize(*SHOTS_MODELS)
 def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
-    z_prior, features, template, attention, in_encoder
+    z_prior, features, template, attention, in_encoder, width
 ):
     """With `--z-prior shots` the curve's k-shot model reads its k shots twice, in q(u) and in
     p(z | u, shots) (and with `--shot-attention-encoder` in q(z | x, θ(u), shots) too): an image
@@ -274,7 +274,7 @@ def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
     the model given none. Its few-shot model is no plain VAE."""
     from pyrohvae.importance import importance_scores
 
-    program = program_of(**shots_options(z_prior, features, template, attention, in_encoder))
+    program = program_of(**shots_options(z_prior, features, template, attention, in_encoder, width))
     if attention:  # it starts silent: give the shots' maps a say in the logits (and in q(z))
         with torch.no_grad():
             for half in ("decoder", "encoder") if in_encoder else ("decoder",):
@@ -734,6 +734,14 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
         (
             {"z_prior": "shots", "split_context": True, "shot_attention": 3},
             "--shot-attention 3: heads that divide 32, its width",
+        ),
+        (
+            {"z_prior": "shots", "split_context": True, "shot_attention": 4, "shot_attention_dim": 30},
+            "--shot-attention 4: heads that divide 30, its width (--shot-attention-dim)",
+        ),
+        (
+            {"z_prior": "shots", "split_context": True, "shot_attention_dim": 64},
+            "--shot-attention-dim needs --shot-attention N",
         ),
         (
             {"z_prior": "shots", "split_context": True, "shot_dims": 11},
