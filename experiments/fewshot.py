@@ -519,8 +519,12 @@ def _task_accuracy_lines(rows, results: Path) -> list[str]:
         ends = [f"{values[0]:.{digits}f}", f"{values[-1]:.{digits}f}"]
         return ends[0] if ends[0] == ends[1] else "–".join(ends)
 
+    def worst(config):
+        return min(r["task_accuracy_trained"] for r in by[config])
+
     if "default" in by and len(by) > 1:
         others = [c for c in sorted(by) if c != "default"]
+        losing = [c for c in others if worst(c) < worst("default")]
         lines += [
             "",
             (
@@ -532,11 +536,17 @@ def _task_accuracy_lines(rows, results: Path) -> list[str]:
                     f"{c} in {span(c, 'task_accuracy_trained')} (gap {span(c, 'own_other_gap')})"
                     for c in others
                 )
-                + ": the shots models' models of different digits lie much closer. On the digit held out the "
-                "order turns: "
-                f"the default preset's own model wins {span('default', 'task_accuracy_held_out')} of its images, "
+                + f". On the digit held out the default preset's own model wins "
+                f"{span('default', 'task_accuracy_held_out')} of its images, "
                 + "; ".join(f"{c}'s {span(c, 'task_accuracy_held_out')}" for c in others)
-                + ". A preset for few-shot use must not lose the first; these do, so none is made a preset."
+                + ". A preset for few-shot use must not lose the first: "
+                + (
+                    f"{', '.join(losing)} {'does' if len(losing) == 1 else 'do'}, by up to "
+                    + ", ".join(f"{worst('default') - worst(c):.3f}" for c in losing)
+                    + " (the worst digit's against the default's)."
+                    if losing
+                    else "none of these does."
+                )
             ),
         ]
     return [*lines, ""]

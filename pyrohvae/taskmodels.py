@@ -71,19 +71,19 @@ def contexts(data: TaskData, size: int = CONTEXT_SIZE, seed: int = 0) -> Context
 # A model whose p(z) reads shots (`--z-prior shots…`) reads this many of a context's images as its
 # shots, the few-shot benchmark's largest k and within the sets it trains on; its ū is read from
 # the whole context, as any model's. The context never holds the scored image, so neither do they.
-SHOTS = 19
+CONTEXT_SHOTS = 19
 
 
 def _reads_shots(program) -> bool:
     return getattr(program, "shot_prior", None) is not None
 
 
-def task_model(program, context: torch.Tensor, choice=None):
+def _context_model(program, context: torch.Tensor, choice=None):
     """The model of the task that `context` (1, m, 1, 28, 28) shows: `program.conditioned`, and for
-    a model whose p(z) reads shots, the first `SHOTS` of the context as them."""
+    a model whose p(z) reads shots, the first `CONTEXT_SHOTS` of the context as them."""
     if not _reads_shots(program):
         return program.conditioned(context, choice)
-    return program.conditioned_on(*program.guide_nets.posterior(context), shots=context[:, :SHOTS])
+    return program.conditioned_on(*program.guide_nets.posterior(context), shots=context[:, :CONTEXT_SHOTS])
 
 
 def _model_choice(program, name: str):
@@ -116,8 +116,7 @@ class TaskModelScores:
         return float(hit.mean() if tasks is None else hit[torch.isin(self.task, torch.tensor(tasks))].mean())
 
     def accuracy_per_task(self) -> list[float]:
-        """Per task, the share of its images that its own model scores best (a task never
-        trained on, from `--exclude-classes`, apart from the rest)."""
+        """Per task, the share of its images that its own model scores best."""
         hit = (self.nelbo.argmin(1) == self.task).double()
         T = len(self.task_names)
         counts = torch.bincount(self.task, minlength=T).clamp(min=1)
@@ -170,7 +169,7 @@ def score_matrix(
         for context, scored in ((ctx.first[j], ~own_first), (ctx.second[j], own_first)):
             index = scored.nonzero().squeeze(1)
             seed_stream(seed, 2 * j + int(context is ctx.second[j]))
-            fixed = task_model(program, context.to(device), choice)
+            fixed = _context_model(program, context.to(device), choice)
             for i in range(0, len(index), chunk):
                 part = index[i : i + chunk]
                 s = importance_scores(fixed.model, fixed.guide, images[part].unsqueeze(0).to(device), samples)
@@ -392,7 +391,7 @@ def sample_agreement(
     for j, name in enumerate(data.task_names):
         seed_stream(seed, 2 * j)
         context = ctx.first[j].to(device)
-        shots = {"shots": context[:, :SHOTS]} if _reads_shots(program) else {}
+        shots = {"shots": context[:, :CONTEXT_SHOTS]} if _reads_shots(program) else {}
         means = program.sample_task(context, per_task, g, choice=_model_choice(program, name), **shots)
         per.append(float((label.predict(means) == j).mean()))
     return {

@@ -108,7 +108,7 @@ def test_models_that_differ_by_task_are_told_apart_and_a_shared_one_is_not():
 
 def test_a_shots_models_task_model_reads_its_context_as_shots(monkeypatch):
     """A model whose p(z) reads shots is scored with ū from its task's whole context and up to
-    `SHOTS` of that context as the shots (never the scored image: the context never holds it);
+    `CONTEXT_SHOTS` of that context as the shots (never the scored image: the context never holds it);
     with the mixture's weight all on N(0, I) its scores are those of the model without shots, up
     to KL(z) estimated by draws rather than exactly."""
     from pyrohvae.config import RunConfig
@@ -133,7 +133,8 @@ def test_a_shots_models_task_model_reads_its_context_as_shots(monkeypatch):
     ctx = taskmodels.contexts(data, 25)
     assert len(given) == 4
     for (loc, shots), context in zip(given, [c for j in range(2) for c in (ctx.first[j], ctx.second[j])]):
-        assert torch.equal(shots, context[:, : taskmodels.SHOTS]) and shots.shape[1] == taskmodels.SHOTS
+        k = taskmodels.CONTEXT_SHOTS
+        assert shots.shape[1] == k and torch.equal(shots, context[:, :k])
         assert torch.allclose(loc, program.guide_nets.posterior(context)[0])
     monkeypatch.undo()
     monkeypatch.setattr(taskmodels, "_reads_shots", lambda program: False)  # `conditioned`: no shots
