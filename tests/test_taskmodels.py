@@ -160,6 +160,33 @@ def test_accuracy_and_gap_from_a_known_matrix():
     assert torch.equal(scores.matrix(), nelbo)
 
 
+def test_a_run_with_held_out_tasks_gets_their_accuracy_apart(monkeypatch):
+    """`result` of a run trained with --exclude-classes: task accuracy over the tasks it trained on
+    and over those it held out, each over its own images, and the line that prints them."""
+    from pyrohvae.config import RunConfig
+
+    data = toy_data()
+
+    class HeldOut(InkModels):  # t1's model fits none of the tasks, its own images worst of all
+        config = RunConfig(dataset="mnist", model="hypervae", exclude_classes=["t1"])
+        models_by_task = True
+
+        def known_tasks(self, data):
+            return data
+
+        def conditioned(self, summary, choice=None):
+            if abs(float(summary.mean()) - 0.35) < 0.1:  # the context of t1 (ink 0.35)
+                return super().conditioned(torch.full_like(summary, 0.95), choice)
+            return super().conditioned(summary, choice)
+
+    monkeypatch.setattr(RunConfig, "load_data", lambda self, part, root=None: data)
+    result, _ = taskmodels.result(HeldOut(), 10, "test", "checkpoint.pt", samples=2, agreement_samples=0)
+    assert result["held_out_tasks"] == ["t1"]
+    assert result["task_accuracy_trained"] == 1.0 and result["task_accuracy_held_out"] == 0.0
+    assert result["task_accuracy"] == pytest.approx(2 / 3)  # every task has 12 images
+    assert "on those held out (t1) " in taskmodels.describe(result)
+
+
 def test_sample_agreement_counts_samples_labelled_as_their_task():
     data = toy_data()
 
