@@ -772,13 +772,18 @@ def _diagnose_lines(rows) -> list[str]:
     return out + [""]
 
 
-def _digit_reading(full_rows) -> list[str]:
-    """What the held-out MNIST digits say, where both configurations have their rows."""
-    rows = {
+def _by_digit(full_rows) -> dict:
+    """The mnist-held-out rows by (the digit held out, config)."""
+    return {
         (r["benchmark"].rsplit("-", 1)[1], r["config"]): r
         for r in full_rows
-        if r["benchmark"].startswith("mnist-held-out") and r["config"] in ("paper", "default-rc")
+        if r["benchmark"].startswith("mnist-held-out")
     }
+
+
+def _digit_reading(full_rows) -> list[str]:
+    """What the held-out MNIST digits say, where both configurations have their rows."""
+    rows = {k: r for k, r in _by_digit(full_rows).items() if k[1] in ("paper", "default-rc")}
     digits = sorted({d for d, c in rows if (d, "paper") in rows and (d, "default-rc") in rows})
     if not digits:
         return []
@@ -1160,11 +1165,7 @@ def _attention_reading(nll: dict, full_rows=()) -> list[str]:
 
 def _attention_on_digits(config: str, base: str, full_rows) -> str:
     """An attending model on the MNIST digits held out of its training, beside the model it changes."""
-    rows = {
-        (r["benchmark"].rsplit("-", 1)[1], r["config"]): {x["model"]: x["nll"] for x in r["rows"]}
-        for r in full_rows
-        if r["benchmark"].startswith("mnist-held-out")
-    }
+    rows = {k: {x["model"]: x["nll"] for x in r["rows"]} for k, r in _by_digit(full_rows).items()}
     digits = sorted(d for d, c in rows if c == config and (d, base) in rows)
     if not digits:
         return ""
