@@ -146,16 +146,18 @@ def best_task_nll(
     program, train: TaskData, images: torch.Tensor, samples: int, seed: int = 0
 ) -> torch.Tensor:
     """min over the training tasks t of −log p(x | θ(ū_t)), per image; ū_t from a context of up
-    to 100 training images of t, as the density protocol chooses it (HyperVAE)."""
+    to 100 training images of t, as the density protocol chooses it (HyperVAE), and the context's
+    first images the shots of a model whose p(z) reads them (`taskmodels.context_model`)."""
     from .data import context_set
     from .fewshot import per_image
+    from .taskmodels import context_model
 
     device = program.device
     g = torch.Generator().manual_seed(seed)
     best = torch.full((len(images),), math.inf)
     for t in range(train.num_tasks):
         seed_stream(seed, t)
-        fixed = program.conditioned(context_set(train, t, g).to(device))
+        fixed = context_model(program, context_set(train, t, g).to(device))
         best = torch.minimum(best, per_image(fixed, images, samples, device)[1])
     return best
 

@@ -228,8 +228,10 @@ class Program(PyroModule):
         """The `choice`s of `conditioned` to try for data of a task (MetaVAE: its decoders)."""
         raise NotImplementedError
 
-    def conditioned(self, context, choice=None) -> TaskModel:
-        """Model and guide of the one model that `context` (tasks, m, 1, 28, 28) picks."""
+    def conditioned(self, context, choice=None, shots=None) -> TaskModel:
+        """Model and guide of the one model that `context` (tasks, m, 1, 28, 28) picks. `shots`
+        (tasks, k, 1, 28, 28): images of each task apart from those it will score, for a model whose
+        p(z) reads shots; others leave them."""
         raise NotImplementedError
 
     def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
@@ -272,7 +274,7 @@ class VAEProgram(Program):
     def choices(self, task_name: str | None) -> list:
         return [None]
 
-    def conditioned(self, context, choice=None) -> TaskModel:
+    def conditioned(self, context, choice=None, shots=None) -> TaskModel:
         return TaskModel(self.model, self.guide)
 
     def sample_logits(self, eps: torch.Tensor, which=None) -> torch.Tensor:
@@ -438,12 +440,13 @@ class HyperVAEProgram(Program):
         return loc
 
     @torch.no_grad()
-    def conditioned(self, context, choice=None) -> TaskModel:
+    def conditioned(self, context, choice=None, shots=None) -> TaskModel:
         """Model and guide with u fixed at the mean ū of q(u | context) and hidden from traces (θ(ū)
         with it), so that only z is sampled and only z and x are scored: the main VAE θ(ū) of
-        each task. The context is not taken for the shots of p(z | u, shots) (`z_prior="shots"`):
-        callers pass the scored images themselves as contexts; such a model gets p(z) = N(0, I)."""
-        return self.conditioned_on(*self.guide_nets.posterior(context))
+        each task. The context is not taken for the shots of p(z | u, shots) (`z_prior="shots"`),
+        since callers may score the context's own images; without `shots` such a model gets
+        p(z) = N(0, I)."""
+        return self.conditioned_on(*self.guide_nets.posterior(context), shots=shots)
 
     @torch.no_grad()
     def conditioned_on(self, loc: torch.Tensor, scale: torch.Tensor, shots=None) -> TaskModel:
@@ -544,7 +547,7 @@ class MetaVAEProgram(Program):
             return [self.task_index[task_name]]
         return list(range(len(self.decoders)))
 
-    def conditioned(self, context, choice) -> TaskModel:
+    def conditioned(self, context, choice, shots=None) -> TaskModel:
         task = torch.full((context.shape[0],), choice, dtype=torch.long, device=context.device)
         return TaskModel(
             functools.partial(self.model, task=task), functools.partial(self.guide, context=context)

@@ -78,12 +78,12 @@ def _reads_shots(program) -> bool:
     return getattr(program, "shot_prior", None) is not None
 
 
-def _context_model(program, context: torch.Tensor, choice=None):
-    """The model of the task that `context` (1, m, 1, 28, 28) shows: `program.conditioned`, and for
-    a model whose p(z) reads shots, the first `CONTEXT_SHOTS` of the context as them."""
-    if not _reads_shots(program):
-        return program.conditioned(context, choice)
-    return program.conditioned_on(*program.guide_nets.posterior(context), shots=context[:, :CONTEXT_SHOTS])
+def context_model(program, context: torch.Tensor, choice=None):
+    """The model of the task that `context` (tasks, m, 1, 28, 28) shows, for images apart from the
+    context: `program.conditioned`, and for a model whose p(z) reads shots, the first
+    `CONTEXT_SHOTS` of the context as them."""
+    shots = context[:, :CONTEXT_SHOTS] if _reads_shots(program) else None
+    return program.conditioned(context, choice, shots=shots)
 
 
 def _model_choice(program, name: str):
@@ -169,7 +169,7 @@ def score_matrix(
         for context, scored in ((ctx.first[j], ~own_first), (ctx.second[j], own_first)):
             index = scored.nonzero().squeeze(1)
             seed_stream(seed, 2 * j + int(context is ctx.second[j]))
-            fixed = _context_model(program, context.to(device), choice)
+            fixed = context_model(program, context.to(device), choice)
             for i in range(0, len(index), chunk):
                 part = index[i : i + chunk]
                 s = importance_scores(fixed.model, fixed.guide, images[part].unsqueeze(0).to(device), samples)

@@ -47,7 +47,7 @@ class InkModels(nn.Module):
     def choices(self, name):
         return [None]
 
-    def conditioned(self, summary, choice=None):
+    def conditioned(self, summary, choice=None, shots=None):
         ink = torch.tensor(0.4) if self.shared else summary.mean().clamp(0.02, 0.98)
         context = summary.reshape(-1, 28 * 28)
         self.seen.append(context)
@@ -142,6 +142,35 @@ def test_a_shots_models_task_model_reads_its_context_as_shots(monkeypatch):
     assert (read - unread).abs().mean() < 0.5 and (read - unread).abs().max() < 2
 
 
+def test_the_outlier_model_space_score_gives_a_shots_model_its_training_tasks_shots(monkeypatch):
+    """`outliers.best_task_nll` scores images that no training context holds, so a model whose p(z)
+    reads shots gets each training task's first `CONTEXT_SHOTS` context images as them."""
+    from pyrohvae import outliers
+    from pyrohvae.config import RunConfig
+    from pyrohvae.program import build
+
+    train = toy_data(tasks=2, per_task=30)
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    program = build(RunConfig(dataset="mnist", model="hypervae", z_prior="shots", split_context=True)).eval()
+    given = []
+    conditioned_on = program.conditioned_on
+
+    def recorded(loc, scale, shots=None):
+        given.append(shots)
+        return conditioned_on(loc, scale, shots=shots)
+
+    monkeypatch.setattr(program, "conditioned_on", recorded)
+    scored = toy_data(tasks=2, per_task=2, seed=1).images
+    nll = outliers.best_task_nll(program, train, scored, samples=2)
+    assert nll.shape == (4,) and torch.isfinite(nll).all()
+    assert len(given) == 2
+    for t, shots in enumerate(given):
+        assert shots.shape == (1, taskmodels.CONTEXT_SHOTS, 1, 28, 28)
+        members = train.images[train.tasks == t].float()  # every shot one of task t's own images
+        assert all((members == s).flatten(1).all(1).any() for s in shots[0])
+
+
 def test_accuracy_and_gap_from_a_known_matrix():
     nelbo = torch.tensor(
         [
@@ -174,10 +203,10 @@ def test_a_run_with_held_out_tasks_gets_their_accuracy_apart(monkeypatch):
         def known_tasks(self, data):
             return data
 
-        def conditioned(self, summary, choice=None):
+        def conditioned(self, summary, choice=None, shots=None):
             if abs(float(summary.mean()) - 0.35) < 0.1:  # the context of t1 (ink 0.35)
-                return super().conditioned(torch.full_like(summary, 0.95), choice)
-            return super().conditioned(summary, choice)
+                return super().conditioned(torch.full_like(summary, 0.95), choice, shots)
+            return super().conditioned(summary, choice, shots)
 
     monkeypatch.setattr(RunConfig, "load_data", lambda self, part, root=None: data)
     result, _ = taskmodels.result(HeldOut(), 10, "test", "checkpoint.pt", samples=2, agreement_samples=0)
