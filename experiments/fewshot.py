@@ -345,6 +345,14 @@ VARIANTS = {
             "kl_z_anneal": 0,
         },
     ),
+    "pool-split-shots-k-kl3": (
+        (
+            "pool-split-shots-k with a milder KL(z) anneal, 3 → 1 over 1,000 steps (--kl-z-start 3): the anneal "
+            "(10 → 1) keeps the trained digits' models apart and leaves a new digit an old one's model; "
+            "none does the reverse; is there a weight between?"
+        ),
+        {**SHOTS_K, "kl_z_start": 3.0, "kl_z_anneal": 1000},
+    ),
     "pool-split-shots-z32-k-kl1": (
         "pool-split-shots-z32-k with KL(z) at its weight of 1 from the start (--kl-z-start 1 --kl-z-anneal 0)",
         {
