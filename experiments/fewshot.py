@@ -24,6 +24,7 @@ Stages:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -558,6 +559,58 @@ def _task_accuracy_lines(rows, results: Path) -> list[str]:
             ),
         ]
     return [*lines, ""]
+
+
+def _trade_off(taskacc_rows, full_rows) -> list[str]:
+    """Task accuracy on the trained digits against the held-out digit's 5-shot gain over our VAE,
+    for each configuration that has both for the same digit: does any gain the one without losing
+    the other?"""
+    by_digit = _by_digit(full_rows)
+    lines = []
+    for digit in sorted({r["held_out_tasks"][0] for r in taskacc_rows}):
+        both = []
+        for r in taskacc_rows:
+            full = by_digit.get((digit, r["config"]))
+            if r["held_out_tasks"] == [digit] and full is not None:
+                gain = {g["model"]: g["gain"] for g in full["gains"]}["k=5"]
+                both.append((r["task_accuracy_trained"], gain, r["config"]))
+        if len(both) < 3:
+            continue
+        both.sort(reverse=True)
+        # a configuration another beats on both measures is not a choice
+        dominated = {c for a, g, c in both if any(a2 >= a and g2 > g for a2, g2, _ in both)}
+        best_acc, best_gain = both[0], max(both, key=lambda x: x[1])
+        lines += [
+            (
+                f"**The trade-off, digit {digit} held out** (task accuracy on the nine trained digits; the "
+                "held-out digit's 5-shot model against our VAE, nats):"
+            ),
+            "",
+            "| config | task accuracy on the nine | 5-shot gain on the held-out digit | another config better on both |",
+            "| --- | ---: | ---: | --- |",
+            *(f"| {c} | {a:.3f} | {g:+.2f} | {'yes' if c in dominated else 'no'} |" for a, g, c in both),
+            "",
+            (
+                f"The most accurate on the trained digits, {best_acc[2]} ({best_acc[0]:.3f}), gives the new digit "
+                f"{best_acc[1]:+.2f} nats; the best on the new digit, {best_gain[2]} ({best_gain[1]:+.2f}), tells "
+                f"the trained digits apart in {best_gain[0]:.3f} of the images. "
+                + (
+                    "Ordered by task accuracy, the configurations that no other beats on both are also ordered "
+                    "by the gain, reversed: each step that buys the new digit's model costs the trained digits "
+                    "some accuracy, and none buys both."
+                    if _reversed([(a, g) for a, g, c in both if c not in dominated])
+                    else "The configurations that no other beats on both do not form one trade-off."
+                )
+            ),
+            "",
+        ]
+    return lines
+
+
+def _reversed(points) -> bool:
+    """Whether, sorted by the first value descending, the second rises strictly."""
+    second = [g for _, g in sorted(points, reverse=True)]
+    return all(a < b for a, b in itertools.pairwise(second))
 
 
 def screen_config(name: str, steps: int, seed: int) -> RunConfig:
@@ -1276,6 +1329,7 @@ def report(args) -> None:
         _targets(full_rows)
         + _full_lines(full_rows)
         + _task_accuracy_lines(rows_in(rows_dir, "taskacc-*.json"), args.results)
+        + _trade_off(rows_in(rows_dir, "taskacc-*.json"), full_rows)
         + _reading([r for r in screened if r["steps"] == SCREEN_STEPS], diagnosed, full_rows)
         + _length_reading(screened)
         + _screen_lines(screened)
