@@ -348,9 +348,9 @@ VARIANTS = {
     ),
     "pool-split-shots-k-kl3": (
         (
-            "pool-split-shots-k with a milder KL(z) anneal, 3 → 1 over 1,000 steps (--kl-z-start 3): the anneal "
-            "(10 → 1) keeps the trained digits' models apart and leaves a new digit an old one's model; "
-            "none does the reverse; is there a weight between?"
+            "pool-split-shots-k with a milder KL(z) anneal, 3 → 1 over 1,000 steps (--kl-z-start 3): with the "
+            "default's anneal (10 → 1) the trained digits' models lie further apart and a new digit's is worse "
+            "than without it; does a weight between keep some of both?"
         ),
         {**SHOTS_K, "kl_z_start": 3.0, "kl_z_anneal": 1000},
     ),
