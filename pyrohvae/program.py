@@ -563,8 +563,10 @@ class MetaVAEProgram(Program):
         raise ValueError("a metavae's models are its training tasks' decoders; use a hypervae or vae run")
 
     @torch.no_grad()
-    def sample_task(self, context, n: int, generator: torch.Generator, choice=None) -> torch.Tensor:
-        """n Bernoulli means of the decoder `choice`, z ~ p(z); the context plays no part."""
+    def sample_task(
+        self, context, n: int, generator: torch.Generator, choice=None, shots=None
+    ) -> torch.Tensor:
+        """n Bernoulli means of the decoder `choice`, z ~ p(z); the context and shots play no part."""
         z = torch.randn(n, self.config.z_dim, generator=generator).to(context.device)
         return torch.sigmoid(self.sample_logits(z, choice))
 

@@ -78,12 +78,16 @@ def _reads_shots(program) -> bool:
     return getattr(program, "shot_prior", None) is not None
 
 
+def _context_shots(program, context: torch.Tensor) -> torch.Tensor | None:
+    """The first `CONTEXT_SHOTS` of the context, for a model whose p(z) reads shots; else None."""
+    return context[:, :CONTEXT_SHOTS] if _reads_shots(program) else None
+
+
 def context_model(program, context: torch.Tensor, choice=None):
     """The model of the task that `context` (tasks, m, 1, 28, 28) shows, for images apart from the
     context: `program.conditioned`, and for a model whose p(z) reads shots, the first
     `CONTEXT_SHOTS` of the context as them."""
-    shots = context[:, :CONTEXT_SHOTS] if _reads_shots(program) else None
-    return program.conditioned(context, choice, shots=shots)
+    return program.conditioned(context, choice, shots=_context_shots(program, context))
 
 
 def _model_choice(program, name: str):
@@ -391,8 +395,8 @@ def sample_agreement(
     for j, name in enumerate(data.task_names):
         seed_stream(seed, 2 * j)
         context = ctx.first[j].to(device)
-        shots = {"shots": context[:, :CONTEXT_SHOTS]} if _reads_shots(program) else {}
-        means = program.sample_task(context, per_task, g, choice=_model_choice(program, name), **shots)
+        shots = _context_shots(program, context)
+        means = program.sample_task(context, per_task, g, choice=_model_choice(program, name), shots=shots)
         per.append(float((label.predict(means) == j).mean()))
     return {
         "sample_agreement": float(np.mean(per)),

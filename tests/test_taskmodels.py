@@ -67,7 +67,7 @@ class InkModels(nn.Module):
 
         return TaskModel(model, guide)
 
-    def sample_task(self, summary, n, generator, choice=None):
+    def sample_task(self, summary, n, generator, choice=None, shots=None):
         ink = 0.4 if self.shared else float(summary.mean())
         return (torch.rand(n, 1, 28, 28, generator=generator) < ink).float()
 
