@@ -234,10 +234,6 @@ class Program(PyroModule):
         p(z) reads shots; others leave them."""
         raise NotImplementedError
 
-    def sample_rows(self, test_data, columns: int, prior_rows: int, max_tasks: int, g: torch.Generator):
-        """Rows of Bernoulli means, their labels and the draws that chose them (`samples.sample_rows`)."""
-        raise NotImplementedError
-
     def sample_logits(self, eps: torch.Tensor, which=None) -> torch.Tensor:
         """Bernoulli logits of p(x | z) for z = the standard normal draws `eps` (*batch, n, z_dim) put
         through p(z), under the model `which` picks: a HyperVAE's u (*batch, u_dim), a MetaVAE's
