@@ -548,6 +548,8 @@ def plot_curves(
             k, y, e = zip(*pts)
             ax.errorbar(k, y, yerr=e, color=color, marker="o", ms=4, capsize=2, label=label)
         for r in report["rows"]:
+            if r["model"] == "vae":  # a VAE run's curve: one model, whatever the shots
+                ax.axhline(r["nll"], color=color, lw=1, label=f"{label} (reads no shots)")
             if r["model"] in ZERO_SHOT:
                 ax.plot(
                     [0],

@@ -775,3 +775,20 @@ def test_unseen_tasks_are_those_the_run_did_not_train_on(data_root):
     )
     test = unseen_tasks(trained, "test", data_root)
     assert test.task_names == ["3"] and len(test) == 1010
+
+
+def test_the_curve_figure_of_a_vae_run_draws_its_one_model_and_a_legend_of_it(tmp_path):
+    import warnings
+
+    from pyrohvae.fewshot import plot_curve
+
+    result = {
+        "data": "folder",
+        "tasks": 3,
+        "images": 12,
+        "rows": [{"model": "vae", "shots": 0, "nll": 130.0, "nll_stderr": 1.5}],
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns of a legend with nothing labelled in it
+        plot_curve(result, "vae (run)", tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0
