@@ -442,7 +442,9 @@ def full(args, rows_dir):
                 "stage": "full",
                 "benchmark": benchmark,
                 "config": name,
-                "about": VARIANTS[name][0],
+                "about": f"our VAE, {spec['vae_batch']} images a step"
+                if name == "vae"
+                else VARIANTS[name][0],
                 **curve_row(
                     program,
                     state,
