@@ -30,7 +30,7 @@ import torch
 from common import fmt, parser, rows_in, run
 from table1 import row_name
 
-from pyrohvae import checkpoint, data, outliers
+from pyrohvae import checkpoint, data, outliers, typicality
 from pyrohvae.evaluate import evaluation_subset
 from pyrohvae.files import atomic_write_text
 from pyrohvae.outliers import (
@@ -141,6 +141,15 @@ def chosen_flip(run: Path) -> float | None:
     return choice["flip"] if [c["flip"] for c in choice["candidates"]] == list(bg.FLIPS) else None
 
 
+def fit_version(row: dict) -> int:
+    """The typicality version a row was fitted with (rows before the fit said so: 2)."""
+    return row["fit"].get("version", 2)
+
+
+def stale(path: Path) -> bool:
+    return fit_version(json.loads(path.read_text())) != typicality.VERSION
+
+
 def run_pair(normal, other, model, config, args) -> None:
     methods = METHODS_3 if other in DATASETS else tuple((m, "typicality", c) for m, c in THIRD_MODELS)
     scores_wanted = [s for m, s, c in methods if (m, c) == (model, config) and s in args.scores]
@@ -152,7 +161,8 @@ def run_pair(normal, other, model, config, args) -> None:
             del paths["ratio"]  # until --backgrounds has made its background
         elif paths["ratio"].exists() and json.loads(paths["ratio"].read_text()).get("flip") != flip:
             paths["ratio"].unlink()  # scored against a background chosen among fewer candidates
-    missing = [s for s, p in paths.items() if not p.exists()]  # a row made before stays as it was
+    # a row made before stays as it was, but for a typicality row of an earlier detector version
+    missing = [s for s, p in paths.items() if not p.exists() or (s == "typicality" and stale(p))]
     if not missing:
         return
     run = run_folder(normal, model, config, args)
@@ -444,6 +454,7 @@ def third_edition(rows: list[dict]) -> list[str]:
     if not auc:
         return []
     seeds = sorted({k[4] for k in auc})
+    versions = [fit_version(r) for r in rows if r["score"] == "typicality"]
     seed0 = {
         (r["normal"], r["outliers"], r["model"], r["score"], config_of(r)): 100 * r["auc"]
         for r in rows
@@ -456,7 +467,8 @@ def third_edition(rows: list[dict]) -> list[str]:
         "",
         "AUC in %, `outliers --score typicality`, the default (`pyrohvae/typicality.py`): the joint density",
         "of the statistics (the reconstruction term, KL(z), −log p(x), complexity, z-distance; HyperVAE also",
-        "KL(u) and u-distance) over 1,000 normal training images (the Table 1 runs hold no validation",
+        "KL(u) and u-distance; since version 3 also the drawing's recon_ink and ink_excess) over 1,000",
+        "normal training images (the Table 1 runs hold no validation",
         "part), a Gaussian mixture on the standardized statistics with its components chosen by BIC; the",
         "score −log p̂. Nothing reads an outlier or a test image to fit it. Seed S: the run trained with",
         "seed S, scored with seed S. The runs are trained again for this edition (table1.py's",
@@ -466,6 +478,7 @@ def third_edition(rows: list[dict]) -> list[str]:
         "outliers' labels. Two pairs the paper does not have: MNIST vs its digits turned 180°",
         "(`mnist-upside-down`) and Fashion-MNIST vs each garment's ink count at random pixels",
         "(`fashion-mnist-scattered`).",
+        *version_note(versions),
         "",
         "| normal | outliers | "
         + " | ".join(f"{m if c in ('–', 'paper') else f'{m} {c}'} s{s}" for m, c, s in columns)
@@ -510,6 +523,22 @@ def third_edition(rows: list[dict]) -> list[str]:
         "87.7 against MNIST and 91.9 against Omniglot (the joint mixture: 96.9 and 96.9)."
     )
     return lines
+
+
+def version_note(versions: list[int]) -> list[str]:
+    """Which detector version the rows were fitted with, where it is not today's for all of them."""
+    old = sum(v != typicality.VERSION for v in versions)
+    if not old:
+        return []
+    return [
+        "",
+        (
+            f"{old} of these {len(versions)} rows were fitted by an earlier version of the detector (version "
+            f"{min(versions)}; today's is {typicality.VERSION}: version 3 added the statistics of the model's "
+            "drawing, `recon_ink` and `ink_excess`, measured against version 2 in "
+            "[drawing.md](drawing.md)); `table3.py` makes them again."
+        ),
+    ]
 
 
 def seeds_section(rows: list[dict]) -> list[str]:

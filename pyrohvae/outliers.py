@@ -197,6 +197,21 @@ def latent_means(program, images: torch.Tensor, site: str, batch: int = 500) -> 
     return torch.cat(means)
 
 
+@torch.no_grad()
+def reconstruction_logits(program, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """The Bernoulli logits of p(x | z) at z = E[z | x] (n, 1, 28, 28), each image read alone as a
+    task of one and its own context, as `latent_means` reads it: the model's drawing of x."""
+    device = program.device
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch].float().unsqueeze(1).to(device)  # (n, 1, 1, 28, 28)
+        task = program.conditioned(x, program.choices(None)[0])
+        z = poutine.trace(task.guide).get_trace(x).nodes["z"]["fn"].mean
+        drawn = poutine.trace(poutine.condition(task.model, data={"z": z})).get_trace(x)
+        out.append(drawn.nodes["x"]["fn"].base_dist.logits.reshape(len(x), *images.shape[1:]).cpu())
+    return torch.cat(out)
+
+
 def latent_distance(
     program, train: TaskData, images: torch.Tensor, site: str, per_task: int = 1000, seed: int = 0
 ) -> torch.Tensor:

@@ -9,8 +9,11 @@ high or too low.
 
 The statistics (`statistics`), each per image, the image read alone as a task of one: the
 reconstruction term of −ELBO, KL(z), the importance-sampled −log p(x), `complexity` (−log p(x)
-minus the PNG length), `z-distance`; for a model with a task latent also KL(u) and `u-distance`
-(outliers.py says what each is). −ELBO itself is left out: it is the sum of the first two.
+minus the PNG length), `z-distance`, and two of the model's drawing of the image at E[z | x]
+(`drawing`): its nats per pixel of ink and the ink it draws beyond the image's; for a model with
+a task latent also KL(u) and `u-distance` (outliers.py says what each is). −ELBO itself is left
+out: it is the sum of the first two. The drawing's two are what an Omniglot model sees of an MNIST
+digit: it draws the digit's bold strokes thin (docs/outliers.md has the measurements).
 
 The density (`Fit`) is joint: a Gaussian mixture with full covariances on the standardized
 statistics, its number of components (1 to MAX_COMPONENTS) chosen by BIC on the normal images; the
@@ -42,13 +45,13 @@ from sklearn.mixture import GaussianMixture
 
 from .data import TaskData
 from .files import OptionError, atomic_write_text
-from .outliers import compressed_nats, datum_scores, latent_distance
+from .outliers import compressed_nats, datum_scores, latent_distance, reconstruction_logits
 
 FIT_FILE = "typicality.json"
 FIT_IMAGES = 1000
 MIN_FIT_IMAGES = 50  # below this a density of the statistics says little
 MAX_COMPONENTS = 8
-VERSION = 2
+VERSION = 3  # 3: recon_ink and ink_excess joined the statistics
 
 
 def statistics(
@@ -60,10 +63,26 @@ def statistics(
     scores = datum_scores(program, data, samples, seed, progress)
     out = {name: scores[name].double() for name in ("recon", "kl_z", "nll", "kl_u") if name in scores}
     out["complexity"] = out["nll"] - compressed_nats(images)
+    out.update(drawing(program, images))
     out["z_distance"] = latent_distance(program, train, images, "z", seed=seed).double()
     if "kl_u" in out:
         out["u_distance"] = latent_distance(program, train, images, "u", seed=seed).double()
     return out
+
+
+def drawing(program, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How the model's drawing of each image (`reconstruction_logits`) differs from it, in two ways the
+    reconstruction term sums away: `recon_ink`, its nats per pixel on (how well the strokes are
+    drawn, whatever their length), and `ink_excess`, the ink it draws less the image's (which
+    strokes it draws too thin or too bold)."""
+    logits = reconstruction_logits(program, images).double().flatten(1)
+    x = images.double().flatten(1)
+    ink = x.sum(1)
+    nats = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    return {
+        "recon_ink": (nats * x).sum(1) / ink.clamp(min=1),
+        "ink_excess": torch.sigmoid(logits).sum(1) - ink,
+    }
 
 
 @dataclass
@@ -108,6 +127,7 @@ class Fit:
         mean, sd, mixture, bics = self._density
         return {
             "statistics": self.names,
+            "version": self.version,
             "mean": dict(zip(self.names, mean.round(4).tolist())),
             "sd": dict(zip(self.names, sd.round(4).tolist())),
             "components": mixture.n_components,

@@ -119,7 +119,8 @@ def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, t
     row = json.loads(first.stdout)
     assert row["score"] == "typicality" and row["fit"]["how"] == "fitted (no fit yet)"
     assert row["fit"]["fit_on"] == "mnist/train (seen in training)" and row["fit"]["n"] == 1000
-    assert {"recon", "nll", "complexity", "kl_u", "u_distance", "z_distance"} <= set(row["fit"]["statistics"])
+    statistics = {"recon", "nll", "complexity", "recon_ink", "ink_excess", "kl_u", "u_distance", "z_distance"}
+    assert statistics <= set(row["fit"]["statistics"])
     assert row["auc"] > 0.8  # garments are far from digits, even after 200 steps
     assert json.loads((run / "outliers-fashion-mnist.json").read_text()) == row
 
@@ -225,3 +226,20 @@ def test_too_few_normal_images_for_a_fit_is_refused():
         ValueError, match=f"at least {MIN_FIT_IMAGES} normal images; shapes/validation has 49"
     ):
         fit_images(Config())
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("model", ["vae", "hypervae"])
+def test_the_drawing_statistics_see_strokes_drawn_too_thin(data_root, trained_run, model):
+    """A model of MNIST draws digits whose strokes were made bold (dilated by a pixel) thinner than
+    they are: the ink it draws falls short of theirs, and their pixels of ink cost more nats."""
+    from pyrohvae import data
+    from pyrohvae.train import load_run
+    from pyrohvae.typicality import drawing
+
+    program, _ = load_run(trained_run(model))
+    digits = data.load("mnist", "test", data_root).images[:200].float()
+    bold = (torch.nn.functional.max_pool2d(digits, 3, stride=1, padding=1) > 0).float()
+    plain, thick = drawing(program, digits), drawing(program, bold)
+    assert thick["ink_excess"].mean() < plain["ink_excess"].mean() - 20
+    assert thick["recon_ink"].mean() > plain["recon_ink"].mean()
