@@ -107,7 +107,7 @@ class Run:
     def task_model(self, images: torch.Tensor, combine: str = "product") -> TaskVAE:
         """The model of the task that `images` (k, 1, 28, 28) show: for a HyperVAE the main VAE
         θ(ū), ū the mean of q(u | the images) (a guide that reads one draw combines the k
-        posteriors, `HyperVAEProgram.task_posterior`); for a VAE its one model."""
+        posteriors, `TaskGuide.shots_posterior`); for a VAE its one model."""
         return TaskVAE(self, *self.program.task_model(images.float().to(self.device), combine))
 
     def prior_mean_model(self) -> TaskVAE:

@@ -155,7 +155,7 @@ def fewshot(
     shot_images, test_images, described = fewshot.given_shots(
         program, image_paths, task_name, shots, test_paths, invert, seed, where["data_dir"]
     )
-    loc, scale = program.task_posterior(shot_images.float().to(dev), combine)
+    loc, scale = program.guide_nets.shots_posterior(shot_images.float().to(dev).unsqueeze(0), combine)
     vae = _vae(vae_run, dev) if test_images is not None else None
     out_folder(out)
     about = {"run": str(run_dir), "shots": len(shot_images), "source": described, "combine": combine}

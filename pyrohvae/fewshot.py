@@ -358,7 +358,9 @@ def training_mean_u(program, train_data, seed: int = 0) -> torch.Tensor:
     locs = []
     for members in train_data.task_members():
         pick = members[torch.randperm(len(members), generator=g)[:CONTEXT_SIZE]]
-        loc, _ = program.task_posteriors(train_data.images[pick].float().unsqueeze(0).to(program.device))
+        loc, _ = program.guide_nets.shots_posterior(
+            train_data.images[pick].float().unsqueeze(0).to(program.device)
+        )
         locs.append(loc)
     return torch.cat(locs).mean(0, keepdim=True)
 
@@ -400,7 +402,9 @@ def curve(
                 posteriors["prior-mean"] = (program.prior_mean_u().to(device).expand(n, -1), ones)
                 continue
             parts = [
-                program.task_posteriors(data.images[pools[i : i + chunk, :k]].float().to(device), combine)
+                program.guide_nets.shots_posterior(
+                    data.images[pools[i : i + chunk, :k]].float().to(device), combine
+                )
                 for i in range(0, n, chunk)
             ]
             posteriors[f"k={k}"] = tuple(torch.cat(p) for p in zip(*parts))

@@ -160,9 +160,6 @@ def _refuse_pyro_optim() -> None:
         )
 
 
-COMBINES = ("product", "mean")
-
-
 def split_context_size(items: int) -> int:
     """A training step's context size under `split_context`: k of a task's `items` images are what
     q(u) reads and the other items − k are scored, k log-uniform in 1..items − 1, so that contexts
@@ -382,47 +379,9 @@ class HyperVAEProgram(Program):
     def choices(self, task_name: str | None) -> list:
         return [None]
 
-    @torch.no_grad()
-    def task_posterior(
-        self, shots: torch.Tensor, combine: str = "product"
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Location and scale of q(u | the k shots (k, 1, 28, 28)), each (1, u_dim)
-        (`task_posteriors` of one task)."""
-        return self.task_posteriors(shots.unsqueeze(0), combine)
-
-    @torch.no_grad()
-    def task_posteriors(
-        self, shots: torch.Tensor, combine: str = "product"
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Location and scale of q(u | shots) for tasks of k shots each (tasks, k, 1, 28, 28), each
-        (tasks, u_dim). A guide that reads a set reads each task's shots as one; one that reads one
-        draw gives a posterior per shot, combined by their product with the prior divided out
-        (`combine="product"`, for p(u) = N(0, I)) or by the mean of their locations and scales
-        (`"mean"`)."""
-        guide = self.guide_nets
-        if not guide.one_draw:
-            return guide.posterior(shots)
-        tasks, k = shots.shape[:2]
-        # every shot a task of one draw
-        loc, scale = guide.posterior(shots.reshape(tasks * k, 1, *shots.shape[2:]))
-        loc, scale = loc.reshape(tasks, k, -1), scale.reshape(tasks, k, -1)
-        if combine == "mean":
-            return loc.mean(1), scale.mean(1)
-        if combine != "product":
-            raise ValueError(f"unknown --combine {combine!r}; choose one of {', '.join(COMBINES)}")
-        if self.config.prior != "normal":
-            raise ValueError(
-                f"--combine product divides out a N(0, I) prior; this run's prior is "
-                f"{self.config.prior!r}: use --combine mean"
-            )
-        precisions = scale.pow(-2)
-        precision = torch.maximum(precisions.sum(1) - (k - 1), precisions.max(1).values)
-        # the prior N(0, I) divided out contributes nothing to the precision-weighted location
-        return (precisions * loc).sum(1) / precision, precision.rsqrt()
-
     def task_model(self, shots: torch.Tensor, combine: str = "product") -> tuple[TaskModel, torch.Tensor]:
-        """θ(ū), ū the mean of q(u | shots) (`task_posterior`)."""
-        loc, scale = self.task_posterior(shots, combine)
+        """θ(ū), ū the mean of q(u | the k shots (k, 1, 28, 28)) (`TaskGuide.shots_posterior`)."""
+        loc, scale = self.guide_nets.shots_posterior(shots.unsqueeze(0), combine)
         return self.conditioned_on(loc, scale), loc
 
     def prior_mean_u(self) -> torch.Tensor:

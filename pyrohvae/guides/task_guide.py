@@ -11,6 +11,8 @@ from pyro.nn import PyroModule
 
 from ..config import ConfigError
 
+COMBINES = ("product", "mean")  # how `shots_posterior` joins the posteriors of one-draw shots
+
 
 class TaskGuide(PyroModule):
     """The reader of q(u | D_t) that `models.hypervae_guide` asks for every task.
@@ -21,8 +23,8 @@ class TaskGuide(PyroModule):
 
     model = "hypervae"
     # True for a guide that reads one draw of a task, however many it is given: a few-shot model
-    # then combines the posteriors of the shots (`HyperVAEProgram.task_posterior`); else the guide reads
-    # the shots as a set.
+    # then combines the posteriors of the shots (`shots_posterior`); else the guide reads the shots
+    # as a set.
     one_draw = False
 
     def __init__(self, config):
@@ -30,6 +32,7 @@ class TaskGuide(PyroModule):
         self.u_dim = config.u_dim
         self.u_scale_init = config.u_scale_init
         self.random_context = config.random_context
+        self.prior = config.prior
         if self.random_context and self.one_draw:
             raise ConfigError(f"--random-context: the {self.name} guide reads one draw, not a set")
 
@@ -42,6 +45,35 @@ class TaskGuide(PyroModule):
         scale starts: Adam's steps are the same whatever the shift."""
         loc, scale = self.task_posterior(x)
         return loc, scale * self.u_scale_init if self.u_scale_init != 1.0 else scale
+
+    @torch.no_grad()
+    def shots_posterior(
+        self, shots: torch.Tensor, combine: str = "product"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and scale of q(u | shots) for tasks of k shots each (tasks, k, 1, 28, 28), each
+        (tasks, u_dim). A guide that reads a set reads each task's shots as one; one that reads one
+        draw gives a posterior per shot, combined by their product with the prior divided out
+        (`combine="product"`, for p(u) = N(0, I)) or by the mean of their locations and scales
+        (`"mean"`)."""
+        if not self.one_draw:
+            return self.posterior(shots)
+        tasks, k = shots.shape[:2]
+        # every shot a task of one draw
+        loc, scale = self.posterior(shots.reshape(tasks * k, 1, *shots.shape[2:]))
+        loc, scale = loc.reshape(tasks, k, -1), scale.reshape(tasks, k, -1)
+        if combine == "mean":
+            return loc.mean(1), scale.mean(1)
+        if combine != "product":
+            raise ValueError(f"unknown --combine {combine!r}; choose one of {', '.join(COMBINES)}")
+        if self.prior != "normal":
+            raise ValueError(
+                f"--combine product divides out a N(0, I) prior; this run's prior is "
+                f"{self.prior!r}: use --combine mean"
+            )
+        precisions = scale.pow(-2)
+        precision = torch.maximum(precisions.sum(1) - (k - 1), precisions.max(1).values)
+        # the prior N(0, I) divided out contributes nothing to the precision-weighted location
+        return (precisions * loc).sum(1) / precision, precision.rsqrt()
 
     @staticmethod
     def q_u(loc: torch.Tensor, scale: torch.Tensor) -> dist.Distribution:
