@@ -7,8 +7,8 @@ AUC 65.6 / 66.5 (table3.md, third edition): an Omniglot model draws an MNIST dig
 thin, which no statistic of version 2 saw. This script scores each pair of Table 3's third edition
 (the six pairs and the two shifted sets) with four fits on the same normal training images and the
 same mixed set (about --limit normal test images, outliers 20% of it): version 2's statistics,
-each drawing statistic added alone, and both (version 3, the default). A run folder that is
-missing is skipped with a line. Each row is written as soon as it is done.
+each drawing statistic added alone, and both (version 3, the default). A run not yet trained to
+--steps is skipped with a line. Each row is written as soon as it is done.
 
     PYROHVAE_DATA_DIR=../shared/data python experiments/drawing.py --seed 1 [--limit 1000]
 """
@@ -19,14 +19,13 @@ import json
 
 import torch
 from common import fmt, parser, rows_in, run
-from table1 import row_name
-from table3 import DATASETS, others
+from table3 import DATASETS, others, run_folder
 
 from pyrohvae import typicality
 from pyrohvae.evaluate import evaluation_subset
 from pyrohvae.files import atomic_write_text
 from pyrohvae.outliers import detection_metrics, mixed_set, outlier_data
-from pyrohvae.train import CHECKPOINT, load_run
+from pyrohvae.train import load_run
 
 MODELS = (("hypervae", "paper"), ("hypervae", "task-specific"), ("vae", "–"))
 DRAWING = ("recon_ink", "ink_excess")
@@ -51,11 +50,10 @@ def label(model: str, config: str) -> str:
 def score_pair(normal: str, other: str, model: str, config: str, args, fits: dict) -> None:
     tag = f"{normal}-vs-{other}-{model}-{config.replace('–', 'none')}-seed{args.seed}-limit{args.limit}"
     path = args.results / "drawing" / f"{tag}.json"
-    folder = args.runs / row_name(normal, "drawers", model, args.seed, config)
     if path.exists():
         return
-    if not (folder / CHECKPOINT).exists():
-        print(f"[drawing] {folder.name}: no run, skipped", flush=True)
+    folder = run_folder(normal, model, config, args)  # None (said) until trained to --steps
+    if folder is None:
         return
     program, state = load_run(folder)
     train = program.config.load_data("train")
