@@ -146,3 +146,40 @@ def density_cells(r: dict) -> str:
         f"{fmt(r['nelbo'])} | {fmt(r['recon'])} | {fmt(r['nll'])} ± {fmt(r['nll_stderr'], 2)} | "
         f"{fmt(r['kl_z'])} | {fmt(r['kl_u'], 2)}"
     )
+
+
+def typicality_aucs(fit: dict, columns: dict, scored: dict, labels, where: str, step: int, args) -> dict:
+    """AUC of one typicality fit per column, each on its own statistics (names) of the fit images'
+    `fit` {name: (n,)}, scoring the mixed set's `scored` statistics: {column: AUC}."""
+    from pyrohvae.outliers import detection_metrics
+    from pyrohvae.typicality import Fit
+
+    out = {}
+    for column, names in columns.items():
+        made = Fit(names, [fit[n].tolist() for n in names], where, "", step, args.samples, args.seed)
+        out[column] = detection_metrics(made.score(scored).numpy(), labels)["auc"]
+    return out
+
+
+def auc_table(rows: list[dict], columns, lead: list[str], cells, tail=None) -> list[str]:
+    """A markdown table of each row's AUC (%) per column, after the leading columns `lead` (their
+    cells `cells(r)`, a list) and before one more, `tail` = (its name, its cell of a row)."""
+    heads = [*lead, *columns, *([tail[0]] if tail else [])]
+    lines = [
+        "| " + " | ".join(heads) + " |",
+        "| " + " | ".join(["---"] * len(lead) + ["---:"] * (len(heads) - len(lead))) + " |",
+    ]
+    for r in rows:
+        row = [*cells(r), *(fmt(100 * r["auc"][c]) for c in columns), *([tail[1](r)] if tail else [])]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def six_pair_means(rows: list[dict], columns, groups: dict) -> list[str]:
+    """For each group (label -> its six rows) that has all six pairs: the mean AUC of each column."""
+    lines = []
+    for name, done in groups.items():
+        if len(done) == 6:
+            means = " / ".join(f"{c} {100 * sum(r['auc'][c] for r in done) / 6:.1f}" for c in columns)
+            lines += ["", f"{name}, mean AUC over the six pairs: {means}."]
+    return lines

@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 
 import torch
-from common import fmt, parser, rows_in, run
+from common import auc_table, parser, rows_in, run, six_pair_means, typicality_aucs
 from table3 import DATASETS, others, run_folder
 
 from pyrohvae import typicality
 from pyrohvae.evaluate import evaluation_subset
 from pyrohvae.files import atomic_write_text
-from pyrohvae.outliers import detection_metrics, mixed_set, outlier_data
+from pyrohvae.outliers import mixed_set, outlier_data
 from pyrohvae.train import load_run
 
 MODELS = (("hypervae", "paper"), ("hypervae", "task-specific"), ("vae", "–"))
@@ -67,12 +67,7 @@ def score_pair(normal: str, other: str, model: str, config: str, args, fits: dic
     print(f"[drawing] {normal} vs {other}, {label(model, config)}: {len(mixed.data)} images", flush=True)
     scored = typicality.statistics(program, mixed.data.images, train, args.samples, args.seed)
     labels = mixed.labels.numpy()
-    auc = {}
-    for column, names in column_names(list(fit)).items():
-        made = typicality.Fit(
-            names, [fit[n].tolist() for n in names], where, "", state["step"], args.samples, args.seed
-        )
-        auc[column] = detection_metrics(made.score(scored).numpy(), labels)["auc"]
+    auc = typicality_aucs(fit, column_names(list(fit)), scored, labels, where, state["step"], args)
     row = {
         "normal": normal,
         "outliers": other,
@@ -109,17 +104,23 @@ def report(args) -> None:
             "test images, outliers 20% of the set; every fit on the default's normal training images."
         ),
         "",
-        "| normal | outliers | model | " + " | ".join(COLUMNS) + " |",
-        "| --- | --- | --- | " + " | ".join("---:" for _ in COLUMNS) + " |",
+        *auc_table(
+            rows,
+            COLUMNS,
+            ["normal", "outliers", "model"],
+            lambda r: [r["normal"], r["outliers"], label(r["model"], r["config"])],
+        ),
+        *six_pair_means(
+            rows,
+            COLUMNS,
+            {
+                label(m, c): [
+                    r for r in rows if (r["model"], r["config"]) == (m, c) and r["outliers"] in DATASETS
+                ]
+                for m, c in MODELS
+            },
+        ),
     ]
-    for r in rows:
-        cells = " | ".join(fmt(100 * r["auc"][c]) for c in COLUMNS)
-        lines.append(f"| {r['normal']} | {r['outliers']} | {label(r['model'], r['config'])} | {cells} |")
-    for model, config in MODELS:
-        done = [r for r in rows if (r["model"], r["config"]) == (model, config) and r["outliers"] in DATASETS]
-        if len(done) == 6:
-            means = " / ".join(f"{c} {100 * sum(r['auc'][c] for r in done) / 6:.1f}" for c in COLUMNS)
-            lines += ["", f"{label(model, config)}, mean AUC over the six pairs: {means}."]
     atomic_write_text(args.results / "drawing.md", "\n".join(lines) + "\n")
     print(f"wrote {args.results / 'drawing.md'}")
 

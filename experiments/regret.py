@@ -17,7 +17,7 @@ import json
 import time
 
 import torch
-from common import fmt, parser, rows_in, run
+from common import auc_table, parser, rows_in, run, six_pair_means, typicality_aucs
 from table1 import row_name
 
 from pyrohvae import typicality
@@ -55,21 +55,17 @@ def score_pair(normal: str, other: str, config: str, args, fits: dict) -> None:
     scored = {"regret": regret(program, mixed.data.images, args.samples, args.seed).double()}
     seconds = (time.perf_counter() - start) / len(mixed.data)
     scored.update(typicality.statistics(program, mixed.data.images, train, args.samples, args.seed))
-    values = {"regret": scored["regret"]}
-    for column, names in (
-        ("typicality", [n for n in fit if n != "regret"]),
-        ("typicality + regret", list(fit)),
-    ):
-        made = typicality.Fit(
-            names, [fit[n].tolist() for n in names], where, "", state["step"], args.samples, args.seed
-        )
-        values[column] = made.score(scored)
     labels = mixed.labels.numpy()
+    columns = {"typicality": [n for n in fit if n != "regret"], "typicality + regret": list(fit)}
+    auc = {
+        "regret": detection_metrics(scored["regret"].numpy(), labels)["auc"],
+        **typicality_aucs(fit, columns, scored, labels, where, state["step"], args),
+    }
     row = {
         "normal": normal,
         "outliers": other,
         "config": config,
-        "auc": {c: detection_metrics(v.numpy(), labels)["auc"] for c, v in values.items()},
+        "auc": auc,
         "seconds_per_image": seconds,
         "regret_steps": REGRET_STEPS,
         "n": len(mixed.data),
@@ -101,19 +97,15 @@ def report(args) -> None:
             "differ by regret alone."
         ),
         "",
-        "| normal | outliers | config | " + " | ".join(COLUMNS) + " | regret, s per image |",
-        "| --- | --- | --- | " + " | ".join("---:" for _ in COLUMNS) + " | ---: |",
+        *auc_table(
+            rows,
+            COLUMNS,
+            ["normal", "outliers", "config"],
+            lambda r: [r["normal"], r["outliers"], r["config"]],
+            ("regret, s per image", lambda r: f"{r['seconds_per_image']:.3f}"),
+        ),
+        *six_pair_means(rows, COLUMNS, {c: [r for r in rows if r["config"] == c] for c in CONFIGS}),
     ]
-    for r in rows:
-        cells = " | ".join(fmt(100 * r["auc"][c]) for c in COLUMNS)
-        lines.append(
-            f"| {r['normal']} | {r['outliers']} | {r['config']} | {cells} | {r['seconds_per_image']:.3f} |"
-        )
-    for config in CONFIGS:
-        done = [r for r in rows if r["config"] == config]
-        if len(done) == 6:
-            means = " / ".join(f"{c} {100 * sum(r['auc'][c] for r in done) / 6:.1f}" for c in COLUMNS)
-            lines += ["", f"{config}, mean AUC over the six pairs: {means}."]
     atomic_write_text(args.results / "regret.md", "\n".join(lines) + "\n")
     print(f"wrote {args.results / 'regret.md'}")
 
