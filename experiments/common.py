@@ -183,3 +183,10 @@ def six_pair_means(rows: list[dict], columns, groups: dict) -> list[str]:
             means = " / ".join(f"{c} {100 * sum(r['auc'][c] for r in done) / 6:.1f}" for c in columns)
             lines += ["", f"{name}, mean AUC over the six pairs: {means}."]
     return lines
+
+
+def write_row(path: Path, row: dict, tag: str, what: str) -> None:
+    """A sweep's row, written whole the moment it is done, and its AUCs printed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+    print(f"[{tag}] {what}: " + ", ".join(f"{c} {100 * a:.1f}" for c, a in row["auc"].items()), flush=True)

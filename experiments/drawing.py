@@ -15,10 +15,8 @@ each drawing statistic added alone, and both (version 3, the default). A run not
 
 from __future__ import annotations
 
-import json
-
 import torch
-from common import auc_table, parser, rows_in, run, six_pair_means, typicality_aucs
+from common import auc_table, parser, rows_in, run, six_pair_means, typicality_aucs, write_row
 from table3 import DATASETS, others, run_folder
 
 from pyrohvae import typicality
@@ -81,13 +79,7 @@ def score_pair(normal: str, other: str, model: str, config: str, args, fits: dic
         "seed": args.seed,
         "step": state["step"],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(row, indent=2) + "\n")
-    print(
-        f"[drawing] {normal} vs {other}, {label(model, config)}: "
-        + ", ".join(f"{c} {100 * a:.1f}" for c, a in auc.items()),
-        flush=True,
-    )
+    write_row(path, row, "drawing", f"{normal} vs {other}, {label(model, config)}")
 
 
 def report(args) -> None:

@@ -13,11 +13,10 @@ that differs is regret alone. Each pair's row is written as soon as it is done.
 
 from __future__ import annotations
 
-import json
 import time
 
 import torch
-from common import auc_table, parser, rows_in, run, six_pair_means, typicality_aucs
+from common import auc_table, parser, rows_in, run, six_pair_means, typicality_aucs, write_row
 from table1 import row_name
 
 from pyrohvae import typicality
@@ -74,12 +73,7 @@ def score_pair(normal: str, other: str, config: str, args, fits: dict) -> None:
         "seed": args.seed,
         "step": state["step"],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(row, indent=2) + "\n")
-    print(
-        f"[regret] {normal} vs {other}, {config}: "
-        + ", ".join(f"{c} {100 * a:.1f}" for c, a in row["auc"].items())
-    )
+    write_row(path, row, "regret", f"{normal} vs {other}, {config}")
 
 
 def report(args) -> None:
