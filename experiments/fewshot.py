@@ -996,14 +996,7 @@ def _shots_prior_reading(nll: dict, full_rows=()) -> list[str]:
         return []
     same = [r for r in full_rows if r["benchmark"] == "omniglot-alphabets"]
     alphabets = {r["config"]: r for r in same if "gains" in r and not _a_vae(r["config"])}
-    vae = next(
-        (
-            r["rows"][0]["nll"]
-            for r in full_rows
-            if r["benchmark"] == "omniglot-alphabets" and r["config"] == "vae"
-        ),
-        None,
-    )
+    vae = next((r["rows"][0]["nll"] for r in same if r["config"] == "vae"), None)
     # only the rows paired with the one VAE the table shows: gains against others do not compare
     alphabets = {c: r for c, r in alphabets.items() if not _paired_elsewhere(r, vae)}
     at_length = ""
