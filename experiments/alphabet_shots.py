@@ -1,0 +1,214 @@
+"""Where a model of an unseen Omniglot alphabet gains from its shots: from shots of the scored
+drawing's own character, or from the alphabet's style alone.
+
+The omniglot-alphabets benchmark of experiments/fewshot.py draws a model's k shots at random from the
+scored drawing's alphabet; its 20 shots hold on average about 0.6 drawings of that drawing's own
+character (20 of an alphabet's ~659). Here the shots are chosen instead: for every scored drawing
+(--per-task random drawings of each of the 20 evaluation alphabets), its shots are `own` other
+drawings of its character and `k - own` drawings of other characters of its alphabet, for each
+(k, own) of CONDITIONS; the drawing itself is never a shot. The alphabets runs of the full stage
+(`fewshot.py --stages full --benchmarks omniglot-alphabets`) are read, not trained, each beside the
+VAE of its own z on the same images. Each config's row is written as soon as it is done.
+
+    PYROHVAE_DATA_DIR=../shared/data python experiments/alphabet_shots.py [--configs NAME ...]
+    python experiments/alphabet_shots.py --report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pyro
+import torch
+from common import parser, rows_in, run
+
+from pyrohvae.files import atomic_write_text
+from pyrohvae.importance import importance_scores
+from pyrohvae.train import load_run
+
+BENCHMARK = "omniglot-alphabets"
+# name -> (shots, of which drawings of the scored drawing's own character)
+CONDITIONS = {
+    "style-1": (1, 0),
+    "own-1": (1, 1),
+    "style-20": (20, 0),
+    "own-1+style-19": (20, 1),
+    "own-4+style-16": (20, 4),
+}
+# the differences the report reads: (a, b, what a − b says), −log p under a minus under b
+CONTRASTS = (
+    ("style-20", "style-1", "19 more shots of other characters"),
+    ("own-1", "style-1", "one shot of its own character instead of another's"),
+    ("own-1+style-19", "style-20", "one of 20 shots of its own character"),
+    ("own-4+style-16", "own-1+style-19", "three more of its own character among 20"),
+)
+CONFIGS = ("pool-split-shots-z32-k-deep-kl1", "pool-split-shots")
+
+
+def folder(args, name: str):
+    return args.runs / f"fewshot-{BENCHMARK}-{name}-steps{args.steps}-seed{args.seed}"
+
+
+def plan(alphabets, characters, per_task: int, most_own: int, most: int, seed: int):
+    """For every scored drawing: its index, its other-character pool and its own-character pool,
+    each in a random order of its own, long enough for every condition."""
+    g = torch.Generator().manual_seed(seed)
+    scored, own, other = [], [], []
+    for members in alphabets.task_members():
+        for i in members[torch.randperm(len(members), generator=g)[:per_task]].tolist():
+            same = members[(characters.tasks[members] == characters.tasks[i]) & (members != i)]
+            rest = members[characters.tasks[members] != characters.tasks[i]]
+            scored.append(i)
+            own.append(same[torch.randperm(len(same), generator=g)][:most_own])
+            other.append(rest[torch.randperm(len(rest), generator=g)][:most])
+    return torch.tensor(scored), torch.stack(own), torch.stack(other)
+
+
+@torch.no_grad()
+def nll_under(program, images, shots, samples: int, seed: int, chunk: int = 50) -> torch.Tensor:
+    """−log p(x) of each image (n, 1, 28, 28) by `samples` importance draws, under the model made
+    from its shots (n, k, 1, 28, 28), or under the program's one model where `shots` is None."""
+    pyro.set_rng_seed(seed)
+    out = []
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk]
+        if shots is None:
+            task_model, x = program.conditioned(None), x.unsqueeze(0)
+        else:
+            s = shots[i : i + chunk]
+            loc, scale = program.guide_nets.shots_posterior(s)
+            task_model, x = program.conditioned_on(loc, scale, shots=s), x.unsqueeze(1)
+        scores = importance_scores(task_model.model, task_model.guide, x, samples, max_images=32768)
+        out.append(-scores["log_p"].reshape(-1))
+    return torch.cat(out)
+
+
+def paired(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    d = a - b
+    return float(d.mean()), float(d.std() / math.sqrt(len(d)))
+
+
+def score_config(name: str, args) -> None:
+    path = args.results / "alphabet_shots" / f"{name}-steps{args.steps}-seed{args.seed}.json"
+    if path.exists():
+        return
+    program, state = load_run(folder(args, name), args.device)
+    vae_name = "vae-z32" if program.config.z_dim == 32 else "vae"
+    vae = load_run(folder(args, vae_name), args.device)[0]
+    alphabets = program.config.load_data("test")
+    characters = dataclasses.replace(program.config, task_by="character").load_data("test")
+    if not torch.equal(alphabets.images, characters.images):
+        raise SystemExit("the alphabets and characters of the test part list their images in another order")
+    most_own = max(own for _, own in CONDITIONS.values())
+    most = max(k - own for k, own in CONDITIONS.values())
+    index, own, other = plan(alphabets, characters, args.per_task, most_own, most, args.seed)
+    images = alphabets.images[index].float()
+    print(
+        f"[{name}] {len(index)} drawings of {alphabets.num_tasks} alphabets, {args.samples} samples",
+        flush=True,
+    )
+    nll = {vae_name: nll_under(vae, images, None, args.samples, args.seed)}
+    for condition, (k, n_own) in CONDITIONS.items():
+        pick = torch.cat([own[:, :n_own], other[:, : k - n_own]], 1)
+        nll[condition] = nll_under(program, images, alphabets.images[pick].float(), args.samples, args.seed)
+        print(f"[{name}] {condition}: {nll[condition].mean():.2f}", flush=True)
+    base = nll[vae_name]
+    row = {
+        "config": name,
+        "vae": vae_name,
+        "steps": state["step"],
+        "seed": args.seed,
+        "samples": args.samples,
+        "images": len(index),
+        "per_task": args.per_task,
+        "nll": {m: float(v.mean()) for m, v in nll.items()},
+        "nll_stderr": {m: float(v.std() / math.sqrt(len(v))) for m, v in nll.items()},
+        "gain": {c: paired(base, nll[c]) for c in CONDITIONS},
+        "contrasts": {f"{a} vs {b}": paired(nll[b], nll[a]) for a, b, _ in CONTRASTS},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+    print(
+        f"[{name}] gains over {vae_name}: " + ", ".join(f"{c} {g[0]:+.2f}" for c, g in row["gain"].items()),
+        flush=True,
+    )
+
+
+def report(args) -> None:
+    rows = rows_in(args.results / "alphabet_shots", f"*-steps{args.steps}-seed{args.seed}.json")
+    heads = ["config", "VAE of its z", *CONDITIONS]
+    lines = [
+        "# Unseen alphabets: the gain of shots of the drawing's own character and of its alphabet's style",
+        "",
+        (
+            "Made by `PYROHVAE_DATA_DIR=../shared/data python experiments/alphabet_shots.py` (then `--report`), "
+            "on the runs of `experiments/fewshot.py --stages full --benchmarks omniglot-alphabets`. Every scored "
+            "drawing's shots are chosen: `own-n` other drawings of its own character, `style-m` drawings of "
+            "other characters of its alphabet; never itself. −log p(x) by importance sampling, nats."
+        ),
+        "",
+        "−log p(x) ± its standard error:",
+        "",
+        "| " + " | ".join(heads) + " |",
+        "| --- | " + " | ".join(["---:"] * (len(heads) - 1)) + " |",
+    ]
+    for r in rows:
+        cells = [f"{r['nll'][m]:.2f} ± {r['nll_stderr'][m]:.2f}" for m in (r["vae"], *CONDITIONS)]
+        lines.append(f"| {r['config']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        (
+            "Gains over the VAE of the model's own z (the VAE's −log p minus the model's, paired, ± the "
+            "standard error of the paired difference):"
+        ),
+        "",
+        "| config | " + " | ".join(CONDITIONS) + " |",
+        "| --- | " + " | ".join(["---:"] * len(CONDITIONS)) + " |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['config']} | " + " | ".join(f"{g:+.2f} ± {s:.2f}" for g, s in r["gain"].values()) + " |"
+        )
+    lines += ["", "What one kind of shot adds (nats, paired, positive: the first is the better model):", ""]
+    for r in rows:
+        for a, b, what in CONTRASTS:
+            g, s = r["contrasts"][f"{a} vs {b}"]
+            lines.append(f"- {r['config']}, {a} over {b} ({what}): {g:+.2f} ± {s:.2f}")
+    if rows:
+        r = rows[0]
+        lines += [
+            "",
+            (
+                f"{r['images']} drawings ({r['per_task']} of each evaluation alphabet), {r['samples']} importance "
+                f"samples, runs of {r['steps']} steps, seed {r['seed']}."
+            ),
+        ]
+    lines += ["", *READING]
+    path = args.results / "alphabet_shots.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {path}")
+
+
+READING: list[str] = []
+
+
+def main():
+    p = parser(__doc__, samples=1024)
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="alphabets runs of the full stage")
+    p.add_argument("--per-task", type=int, default=25, help="scored drawings of each alphabet")
+    args = p.parse_args()
+    if not args.report:
+        for name in args.configs:
+            if not folder(args, name).exists():
+                raise SystemExit(
+                    f"Error: {folder(args, name)} not found: train it with experiments/fewshot.py first"
+                )
+            score_config(name, args)
+    report(args)
+
+
+if __name__ == "__main__":
+    run(main)
