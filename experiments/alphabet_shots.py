@@ -44,6 +44,7 @@ CONTRASTS = (
     ("own-1+style-19", "style-20", "one of 20 shots of its own character"),
     ("own-4+style-16", "own-1+style-19", "three more of its own character among 20"),
 )
+RANDOM_SHOTS = 20  # the benchmark's most shots
 CONFIGS = ("pool-split-shots-z32-k-deep-kl1", "pool-split-shots")
 
 
@@ -64,6 +65,14 @@ def plan(alphabets, characters, per_task: int, most_own: int, most: int, seed: i
             own.append(same[torch.randperm(len(same), generator=g)][:most_own])
             other.append(rest[torch.randperm(len(rest), generator=g)][:most])
     return torch.tensor(scored), torch.stack(own), torch.stack(other)
+
+
+def own_in_random(alphabets, characters, index: torch.Tensor, k: int = RANDOM_SHOTS) -> float:
+    """How many drawings of its own character k shots drawn at random from the rest of its alphabet
+    hold, on average over the scored drawings `index` (the benchmark's shots)."""
+    own = (characters.tasks[:, None] == characters.tasks[index][None]).sum(0) - 1
+    rest = (alphabets.tasks[:, None] == alphabets.tasks[index][None]).sum(0) - 1
+    return float((k * own / rest).mean())
 
 
 @torch.no_grad()
@@ -123,6 +132,7 @@ def score_config(name: str, args) -> None:
         "samples": args.samples,
         "images": len(index),
         "per_task": args.per_task,
+        "own_in_random": own_in_random(alphabets, characters, index),
         "nll": {m: float(v.mean()) for m, v in nll.items()},
         "nll_stderr": {m: float(v.std() / math.sqrt(len(v))) for m, v in nll.items()},
         "gain": {c: paired(base, nll[c]) for c in CONDITIONS},
@@ -185,14 +195,37 @@ def report(args) -> None:
                 f"samples, runs of {r['steps']} steps, seed {r['seed']}."
             ),
         ]
-    lines += ["", *READING]
+    lines += ["", *reading(rows, args)]
     path = args.results / "alphabet_shots.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {path}")
 
 
-READING: list[str] = []
+def reading(rows: list[dict], args) -> list[str]:
+    """Each row set beside its benchmark row: the fall from 1 to 20 random shots that its parts predict
+    and that the benchmark measured."""
+    lines = ["What the parts predict for the benchmark's random shots:", ""]
+    for r in rows:
+        g, c, m = r["gain"], r["contrasts"], r["own_in_random"]
+        style, one = c["style-20 vs style-1"][0], c["own-1+style-19 vs style-20"][0]
+        bench = (
+            args.results
+            / "fewshot"
+            / f"full-{BENCHMARK}-{r['config']}-steps{r['steps']}-seed{r['seed']}.json"
+        )
+        measured = ""
+        if bench.exists():
+            nll = {x["model"]: x["nll"] for x in json.loads(bench.read_text())["rows"]}
+            measured = f" (the benchmark, on its own drawings: {nll['k=1'] - nll[f'k={RANDOM_SHOTS}']:.2f})"
+        lines.append(
+            f"- {r['config']}: {RANDOM_SHOTS} shots drawn at random from the rest of the alphabet hold "
+            f"{m:.2f} drawings of the scored one's character on average, so they should be worth about "
+            f"{style:.2f} + {m:.2f} × {one:.2f} = {style + m * one:.2f} nats more than one shot{measured}; "
+            f"four of its own character among 20 are worth {g['own-4+style-16'][0] - g['style-1'][0]:.2f} "
+            "more than one shot of another character."
+        )
+    return lines
 
 
 def main():

@@ -1336,7 +1336,9 @@ def report(args) -> None:
     diagnosed = rows_in(rows_dir, "diagnose-*.json")
     taskacc = rows_in(rows_dir, "taskacc-*.json")
     lines += (
-        _targets(full_rows)
+        _targets(
+            full_rows, rows_in(args.results / "alphabet_shots", f"*-steps{args.steps}-seed{args.seed}.json")
+        )
         + _full_lines(full_rows)
         + _task_accuracy_lines(taskacc, args.results)
         + _trade_off(taskacc, full_rows)
@@ -1596,9 +1598,23 @@ def _same_z_vae(rows, r) -> list[str]:
     ]
 
 
-def _targets(rows) -> list[str]:
-    """Each target, met or missed by how much, for every task model that has the rows."""
+def _alphabet_parts(p: dict | None) -> str:
+    if p is None:
+        return ""
+    c = p["contrasts"]
+    return (
+        f" Where it comes from (alphabet_shots.md): 19 more shots of other characters are worth "
+        f"{c['style-20 vs style-1'][0]:.2f} nats, one of the drawing's own character among 20 "
+        f"{c['own-1+style-19 vs style-20'][0]:.2f}, and 20 random shots hold {p['own_in_random']:.2f} of them."
+    )
+
+
+def _targets(rows, by_character=()) -> list[str]:
+    """Each target, met or missed by how much, for every task model that has the rows; on the
+    alphabets, where `by_character` (experiments/alphabet_shots.py's rows) has the model, what its
+    shots are worth by the character they show."""
     out = []
+    by_character = {p["config"]: p for p in by_character}
     by = {(r["benchmark"], r["config"]): r for r in rows}
     configs = [c for c in dict.fromkeys(r["config"] for r in rows) if not _a_vae(c)]
     for config in configs:
@@ -1661,6 +1677,7 @@ def _targets(rows) -> list[str]:
                     if min(vs1, vsvae) >= ALPHABET_MARGIN
                     else f"missed by {ALPHABET_MARGIN - min(vs1, vsvae):.2f}."
                 )
+                + _alphabet_parts(by_character.get(config))
             )
         held = [by[(b, config)] for b in BENCHMARKS if b.startswith("mnist-held-out") and (b, config) in by]
         if held:
