@@ -112,15 +112,24 @@ def run_folder(normal, model, config, args) -> Path | None:
 
 def train_backgrounds(normal, model, config, args) -> None:
     """The background models of one run, and the choice of μ on its normal data (`background`)."""
-    from pyrohvae import background as bg
+    from pyrohvae import background
 
     run = run_folder(normal, model, config, args)
     if run is None or chosen_flip(run) is not None:
         return
     program, _ = load_run(run)
-    print(f"[table3] {run.name}: backgrounds μ {bg.FLIPS}, {args.background_steps} steps", flush=True)
-    choice = bg.train_backgrounds(
-        run, program, bg.FLIPS, args.background_steps, args.samples, None, "cpu", args.progress, args.seed, 50
+    print(f"[table3] {run.name}: backgrounds μ {background.FLIPS}, {args.background_steps} steps", flush=True)
+    choice = background.train_backgrounds(
+        run,
+        program,
+        background.FLIPS,
+        args.background_steps,
+        args.samples,
+        None,
+        "cpu",
+        args.progress,
+        args.seed,
+        50,
     )
     print(
         f"[table3] {run.name}: background μ = {choice['flip']:g} ("
@@ -132,13 +141,13 @@ def train_backgrounds(normal, model, config, args) -> None:
 
 def chosen_flip(run: Path) -> float | None:
     """The μ of a run's background, or None where none was chosen among today's candidates."""
-    from pyrohvae import background as bg
+    from pyrohvae import background
 
-    path = run / bg.CHOICE
+    path = run / background.CHOICE
     if not path.exists():
         return None
     choice = json.loads(path.read_text())
-    return choice["flip"] if [c["flip"] for c in choice["candidates"]] == list(bg.FLIPS) else None
+    return choice["flip"] if [c["flip"] for c in choice["candidates"]] == list(background.FLIPS) else None
 
 
 def fit_version(row: dict) -> int:
