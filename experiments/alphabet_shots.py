@@ -37,7 +37,8 @@ CONDITIONS = {
     "own-1+style-19": (20, 1),
     "own-4+style-16": (20, 4),
 }
-# the differences the report reads: (a, b, what a − b says), −log p under a minus under b
+# the differences the report reads: (a, b, what a has that b has not); each is −log p under b minus
+# under a, positive where a is the better model
 CONTRASTS = (
     ("style-20", "style-1", "19 more shots of other characters"),
     ("own-1", "style-1", "one shot of its own character instead of another's"),
@@ -109,7 +110,7 @@ def score_config(name: str, args) -> None:
     alphabets = program.config.load_data("test")
     characters = dataclasses.replace(program.config, task_by="character").load_data("test")
     if not torch.equal(alphabets.images, characters.images):
-        raise SystemExit("the alphabets and characters of the test part list their images in another order")
+        raise SystemExit("Error: the test part lists its alphabets' and characters' images in another order")
     most_own = max(own for _, own in CONDITIONS.values())
     most = max(k - own for k, own in CONDITIONS.values())
     index, own, other = plan(alphabets, characters, args.per_task, most_own, most, args.seed)
