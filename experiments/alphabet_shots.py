@@ -46,7 +46,7 @@ CONTRASTS = (
     ("own-4+style-16", "own-1+style-19", "three more of its own character among 20"),
 )
 RANDOM_SHOTS = 20  # the benchmark's most shots
-CONFIGS = ("pool-split-shots-z32-k-deep-kl1", "pool-split-shots")
+CONFIGS = ("pool-split-shots-z32-k-deep-kl1", "pool-split-shots", "paper")
 
 
 def folder(args, name: str):
