@@ -20,12 +20,11 @@ import dataclasses
 import json
 import math
 
-import pyro
 import torch
 from common import parser, rows_in, run
 
+from pyrohvae import fewshot
 from pyrohvae.files import atomic_write_text
-from pyrohvae.importance import importance_scores
 from pyrohvae.train import load_run
 
 BENCHMARK = "omniglot-alphabets"
@@ -76,25 +75,6 @@ def own_in_random(alphabets, characters, index: torch.Tensor, k: int = RANDOM_SH
     return float((k * own / rest).mean())
 
 
-@torch.no_grad()
-def nll_under(program, images, shots, samples: int, seed: int, chunk: int = 50) -> torch.Tensor:
-    """−log p(x) of each image (n, 1, 28, 28) by `samples` importance draws, under the model made
-    from its shots (n, k, 1, 28, 28), or under the program's one model where `shots` is None."""
-    pyro.set_rng_seed(seed)
-    out = []
-    for i in range(0, len(images), chunk):
-        x = images[i : i + chunk]
-        if shots is None:
-            task_model, x = program.conditioned(None), x.unsqueeze(0)
-        else:
-            s = shots[i : i + chunk]
-            loc, scale = program.guide_nets.shots_posterior(s)
-            task_model, x = program.conditioned_on(loc, scale, shots=s), x.unsqueeze(1)
-        scores = importance_scores(task_model.model, task_model.guide, x, samples, max_images=32768)
-        out.append(-scores["log_p"].reshape(-1))
-    return torch.cat(out)
-
-
 def paired(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     d = a - b
     return float(d.mean()), float(d.std() / math.sqrt(len(d)))
@@ -119,10 +99,13 @@ def score_config(name: str, args) -> None:
         f"[{name}] {len(index)} drawings of {alphabets.num_tasks} alphabets, {args.samples} samples",
         flush=True,
     )
-    nll = {vae_name: nll_under(vae, images, None, args.samples, args.seed)}
+    nll = {vae_name: fewshot.scores_given_shots(vae, images, samples=args.samples, seed=args.seed)[1]}
     for condition, (k, n_own) in CONDITIONS.items():
         pick = torch.cat([own[:, :n_own], other[:, : k - n_own]], 1)
-        nll[condition] = nll_under(program, images, alphabets.images[pick].float(), args.samples, args.seed)
+        posterior = fewshot.shots_posteriors(program, alphabets.images, pick)
+        nll[condition] = fewshot.scores_given_shots(
+            program, images, posterior, alphabets.images, pick, args.samples, args.seed
+        )[1]
         print(f"[{name}] {condition}: {nll[condition].mean():.2f}", flush=True)
     base = nll[vae_name]
     row = {

@@ -366,6 +366,48 @@ def training_mean_u(program, train_data, seed: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
+def shots_posteriors(program, source: torch.Tensor, pools: torch.Tensor, combine="product", chunk: int = 50):
+    """q(u | shots) of every scored image, its shots the images `source[pools[i]]` (pools (n, k)):
+    location and scale, each (n, u_dim), read `chunk` images at a time."""
+    parts = [
+        program.guide_nets.shots_posterior(source[pools[i : i + chunk]].float().to(program.device), combine)
+        for i in range(0, len(pools), chunk)
+    ]
+    return tuple(torch.cat(p) for p in zip(*parts))
+
+
+@torch.no_grad()
+def scores_given_shots(
+    program, images, posterior=None, source=None, pools=None, samples=1024, seed=0, chunk=50, done=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """−ELBO and importance-sampled −log p(x), each (n,), of images (n, 1, 28, 28), each under a model
+    of its own: θ(u) of q(u) = `posterior` (location and scale, each (n, u_dim)), whose p(z) reads
+    the image's shots `source[pools[i]]` where it reads shots (pools (n, k), k ≥ 0); with no
+    `posterior`, under the program's one model (a VAE). Scored from the random state `seed`, `chunk`
+    images at a time, `done(images)` called after each."""
+    import pyro
+
+    device = program.device
+    pyro.set_rng_seed(seed)
+    nelbo, nll = [], []
+    for i in range(0, len(images), chunk):
+        batch = images[i : i + chunk]
+        x = batch.float().to(device)
+        if posterior is None:
+            task_model, x = program.conditioned(None), x.unsqueeze(0)
+        else:
+            shots = source[pools[i : i + chunk]].float().to(device) if pools.shape[1] else None
+            task_model = program.conditioned_on(*(p[i : i + chunk] for p in posterior), shots=shots)
+            x = x.unsqueeze(1)
+        s = importance_scores(task_model.model, task_model.guide, x, samples, max_images=32768)
+        nelbo.append((s["recon"] + s["kl_z"]).reshape(-1).cpu())
+        nll.append(-s["log_p"].reshape(-1).cpu())
+        if done is not None:
+            done(len(batch))
+    return torch.cat(nelbo), torch.cat(nll)
+
+
+@torch.no_grad()
 def curve(
     program,
     data,
@@ -382,7 +424,6 @@ def curve(
     gets −ELBO and importance-sampled −log p(x) (`samples` draws) under the model of each k in
     `shots`, made from k other images of its task (never itself); k = 0 under θ(E[u]) and, given
     `train_data`, θ(mean training-task ū). A program without u has one model, scored once."""
-    import pyro
     from tqdm import tqdm
 
     device = program.device
@@ -401,13 +442,7 @@ def curve(
                     )
                 posteriors["prior-mean"] = (program.prior_mean_u().to(device).expand(n, -1), ones)
                 continue
-            parts = [
-                program.guide_nets.shots_posterior(
-                    data.images[pools[i : i + chunk, :k]].float().to(device), combine
-                )
-                for i in range(0, n, chunk)
-            ]
-            posteriors[f"k={k}"] = tuple(torch.cat(p) for p in zip(*parts))
+            posteriors[f"k={k}"] = shots_posteriors(program, data.images, pools[:, :k], combine, chunk)
     else:
         posteriors["vae"] = None
     nelbo, nll = {}, {}
@@ -418,22 +453,10 @@ def curve(
         disable=not progress,
     )
     for name, posterior in posteriors.items():
-        pyro.set_rng_seed(seed)
-        a, b = [], []
-        for i in range(0, len(images), chunk):
-            x = images[i : i + chunk].to(device)
-            if posterior is None:
-                task_model, x = program.conditioned(None), x.unsqueeze(0)
-            else:
-                k = result_shots(name)
-                shots = data.images[pools[i : i + chunk, :k]].float().to(device) if k else None
-                task_model = program.conditioned_on(*(p[i : i + chunk] for p in posterior), shots=shots)
-                x = x.unsqueeze(1)
-            s = importance_scores(task_model.model, task_model.guide, x, samples, max_images=32768)
-            a.append((s["recon"] + s["kl_z"]).reshape(-1).cpu())
-            b.append(-s["log_p"].reshape(-1).cpu())
-            bar.update(len(x.reshape(-1, *x.shape[2:])))
-        nelbo[name], nll[name] = torch.cat(a), torch.cat(b)
+        k = result_shots(name)
+        nelbo[name], nll[name] = scores_given_shots(
+            program, images, posterior, data.images, pools[:, :k], samples, seed, chunk, bar.update
+        )
     bar.close()
     return Curve(list(posteriors), nelbo, nll, tasks, data.task_names, samples)
 
