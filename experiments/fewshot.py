@@ -327,6 +327,21 @@ VARIANTS = {
         ),
         {**SHOTS_K, "shot_attention": 1, "shot_attention_dim": 64, "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
+    "pool-split-shots-k-attend-fine5-kl1": (
+        (
+            "pool-split-shots-k-attend-kl1 with each position of the decoder's 14×14 map also reading the shots' "
+            "14×14 maps within the 5×5 square around it (--shot-attention-window 5): strokes placed as finely "
+            "as a shot draws them, where the 7×7 read can only say roughly where"
+        ),
+        {**SHOTS_K, "shot_attention": 1, "shot_attention_window": 5, "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
+    "pool-split-shots-k-attend-fine3-kl1": (
+        (
+            "pool-split-shots-k-attend-fine5-kl1 with a 3×3 square (--shot-attention-window 3): does the fine "
+            "read need room, or only the position's own neighbours?"
+        ),
+        {**SHOTS_K, "shot_attention": 1, "shot_attention_window": 3, "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
     "pool-split-shots-z32-k-tmean-kl1": (
         "pool-split-shots-z32-k-tmean, the filter starting silent, KL(z) weighed 1 from the start",
         {
@@ -1092,6 +1107,8 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-attend-template0-kl1": "z of 10, attention and the matched shots' pixels (`--shot-template matched`)",
     "pool-split-shots-k-attend-enc-kl1": "z of 10, the encoder attending to the shots too (`--shot-attention-encoder`)",
     "pool-split-shots-k-attend-w64-kl1": "z of 10, one head of 64 dimensions (`--shot-attention-dim 64`)",
+    "pool-split-shots-k-attend-fine5-kl1": "z of 10, the 14×14 map also reading the shots' near it (`--shot-attention-window 5`)",
+    "pool-split-shots-k-attend-fine3-kl1": "the same with a 3×3 window (`--shot-attention-window 3`)",
 }
 
 
@@ -1183,6 +1200,8 @@ ATTENDED = {
     "pool-split-shots-k-attend-template0-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-k-attend-enc-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-k-attend-w64-kl1": "pool-split-shots-k-attend-kl1",
+    "pool-split-shots-k-attend-fine5-kl1": "pool-split-shots-k-attend-kl1",
+    "pool-split-shots-k-attend-fine3-kl1": "pool-split-shots-k-attend-kl1",
 }
 
 

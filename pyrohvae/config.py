@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import data, folders
 from .files import UserError
-from .nets import ATTEND_DIM, THETA_LAYOUTS
+from .nets import ATTEND_DIM, FINE_WINDOW_MAX, THETA_LAYOUTS
 
 MODELS = ("hypervae", "vae", "metavae")
 PARTS = ("train", "validation", "test", "held-out")
@@ -231,6 +231,15 @@ class RunConfig:
         "HyperVAE with --shot-attention: the width of its queries, keys and values, all heads together.",
         min=1,
     )
+    shot_attention_window: int = setting(
+        0,
+        "HyperVAE with --shot-attention: each position of the decoder's 14×14 map (after its first "
+        "transposed convolution) also reads the shots' 14×14 maps (the reader's first convolution) "
+        "within a W×W square around it, and adds what it reads: strokes placed as finely as a shot "
+        "draws them (0: none; W odd).",
+        min=0,
+        max=FINE_WINDOW_MAX,
+    )
     shot_attention_encoder: bool = setting(
         False,
         "HyperVAE with --shot-attention: the main encoder's 7×7 map attends to the shots' maps too (by its "
@@ -336,6 +345,12 @@ class RunConfig:
             )
         if self.shot_attention_dim != ATTEND_DIM and not self.shot_attention:
             raise ConfigError("--shot-attention-dim needs --shot-attention N: the heads of that width")
+        if self.shot_attention_window and not self.shot_attention:
+            raise ConfigError("--shot-attention-window needs --shot-attention N: it reads by the same reader")
+        if self.shot_attention_window and self.shot_attention_window % 2 == 0:
+            raise ConfigError(
+                f"--shot-attention-window {self.shot_attention_window}: an odd side, centred on its position"
+            )
         if self.shot_attention_encoder and not self.shot_attention:
             raise ConfigError("--shot-attention-encoder needs --shot-attention N: the heads it reads by")
         if self.shot_attention and not self.reads_shots:

@@ -78,6 +78,8 @@ TEMPLATE_IN = Conv(1, 32)
 # `--shot-attention`: the width of the queries, keys and values by which each position of a 7×7
 # feature map reads the shots' 7×7 maps (`shot_memory`, `_attend`), unless `--shot-attention-dim`.
 ATTEND_DIM = 32
+# `--shot-attention-window`: the largest window, one that covers a 14×14 map from any position.
+FINE_WINDOW_MAX = 27
 
 
 def conv_shape() -> tuple[int, int, int]:
@@ -145,6 +147,25 @@ def _add_attention(module: nn.Module, heads: int, reader: bool, width: int = ATT
     module.attend_null = nn.Parameter(torch.zeros(width))
 
 
+def _add_fine_attention(module: nn.Module, window: int, width: int = ATTEND_DIM) -> None:
+    """The weights by which each position of the decoder's 14×14 map (deconv1's output) reads the
+    shots' 14×14 maps (the reader's first convolution) within a `window` × `window` square around
+    it (`shot_memory`, `_attend_fine`): strokes placed as finely as a shot draws them."""
+    channels = DECODER_CONVS["deconv1"].out_channels
+    if channels != ENCODER_CONVS["conv1"].out_channels:
+        raise ValueError("the fine attention reads maps of the decoder's 14×14 width from the shots")
+    module.fine_query = Linear(channels, width)
+    module.fine_key = Linear(channels, width)
+    module.fine_value = Linear(channels, width)
+    module.fine_out = Linear(width, channels)
+    nn.init.zeros_(module.fine_out.weight)  # silent, as the 7×7 attention's `attend_out`
+    nn.init.zeros_(module.fine_out.bias)
+    # Added to the keys by their place in the window: a prior of where a stroke lies, relative to
+    # the position that reads it, which training can sharpen.
+    module.fine_offset = nn.Parameter(0.5 * torch.randn(window * window, width))
+    module.fine_null = nn.Parameter(torch.zeros(width))
+
+
 class Encoder(PyroModule):
     """q(z | x): conv 32 and 64 filters 3x3 stride 2, dense 100, then mean and log-variance.
 
@@ -179,6 +200,7 @@ class Decoder(PyroModule):
         deep_template: bool = False,
         attention: int = 0,
         attention_dim: int = ATTEND_DIM,
+        attention_window: int = 0,
     ):
         super().__init__()
         self.fc1 = Linear(z_dim + extra_inputs, hidden)  # extra: what the shots tell (models.decoder_input)
@@ -205,6 +227,8 @@ class Decoder(PyroModule):
             nn.init.zeros_(self.template_in.bias)
         if attention:  # heads by which the first feature map reads the shots' maps (`shot_memory`, `_attend`)
             _add_attention(self, attention, reader=True, width=attention_dim)
+        if attention_window:  # its 14×14 map reads the shots' too, near each position (`_attend_fine`)
+            _add_fine_attention(self, attention_window, width=attention_dim)
 
     def forward(self, z):
         return decode(weights(self), z)
@@ -485,6 +509,8 @@ def _decode_groups(h, params, image=None):
         if name == "deconv1" and "template_in.weight" in params:
             h = h + _template_features(image, params)
         h = F.relu(h)
+        if name == "deconv1" and "fine.keys" in params:
+            h = h + _attend_fine(h, params)
     return _conv(h, params, last).reshape(items, groups, *IMAGE_SHAPE).transpose(0, 1)
 
 
@@ -507,17 +533,20 @@ def shot_memory(
     position's embedding) and values of the attention's width, and one more key, `attend_null`, of value 0,
     each split among the `heads`. Returned as parameters ("attend.keys", "attend.values", each θ's
     batch + (heads, k·49 + 1, width / heads)) for `decode` or `encode` to take with the rest
-    of θ."""
+    of θ. Where θ has `fine_` weights (`--shot-attention-window`), also what the decoder's 14×14 map
+    reads of the shots' 14×14 maps (`_fine_memory`)."""
     fold = _Fold(shots.shape[:-4] + (1,), _batch_shape(params, f"{reader}conv1.weight", 4))
     if fold.items != 1:
         raise ValueError("the shots must differ only where θ does: one set of shots per model")
-    names = [name for name in params if name.startswith((f"{reader}conv", "attend_"))]
+    names = [name for name in params if name.startswith((f"{reader}conv", "attend_", "fine_"))]
     p = fold.params({name: params[name] for name in names})
     h = fold.inputs(shots.unsqueeze(-5), 4)[:, 0]  # (G, k, 1, 28, 28)
     groups, k = h.shape[:2]
     h = h.transpose(0, 1).reshape(k, groups * IMAGE_SHAPE[0], *IMAGE_SHAPE[1:])
+    maps = []
     for name in ENCODER_CONVS:
         h = F.relu(_conv(h, p, f"{reader}{name}"))
+        maps.append(h)
     channels = conv_shape()[0]
     h = h.reshape(k, groups, channels, -1).permute(1, 0, 3, 2).reshape(groups, -1, channels)  # (G, k·49, C)
     keys = _linear(h, p, "attend_key") + p["attend_pos"].repeat(1, k, 1)
@@ -525,7 +554,41 @@ def shot_memory(
     keys = torch.cat([keys, p["attend_null"].reshape(groups, 1, -1)], 1)
     values = torch.cat([values, values.new_zeros(groups, 1, values.shape[-1])], 1)
     keys, values = (t.unflatten(-1, (heads, -1)).transpose(1, 2).unsqueeze(1) for t in (keys, values))
-    return {"attend.keys": fold.outputs(keys), "attend.values": fold.outputs(values)}
+    memory = {"attend.keys": fold.outputs(keys), "attend.values": fold.outputs(values)}
+    if "fine_key.weight" in p or "fine_key.P" in p:
+        memory.update({name: fold.outputs(t.unsqueeze(1)) for name, t in _fine_memory(maps[0], p).items()})
+    return memory
+
+
+def _fine_memory(h: torch.Tensor, p: dict) -> dict[str, torch.Tensor]:
+    """`--shot-attention-window` W: the shots' 14×14 maps h (k, G·C, 14, 14) as keys (with the
+    embedding of their place in the window) and values seen from each position: the k·W² positions
+    of the W × W square around it in every shot, and the null slot of value 0 last. Returns
+    "fine.keys" and "fine.values" (G, 196, k·W² + 1, width) and "fine.bias" (G, 196, k·W² + 1),
+    −∞ where the square leaves the map."""
+    groups = p["fine_offset"].shape[0]
+    k, side = h.shape[0], h.shape[-1]
+    channels, positions = h.shape[1] // groups, side * side
+    window = math.isqrt(p["fine_offset"].shape[-2])
+    m = h.reshape(k, groups, channels, positions).permute(1, 0, 3, 2).reshape(groups, -1, channels)
+
+    def around(t):  # (G, k·196, d) -> (G, 196, k·W², d): each position's window in every shot
+        d = t.shape[-1]
+        t = F.unfold(t.reshape(groups * k, side, side, d).permute(0, 3, 1, 2), window, padding=window // 2)
+        t = t.reshape(groups, k, d, window * window, positions).permute(0, 4, 1, 3, 2)
+        return t.reshape(groups, positions, -1, d)
+
+    keys = around(_linear(m, p, "fine_key")) + p["fine_offset"].repeat(1, k, 1).unsqueeze(1)
+    values = around(_linear(m, p, "fine_value"))
+    inside = F.unfold(h.new_ones(1, 1, side, side), window, padding=window // 2)[0].T  # (196, W²)
+    inside = inside.repeat(1, k)
+    bias = torch.zeros_like(inside).masked_fill(inside == 0, -math.inf)
+    null = p["fine_null"].reshape(groups, 1, 1, -1).expand(-1, positions, -1, -1)
+    return {
+        "fine.keys": torch.cat([keys, null], 2),
+        "fine.values": torch.cat([values, values.new_zeros(groups, positions, 1, values.shape[-1])], 2),
+        "fine.bias": torch.cat([bias, bias.new_zeros(positions, 1)], 1).expand(groups, -1, -1),
+    }
 
 
 def _attend(h, params):
@@ -544,6 +607,23 @@ def _attend(h, params):
     q = (q.reshape(groups, items, positions, -1) + params["attend_pos"].unsqueeze(1)).flatten(1, 2)
     read = F.scaled_dot_product_attention(q.unflatten(-1, (heads, -1)).transpose(1, 2), keys, values)
     read = _linear(read.transpose(1, 2).flatten(2), params, "attend_out")  # (G, M·49, C)
+    return read.reshape(groups, items, positions, channels).permute(1, 0, 3, 2).reshape(h.shape)
+
+
+def _attend_fine(h, params):
+    """`--shot-attention-window`: each position of the decoder's 14×14 map h (M, G·C, 14, 14), after
+    deconv1 and its ReLU, asks by a query of its features for the shots' features in the window
+    around it (`_fine_memory`), and adds what it reads back through `fine_out` (silent at the
+    start), as `_attend` does on the 7×7 map. Returns (M, G·C, 14, 14)."""
+    items = h.shape[0]
+    keys, values, bias = params["fine.keys"], params["fine.values"], params["fine.bias"]
+    groups, positions = keys.shape[:2]
+    channels = h.shape[1] // groups
+    q = h.reshape(items, groups, channels, positions).permute(1, 0, 3, 2).reshape(groups, -1, channels)
+    q = _linear(q, params, "fine_query").reshape(groups, items, positions, -1)  # (G, M, 196, width)
+    scores = torch.einsum("gmpd,gpld->gmpl", q, keys) / math.sqrt(q.shape[-1]) + bias.unsqueeze(1)
+    read = torch.einsum("gmpl,gpld->gmpd", scores.softmax(-1), values)
+    read = _linear(read.reshape(groups, items * positions, -1), params, "fine_out")  # (G, M·196, C)
     return read.reshape(groups, items, positions, channels).permute(1, 0, 3, 2).reshape(h.shape)
 
 
@@ -567,6 +647,8 @@ def _decode_many(h, params, image=None):
         if name == "deconv1" and "template_in.weight" in params:
             h = h.add_(_template_features(image, params))
         h = F.relu(h, inplace=True)
+        if name == "deconv1" and "fine.keys" in params:
+            h = h + _attend_fine(h, params)
     return _conv_transpose_by_fold(h, params, last)
 
 
@@ -709,6 +791,7 @@ class ThetaGenerator(PyroModule):
         attention: int = 0,
         encoder_attention: bool = False,
         attention_dim: int = ATTEND_DIM,
+        attention_window: int = 0,
     ):
         super().__init__()
         self.h_dim = h_dim
@@ -742,6 +825,7 @@ class ThetaGenerator(PyroModule):
                 deep_template=template == "deep",
                 attention=attention,
                 attention_dim=attention_dim,
+                attention_window=attention_window,
             ),
         }
         if z_prior:  # p(z | u) = N(loc, exp(log_scale)), generated with the decoder; starts near N(0, I)
@@ -757,7 +841,7 @@ class ThetaGenerator(PyroModule):
                             h_rms,
                             init_scale,
                             _matrix_rows(half, name, layout),
-                            silent=name.startswith(("template.", "template_in.", "attend_out.")),
+                            silent=name.startswith(("template.", "template_in.", "attend_out.", "fine_out.")),
                         )
                         for name, p in net.named_parameters()
                     }

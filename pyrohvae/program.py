@@ -296,6 +296,7 @@ class HyperVAEProgram(Program):
             attention=config.shot_attention,
             encoder_attention=config.shot_attention_encoder,
             attention_dim=config.shot_attention_dim,
+            attention_window=config.shot_attention_window,
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.guide_nets = guides.get(config.guide, "hypervae")(config)

@@ -12,27 +12,29 @@ DATA_ROOT = Path(os.environ.get("PYROHVAE_DATA_DIR") or REPO.parent / "shared" /
 HAS_DATA = (DATA_ROOT / "MNIST" / "raw").is_dir()
 DATA_FIXTURES = {"data_root", "trained_run"}
 # The models whose p(z) reads the shots, as the tests that score them take them: --z-prior, then
-# --shot-features, --shot-template, --shot-attention (heads), --shot-attention-encoder and
-# --shot-attention-dim.
+# --shot-features, --shot-template, --shot-attention (heads), --shot-attention-encoder,
+# --shot-attention-dim and --shot-attention-window.
 SHOTS_MODELS = (
-    "z_prior, features, template, attention, in_encoder, width",
+    "z_prior, features, template, attention, in_encoder, width, window",
     [
-        ("shots", False, "none", 0, False, 32),
-        ("shots-k", False, "none", 0, False, 32),
-        ("shots", True, "none", 0, False, 32),
-        ("shots-k", False, "matched", 0, False, 32),
-        ("shots", False, "mean", 0, False, 32),
-        ("shots-k", False, "deep", 0, False, 32),
-        ("shots-g", False, "none", 0, False, 32),
-        ("shots-k", False, "none", 1, False, 32),
-        ("shots-g", False, "none", 4, False, 32),
-        ("shots-k", False, "none", 2, True, 16),
-        ("shots-k", False, "none", 1, False, 64),
+        ("shots", False, "none", 0, False, 32, 0),
+        ("shots-k", False, "none", 0, False, 32, 0),
+        ("shots", True, "none", 0, False, 32, 0),
+        ("shots-k", False, "matched", 0, False, 32, 0),
+        ("shots", False, "mean", 0, False, 32, 0),
+        ("shots-k", False, "deep", 0, False, 32, 0),
+        ("shots-g", False, "none", 0, False, 32, 0),
+        ("shots-k", False, "none", 1, False, 32, 0),
+        ("shots-g", False, "none", 4, False, 32, 0),
+        ("shots-k", False, "none", 2, True, 16, 0),
+        ("shots-k", False, "none", 1, False, 64, 0),
+        ("shots-k", False, "none", 1, False, 32, 5),
+        ("shots-g", False, "none", 4, True, 16, 27),
     ],
 )
 
 
-def shots_options(z_prior, features, template, attention, in_encoder, width) -> dict:
+def shots_options(z_prior, features, template, attention, in_encoder, width, window) -> dict:
     """A case of SHOTS_MODELS as RunConfig's fields, with the split context every such model takes."""
     return {
         "z_prior": z_prior,
@@ -42,6 +44,7 @@ def shots_options(z_prior, features, template, attention, in_encoder, width) -> 
         "shot_attention": attention,
         "shot_attention_encoder": in_encoder,
         "shot_attention_dim": width,
+        "shot_attention_window": window,
     }
 
 
