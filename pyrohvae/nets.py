@@ -555,7 +555,7 @@ def shot_memory(
     values = torch.cat([values, values.new_zeros(groups, 1, values.shape[-1])], 1)
     keys, values = (t.unflatten(-1, (heads, -1)).transpose(1, 2).unsqueeze(1) for t in (keys, values))
     memory = {"attend.keys": fold.outputs(keys), "attend.values": fold.outputs(values)}
-    if "fine_key.weight" in p or "fine_key.P" in p:
+    if "fine_offset" in p:  # a matrix of its own, never factored as a dense weight may be
         memory.update({name: fold.outputs(t.unsqueeze(1)) for name, t in _fine_memory(maps[0], p).items()})
     return memory
 
