@@ -240,7 +240,7 @@ def profile(b: int, device, repeats: int, warmup: int) -> dict:
         encode(encoder_params, x)
         decode(decoder_params, z)
 
-    parts = {"theta": theta, "q_u": lambda: program.guide_nets.posterior(x), "networks": networks}
+    parts = {"theta": theta, "q_u": lambda: program.inference.posterior(x), "networks": networks}
     for _ in range(warmup):
         for fn in [*runs.values(), *parts.values()]:
             fn()

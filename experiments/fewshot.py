@@ -735,19 +735,19 @@ def diagnose(args, rows_dir):
         posteriors = {}
         for k in DIAGNOSE["shots"]:
             shots = data.images[pools[:, :k]].float().to(program.device)
-            loc, scale = posteriors[k] = program.guide_nets.shots_posterior(shots)
+            loc, scale = posteriors[k] = program.inference.shots_posterior(shots)
             refined = fewshot.refine(program, shots, loc, scale, steps)
             row["shots"][k] = {
                 "nll": _nll(program, loc, scale, x, n, args.seed),
                 "nll_refined": _nll(program, *refined, x, n, args.seed),
-                "kl_u": float(program.kl_u(program.guide_nets.q_u(loc, scale)).mean()),
+                "kl_u": float(program.kl_u(program.inference.q_u(loc, scale)).mean()),
                 "q_scale": float(scale.mean()),
             }
         last = posteriors[max(DIAGNOSE["shots"])][0]
         row["u_spread"] = float((last - last.mean(0)).norm(dim=-1).mean())
         for k, (loc, _) in posteriors.items():
             row["shots"][k]["distance_to_last"] = float((loc - last).norm(dim=-1).mean())
-        loc, scale = program.guide_nets.shots_posterior(x)
+        loc, scale = program.inference.shots_posterior(x)
         row["self"] = {
             "nll": _nll(program, loc, scale, x, n, args.seed),
             "nll_refined": _nll(program, *fewshot.refine(program, x, loc, scale, steps), x, n, args.seed),
@@ -1467,7 +1467,7 @@ def sample_figure(
         for k in SAMPLE_SHOTS:
             shots = test.images[order[:k]].float()
             for name, program in programs.items():
-                loc, _ = program.guide_nets.shots_posterior(shots.unsqueeze(0).to(program.device))
+                loc, _ = program.inference.shots_posterior(shots.unsqueeze(0).to(program.device))
                 means = fewshot.sample_means(program, loc, 10, seed, shots.unsqueeze(0).to(program.device))[0]
                 cells = [*shots] + [blank] * (max(SAMPLE_SHOTS) - k) + [torch.ones(1, 28, 28)] + [*means]
                 rows.append(torch.stack(cells))

@@ -61,8 +61,8 @@ def load(path: Path) -> dict:
 _FORMAT1_MODULES = {
     "theta": "theta.",
     "prior": "prior.",
-    "guide": "guide_nets.",
-    "encoder": "guide_nets.encoder.",
+    "guide": "inference.",
+    "encoder": "inference.encoder.",
     "decoder": "decoder.",
 }
 

@@ -155,14 +155,14 @@ def fewshot(
     shot_images, test_images, described = fewshot.given_shots(
         program, image_paths, task_name, shots, test_paths, invert, seed, where["data_dir"]
     )
-    loc, scale = program.guide_nets.shots_posterior(shot_images.float().to(dev).unsqueeze(0), combine)
+    loc, scale = program.inference.shots_posterior(shot_images.float().to(dev).unsqueeze(0), combine)
     vae = _vae(vae_run, dev) if test_images is not None else None
     out_folder(out)
     about = {"run": str(run_dir), "shots": len(shot_images), "source": described, "combine": combine}
     result = fewshot.write_task_model(
         program, state["step"], loc, scale, out, about, test_images, vae, samples, seed
     )
-    read = combine if program.guide_nets.one_draw else "read as a set"
+    read = combine if program.inference.one_draw else "read as a set"
     wrote = ", ".join(str(out / name) for name in ("model", "samples.png", "fewshot.json"))
     click.echo(f"few-shot model of {described} from {len(shot_images)} shot(s) ({read}); wrote {wrote}")
     for line in fewshot.row_lines(result["rows"], samples):

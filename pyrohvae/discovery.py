@@ -170,7 +170,7 @@ class Designs:
     @torch.no_grad()
     def posterior_mean_u(self, d: torch.Tensor) -> torch.Tensor:
         """Mean of q(u | d) for one image d (1, 28, 28)."""
-        return self.program.guide_nets.posterior(d.reshape(1, 1, 1, 28, 28).to(self.device))[0][0].cpu()
+        return self.program.inference.posterior(d.reshape(1, 1, 1, 28, 28).to(self.device))[0][0].cpu()
 
 
 def _search(kind, objective, dim, budget, seed, on_eval, **bo):

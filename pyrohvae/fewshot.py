@@ -195,7 +195,7 @@ def vae_of(program, u: torch.Tensor):
         decoder = {k: v.detach().cpu() for k, v in program.theta.decoder(u).items()}
         if "zprior.loc" in decoder:
             _fold_z_prior(encoder, decoder)
-        vae.guide_nets.encoder.load_state_dict(encoder)
+        vae.inference.encoder.load_state_dict(encoder)
         vae.decoder.load_state_dict(decoder)
     return vae
 
@@ -358,7 +358,7 @@ def training_mean_u(program, train_data, seed: int = 0) -> torch.Tensor:
     locs = []
     for members in train_data.task_members():
         pick = members[torch.randperm(len(members), generator=g)[:CONTEXT_SIZE]]
-        loc, _ = program.guide_nets.shots_posterior(
+        loc, _ = program.inference.shots_posterior(
             train_data.images[pick].float().unsqueeze(0).to(program.device)
         )
         locs.append(loc)
@@ -370,7 +370,7 @@ def shots_posteriors(program, source: torch.Tensor, pools: torch.Tensor, combine
     """q(u | shots) of every scored image, its shots the images `source[pools[i]]` (pools (n, k)):
     location and scale, each (n, u_dim), read `chunk` images at a time."""
     parts = [
-        program.guide_nets.shots_posterior(source[pools[i : i + chunk]].float().to(program.device), combine)
+        program.inference.shots_posterior(source[pools[i : i + chunk]].float().to(program.device), combine)
         for i in range(0, len(pools), chunk)
     ]
     return tuple(torch.cat(p) for p in zip(*parts))
@@ -678,7 +678,7 @@ def run_curve(
         "samples": samples,
         "seed": seed,
         "shots": list(shots),
-        "combine": combine if program.task_latent and program.guide_nets.one_draw else None,
+        "combine": combine if program.task_latent and program.inference.one_draw else None,
         **curve_report(result, vae_curve),
     }
 

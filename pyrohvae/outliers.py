@@ -255,7 +255,7 @@ def regret(
     for i in range(0, len(images), batch):
         x = images[i : i + batch].float().unsqueeze(1).to(program.device)  # (n, 1, 1, 28, 28)
         seed_stream(seed, i)
-        loc, scale = program.guide_nets.shots_posterior(x)
+        loc, scale = program.inference.shots_posterior(x)
         mdl = []
         for q in ((loc, scale), refine(program, x, loc, scale, steps)):
             model = program.conditioned_on(*q)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import re
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +45,13 @@ from .models import (
 )
 from .nets import Decoder, ShotPrior, ThetaGenerator
 from .priors import make_prior
+
+# The guide's networks' module path in the state of runs saved before it was `inference`.
+_GUIDE_NETS = re.compile(r"^guide_nets(?=\.|$)")
+
+
+def _renamed(state: dict) -> OrderedDict:
+    return OrderedDict((_GUIDE_NETS.sub("inference", k), v) for k, v in state.items())
 
 
 @dataclass
@@ -210,6 +219,15 @@ class Program(PyroModule):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As torch's, also for the state of a run saved before the guide's networks were named
+        `inference` (they were `guide_nets`)."""
+        renamed = _renamed(state_dict)
+        metadata = getattr(state_dict, "_metadata", None)
+        if metadata is not None:  # per-module versions, keyed by the module's path
+            renamed._metadata = _renamed(metadata)
+        return super().load_state_dict(renamed, strict=strict, assign=assign)
+
     # Each program answers these in its own way.
     def model(self, x, task=None, **kwargs):
         raise NotImplementedError
@@ -245,7 +263,7 @@ class VAEProgram(Program):
         super().__init__()
         self.config = config
         self.decoder = Decoder(config.z_dim, config.hidden, config.pixel_bias)
-        self.guide_nets = guides.get(config.guide, "vae")(config)
+        self.inference = guides.get(config.guide, "vae")(config)
 
     @classmethod
     def minibatches(cls, config: RunConfig, data, world: int = 1):
@@ -259,10 +277,10 @@ class VAEProgram(Program):
 
     @pyro_method
     def guide(self, x, task=None):
-        vae_guide(self.guide_nets.encoder, x)
+        vae_guide(self.inference.encoder, x)
 
     def parts(self) -> dict[str, nn.Module]:
-        return {"inference network (encoder)": self.guide_nets, "generative network (decoder)": self.decoder}
+        return {"inference network (encoder)": self.inference, "generative network (decoder)": self.decoder}
 
     def choices(self, task_name: str | None) -> list:
         return [None]
@@ -299,7 +317,7 @@ class HyperVAEProgram(Program):
             attention_window=config.shot_attention_window,
         )
         self.prior = make_prior(config.prior, config.u_dim)
-        self.guide_nets = guides.get(config.guide, "hypervae")(config)
+        self.inference = guides.get(config.guide, "hypervae")(config)
         self.shot_prior = (
             ShotPrior(
                 config.z_dim, config.z_prior == "shots-k", config.z_prior == "shots-g", config.shot_dims
@@ -355,7 +373,7 @@ class HyperVAEProgram(Program):
         shots=None,  # the model's; q(z | x) reads them where its encoder attends to them
     ):
         hypervae_guide(
-            self.theta, self.guide_nets, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u, shots
+            self.theta, self.inference, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u, shots
         )
 
     def step_kwargs(self, step: int) -> dict:
@@ -369,7 +387,7 @@ class HyperVAEProgram(Program):
 
     def parts(self) -> dict[str, nn.Module]:
         return {
-            "hyper-encoder q(u|d)": self.guide_nets,
+            "hyper-encoder q(u|d)": self.inference,
             "hyper-decoder trunk (u -> H)": self.theta.trunk,
             "matrix layers -> main encoder": self.theta.layers["encoder"],
             "matrix layers -> main decoder": self.theta.layers["decoder"],
@@ -382,7 +400,7 @@ class HyperVAEProgram(Program):
 
     def task_model(self, shots: torch.Tensor, combine: str = "product") -> tuple[TaskModel, torch.Tensor]:
         """θ(ū), ū the mean of q(u | the k shots (k, 1, 28, 28)) (`TaskGuide.shots_posterior`)."""
-        loc, scale = self.guide_nets.shots_posterior(shots.unsqueeze(0), combine)
+        loc, scale = self.inference.shots_posterior(shots.unsqueeze(0), combine)
         return self.conditioned_on(loc, scale), loc
 
     def prior_mean_u(self) -> torch.Tensor:
@@ -392,7 +410,7 @@ class HyperVAEProgram(Program):
     @torch.no_grad()
     def task_u(self, context: torch.Tensor) -> torch.Tensor:
         """Mean of q(u | D_t) for a batch (tasks, items, 1, 28, 28): (tasks, u_dim)."""
-        loc, _ = self.guide_nets.posterior(context)
+        loc, _ = self.inference.posterior(context)
         return loc
 
     @torch.no_grad()
@@ -402,7 +420,7 @@ class HyperVAEProgram(Program):
         each task. The context is not taken for the shots of p(z | u, shots) (`z_prior="shots"`),
         since callers may score the context's own images; without `shots` such a model gets
         p(z) = N(0, I)."""
-        return self.conditioned_on(*self.guide_nets.posterior(context), shots=shots)
+        return self.conditioned_on(*self.inference.posterior(context), shots=shots)
 
     @torch.no_grad()
     def conditioned_on(self, loc: torch.Tensor, scale: torch.Tensor, shots=None) -> TaskModel:
@@ -421,7 +439,7 @@ class HyperVAEProgram(Program):
             )
             return hidden(poutine.condition(fn, data={"u": u}))
 
-        q = self.guide_nets.q_u(loc, scale)
+        q = self.inference.q_u(loc, scale)
         return TaskModel(fix(model), fix(guide), q, self.kl_u(q))
 
     @torch.no_grad()
@@ -478,7 +496,7 @@ class MetaVAEProgram(Program):
         self.decoders = PyroModule[nn.ModuleList](
             Decoder(config.z_dim, config.hidden, config.pixel_bias) for _ in config.train_tasks
         )
-        self.guide_nets = guides.get(config.guide, "metavae")(config)
+        self.inference = guides.get(config.guide, "metavae")(config)
         self.task_index = {name: i for i, name in enumerate(config.train_tasks)}
 
     @pyro_method
@@ -488,11 +506,11 @@ class MetaVAEProgram(Program):
 
     @pyro_method
     def guide(self, x, task=None, context=None):
-        metavae_guide(self.guide_nets.encoder, x, context)
+        metavae_guide(self.inference.encoder, x, context)
 
     def parts(self) -> dict[str, nn.Module]:
         return {
-            "inference network q(z|x,D)": self.guide_nets,
+            "inference network q(z|x,D)": self.inference,
             f"generative networks ({len(self.decoders)} tasks)": self.decoders,
         }
 

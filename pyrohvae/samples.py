@@ -59,7 +59,7 @@ def _model_space_rows(program, test_data, columns, prior_rows, max_tasks, g):
     shown = _spread(len(test_data.task_members()), max_tasks)
     contexts = [context_set(test_data, t, g)[0] for t in shown]
     draws = torch.stack([c[:1] for c in contexts])  # (tasks, 1, 1, 28, 28): the first of each context
-    if program.guide_nets.one_draw:  # the paper's guide reads one draw: d_t, shown
+    if program.inference.one_draw:  # the paper's guide reads one draw: d_t, shown
         u_tasks = program.task_u(draws.to(program.device))
     else:  # a set guide reads the whole context, of which d_t is one
         u_tasks = torch.cat([program.task_u(c.unsqueeze(0).to(program.device)) for c in contexts])

@@ -193,7 +193,7 @@ def posterior_stats(program, data: TaskData, context_size: int = CONTEXT_SIZE, s
     ctx = contexts(data, context_size, seed)
     locs, scales = [], []
     for context in ctx.first:
-        loc, scale = program.guide_nets.posterior(context.to(device))
+        loc, scale = program.inference.posterior(context.to(device))
         locs.append(loc[0].cpu())
         scales.append(scale[0].cpu())
     loc, scale = torch.stack(locs), torch.stack(scales)

@@ -320,7 +320,7 @@ def test_vae_trace_elbo_is_the_negative_elbo(setup):
     pyro.set_rng_seed(4)
     z = poutine.trace(program.guide).get_trace(x).nodes["z"]["value"]
     with torch.no_grad():
-        z_loc, z_scale = program.guide_nets.encoder(x)
+        z_loc, z_scale = program.inference.encoder(x)
         per_item = (
             -bernoulli_log_lik(program.decoder(z), x)
             + normal_log_density(z, z_loc, z_scale)

@@ -32,41 +32,41 @@ def shots(k, seed=0):
 def test_the_product_of_one_draw_posteriors_divides_the_prior_out():
     program = program_of(preset="paper")  # random-draw: one draw per task
     x = shots(3)
-    locs, scales = program.guide_nets.posterior(x.unsqueeze(1))  # each shot on its own
-    loc, scale = program.guide_nets.shots_posterior(x.unsqueeze(0), "product")
+    locs, scales = program.inference.posterior(x.unsqueeze(1))  # each shot on its own
+    loc, scale = program.inference.shots_posterior(x.unsqueeze(0), "product")
     precision = scales.pow(-2)
     combined = torch.maximum(precision.sum(0) - 2, precision.max(0).values)  # two priors N(0, I) divided out
     assert torch.allclose(scale[0], combined.rsqrt(), rtol=1e-5)
     assert torch.allclose(loc[0], (precision * locs).sum(0) / combined, rtol=1e-4, atol=1e-6)
     # one shot: its own posterior, whichever the rule
-    one_loc, one_scale = program.guide_nets.shots_posterior(x[:1].unsqueeze(0), "product")
+    one_loc, one_scale = program.inference.shots_posterior(x[:1].unsqueeze(0), "product")
     assert torch.allclose(one_loc, locs[:1]) and torch.allclose(one_scale, scales[:1])
-    mean_loc, mean_scale = program.guide_nets.shots_posterior(x.unsqueeze(0), "mean")
+    mean_loc, mean_scale = program.inference.shots_posterior(x.unsqueeze(0), "mean")
     assert torch.allclose(mean_loc[0], locs.mean(0)) and torch.allclose(mean_scale[0], scales.mean(0))
 
 
 def test_more_shots_of_the_same_image_sharpen_the_product():
     program = program_of(preset="paper", u_scale_init=0.3)  # posteriors narrower than the prior
     x = shots(1).repeat(4, 1, 1, 1)
-    _, one = program.guide_nets.shots_posterior(x[:1].unsqueeze(0))
-    _, four = program.guide_nets.shots_posterior(x.unsqueeze(0))
+    _, one = program.inference.shots_posterior(x[:1].unsqueeze(0))
+    _, four = program.inference.shots_posterior(x.unsqueeze(0))
     assert bool((four < one).all())
 
 
 def test_a_set_guide_reads_the_shots_as_one_set():
     program = program_of()  # the task-specific preset: the set encoder
-    assert not program.guide_nets.one_draw
+    assert not program.inference.one_draw
     x = shots(5)
-    loc, scale = program.guide_nets.shots_posterior(x.unsqueeze(0))
-    expected = program.guide_nets.posterior(x.unsqueeze(0))
+    loc, scale = program.inference.shots_posterior(x.unsqueeze(0))
+    expected = program.inference.posterior(x.unsqueeze(0))
     assert torch.allclose(loc, expected[0]) and torch.allclose(scale, expected[1])
     # order does not matter to a set
-    assert torch.allclose(program.guide_nets.shots_posterior(x.flip(0).unsqueeze(0))[0], loc, atol=1e-6)
+    assert torch.allclose(program.inference.shots_posterior(x.flip(0).unsqueeze(0))[0], loc, atol=1e-6)
 
 
 def test_product_needs_the_normal_prior():
     with pytest.raises(ValueError, match="use --combine mean"):
-        program_of(preset="paper", prior="mixture").guide_nets.shots_posterior(
+        program_of(preset="paper", prior="mixture").inference.shots_posterior(
             shots(2).unsqueeze(0), "product"
         )
 
@@ -80,7 +80,7 @@ def test_the_exported_vae_is_the_same_model_as_theta_of_u(z_prior, pixel_bias):
         for name in ("zprior__loc", "zprior__log_scale", "pixel_bias"):
             if name in program.theta.layers["decoder"]:
                 program.theta.layers["decoder"][name].B.add_(0.7)
-    loc, scale = program.guide_nets.shots_posterior(shots(4).unsqueeze(0))
+    loc, scale = program.inference.shots_posterior(shots(4).unsqueeze(0))
     vae = fewshot.vae_of(program, loc[0])
     x = shots(6, seed=1)
     pyro.set_rng_seed(0)
@@ -258,7 +258,7 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
     data = task_data([5, 5])
     result = fewshot.curve(program, data, (1,), per_task=2, samples=16, seed=3, progress=False)
     index, pools, _ = fewshot.curve_plan(data, (1,), per_task=2, seed=3)
-    loc, scale = program.guide_nets.shots_posterior(data.images[pools[:, :1]].float())
+    loc, scale = program.inference.shots_posterior(data.images[pools[:, :1]].float())
     pyro.set_rng_seed(3)
     model = program.conditioned_on(loc, scale)
     by_hand = importance_scores(model.model, model.guide, data.images[index].float().unsqueeze(1), 16)
@@ -287,7 +287,7 @@ def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
     result = fewshot.curve(program, data, (2,), per_task=2, samples=16, seed=3, progress=False)
     index, pools, _ = fewshot.curve_plan(data, (2,), per_task=2, seed=3)
     given = data.images[pools[:, :2]].float()
-    loc, scale = program.guide_nets.shots_posterior(given)
+    loc, scale = program.inference.shots_posterior(given)
     x = data.images[index].float().unsqueeze(1)
     by_hand = {}
     for name, shots in (("given", given), ("none", None)):
@@ -381,7 +381,7 @@ def test_samples_of_a_shots_model_given_its_shots_come_from_its_mixture():
     weight near 1 the samples are those of N(0, I), with it near 0 they differ."""
     program = program_of(z_prior="shots", split_context=True, shot_features=True)
     given = shots(3).unsqueeze(0)
-    loc, _ = program.guide_nets.shots_posterior(given)
+    loc, _ = program.inference.shots_posterior(given)
     plain = fewshot.sample_means(program, loc, 6, seed=1)
     with torch.no_grad():
         program.shot_prior.prior_logit.fill_(30.0)
@@ -490,13 +490,13 @@ def test_the_report_steps_and_gains_are_paired_differences():
 def test_precision_pooling_narrows_with_every_shot_and_reads_any_number():
     program = program_of(guide="precision-pool")
     x = shots(6)
-    scales = [program.guide_nets.shots_posterior(x[:k].unsqueeze(0))[1] for k in range(1, 7)]
+    scales = [program.inference.shots_posterior(x[:k].unsqueeze(0))[1] for k in range(1, 7)]
     assert all(bool((b < a).all()) for a, b in itertools.pairwise(scales))
     # the posterior of N(0, I) given independent Gaussian factors: one factor's own location and
     # precision give it exactly
-    loc1, scale1 = program.guide_nets.items(x[:1].unsqueeze(0))
+    loc1, scale1 = program.inference.items(x[:1].unsqueeze(0))
     lam = scale1.pow(-2)[0, 0]
-    loc, scale = program.guide_nets.shots_posterior(x[:1].unsqueeze(0))
+    loc, scale = program.inference.shots_posterior(x[:1].unsqueeze(0))
     assert torch.allclose(scale[0], (1 + lam).rsqrt())
     assert torch.allclose(loc[0], lam * loc1[0, 0] / (1 + lam))
 
@@ -667,7 +667,7 @@ def test_refine_lowers_the_shots_loss_and_leaves_the_weights_alone():
 
     program = program_of(random_context=True)
     x = shots(8).reshape(2, 4, 1, 28, 28)
-    loc, scale = program.guide_nets.shots_posterior(x)
+    loc, scale = program.inference.shots_posterior(x)
     before = {k: v.clone() for k, v in program.state_dict().items()}
 
     def loss(q):  # the shots' −ELBO under q(u), averaged over 32 draws from the same random state

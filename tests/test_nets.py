@@ -151,7 +151,7 @@ def test_particles_broadcast_against_shared_weights(theta):
 
 @pytest.mark.parametrize(
     "preset,hyper_encoder",
-    [("paper", "guide_nets.encoder.conv1.weight"), ("task-specific", "guide_nets.encoder.conv1.weight")],
+    [("paper", "inference.encoder.conv1.weight"), ("task-specific", "inference.encoder.conv1.weight")],
 )
 def test_gradients_reach_every_trainable_part(preset, hyper_encoder):
     pyro.set_rng_seed(0)

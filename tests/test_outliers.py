@@ -301,7 +301,7 @@ def test_regret_is_the_description_length_a_refit_q_u_saves():
     for i in (0, 4):
         x = images[i : i + 4].float().unsqueeze(1)
         seed_stream(2, i)
-        loc, scale = program.guide_nets.shots_posterior(x)
+        loc, scale = program.inference.shots_posterior(x)
         mdl = []
         for q in ((loc, scale), refine(program, x, loc, scale, 5)):
             model = program.conditioned_on(*q)

@@ -62,7 +62,7 @@ def test_u_scale_init_scales_the_posterior_at_the_start():
     for factor in (1.0, 0.1):
         pyro.set_rng_seed(0)
         program = build(RunConfig(dataset="mnist", u_scale_init=factor))
-        scales.append(program.guide_nets.posterior(x)[1])
+        scales.append(program.inference.posterior(x)[1])
     torch.testing.assert_close(scales[1], 0.1 * scales[0])
 
 

@@ -135,7 +135,7 @@ def test_a_shots_models_task_model_reads_its_context_as_shots(monkeypatch):
     for (loc, shots), context in zip(given, [c for j in range(2) for c in (ctx.first[j], ctx.second[j])]):
         k = taskmodels.CONTEXT_SHOTS
         assert shots.shape[1] == k and torch.equal(shots, context[:, :k])
-        assert torch.allclose(loc, program.guide_nets.posterior(context)[0])
+        assert torch.allclose(loc, program.inference.posterior(context)[0])
     monkeypatch.undo()
     monkeypatch.setattr(taskmodels, "_reads_shots", lambda program: False)  # `conditioned`: no shots
     unread = taskmodels.score_matrix(program, data, samples=2, context_size=25, progress=False).nelbo
@@ -309,7 +309,7 @@ def test_posterior_stats_say_where_the_tasks_sit():
             return x.mean((1, 2, 3, 4))[:, None].expand(-1, 10), torch.full((len(x), 10), 0.5)
 
     program = InkModels()
-    program.guide_nets = InkGuide()
+    program.inference = InkGuide()
     stats = taskmodels.posterior_stats(program, data, context_size=5)
     ctx = taskmodels.contexts(data, 5)
     inks = torch.stack([c.mean() for c in ctx.first])

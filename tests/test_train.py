@@ -261,7 +261,7 @@ def test_a_checkpoint_of_format_1_resumes_to_the_parameters_of_an_uninterrupted_
     run_cli("train", *common, "--steps", 4, "--out", old)
     state = checkpoint.load(old / "checkpoint.pt")
     names = [n for n, _ in build(RunConfig.from_dict(state["config"])).named_parameters()]
-    stores = {"theta.": "theta$$$", "guide_nets.": "guide$$$", "prior.": "prior$$$"}
+    stores = {"theta.": "theta$$$", "inference.": "guide$$$", "prior.": "prior$$$"}
     optim = {}
     for i, name in enumerate(names):
         prefix = next(p for p in stores if name.startswith(p))
@@ -278,6 +278,22 @@ def test_a_checkpoint_of_format_1_resumes_to_the_parameters_of_an_uninterrupted_
     run_cli("train", "--out", old, "--resume", "--steps", 8, "--no-progress")
     a, b = params(whole), params(old)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_of_the_guides_old_module_name_resumes_exactly(tmp_path):
+    """Runs saved before the guide's networks were `inference` name them `guide_nets`; such a run
+    resumes to the parameters of an uninterrupted one, bit for bit."""
+    common = ["--dataset", "mnist", "--tasks-per-step", 2, "--seed", 3, "--no-progress"]
+    whole, old = tmp_path / "whole", tmp_path / "old"
+    run_cli("train", *common, "--steps", 6, "--out", whole)
+    run_cli("train", *common, "--steps", 3, "--out", old)
+    state = checkpoint.load(old / "checkpoint.pt")
+    program = {k.replace("inference.", "guide_nets.", 1): v for k, v in state["program"].items()}
+    assert sum(k.startswith("guide_nets.") for k in program) > 4
+    checkpoint.save(old / "checkpoint.pt", {**state, "program": program})
+    run_cli("train", "--out", old, "--resume", "--steps", 6, "--no-progress")
+    a, b = params(whole), params(old)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("preset", ["paper", "task-specific"])

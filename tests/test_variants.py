@@ -159,7 +159,7 @@ def test_a_new_guide_in_one_file_is_usable_by_name(tmp_path, monkeypatch):
     assert "first-item" in guides.names("hypervae")
     summary = train(RunConfig(dataset="mnist", guide="first-item", steps=5), tmp_path / "run", progress=False)
     assert summary.last_loss < summary.first_loss
-    assert isinstance(build(RunConfig.load(tmp_path / "run" / "config.json")).guide_nets, FirstItemGuide)
+    assert isinstance(build(RunConfig.load(tmp_path / "run" / "config.json")).inference, FirstItemGuide)
 
 
 def test_interpolation_walks_between_two_tasks(trained_run, tmp_path):
