@@ -342,6 +342,14 @@ VARIANTS = {
         ),
         {**SHOTS_K, "shot_attention": 1, "shot_attention_window": 3, "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
+    "pool-split-shots-k-attend-t32-kl1": (
+        (
+            "pool-split-shots-k-attend-kl1 with 32 characters a step rather than 16 (--tasks-per-step 32): "
+            "q(u) and the read learn from twice the contexts a step (and read twice the images in as many "
+            "steps; our VAE stays at 320 images a step)"
+        ),
+        {**SHOTS_K, "tasks_per_step": 32, "shot_attention": 1, "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
     "pool-split-shots-z32-k-tmean-kl1": (
         "pool-split-shots-z32-k-tmean, the filter starting silent, KL(z) weighed 1 from the start",
         {
@@ -1109,6 +1117,7 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-attend-w64-kl1": "z of 10, one head of 64 dimensions (`--shot-attention-dim 64`)",
     "pool-split-shots-k-attend-fine5-kl1": "z of 10, the 14×14 map also reading the shots' near it (`--shot-attention-window 5`)",
     "pool-split-shots-k-attend-fine3-kl1": "the same with a 3×3 window (`--shot-attention-window 3`)",
+    "pool-split-shots-k-attend-t32-kl1": "z of 10, attention, 32 characters a step (`--tasks-per-step 32`)",
 }
 
 
@@ -1202,6 +1211,7 @@ ATTENDED = {
     "pool-split-shots-k-attend-w64-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-k-attend-fine5-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-k-attend-fine3-kl1": "pool-split-shots-k-attend-kl1",
+    "pool-split-shots-k-attend-t32-kl1": "pool-split-shots-k-attend-kl1",
 }
 
 
