@@ -1350,11 +1350,8 @@ def _shots_variants_reading(nll: dict) -> list[str]:
 def report(args) -> None:
     rows_dir = args.results / "fewshot"
     screened = rows_in(rows_dir, f"screen-*-seed{args.seed}.json")
-    reseeded = [
-        (int(path.stem.rsplit("-seed", 1)[1]), json.loads(path.read_text()))
-        for path in sorted(rows_dir.glob("screen-*.json"))
-        if not path.stem.endswith(f"-seed{args.seed}")
-    ]
+    seeds = {int(path.stem.rsplit("-seed", 1)[1]) for path in rows_dir.glob("screen-*.json")} - {args.seed}
+    reseeded = [(s, r) for s in sorted(seeds) for r in rows_in(rows_dir, f"screen-*-seed{s}.json")]
     full_rows = rows_in(rows_dir, "full-*.json")
     lines = [
         "# Few-shot models of tasks never trained on",
@@ -1746,12 +1743,11 @@ def _seed_lines(rows, reseeded: list, seed: int) -> list[str]:
     rows at `seed`: how far a screen's numbers move with the seed alone, and whether a variant's
     difference from the model it changes (`ATTENDED`) holds."""
     ks = ("k=1", "k=4", "k=9", "k=19")
-    nll, vae, plain = {}, {}, set()
+    nll, vae = {}, {}
     for s, r in [(seed, r) for r in rows if r["steps"] == SCREEN_STEPS] + list(reseeded):
         at = {x["model"]: x["nll"] for x in r["rows"]}
-        if set(at) == {"vae"}:  # a VAE variant (vae-z32): one model, whatever the shots
+        if _a_vae(r["config"]):  # one model, whatever the shots
             at = dict.fromkeys(ks, at["vae"])
-            plain.add(r["config"])
         nll[s, r["config"]] = at
         vae[s, r["config"]] = r["vae"]["nll"] if r.get("vae") else None
     others = sorted({s for s, _ in nll} - {seed})
@@ -1787,11 +1783,12 @@ def _seed_lines(rows, reseeded: list, seed: int) -> list[str]:
             )
             curve, falls = (
                 (f"{at['k=1']:.2f} at every k", "–")
-                if c in plain
+                if _a_vae(c)
                 else (" / ".join(f"{at[k]:.2f}" for k in ks), f"{at['k=1'] - at['k=19']:.2f}")
             )
-            own = nll.get((s, "vae-z32"), {}).get("k=1") if VARIANTS[c][1].get("z_dim") == 32 else vae[s, c]
-            gains = "–" if c in plain or own is None else " / ".join(f"{own - at[k]:+.2f}" for k in ks)
+            z = VARIANTS[c][1].get("z_dim", 10)
+            own = vae[s, c] if z == 10 else nll.get((s, f"vae-z{z}"), {}).get("k=1")
+            gains = "–" if _a_vae(c) or own is None else " / ".join(f"{own - at[k]:+.2f}" for k in ks)
             out.append(f"| {c} | {s} | {curve} | {falls} | {fmt(vae[s, c], 2)} | {gains} | {versus} |")
     moves = [
         abs(nll[s, c][k] - nll[seed, c][k]) for c in configs for s in others if (s, c) in nll for k in ks
