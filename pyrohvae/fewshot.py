@@ -117,8 +117,7 @@ def sample_means(program, u: torch.Tensor, n: int = 10, seed: int = 0, shots=Non
     if shots is None or program.shot_prior is None:
         return torch.sigmoid(program.sample_logits(eps, u)).cpu()
     r = torch.rand(n, generator=g).to(u.device)  # picks each draw's component of the mixture
-    width = program.shot_feature_width
-    logits = shots_sample_logits(program.theta, program.shot_prior, u, shots, eps, r, width)
+    logits = shots_sample_logits(program.theta, program.shot_prior, u, shots, eps, r)
     return torch.sigmoid(logits).cpu()
 
 

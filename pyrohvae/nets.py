@@ -799,6 +799,8 @@ class ThetaGenerator(PyroModule):
         # and the heads by which its first map reads the shots' maps (`--shot-attention`; 0: none).
         self.template, self.attention = template, int(attention)
         self.encoder_attention = encoder_attention  # the main encoder reads the shots' maps too
+        # z's width, and the width of the shots' features the decoder reads besides z (0: none)
+        self.z_dim, self.feature_width = z_dim, extra_inputs
         self.trunk = PyroModule[nn.Sequential](
             Linear(u_dim, hidden), nn.ReLU(), Linear(hidden, h_dim * h_dim), nn.ReLU()
         )

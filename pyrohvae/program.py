@@ -309,7 +309,7 @@ class HyperVAEProgram(Program):
             z_prior=config.z_prior == "task",
             layout=config.theta_layout,
             pixel_bias=config.pixel_bias,
-            extra_inputs=self.shot_feature_width,
+            extra_inputs=config.hidden if config.shot_features else 0,
             template=config.shot_template,
             attention=config.shot_attention,
             encoder_attention=config.shot_attention_encoder,
@@ -348,7 +348,6 @@ class HyperVAEProgram(Program):
         hypervae_model(
             self.theta,
             self.prior,
-            self.config.z_dim,
             x,
             kl_u_weight=kl_u_weight,
             kl_z_weight=kl_z_weight,
@@ -357,7 +356,6 @@ class HyperVAEProgram(Program):
             items=items,
             shot_prior=self.shot_prior,
             shots=shots if self.shot_prior is not None else None,
-            shot_features=self.shot_feature_width,
         )
 
     @pyro_method
@@ -457,12 +455,7 @@ class HyperVAEProgram(Program):
         (z = eps under the paper's N(0, I)); u = `which` (*batch, u_dim) broadcasts against eps
         (*batch, n, z_dim). A p(z) that reads shots is sampled by `fewshot.sample_means`."""
         params = self.theta.decoder(which.unsqueeze(-2))
-        return shot_logits(params, z_from_eps(params, eps), width=self.shot_feature_width)
-
-    @property
-    def shot_feature_width(self) -> int:
-        """The width of the shots' features the decoder reads besides z (`--shot-features`), or 0."""
-        return self.config.hidden if self.config.shot_features else 0
+        return shot_logits(self.theta, params, z_from_eps(params, eps))
 
     @torch.no_grad()
     def sample_task(
@@ -475,9 +468,8 @@ class HyperVAEProgram(Program):
         if self.shot_prior is None:
             return torch.sigmoid(self.sample_logits(eps, u[0]))
         r = torch.rand(n, generator=generator).to(context.device)
-        width = self.shot_feature_width
         shots = context if shots is None else shots
-        return torch.sigmoid(shots_sample_logits(self.theta, self.shot_prior, u, shots, eps, r, width))[0]
+        return torch.sigmoid(shots_sample_logits(self.theta, self.shot_prior, u, shots, eps, r))[0]
 
 
 class MetaVAEProgram(Program):

@@ -70,9 +70,7 @@ def _model_space_rows(program, test_data, columns, prior_rows, max_tasks, g):
         r = torch.rand(columns, generator=g).to(program.device)
         for i, c in enumerate(contexts):
             given = c.unsqueeze(0).to(program.device)
-            logits = shots_sample_logits(
-                program.theta, program.shot_prior, u_tasks[i : i + 1], given, z, r, program.shot_feature_width
-            )
+            logits = shots_sample_logits(program.theta, program.shot_prior, u_tasks[i : i + 1], given, z, r)
             means[i] = torch.sigmoid(logits)[0]
     return means.cpu(), labels, draws[:, 0].cpu()
 
