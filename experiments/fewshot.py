@@ -350,6 +350,15 @@ VARIANTS = {
         ),
         {**SHOTS_K, "tasks_per_step": 32, "shot_attention": 1, "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
+    "pool-split-shots-k-attend-rot-kl1": (
+        (
+            "pool-split-shots-k-attend-kl1 trained also on every training character turned by 90°, 180° and "
+            "270°, each a character of its own (--rotate-tasks): four times the tasks to learn how a new one "
+            "is read from its shots, as few-shot work augments Omniglot (our VAE stays on the characters as "
+            "drawn)"
+        ),
+        {**SHOTS_K, "rotate_tasks": True, "shot_attention": 1, "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
     "pool-split-shots-z32-k-tmean-kl1": (
         "pool-split-shots-z32-k-tmean, the filter starting silent, KL(z) weighed 1 from the start",
         {
@@ -1118,6 +1127,7 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-attend-fine5-kl1": "z of 10, the 14×14 map also reading the shots' near it (`--shot-attention-window 5`)",
     "pool-split-shots-k-attend-fine3-kl1": "the same with a 3×3 window (`--shot-attention-window 3`)",
     "pool-split-shots-k-attend-t32-kl1": "z of 10, attention, 32 characters a step (`--tasks-per-step 32`)",
+    "pool-split-shots-k-attend-rot-kl1": "z of 10, attention, every character also turned three ways (`--rotate-tasks`)",
 }
 
 
@@ -1212,6 +1222,7 @@ ATTENDED = {
     "pool-split-shots-k-attend-fine5-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-k-attend-fine3-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-k-attend-t32-kl1": "pool-split-shots-k-attend-kl1",
+    "pool-split-shots-k-attend-rot-kl1": "pool-split-shots-k-attend-kl1",
 }
 
 

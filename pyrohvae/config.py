@@ -270,6 +270,12 @@ class RunConfig:
         max=1,
         max_open=True,
     )
+    rotate_tasks: bool = setting(
+        False,
+        "Train also on every training task turned by 90°, 180° and 270°, each turn a task of its own (four "
+        "times the tasks, as few-shot work augments Omniglot's characters). The validation, held-out and "
+        "test parts stay as they are.",
+    )
     train_tasks: list[str] | None = setting(None)  # filled in from the training data when a run starts
     test_fraction: float = setting(
         folders.DEFAULT_TEST_FRACTION,
@@ -423,10 +429,11 @@ class RunConfig:
 
     def load_data(self, part: str, root=None) -> data.TaskData:
         """One part of the run's data: "train" (without the held-out classes and the validation
-        images), "validation" (the images --validation held out of the training tasks), "test"
-        (all classes: discovery and evaluation look at the unseen tasks too) or "held-out" (the
-        training part's images of the classes --exclude-classes held out: tasks never trained on,
-        for choosing a configuration without the test set)."""
+        images; with `rotate_tasks`, each task turned three ways as three more), "validation" (the
+        images --validation held out of the training tasks), "test" (all classes: discovery and
+        evaluation look at the unseen tasks too) or "held-out" (the training part's images of the
+        classes --exclude-classes held out: tasks never trained on, for choosing a configuration
+        without the test set)."""
         if part not in PARTS:
             raise ConfigError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
         if part == "validation" and not self.validation:
@@ -456,7 +463,7 @@ class RunConfig:
         if self.validation:
             kept, held = loaded.hold_out(self.validation)
             loaded = kept if part == "train" else held
-        return loaded
+        return loaded.with_turns() if part == "train" and self.rotate_tasks else loaded
 
     def describe_folder(self) -> str:
         """What a folder dataset holds and how its images are read, in one line."""

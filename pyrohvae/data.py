@@ -122,6 +122,18 @@ class TaskData:
         mask[torch.cat(held)] = True
         return self.subset(torch.nonzero(~mask).squeeze(1)), self.subset(torch.nonzero(mask).squeeze(1))
 
+    def with_turns(self) -> TaskData:
+        """These tasks, and each of them turned by 90°, 180° and 270° as a task of its own ("NAME
+        turned 90"): four times the tasks, as few-shot work augments Omniglot's characters (Santoro
+        et al. 2016, Vinyals et al. 2016): more tasks to learn how a task is read from its shots."""
+        turns = range(4)
+        return TaskData(
+            torch.cat([self.images.rot90(k, (-2, -1)) for k in turns]),
+            torch.cat([self.tasks + k * self.num_tasks for k in turns]),
+            [name if k == 0 else f"{name} turned {90 * k}" for k in turns for name in self.task_names],
+            self.name,
+        )
+
     def without_tasks(self, names) -> TaskData:
         """The data of the other tasks, renumbered from 0."""
         unknown = sorted(set(names) - set(self.task_names))

@@ -178,3 +178,18 @@ def test_batches_flip_the_share_of_pixels_asked(data_root):
         (a, _), (b, _) = next(clean), next(noisy)  # the same images: noise is drawn after the picks
         assert b.dtype == a.dtype and set(b.unique().tolist()) <= {0, 1}
         assert abs(float((a != b).float().mean()) - 0.2) < 0.01
+
+
+def test_turned_tasks_are_each_task_turned_as_three_more():
+    images = torch.zeros(3, 1, 28, 28, dtype=torch.uint8)
+    images[:, 0, 0, 1] = 1  # a mark by the top left corner, which each turn carries to another corner
+    images[2, 0, 5, 5] = 1
+    whole = data.TaskData(images, torch.tensor([0, 0, 1]), ["a", "b"], "toy")
+    turned = whole.with_turns()
+    turns = ("", " turned 90", " turned 180", " turned 270")
+    assert turned.task_names == [name + turn for turn in turns for name in ("a", "b")]
+    assert turned.task_sizes().tolist() == [2, 1] * 4
+    for k in range(4):
+        assert torch.equal(turned.images[turned.tasks // 2 == k], images.rot90(k, (-2, -1)))
+    # a quarter turn anticlockwise: (row, column) -> (27 - column, row)
+    assert turned.images[turned.tasks == 3][0, 0].nonzero().tolist() == [[22, 5], [26, 0]]

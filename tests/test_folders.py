@@ -239,3 +239,17 @@ def test_train_refuses_a_bad_folder_before_writing_anything(tmp_path):
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
     result = cli("train", "--dataset", tmp_path / "nowhere", "--steps", 5, code=2)
     assert "neither one of mnist, fashion-mnist, omniglot nor a folder" in result.output
+
+
+def test_rotate_tasks_turns_the_training_part_alone(tmp_path):
+    folder = make_folder(tmp_path / "shapes")
+    options = {"dataset": str(folder), "validation": 0.25, "exclude_classes": ["ring"]}
+    plain, turned = RunConfig(**options), RunConfig(**options, rotate_tasks=True)
+    train, kept = turned.load_data("train"), plain.load_data("train")
+    turns = ("", " turned 90", " turned 180", " turned 270")
+    assert kept.task_names == ["bar", "cross"]
+    assert train.task_names == [name + turn for turn in turns for name in kept.task_names]
+    for k in range(4):
+        assert torch.equal(train.images[train.tasks // 2 == k], kept.images.rot90(k, (-2, -1)))
+    for part in ("validation", "held-out", "test"):
+        assert torch.equal(turned.load_data(part).images, plain.load_data(part).images)
