@@ -270,6 +270,13 @@ class RunConfig:
         max=1,
         max_open=True,
     )
+    binarize: str = setting(
+        "sample",
+        "How a built-in dataset's gray levels become bits: sample (drawn once from Bernoulli(gray), the "
+        "paper's static binarization) or threshold (1 from half the gray scale up: no noise in the bits, "
+        "as in the images that published few-shot results use).",
+        choices=data.BINARIZATIONS,
+    )
     rotate_tasks: bool = setting(
         False,
         "Train also on every training task turned by 90°, 180° and 270°, each turn a task of its own (four "
@@ -302,6 +309,8 @@ class RunConfig:
             self.dataset = str(Path(self.dataset).expanduser().absolute())
         elif (self.test_fraction, self.test_seed, self.invert) != (folders.DEFAULT_TEST_FRACTION, 0, None):
             raise ConfigError("--test-fraction, --test-seed and --invert apply to a folder dataset")
+        if self.is_folder and self.binarize != "sample":
+            raise ConfigError(f"--binarize {self.binarize} applies to the built-in datasets")
         if not 0 <= self.flip < 0.5:
             raise ConfigError(f"--flip {self.flip}: a share of pixels in [0, 0.5)")
         if not 0 < self.test_fraction < 1:
@@ -452,6 +461,7 @@ class RunConfig:
                 root,
                 split=self.split,
                 task_by=self.task_by,
+                binarization=self.binarize,
             )
         if part == "test":
             return loaded

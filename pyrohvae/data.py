@@ -8,7 +8,9 @@ garment, an Omniglot alphabet or character). The data root follows torchvision's
 Static binarization: pixel j of the image named `key` (e.g. "mnist/train/123", or an Omniglot file's
 path inside its zip) is 1 when `u < gray`, with gray the 8-bit intensity over 255 and u a uniform
 number computed by the SplitMix64 hash of (crc32(key), j, seed). The bits depend only on the file
-contents and the seed, not on machine, library version, load order or the split chosen.
+contents and the seed, not on machine, library version, load order or the split chosen. With
+`binarization="threshold"` (`--binarize threshold`) a pixel is 1 where its gray level is at least
+half the scale instead: no noise in the bits, as in the images published few-shot results use.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ PARTS = ("train", "test")
 SPLITS = ("drawers", "background")
 TASK_BY = ("class", "alphabet", "character")
 BINARIZE_SEED = 0
+BINARIZATIONS = ("sample", "threshold")
 VALIDATION_SEED = 0  # every run with the same --validation holds out the same images
 DATA_DIR_ENV = "PYROHVAE_DATA_DIR"
 # Bump when the processing below changes, so stale caches are not reused.
@@ -167,25 +170,29 @@ def load(
     root: str | os.PathLike | None = None,
     split: str = "drawers",
     task_by: str | None = None,
+    binarization: str = "sample",
 ) -> TaskData:
     """One part ("train" or "test") of a dataset, as tasks.
 
     Omniglot's `split` is "drawers" (every alphabet; drawers 1-15 train, 16-20 test) or
     "background" (Lake's 30 background alphabets train, the 20 evaluation alphabets test), and its
     tasks are alphabets (default) or characters. MNIST and Fashion-MNIST tasks are their classes.
+    `binarization`: "sample" (the static Bernoulli draw above) or "threshold".
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if part not in PARTS:
         raise DataError(f"unknown part {part!r}; choose train or test")
+    if binarization not in BINARIZATIONS:
+        raise DataError(f"unknown binarization {binarization!r}; choose one of {', '.join(BINARIZATIONS)}")
     root = data_root(root)
     if dataset == "omniglot":
-        return _omniglot(root, part, split, task_by or "alphabet")
+        return _omniglot(root, part, split, task_by or "alphabet", binarization)
     if split != "drawers":
         raise DataError(f"--split {split} applies to omniglot only")
     if task_by not in (None, "class"):
         raise DataError(f"--task-by {task_by} applies to omniglot only")
-    return _idx_dataset(dataset, root, part)
+    return _idx_dataset(dataset, root, part, binarization)
 
 
 # --- static binarization -------------------------------------------------------------------
@@ -196,6 +203,15 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
+
+
+def _bits(gray: np.ndarray, keys: list[str], binarization: str) -> np.ndarray:
+    """uint8 gray levels (n, 28, 28) -> uint8 bits: `binarize`'s draw, or 1 from half the scale up."""
+    return (gray >= 128).astype(np.uint8) if binarization == "threshold" else binarize(gray, keys)
+
+
+def _cache_name(name: str, binarization: str) -> str:
+    return name if binarization == "sample" else f"{name}-{binarization}"
 
 
 def binarize(gray: np.ndarray, keys: list[str], seed: int = BINARIZE_SEED) -> np.ndarray:
@@ -242,7 +258,7 @@ def _cached(name: str, files: list[Path], build):
 # --- MNIST and Fashion-MNIST -------------------------------------------------------------------
 
 
-def _idx_dataset(dataset: str, root: Path, part: str) -> TaskData:
+def _idx_dataset(dataset: str, root: Path, part: str, binarization: str = "sample") -> TaskData:
     folder_name, _cls_name = _IDX[dataset]
     raw = root / folder_name / "raw"
     files = [raw / f for f in _IDX_FILES[part]]
@@ -265,10 +281,10 @@ def _idx_dataset(dataset: str, root: Path, part: str) -> TaskData:
                 f"{files[1].name} holds {len(labels)} labels"
             )
         keys = [f"{dataset}/{part}/{i}" for i in range(len(gray))]
-        bits = binarize(gray.numpy(), keys)
+        bits = _bits(gray.numpy(), keys, binarization)
         return {"images": torch.from_numpy(bits).unsqueeze(1), "tasks": labels.long()}
 
-    value = _cached(f"{dataset}-{part}", files, build)
+    value = _cached(_cache_name(f"{dataset}-{part}", binarization), files, build)
     names = _FASHION_CLASSES if dataset == "fashion-mnist" else [str(d) for d in range(10)]
     return TaskData(value["images"], value["tasks"], list(names), f"{dataset}/{part}")
 
@@ -315,12 +331,12 @@ def _download_idx(dataset, root, raw, files):
 # --- Omniglot ----------------------------------------------------------------------------------
 
 
-def _omniglot(root: Path, part: str, split: str, task_by: str) -> TaskData:
+def _omniglot(root: Path, part: str, split: str, task_by: str, binarization: str = "sample") -> TaskData:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if task_by not in ("alphabet", "character"):
         raise DataError(f"--task-by {task_by} does not apply to omniglot (alphabet or character)")
-    everything = _omniglot_all(root)
+    everything = _omniglot_all(root, binarization)
     background = everything["background"].bool()
     if split == "drawers":
         in_train = torch.isin(everything["drawer"], torch.tensor(list(_OMNIGLOT_TRAIN_DRAWERS)))
@@ -387,7 +403,7 @@ def _omniglot_files(source: Path):
         yield n, lambda n=n: archive.read(n)
 
 
-def _omniglot_all(root: Path) -> dict:
+def _omniglot_all(root: Path, binarization: str = "sample") -> dict:
     sources = _omniglot_sources(root)
 
     def build():
@@ -416,7 +432,7 @@ def _omniglot_all(root: Path) -> dict:
                 background.append(part == "images_background")
         if not keys:
             raise DataError(f"{root / _OMNIGLOT_DIR}: no Omniglot images found")
-        bits = binarize(np.stack(grays), keys)
+        bits = _bits(np.stack(grays), keys, binarization)
         alphabet_names = sorted(set(alphabets))
         character_names = sorted(set(characters))
         a_index = {n: i for i, n in enumerate(alphabet_names)}
@@ -432,7 +448,7 @@ def _omniglot_all(root: Path) -> dict:
         }
 
     files = [s for s in sources if s.is_file()] or sources
-    return _cached("omniglot", files, build)
+    return _cached(_cache_name("omniglot", binarization), files, build)
 
 
 # --- helpers -----------------------------------------------------------------------------------

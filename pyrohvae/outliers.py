@@ -80,13 +80,14 @@ COMPRESSORS = ("png", "zlib")
 SHIFTED = {"mnist-upside-down": "mnist", "fashion-mnist-scattered": "fashion-mnist"}
 
 
-def shifted(name: str, root=None, seed: int = 0) -> TaskData:
-    """The test images of SHIFTED[name], shifted as its name says."""
+def shifted(name: str, root=None, seed: int = 0, binarization: str = "sample") -> TaskData:
+    """The test images of SHIFTED[name], binarized as `binarization` says (`data.load`), shifted as
+    its name says."""
     from . import data
 
     if name not in SHIFTED:
         raise RequestError(f"unknown shifted set {name!r}; choose one of {', '.join(SHIFTED)}")
-    base = data.load(SHIFTED[name], "test", root)
+    base = data.load(SHIFTED[name], "test", root, binarization=binarization)
     if name.endswith("upside-down"):
         images = base.images.flip(-2, -1)
     else:
@@ -306,15 +307,15 @@ def outlier_scores(
     return ordered
 
 
-def outlier_data(other: str, seed: int = 0, data_root=None) -> TaskData:
-    """The outliers `other` names: a dataset's test images, a set shifted from one (`SHIFTED`), or
-    every image of a folder."""
+def outlier_data(other: str, seed: int = 0, data_root=None, binarization: str = "sample") -> TaskData:
+    """The outliers `other` names: a dataset's test images, a set shifted from one (`SHIFTED`), both
+    binarized as the normal images are (`binarization`), or every image of a folder."""
     from . import data, folders
 
     if other in data.DATASETS:
-        return data.load(other, "test", data_root)
+        return data.load(other, "test", data_root, binarization=binarization)
     if other in SHIFTED:
-        return shifted(other, data_root, seed)
+        return shifted(other, data_root, seed, binarization)
     return folders.scan(other).every_image()
 
 
@@ -398,7 +399,8 @@ def detect(
         raise OptionError(f"--outliers must name another dataset than the run's ({config.dataset})")
     normal = config.load_data("test", data_root)
     kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
-    mixed = mixed_set(normal.subset(kept), outlier_data(other, seed, data_root), fraction, seed)
+    outliers = outlier_data(other, seed, data_root, config.binarize)
+    mixed = mixed_set(normal.subset(kept), outliers, fraction, seed)
     mixed.source_index[: len(kept)] = kept  # positions in the normal test split
     values, fit = run_scores(program, run_dir, step, mixed, (score,), samples, seed, progress, data_root)
     metrics = detection_metrics(values[score].numpy(), mixed.labels.numpy(), flag_rate)

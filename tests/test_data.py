@@ -193,3 +193,21 @@ def test_turned_tasks_are_each_task_turned_as_three_more():
         assert torch.equal(turned.images[turned.tasks // 2 == k], images.rot90(k, (-2, -1)))
     # a quarter turn anticlockwise: (row, column) -> (27 - column, row)
     assert turned.images[turned.tasks == 3][0, 0].nonzero().tolist() == [[22, 5], [26, 0]]
+
+
+def test_threshold_binarization_is_the_gray_level_from_half_up(data_root):
+    from torchvision.datasets.mnist import read_image_file
+
+    from pyrohvae.config import ConfigError, RunConfig
+    from pyrohvae.outliers import outlier_data
+
+    gray = read_image_file(str(data.data_root(data_root) / "MNIST" / "raw" / "t10k-images-idx3-ubyte"))
+    thresholded = RunConfig(dataset="mnist", binarize="threshold").load_data("test", data_root)
+    assert torch.equal(thresholded.images[:, 0], (gray >= 128).to(torch.uint8))
+    sampled = data.load("mnist", "test", data_root)
+    assert not torch.equal(sampled.images, thresholded.images)  # each its own cache entry
+    assert torch.equal(outlier_data("mnist", 0, data_root, "threshold").images, thresholded.images)
+    with pytest.raises(data.DataError, match="unknown binarization 'coin'; choose one of sample, threshold"):
+        data.load("mnist", "test", data_root, binarization="coin")
+    with pytest.raises(ConfigError, match="--binarize threshold applies to the built-in datasets"):
+        RunConfig(dataset=str(data_root), binarize="threshold")
