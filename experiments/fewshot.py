@@ -1281,9 +1281,11 @@ def _attention_reading(nll: dict, full_rows=()) -> list[str]:
             + " / ".join(f"{last[k]:.2f}" for k in ks)
             + " at k = 1 / 4 / 9 / 19"
         )
-        if "pool-split-shots" in chars:
-            before = {x["model"]: x["nll"] for x in chars["pool-split-shots"]["rows"]}
-            text += f" (pool-split-shots {' / '.join(f'{before[k]:.2f}' for k in ks)})"
+        # beside the model it changes where that ran at full length too, else the first shots model
+        against = ATTENDED[c] if ATTENDED[c] in chars else "pool-split-shots"
+        if against in chars:
+            before = {x["model"]: x["nll"] for x in chars[against]["rows"]}
+            text += f" ({against} {' / '.join(f'{before[k]:.2f}' for k in ks)})"
         text += (
             f", its curve falling {last['k=1'] - last['k=19']:.2f} nats from 1 to 19 shots, and gains "
             + " / ".join(f"{gains[k]:.2f}" for k in ks[:3])
