@@ -357,9 +357,9 @@ VARIANTS = {
     "pool-split-shots-k-attend-thr-kl1": (
         (
             "pool-split-shots-k-attend-kl1 on images thresholded at half the gray scale rather than drawn "
-            "from it (--binarize threshold), as the images of published few-shot results are: trained, and "
-            "scored on the validation characters, thresholded, its gains against our VAE of the same images "
-            "(vae-threshold); its −log p(x) is of other images than the other rows'"
+            "from it (--binarize threshold), without the draw's noise: trained, and scored on the validation "
+            "characters, thresholded, its gains against our VAE of the same images (vae-threshold); its "
+            "−log p(x) is of other images than the other rows'"
         ),
         {**SHOTS_K, "binarize": "threshold", "shot_attention": 1, "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),

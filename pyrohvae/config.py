@@ -273,8 +273,7 @@ class RunConfig:
     binarize: str = setting(
         "sample",
         "How a built-in dataset's gray levels become bits: sample (drawn once from Bernoulli(gray), the "
-        "paper's static binarization) or threshold (1 from half the gray scale up: no noise in the bits, "
-        "as in the images that published few-shot results use).",
+        "paper's static binarization) or threshold (1 from half the gray scale up: no noise in the bits).",
         choices=data.BINARIZATIONS,
     )
     rotate_tasks: bool = setting(

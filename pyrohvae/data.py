@@ -10,7 +10,7 @@ path inside its zip) is 1 when `u < gray`, with gray the 8-bit intensity over 25
 number computed by the SplitMix64 hash of (crc32(key), j, seed). The bits depend only on the file
 contents and the seed, not on machine, library version, load order or the split chosen. With
 `binarization="threshold"` (`--binarize threshold`) a pixel is 1 where its gray level is at least
-half the scale instead: no noise in the bits, as in the images published few-shot results use.
+half the scale instead: no noise in the bits.
 """
 
 from __future__ import annotations
