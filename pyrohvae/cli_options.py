@@ -16,9 +16,9 @@ from . import data, guides
 from .config import DEFAULT_PRESET, MODELS, PARTS, PRESETS, RunConfig
 from .fewshot import SHOTS
 from .files import UserError
+from .models import PRIORS
 from .outliers import SCORES as OUTLIER_SCORES
 from .outliers import SHIFTED
-from .priors import PRIORS
 from .train import CHECKPOINT, Interrupted
 
 

@@ -3,8 +3,9 @@
 Data come as a batch of shape (tasks, items, 1, 28, 28): `pyro.plate("tasks", dim=-2)` holds one u
 per task, `pyro.plate("data", dim=-1)` one z and one x per item. Every model and guide is scaled by
 1/|D| (the paper's scaling of Eq. 9, |D| the number of items in the batch), so their losses read in
-nats per image and compare directly. The networks live in `nets.py`; how q(u | D) reads a task is
-the guide's reader's (`guides/`).
+nats per image and compare directly. The networks live in `nets.py`; p(u) is here, by name
+(`PRIORS`), as is what every reader of q(u | D) shares (`TaskGuide`); how a guide reads a task is
+its own file's (`guides/`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
+from pyro.nn import PyroModule
+from torch import nn
 
+from .config import ConfigError
 from .nets import (
     IMAGE_SHAPE,
     decode,
@@ -82,6 +86,49 @@ def vae_guide(encoder, x: torch.Tensor) -> None:
     with scale, task_plate, data_plate:
         loc, z_scale = encoder(x)
         pyro.sample("z", dist.Normal(loc, z_scale).to_event(1))
+
+
+class StandardNormal(PyroModule):
+    """p(u) = N(0, I), the paper's prior."""
+
+    def __init__(self, u_dim: int):
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(u_dim))
+        self.register_buffer("scale", torch.ones(u_dim))
+
+    def forward(self) -> dist.Distribution:
+        return dist.Normal(self.loc, self.scale).to_event(1)
+
+
+class Mixture(PyroModule):
+    """p(u) = Σ_k π_k N(μ_k, diag σ_k²), a learnable mixture of `components` Gaussians.
+
+    Starts as the standard normal (all components at 0 with unit scale, means spread a little so
+    they can separate), so a run begins where the paper's does. Its parameters are attributes of a
+    PyroModule: a variant can make them `PyroParam`s with constraints, or `PyroSample`s.
+    """
+
+    def __init__(self, u_dim: int, components: int = 10):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.locs = nn.Parameter(0.1 * torch.randn(components, u_dim))
+        self.log_scales = nn.Parameter(torch.zeros(components, u_dim))
+
+    def forward(self) -> dist.Distribution:
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=self.logits),
+            dist.Normal(self.locs, self.log_scales.exp()).to_event(1),
+        )
+
+
+PRIORS = {"normal": StandardNormal, "mixture": Mixture}
+
+
+def make_prior(name: str, u_dim: int) -> nn.Module:
+    try:
+        return PRIORS[name](u_dim)
+    except KeyError:
+        raise ConfigError(f"unknown prior {name!r}; choose one of {', '.join(PRIORS)}") from None
 
 
 def z_prior(params: dict, z_dim: int, like: torch.Tensor) -> dist.Distribution:
@@ -266,7 +313,7 @@ def hypervae_guide(
     q_u: tuple[torch.Tensor, torch.Tensor] | None = None,
     shots: torch.Tensor | None = None,
 ) -> None:
-    """q(u | D_t) per task, by the guide's `reader` (`guides.TaskGuide`), then q(z | x, θ(u)): the
+    """q(u | D_t) per task, by the guide's `reader` (a `TaskGuide`), then q(z | x, θ(u)): the
     main VAE's encoder with weights θ(u) for every item. The encoder half of θ(u) is generated here.
 
     With `context_size` k > 0, q(u) reads the first k items of each task and q(z) the others, which
@@ -301,6 +348,86 @@ def hypervae_guide(
 def _auxiliary(site) -> dict:
     # The encoder half of θ exists in the guide only; Pyro wants such sites marked.
     return {"is_auxiliary": True}
+
+
+COMBINES = ("product", "mean")  # how `shots_posterior` joins the posteriors of one-draw shots
+
+
+class TaskGuide(PyroModule):
+    """The reader of q(u | D_t) that `hypervae_guide` asks for every task.
+
+    A subclass says how a task is read: `task_posterior(x)` maps a batch (tasks, items, 1, 28, 28)
+    to the location and scale of q(u | D_t), each (tasks, u_dim).
+    """
+
+    model = "hypervae"
+    # True for a guide that reads one draw of a task, however many it is given: a few-shot model
+    # then combines the posteriors of the shots (`shots_posterior`); else the guide reads the shots
+    # as a set.
+    one_draw = False
+
+    def __init__(self, config):
+        super().__init__()
+        self.u_dim = config.u_dim
+        self.u_scale_init = config.u_scale_init
+        self.random_context = config.random_context
+        self.prior = config.prior
+        if self.random_context and self.one_draw:
+            raise ConfigError(f"--random-context: the {self.name} guide reads one draw, not a set")
+
+    def task_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and scale of q(u | D_t), each (tasks, u_dim): `task_posterior`'s, its scale
+        times `u_scale_init`. The constant factor is a shift of the log-scale, i.e. where the
+        scale starts: Adam's steps are the same whatever the shift."""
+        loc, scale = self.task_posterior(x)
+        return loc, scale * self.u_scale_init if self.u_scale_init != 1.0 else scale
+
+    @torch.no_grad()
+    def shots_posterior(
+        self, shots: torch.Tensor, combine: str = "product"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and scale of q(u | shots) for tasks of k shots each (tasks, k, 1, 28, 28), each
+        (tasks, u_dim). A guide that reads a set reads each task's shots as one; one that reads one
+        draw gives a posterior per shot, combined by their product with the prior divided out
+        (`combine="product"`, for p(u) = N(0, I)) or by the mean of their locations and scales
+        (`"mean"`)."""
+        if not self.one_draw:
+            return self.posterior(shots)
+        tasks, k = shots.shape[:2]
+        # every shot a task of one draw
+        loc, scale = self.posterior(shots.reshape(tasks * k, 1, *shots.shape[2:]))
+        loc, scale = loc.reshape(tasks, k, -1), scale.reshape(tasks, k, -1)
+        if combine == "mean":
+            return loc.mean(1), scale.mean(1)
+        if combine != "product":
+            raise ValueError(f"unknown --combine {combine!r}; choose one of {', '.join(COMBINES)}")
+        if self.prior != "normal":
+            raise ValueError(
+                f"--combine product divides out a N(0, I) prior; this run's prior is "
+                f"{self.prior!r}: use --combine mean"
+            )
+        precisions = scale.pow(-2)
+        precision = torch.maximum(precisions.sum(1) - (k - 1), precisions.max(1).values)
+        # the prior N(0, I) divided out contributes nothing to the precision-weighted location
+        return (precisions * loc).sum(1) / precision, precision.rsqrt()
+
+    @staticmethod
+    def q_u(loc: torch.Tensor, scale: torch.Tensor) -> dist.Distribution:
+        """q(u | D) from `posterior`'s location and scale: a diagonal Normal, u's dims one event."""
+        return dist.Normal(loc, scale).to_event(1)
+
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        """What q(u) reads of the batch: all of it, or in training with `random_context` its first
+        k items (a random subset: minibatches come shuffled), k log-uniform in 1..items, so that
+        contexts of a few shots are as common in training as they are in few-shot use."""
+        if not (self.training and self.random_context):
+            return x
+        items = x.shape[1]
+        k = int(math.exp(float(torch.rand(())) * math.log(items + 1)))
+        return x[:, : min(max(k, 1), items)]
 
 
 def metavae_model(decoders, z_dim: int, x: torch.Tensor | None, task: torch.Tensor, items=None) -> None:

@@ -35,6 +35,7 @@ from .models import (
     context_share,
     hypervae_guide,
     hypervae_model,
+    make_prior,
     metavae_guide,
     metavae_model,
     shot_logits,
@@ -44,7 +45,6 @@ from .models import (
     z_from_eps,
 )
 from .nets import Decoder, ShotPrior, ThetaGenerator
-from .priors import make_prior
 
 # The guide's networks' module path in the state of runs saved before it was `inference`.
 _GUIDE_NETS = re.compile(r"^guide_nets(?=\.|$)")

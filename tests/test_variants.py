@@ -143,7 +143,7 @@ def test_a_new_guide_in_one_file_is_usable_by_name(tmp_path, monkeypatch):
     pyrohvae/guides/ would be."""
     monkeypatch.setattr(guides, "_GUIDES", dict(guides._GUIDES))  # forgotten after this test
     from pyrohvae.guides import register
-    from pyrohvae.guides.task_guide import TaskGuide
+    from pyrohvae.models import TaskGuide
     from pyrohvae.nets import Encoder
     from pyrohvae.train import train
 

@@ -2,7 +2,7 @@
 
 A guide is a `PyroModule` that holds the networks of a model's guide (`models.py` runs them:
 `vae_guide`, `hypervae_guide`, `metavae_guide`), registered with `@register("name")`. HyperVAE
-guides subclass `TaskGuide` and say how q(u | D) reads a task; see `random_draw.py` for the paper's
+guides subclass `models.TaskGuide` and say how q(u | D) reads a task; see `random_draw.py` for the paper's
 guide and docs/research-variants.md for adding one.
 """
 

@@ -5,9 +5,9 @@ added, and reads a set of any size the same way, one shot or a hundred."""
 
 from __future__ import annotations
 
+from ..models import TaskGuide
 from ..nets import Encoder
 from . import register
-from .task_guide import TaskGuide
 
 
 @register("precision-pool")

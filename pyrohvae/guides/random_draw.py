@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ..models import TaskGuide
 from ..nets import Encoder
 from . import register
-from .task_guide import TaskGuide
 
 
 @register("random-draw")

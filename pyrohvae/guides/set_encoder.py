@@ -7,9 +7,9 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from ..models import TaskGuide
 from ..nets import Encoder, Linear, features, weights
 from . import register
-from .task_guide import TaskGuide
 
 
 @register("set-encoder")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..models import TaskGuide
 from ..nets import Encoder
 from . import register
-from .task_guide import TaskGuide
 
 
 @register("set-mean")
