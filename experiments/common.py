@@ -21,11 +21,9 @@ RUNS = HERE / "runs"
 sys.path.insert(0, str(HERE.parent))
 
 from pyrohvae import checkpoint
-from pyrohvae.checkpoint import CheckpointError
-from pyrohvae.config import ConfigError, RunConfig
-from pyrohvae.data import DataError
+from pyrohvae.config import RunConfig
 from pyrohvae.evaluate import run_evaluation
-from pyrohvae.files import atomic_write_text
+from pyrohvae.files import UserError, atomic_write_text
 from pyrohvae.train import CHECKPOINT, TrainError, load_run, train
 
 
@@ -34,7 +32,7 @@ def run(main) -> None:
     disk) is one line on stderr and exit code 1, as in the CLI."""
     try:
         main()
-    except (DataError, TrainError, CheckpointError, ConfigError) as e:
+    except UserError as e:  # what the CLI says in one line too: every error the user can act on
         sys.exit(f"Error: {e}")
     except OSError as e:
         sys.exit(f"Error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}")
