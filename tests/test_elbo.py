@@ -477,3 +477,37 @@ def test_estimators_that_cannot_run_are_refused_before_training():
         RunConfig(dataset="mnist", particles=0)
     with pytest.raises(ValueError, match="one process"):  # before DistributedDataParallel is built
         Trainer(build(RunConfig(dataset="mnist", preset="paper", elbo="renyi")), Ranks(rank=0, world=2))
+
+
+@pytest.mark.parametrize("validating", [True, False])
+def test_the_first_step_runs_under_pyros_validation_as_the_user_has_it_and_the_rest_without(validating):
+    """Validation checks every site on every step, 1 ms of a small step and a device wait per check
+    on a GPU: a trainer's first step runs as the user set it, so a program that breaks Pyro's rules
+    fails there; the later steps run without it, and the user's setting is left as it was."""
+    from pyro.infer.util import is_validation_enabled
+
+    from pyrohvae.trainer import Trainer
+
+    trainer = Trainer(build(RunConfig(dataset="mnist", model="vae")))
+    seen, loss_and_grads = [], trainer.objective.loss_and_grads
+
+    def spy(*args, **kwargs):
+        seen.append(is_validation_enabled())
+        return loss_and_grads(*args, **kwargs)
+
+    trainer.objective.loss_and_grads = spy
+    x = (torch.rand(1, 4, 1, 28, 28) < 0.2).float()
+    with pyro.validation_enabled(validating):
+        for _ in range(3):
+            trainer.update(x)
+        assert is_validation_enabled() == validating
+    assert seen == [validating, False, False]
+
+
+def test_a_program_that_breaks_pyros_rules_fails_at_the_first_step():
+    from pyrohvae.trainer import Trainer
+
+    trainer = Trainer(build(RunConfig(dataset="mnist", model="vae")))
+    x = torch.full((1, 4, 1, 28, 28), 0.5)  # not a binary image: outside Bernoulli's support
+    with pyro.validation_enabled(True), pytest.raises(ValueError, match="support"):
+        trainer.update(x)

@@ -233,6 +233,42 @@ def test_dense_layers_applied_in_factored_form_give_the_same_loss_and_gradients(
         torch.testing.assert_close(g, grads_made[name], rtol=1e-8, atol=1e-10, msg=name)
 
 
+def _nodes_between(output: torch.Tensor, parameter: torch.Tensor) -> set[str]:
+    """The kinds of the backward nodes on the paths from `output` to `parameter`."""
+    reaches: dict = {}
+
+    def reach(node) -> bool:
+        if node is None:
+            return False
+        if node not in reaches:
+            reaches[node] = getattr(node, "variable", None) is parameter
+            below = [reach(n) for n, _ in node.next_functions]  # every one visited, no short cut
+            reaches[node] = reaches[node] or any(below)
+        return reaches[node]
+
+    reach(output.grad_fn)
+    return {type(node).__name__ for node, on_path in reaches.items() if on_path}
+
+
+@pytest.mark.parametrize("items", [5, 100])
+def test_one_tasks_dense_weights_reach_their_parameters_through_views(items):
+    """The backward pass from one task's loss to B of the large dense layer neither fills a zero
+    tensor of the weight's size (indexing the group out: SelectBackward) nor sums the gradient
+    over new dims of size one (expanding B to the task's batch: ExpandBackward), whether W is made
+    (100 images) or applied in factored form (5)."""
+    torch.manual_seed(0)
+    theta = ThetaGenerator()
+    params = theta.encoder(torch.randn(1, 10), items=items)
+    assert ("fc.P" in params) == (items == 5)
+    loss = encode(params, torch.rand(items, 1, 28, 28))[0].sum()
+    B = theta.layers["encoder"]["fc__weight"].B
+    nodes = _nodes_between(loss, B)
+    assert "AccumulateGrad" in nodes
+    assert not nodes & {"SelectBackward0", "ExpandBackward0"}, nodes
+    loss.backward()
+    assert B.grad.abs().max() > 0
+
+
 def test_the_template_filter_starts_silent_and_learns_from_u():
     """`--shot-template`: at step 0 the filter of θ(u) is zero for every u (the shots add nothing to
     the logits yet), and the loss still reaches U, the part that depends on u."""
