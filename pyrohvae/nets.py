@@ -9,7 +9,8 @@ shape. Inputs carry batch dims in front of their event shape. The two are broadc
 other: every batch dim where the parameters vary becomes a *group* (one set of weights, run as a
 grouped convolution or a batched matmul), every other batch dim is folded into the *items* that
 share a group's weights. No Python loop over tasks: on the CPU, groups go through the layers a
-few at a time (`CPU_GROUPS_PER_PASS`), each pass one grouped computation.
+few at a time (`CPU_GROUPS_PER_PASS`), each pass one grouped computation, or in training one at a
+time where each holds many items (`CPU_ALONE_ITEMS`).
 
 Every network is a `PyroModule` and reads its weights as attributes (`weights`), so a research
 variant can make any of them a `PyroSample` (a Bayesian layer) or a `PyroParam` (a constrained
@@ -363,14 +364,21 @@ class _Fold:
 # of a grouped convolution, and of the ReLUs between, grows with the number of groups once a
 # layer's activations outgrow the cache. 16 tasks of 100 images, per 100 images of a training
 # step on 2 cores: 23.7 ms all at once, 19.8 ms in passes of 4, 21.2 ms in passes of 2 (the
-# plain VAE: 18.3 ms). A GPU runs them all at once.
+# plain VAE: 18.3 ms). A GPU runs them all at once. In training, groups of CPU_ALONE_ITEMS items
+# or more go one at a time, each an ordinary convolution, whose backward pass oneDNN runs faster
+# than a grouped one's: per 100 images of the default preset's step (4 tasks) 1.11x the plain
+# VAE's against 1.27x in passes of 4 at 100 images a task, 1.34x against 1.61x at 50; at 20 a
+# task, passes of 4 are faster (1.22x against 1.31x). benchmarks/RESULTS.md has the runs.
 CPU_GROUPS_PER_PASS = 4
+CPU_ALONE_ITEMS = 32
 
 
 def _in_passes(run, h: torch.Tensor, params: dict, *extra) -> torch.Tensor:
     """`run(h, params, *extra)` on a few groups (dim 0 of h, of every parameter and of every extra
-    tensor that is not None) at a time, joined."""
+    tensor that is not None) at a time, joined. h: (groups, items, ...)."""
     size = CPU_GROUPS_PER_PASS if h.device.type == "cpu" else h.shape[0]
+    if h.device.type == "cpu" and torch.is_grad_enabled() and h.shape[1] >= CPU_ALONE_ITEMS:
+        size = 1
     if h.shape[0] <= size:
         return run(h, params, *extra)
     # split, not slicing: the backward pass then joins the parts' gradients in one copy

@@ -233,6 +233,36 @@ def test_dense_layers_applied_in_factored_form_give_the_same_loss_and_gradients(
         torch.testing.assert_close(g, grads_made[name], rtol=1e-8, atol=1e-10, msg=name)
 
 
+@pytest.mark.parametrize("items", [40, 8])
+def test_tasks_of_many_images_train_one_group_a_pass_with_the_same_loss_and_gradients(items, monkeypatch):
+    """In training on the CPU, tasks of CPU_ALONE_ITEMS images or more go through the main networks
+    one at a time (ordinary convolutions), fewer together (grouped): the same loss and gradients
+    either way, the same draws."""
+    torch.manual_seed(0)
+    program = build(RunConfig(dataset="mnist", model="hypervae", preset="task-specific")).double()
+    x = (torch.rand(4, items, 1, 28, 28) < 0.3).double()
+    passes = []
+    trunk = nets._trunk
+    monkeypatch.setattr(nets, "_trunk", lambda h, params: passes.append(h.shape[0]) or trunk(h, params))
+
+    def loss_and_grads():
+        pyro.set_rng_seed(1)
+        program.zero_grad()
+        passes.clear()
+        loss = Trace_ELBO(max_plate_nesting=2).differentiable_loss(program.model, program.guide, x)
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in program.named_parameters()}
+
+    loss, grads = loss_and_grads()
+    assert 4 in passes if items < nets.CPU_ALONE_ITEMS else set(passes) == {1}, passes
+    monkeypatch.setattr(nets, "CPU_ALONE_ITEMS", math.inf)  # every pass of 4 groups
+    loss_grouped, grads_grouped = loss_and_grads()
+    assert 4 in passes
+    torch.testing.assert_close(loss, loss_grouped, rtol=1e-10, atol=1e-10)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, grads_grouped[name], rtol=1e-8, atol=1e-10, msg=name)
+
+
 def _nodes_between(output: torch.Tensor, parameter: torch.Tensor) -> set[str]:
     """The kinds of the backward nodes on the paths from `output` to `parameter`."""
     reaches: dict = {}
