@@ -15,8 +15,10 @@
 # the fixed cost of a step at 5, 20 and 100 images (ratio to the plain step and ms beyond it for
 # vae, hypervae, hypervae4, hypervae16, task4, hypervae-made (every weight of θ(u) made), vae-jit,
 # hypervae-jit and task4-jit (--elbo jit)) and the phases of each step. What to read in it: the ms beyond the
-# plain step at 5 images, which on a GPU is most of the step (on 2 CPU cores about 3 ms for the VAE
-# and 7-9 ms for HyperVAE, 1 task), and how much of it --elbo jit takes away there.
+# plain step at 5 images, which on a GPU is most of the step (on 2 CPU cores about 2.7 ms for the
+# VAE and 9 ms for HyperVAE, 1 task, 5 ms with --elbo jit), and how much of it --elbo jit takes away
+# there. No CUDA-graph candidate: a graph cannot capture a step whose ELBO reads the loss on the
+# host, as Pyro's do on every call (benchmarks/RESULTS.md).
 set -euo pipefail
 
 if [ "${1:-}" = pack ]; then
