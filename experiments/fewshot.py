@@ -17,6 +17,9 @@ Stages:
    configuration, the default preset and the chosen variants.
 3. `task-accuracy`: the task-model matrix of the mnist-held-out runs of `--full-configs`: do the
    models of a configuration still differ by task on the digits it trained on (a preset's test)?
+4. `diagnose`: why more shots add little, on screen runs (the guide's amortization gap, u from the
+   scored image itself); `ceiling`: the full-length omniglot-characters runs of `--full-configs`
+   given the scored drawing itself as its shot, the most a shot could give them.
 
     PYROHVAE_DATA_DIR=../shared/data python experiments/fewshot.py --stages screen
     python experiments/fewshot.py --report
@@ -803,6 +806,103 @@ def diagnose(args, rows_dir):
     report(args)
 
 
+CEILING = {"benchmark": "omniglot-characters", "images": 400, "samples": 1024}
+# name -> (the scored drawing among the shots?, how many other drawings of its character)
+CEILING_PLANS = {
+    "1 other": (False, 1),
+    "9 others": (False, 9),
+    "itself": (True, 0),
+    "itself + 8 others": (True, 8),
+}
+
+
+def ceiling(args, rows_dir):
+    """What a shot could give at most, on the unseen characters, for the full-length runs of
+    `--full-configs`: −log p(x) of 400 drawings (one of each of 400 characters) under the model made
+    from one and nine other drawings of the character, and from the drawing *itself* as its shot (alone,
+    and with 8 others): a model that could copy its shots would score a drawing given itself near
+    nothing; how far from that it stays is what its read of the shots can take from a drawing as
+    close to the scored one as any can be. Our VAE on the same images, for the gains."""
+    n, samples = CEILING["images"], CEILING["samples"]
+    vae_dir = args.runs / f"fewshot-{CEILING['benchmark']}-vae-steps{args.steps}-seed{args.seed}"
+    for name in args.full_configs:
+        path = rows_dir / f"ceiling-{CEILING['benchmark']}-{name}-steps{args.steps}-seed{args.seed}.json"
+        if path.exists():
+            continue
+        folder = args.runs / f"fewshot-{CEILING['benchmark']}-{name}-steps{args.steps}-seed{args.seed}"
+        program, _state = load_run(folder, args.device)
+        test = fewshot.unseen_tasks(program.config, "test")
+        index, pools, _ = fewshot.curve_plan(test, (9,), 1, args.seed)
+        pick = torch.randperm(len(index), generator=torch.Generator().manual_seed(args.seed))[:n]
+        index, pools = index[pick], pools[pick]
+        images = test.images[index].float()
+        nll = {}
+        for plan, (itself, others) in CEILING_PLANS.items():
+            shots = torch.cat([index[:, None], pools[:, :others]], 1) if itself else pools[:, :others]
+            posterior = fewshot.shots_posteriors(program, test.images, shots)
+            _, nll[plan] = fewshot.scores_given_shots(
+                program, images, posterior, test.images, shots, samples, args.seed
+            )
+        vae, _ = load_run(vae_dir, args.device)
+        _, vae_nll = fewshot.scores_given_shots(vae, images, samples=samples, seed=args.seed)
+        row = {
+            "stage": "ceiling",
+            "benchmark": CEILING["benchmark"],
+            "config": name,
+            "images": n,
+            "samples": samples,
+            "vae": _mean_se(vae_nll),
+            "plans": {plan: _mean_se(v) for plan, v in nll.items()},
+            "gains": {plan: _mean_se(vae_nll - v) for plan, v in nll.items()},
+            "itself_over_9_others": _mean_se(nll["9 others"] - nll["itself"]),
+        }
+        atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+        print(f"[{folder.name}] {json.dumps(row)}", flush=True)
+    report(args)
+
+
+def _mean_se(x: torch.Tensor) -> list[float]:
+    return [float(x.mean()), float(x.std() / math.sqrt(len(x)))]
+
+
+def _ceiling_lines(rows) -> list[str]:
+    if not rows:
+        return []
+    plans = list(CEILING_PLANS)
+    r0 = rows[0]
+    out = [
+        "## A shot's ceiling: the drawing itself as its shot",
+        "",
+        (
+            f"`--stages ceiling`: {r0['images']} drawings of the unseen characters (one each of {r0['images']} "
+            f"characters), K = {r0['samples']:,}; −log p(x) under the model made from other drawings of the "
+            "character, and from the scored drawing itself as its shot (alone, and among 8 others): what the "
+            "model's read of its shots takes from the closest shot there can be. A decoder that could copy a "
+            "shot pixel for pixel would pay little beyond its latents' cost for a drawing given itself. Gains "
+            "over our VAE on the same images (paired, ± standard error)."
+        ),
+        "",
+        "| config | our VAE | " + " | ".join(plans) + " | gain " + " / ".join(plans) + " |",
+        "| --- | ---: |" + " ---: |" * (len(plans) + 1),
+    ]
+    for r in rows:
+        cells = [r["config"], f"{r['vae'][0]:.2f}"]
+        cells += [f"{r['plans'][p][0]:.2f}" for p in plans]
+        cells.append(" / ".join(f"{r['gains'][p][0]:.2f} ± {r['gains'][p][1]:.2f}" for p in plans))
+        out.append("| " + " | ".join(cells) + " |")
+    for r in rows:
+        d = r["itself_over_9_others"]
+        out += [
+            "",
+            (
+                f"{r['config']}: given the drawing itself rather than nine other drawings of its character, "
+                f"{d[0]:.2f} ± {d[1]:.2f} nats better; given itself it still scores {r['plans']['itself'][0]:.2f} "
+                "nats."
+            ),
+        ]
+    return out + [""]
+
+
 def noise_floor(args, rows_dir, images: int = 2000) -> None:
     """The entropy of the static binarization: each pixel of our Omniglot images is 1 with
     probability its gray level after the box filter to 28×28 (`pyrohvae.data`), so no model, not
@@ -1453,6 +1553,7 @@ def report(args) -> None:
         + _screen_lines(screened)
         + _seed_lines(screened, reseeded, args.seed)
         + _diagnose_lines(diagnosed)
+        + _ceiling_lines(rows_in(rows_dir, "ceiling-*.json"))
     )
     atomic_write_text(args.results / "fewshot.md", "\n".join(lines) + "\n")
     table = [
@@ -2030,7 +2131,7 @@ def main():
         "--stages",
         nargs="+",
         default=["screen", "full"],
-        choices=["screen", "full", "diagnose", "task-accuracy"],
+        choices=["screen", "full", "diagnose", "task-accuracy", "ceiling"],
     )
     p.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
     p.add_argument(
@@ -2045,7 +2146,13 @@ def main():
     if args.report:
         return report(args)
     for stage in args.stages:
-        stages = {"screen": screen, "full": full, "diagnose": diagnose, "task-accuracy": task_accuracy}
+        stages = {
+            "screen": screen,
+            "full": full,
+            "diagnose": diagnose,
+            "task-accuracy": task_accuracy,
+            "ceiling": ceiling,
+        }
         stages[stage](args, rows_dir)
 
 
