@@ -807,12 +807,15 @@ def diagnose(args, rows_dir):
 
 
 CEILING = {"benchmark": "omniglot-characters", "images": 400, "samples": 1024}
-# name -> (the scored drawing among the shots?, how many other drawings of its character)
+# name -> (the scored drawing among the shots?, how many other drawings of its character, whether
+# the shots reach the model through u alone: θ(ū) of q(u | shots), p(z) and the decoder reading none)
 CEILING_PLANS = {
-    "1 other": (False, 1),
-    "9 others": (False, 9),
-    "itself": (True, 0),
-    "itself + 8 others": (True, 8),
+    "1 other": (False, 1, False),
+    "9 others": (False, 9, False),
+    "itself": (True, 0, False),
+    "itself + 8 others": (True, 8, False),
+    "9 others, u alone": (False, 9, True),
+    "itself, u alone": (True, 0, True),
 }
 
 
@@ -822,7 +825,9 @@ def ceiling(args, rows_dir):
     from one and nine other drawings of the character, and from the drawing *itself* as its shot (alone,
     and with 8 others): a model that could copy its shots would score a drawing given itself near
     nothing; how far from that it stays is what its read of the shots can take from a drawing as
-    close to the scored one as any can be. Our VAE on the same images, for the gains."""
+    close to the scored one as any can be. Nine others and itself again with the shots reaching the
+    model through u alone (θ(ū), p(z) and the decoder reading no shot): how much of each comes
+    through u. Our VAE on the same images, for the gains."""
     n, samples = CEILING["images"], CEILING["samples"]
     vae_dir = args.runs / f"fewshot-{CEILING['benchmark']}-vae-steps{args.steps}-seed{args.seed}"
     for name in args.full_configs:
@@ -837,11 +842,12 @@ def ceiling(args, rows_dir):
         index, pools = index[pick], pools[pick]
         images = test.images[index].float()
         nll = {}
-        for plan, (itself, others) in CEILING_PLANS.items():
+        for plan, (itself, others, u_alone) in CEILING_PLANS.items():
             shots = torch.cat([index[:, None], pools[:, :others]], 1) if itself else pools[:, :others]
             posterior = fewshot.shots_posteriors(program, test.images, shots)
+            read = shots[:, :0] if u_alone else shots
             _, nll[plan] = fewshot.scores_given_shots(
-                program, images, posterior, test.images, shots, samples, args.seed
+                program, images, posterior, test.images, read, samples, args.seed
             )
         vae, _ = load_run(vae_dir, args.device)
         _, vae_nll = fewshot.scores_given_shots(vae, images, samples=samples, seed=args.seed)
@@ -898,6 +904,15 @@ def _ceiling_lines(rows) -> list[str]:
                 f"{r['config']}: given the drawing itself rather than nine other drawings of its character, "
                 f"{d[0]:.2f} ± {d[1]:.2f} nats better; given itself it still scores {r['plans']['itself'][0]:.2f} "
                 "nats."
+                + (
+                    " Through u alone the drawing itself gives "
+                    f"{r['gains']['itself, u alone'][0]:.2f} of its {r['gains']['itself'][0]:.2f} nats over our "
+                    f"VAE, nine others {r['gains']['9 others, u alone'][0]:.2f} of their "
+                    f"{r['gains']['9 others'][0]:.2f}; the rest comes through p(z) and the decoder's read of the "
+                    "shots."
+                    if "itself, u alone" in r["gains"]
+                    else ""
+                )
             ),
         ]
     return out + [""]
