@@ -27,6 +27,7 @@ Stages:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -807,15 +808,18 @@ def diagnose(args, rows_dir):
 
 
 CEILING = {"benchmark": "omniglot-characters", "images": 400, "samples": 1024}
-# name -> (the scored drawing among the shots?, how many other drawings of its character, whether
-# the shots reach the model through u alone: θ(ū) of q(u | shots), p(z) and the decoder reading none)
+# name -> (the scored drawing among the shots?, how many other drawings of its character, the ways
+# the shots reach the model: "all"; "u": θ(ū) of q(u | shots) alone, p(z) and the decoder reading no
+# shot; "u, p(z)": the decoder's read of the shots silenced (`_without_read`))
 CEILING_PLANS = {
-    "1 other": (False, 1, False),
-    "9 others": (False, 9, False),
-    "itself": (True, 0, False),
-    "itself + 8 others": (True, 8, False),
-    "9 others, u alone": (False, 9, True),
-    "itself, u alone": (True, 0, True),
+    "1 other": (False, 1, "all"),
+    "9 others": (False, 9, "all"),
+    "itself": (True, 0, "all"),
+    "itself + 8 others": (True, 8, "all"),
+    "9 others, u alone": (False, 9, "u"),
+    "itself, u alone": (True, 0, "u"),
+    "9 others, no read": (False, 9, "u, p(z)"),
+    "itself, no read": (True, 0, "u, p(z)"),
 }
 
 
@@ -826,8 +830,8 @@ def ceiling(args, rows_dir):
     and with 8 others): a model that could copy its shots would score a drawing given itself near
     nothing; how far from that it stays is what its read of the shots can take from a drawing as
     close to the scored one as any can be. Nine others and itself again with the shots reaching the
-    model through u alone (θ(ū), p(z) and the decoder reading no shot): how much of each comes
-    through u. Our VAE on the same images, for the gains."""
+    model through u alone (θ(ū), p(z) and the decoder reading no shot), and through u and p(z) with
+    the decoder's read silenced: how much comes each way. Our VAE on the same images, for the gains."""
     n, samples = CEILING["images"], CEILING["samples"]
     vae_dir = args.runs / f"fewshot-{CEILING['benchmark']}-vae-steps{args.steps}-seed{args.seed}"
     for name in args.full_configs:
@@ -842,13 +846,19 @@ def ceiling(args, rows_dir):
         index, pools = index[pick], pools[pick]
         images = test.images[index].float()
         nll = {}
-        for plan, (itself, others, u_alone) in CEILING_PLANS.items():
+        for plan, (itself, others, ways) in CEILING_PLANS.items():
             shots = torch.cat([index[:, None], pools[:, :others]], 1) if itself else pools[:, :others]
             posterior = fewshot.shots_posteriors(program, test.images, shots)
-            read = shots[:, :0] if u_alone else shots
-            _, nll[plan] = fewshot.scores_given_shots(
-                program, images, posterior, test.images, read, samples, args.seed
-            )
+            with _without_read(program) if ways == "u, p(z)" else contextlib.nullcontext():
+                _, nll[plan] = fewshot.scores_given_shots(
+                    program,
+                    images,
+                    posterior,
+                    test.images,
+                    shots[:, :0] if ways == "u" else shots,
+                    samples,
+                    args.seed,
+                )
         vae, _ = load_run(vae_dir, args.device)
         _, vae_nll = fewshot.scores_given_shots(vae, images, samples=samples, seed=args.seed)
         row = {
@@ -865,6 +875,30 @@ def ceiling(args, rows_dir):
         atomic_write_text(path, json.dumps(row, indent=2) + "\n")
         print(f"[{folder.name}] {json.dumps(row)}", flush=True)
     report(args)
+
+
+@contextlib.contextmanager
+def _without_read(program):
+    """The decoder's read of the shots (`--shot-attention`) silenced for a while: the layers of θ(u)
+    that write it back (`attend_out`, `fine_out`) made zero for every u, as they start in training.
+    A decoder without a read is left as it is."""
+    layers = [
+        layer
+        for key, layer in program.theta.layers["decoder"].items()
+        if key.startswith(("attend_out__", "fine_out__"))
+    ]
+    saved = [[p.detach().clone() for p in layer.parameters()] for layer in layers]
+    try:
+        with torch.no_grad():
+            for layer in layers:
+                for p in layer.parameters():
+                    p.zero_()
+        yield
+    finally:
+        with torch.no_grad():
+            for layer, values in zip(layers, saved):
+                for p, v in zip(layer.parameters(), values):
+                    p.copy_(v)
 
 
 def _mean_se(x: torch.Tensor) -> list[float]:
@@ -908,9 +942,9 @@ def _ceiling_lines(rows) -> list[str]:
                     " Through u alone the drawing itself gives "
                     f"{r['gains']['itself, u alone'][0]:.2f} of its {r['gains']['itself'][0]:.2f} nats over our "
                     f"VAE, nine others {r['gains']['9 others, u alone'][0]:.2f} of their "
-                    f"{r['gains']['9 others'][0]:.2f}; the rest comes through p(z) and the decoder's read of the "
-                    "shots."
-                    if "itself, u alone" in r["gains"]
+                    f"{r['gains']['9 others'][0]:.2f}; with p(z) reading the shots too but the decoder's read "
+                    f"silenced, {r['gains']['itself, no read'][0]:.2f} and {r['gains']['9 others, no read'][0]:.2f}."
+                    if "itself, no read" in r["gains"]
                     else ""
                 )
             ),
