@@ -841,36 +841,39 @@ def ceiling(args, rows_dir):
         folder = args.runs / f"fewshot-{CEILING['benchmark']}-{name}-steps{args.steps}-seed{args.seed}"
         program, _state = load_run(folder, args.device)
         test = fewshot.unseen_tasks(program.config, "test")
-        index, pools, _ = fewshot.curve_plan(test, (9,), 1, args.seed)
+        index, pools, tasks = fewshot.curve_plan(test, (9,), 1, args.seed)
         pick = torch.randperm(len(index), generator=torch.Generator().manual_seed(args.seed))[:n]
-        index, pools = index[pick], pools[pick]
+        index, pools, tasks = index[pick], pools[pick], tasks[pick]
         images = test.images[index].float()
-        nll = {}
+        nelbo, nll, posteriors = {}, {}, {}
         for plan, (itself, others, ways) in CEILING_PLANS.items():
             shots = torch.cat([index[:, None], pools[:, :others]], 1) if itself else pools[:, :others]
-            posterior = fewshot.shots_posteriors(program, test.images, shots)
+            if (itself, others) not in posteriors:  # q(u | the same shots) whichever way they reach the model
+                posteriors[itself, others] = fewshot.shots_posteriors(program, test.images, shots)
             with _without_read(program) if ways == "u, p(z)" else contextlib.nullcontext():
-                _, nll[plan] = fewshot.scores_given_shots(
+                nelbo[plan], nll[plan] = fewshot.scores_given_shots(
                     program,
                     images,
-                    posterior,
+                    posteriors[itself, others],
                     test.images,
                     shots[:, :0] if ways == "u" else shots,
                     samples,
                     args.seed,
                 )
         vae, _ = load_run(vae_dir, args.device)
-        _, vae_nll = fewshot.scores_given_shots(vae, images, samples=samples, seed=args.seed)
+        nelbo["vae"], nll["vae"] = fewshot.scores_given_shots(vae, images, samples=samples, seed=args.seed)
+        scores = fewshot.Curve([*CEILING_PLANS, "vae"], nelbo, nll, tasks, test.task_names, samples)
+        summary = {m: fewshot.summary(nelbo[m], nll[m]) for m in scores.models}
         row = {
             "stage": "ceiling",
             "benchmark": CEILING["benchmark"],
             "config": name,
             "images": n,
             "samples": samples,
-            "vae": _mean_se(vae_nll),
-            "plans": {plan: _mean_se(v) for plan, v in nll.items()},
-            "gains": {plan: _mean_se(vae_nll - v) for plan, v in nll.items()},
-            "itself_over_9_others": _mean_se(nll["9 others"] - nll["itself"]),
+            "vae": [summary["vae"]["nll"], summary["vae"]["nll_stderr"]],
+            "plans": {plan: [summary[plan]["nll"], summary[plan]["nll_stderr"]] for plan in CEILING_PLANS},
+            "gains": {plan: list(scores.paired("vae", plan)) for plan in CEILING_PLANS},
+            "itself_over_9_others": list(scores.paired("9 others", "itself")),
         }
         atomic_write_text(path, json.dumps(row, indent=2) + "\n")
         print(f"[{folder.name}] {json.dumps(row)}", flush=True)
@@ -899,10 +902,6 @@ def _without_read(program):
             for layer, values in zip(layers, saved):
                 for p, v in zip(layer.parameters(), values):
                     p.copy_(v)
-
-
-def _mean_se(x: torch.Tensor) -> list[float]:
-    return [float(x.mean()), float(x.std() / math.sqrt(len(x)))]
 
 
 def _ceiling_lines(rows) -> list[str]:
