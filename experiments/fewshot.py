@@ -343,6 +343,22 @@ VARIANTS = {
         ),
         {**SHOTS_K, "shot_attention": 1, "shot_attention_window": 5, "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
+    "pool-split-shots-k-attend-fine5-pix-kl1": (
+        (
+            "pool-split-shots-k-attend-fine5-kl1 with the shots' pixels under the positions the 14×14 read "
+            "attends to, copied by the same weights into the logits through θ(u)'s 3×3 filter, starting silent "
+            "(--shot-attention-pixels): the read so far carries a shot's shape, not its strokes; this one "
+            "copies the strokes, as Generative Matching Networks' decoder does"
+        ),
+        {
+            **SHOTS_K,
+            "shot_attention": 1,
+            "shot_attention_window": 5,
+            "shot_attention_pixels": True,
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
     "pool-split-shots-k-attend-fine3-kl1": (
         (
             "pool-split-shots-k-attend-fine5-kl1 with a 3×3 square (--shot-attention-window 3): does the fine "
@@ -1306,6 +1322,7 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-attend-w64-kl1": "z of 10, one head of 64 dimensions (`--shot-attention-dim 64`)",
     "pool-split-shots-k-attend-fine5-kl1": "z of 10, the 14×14 map also reading the shots' near it (`--shot-attention-window 5`)",
     "pool-split-shots-k-attend-fine3-kl1": "the same with a 3×3 window (`--shot-attention-window 3`)",
+    "pool-split-shots-k-attend-fine5-pix-kl1": "z of 10, the 5×5 read also copying the shots' pixels into the logits (`--shot-attention-pixels`)",
     "pool-split-shots-k-attend-t32-kl1": "z of 10, attention, 32 characters a step (`--tasks-per-step 32`)",
     "pool-split-shots-k-attend-rot-kl1": "z of 10, attention, every character also turned three ways (`--rotate-tasks`)",
 }
@@ -1401,6 +1418,7 @@ ATTENDED = {
     "pool-split-shots-k-attend-w64-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-k-attend-fine5-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-k-attend-fine3-kl1": "pool-split-shots-k-attend-kl1",
+    "pool-split-shots-k-attend-fine5-pix-kl1": "pool-split-shots-k-attend-fine5-kl1",
     "pool-split-shots-k-attend-t32-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-k-attend-rot-kl1": "pool-split-shots-k-attend-kl1",
 }

@@ -81,6 +81,9 @@ TEMPLATE_IN = Conv(1, 32)
 ATTEND_DIM = 32
 # `--shot-attention-window`: the largest window, one that covers a 14×14 map from any position.
 FINE_WINDOW_MAX = 27
+# `--shot-attention-pixels`: the filter through which the shots' pixels that the 14×14 read
+# copies (`_attend_fine`) join the logits, as `--shot-template`'s 5×5 filter does a shot's image.
+PIXEL_COPY = Conv(1, 1, stride=1)
 
 
 def conv_shape() -> tuple[int, int, int]:
@@ -102,6 +105,8 @@ def _add_trunk(module: nn.Module, hidden: int) -> None:
 def _conv_spec(name: str) -> Conv:
     if name == "template_in":
         return TEMPLATE_IN
+    if name == "fine_pixel":
+        return PIXEL_COPY
     if name.startswith("shots_"):  # `--shot-attention`'s reader of the shots, the encoder's convolutions
         return ENCODER_CONVS[name.removeprefix("shots_")]
     return ENCODER_CONVS.get(name) or DECODER_CONVS[name]
@@ -148,10 +153,13 @@ def _add_attention(module: nn.Module, heads: int, reader: bool, width: int = ATT
     module.attend_null = nn.Parameter(torch.zeros(width))
 
 
-def _add_fine_attention(module: nn.Module, window: int, width: int = ATTEND_DIM) -> None:
+def _add_fine_attention(
+    module: nn.Module, window: int, width: int = ATTEND_DIM, pixels: bool = False
+) -> None:
     """The weights by which each position of the decoder's 14×14 map (deconv1's output) reads the
     shots' 14×14 maps (the reader's first convolution) within a `window` × `window` square around
-    it (`shot_memory`, `_attend_fine`): strokes placed as finely as a shot draws them."""
+    it (`shot_memory`, `_attend_fine`): strokes placed as finely as a shot draws them. With
+    `pixels`, the filter by which the shots' pixels under the positions it reads join the logits."""
     channels = DECODER_CONVS["deconv1"].out_channels
     if channels != ENCODER_CONVS["conv1"].out_channels:
         raise ValueError("the fine attention reads maps of the decoder's 14×14 width from the shots")
@@ -165,6 +173,10 @@ def _add_fine_attention(module: nn.Module, window: int, width: int = ATTEND_DIM)
     # the position that reads it, which training can sharpen.
     module.fine_offset = nn.Parameter(0.5 * torch.randn(window * window, width))
     module.fine_null = nn.Parameter(torch.zeros(width))
+    if pixels:
+        module.fine_pixel = PIXEL_COPY.module()
+        nn.init.zeros_(module.fine_pixel.weight)  # silent, as `fine_out`
+        nn.init.zeros_(module.fine_pixel.bias)
 
 
 class Encoder(PyroModule):
@@ -202,6 +214,7 @@ class Decoder(PyroModule):
         attention: int = 0,
         attention_dim: int = ATTEND_DIM,
         attention_window: int = 0,
+        attention_pixels: bool = False,
     ):
         super().__init__()
         self.fc1 = Linear(z_dim + extra_inputs, hidden)  # extra: what the shots tell (models.decoder_input)
@@ -229,7 +242,7 @@ class Decoder(PyroModule):
         if attention:  # heads by which the first feature map reads the shots' maps (`shot_memory`, `_attend`)
             _add_attention(self, attention, reader=True, width=attention_dim)
         if attention_window:  # its 14×14 map reads the shots' too, near each position (`_attend_fine`)
-            _add_fine_attention(self, attention_window, width=attention_dim)
+            _add_fine_attention(self, attention_window, width=attention_dim, pixels=attention_pixels)
 
     def forward(self, z):
         return decode(weights(self), z)
@@ -516,14 +529,17 @@ def _decode_groups(h, params, image=None):
     if "attend.keys" in params:
         h = h + _attend(h, params)
     *hidden, last = DECODER_CONVS
+    copied = None
     for name in hidden:
         h = _conv(h, params, name)
         if name == "deconv1" and "template_in.weight" in params:
             h = h + _template_features(image, params)
         h = F.relu(h)
         if name == "deconv1" and "fine.keys" in params:
-            h = h + _attend_fine(h, params)
-    return _conv(h, params, last).reshape(items, groups, *IMAGE_SHAPE).transpose(0, 1)
+            read, copied = _attend_fine(h, params)
+            h = h + read
+    logits = _copied_logits(_conv(h, params, last), copied, params)
+    return logits.reshape(items, groups, *IMAGE_SHAPE).transpose(0, 1)
 
 
 def _template_features(image, params):
@@ -554,7 +570,7 @@ def shot_memory(
     p = fold.params({name: params[name] for name in names})
     h = fold.inputs(shots.unsqueeze(-5), 4)[:, 0]  # (G, k, 1, 28, 28)
     groups, k = h.shape[:2]
-    h = h.transpose(0, 1).reshape(k, groups * IMAGE_SHAPE[0], *IMAGE_SHAPE[1:])
+    h = image = h.transpose(0, 1).reshape(k, groups * IMAGE_SHAPE[0], *IMAGE_SHAPE[1:])
     maps = []
     for name in ENCODER_CONVS:
         h = F.relu(_conv(h, p, f"{reader}{name}"))
@@ -568,16 +584,19 @@ def shot_memory(
     keys, values = (t.unflatten(-1, (heads, -1)).transpose(1, 2).unsqueeze(1) for t in (keys, values))
     memory = {"attend.keys": fold.outputs(keys), "attend.values": fold.outputs(values)}
     if "fine_offset" in p:  # a matrix of its own, never factored as a dense weight may be
-        memory.update({name: fold.outputs(t.unsqueeze(1)) for name, t in _fine_memory(maps[0], p).items()})
+        fine = _fine_memory(maps[0], p, image if "fine_pixel.weight" in p else None)
+        memory.update({name: fold.outputs(t.unsqueeze(1)) for name, t in fine.items()})
     return memory
 
 
-def _fine_memory(h: torch.Tensor, p: dict) -> dict[str, torch.Tensor]:
+def _fine_memory(h: torch.Tensor, p: dict, image: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """`--shot-attention-window` W: the shots' 14×14 maps h (k, G·C, 14, 14) as keys (with the
     embedding of their place in the window) and values seen from each position: the k·W² positions
     of the W × W square around it in every shot, and the null slot of value 0 last. Returns
     "fine.keys" and "fine.values" (G, 196, k·W² + 1, width) and "fine.bias" (G, 196, k·W² + 1),
-    −∞ where the square leaves the map."""
+    −∞ where the square leaves the map. Given the shots' `image` (k, G, 28, 28), `--shot-attention-pixels`,
+    also "fine.pixels" (G, 196, k·W² + 1, 4): the 2×2 pixels (±1) under each of those positions,
+    0 in the null slot."""
     groups = p["fine_offset"].shape[0]
     k, side = h.shape[0], h.shape[-1]
     channels, positions = h.shape[1] // groups, side * side
@@ -596,11 +615,20 @@ def _fine_memory(h: torch.Tensor, p: dict) -> dict[str, torch.Tensor]:
     inside = inside.repeat(1, k)
     bias = torch.zeros_like(inside).masked_fill(inside == 0, -math.inf)
     null = p["fine_null"].reshape(groups, 1, 1, -1).expand(-1, positions, -1, -1)
-    return {
+
+    def with_null(t):  # the null slot's value, 0, last
+        return torch.cat([t, t.new_zeros(groups, positions, 1, t.shape[-1])], 2)
+
+    memory = {
         "fine.keys": torch.cat([keys, null], 2),
-        "fine.values": torch.cat([values, values.new_zeros(groups, positions, 1, values.shape[-1])], 2),
+        "fine.values": with_null(values),
         "fine.bias": torch.cat([bias, bias.new_zeros(positions, 1)], 1).expand(groups, -1, -1),
     }
+    if image is not None:  # each 14×14 position's 2×2 pixels, as its 4 channels
+        cells = F.pixel_unshuffle(2 * image - 1, 2)  # (k, G·4, 14, 14)
+        cells = cells.reshape(k, groups, 4, positions).permute(1, 0, 3, 2).reshape(groups, -1, 4)
+        memory["fine.pixels"] = with_null(around(cells))
+    return memory
 
 
 def _attend(h, params):
@@ -626,7 +654,10 @@ def _attend_fine(h, params):
     """`--shot-attention-window`: each position of the decoder's 14×14 map h (M, G·C, 14, 14), after
     deconv1 and its ReLU, asks by a query of its features for the shots' features in the window
     around it (`_fine_memory`), and adds what it reads back through `fine_out` (silent at the
-    start), as `_attend` does on the 7×7 map. Returns (M, G·C, 14, 14)."""
+    start), as `_attend` does on the 7×7 map. Returns what it adds (M, G·C, 14, 14) and, with
+    `--shot-attention-pixels`, the shots' pixels (±1) read by the same weights, a 28×28 image
+    (M, G, 28, 28) that `_copied_logits` adds to the logits; else None: strokes copied as they are
+    drawn, where the features read can only say roughly what is there."""
     items = h.shape[0]
     keys, values, bias = params["fine.keys"], params["fine.values"], params["fine.bias"]
     groups, positions = keys.shape[:2]
@@ -634,9 +665,20 @@ def _attend_fine(h, params):
     q = h.reshape(items, groups, channels, positions).permute(1, 0, 3, 2).reshape(groups, -1, channels)
     q = _linear(q, params, "fine_query").reshape(groups, items, positions, -1)  # (G, M, 196, width)
     scores = torch.einsum("gmpd,gpld->gmpl", q, keys) / math.sqrt(q.shape[-1]) + bias.unsqueeze(1)
-    read = torch.einsum("gmpl,gpld->gmpd", scores.softmax(-1), values)
+    weights = scores.softmax(-1)
+    read = torch.einsum("gmpl,gpld->gmpd", weights, values)
     read = _linear(read.reshape(groups, items * positions, -1), params, "fine_out")  # (G, M·196, C)
-    return read.reshape(groups, items, positions, channels).permute(1, 0, 3, 2).reshape(h.shape)
+    read = read.reshape(groups, items, positions, channels).permute(1, 0, 3, 2).reshape(h.shape)
+    if "fine.pixels" not in params:
+        return read, None
+    copied = torch.einsum("gmpl,gpld->mgdp", weights, params["fine.pixels"])  # (M, G, 4, 196)
+    side = h.shape[-1]
+    return read, F.pixel_shuffle(copied.reshape(items, groups * 4, side, side), 2)
+
+
+def _copied_logits(logits, copied, params):
+    """The logits (M, G, 28, 28) plus the copied pixels (`_attend_fine`) through `fine_pixel`."""
+    return logits if copied is None else logits + _conv(copied, params, "fine_pixel")
 
 
 def _decode_many(h, params, image=None):
@@ -654,14 +696,16 @@ def _decode_many(h, params, image=None):
     if "attend.keys" in params:
         h = h + _attend(h, params)
     *hidden, last = DECODER_CONVS
+    copied = None
     for name in hidden:
         h = _conv(h, params, name)
         if name == "deconv1" and "template_in.weight" in params:
             h = h.add_(_template_features(image, params))
         h = F.relu(h, inplace=True)
         if name == "deconv1" and "fine.keys" in params:
-            h = h + _attend_fine(h, params)
-    return _conv_transpose_by_fold(h, params, last)
+            read, copied = _attend_fine(h, params)
+            h = h + read
+    return _copied_logits(_conv_transpose_by_fold(h, params, last), copied, params)
 
 
 def _conv_transpose_by_fold(h, params, name):
@@ -812,6 +856,7 @@ class ThetaGenerator(PyroModule):
         encoder_attention: bool = False,
         attention_dim: int = ATTEND_DIM,
         attention_window: int = 0,
+        attention_pixels: bool = False,
     ):
         super().__init__()
         self.h_dim = h_dim
@@ -848,6 +893,7 @@ class ThetaGenerator(PyroModule):
                 attention=attention,
                 attention_dim=attention_dim,
                 attention_window=attention_window,
+                attention_pixels=attention_pixels,
             ),
         }
         if z_prior:  # p(z | u) = N(loc, exp(log_scale)), generated with the decoder; starts near N(0, I)
@@ -863,7 +909,7 @@ class ThetaGenerator(PyroModule):
                             h_rms,
                             init_scale,
                             _matrix_rows(half, name, layout),
-                            silent=name.startswith(("template.", "template_in.", "attend_out.", "fine_out.")),
+                            silent=name.startswith(SILENT_AT_START),
                         )
                         for name, p in net.named_parameters()
                     }
@@ -900,6 +946,9 @@ class ThetaGenerator(PyroModule):
 
 
 THETA_LAYOUTS = ("paper", "spatial")
+# The weights by which the shots join the main VAE: zero at the start in θ(u) for every u, so that a
+# model that reads shots starts as the one without (`MatrixLayer(silent=True)`).
+SILENT_AT_START = ("template.", "template_in.", "attend_out.", "fine_out.", "fine_pixel.")
 
 
 def _matrix_rows(half: str, name: str, layout: str) -> int | None:

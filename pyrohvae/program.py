@@ -315,6 +315,7 @@ class HyperVAEProgram(Program):
             encoder_attention=config.shot_attention_encoder,
             attention_dim=config.shot_attention_dim,
             attention_window=config.shot_attention_window,
+            attention_pixels=config.shot_attention_pixels,
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.inference = guides.get(config.guide, "hypervae")(config)

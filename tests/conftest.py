@@ -13,28 +13,29 @@ HAS_DATA = (DATA_ROOT / "MNIST" / "raw").is_dir()
 DATA_FIXTURES = {"data_root", "trained_run"}
 # The models whose p(z) reads the shots, as the tests that score them take them: --z-prior, then
 # --shot-features, --shot-template, --shot-attention (heads), --shot-attention-encoder,
-# --shot-attention-dim and --shot-attention-window.
+# --shot-attention-dim, --shot-attention-window and --shot-attention-pixels.
 SHOTS_MODELS = (
-    "z_prior, features, template, attention, in_encoder, width, window",
+    "z_prior, features, template, attention, in_encoder, width, window, pixels",
     [
-        ("shots", False, "none", 0, False, 32, 0),
-        ("shots-k", False, "none", 0, False, 32, 0),
-        ("shots", True, "none", 0, False, 32, 0),
-        ("shots-k", False, "matched", 0, False, 32, 0),
-        ("shots", False, "mean", 0, False, 32, 0),
-        ("shots-k", False, "deep", 0, False, 32, 0),
-        ("shots-g", False, "none", 0, False, 32, 0),
-        ("shots-k", False, "none", 1, False, 32, 0),
-        ("shots-g", False, "none", 4, False, 32, 0),
-        ("shots-k", False, "none", 2, True, 16, 0),
-        ("shots-k", False, "none", 1, False, 64, 0),
-        ("shots-k", False, "none", 1, False, 32, 5),
-        ("shots-g", False, "none", 4, True, 16, 27),
+        ("shots", False, "none", 0, False, 32, 0, False),
+        ("shots-k", False, "none", 0, False, 32, 0, False),
+        ("shots", True, "none", 0, False, 32, 0, False),
+        ("shots-k", False, "matched", 0, False, 32, 0, False),
+        ("shots", False, "mean", 0, False, 32, 0, False),
+        ("shots-k", False, "deep", 0, False, 32, 0, False),
+        ("shots-g", False, "none", 0, False, 32, 0, False),
+        ("shots-k", False, "none", 1, False, 32, 0, False),
+        ("shots-g", False, "none", 4, False, 32, 0, False),
+        ("shots-k", False, "none", 2, True, 16, 0, False),
+        ("shots-k", False, "none", 1, False, 64, 0, False),
+        ("shots-k", False, "none", 1, False, 32, 5, False),
+        ("shots-g", False, "none", 4, True, 16, 27, False),
+        ("shots-k", False, "none", 1, False, 32, 3, True),
     ],
 )
 
 
-def shots_options(z_prior, features, template, attention, in_encoder, width, window) -> dict:
+def shots_options(z_prior, features, template, attention, in_encoder, width, window, pixels) -> dict:
     """A case of SHOTS_MODELS as RunConfig's fields, with the split context every such model takes."""
     return {
         "z_prior": z_prior,
@@ -45,6 +46,7 @@ def shots_options(z_prior, features, template, attention, in_encoder, width, win
         "shot_attention_encoder": in_encoder,
         "shot_attention_dim": width,
         "shot_attention_window": window,
+        "shot_attention_pixels": pixels,
     }
 
 

@@ -88,7 +88,7 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
 
 @pytest.mark.parametrize(*SHOTS_MODELS)
 def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
-    z_prior, features, template, attention, in_encoder, width, window
+    z_prior, features, template, attention, in_encoder, width, window, pixels
 ):
     """With `--z-prior shots` and a context of k = 3, each scored image's p(z) is N(0, I) with
     weight w and a Gaussian at each context image's code q(z | shot, θ(u)), widened, with weight
@@ -106,9 +106,10 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
     `--shot-attention-encoder` the encoder's last map to the shots' maps by its own convolutions
     (`attend_encode`), for q(z) and not for the shots' own codes; `--shot-attention-dim` their width.
     With `--shot-attention-window`, the decoder's 14×14 map also reads the shots' 14×14 maps near each
-    position (`fine_by_hand`)."""
+    position (`fine_by_hand`), and with `--shot-attention-pixels` the logits gain the shots' pixels
+    read by the same weights, through a 3×3 filter."""
     program, x = setup_program(
-        **shots_options(z_prior, features, template, attention, in_encoder, width, window)
+        **shots_options(z_prior, features, template, attention, in_encoder, width, window, pixels)
     )
     T, N, k = *x.shape[:2], 3
     log_widen, logit = torch.linspace(-2, 0, 10, dtype=x.dtype), torch.tensor(-1.5, dtype=x.dtype)
@@ -118,7 +119,7 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
             *program.theta.layers["encoder"].items(),
         ]:
             # silent at the start: give the shots a say
-            if name.startswith(("template", "attend_out", "fine_out")):
+            if name.startswith(("template", "attend_out", "fine_out", "fine_pixel")):
                 layer.B.normal_(0, 0.3)
                 layer.U.normal_(0, 0.3)
         program.shot_prior.log_widen.copy_(log_widen)
@@ -178,6 +179,7 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
                 logits[t] = attend_decode(p, z[t], x[t, :k], attention, window)
         assert bool(attention) == ("attend_out.weight" in decoder)
         assert bool(window) == ("fine_out.weight" in decoder)
+        assert pixels == ("fine_pixel.weight" in decoder)
         assert not attention or decoder["attend_pos"].shape[-1] == width
         if template == "mean":
             r = torch.full_like(r, (1 - w) / k)
@@ -242,12 +244,14 @@ def convs_by_hand(p: dict, x: torch.Tensor, prefix: str = "") -> torch.Tensor:
     return x
 
 
-def fine_by_hand(p: dict, h: torch.Tensor, maps: torch.Tensor, window: int) -> torch.Tensor:
+def fine_by_hand(p: dict, h: torch.Tensor, maps: torch.Tensor, window: int, shots: torch.Tensor):
     """`--shot-attention-window` written out for one task's θ: each position (i, j) of the 14×14 map
     h (n, 32, 14, 14), by a query of its features, reads a softmax mixture over the positions
     (i + dy, j + dx) of the shots' maps (k, 32, 14, 14) for every offset of the window that stays on
     the map (keys: their features plus the offset's embedding, offsets in rows) and one more key of
-    value 0, scaled by 1/√width, and adds the read back through `fine_out`."""
+    value 0, scaled by 1/√width, and adds the read back through `fine_out`. Returns that map and the
+    image (n, 1, 28, 28) whose pixels (2i + a, 2j + b) mix by the same weights the shots' pixels
+    (2(i + dy) + a, 2(j + dx) + b), as ±1, and 0 for the null key (`--shot-attention-pixels`)."""
 
     def linear(v, name):
         return F.linear(v, p[f"{name}.weight"], p[f"{name}.bias"])
@@ -257,6 +261,8 @@ def fine_by_hand(p: dict, h: torch.Tensor, maps: torch.Tensor, window: int) -> t
     width, r, side = q.shape[-1], window // 2, h.shape[-1]
     scores = [(q * p["fine_null"]).sum(-1, keepdim=True)]  # (n, 14, 14, 1)
     reads = [torch.zeros_like(q).unsqueeze(-2)]
+    signs = 2 * shots[:, 0] - 1  # (k, 28, 28)
+    pixels = [torch.zeros(side, side, 1, 2, 2, dtype=q.dtype)]  # (14, 14, shots, a, b)
     for o, (dy, dx) in enumerate(itertools.product(range(-r, r + 1), repeat=2)):
         key = torch.zeros(len(maps), side, side, width, dtype=q.dtype)
         value, on = torch.zeros_like(key), torch.zeros(side, side, dtype=torch.bool)
@@ -264,25 +270,36 @@ def fine_by_hand(p: dict, h: torch.Tensor, maps: torch.Tensor, window: int) -> t
         shifted = (slice(rows.start + dy, rows.stop + dy), slice(cols.start + dx, cols.stop + dx))
         key[:, rows, cols], value[:, rows, cols] = keys[:, *shifted], values[:, *shifted]
         on[rows, cols] = True
+        pixel = torch.zeros(side, side, len(maps), 2, 2, dtype=q.dtype)
+        for i, j in itertools.product(range(side), repeat=2):
+            if on[i, j]:
+                y, x = 2 * (i + dy), 2 * (j + dx)
+                pixel[i, j] = signs[:, y : y + 2, x : x + 2]
+        pixels.append(pixel)
         score = torch.einsum("nijd,sijd->nijs", q, key + p["fine_offset"][o])
         scores.append(score.masked_fill(~on[..., None], -math.inf))
         reads.append(value.permute(1, 2, 0, 3).unsqueeze(0).expand(len(h), -1, -1, -1, -1))
     weights = (torch.cat(scores, -1) / math.sqrt(width)).softmax(-1)  # (n, 14, 14, 1 + W²·k)
     read = (weights.unsqueeze(-1) * torch.cat(reads, -2)).sum(-2)
-    return h + linear(read, "fine_out").permute(0, 3, 1, 2)
+    copied = torch.einsum("nijs,ijsab->niajb", weights, torch.cat(pixels, 2)).reshape(len(h), 1, 28, 28)
+    return h + linear(read, "fine_out").permute(0, 3, 1, 2), copied
 
 
 def attend_decode(p: dict, z: torch.Tensor, shots: torch.Tensor, heads: int, window: int = 0) -> torch.Tensor:
     """The main decoder of one task's θ, written out, its first map attending to the shots' maps
     made by its own reader (`shots_conv1`, `shots_conv2`), and with a `window` its 14×14 map to the
-    shots' maps after `shots_conv1`."""
+    shots' maps after `shots_conv1`, and its logits to the pixels that read copies (`fine_pixel`)."""
     h = F.relu(F.linear(F.relu(F.linear(z, p["fc1.weight"], p["fc1.bias"])), p["fc2.weight"], p["fc2.bias"]))
     h = attend_by_hand(p, h.reshape(-1, 64, 7, 7), convs_by_hand(p, shots, "shots_"), heads)
     h = F.relu(F.conv_transpose2d(h, p["deconv1.weight"], p["deconv1.bias"], 2, 1, 1))
+    copied = None
     if window:
         first = F.relu(F.conv2d(shots, p["shots_conv1.weight"], p["shots_conv1.bias"], stride=2, padding=1))
-        h = fine_by_hand(p, h, first, window)
-    return F.conv_transpose2d(h, p["deconv2.weight"], p["deconv2.bias"], 2, 1, 1)
+        h, copied = fine_by_hand(p, h, first, window, shots)
+    logits = F.conv_transpose2d(h, p["deconv2.weight"], p["deconv2.bias"], 2, 1, 1)
+    if "fine_pixel.weight" in p:
+        logits = logits + F.conv2d(copied, p["fine_pixel.weight"], p["fine_pixel.bias"], padding=1)
+    return logits
 
 
 def attend_encode(p: dict, x: torch.Tensor, shots: torch.Tensor, heads: int):

@@ -268,7 +268,7 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
 
 @pytest.mark.parametrize(*SHOTS_MODELS)
 def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
-    z_prior, features, template, attention, in_encoder, width, window
+    z_prior, features, template, attention, in_encoder, width, window, pixels
 ):
     """With `--z-prior shots` the curve's k-shot model reads its k shots twice, in q(u) and in
     p(z | u, shots) (and with `--shot-attention-encoder` in q(z | x, θ(u), shots) too): an image
@@ -276,13 +276,17 @@ def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
     the model given none. Its few-shot model is no plain VAE."""
     from pyrohvae.importance import importance_scores
 
-    program = program_of(**shots_options(z_prior, features, template, attention, in_encoder, width, window))
+    program = program_of(
+        **shots_options(z_prior, features, template, attention, in_encoder, width, window, pixels)
+    )
     if attention:  # it starts silent: give the shots' maps a say in the logits (and in q(z))
         with torch.no_grad():
             for half in ("decoder", "encoder") if in_encoder else ("decoder",):
                 program.theta.layers[half]["attend_out__weight"].B.normal_(0, 0.3)
             if window:
                 program.theta.layers["decoder"]["fine_out__weight"].B.normal_(0, 0.3)
+            if pixels:
+                program.theta.layers["decoder"]["fine_pixel__weight"].B.normal_(0, 0.3)
     data = task_data([5, 5])
     result = fewshot.curve(program, data, (2,), per_task=2, samples=16, seed=3, progress=False)
     index, pools, _ = fewshot.curve_plan(data, (2,), per_task=2, seed=3)
@@ -758,6 +762,10 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
         (
             {"z_prior": "shots", "split_context": True, "shot_attention": 1, "shot_attention_window": 4},
             "--shot-attention-window 4: an odd side",
+        ),
+        (
+            {"z_prior": "shots", "split_context": True, "shot_attention": 1, "shot_attention_pixels": True},
+            "--shot-attention-pixels needs --shot-attention-window W",
         ),
     ],
 )
