@@ -899,12 +899,13 @@ def ceiling(args, rows_dir):
 @contextlib.contextmanager
 def _without_read(program):
     """The decoder's read of the shots (`--shot-attention`) silenced for a while: the layers of θ(u)
-    that write it back (`attend_out`, `fine_out`) made zero for every u, as they start in training.
+    that write it back (`attend_out`, `fine_out`, `fine_pixel`) made zero for every u, as they start in
+    training.
     A decoder without a read is left as it is."""
     layers = [
         layer
         for key, layer in program.theta.layers["decoder"].items()
-        if key.startswith(("attend_out__", "fine_out__"))
+        if key.startswith(("attend_out__", "fine_out__", "fine_pixel__"))
     ]
     saved = [[p.detach().clone() for p in layer.parameters()] for layer in layers]
     try:

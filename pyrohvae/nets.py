@@ -82,8 +82,13 @@ ATTEND_DIM = 32
 # `--shot-attention-window`: the largest window, one that covers a 14×14 map from any position.
 FINE_WINDOW_MAX = 27
 # `--shot-attention-pixels`: the filter through which the shots' pixels that the 14×14 read
-# copies (`_attend_fine`) join the logits, as `--shot-template`'s 5×5 filter does a shot's image.
+# copies (`_attend_fine`) join the logits, as `--shot-template`'s 5×5 filter does a shot's image,
+# and a gain on its input. The filter starts silent and θ(u)'s layers move by about Adam's step
+# size a step: at gain 1 its taps had reached 0.008 after 1,700 steps (a logit of 0.07 for a
+# copied stroke) where the read's weights are still diffuse; a logit of a few units is what a
+# copied stroke must carry.
 PIXEL_COPY = Conv(1, 1, stride=1)
+PIXEL_GAIN = 10.0
 
 
 def conv_shape() -> tuple[int, int, int]:
@@ -678,7 +683,7 @@ def _attend_fine(h, params):
 
 def _copied_logits(logits, copied, params):
     """The logits (M, G, 28, 28) plus the copied pixels (`_attend_fine`) through `fine_pixel`."""
-    return logits if copied is None else logits + _conv(copied, params, "fine_pixel")
+    return logits if copied is None else logits + _conv(PIXEL_GAIN * copied, params, "fine_pixel")
 
 
 def _decode_many(h, params, image=None):

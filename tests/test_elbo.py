@@ -288,7 +288,8 @@ def fine_by_hand(p: dict, h: torch.Tensor, maps: torch.Tensor, window: int, shot
 def attend_decode(p: dict, z: torch.Tensor, shots: torch.Tensor, heads: int, window: int = 0) -> torch.Tensor:
     """The main decoder of one task's θ, written out, its first map attending to the shots' maps
     made by its own reader (`shots_conv1`, `shots_conv2`), and with a `window` its 14×14 map to the
-    shots' maps after `shots_conv1`, and its logits to the pixels that read copies (`fine_pixel`)."""
+    shots' maps after `shots_conv1`, and its logits to the pixels that read copies, times 10, through
+    `fine_pixel`."""
     h = F.relu(F.linear(F.relu(F.linear(z, p["fc1.weight"], p["fc1.bias"])), p["fc2.weight"], p["fc2.bias"]))
     h = attend_by_hand(p, h.reshape(-1, 64, 7, 7), convs_by_hand(p, shots, "shots_"), heads)
     h = F.relu(F.conv_transpose2d(h, p["deconv1.weight"], p["deconv1.bias"], 2, 1, 1))
@@ -298,7 +299,7 @@ def attend_decode(p: dict, z: torch.Tensor, shots: torch.Tensor, heads: int, win
         h, copied = fine_by_hand(p, h, first, window, shots)
     logits = F.conv_transpose2d(h, p["deconv2.weight"], p["deconv2.bias"], 2, 1, 1)
     if "fine_pixel.weight" in p:
-        logits = logits + F.conv2d(copied, p["fine_pixel.weight"], p["fine_pixel.bias"], padding=1)
+        logits = logits + F.conv2d(10 * copied, p["fine_pixel.weight"], p["fine_pixel.bias"], padding=1)
     return logits
 
 
