@@ -661,8 +661,8 @@ def _attend_fine(h, params):
     around it (`_fine_memory`), and adds what it reads back through `fine_out` (silent at the
     start), as `_attend` does on the 7×7 map. Returns what it adds (M, G·C, 14, 14) and, with
     `--shot-attention-pixels`, the shots' pixels (±1) read by the same weights, a 28×28 image
-    (M, G, 28, 28) that `_copied_logits` adds to the logits; else None: strokes copied as they are
-    drawn, where the features read can only say roughly what is there."""
+    (M, G, 28, 28) that `_copied_logits` adds to the logits (strokes as a shot draws them, where the
+    features read can only say roughly what is there); else None."""
     items = h.shape[0]
     keys, values, bias = params["fine.keys"], params["fine.values"], params["fine.bias"]
     groups, positions = keys.shape[:2]
