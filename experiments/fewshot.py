@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from common import fmt, parser, rows_in, run, trained
 
-from pyrohvae import checkpoint, fewshot, taskmodels
+from pyrohvae import checkpoint, fewshot, nets, taskmodels
 from pyrohvae.config import RunConfig
 from pyrohvae.files import atomic_write_text, pyplot, save_figure
 from pyrohvae.train import CHECKPOINT, load_run
@@ -928,13 +928,12 @@ def ceiling(args, rows_dir):
 @contextlib.contextmanager
 def _without_read(program):
     """The decoder's read of the shots (`--shot-attention`) silenced for a while: the layers of θ(u)
-    that write it back (`attend_out`, `fine_out`, `fine_pixel`) made zero for every u, as they start in
-    training.
-    A decoder without a read is left as it is."""
+    that write it back (`nets.READ_OUT`) made zero for every u, as they start in training. A decoder
+    without a read is left as it is."""
     layers = [
         layer
         for key, layer in program.theta.layers["decoder"].items()
-        if key.startswith(("attend_out__", "fine_out__", "fine_pixel__"))
+        if nets._name(key).startswith(nets.READ_OUT)
     ]
     saved = [[p.detach().clone() for p in layer.parameters()] for layer in layers]
     try:

@@ -951,9 +951,11 @@ class ThetaGenerator(PyroModule):
 
 
 THETA_LAYOUTS = ("paper", "spatial")
+# The layers that write the decoder's read of the shots (`--shot-attention`) back into it.
+READ_OUT = ("attend_out.", "fine_out.", "fine_pixel.")
 # The weights by which the shots join the main VAE: zero at the start in θ(u) for every u, so that a
 # model that reads shots starts as the one without (`MatrixLayer(silent=True)`).
-SILENT_AT_START = ("template.", "template_in.", "attend_out.", "fine_out.", "fine_pixel.")
+SILENT_AT_START = ("template.", "template_in.", *READ_OUT)
 
 
 def _matrix_rows(half: str, name: str, layout: str) -> int | None:
