@@ -510,8 +510,13 @@ FULL_CONFIGS = ("paper", "default")
 
 def full_config(benchmark: str, name: str, steps: int, seed: int) -> RunConfig:
     spec = BENCHMARKS[benchmark]
-    overrides = {k: v for k, v in VARIANTS[name][1].items() if k not in TASK_BATCH}
-    batch = {"batch_size": spec["vae_batch"]} if _a_vae(name) else spec["task_batch"]
+    variant = VARIANTS[name][1]
+    overrides = {k: v for k, v in variant.items() if k not in TASK_BATCH}
+    if _a_vae(name):
+        batch = {"batch_size": spec["vae_batch"]}
+    else:  # the benchmark's batch, changed where the variant changes the screen's (more tasks a step)
+        changed = {k: v for k, v in variant.items() if k in TASK_BATCH and v != TASK_BATCH[k]}
+        batch = {**spec["task_batch"], **changed}
     return RunConfig(**spec["data"], steps=steps, seed=seed, **overrides, **batch)
 
 
