@@ -113,6 +113,13 @@ VARIANTS = {
         "our VAE with z of 32 dimensions: how much of a z32 model's gain is z's size",
         {"model": "vae", "batch_size": 320, "z_dim": 32},
     ),
+    "vae-z32-b1280": (
+        (
+            "our VAE with z of 32 dimensions and 1,280 images a step, as many as 64 characters of 20: how much of "
+            "what more characters a step give the z-32 read is more images read"
+        ),
+        {"model": "vae", "batch_size": 1280, "z_dim": 32},
+    ),
     "vae-threshold": (
         "our VAE on images thresholded at half the gray scale (--binarize threshold)",
         {"model": "vae", "batch_size": 320, "binarize": "threshold"},
