@@ -113,6 +113,10 @@ VARIANTS = {
         "our VAE with z of 32 dimensions: how much of a z32 model's gain is z's size",
         {"model": "vae", "batch_size": 320, "z_dim": 32},
     ),
+    "vae-b640": (
+        "our VAE, 640 images a step, as many as 32 characters of 20: the VAE beside a read of 32 a step",
+        {"model": "vae", "batch_size": 640},
+    ),
     "vae-z32-b1280": (
         (
             "our VAE with z of 32 dimensions and 1,280 images a step, as many as 64 characters of 20: how much of "
@@ -519,11 +523,10 @@ def full_config(benchmark: str, name: str, steps: int, seed: int) -> RunConfig:
     spec = BENCHMARKS[benchmark]
     variant = VARIANTS[name][1]
     overrides = {k: v for k, v in variant.items() if k not in TASK_BATCH}
-    if _a_vae(name):
-        batch = {"batch_size": spec["vae_batch"]}
-    else:  # the benchmark's batch, changed where the variant changes the screen's (more tasks a step)
-        changed = {k: v for k, v in variant.items() if k in TASK_BATCH and v != TASK_BATCH[k]}
-        batch = {**spec["task_batch"], **changed}
+    # The benchmark's batch, changed where the variant changes the screen's (more tasks or images a step).
+    screen_batch = {"batch_size": VARIANTS["vae"][1]["batch_size"]} if _a_vae(name) else TASK_BATCH
+    changed = {k: v for k, v in variant.items() if k in screen_batch and v != screen_batch[k]}
+    batch = {**({"batch_size": spec["vae_batch"]} if _a_vae(name) else spec["task_batch"]), **changed}
     return RunConfig(**spec["data"], steps=steps, seed=seed, **overrides, **batch)
 
 
