@@ -523,10 +523,12 @@ def full_config(benchmark: str, name: str, steps: int, seed: int) -> RunConfig:
     spec = BENCHMARKS[benchmark]
     variant = VARIANTS[name][1]
     overrides = {k: v for k, v in variant.items() if k not in TASK_BATCH}
+    if _a_vae(name):
+        screen_batch, batch = VARIANTS["vae"][1], {"batch_size": spec["vae_batch"]}
+    else:
+        screen_batch, batch = TASK_BATCH, dict(spec["task_batch"])
     # The benchmark's batch, changed where the variant changes the screen's (more tasks or images a step).
-    screen_batch = {"batch_size": VARIANTS["vae"][1]["batch_size"]} if _a_vae(name) else TASK_BATCH
-    changed = {k: v for k, v in variant.items() if k in screen_batch and v != screen_batch[k]}
-    batch = {**({"batch_size": spec["vae_batch"]} if _a_vae(name) else spec["task_batch"]), **changed}
+    batch.update({k: v for k, v in variant.items() if k in TASK_BATCH and v != screen_batch.get(k)})
     return RunConfig(**spec["data"], steps=steps, seed=seed, **overrides, **batch)
 
 
