@@ -316,6 +316,21 @@ VARIANTS = {
         "pool-split-shots-k-attend-kl1 with z of 32 dimensions",
         {**SHOTS_K, "z_dim": 32, "shot_attention": 1, "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
+    "pool-split-shots-z32-k-attend-uni-kl1": (
+        (
+            "pool-split-shots-z32-k-attend-kl1 with each step's context size uniform in 1..19 rather than "
+            "log-uniform (--context-sizes uniform): half the steps read 10 shots or more (a quarter did), "
+            "as the 9-shot model is where the gains fall short"
+        ),
+        {
+            **SHOTS_K,
+            "z_dim": 32,
+            "shot_attention": 1,
+            "context_sizes": "uniform",
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
     "pool-split-shots-k-attend4-kl1": (
         (
             "pool-split-shots-k-attend-kl1 with 4 heads of 8 dimensions (--shot-attention 4): a position "
@@ -1372,6 +1387,7 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-attend-t32-kl1": "z of 10, attention, 32 characters a step (`--tasks-per-step 32`)",
     "pool-split-shots-z32-k-attend-t32-kl1": "the same with z of 32",
     "pool-split-shots-z32-k-attend-t64-kl1": "the same with 64 characters a step",
+    "pool-split-shots-z32-k-attend-uni-kl1": "z of 32, attention, context sizes uniform in 1..19 (`--context-sizes uniform`)",
     "pool-split-shots-k-attend-rot-kl1": "z of 10, attention, every character also turned three ways (`--rotate-tasks`)",
 }
 
@@ -1470,6 +1486,7 @@ ATTENDED = {
     "pool-split-shots-k-attend-t32-kl1": "pool-split-shots-k-attend-kl1",
     "pool-split-shots-z32-k-attend-t32-kl1": "pool-split-shots-z32-k-attend-kl1",
     "pool-split-shots-z32-k-attend-t64-kl1": "pool-split-shots-z32-k-attend-t32-kl1",
+    "pool-split-shots-z32-k-attend-uni-kl1": "pool-split-shots-z32-k-attend-kl1",
     "pool-split-shots-k-attend-rot-kl1": "pool-split-shots-k-attend-kl1",
 }
 

@@ -19,6 +19,7 @@ DEFAULT_GUIDE = {"hypervae": "random-draw", "vae": "encoder", "metavae": "contex
 MAX_METAVAE_TASKS = 200
 Z_PRIORS = ("normal", "task", "shots", "shots-k", "shots-g")
 SHOT_TEMPLATES = ("none", "matched", "mean", "deep")  # how `--shot-template` weighs the shots' images
+CONTEXT_SIZES = ("log-uniform", "uniform")  # how `--split-context` draws a step's context size
 # The estimators of the objective a run can train with (`program.ELBOS`): Pyro's Trace_ELBO (the
 # default), TraceMeanField_ELBO (KL terms in closed form where Pyro knows them), TraceGraph_ELBO,
 # RenyiELBO with α = 0 (with `particles` K the importance-weighted bound of Burda et al.) and
@@ -194,6 +195,13 @@ class RunConfig:
         "HyperVAE: in training, q(u) reads the first k images of each task's minibatch and the model "
         "scores only the others, k from 1 to --batch-size − 1, log-uniform: trains the few-shot use, a "
         "model from k images scoring images it has not read.",
+    )
+    context_sizes: str = setting(
+        "log-uniform",
+        "HyperVAE with --split-context: how a step's context size k is drawn from 1 to --batch-size − 1: "
+        "'log-uniform' (one or two shots as common as in few-shot use) or 'uniform' (more steps of many "
+        "shots, fewer images scored a step).",
+        choices=CONTEXT_SIZES,
     )
     shot_features: bool = setting(
         False,
@@ -400,6 +408,12 @@ class RunConfig:
                 "--elbo jit compiles the context size that --random-context draws inside the guide into its "
                 "graph, the same for every step: use --split-context, or another --elbo"
             )
+        if self.context_sizes not in CONTEXT_SIZES:
+            raise ConfigError(
+                f"unknown --context-sizes {self.context_sizes!r}; choose one of {', '.join(CONTEXT_SIZES)}"
+            )
+        if self.context_sizes != "log-uniform" and not self.split_context:
+            raise ConfigError("--context-sizes needs --split-context: it draws that context's size")
         if self.split_context and self.batch_size < 2:
             raise ConfigError("--split-context needs --batch-size 2 or more: a context and an image to score")
         if self.model != "hypervae" and (self.u_dim, self.h_dim, self.theta_layout) != (10, 20, "paper"):

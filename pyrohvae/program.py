@@ -169,14 +169,15 @@ def _refuse_pyro_optim() -> None:
         )
 
 
-def split_context_size(items: int) -> int:
+def split_context_size(items: int, law: str = "log-uniform") -> int:
     """A training step's context size under `split_context`: k of a task's `items` images are what
-    q(u) reads and the other items − k are scored, k log-uniform in 1..items − 1, so that contexts
-    of one or two shots are as common in training as in few-shot use. Drawn from torch's global
-    generator, which checkpoints keep: a resumed run draws the same k."""
+    q(u) reads and the other items − k are scored, k in 1..items − 1, log-uniform (`law`), so that
+    contexts of one or two shots are as common in training as in few-shot use, or uniform. Drawn
+    from torch's global generator, which checkpoints keep: a resumed run draws the same k."""
     if items < 2:
         raise ConfigError("--split-context needs --batch-size 2 or more: a context and an image to score")
-    k = int(math.exp(float(torch.rand(())) * math.log(items)))
+    r = float(torch.rand(()))
+    k = int(math.exp(r * math.log(items))) if law == "log-uniform" else 1 + int(r * (items - 1))
     return min(max(k, 1), items - 1)
 
 
@@ -381,7 +382,7 @@ class HyperVAEProgram(Program):
         kl_u, kl_z = self.config.kl_weights(step)
         kwargs = {"kl_u_weight": kl_u, "kl_z_weight": kl_z}
         if self.config.split_context and self.training:
-            kwargs["context_size"] = split_context_size(self.config.batch_size)
+            kwargs["context_size"] = split_context_size(self.config.batch_size, self.config.context_sizes)
         return kwargs
 
     def parts(self) -> dict[str, nn.Module]:

@@ -533,6 +533,21 @@ def test_split_context_reads_the_first_k_and_scores_the_rest():
     assert "context_size" not in program.step_kwargs(1)
 
 
+@pytest.mark.parametrize(
+    "law, small, large",
+    # k in 1..19 of 20 images; log-uniform: P(k <= 2) = log 3 / log 20 = 0.37, P(k >= 10) = log 2 / log 20
+    # = 0.23; uniform: 2 / 19 = 0.11 and 10 / 19 = 0.53
+    [("log-uniform", 0.37, 0.23), ("uniform", 0.11, 0.53)],
+)
+def test_context_sizes_draw_each_step_s_k_by_their_law(law, small, large):
+    program = program_of(split_context=True, batch_size=20, context_sizes=law).train()
+    torch.manual_seed(0)
+    ks = torch.tensor([program.step_kwargs(1)["context_size"] for _ in range(3000)])
+    assert ks.min() == 1 and ks.max() == 19
+    assert abs(float((ks <= 2).float().mean()) - small) < 0.03
+    assert abs(float((ks >= 10).float().mean()) - large) < 0.03
+
+
 def test_exclude_classes_takes_patterns_and_refuses_one_that_matches_nothing():
     from pyrohvae.config import excluded_tasks
     from pyrohvae.data import DataError
@@ -730,6 +745,8 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
             "--shot-template needs --z-prior shots or shots-k",
         ),
         ({"z_prior": "shots-g"}, "--z-prior shots-g needs --split-context"),
+        ({"context_sizes": "uniform"}, "--context-sizes needs --split-context"),
+        ({"split_context": True, "context_sizes": "even"}, "unknown --context-sizes 'even'"),
         ({"split_context": True, "shot_dims": 4}, "--shot-dims needs --z-prior shots, shots-k or shots-g"),
         (
             {"split_context": True, "shot_attention": 1},
