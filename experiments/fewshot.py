@@ -1859,9 +1859,24 @@ def _longer_lines(longer, full_rows) -> list[str]:
                 + "; ".join(parts)
                 + f"; the set figure's gain {r['set_gain']:.2f} vs ≥ {SET_GAIN}"
                 + (": met" if gap <= 0 else f": missed by {gap:.2f}")
+                + _worse_vae_clause(r, shorter.get((r["benchmark"], r["config"])))
                 + "."
             )
     return out + [""] + verdicts + ([""] if verdicts else [])
+
+
+def _worse_vae_clause(r: dict, short: dict | None) -> str:
+    """Where our VAE trained as long as row `r` is worse than the one scored beside the same model's
+    row of `FULL_STEPS` (`short`; it overfits), the row's gains over that better VAE: gains over a VAE
+    made worse by training are not the model's."""
+    if short is None or r["vae"]["nll"] <= short["vae"]["nll"]:
+        return ""
+    base = short["vae"]["nll"]
+    return (
+        f", in letter only: our VAE is worse trained as long ({r['vae']['nll']:.2f} against {base:.2f} at "
+        f"{FULL_STEPS:,} steps); over it at {FULL_STEPS:,} steps: {_gains_of_means(base, r)} (differences of "
+        "means)"
+    )
 
 
 def _full_lines(rows) -> list[str]:
