@@ -946,6 +946,7 @@ def ceiling(args, rows_dir):
             "stage": "ceiling",
             "benchmark": CEILING["benchmark"],
             "config": name,
+            "steps": args.steps,
             "images": n,
             "samples": samples,
             "vae": [summary["vae"]["nll"], summary["vae"]["nll_stderr"]],
@@ -982,6 +983,11 @@ def _without_read(program):
                     p.copy_(v)
 
 
+def _at_length(r: dict) -> str:
+    """A row's config, with its training steps where they are not `FULL_STEPS`."""
+    return r["config"] if r["steps"] == FULL_STEPS else f"{r['config']}, {r['steps']:,} steps"
+
+
 def _ceiling_lines(rows) -> list[str]:
     if not rows:
         return []
@@ -1003,7 +1009,7 @@ def _ceiling_lines(rows) -> list[str]:
         "| --- | ---: |" + " ---: |" * (len(plans) + 1),
     ]
     for r in rows:
-        cells = [r["config"], f"{r['vae'][0]:.2f}"]
+        cells = [_at_length(r), f"{r['vae'][0]:.2f}"]
         cells += [f"{r['plans'][p][0]:.2f}" for p in plans]
         cells.append(" / ".join(f"{r['gains'][p][0]:.2f} ± {r['gains'][p][1]:.2f}" for p in plans))
         out.append("| " + " | ".join(cells) + " |")
@@ -1012,7 +1018,7 @@ def _ceiling_lines(rows) -> list[str]:
         out += [
             "",
             (
-                f"{r['config']}: given the drawing itself rather than nine other drawings of its character, "
+                f"{_at_length(r)}: given the drawing itself rather than nine other drawings of its character, "
                 f"{d[0]:.2f} ± {d[1]:.2f} nats better; given itself it still scores {r['plans']['itself'][0]:.2f} "
                 "nats."
                 + (
@@ -1689,7 +1695,12 @@ def report(args) -> None:
         + _screen_lines(screened)
         + _seed_lines(screened, reseeded, args.seed)
         + _diagnose_lines(diagnosed)
-        + _ceiling_lines(rows_in(rows_dir, "ceiling-*.json"))
+        + _ceiling_lines(
+            [  # rows before their `steps` field have it in their file's name
+                {"steps": int(p.stem.split("-steps")[1].split("-seed")[0]), **json.loads(p.read_text())}
+                for p in sorted(rows_dir.glob("ceiling-*.json"))
+            ]
+        )
     )
     atomic_write_text(args.results / "fewshot.md", "\n".join(lines) + "\n")
     table = [
