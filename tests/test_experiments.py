@@ -49,3 +49,46 @@ def test_a_full_length_run_trains_the_benchmark_s_batch_as_its_variant_changes_i
 ):
     config = fewshot_experiment.full_config(benchmark, name, steps=10, seed=0)
     assert (config.batch_size, config.tasks_per_step) == (batch_size, tasks_per_step)
+
+
+def _length_row(curve: dict) -> dict:
+    return {"by_step": [{"steps": n, "rows": [{"model": "vae", "nll": v}]} for n, v in curve.items()]}
+
+
+def _full_row(config: str, steps: int, nll: dict, vae: float | None = None) -> dict:
+    return {
+        "benchmark": "omniglot-characters",
+        "config": config,
+        "steps": steps,
+        "rows": [{"model": m, "nll": v} for m, v in nll.items()],
+        "set_figure": nll.get("k=1", 0.0),
+        **({"vae": {"nll": vae}} if vae is not None else {}),
+    }
+
+
+def test_gains_are_over_our_vae_of_the_length_the_validation_characters_chose(fewshot_experiment):
+    fx = fewshot_experiment
+    lengths = [_length_row({2000: 125.0, 4000: 122.0, 6000: 123.0})]  # best at 4,000, not the last
+    model = {"k=1": 110.0, "k=4": 107.0, "k=9": 100.0}
+    rows = [
+        _full_row("vae", 4000, {"vae": 130.0}),
+        _full_row("vae", 10000, {"vae": 133.0}),
+        _full_row("pool-split-shots", 10000, model, vae=134.0),  # a VAE trained beside it, as long
+    ]
+    text = "\n".join(fx._chosen_length_lines(rows, lengths))
+    assert "best on the validation characters at 4,000 steps" in text
+    assert "scores 130.00" in text
+    assert "10,000 steps 133.00 and 134.00" in text  # both trainings of the longer VAE are named
+    # gains over the chosen VAE (130), not over the longer ones it beats
+    assert "k=1 20.00 vs ≥ 6.4" in text and "k=9 30.00 vs ≥ 24.6" in text
+    assert "k=4 23.00 vs ≥ 15.0" in text
+
+
+def test_no_gains_over_a_chosen_length_that_was_not_scored_on_the_test(fewshot_experiment):
+    fx = fewshot_experiment
+    lengths = [_length_row({2000: 125.0, 4000: 122.0})]
+    rows = [
+        _full_row("vae", 10000, {"vae": 133.0}),
+        _full_row("pool-split-shots", 10000, {"k=9": 1.0}, 133.0),
+    ]
+    assert fx._chosen_length_lines(rows, lengths) == []
