@@ -1,5 +1,6 @@
-"""The experiment scripts' choices of what a run trains, which no run of theirs could show wrong after
-the fact: a full-length run that trained another model than its row names scores plausibly."""
+"""The experiment scripts' choices of what a run trains and which VAE its gains are over, which no run
+of theirs could show wrong after the fact: a full-length run that trained another model than its row
+names scores plausibly, and so do gains over another VAE than the text names."""
 
 from pathlib import Path
 
