@@ -1996,8 +1996,7 @@ def _chosen_length_lines(every_length, length_rows) -> list[str]:
             f"Our VAE is best on the validation characters at {best:,} steps of the {curve[-1]['steps']:,} scored "
             f"(`--stages length`, above), and scores {base:.2f} on the unseen characters at that length "
             f"(`--stages full --steps {best} --full-configs`; trained longer: {others}). The character models' "
-            "gains over it, "
-            "differences of means, and GMN's:"
+            "gains over it, differences of means, and GMN's:"
         ),
         "",
     ]
