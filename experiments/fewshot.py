@@ -874,6 +874,11 @@ def _length_lines(rows) -> list[str]:
         ),
         "",
     ]
+    vae_best = {  # seed -> (steps, −log p(x)) of our VAE's lowest checkpoint
+        r["seed"]: min(((s["steps"], s["rows"][0]["nll"]) for s in r["by_step"]), key=lambda b: b[1])
+        for r in rows
+        if r["config"] == "vae"
+    }
     for r in rows:
         models = [
             m for m in ("vae", "k=1", "k=4", "k=9") if m in {x["model"] for x in r["by_step"][0]["rows"]}
@@ -891,10 +896,18 @@ def _length_lines(rows) -> list[str]:
         first = models[0]
         best = min(steps, key=lambda n: nll[n][first])
         last = steps[-1]
-        out += [
-            f"Lowest {first} at {best:,} steps ({nll[best][first]:.2f}); at {last:,}, {nll[last][first]:.2f}.",
-            "",
-        ]
+        text = (
+            f"Lowest {first} at {best:,} steps ({nll[best][first]:.2f}); at {last:,}, {nll[last][first]:.2f}."
+        )
+        if first != "vae" and r["seed"] in vae_best:
+            at, base = vae_best[r["seed"]]
+            gains = {f"k={k}": base - nll[last][f"k={k}"] for k in CHARACTER_GAINS}
+            text += (
+                f" At {last:,} steps, over our VAE at its lowest here ({base:.2f}, {at:,} steps): "
+                + "; ".join(_character_gain_verdicts(gains))
+                + "."
+            )
+        out += [text, ""]
     return out
 
 
