@@ -859,6 +859,19 @@ def _nll_line(rows) -> str:
     return " ".join(f"{r['model']} {r['nll']:.2f}" for r in rows)
 
 
+def _lowest(by_step, model: str) -> tuple[int, float]:
+    """The (steps, −log p(x)) of a length curve's checkpoint where `model` scores lowest."""
+    return min(
+        ((s["steps"], next(x["nll"] for x in s["rows"] if x["model"] == model)) for s in by_step),
+        key=lambda b: b[1],
+    )
+
+
+def _gains_over(base: float, nll: dict) -> dict:
+    """The gains at GMN's shot counts (`CHARACTER_GAINS`) over a VAE whose −log p(x) is `base`."""
+    return {f"k={k}": base - nll[f"k={k}"] for k in CHARACTER_GAINS if f"k={k}" in nll}
+
+
 def _length_lines(rows) -> list[str]:
     """The length stage's curves, −log p(x) on the validation characters by training step."""
     if not rows:
@@ -874,11 +887,7 @@ def _length_lines(rows) -> list[str]:
         ),
         "",
     ]
-    vae_best = {  # seed -> (steps, −log p(x)) of our VAE's lowest checkpoint
-        r["seed"]: min(((s["steps"], s["rows"][0]["nll"]) for s in r["by_step"]), key=lambda b: b[1])
-        for r in rows
-        if r["config"] == "vae"
-    }
+    vae_best = {r["seed"]: _lowest(r["by_step"], "vae") for r in rows if r["config"] == "vae"}
     for r in rows:
         models = [
             m for m in ("vae", "k=1", "k=4", "k=9") if m in {x["model"] for x in r["by_step"][0]["rows"]}
@@ -894,17 +903,16 @@ def _length_lines(rows) -> list[str]:
             "",
         ]
         first = models[0]
-        best = min(steps, key=lambda n: nll[n][first])
+        best, _ = _lowest(r["by_step"], first)
         last = steps[-1]
         text = (
             f"Lowest {first} at {best:,} steps ({nll[best][first]:.2f}); at {last:,}, {nll[last][first]:.2f}."
         )
         if first != "vae" and r["seed"] in vae_best:
             at, base = vae_best[r["seed"]]
-            gains = {f"k={k}": base - nll[last][f"k={k}"] for k in CHARACTER_GAINS}
             text += (
                 f" At {last:,} steps, over our VAE at its lowest here ({base:.2f}, {at:,} steps): "
-                + "; ".join(_character_gain_verdicts(gains))
+                + "; ".join(_character_gain_verdicts(_gains_over(base, nll[last])))
                 + "."
             )
         out += [text, ""]
@@ -1987,13 +1995,17 @@ def _chosen_length_lines(every_length, length_rows) -> list[str]:
     if not length_rows:
         return []
     curve = max(length_rows, key=lambda r: r["by_step"][-1]["steps"])["by_step"]  # the longest scored
-    best = min(curve, key=lambda s: s["rows"][0]["nll"])["steps"]
+    best, _ = _lowest(curve, "vae")
     characters = [r for r in every_length if r["benchmark"] == "omniglot-characters"]
     vaes = {}  # steps -> every −log p(x) of our VAE of that length: its rows, and the VAEs scored beside models
     for r in characters:
-        nll = r["rows"][0]["nll"] if r["config"] == "vae" else (r.get("vae") or {}).get("nll")
-        if nll is not None and not (_a_vae(r["config"]) and r["config"] != "vae"):
-            vaes.setdefault(r["steps"], set()).add(round(nll, 2))
+        if r["config"] == "vae":
+            nll = r["rows"][0]["nll"]
+        elif not _a_vae(r["config"]) and r.get("vae"):
+            nll = r["vae"]["nll"]
+        else:  # our VAE's variants (another z, more images a step) are not it
+            continue
+        vaes.setdefault(r["steps"], set()).add(round(nll, 2))
     if len(vaes.get(best, ())) != 1:
         return []
     (base,) = vaes[best]
@@ -2016,8 +2028,7 @@ def _chosen_length_lines(every_length, length_rows) -> list[str]:
     for r in sorted(characters, key=lambda r: (r["config"], r["steps"])):
         if _a_vae(r["config"]) or "k=9" not in {x["model"] for x in r["rows"]}:
             continue
-        nll = {x["model"]: x["nll"] for x in r["rows"]}
-        gains = {f"k={k}": base - nll[f"k={k}"] for k in CHARACTER_GAINS}
+        gains = _gains_over(base, {x["model"]: x["nll"] for x in r["rows"]})
         out.append(
             f"- {_at_length(r)}: "
             + "; ".join(_character_gain_verdicts(gains))
@@ -2193,8 +2204,7 @@ def _same_z_vae(rows, r) -> list[str]:
 
 def _gains_of_means(base: float, r: dict) -> str:
     """The k = 1 / 4 / 9 and set-of-5 gains of a full row over a VAE whose −log p(x) is `base`."""
-    nll = {x["model"]: x["nll"] for x in r["rows"]}
-    parts = [f"k={k} {base - nll[f'k={k}']:+.2f}" for k in CHARACTER_GAINS if f"k={k}" in nll]
+    parts = [f"{k} {g:+.2f}" for k, g in _gains_over(base, {x["model"]: x["nll"] for x in r["rows"]}).items()]
     return "; ".join([*parts, f"set of 5 {base - r['set_figure']:+.2f}"])
 
 
