@@ -499,6 +499,26 @@ VARIANTS = {
             "kl_z_anneal": 0,
         },
     ),
+    "pool-split-shots-z32-k-address-kl1": (
+        (
+            "pool-split-shots-z32-k-kl1 with the shots' pixels by address (--shot-template address): the "
+            "template filter reads one shot, the one whose component z came from, summed out of p(x | z, "
+            "shots) exactly, as memory addressing does (Bornschein et al. 2017): the matched template's "
+            "blend of the shots made hard"
+        ),
+        {**SHOTS_K, "z_dim": 32, "shot_template": "address", "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
+    "pool-split-shots-z32-k-attend-address-kl1": (
+        "pool-split-shots-z32-k-attend-kl1 with the shots' pixels by address (--shot-template address)",
+        {
+            **SHOTS_K,
+            "z_dim": 32,
+            "shot_attention": 1,
+            "shot_template": "address",
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
     "pool-split-shots-z32-g-kl1": (
         (
             "pool-split-shots-z32-k-kl1 with one more component of p(z | u, shots): the shots' codes read "
@@ -1511,6 +1531,8 @@ SHOTS_VARIANTS = {
     "pool-split-shots-z32-k-attend-t64-kl1": "the same with 64 characters a step",
     "pool-split-shots-z32-k-attend-uni-kl1": "z of 32, attention, context sizes uniform in 1..19 (`--context-sizes uniform`)",
     "pool-split-shots-k-attend-rot-kl1": "z of 10, attention, every character also turned three ways (`--rotate-tasks`)",
+    "pool-split-shots-z32-k-address-kl1": "z of 32, one shot's pixels by an address summed out (`--shot-template address`)",
+    "pool-split-shots-z32-k-attend-address-kl1": "the same with the 7×7 read of the shots' maps",
 }
 
 

@@ -398,7 +398,13 @@ def scores_given_shots(
             shots = source[pools[i : i + chunk]].float().to(device) if pools.shape[1] else None
             task_model = program.conditioned_on(*(p[i : i + chunk] for p in posterior), shots=shots)
             x = x.unsqueeze(1)
-        s = importance_scores(task_model.model, task_model.guide, x, samples, max_images=32768)
+        # an addressing template decodes every image once for each address (its shots and none)
+        per_pass = (
+            32768 // (pools.shape[1] + 1)
+            if posterior is not None and program.theta.template == "address"
+            else 32768
+        )
+        s = importance_scores(task_model.model, task_model.guide, x, samples, max_images=per_pass)
         nelbo.append((s["recon"] + s["kl_z"]).reshape(-1).cpu())
         nll.append(-s["log_p"].reshape(-1).cpu())
         if done is not None:

@@ -174,17 +174,17 @@ def shots_prior(theta, shot_prior, u: torch.Tensor, shots: torch.Tensor):
     return shot_mixture(shot_prior, loc, scale), features
 
 
-def mixture_from_eps(p_z: dist.MixtureSameFamily, eps: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+def mixture_from_eps(p_z: dist.MixtureSameFamily, eps: torch.Tensor, r: torch.Tensor, picks: bool = False):
     """z ~ `p_z` (a `shot_mixture`, batch (models, 1)) from standard normal draws eps (n, z_dim) and
     uniform draws r (n,) that pick each draw's component: the same eps and r give corresponding z in
-    every model. Returns (models, n, z_dim)."""
+    every model. Returns (models, n, z_dim), and with `picks` also the components drawn (models, n)."""
     weights = p_z.mixture_distribution.probs[:, 0]  # (models, components)
     edges = weights.cumsum(-1)[:, None, :-1]
     pick = (r[None, :, None] >= edges).sum(-1)  # (models, n): the first component whose edge r passes
     normal = p_z.component_distribution.base_dist
     index = pick[..., None].expand(-1, -1, eps.shape[-1])
     loc, scale = (t[:, 0].gather(1, index) for t in (normal.loc, normal.scale))
-    return loc + scale * eps
+    return (loc + scale * eps, pick) if picks else loc + scale * eps
 
 
 def shots_sample_logits(theta, shot_prior, u, shots, eps, r) -> torch.Tensor:
@@ -192,8 +192,13 @@ def shots_sample_logits(theta, shot_prior, u, shots, eps, r) -> torch.Tensor:
     shots (models, k, 1, 28, 28): (models, n, 1, 28, 28)."""
     params = theta.decoder(u.unsqueeze(-2))
     p_z, features = shots_prior(theta, shot_prior, u.unsqueeze(-2), shots)
-    z = mixture_from_eps(p_z, eps, r)
-    return shot_logits(theta, params, z, p_z, features, shots)
+    z, pick = mixture_from_eps(p_z, eps, r, picks=True)
+    logits = shot_logits(theta, params, z, p_z, features, shots)
+    if theta.template != "address":
+        return logits
+    # the drawing's address is the component its z came from, as the generative story has it
+    index = pick[..., None, None, None, None].expand(-1, -1, 1, *IMAGE_SHAPE)
+    return logits.gather(2, index).squeeze(2)
 
 
 def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, shots=None) -> torch.Tensor:
@@ -205,6 +210,10 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
     if shots is not None and theta.attention:
         params = {**params, **shot_memory(params, shots, theta.attention)}
     image = None
+    if shots is not None and theta.template == "address":
+        return address_logits(
+            params, decode(params, decoder_input(z, p_z, features, theta.feature_width)), shots
+        )
     if shots is not None and "template.weight" in params:
         image = template_image(z, p_z, shots, theta.template)
     logits = decode(params, decoder_input(z, p_z, features, theta.feature_width), image)
@@ -213,6 +222,29 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
     if shots is None:  # no shot: the filter sees a blank image, which gives its bias at every pixel
         return logits + params["template.bias"][..., None, None]
     return logits + template_logits(params, image)
+
+
+def address_logits(params: dict, logits: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+    """`--shot-template address`: z's logits (..., tasks, items, 1, 28, 28) plus, for each address a,
+    what the template filter makes of one image: a blank for a = 0 (N(0, I)'s share: the filter's
+    bias alone), the a-th shot's pixels (±1) for the others. Returns (..., tasks, items, k + 1, 1,
+    28, 28), the logits of p(x | z, θ(u), a) for every a."""
+    signs = 2 * shots - 1  # (tasks, k, 1, 28, 28)
+    images = torch.cat([signs.new_zeros(signs.shape[0], 1, *IMAGE_SHAPE), signs], 1)
+    return logits.unsqueeze(-4) + template_logits(params, images).unsqueeze(-5)
+
+
+def likelihood(logits: torch.Tensor, z: torch.Tensor, p_z) -> dist.Distribution:
+    """p(x | z, θ(u), shots): Bernoulli of `logits`; for an addressing template (logits with an
+    address dim, `address_logits`) the address a summed out, each weighed by p(a | z), the share of
+    its component of the `shot_mixture` p_z in explaining z. Summing it out is exact, p(a) p(z | a)
+    = p(z) p(a | z), so the ELBO and importance weights are those of the model with a among its
+    latents, enumerated."""
+    if logits.dim() == z.dim() + 2:  # no address dim
+        return dist.Bernoulli(logits=logits).to_event(3)
+    components = p_z.component_distribution.log_prob(z.unsqueeze(-2))  # (..., tasks, items, k + 1)
+    address = dist.Categorical(logits=components + p_z.mixture_distribution.logits)
+    return dist.MixtureSameFamily(address, dist.Bernoulli(logits=logits).to_event(3))
 
 
 def responsibilities(z: torch.Tensor, p_z: dist.MixtureSameFamily) -> torch.Tensor:
@@ -299,7 +331,7 @@ def hypervae_model(
             with poutine.scale(scale=kl_z_weight):
                 z = pyro.sample("z", p_z)
             logits = shot_logits(theta, params, z, p_z, features, shots)
-            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=x)
+            pyro.sample("x", likelihood(logits, z, p_z), obs=x)
 
 
 def hypervae_guide(
