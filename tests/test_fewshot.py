@@ -829,3 +829,54 @@ def test_the_curve_figure_of_a_vae_run_draws_its_one_model_and_a_legend_of_it(tm
         warnings.simplefilter("error")  # matplotlib warns of a legend with nothing labelled in it
         plot_curve(result, "vae (run)", tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_an_address_is_summed_out_of_the_likelihood_exactly():
+    """`--shot-template address`: the model's log p(z | shots) + log p(x | z, shots) equals log Σ_a
+    p(a) p(z | a) p(x | z, a), the address a enumerated, where p(x | z, a) reads z's logits plus the
+    template filter on shot a's pixels (±1), and on a blank for a = 0 (N(0, I)'s share), which is
+    also the model of no shots."""
+    import pyro.distributions as dist
+    import torch.nn.functional as F
+
+    from pyrohvae.models import address_logits, likelihood, shot_logits, shots_prior
+    from pyrohvae.nets import decode
+
+    program = program_of(
+        split_context=True, guide="precision-pool", z_prior="shots-k", z_dim=4, shot_template="address"
+    )
+    theta, tasks, items, k = program.theta, 2, 5, 3
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(tasks, 1, program.config.u_dim, generator=g)
+    with torch.no_grad():
+        params = theta.decoder(u)
+        weight = params["template.weight"]
+        params["template.weight"] = torch.randn(weight.shape, generator=g)  # not silent
+        params["template.bias"] = params["template.bias"] + 0.3
+        given = torch.stack([shots(k, seed=1), shots(k, seed=2)])
+        p_z, _ = shots_prior(theta, program.shot_prior, u, given)
+        z = torch.randn(tasks, items, 4, generator=g)
+        logits = decode(params, z)
+        per = address_logits(params, logits, given)
+        assert per.shape == (tasks, items, k + 1, 1, 28, 28)
+        for t in range(tasks):
+            w, b = params["template.weight"][t].reshape(1, 1, 5, 5), params["template.bias"][t].reshape(1)
+            blank = F.conv2d(torch.zeros(1, 1, 28, 28), w, b, padding=2)
+            filtered = F.conv2d(2 * given[t] - 1, w, b, padding=2)  # (k, 1, 28, 28)
+            assert torch.allclose(per[t, :, 0], logits[t] + blank, atol=1e-5)
+            assert torch.allclose(per[t, :, 1:], logits[t].unsqueeze(1) + filtered, atol=1e-5)
+        assert torch.allclose(shot_logits(theta, params, z), per[:, :, 0], atol=1e-5)
+        x = (torch.rand(tasks, items, 1, 28, 28, generator=g) < 0.3).float()
+        summed = p_z.log_prob(z) + likelihood(per, z, p_z).log_prob(x)
+        joint = (
+            p_z.mixture_distribution.logits  # log p(a), (tasks, 1, k + 1)
+            + p_z.component_distribution.log_prob(z.unsqueeze(-2))  # log p(z | a)
+            + dist.Bernoulli(logits=per).to_event(3).log_prob(x.unsqueeze(2))  # log p(x | z, a)
+        )
+        assert summed.shape == (tasks, items)
+        assert torch.allclose(summed, joint.logsumexp(-1), rtol=1e-5)
+        # a is no blend: the shots' mean image through the filter gives another likelihood
+        blend = logits.unsqueeze(2) + per[:, :, 1:].sub(logits.unsqueeze(2)).mean(2, keepdim=True)
+        assert not torch.allclose(
+            summed, p_z.log_prob(z) + dist.Bernoulli(logits=blend[:, :, 0]).to_event(3).log_prob(x), rtol=1e-3
+        )
