@@ -508,6 +508,13 @@ VARIANTS = {
         ),
         {**SHOTS_K, "z_dim": 32, "shot_template": "address", "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
+    "pool-split-shots-z32-k-deep-address-kl1": (
+        (
+            "pool-split-shots-z32-k-address-kl1, the addressed shot's image also into the decoder's 14×14 "
+            "map (--shot-template deep-address): the deep template's blend made hard"
+        ),
+        {**SHOTS_K, "z_dim": 32, "shot_template": "deep-address", "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
     "pool-split-shots-z32-k-attend-address-kl1": (
         "pool-split-shots-z32-k-attend-kl1 with the shots' pixels by address (--shot-template address)",
         {
@@ -1532,7 +1539,8 @@ SHOTS_VARIANTS = {
     "pool-split-shots-z32-k-attend-uni-kl1": "z of 32, attention, context sizes uniform in 1..19 (`--context-sizes uniform`)",
     "pool-split-shots-k-attend-rot-kl1": "z of 10, attention, every character also turned three ways (`--rotate-tasks`)",
     "pool-split-shots-z32-k-address-kl1": "z of 32, one shot's pixels by an address summed out (`--shot-template address`)",
-    "pool-split-shots-z32-k-attend-address-kl1": "the same with the 7×7 read of the shots' maps",
+    "pool-split-shots-z32-k-deep-address-kl1": "the same, the addressed shot also into the 14×14 map (`deep-address`)",
+    "pool-split-shots-z32-k-attend-address-kl1": "z of 32, the 7×7 read and one shot's pixels by address",
 }
 
 

@@ -18,13 +18,8 @@ DEFAULT_GUIDE = {"hypervae": "random-draw", "vae": "encoder", "metavae": "contex
 # MetaVAE holds one decoder (336,589 parameters) per training task.
 MAX_METAVAE_TASKS = 200
 Z_PRIORS = ("normal", "task", "shots", "shots-k", "shots-g")
-SHOT_TEMPLATES = (
-    "none",
-    "matched",
-    "mean",
-    "deep",
-    "address",
-)  # how `--shot-template` weighs the shots' images
+# how `--shot-template` weighs the shots' images
+SHOT_TEMPLATES = ("none", "matched", "mean", "deep", "address", "deep-address")
 CONTEXT_SIZES = ("log-uniform", "uniform")  # how `--split-context` draws a step's context size
 # The estimators of the objective a run can train with (`program.ELBOS`): Pyro's Trace_ELBO (the
 # default), TraceMeanField_ELBO (KL terms in closed form where Pyro knows them), TraceGraph_ELBO,
@@ -231,7 +226,8 @@ class RunConfig:
         "features can build on it or cancel it; 'address': the filter reads one shot's image, the address "
         "a of the shot whose component of p(z | u, shots) z was drawn from (none for N(0, I)'s share), and "
         "a is summed out of p(x | z, shots) exactly (Bornschein et al. 2017's memory addressing): a "
-        "drawing takes the strokes of the one shot that explains it best, not a blend of all.",
+        "drawing takes the strokes of the one shot that explains it best, not a blend of all; "
+        "'deep-address': address, the one image also into the 14×14 feature map, as 'deep'.",
         choices=SHOT_TEMPLATES,
     )
     shot_attention: int = setting(

@@ -33,7 +33,7 @@ from .data import CONTEXT_SIZE, DataError, some_tasks
 from .files import RequestError, atomic_write_text, pyplot, save_figure
 from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
-from .models import shots_sample_logits
+from .models import ADDRESSED, shots_sample_logits
 from .program import build
 
 # The shots of the field's benchmark (Bartunov & Vetrov 2018, Table 1: k = 0, 1, 2, 3, 4, 9) and 19,
@@ -401,7 +401,7 @@ def scores_given_shots(
         # an addressing template decodes every image once for each address (its shots and none)
         per_pass = (
             32768 // (pools.shape[1] + 1)
-            if posterior is not None and program.theta.template == "address"
+            if posterior is not None and program.theta.template in ADDRESSED
             else 32768
         )
         s = importance_scores(task_model.model, task_model.guide, x, samples, max_images=per_pass)

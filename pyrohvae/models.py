@@ -174,6 +174,10 @@ def shots_prior(theta, shot_prior, u: torch.Tensor, shots: torch.Tensor):
     return shot_mixture(shot_prior, loc, scale), features
 
 
+# The templates that read one shot's image by an address summed out of p(x | z, shots)
+ADDRESSED = ("address", "deep-address")
+
+
 def mixture_from_eps(p_z: dist.MixtureSameFamily, eps: torch.Tensor, r: torch.Tensor, picks: bool = False):
     """z ~ `p_z` (a `shot_mixture`, batch (models, 1)) from standard normal draws eps (n, z_dim) and
     uniform draws r (n,) that pick each draw's component: the same eps and r give corresponding z in
@@ -194,7 +198,7 @@ def shots_sample_logits(theta, shot_prior, u, shots, eps, r) -> torch.Tensor:
     p_z, features = shots_prior(theta, shot_prior, u.unsqueeze(-2), shots)
     z, pick = mixture_from_eps(p_z, eps, r, picks=True)
     logits = shot_logits(theta, params, z, p_z, features, shots)
-    if theta.template != "address":
+    if theta.template not in ADDRESSED:
         return logits
     # the drawing's address is the component its z came from, as the generative story has it
     index = pick[..., None, None, None, None].expand(-1, -1, 1, *IMAGE_SHAPE)
@@ -210,10 +214,8 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
     if shots is not None and theta.attention:
         params = {**params, **shot_memory(params, shots, theta.attention)}
     image = None
-    if shots is not None and theta.template == "address":
-        return address_logits(
-            params, decode(params, decoder_input(z, p_z, features, theta.feature_width)), shots
-        )
+    if shots is not None and theta.template in ADDRESSED:
+        return address_logits(params, decoder_input(z, p_z, features, theta.feature_width), shots)
     if shots is not None and "template.weight" in params:
         image = template_image(z, p_z, shots, theta.template)
     logits = decode(params, decoder_input(z, p_z, features, theta.feature_width), image)
@@ -224,14 +226,19 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
     return logits + template_logits(params, image)
 
 
-def address_logits(params: dict, logits: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
-    """`--shot-template address`: z's logits (..., tasks, items, 1, 28, 28) plus, for each address a,
-    what the template filter makes of one image: a blank for a = 0 (N(0, I)'s share: the filter's
-    bias alone), the a-th shot's pixels (±1) for the others. Returns (..., tasks, items, k + 1, 1,
-    28, 28), the logits of p(x | z, θ(u), a) for every a."""
+def address_logits(params: dict, z: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+    """`--shot-template address`: the decoder's logits of z (..., tasks, items, z_dim) plus, for each
+    address a, what the template filter makes of one image: a blank for a = 0 (N(0, I)'s share:
+    the filter's bias alone), the a-th shot's pixels (±1) for the others; with `deep-address` the
+    image also enters the decoder's 14×14 map (`nets.decode`). Returns (..., tasks, items, k + 1,
+    1, 28, 28), the logits of p(x | z, θ(u), a) for every a."""
     signs = 2 * shots - 1  # (tasks, k, 1, 28, 28)
-    images = torch.cat([signs.new_zeros(signs.shape[0], 1, *IMAGE_SHAPE), signs], 1)
-    return logits.unsqueeze(-4) + template_logits(params, images).unsqueeze(-5)
+    images = torch.cat([signs.new_zeros(signs.shape[0], 1, *IMAGE_SHAPE), signs], 1).unsqueeze(-5)
+    if "template_in.weight" in params:
+        logits = decode(params, z, images.expand(*z.shape[:-1], *images.shape[-4:]))
+    else:
+        logits = decode(params, z).unsqueeze(-4)
+    return logits + template_logits(params, images.squeeze(-5)).unsqueeze(-5)
 
 
 def likelihood(logits: torch.Tensor, z: torch.Tensor, p_z) -> dist.Distribution:

@@ -486,13 +486,16 @@ def encode_with_features(params: dict, x: torch.Tensor):
 def decode(params: dict, z: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
     """Main-network decoder. z: (*batch, z_dim) -> Bernoulli logits (*batch', 1, 28, 28). Where θ
     has `template_in` (`--shot-template deep`), `image` (z's batch, 1, 28, 28), the shots' pixels
-    matched to z, joins deconv1's output; None: a blank image."""
+    matched to z, joins deconv1's output; None: a blank image. An `image` (z's batch, A, 1, 28, 28)
+    holds A images for every z (`--shot-template deep-address`): z's features are made once and
+    the layers from deconv1's output on run for each, logits (*batch', A, 1, 28, 28)."""
     pixel_bias = params.get("pixel_bias")
     fold = _Fold(z.shape[:-1], _batch_shape(params, "fc1.weight", 2))
     params = fold.params(params)
     h = F.relu(_linear(fold.inputs(z, 1), params, "fc1"))  # (G, M, hidden)
-    if image is not None:
-        image = fold.inputs(image, 3) if "template_in.weight" in params else None  # (G, M, 1, 28, 28)
+    if image is not None:  # (G, M, 1, 28, 28), or (G, M, A, 1, 28, 28) with an address dim
+        addressed = image.dim() == z.dim() + 3
+        image = fold.inputs(image, 3 + addressed) if "template_in.weight" in params else None
     if torch.is_grad_enabled():
         logits = _in_passes(_decode_groups, h, params, image)
     else:  # scoring: each group's many samples by the faster path, one group at a time
@@ -534,17 +537,29 @@ def _decode_groups(h, params, image=None):
     if "attend.keys" in params:
         h = h + _attend(h, params)
     *hidden, last = DECODER_CONVS
-    copied = None
+    copied, addresses = None, ()
     for name in hidden:
         h = _conv(h, params, name)
         if name == "deconv1" and "template_in.weight" in params:
-            h = h + _template_features(image, params)
+            if image is not None and image.dim() == 6:
+                h, addresses = _addressed(h, image, params), image.shape[2:3]
+            else:
+                h = h + _template_features(image, params)
         h = F.relu(h)
         if name == "deconv1" and "fine.keys" in params:
             read, copied = _attend_fine(h, params)
             h = h + read
     logits = _copied_logits(_conv(h, params, last), copied, params)
-    return logits.reshape(items, groups, *IMAGE_SHAPE).transpose(0, 1)
+    logits = logits.reshape(items, *addresses, groups, *IMAGE_SHAPE)
+    return logits.movedim(-4, 0)  # (G, M, *addresses, 1, 28, 28)
+
+
+def _addressed(h, image, params):
+    """deconv1's output h (M, G·C, 14, 14) once for each of the A images (G, M, A, 1, 28, 28) of
+    every item, each image's `_template_features` added: (M·A, G·C, 14, 14), item-major."""
+    groups, items, addresses = image.shape[:3]
+    features = _template_features(image.reshape(groups, items * addresses, *IMAGE_SHAPE), params)
+    return h.repeat_interleave(addresses, 0) + features
 
 
 def _template_features(image, params):
@@ -701,16 +716,20 @@ def _decode_many(h, params, image=None):
     if "attend.keys" in params:
         h = h + _attend(h, params)
     *hidden, last = DECODER_CONVS
-    copied = None
+    copied, addresses = None, ()
     for name in hidden:
         h = _conv(h, params, name)
         if name == "deconv1" and "template_in.weight" in params:
-            h = h.add_(_template_features(image, params))
+            if image is not None and image.dim() == 6:
+                h, addresses = _addressed(h, image, params), image.shape[2:3]
+            else:
+                h = h.add_(_template_features(image, params))
         h = F.relu(h, inplace=True)
         if name == "deconv1" and "fine.keys" in params:
             read, copied = _attend_fine(h, params)
             h = h + read
-    return _copied_logits(_conv_transpose_by_fold(h, params, last), copied, params)
+    logits = _copied_logits(_conv_transpose_by_fold(h, params, last), copied, params)
+    return logits.reshape(-1, *addresses, *IMAGE_SHAPE)
 
 
 def _conv_transpose_by_fold(h, params, name):
@@ -894,7 +913,7 @@ class ThetaGenerator(PyroModule):
                 pixel_bias,
                 extra_inputs,
                 template != "none",
-                deep_template=template == "deep",
+                deep_template=template in ("deep", "deep-address"),
                 attention=attention,
                 attention_dim=attention_dim,
                 attention_window=attention_window,

@@ -857,7 +857,7 @@ def test_an_address_is_summed_out_of_the_likelihood_exactly():
         p_z, _ = shots_prior(theta, program.shot_prior, u, given)
         z = torch.randn(tasks, items, 4, generator=g)
         logits = decode(params, z)
-        per = address_logits(params, logits, given)
+        per = address_logits(params, z, given)
         assert per.shape == (tasks, items, k + 1, 1, 28, 28)
         for t in range(tasks):
             w, b = params["template.weight"][t].reshape(1, 1, 5, 5), params["template.bias"][t].reshape(1)
@@ -880,3 +880,37 @@ def test_an_address_is_summed_out_of_the_likelihood_exactly():
         assert not torch.allclose(
             summed, p_z.log_prob(z) + dist.Bernoulli(logits=blend[:, :, 0]).to_event(3).log_prob(x), rtol=1e-3
         )
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_a_deep_address_decodes_each_shot_as_the_deep_template_decodes_it(grad):
+    """`--shot-template deep-address`: the logits for address a are the decoder's for z with shot
+    a's image (a blank for a = 0) in its 14×14 map and through the filter, as `deep` decodes one
+    image; both paths of the decoder (training, and scoring without gradients)."""
+    import torch.nn.functional as F
+
+    from pyrohvae.models import address_logits
+    from pyrohvae.nets import decode
+
+    program = program_of(
+        split_context=True, guide="precision-pool", z_prior="shots-k", z_dim=4, shot_template="deep-address"
+    )
+    tasks, items, k = 2, 3, 2
+    g = torch.Generator().manual_seed(2)
+    with torch.set_grad_enabled(grad):
+        params = program.theta.decoder(torch.randn(tasks, 1, program.config.u_dim, generator=g))
+        for name in ("template_in.weight", "template.weight"):
+            params[name] = torch.randn(params[name].shape, generator=g)
+        given = torch.stack([shots(k, seed=3), shots(k, seed=4)])
+        z = torch.randn(tasks, items, 4, generator=g)
+        per = address_logits(params, z, given)
+        assert per.shape == (tasks, items, k + 1, 1, 28, 28)
+        images = torch.cat([torch.zeros(tasks, 1, 1, 28, 28), 2 * given - 1], 1)
+        for a in range(k + 1):
+            image = images[:, a : a + 1].expand(tasks, items, 1, 28, 28)
+            alone = decode(params, z, image)
+            for t in range(tasks):
+                w, b = params["template.weight"][t].reshape(1, 1, 5, 5), params["template.bias"][t].reshape(1)
+                alone[t] += F.conv2d(images[t, a : a + 1], w, b, padding=2)
+            assert torch.allclose(per[:, :, a], alone, atol=1e-4)
+        assert not torch.allclose(per[:, :, 1], per[:, :, 2], atol=1e-2)
