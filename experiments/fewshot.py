@@ -515,6 +515,15 @@ VARIANTS = {
         ),
         {**SHOTS_K, "z_dim": 32, "shot_template": "deep-address", "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
+    "pool-split-shots-z32-k-warp-address-kl1": (
+        (
+            "pool-split-shots-z32-k-address-kl1, the addressed shot's image moved first by an affine map "
+            "of z's offset from the shot's code (--shot-template warp-address): drawings of a character "
+            "share strokes placed, sized and slanted otherwise, and a shot's own image fits only where "
+            "they lie alike"
+        ),
+        {**SHOTS_K, "z_dim": 32, "shot_template": "warp-address", "kl_z_start": 1.0, "kl_z_anneal": 0},
+    ),
     "pool-split-shots-z32-k-attend-address-kl1": (
         "pool-split-shots-z32-k-attend-kl1 with the shots' pixels by address (--shot-template address)",
         {
@@ -1540,6 +1549,7 @@ SHOTS_VARIANTS = {
     "pool-split-shots-k-attend-rot-kl1": "z of 10, attention, every character also turned three ways (`--rotate-tasks`)",
     "pool-split-shots-z32-k-address-kl1": "z of 32, one shot's pixels by an address summed out (`--shot-template address`)",
     "pool-split-shots-z32-k-deep-address-kl1": "the same, the addressed shot also into the 14×14 map (`deep-address`)",
+    "pool-split-shots-z32-k-warp-address-kl1": "the same, the addressed shot moved by z's offset from its code (`warp-address`)",
     "pool-split-shots-z32-k-attend-address-kl1": "z of 32, the 7×7 read and one shot's pixels by address",
 }
 

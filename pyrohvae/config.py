@@ -19,7 +19,7 @@ DEFAULT_GUIDE = {"hypervae": "random-draw", "vae": "encoder", "metavae": "contex
 MAX_METAVAE_TASKS = 200
 Z_PRIORS = ("normal", "task", "shots", "shots-k", "shots-g")
 # how `--shot-template` weighs the shots' images
-SHOT_TEMPLATES = ("none", "matched", "mean", "deep", "address", "deep-address")
+SHOT_TEMPLATES = ("none", "matched", "mean", "deep", "address", "deep-address", "warp-address")
 CONTEXT_SIZES = ("log-uniform", "uniform")  # how `--split-context` draws a step's context size
 # The estimators of the objective a run can train with (`program.ELBOS`): Pyro's Trace_ELBO (the
 # default), TraceMeanField_ELBO (KL terms in closed form where Pyro knows them), TraceGraph_ELBO,
@@ -227,7 +227,10 @@ class RunConfig:
         "a of the shot whose component of p(z | u, shots) z was drawn from (none for N(0, I)'s share), and "
         "a is summed out of p(x | z, shots) exactly (Bornschein et al. 2017's memory addressing): a "
         "drawing takes the strokes of the one shot that explains it best, not a blend of all; "
-        "'deep-address': address, the one image also into the 14×14 feature map, as 'deep'.",
+        "'deep-address': address, the one image also into the 14×14 feature map, as 'deep'; "
+        "'warp-address': address, the shot's image first moved by an affine map that θ(u) makes of "
+        "z's offset from the shot's code, so that a drawing placed or slanted unlike its shot can "
+        "still take its strokes.",
         choices=SHOT_TEMPLATES,
     )
     shot_attention: int = setting(

@@ -175,7 +175,7 @@ def shots_prior(theta, shot_prior, u: torch.Tensor, shots: torch.Tensor):
 
 
 # The templates that read one shot's image by an address summed out of p(x | z, shots)
-ADDRESSED = ("address", "deep-address")
+ADDRESSED = ("address", "deep-address", "warp-address")
 
 
 def mixture_from_eps(p_z: dist.MixtureSameFamily, eps: torch.Tensor, r: torch.Tensor, picks: bool = False):
@@ -215,7 +215,8 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
         params = {**params, **shot_memory(params, shots, theta.attention)}
     image = None
     if shots is not None and theta.template in ADDRESSED:
-        return address_logits(params, decoder_input(z, p_z, features, theta.feature_width), shots)
+        codes = p_z.component_distribution.base_dist.loc[..., 1:, :]  # the shots' codes (tasks, 1, k, z_dim)
+        return address_logits(params, decoder_input(z, p_z, features, theta.feature_width), shots, z, codes)
     if shots is not None and "template.weight" in params:
         image = template_image(z, p_z, shots, theta.template)
     logits = decode(params, decoder_input(z, p_z, features, theta.feature_width), image)
@@ -226,12 +227,18 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
     return logits + template_logits(params, image)
 
 
-def address_logits(params: dict, z: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
-    """`--shot-template address`: the decoder's logits of z (..., tasks, items, z_dim) plus, for each
-    address a, what the template filter makes of one image: a blank for a = 0 (N(0, I)'s share:
-    the filter's bias alone), the a-th shot's pixels (±1) for the others; with `deep-address` the
-    image also enters the decoder's 14×14 map (`nets.decode`). Returns (..., tasks, items, k + 1,
-    1, 28, 28), the logits of p(x | z, θ(u), a) for every a."""
+def address_logits(params: dict, z: torch.Tensor, shots: torch.Tensor, code=None, codes=None) -> torch.Tensor:
+    """`--shot-template address`: the decoder's logits of z (..., tasks, items, z_dim, or what the
+    decoder reads) plus, for each address a, what the template filter makes of one image: a blank
+    for a = 0 (N(0, I)'s share: the filter's bias alone), the a-th shot's pixels (±1) for the
+    others; with `deep-address` the image also enters the decoder's 14×14 map (`nets.decode`); with
+    `warp-address` each shot's image is first moved (`warped`) by the offset of the drawing's `code`
+    (z) from the shot's (`codes`, (tasks, 1, k, z_dim)). Returns (..., tasks, items, k + 1, 1, 28,
+    28), the logits of p(x | z, θ(u), a) for every a."""
+    if "warp.weight" in params:
+        images = warped(params, code, codes, shots)  # (..., tasks, items, k + 1, 1, 28, 28)
+        filtered = template_logits(params, images.flatten(-5, -4)).unflatten(-4, images.shape[-5:-3])
+        return decode(params, z).unsqueeze(-4) + filtered
     signs = 2 * shots - 1  # (tasks, k, 1, 28, 28)
     images = torch.cat([signs.new_zeros(signs.shape[0], 1, *IMAGE_SHAPE), signs], 1).unsqueeze(-5)
     if "template_in.weight" in params:
@@ -239,6 +246,26 @@ def address_logits(params: dict, z: torch.Tensor, shots: torch.Tensor) -> torch.
     else:
         logits = decode(params, z).unsqueeze(-4)
     return logits + template_logits(params, images.squeeze(-5)).unsqueeze(-5)
+
+
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # the affine map of `F.affine_grid` that moves nothing
+
+
+def warped(params: dict, z: torch.Tensor, codes: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+    """`--shot-template warp-address`: every shot's image (tasks, k, 1, 28, 28) moved for every z
+    (..., tasks, items, z_dim) by the affine map identity + `warp`(z − the shot's code): a drawing
+    whose code lies where its shot's does takes the shot as it is, one whose code differs (placed,
+    sized or slanted otherwise) the shot moved to match. As ±1, background outside the shot, with a
+    blank first (address 0): (..., tasks, items, k + 1, 1, 28, 28)."""
+    w, b = params["warp.weight"], params["warp.bias"]  # (tasks, 1, 6, z_dim), (tasks, 1, 6)
+    move = torch.einsum("...kz,...oz->...ko", z.unsqueeze(-2) - codes, w) + b.unsqueeze(-2)
+    affine = (move + move.new_tensor(IDENTITY)).unflatten(-1, (2, 3))  # (..., tasks, items, k, 2, 3)
+    batch = affine.shape[:-2]
+    grid = F.affine_grid(affine.reshape(-1, 2, 3), (batch.numel(), *IMAGE_SHAPE), align_corners=False)
+    source = shots.unsqueeze(-5).expand(*batch, *IMAGE_SHAPE).reshape(-1, *IMAGE_SHAPE)
+    moved = 2 * F.grid_sample(source, grid, align_corners=False) - 1  # zeros outside: background
+    blank = moved.new_zeros(*batch[:-1], 1, *IMAGE_SHAPE)
+    return torch.cat([blank, moved.reshape(*batch, *IMAGE_SHAPE)], -4)
 
 
 def likelihood(logits: torch.Tensor, z: torch.Tensor, p_z) -> dist.Distribution:

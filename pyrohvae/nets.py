@@ -220,6 +220,7 @@ class Decoder(PyroModule):
         attention_dim: int = ATTEND_DIM,
         attention_window: int = 0,
         attention_pixels: bool = False,
+        warp: bool = False,
     ):
         super().__init__()
         self.fc1 = Linear(z_dim + extra_inputs, hidden)  # extra: what the shots tell (models.decoder_input)
@@ -246,6 +247,10 @@ class Decoder(PyroModule):
             nn.init.zeros_(self.template_in.bias)
         if attention:  # heads by which the first feature map reads the shots' maps (`shot_memory`, `_attend`)
             _add_attention(self, attention, reader=True, width=attention_dim)
+        if warp:  # z's offset from a shot's code -> the affine move of that shot's image (`models.warped`)
+            self.warp = Linear(z_dim, 6)
+            nn.init.zeros_(self.warp.weight)  # silent: every shot unmoved at the start
+            nn.init.zeros_(self.warp.bias)
         if attention_window:  # its 14×14 map reads the shots' too, near each position (`_attend_fine`)
             _add_fine_attention(self, attention_window, width=attention_dim, pixels=attention_pixels)
 
@@ -914,6 +919,7 @@ class ThetaGenerator(PyroModule):
                 extra_inputs,
                 template != "none",
                 deep_template=template in ("deep", "deep-address"),
+                warp=template == "warp-address",
                 attention=attention,
                 attention_dim=attention_dim,
                 attention_window=attention_window,
@@ -974,7 +980,7 @@ THETA_LAYOUTS = ("paper", "spatial")
 READ_OUT = ("attend_out.", "fine_out.", "fine_pixel.")
 # The weights by which the shots join the main VAE: zero at the start in θ(u) for every u, so that a
 # model that reads shots starts as the one without (`MatrixLayer(silent=True)`).
-SILENT_AT_START = ("template.", "template_in.", *READ_OUT)
+SILENT_AT_START = ("template.", "template_in.", "warp.", *READ_OUT)
 
 
 def _matrix_rows(half: str, name: str, layout: str) -> int | None:

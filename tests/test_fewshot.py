@@ -914,3 +914,32 @@ def test_a_deep_address_decodes_each_shot_as_the_deep_template_decodes_it(grad):
                 alone[t] += F.conv2d(images[t, a : a + 1], w, b, padding=2)
             assert torch.allclose(per[:, :, a], alone, atol=1e-4)
         assert not torch.allclose(per[:, :, 1], per[:, :, 2], atol=1e-2)
+
+
+def test_a_warped_address_moves_each_shot_by_the_offset_of_z_from_its_code():
+    """`--shot-template warp-address`: a z at a shot's code takes that shot's image unmoved, whatever
+    the warp's weights; the warp's bias alone moves every shot (by 2 pixels here, the background
+    coming in at the edge); address 0 stays blank."""
+    from pyrohvae.models import warped
+
+    tasks, items, k, z_dim = 2, 3, 2, 4
+    g = torch.Generator().manual_seed(5)
+    given = torch.stack([shots(k, seed=6), shots(k, seed=7)])
+    codes = torch.randn(tasks, 1, k, z_dim, generator=g)
+    params = {
+        "warp.weight": torch.randn(tasks, 1, 6, z_dim, generator=g),
+        "warp.bias": torch.zeros(tasks, 1, 6),
+    }
+    z = torch.randn(tasks, items, z_dim, generator=g)
+    z[:, 0] = codes[:, 0, 1]  # item 0 at shot 1's code
+    images = warped(params, z, codes, given)
+    assert images.shape == (tasks, items, k + 1, 1, 28, 28)
+    assert images[:, :, 0].eq(0).all()
+    assert torch.allclose(images[:, 0, 2], 2 * given[:, 1] - 1, atol=1e-5)
+    assert not torch.allclose(images[:, 1, 2], 2 * given[:, 1] - 1, atol=1e-2)
+    params = {"warp.weight": torch.zeros(tasks, 1, 6, z_dim), "warp.bias": torch.zeros(tasks, 1, 6)}
+    params["warp.bias"][..., 2] = 4 / 28  # x + 2 pixels, in affine_grid's [-1, 1]
+    moved = warped(params, z, codes, given)[:, :, 1:]
+    signs = (2 * given - 1).unsqueeze(1).expand_as(moved)
+    assert torch.allclose(moved[..., :-2], signs[..., 2:], atol=1e-5)
+    assert torch.allclose(moved[..., -2:], torch.tensor(-1.0), atol=1e-5)
