@@ -1423,6 +1423,7 @@ def _reading(screened, diagnosed, full_rows=()) -> list[str]:
         *_anneal_at_full_length(nll, full_rows),
         *_set_reading(nll),
         *_attention_reading(nll, full_rows),
+        *_address_reading(nll),
         *_threshold_reading(screened),
         (
             f"- **Before it, nothing tried beat random contexts** at 3,000 steps ({len(tried)} variants: contexts "
@@ -1652,6 +1653,46 @@ ATTENDED = {
     "pool-split-shots-z32-k-attend-uni-kl1": "pool-split-shots-z32-k-attend-kl1",
     "pool-split-shots-k-attend-rot-kl1": "pool-split-shots-k-attend-kl1",
 }
+
+
+# The shots models screened with one shot's pixels by an address (`--shot-template address`,
+# `deep-address`, `warp-address`), each beside the model it changes.
+ADDRESSED = {
+    "pool-split-shots-z32-k-address-kl1": "pool-split-shots-z32-k-kl1",
+    "pool-split-shots-z32-k-deep-address-kl1": "pool-split-shots-z32-k-address-kl1",
+    "pool-split-shots-z32-k-warp-address-kl1": "pool-split-shots-z32-k-address-kl1",
+    "pool-split-shots-z32-k-attend-address-kl1": "pool-split-shots-z32-k-attend-kl1",
+}
+# every screened variant beside the model it changes, for the table of seeds
+CHANGES = {**ATTENDED, **ADDRESSED}
+
+
+def _address_reading(nll: dict) -> list[str]:
+    """What reading one shot's pixels by an address summed out did in the screen, beside the model it
+    changes, and beside the same model without any template (pool-split-shots-z32-k-kl1)."""
+    ks = ("k=1", "k=4", "k=9", "k=19")
+    plain = "pool-split-shots-z32-k-kl1"
+    parts = []
+    for c, base in ADDRESSED.items():
+        if "k=19" not in nll.get(c, {}) or "k=19" not in nll.get(base, {}):
+            continue
+        at = nll[c]
+        text = (
+            f"{c} {' / '.join(f'{at[k]:.2f}' for k in ks)} (from 1 to 19 shots {at['k=1'] - at['k=19']:.2f}), "
+            f"against {base} {' / '.join(f'{at[k] - nll[base][k]:+.2f}' for k in ks)}"
+        )
+        if base != plain and "k=19" in nll.get(plain, {}):
+            text += f", against {plain} {' / '.join(f'{at[k] - nll[plain][k]:+.2f}' for k in ks)}"
+        parts.append(text)
+    if not parts:
+        return []
+    return [
+        "- **One shot's pixels by an address** (`--shot-template address`: the 5×5 filter of θ(u) reads the "
+        "image of the one shot whose component of p(z | u, shots) z came from, the address summed out of p(x | "
+        "z, shots) exactly; `deep-address` also into the 14×14 map; `warp-address` the shot first moved by an "
+        "affine map of z's offset from its code). −log p(x) at k = 1 / 4 / 9 / 19 at seed 0, and the "
+        "difference from the model it changes (negative: better): " + "; ".join(parts) + "."
+    ]
 
 
 def _attention_reading(nll: dict, full_rows=()) -> list[str]:
@@ -2413,7 +2454,7 @@ def _cell(row) -> str:
 def _seed_lines(rows, reseeded: list, seed: int) -> list[str]:
     """The screen again at another training seed (`--stages screen --seed S`), beside the same variants'
     rows at `seed`: how far a screen's numbers move with the seed alone, and whether a variant's
-    difference from the model it changes (`ATTENDED`) holds."""
+    difference from the model it changes (`CHANGES`) holds."""
     ks = ("k=1", "k=4", "k=9", "k=19")
     nll, vae = {}, {}
     for s, r in [(seed, r) for r in rows if r["steps"] == SCREEN_STEPS] + list(reseeded):
@@ -2447,7 +2488,7 @@ def _seed_lines(rows, reseeded: list, seed: int) -> list[str]:
             if (s, c) not in nll:
                 continue
             at = nll[s, c]
-            base = ATTENDED.get(c)
+            base = CHANGES.get(c)
             versus = (
                 f"{' / '.join(f'{at[k] - nll[s, base][k]:+.2f}' for k in ks)} ({base})"
                 if (s, base) in nll
@@ -2466,11 +2507,11 @@ def _seed_lines(rows, reseeded: list, seed: int) -> list[str]:
         abs(nll[s, c][k] - nll[seed, c][k]) for c in configs for s in others if (s, c) in nll for k in ks
     ]
     differences = [
-        abs((nll[s, c][k] - nll[s, ATTENDED[c]][k]) - (nll[seed, c][k] - nll[seed, ATTENDED[c]][k]))
+        abs((nll[s, c][k] - nll[s, CHANGES[c]][k]) - (nll[seed, c][k] - nll[seed, CHANGES[c]][k]))
         for c in configs
-        if c in ATTENDED
+        if c in CHANGES
         for s in others
-        if (s, c) in nll and (s, ATTENDED[c]) in nll and (seed, ATTENDED[c]) in nll
+        if (s, c) in nll and (s, CHANGES[c]) in nll and (seed, CHANGES[c]) in nll
         for k in ks
     ]
     out += [
