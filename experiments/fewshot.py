@@ -1828,6 +1828,8 @@ def _set_reading(nll: dict) -> list[str]:
     ]
 
 
+# The screened address variants drawn in fewshot-address-samples.png (validation characters).
+ADDRESS_SHOWN = ("pool-split-shots-z32-k-address-kl1", "pool-split-shots-z32-k-warp-address-kl1")
 # Screened variants whose samples join fewshot-screen-samples.png once they are trained.
 SAMPLED_IF_SCREENED = ("pool-split-shots-z32-k-template", "pool-split-shots-z32-k-kl1")
 
@@ -1959,6 +1961,19 @@ def report(args) -> None:
     if drawn_attention:  # its own figure: the run folders of the others' need not be on this machine
         sample_figure(
             attention, args.results / "fewshot-attention-samples.png", seed=args.seed, device=args.device
+        )
+    addressed = {
+        name: args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{args.seed}"
+        for name in ADDRESS_SHOWN
+    }
+    if all(_trained_to(folder, args.screen_steps) for folder in addressed.values()):
+        sample_figure(
+            addressed,
+            args.results / "fewshot-address-samples.png",
+            "held-out",
+            args.seed,
+            args.device,
+            characters=4,
         )
     print(
         f"wrote {args.results / 'fewshot.md'}, fewshot.json"
