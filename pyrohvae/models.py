@@ -227,24 +227,26 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
     return logits + template_logits(params, image)
 
 
-def address_logits(params: dict, z: torch.Tensor, shots: torch.Tensor, code=None, codes=None) -> torch.Tensor:
-    """`--shot-template address`: the decoder's logits of z (..., tasks, items, z_dim, or what the
-    decoder reads) plus, for each address a, what the template filter makes of one image: a blank
-    for a = 0 (N(0, I)'s share: the filter's bias alone), the a-th shot's pixels (±1) for the
-    others; with `deep-address` the image also enters the decoder's 14×14 map (`nets.decode`); with
-    `warp-address` each shot's image is first moved (`warped`) by the offset of the drawing's `code`
-    (z) from the shot's (`codes`, (tasks, 1, k, z_dim)). Returns (..., tasks, items, k + 1, 1, 28,
-    28), the logits of p(x | z, θ(u), a) for every a."""
+def address_logits(
+    params: dict, inputs: torch.Tensor, shots: torch.Tensor, z=None, codes=None
+) -> torch.Tensor:
+    """`--shot-template address`: the decoder's logits of its `inputs` (..., tasks, items, width: z,
+    and the shots' features where it reads them) plus, for each address a, what the template filter
+    makes of one image: a blank for a = 0 (N(0, I)'s share: the filter's bias alone), the a-th shot's
+    pixels (±1) for the others; with `deep-address` the image also enters the decoder's 14×14 map
+    (`nets.decode`); with `warp-address` each shot's image is first moved (`warped`) by the offset
+    of z from the shot's code (`codes`, (tasks, 1, k, z_dim)). Returns (..., tasks, items, k + 1, 1,
+    28, 28), the logits of p(x | z, θ(u), a) for every a."""
     if "warp.weight" in params:
-        images = warped(params, code, codes, shots)  # (..., tasks, items, k + 1, 1, 28, 28)
+        images = warped(params, z, codes, shots)  # (..., tasks, items, k + 1, 1, 28, 28)
         filtered = template_logits(params, images.flatten(-5, -4)).unflatten(-4, images.shape[-5:-3])
-        return decode(params, z).unsqueeze(-4) + filtered
+        return decode(params, inputs).unsqueeze(-4) + filtered
     signs = 2 * shots - 1  # (tasks, k, 1, 28, 28)
     images = torch.cat([signs.new_zeros(signs.shape[0], 1, *IMAGE_SHAPE), signs], 1).unsqueeze(-5)
     if "template_in.weight" in params:
-        logits = decode(params, z, images.expand(*z.shape[:-1], *images.shape[-4:]))
+        logits = decode(params, inputs, images.expand(*inputs.shape[:-1], *images.shape[-4:]))
     else:
-        logits = decode(params, z).unsqueeze(-4)
+        logits = decode(params, inputs).unsqueeze(-4)
     return logits + template_logits(params, images.squeeze(-5)).unsqueeze(-5)
 
 

@@ -712,7 +712,8 @@ def _decode_many(h, params, image=None):
     fc2 writes its output straight in channels-last order (its rows permuted from (c, h, w) to
     (h, w, c), a copy of the weights rather than of the activations), where oneDNN's transposed
     convolution is faster; ReLUs in place; the last layer by col2im. h: (M, hidden); params of
-    one group; `image` (1, M, 1, 28, 28) or None, as `decode` has it. Returns (M, 1, 28, 28)."""
+    one group; `image` (1, M, 1, 28, 28), (1, M, A, 1, 28, 28) or None, as `decode` has it. Returns
+    (M, 1, 28, 28), or (M, A, 1, 28, 28) for A images an item."""
     c, hh, ww = conv_shape()
     w = params["fc2.weight"].reshape(c, hh, ww, h.shape[-1]).permute(1, 2, 0, 3).reshape(-1, h.shape[-1])
     b = params["fc2.bias"].reshape(c, hh, ww).permute(1, 2, 0).reshape(-1)

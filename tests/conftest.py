@@ -31,6 +31,9 @@ SHOTS_MODELS = (
         ("shots-k", False, "none", 1, False, 32, 5, False),
         ("shots-g", False, "none", 4, True, 16, 27, False),
         ("shots-k", False, "none", 1, False, 32, 3, True),
+        ("shots-k", False, "address", 0, False, 32, 0, False),
+        ("shots", True, "deep-address", 0, False, 32, 0, False),
+        ("shots-k", False, "warp-address", 1, False, 32, 0, False),
     ],
 )
 

@@ -119,9 +119,11 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
             *program.theta.layers["encoder"].items(),
         ]:
             # silent at the start: give the shots a say
-            if name.startswith(("template", "attend_out", "fine_out", "fine_pixel")):
-                layer.B.normal_(0, 0.3)
-                layer.U.normal_(0, 0.3)
+            if name.startswith(("template", "attend_out", "fine_out", "fine_pixel", "warp")):
+                # an addressed shot's filter small enough that the shots' addresses weigh in the sum
+                spread = 0.02 if template.endswith("address") and name.startswith("template") else 0.3
+                layer.B.normal_(0, spread)
+                layer.U.normal_(0, spread)
         program.shot_prior.log_widen.copy_(log_widen)
         program.shot_prior.prior_logit.fill_(logit)
         if z_prior == "shots-g":
@@ -183,7 +185,25 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
         assert not attention or decoder["attend_pos"].shape[-1] == width
         if template == "mean":
             r = torch.full_like(r, (1 - w) / k)
-        if template != "none":
+        log_lik = bernoulli_log_lik(logits, scored)
+        if template.endswith("address"):  # one shot's image by the address a, summed out
+            log_r = torch.stack(components, -1).log_softmax(-1)  # log p(a | z), (T, N − k, k + 1)
+            per_address = []
+            for a in range(k + 1):
+                image = torch.zeros_like(scored) if a == 0 else (2 * x[:, a - 1 : a] - 1).expand_as(scored)
+                if template == "warp-address" and a:
+                    image = torch.stack(
+                        [warp_by_hand(decoder, t, z[t] - shot_loc[t, a - 1], x[t, a - 1]) for t in range(T)]
+                    )
+                at = logits.clone()
+                for t in range(T):
+                    if template == "deep-address":
+                        at[t] = deep_decode({n: p[t, 0] for n, p in decoder.items()}, decoded[t], image[t])
+                    kernel, bias = decoder["template.weight"][t, 0], decoder["template.bias"][t, 0]
+                    at[t] = at[t] + F.conv2d(image[t], kernel, bias, padding=2)
+                per_address.append(log_r[..., a] + bernoulli_log_lik(at, scored))
+            log_lik = torch.logsumexp(torch.stack(per_address), 0)
+        elif template != "none":
             signs = 2 * x[:, :k] - 1
             for t in range(T):
                 image = (r[t, :, :, None, None, None] * signs[t]).sum(1)  # (N − k, 1, 28, 28)
@@ -191,9 +211,11 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
                     logits[t] = deep_decode({n: p[t, 0] for n, p in decoder.items()}, decoded[t], image)
                 kernel, bias = decoder["template.weight"][t, 0], decoder["template.bias"][t, 0]
                 logits[t] = logits[t] + F.conv2d(image, kernel, bias, padding=2)
+            log_lik = bernoulli_log_lik(logits, scored)
         assert (template != "none") == ("template.weight" in decoder)
-        assert (template == "deep") == ("template_in.weight" in decoder)
-        per_item = -bernoulli_log_lik(logits, scored) + normal_log_density(z, z_loc, z_scale) - log_p_z
+        assert (template in ("deep", "deep-address")) == ("template_in.weight" in decoder)
+        assert (template == "warp-address") == ("warp.weight" in decoder)
+        per_item = -log_lik + normal_log_density(z, z_loc, z_scale) - log_p_z
         per_task = normal_log_density(u, q_u.loc, q_u.scale) - normal_log_density(
             u, torch.zeros_like(u), torch.ones_like(u)
         )
@@ -201,6 +223,16 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
         by_hand = (per_item.sum() + (N - k) / N * per_task.sum()) / (T * (N - k))
     assert z.shape[:2] == (T, N - k)
     assert loss == pytest.approx(float(by_hand), abs=1e-4)
+
+
+def warp_by_hand(decoder: dict, t: int, offset: torch.Tensor, shot: torch.Tensor) -> torch.Tensor:
+    """`--shot-template warp-address` written out for task t: the shot (1, 28, 28) moved for each of
+    the n drawings by the affine map identity + warp(offset), offset (n, z_dim) z less the shot's
+    code, sampled bilinearly with zeros outside, as ±1: (n, 1, 28, 28)."""
+    move = F.linear(offset, decoder["warp.weight"][t, 0], decoder["warp.bias"][t, 0])
+    affine = move.reshape(-1, 2, 3) + torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], dtype=move.dtype)
+    grid = F.affine_grid(affine, (len(offset), 1, 28, 28), align_corners=False)
+    return 2 * F.grid_sample(shot.expand(len(offset), 1, 28, 28), grid, align_corners=False) - 1
 
 
 def deep_decode(p: dict, z: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
