@@ -1657,14 +1657,14 @@ ATTENDED = {
 
 # The shots models screened with one shot's pixels by an address (`--shot-template address`,
 # `deep-address`, `warp-address`), each beside the model it changes.
-ADDRESSED = {
+ADDRESS_VARIANTS = {
     "pool-split-shots-z32-k-address-kl1": "pool-split-shots-z32-k-kl1",
     "pool-split-shots-z32-k-deep-address-kl1": "pool-split-shots-z32-k-address-kl1",
     "pool-split-shots-z32-k-warp-address-kl1": "pool-split-shots-z32-k-address-kl1",
     "pool-split-shots-z32-k-attend-address-kl1": "pool-split-shots-z32-k-attend-kl1",
 }
 # every screened variant beside the model it changes, for the table of seeds
-CHANGES = {**ATTENDED, **ADDRESSED}
+CHANGES = {**ATTENDED, **ADDRESS_VARIANTS}
 
 
 def _address_reading(nll: dict) -> list[str]:
@@ -1673,7 +1673,7 @@ def _address_reading(nll: dict) -> list[str]:
     ks = ("k=1", "k=4", "k=9", "k=19")
     plain = "pool-split-shots-z32-k-kl1"
     parts = []
-    for c, base in ADDRESSED.items():
+    for c, base in ADDRESS_VARIANTS.items():
         if "k=19" not in nll.get(c, {}) or "k=19" not in nll.get(base, {}):
             continue
         at = nll[c]
