@@ -546,10 +546,7 @@ def _decode_groups(h, params, image=None):
     for name in hidden:
         h = _conv(h, params, name)
         if name == "deconv1" and "template_in.weight" in params:
-            if image is not None and image.dim() == 6:
-                h, addresses = _addressed(h, image, params), image.shape[2:3]
-            else:
-                h = h + _template_features(image, params)
+            h, addresses = _joined(h, image, params)
         h = F.relu(h)
         if name == "deconv1" and "fine.keys" in params:
             read, copied = _attend_fine(h, params)
@@ -559,12 +556,15 @@ def _decode_groups(h, params, image=None):
     return logits.movedim(-4, 0)  # (G, M, *addresses, 1, 28, 28)
 
 
-def _addressed(h, image, params):
-    """deconv1's output h (M, G·C, 14, 14) once for each of the A images (G, M, A, 1, 28, 28) of
-    every item, each image's `_template_features` added: (M·A, G·C, 14, 14), item-major."""
+def _joined(h, image, params):
+    """deconv1's output h (M, G·C, 14, 14) with the template's image joined (`--shot-template deep`):
+    one image an item (G, M, 1, 28, 28), or A of them (G, M, A, 1, 28, 28; `deep-address`), when h
+    is repeated for each, item-major. Returns h' and the address dims, () or (A,)."""
+    if image is None or image.dim() == 5:
+        return h + _template_features(image, params), ()
     groups, items, addresses = image.shape[:3]
     features = _template_features(image.reshape(groups, items * addresses, *IMAGE_SHAPE), params)
-    return h.repeat_interleave(addresses, 0) + features
+    return h.repeat_interleave(addresses, 0) + features, (addresses,)
 
 
 def _template_features(image, params):
@@ -726,10 +726,7 @@ def _decode_many(h, params, image=None):
     for name in hidden:
         h = _conv(h, params, name)
         if name == "deconv1" and "template_in.weight" in params:
-            if image is not None and image.dim() == 6:
-                h, addresses = _addressed(h, image, params), image.shape[2:3]
-            else:
-                h = h.add_(_template_features(image, params))
+            h, addresses = _joined(h, image, params)
         h = F.relu(h, inplace=True)
         if name == "deconv1" and "fine.keys" in params:
             read, copied = _attend_fine(h, params)
