@@ -524,6 +524,21 @@ VARIANTS = {
         ),
         {**SHOTS_K, "z_dim": 32, "shot_template": "warp-address", "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
+    "pool-split-shots-z32-k-attend-warp-address-kl1": (
+        (
+            "pool-split-shots-z32-k-attend-kl1 with the addressed shot moved to the drawing "
+            "(--shot-template warp-address): the read's model of one shot and of none, and the warped "
+            "address's strokes"
+        ),
+        {
+            **SHOTS_K,
+            "z_dim": 32,
+            "shot_attention": 1,
+            "shot_template": "warp-address",
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
     "pool-split-shots-z32-k-attend-address-kl1": (
         "pool-split-shots-z32-k-attend-kl1 with the shots' pixels by address (--shot-template address)",
         {
@@ -1662,6 +1677,7 @@ ADDRESS_VARIANTS = {
     "pool-split-shots-z32-k-deep-address-kl1": "pool-split-shots-z32-k-address-kl1",
     "pool-split-shots-z32-k-warp-address-kl1": "pool-split-shots-z32-k-address-kl1",
     "pool-split-shots-z32-k-attend-address-kl1": "pool-split-shots-z32-k-attend-kl1",
+    "pool-split-shots-z32-k-attend-warp-address-kl1": "pool-split-shots-z32-k-attend-kl1",
 }
 # every screened variant beside the model it changes, for the table of seeds
 CHANGES = {**ATTENDED, **ADDRESS_VARIANTS}
