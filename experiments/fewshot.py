@@ -616,13 +616,20 @@ def full_config(benchmark: str, name: str, steps: int, seed: int) -> RunConfig:
     return RunConfig(**spec["data"], steps=steps, seed=seed, **overrides, **batch)
 
 
+def scores_store(folder: Path, benchmark: str, state: dict) -> Path:
+    """Where a run's scores on a benchmark are kept as each model's are done, so that scoring stopped
+    part way (hours for the full stage) resumes: in the run's folder, named by its checkpoint's step."""
+    return folder / f"fewshot-scores-{benchmark}-step{state['step']}.pt"
+
+
 def full(args, rows_dir):
     for benchmark in args.benchmarks:
         spec = BENCHMARKS[benchmark]
         settings = {"per_task": spec["per_task"], "samples": FULL_SAMPLES, "shots": spec["shots"]}
         vae_dir = args.runs / f"fewshot-{benchmark}-vae-steps{args.steps}-seed{args.seed}"
         trained(full_config(benchmark, "vae", args.steps, args.seed), vae_dir, args.device, args.progress)
-        vae, _vae_state = load_run(vae_dir, args.device)
+        vae, vae_state = load_run(vae_dir, args.device)
+        vae_store = scores_store(vae_dir, benchmark, vae_state)
         for name in ("vae", *args.full_configs):
             path = rows_dir / f"full-{benchmark}-{name}-steps{args.steps}-seed{args.seed}.json"
             if path.exists():
@@ -649,6 +656,7 @@ def full(args, rows_dir):
                     settings,
                     args.seed,
                     args.progress,
+                    (scores_store(folder, benchmark, state), vae_store),
                 ),
             }
             atomic_write_text(path, json.dumps(row, indent=2) + "\n")
@@ -810,12 +818,21 @@ def screen_config(name: str, steps: int, seed: int) -> RunConfig:
     return RunConfig(**CHARACTERS, exclude_classes=excluded, steps=steps, seed=seed, **VARIANTS[name][1])
 
 
-def curve_row(program, state, data, train_data, vae, settings, seed, progress=True) -> dict:
-    """The benchmark's report of a run on `data`, with the VAE's on the same images."""
+def curve_row(
+    program, state, data, train_data, vae, settings, seed, progress=True, stores=(None, None)
+) -> dict:
+    """The benchmark's report of a run on `data`, with the VAE's on the same images; `stores`, the
+    files where the run's and the VAE's scores are kept as each model's are done (`fewshot.curve`)."""
     shots, per_task, samples = settings["shots"], settings["per_task"], settings["samples"]
     td = train_data if program.task_latent else None
-    result = fewshot.curve(program, data, shots, per_task, samples, seed, td, progress=progress)
-    vae_curve = fewshot.curve(vae, data, shots, per_task, samples, seed, progress=progress) if vae else None
+    result = fewshot.curve(
+        program, data, shots, per_task, samples, seed, td, progress=progress, store=stores[0]
+    )
+    vae_curve = (
+        fewshot.curve(vae, data, shots, per_task, samples, seed, progress=progress, store=stores[1])
+        if vae
+        else None
+    )
     return {
         **fewshot.curve_report(result, vae_curve),
         "steps": state["step"],

@@ -30,7 +30,7 @@ import torch
 from . import checkpoint
 from .config import RunConfig
 from .data import CONTEXT_SIZE, DataError, some_tasks
-from .files import RequestError, atomic_write_text, pyplot, save_figure
+from .files import RequestError, atomic_path, atomic_write_text, pyplot, save_figure
 from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
 from .models import ADDRESSED, shots_sample_logits
@@ -412,6 +412,22 @@ def scores_given_shots(
     return torch.cat(nelbo), torch.cat(nll)
 
 
+def _stored_scores(store: Path | None, plan: dict) -> dict:
+    """The models' scores that `store` keeps for this `plan`, by model name; none where the file is
+    missing, unreadable or of another plan (it is then written anew)."""
+    if store is None or not Path(store).exists():
+        return {}
+    try:
+        kept = torch.load(store, weights_only=True)
+        same = kept["plan"].keys() == plan.keys() and all(
+            torch.equal(v, kept["plan"][k]) if torch.is_tensor(v) else v == kept["plan"][k]
+            for k, v in plan.items()
+        )
+    except Exception:  # a damaged or foreign file is a cache miss, never a wrong score
+        return {}
+    return dict(kept["scores"]) if same else {}
+
+
 @torch.no_grad()
 def curve(
     program,
@@ -424,15 +440,24 @@ def curve(
     combine: str = "product",
     chunk: int = 50,
     progress: bool = True,
+    store: Path | None = None,
 ) -> Curve:
     """The benchmark on `data`, tasks the program never trained on: each scored image (`curve_plan`)
     gets −ELBO and importance-sampled −log p(x) (`samples` draws) under the model of each k in
     `shots`, made from k other images of its task (never itself); k = 0 under θ(E[u]) and, given
-    `train_data`, θ(mean training-task ū). A program without u has one model, scored once."""
+    `train_data`, θ(mean training-task ū). A program without u has one model, scored once.
+
+    With `store` (a file, one per program state: its caller names it by the checkpoint), each
+    model's scores are written there as soon as they are done, and a later call with the same
+    images, shots and settings reads them back instead of scoring them again: a benchmark of hours
+    stopped part way goes on where it stopped. Each model is scored from the random state `seed`
+    alone, so a resumed curve is the one an unbroken call gives."""
     from tqdm import tqdm
 
     device = program.device
     index, pools, tasks = curve_plan(data, shots, per_task, seed)
+    plan = {"index": index, "pools": pools, "samples": samples, "seed": seed, "combine": combine}
+    kept = _stored_scores(store, plan)
     images = data.images[index].float()
     posteriors = {}  # model name -> (loc, scale), each (n, u_dim)
     if program.task_latent:
@@ -458,10 +483,18 @@ def curve(
         disable=not progress,
     )
     for name, posterior in posteriors.items():
+        if name in kept:
+            nelbo[name], nll[name] = kept[name]
+            bar.update(len(images))
+            continue
         k = result_shots(name)
         nelbo[name], nll[name] = scores_given_shots(
             program, images, posterior, data.images, pools[:, :k], samples, seed, chunk, bar.update
         )
+        if store is not None:
+            kept[name] = (nelbo[name], nll[name])
+            with atomic_path(store) as tmp:
+                torch.save({"plan": plan, "scores": kept}, tmp)
     bar.close()
     return Curve(list(posteriors), nelbo, nll, tasks, data.task_names, samples)
 

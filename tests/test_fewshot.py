@@ -266,6 +266,49 @@ def test_the_curve_scores_each_image_under_the_model_of_its_own_shots():
     assert result.models == ["k=1"] and len(result.task) == 4
 
 
+def test_a_stored_curve_resumes_with_the_scores_an_unbroken_call_gives(tmp_path, monkeypatch):
+    """Each model's scores are kept as soon as they are done: a call stopped after the first model
+    resumes from the second and gives what one unbroken call gives; a file of another plan or a
+    damaged one is scored anew, never read."""
+    program, data, store = program_of(), task_data([5, 5]), tmp_path / "scores.pt"
+    shots = (0, 1, 2)
+    unbroken = fewshot.curve(program, data, shots, per_task=2, samples=8, seed=3, progress=False)
+    real, scored = fewshot.scores_given_shots, []
+
+    def stopped_after_one(*args, **kwargs):
+        if scored:
+            raise KeyboardInterrupt
+        scored.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fewshot, "scores_given_shots", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        fewshot.curve(program, data, shots, per_task=2, samples=8, seed=3, progress=False, store=store)
+
+    def counted(*args, **kwargs):
+        scored.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fewshot, "scores_given_shots", counted)
+    scored.clear()
+    resumed = fewshot.curve(program, data, shots, per_task=2, samples=8, seed=3, progress=False, store=store)
+    assert len(scored) == len(unbroken.models) - 1  # the first model was read back
+    assert resumed.models == unbroken.models
+    for m in unbroken.models:
+        assert torch.equal(resumed.nll[m], unbroken.nll[m]) and torch.equal(
+            resumed.nelbo[m], unbroken.nelbo[m]
+        )
+    scored.clear()
+    fewshot.curve(program, data, shots, per_task=2, samples=8, seed=3, progress=False, store=store)
+    assert not scored  # all kept
+    fewshot.curve(program, data, shots, per_task=2, samples=4, seed=3, progress=False, store=store)
+    assert len(scored) == len(unbroken.models)  # another plan: all scored again
+    scored.clear()
+    store.write_bytes(b"not a torch file")
+    again = fewshot.curve(program, data, shots, per_task=2, samples=8, seed=3, progress=False, store=store)
+    assert len(scored) == len(unbroken.models) and torch.equal(again.nll["k=2"], unbroken.nll["k=2"])
+
+
 @pytest.mark.parametrize(*SHOTS_MODELS)
 def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
     z_prior, features, template, attention, in_encoder, width, window, pixels
