@@ -524,6 +524,21 @@ VARIANTS = {
         ),
         {**SHOTS_K, "z_dim": 32, "shot_template": "warp-address", "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
+    "pool-split-shots-z32-k-warp-address-noshot10-kl1": (
+        (
+            "pool-split-shots-z32-k-warp-address-kl1 with one training step in ten of no shot "
+            "(--no-shot-share 0.1: q(u) = p(u), every image scored by the blank address alone): its "
+            "decoder alone draws a blur, and one shot leaves most of p(z) to it"
+        ),
+        {
+            **SHOTS_K,
+            "z_dim": 32,
+            "shot_template": "warp-address",
+            "no_shot_share": 0.1,
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
     "pool-split-shots-z32-k-attend-warp-address-kl1": (
         (
             "pool-split-shots-z32-k-attend-kl1 with the addressed shot moved to the drawing "
@@ -1695,6 +1710,7 @@ ADDRESS_VARIANTS = {
     "pool-split-shots-z32-k-warp-address-kl1": "pool-split-shots-z32-k-address-kl1",
     "pool-split-shots-z32-k-attend-address-kl1": "pool-split-shots-z32-k-attend-kl1",
     "pool-split-shots-z32-k-attend-warp-address-kl1": "pool-split-shots-z32-k-attend-kl1",
+    "pool-split-shots-z32-k-warp-address-noshot10-kl1": "pool-split-shots-z32-k-warp-address-kl1",
 }
 # every screened variant beside the model it changes, for the table of seeds
 CHANGES = {**ATTENDED, **ADDRESS_VARIANTS}

@@ -204,6 +204,15 @@ class RunConfig:
         "shots, fewer images scored a step).",
         choices=CONTEXT_SIZES,
     )
+    no_shot_share: float = setting(
+        0.0,
+        "HyperVAE with --split-context and --guide precision-pool: the share of training steps whose "
+        "context is empty, every image scored under the model of no shots (q(u | no image) = p(u), and "
+        "p(z) reads no shot): trains that model, and the share of p(z) that reads none, on their own.",
+        min=0,
+        max=1,
+        max_open=True,
+    )
     shot_features: bool = setting(
         False,
         "HyperVAE with --z-prior shots: the decoder also reads the shots' encoder features, each weighed "
@@ -422,6 +431,11 @@ class RunConfig:
             )
         if self.context_sizes != "log-uniform" and not self.split_context:
             raise ConfigError("--context-sizes needs --split-context: it draws that context's size")
+        if self.no_shot_share and (not self.split_context or self.guide != "precision-pool"):
+            raise ConfigError(
+                "--no-shot-share needs --split-context and --guide precision-pool: the guide whose q(u) "
+                "reads an empty context (as p(u))"
+            )
         if self.split_context and self.batch_size < 2:
             raise ConfigError("--split-context needs --batch-size 2 or more: a context and an image to score")
         if self.model != "hypervae" and (self.u_dim, self.h_dim, self.theta_layout) != (10, 20, "paper"):

@@ -377,23 +377,24 @@ def hypervae_guide(
     kl_u_weight: float = 1.0,
     kl_z_weight: float = 1.0,
     record_theta: bool = False,
-    context_size: int = 0,
+    context_size: int | None = None,
     q_u: tuple[torch.Tensor, torch.Tensor] | None = None,
     shots: torch.Tensor | None = None,
 ) -> None:
     """q(u | D_t) per task, by the guide's `reader` (a `TaskGuide`), then q(z | x, θ(u)): the
     main VAE's encoder with weights θ(u) for every item. The encoder half of θ(u) is generated here.
 
-    With `context_size` k > 0, q(u) reads the first k items of each task and q(z) the others, which
-    alone the model scores (`split_context`); with `q_u` (location, scale, each (tasks, u_dim)),
-    q(u) is that Gaussian, read from nothing (a posterior refined by gradient steps,
-    `fewshot.refine`). Where θ's encoder attends to the shots (`--shot-attention-encoder`), q(z |
-    x, θ(u), shots) reads the context, or `shots` (tasks, k, 1, 28, 28) where given (the model's
-    shots, in scoring). The weights and `record_theta` are the model's."""
-    if context_size:
+    With `context_size` k, q(u) reads the first k items of each task and q(z) the others, which
+    alone the model scores (`split_context`; k = 0: q(u) reads an empty context); with `q_u`
+    (location, scale, each (tasks, u_dim)), q(u) is that Gaussian, read from nothing (a posterior
+    refined by gradient steps, `fewshot.refine`). Where θ's encoder attends to the shots
+    (`--shot-attention-encoder`), q(z | x, θ(u), shots) reads the context, or `shots` (tasks, k, 1,
+    28, 28) where given (the model's shots, in scoring). The weights and `record_theta` are the
+    model's."""
+    if context_size is not None:
         kl_u_weight = kl_u_weight * context_share(x.shape[1], context_size)  # as the model's
         context, x = x[:, :context_size], x[:, context_size:]
-        shots = context if shots is None else shots
+        shots = context if shots is None and context_size else shots
     else:
         context = reader.context(x)
     scale, task_plate, data_plate = plates(*x.shape[:2])

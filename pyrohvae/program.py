@@ -338,13 +338,13 @@ class HyperVAEProgram(Program):
         record_theta=False,
         tasks=None,
         items=None,
-        context_size=0,
+        context_size=None,
         q_u=None,
         shots=None,
     ):
         _refuse_pyro_optim()
-        if context_size:  # the first `context_size` items of each task are q(u)'s context, not scored
-            if self.shot_prior is not None:
+        if context_size is not None:  # the first `context_size` items of each task are q(u)'s context
+            if self.shot_prior is not None and context_size:
                 shots = x[:, :context_size]
             x, kl_u_weight = x[:, context_size:], kl_u_weight * context_share(x.shape[1], context_size)
         hypervae_model(
@@ -368,7 +368,7 @@ class HyperVAEProgram(Program):
         kl_u_weight=1.0,
         kl_z_weight=1.0,
         record_theta=False,
-        context_size=0,
+        context_size=None,
         q_u=None,
         shots=None,  # the model's; q(z | x) reads them where its encoder attends to them
     ):
@@ -378,11 +378,16 @@ class HyperVAEProgram(Program):
 
     def step_kwargs(self, step: int) -> dict:
         """The weights of KL(u) and KL(z) at `step` (the config's warm-up and annealing), and with
-        `split_context` the size of the step's context (`split_context_size`)."""
+        `split_context` the size of the step's context (`split_context_size`; 0, an empty context,
+        in the share `no_shot_share` of steps)."""
         kl_u, kl_z = self.config.kl_weights(step)
         kwargs = {"kl_u_weight": kl_u, "kl_z_weight": kl_z}
         if self.config.split_context and self.training:
-            kwargs["context_size"] = split_context_size(self.config.batch_size, self.config.context_sizes)
+            # drawn only where asked, so that the other runs' random streams (and resumes) are as before
+            empty = self.config.no_shot_share and float(torch.rand(())) < self.config.no_shot_share
+            kwargs["context_size"] = (
+                0 if empty else split_context_size(self.config.batch_size, self.config.context_sizes)
+            )
         return kwargs
 
     def parts(self) -> dict[str, nn.Module]:

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 
 import numpy as np
 import pyro
@@ -14,7 +15,7 @@ from PIL import Image
 from pyrohvae import fewshot
 from pyrohvae.cli import main
 from pyrohvae.config import RunConfig
-from pyrohvae.program import build
+from pyrohvae.program import build, split_context_size
 from pyrohvae.train import load_run
 
 
@@ -576,6 +577,50 @@ def test_split_context_reads_the_first_k_and_scores_the_rest():
     assert "context_size" not in program.step_kwargs(1)
 
 
+@pytest.mark.parametrize("template", ["none", "warp-address"])
+def test_an_empty_context_scores_every_image_under_the_model_of_no_shots(template):
+    """`--no-shot-share`: a step of context size 0 scores all its images, q(u) is p(u) (KL(u) = 0),
+    and p(z) reads no shot (N(0, I), the blank address alone); the share of such steps is the one
+    asked, and a run without it draws its context sizes as before."""
+    from pyro import poutine
+    from pyro.infer import Trace_ELBO
+
+    options = {
+        "z_prior": "shots-k",
+        "split_context": True,
+        "guide": "precision-pool",
+        "batch_size": 6,
+        "shot_template": template,
+    }
+    program = program_of(**options, no_shot_share=0.25)
+    x = shots(12).reshape(2, 6, 1, 28, 28)
+    pyro.set_rng_seed(0)
+    guide = poutine.trace(program.guide).get_trace(x, None, context_size=0)
+    model = poutine.trace(poutine.replay(program.model, trace=guide)).get_trace(x, None, context_size=0)
+    q_u, u = guide.nodes["u"]["fn"].base_dist, guide.nodes["u"]["value"]
+    assert torch.equal(q_u.loc, torch.zeros_like(q_u.loc)) and torch.equal(
+        q_u.scale, torch.ones_like(q_u.scale)
+    )
+    assert torch.allclose(guide.nodes["u"]["fn"].log_prob(u), model.nodes["u"]["fn"].log_prob(u))
+    assert torch.equal(model.nodes["x"]["value"], x)  # every image scored, none read as a shot
+    z = model.nodes["z"]["value"]
+    standard = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    assert torch.allclose(model.nodes["z"]["fn"].log_prob(z), standard, atol=1e-5)
+    # the model of no shots is the one the few-shot curve scores at k = 0 under θ(E[u]) = θ(0)
+    pyro.set_rng_seed(1)
+    loss = Trace_ELBO(max_plate_nesting=2).loss(program.model, program.guide, x, None, context_size=0)
+    assert math.isfinite(loss) and loss > 0
+    program.train()
+    torch.manual_seed(0)
+    ks = torch.tensor([program.step_kwargs(1)["context_size"] for _ in range(2000)])
+    assert abs(float((ks == 0).float().mean()) - 0.25) < 0.03 and ks.max() == 5
+    plain = program_of(**options).train()
+    torch.manual_seed(0)
+    drawn = [plain.step_kwargs(1)["context_size"] for _ in range(50)]
+    torch.manual_seed(0)
+    assert drawn == [split_context_size(6) for _ in range(50)]
+
+
 @pytest.mark.parametrize(
     "law, small, large",
     # k in 1..19 of 20 images; log-uniform: P(k <= 2) = log 3 / log 20 = 0.37, P(k >= 10) = log 2 / log 20
@@ -826,6 +871,11 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
         (
             {"z_prior": "shots", "split_context": True, "shot_attention": 1, "shot_attention_pixels": True},
             "--shot-attention-pixels needs --shot-attention-window W",
+        ),
+        ({"no_shot_share": 0.1}, "--no-shot-share needs --split-context and --guide precision-pool"),
+        (
+            {"split_context": True, "no_shot_share": 0.1},
+            "--no-shot-share needs --split-context and --guide precision-pool",
         ),
     ],
 )

@@ -1,7 +1,7 @@
 """q(u | D_t) as the prior times one Gaussian factor per item: each item's encoder gives a location
 m_i and a precision λ_i, and q(u | D) = N(Σ λ_i m_i / (1 + Σ λ_i), 1 / (1 + Σ λ_i)) per dimension,
 the posterior of N(0, I) given independent Gaussian observations of u. It narrows as items are
-added, and reads a set of any size the same way, one shot or a hundred."""
+added, and reads a set of any size the same way, none, one shot or a hundred."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ class PrecisionPoolGuide(TaskGuide):
         self.items = Encoder(config.u_dim, config.hidden)
 
     def task_posterior(self, x):
+        if not x.shape[1]:  # no item: the prior (`--no-shot-share`'s empty contexts)
+            zeros = x.new_zeros(x.shape[0], self.items.loc.out_features)
+            return zeros, zeros + 1.0
         loc, scale = self.items(x)  # (tasks, items, u_dim) each
         precision = scale.pow(-2)
         total = 1.0 + precision.sum(-2)
