@@ -1716,23 +1716,35 @@ ADDRESS_VARIANTS = {
 CHANGES = {**ATTENDED, **ADDRESS_VARIANTS}
 
 
-def _address_reading(nll: dict) -> list[str]:
-    """What reading one shot's pixels by an address summed out did in the screen, beside the model it
-    changes, and beside the same model without any template (pool-split-shots-z32-k-kl1)."""
-    ks = ("k=1", "k=4", "k=9", "k=19")
-    plain = "pool-split-shots-z32-k-kl1"
+READ_AT = ("k=1", "k=4", "k=9", "k=19")  # the shot counts a screen's reading bullets name
+
+
+def _screened_against(nll: dict, changes: dict, plain: str | None = None) -> list[str]:
+    """Each screened variant of `changes` {variant: the model it changes} whose curve and base's are
+    both in `nll`: its −log p(x) at `READ_AT` and what it changed, beside `plain` as well if given."""
+
+    def differences(c, other):
+        return " / ".join(f"{nll[c][k] - nll[other][k]:+.2f}" for k in READ_AT)
+
     parts = []
-    for c, base in ADDRESS_VARIANTS.items():
+    for c, base in changes.items():
         if "k=19" not in nll.get(c, {}) or "k=19" not in nll.get(base, {}):
             continue
         at = nll[c]
         text = (
-            f"{c} {' / '.join(f'{at[k]:.2f}' for k in ks)} (from 1 to 19 shots {at['k=1'] - at['k=19']:.2f}), "
-            f"against {base} {' / '.join(f'{at[k] - nll[base][k]:+.2f}' for k in ks)}"
+            f"{c} {' / '.join(f'{at[k]:.2f}' for k in READ_AT)} (from 1 to 19 shots "
+            f"{at['k=1'] - at['k=19']:.2f}), against {base} {differences(c, base)}"
         )
-        if base != plain and "k=19" in nll.get(plain, {}):
-            text += f", against {plain} {' / '.join(f'{at[k] - nll[plain][k]:+.2f}' for k in ks)}"
+        if plain and base != plain and "k=19" in nll.get(plain, {}):
+            text += f", against {plain} {differences(c, plain)}"
         parts.append(text)
+    return parts
+
+
+def _address_reading(nll: dict) -> list[str]:
+    """What reading one shot's pixels by an address summed out did in the screen, beside the model it
+    changes, and beside the same model without any template (pool-split-shots-z32-k-kl1)."""
+    parts = _screened_against(nll, ADDRESS_VARIANTS, "pool-split-shots-z32-k-kl1")
     if not parts:
         return []
     return [
@@ -1747,19 +1759,8 @@ def _address_reading(nll: dict) -> list[str]:
 def _attention_reading(nll: dict, full_rows=()) -> list[str]:
     """What the decoder's attention to the shots' feature maps changed in the screen, beside the same
     model without it (and its variations beside it), and at full length on the unseen characters."""
-    ks = ("k=1", "k=4", "k=9", "k=19")
-
-    def at(c):
-        return f"{' / '.join(f'{nll[c][k]:.2f}' for k in ks)} (from 1 to 19 shots {nll[c]['k=1'] - nll[c]['k=19']:.2f})"
-
-    def compared(c, base):
-        return " / ".join(f"{nll[c][k] - nll[base][k]:+.2f}" for k in ks)
-
-    parts = [
-        f"{c} {at(c)}, against {base} {compared(c, base)}"
-        for c, base in ATTENDED.items()
-        if "k=19" in nll.get(base, {}) and "k=19" in nll.get(c, {})
-    ]
+    ks = READ_AT
+    parts = _screened_against(nll, ATTENDED)
     if not parts:
         return []
     text = (
