@@ -5,8 +5,9 @@ The measure is `pyrohvae.fewshot.curve` (`python cli.py fewshot-curve RUN`): eve
 gets −ELBO and importance-sampled −log p(x) under the model made from k *other* images of its task,
 for each k, and under the k = 0 models θ(mean training-task ū) and θ(E[u]); our VAE, trained on the
 same tasks, is scored on the same images. Every (run, benchmark) writes its row file to
-experiments/results/fewshot/ as soon as it is done, and run folders keep their checkpoints, so a
-stopped sweep resumes where it stopped.
+experiments/results/fewshot/ as soon as it is done, and run folders keep their checkpoints and the
+full stage's scores of each model as soon as they are done (`fewshot-scores-BENCHMARK-stepN.pt`: an
+address template's scoring takes hours), so a stopped sweep resumes where it stopped.
 
 Stages:
 1. `screen`: Omniglot, 30 background alphabets with characters as tasks, of which the 5 of
