@@ -436,6 +436,11 @@ class RunConfig:
                 "--no-shot-share needs --split-context and --guide precision-pool: the guide whose q(u) "
                 "reads an empty context (as p(u))"
             )
+        if self.no_shot_share and self.elbo == "jit":
+            raise ConfigError(
+                "--no-shot-share and --elbo jit: a step of no shot leaves q(u)'s encoder out, and Pyro's "
+                "jit wants every step's graph to read the same parameters; use another --elbo"
+            )
         if self.split_context and self.batch_size < 2:
             raise ConfigError("--split-context needs --batch-size 2 or more: a context and an image to score")
         if self.model != "hypervae" and (self.u_dim, self.h_dim, self.theta_layout) != (10, 20, "paper"):

@@ -877,6 +877,10 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
             {"split_context": True, "no_shot_share": 0.1},
             "--no-shot-share needs --split-context and --guide precision-pool",
         ),
+        (
+            {"split_context": True, "guide": "precision-pool", "no_shot_share": 0.1, "elbo": "jit"},
+            "--no-shot-share and --elbo jit",
+        ),
     ],
 )
 def test_the_few_shot_options_refuse_what_they_cannot_do(options, message):
