@@ -562,6 +562,17 @@ VARIANTS = {
             "kl_z_anneal": 0,
         },
     ),
+    "pool-split-shots-z32-k-warp-address-noshot70-kl1": (
+        "pool-split-shots-z32-k-warp-address-noshot10-kl1 with seven steps in ten of no shot (--no-shot-share 0.7)",
+        {
+            **SHOTS_K,
+            "z_dim": 32,
+            "shot_template": "warp-address",
+            "no_shot_share": 0.7,
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
     "pool-split-shots-z32-k-attend-warp-address-kl1": (
         (
             "pool-split-shots-z32-k-attend-kl1 with the addressed shot moved to the drawing "
@@ -1736,6 +1747,7 @@ ADDRESS_VARIANTS = {
     "pool-split-shots-z32-k-warp-address-noshot10-kl1": "pool-split-shots-z32-k-warp-address-kl1",
     "pool-split-shots-z32-k-warp-address-noshot30-kl1": "pool-split-shots-z32-k-warp-address-noshot10-kl1",
     "pool-split-shots-z32-k-warp-address-noshot50-kl1": "pool-split-shots-z32-k-warp-address-noshot30-kl1",
+    "pool-split-shots-z32-k-warp-address-noshot70-kl1": "pool-split-shots-z32-k-warp-address-noshot50-kl1",
 }
 # every screened variant beside the model it changes, for the table of seeds
 CHANGES = {**ATTENDED, **ADDRESS_VARIANTS}
