@@ -525,54 +525,24 @@ VARIANTS = {
         ),
         {**SHOTS_K, "z_dim": 32, "shot_template": "warp-address", "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
-    "pool-split-shots-z32-k-warp-address-noshot10-kl1": (
-        (
-            "pool-split-shots-z32-k-warp-address-kl1 with one training step in ten of no shot "
-            "(--no-shot-share 0.1: q(u) = p(u), every image scored by the blank address alone): its "
-            "decoder alone draws a blur, and one shot leaves most of p(z) to it"
-        ),
-        {
-            **SHOTS_K,
-            "z_dim": 32,
-            "shot_template": "warp-address",
-            "no_shot_share": 0.1,
-            "kl_z_start": 1.0,
-            "kl_z_anneal": 0,
-        },
-    ),
-    "pool-split-shots-z32-k-warp-address-noshot30-kl1": (
-        "pool-split-shots-z32-k-warp-address-noshot10-kl1 with three steps in ten of no shot (--no-shot-share 0.3)",
-        {
-            **SHOTS_K,
-            "z_dim": 32,
-            "shot_template": "warp-address",
-            "no_shot_share": 0.3,
-            "kl_z_start": 1.0,
-            "kl_z_anneal": 0,
-        },
-    ),
-    "pool-split-shots-z32-k-warp-address-noshot50-kl1": (
-        "pool-split-shots-z32-k-warp-address-noshot10-kl1 with half the steps of no shot (--no-shot-share 0.5)",
-        {
-            **SHOTS_K,
-            "z_dim": 32,
-            "shot_template": "warp-address",
-            "no_shot_share": 0.5,
-            "kl_z_start": 1.0,
-            "kl_z_anneal": 0,
-        },
-    ),
-    "pool-split-shots-z32-k-warp-address-noshot70-kl1": (
-        "pool-split-shots-z32-k-warp-address-noshot10-kl1 with seven steps in ten of no shot (--no-shot-share 0.7)",
-        {
-            **SHOTS_K,
-            "z_dim": 32,
-            "shot_template": "warp-address",
-            "no_shot_share": 0.7,
-            "kl_z_start": 1.0,
-            "kl_z_anneal": 0,
-        },
-    ),
+    **{
+        f"pool-split-shots-z32-k-warp-address-noshot{round(100 * share)}-kl1": (
+            (
+                f"pool-split-shots-z32-k-warp-address-kl1 with a share {share} of the training steps of no "
+                f"shot (--no-shot-share {share}: q(u) = p(u), every image scored by the blank address alone): "
+                "its decoder alone draws a blur, and one shot leaves most of p(z) to it"
+            ),
+            {
+                **SHOTS_K,
+                "z_dim": 32,
+                "shot_template": "warp-address",
+                "no_shot_share": share,
+                "kl_z_start": 1.0,
+                "kl_z_anneal": 0,
+            },
+        )
+        for share in (0.1, 0.3, 0.5, 0.7)
+    },
     "pool-split-shots-z32-k-attend-warp-address-kl1": (
         (
             "pool-split-shots-z32-k-attend-kl1 with the addressed shot moved to the drawing "
@@ -1744,10 +1714,10 @@ ADDRESS_VARIANTS = {
     "pool-split-shots-z32-k-warp-address-kl1": "pool-split-shots-z32-k-address-kl1",
     "pool-split-shots-z32-k-attend-address-kl1": "pool-split-shots-z32-k-attend-kl1",
     "pool-split-shots-z32-k-attend-warp-address-kl1": "pool-split-shots-z32-k-attend-kl1",
-    "pool-split-shots-z32-k-warp-address-noshot10-kl1": "pool-split-shots-z32-k-warp-address-kl1",
-    "pool-split-shots-z32-k-warp-address-noshot30-kl1": "pool-split-shots-z32-k-warp-address-noshot10-kl1",
-    "pool-split-shots-z32-k-warp-address-noshot50-kl1": "pool-split-shots-z32-k-warp-address-noshot30-kl1",
-    "pool-split-shots-z32-k-warp-address-noshot70-kl1": "pool-split-shots-z32-k-warp-address-noshot50-kl1",
+    **{
+        f"pool-split-shots-z32-k-warp-address-noshot{n}-kl1": "pool-split-shots-z32-k-warp-address-kl1"
+        for n in (10, 30, 50, 70)
+    },
 }
 # every screened variant beside the model it changes, for the table of seeds
 CHANGES = {**ATTENDED, **ADDRESS_VARIANTS}
