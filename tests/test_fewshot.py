@@ -2,7 +2,6 @@
 
 import itertools
 import json
-import math
 
 import numpy as np
 import pyro
@@ -583,7 +582,6 @@ def test_an_empty_context_scores_every_image_under_the_model_of_no_shots(templat
     and p(z) reads no shot (N(0, I), the blank address alone); the share of such steps is the one
     asked, and a run without it draws its context sizes as before."""
     from pyro import poutine
-    from pyro.infer import Trace_ELBO
 
     options = {
         "z_prior": "shots-k",
@@ -606,10 +604,6 @@ def test_an_empty_context_scores_every_image_under_the_model_of_no_shots(templat
     z = model.nodes["z"]["value"]
     standard = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
     assert torch.allclose(model.nodes["z"]["fn"].log_prob(z), standard, atol=1e-5)
-    # the model of no shots is the one the few-shot curve scores at k = 0 under θ(E[u]) = θ(0)
-    pyro.set_rng_seed(1)
-    loss = Trace_ELBO(max_plate_nesting=2).loss(program.model, program.guide, x, None, context_size=0)
-    assert math.isfinite(loss) and loss > 0
     program.train()
     torch.manual_seed(0)
     ks = torch.tensor([program.step_kwargs(1)["context_size"] for _ in range(2000)])
