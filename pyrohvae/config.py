@@ -438,8 +438,8 @@ class RunConfig:
             )
         if self.no_shot_share and self.elbo == "jit":
             raise ConfigError(
-                "--no-shot-share and --elbo jit: a step of no shot leaves q(u)'s encoder out, and Pyro's "
-                "jit wants every step's graph to read the same parameters; use another --elbo"
+                "--no-shot-share and --elbo jit: a step of no shot leaves out the parameters that read shots,"
+                " and Pyro's jit wants every step's graph to read the same parameters; use another --elbo"
             )
         if self.split_context and self.batch_size < 2:
             raise ConfigError("--split-context needs --batch-size 2 or more: a context and an image to score")

@@ -469,7 +469,7 @@ def _trunk(h, params):
         h = F.relu(_conv(h, params, name))
     if "attend.keys" in params:  # `--shot-attention-encoder`: q(z | x, θ(u), shots)
         h = h + _attend(h, params)
-    h = h.reshape(items, groups, -1).transpose(0, 1)
+    h = h.flatten(1).unflatten(1, (groups, -1)).transpose(0, 1)  # items may be none: no -1 there
     return F.relu(_linear(h, params, "fc"))
 
 

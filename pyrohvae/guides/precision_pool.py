@@ -18,9 +18,6 @@ class PrecisionPoolGuide(TaskGuide):
         self.items = Encoder(config.u_dim, config.hidden)
 
     def task_posterior(self, x):
-        if not x.shape[1]:  # no item: the prior (`--no-shot-share`'s empty contexts)
-            zeros = x.new_zeros(x.shape[0], self.items.loc.out_features)
-            return zeros, zeros + 1.0
         loc, scale = self.items(x)  # (tasks, items, u_dim) each
         precision = scale.pow(-2)
         total = 1.0 + precision.sum(-2)
