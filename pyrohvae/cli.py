@@ -184,14 +184,16 @@ def _vae(path: Path | None, device):
 def fewshot_curve(run_dir, vae_run, out, as_json, data_dir, device, **curve):
     """The few-shot benchmark: −ELBO and −log p(x | k other images of its task) of images of tasks the
     run never trained on, for each k (k = 0: θ(mean training-task ū) and θ(E[u])), the set figure, and
-    with --vae the gains over a VAE on the same images; writes OUT/curve.json and OUT/curve.png."""
+    with --vae the gains over a VAE on the same images; writes OUT/curve.json and OUT/curve.png.
+    Each model's scores are kept in OUT as they are done: run again, a stopped curve resumes."""
     from . import fewshot
     from .train import load_run, resolve_device
 
     program, state = load_run(run_dir, resolve_device(device))
     vae = _vae(vae_run, program.device)
     # the curve's options are `run_curve`'s parameters
-    result = fewshot.run_curve(program, state["step"], vae=vae, data_root=data_dir, **curve)
+    # the scores are kept in OUT as each model's are done: the same command, stopped, resumes
+    result = fewshot.run_curve(program, state["step"], vae=vae, data_root=data_dir, keep_in=out, **curve)
     out_folder(out)
     fewshot.plot_curve(result, f"{program.config.model} ({run_dir.name})", out / "curve.png")
     head = (

@@ -18,6 +18,7 @@ every ELBO and likelihood is unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -412,6 +413,18 @@ def scores_given_shots(
     return torch.cat(nelbo), torch.cat(nll)
 
 
+def _fingerprint(program, images: torch.Tensor) -> str:
+    """SHA-256 of the program's weights and of the task images (those scored and their shots):
+    stored scores are read back only for the very model and images they were scored on, not for a
+    run trained on or anew in the same folder, nor for another dataset of as many images."""
+    h = hashlib.sha256()
+    for name, t in sorted(program.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(images.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _stored_scores(store: Path | None, plan: dict) -> dict:
     """The models' scores that `store` keeps for this `plan`, by model name; none where the file is
     missing, unreadable or of another plan (it is then written anew)."""
@@ -447,18 +460,19 @@ def curve(
     `shots`, made from k other images of its task (never itself); k = 0 under θ(E[u]) and, given
     `train_data`, θ(mean training-task ū). A program without u has one model, scored once.
 
-    With `store` (a file, one per program state: its caller names it by the checkpoint), each
-    model's scores are written there as soon as they are done, and a later call with the same
-    images, shots and settings reads them back instead of scoring them again: a benchmark of hours
-    stopped part way goes on where it stopped. Each model is scored from the random state `seed`
-    alone, so a resumed curve is the one an unbroken call gives."""
+    With `store` (a file), each model's scores are written there as soon as they are done, and a
+    later call with the same weights, images, shots and settings reads them back instead of scoring
+    them again: a benchmark of hours stopped part way goes on where it stopped. Each model is scored
+    from the random state `seed` alone, so a resumed curve is the one an unbroken call gives."""
     from tqdm import tqdm
 
     device = program.device
     index, pools, tasks = curve_plan(data, shots, per_task, seed)
-    plan = {"index": index, "pools": pools, "samples": samples, "seed": seed, "combine": combine}
-    kept = _stored_scores(store, plan)
     images = data.images[index].float()
+    plan = {"index": index, "pools": pools, "samples": samples, "seed": seed, "combine": combine}
+    if store is not None:
+        plan["fingerprint"] = _fingerprint(program, data.images)
+    kept = _stored_scores(store, plan)
     posteriors = {}  # model name -> (loc, scale), each (n, u_dim)
     if program.task_latent:
         n = len(index)
@@ -493,6 +507,7 @@ def curve(
         )
         if store is not None:
             kept[name] = (nelbo[name], nll[name])
+            Path(store).parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(store) as tmp:
                 torch.save({"plan": plan, "scores": kept}, tmp)
     bar.close()
@@ -695,15 +710,27 @@ def run_curve(
     data_root=None,
     vae=None,
     progress: bool = True,
+    keep_in: Path | None = None,
 ) -> dict:
     """`curve` of a run on its tasks never trained on (`unseen_tasks`), with the VAE's on the same
-    images given one, as the dict `fewshot-curve` writes (`curve_report` and what was scored)."""
+    images given one, as the dict `fewshot-curve` writes (`curve_report` and what was scored). With
+    `keep_in` (a folder), each model's scores are kept there as they are done (`scores-run.pt`,
+    `scores-vae.pt`), so the same call stopped part way resumes."""
     config = program.config
     data = unseen_tasks(config, split, data_root, folder, config.invert if config.is_folder else None)
     train_data = config.load_data("train", data_root) if program.task_latent and 0 in shots else None
-    result = curve(program, data, shots, per_task, samples, seed, train_data, combine, progress=progress)
+    stores = (
+        (None, None)
+        if keep_in is None
+        else (Path(keep_in) / "scores-run.pt", Path(keep_in) / "scores-vae.pt")
+    )
+    result = curve(
+        program, data, shots, per_task, samples, seed, train_data, combine, progress=progress, store=stores[0]
+    )
     vae_curve = (
-        curve(vae, data, shots, per_task, samples, seed, progress=progress) if vae is not None else None
+        curve(vae, data, shots, per_task, samples, seed, progress=progress, store=stores[1])
+        if vae is not None
+        else None
     )
     return {
         "model": config.model,

@@ -307,6 +307,16 @@ def test_a_stored_curve_resumes_with_the_scores_an_unbroken_call_gives(tmp_path,
     store.write_bytes(b"not a torch file")
     again = fewshot.curve(program, data, shots, per_task=2, samples=8, seed=3, progress=False, store=store)
     assert len(scored) == len(unbroken.models) and torch.equal(again.nll["k=2"], unbroken.nll["k=2"])
+    scored.clear()
+    other = task_data([5, 5], seed=1)  # as many images, other pixels: the same plan but for them
+    fewshot.curve(program, other, shots, per_task=2, samples=8, seed=3, progress=False, store=store)
+    assert len(scored) == len(unbroken.models)
+    scored.clear()
+    fewshot.curve(program, data, shots, per_task=2, samples=8, seed=3, progress=False, store=store)
+    with torch.no_grad():  # the run trained on: its weights, not its folder, name its scores
+        next(program.parameters()).add_(0.01)
+    fewshot.curve(program, data, shots, per_task=2, samples=8, seed=3, progress=False, store=store)
+    assert len(scored) == 2 * len(unbroken.models)
 
 
 @pytest.mark.parametrize(*SHOTS_MODELS)
@@ -671,24 +681,22 @@ def held_out_runs(tmp_path_factory, data_root):
 
 def test_fewshot_curve_command_scores_the_held_out_digit(held_out_runs, tmp_path):
     out = tmp_path / "curve"
-    result = CliRunner().invoke(
-        main,
-        [
-            "fewshot-curve",
-            held_out_runs["hypervae"],
-            "--shots",
-            "0,2,1",
-            "--per-task",
-            "3",
-            "--samples",
-            "8",
-            "--vae",
-            held_out_runs["vae"],
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
-    )
+    invocation = [
+        "fewshot-curve",
+        held_out_runs["hypervae"],
+        "--shots",
+        "0,2,1",
+        "--per-task",
+        "3",
+        "--samples",
+        "8",
+        "--vae",
+        held_out_runs["vae"],
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(main, invocation)
     assert result.exit_code == 0, result.output
     written = json.loads((out / "curve.json").read_text())
     assert written["data"] == "mnist/test" and written["tasks"] == 1 and written["images"] == 3
@@ -698,6 +706,14 @@ def test_fewshot_curve_command_scores_the_held_out_digit(held_out_runs, tmp_path
     assert written["vae"]["n"] == 3 and written["set_figure"] is None  # k = 3 and 4 not asked
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "k=2" in result.output and "gain over VAE" in result.output
+    # each model's scores were kept as they were done: the same command again scores nothing
+    assert (out / "scores-run.pt").is_file() and (out / "scores-vae.pt").is_file()
+    first = written
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(fewshot, "scores_given_shots", lambda *a, **k: pytest.fail("scored again"))
+        again = CliRunner().invoke(main, invocation)
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "curve.json").read_text()) == first
     # the training images of the held-out digit: another part, the same kind of result
     result = CliRunner().invoke(
         main,
