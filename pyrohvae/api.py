@@ -74,9 +74,12 @@ class Run:
         folder=None,
         data_dir=None,
         progress: bool = False,
+        keep_in=None,
     ) -> dict:
         """What `fewshot-curve` prints and writes: −log p(x | k other images of its task) of images of
-        tasks the run never trained on, for each k, the set figure and, given a VAE run, the gains."""
+        tasks the run never trained on, for each k, the set figure and, given a VAE run, the gains.
+        With `keep_in` (a folder), each model's scores are kept there as they are done, and the same
+        call, stopped, resumes."""
         from .fewshot import SHOTS, run_curve
 
         return run_curve(
@@ -91,6 +94,7 @@ class Run:
             data_root=data_dir,
             vae=vae.program if vae is not None else None,
             progress=progress,
+            keep_in=keep_in,
         )
 
     @torch.no_grad()

@@ -769,14 +769,16 @@ def test_fewshot_curve_command_errors_write_nothing(held_out_runs, trained_run, 
         assert not out.exists()
 
 
-def test_the_api_gives_the_commands_curve(held_out_runs):
+def test_the_api_gives_the_commands_curve(held_out_runs, tmp_path, monkeypatch):
     import pyrohvae as ph
 
     run, vae = ph.load(held_out_runs["hypervae"]), ph.load(held_out_runs["vae"])
-    result = run.fewshot_curve(shots=(1,), per_task=2, samples=4, vae=vae)
+    result = run.fewshot_curve(shots=(1,), per_task=2, samples=4, vae=vae, keep_in=tmp_path)
     assert result["images"] == 2 and [r["model"] for r in result["rows"]] == ["k=1"]
     expected = result["vae"]["nll"] - result["rows"][0]["nll"]
     assert result["gains"][0]["gain"] == pytest.approx(expected, abs=1e-4)
+    monkeypatch.setattr(fewshot, "scores_given_shots", lambda *a, **k: pytest.fail("scored again"))
+    assert run.fewshot_curve(shots=(1,), per_task=2, samples=4, vae=vae, keep_in=tmp_path) == result
 
 
 def test_refine_lowers_the_shots_loss_and_leaves_the_weights_alone():
