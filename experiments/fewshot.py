@@ -541,7 +541,7 @@ VARIANTS = {
                 "kl_z_anneal": 0,
             },
         )
-        for share in (0.1, 0.3, 0.5, 0.7)
+        for share in (0.1, 0.3, 0.5, 0.7, 0.9)
     },
     "pool-split-shots-z32-k-attend-warp-address-kl1": (
         (
@@ -1716,7 +1716,7 @@ ADDRESS_VARIANTS = {
     "pool-split-shots-z32-k-attend-warp-address-kl1": "pool-split-shots-z32-k-attend-kl1",
     **{
         f"pool-split-shots-z32-k-warp-address-noshot{n}-kl1": "pool-split-shots-z32-k-warp-address-kl1"
-        for n in (10, 30, 50, 70)
+        for n in (10, 30, 50, 70, 90)
     },
 }
 # every screened variant beside the model it changes, for the table of seeds
