@@ -191,8 +191,7 @@ def fewshot_curve(run_dir, vae_run, out, as_json, data_dir, device, **curve):
 
     program, state = load_run(run_dir, resolve_device(device))
     vae = _vae(vae_run, program.device)
-    # the curve's options are `run_curve`'s parameters
-    # the scores are kept in OUT as each model's are done: the same command, stopped, resumes
+    # the curve's options are `run_curve`'s parameters; the scores are kept in OUT as they are done
     result = fewshot.run_curve(program, state["step"], vae=vae, data_root=data_dir, keep_in=out, **curve)
     out_folder(out)
     fewshot.plot_curve(result, f"{program.config.model} ({run_dir.name})", out / "curve.png")
