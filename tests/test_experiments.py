@@ -93,3 +93,23 @@ def test_no_gains_over_a_chosen_length_that_was_not_scored_on_the_test(fewshot_e
         _full_row("pool-split-shots", 10000, {"k=9": 1.0}, 133.0),
     ]
     assert fx._chosen_length_lines(rows, lengths) == []
+
+
+def test_the_report_is_the_table_seed_s_whichever_seed_a_stage_ran(fewshot_experiment, tmp_path):
+    """A screen at --seed 1 ends by rebuilding fewshot.md: from the same rows it must write the same
+    report as any other stage, seed 0's screen beside the reruns, not seed 1's point of view."""
+    import argparse
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(EXPERIMENTS / "results", results)
+
+    def report(seed):
+        args = argparse.Namespace(
+            results=results, runs=tmp_path / "runs", seed=seed, screen_steps=3000, device="cpu"
+        )
+        fewshot_experiment.report(args)
+        return (results / "fewshot.md").read_text()
+
+    table = report(0)
+    assert "## Reading" in table and report(1) == table
