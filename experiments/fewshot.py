@@ -54,6 +54,13 @@ SCREEN = {"per_task": 2, "samples": 256, "shots": fewshot.SHOTS}
 SCREEN_STEPS = 3000  # the screen's length; a variant run longer (--screen-steps) is listed beside it
 TABLE_SEED = 0  # the training seed of the tables; a screen at another seed is set beside it
 
+NO_SHOT_SHARES = (0.1, 0.3, 0.5, 0.7, 0.9)  # --no-shot-share of the warped address's screen variants
+
+
+def no_shot_variant(share: float) -> str:
+    return f"pool-split-shots-z32-k-warp-address-noshot{round(100 * share)}-kl1"
+
+
 # name -> (what it changes, overrides of RunConfig): the task models' variants. The VAE is "vae".
 VARIANTS = {
     "vae": ("our VAE, 320 images a step", {"model": "vae", "batch_size": 320}),
@@ -527,7 +534,7 @@ VARIANTS = {
         {**SHOTS_K, "z_dim": 32, "shot_template": "warp-address", "kl_z_start": 1.0, "kl_z_anneal": 0},
     ),
     **{
-        f"pool-split-shots-z32-k-warp-address-noshot{round(100 * share)}-kl1": (
+        no_shot_variant(share): (
             (
                 f"pool-split-shots-z32-k-warp-address-kl1 with a share {share} of the training steps of no "
                 f"shot (--no-shot-share {share}: q(u) = p(u), every image scored by the blank address alone): "
@@ -542,7 +549,7 @@ VARIANTS = {
                 "kl_z_anneal": 0,
             },
         )
-        for share in (0.1, 0.3, 0.5, 0.7, 0.9)
+        for share in NO_SHOT_SHARES
     },
     "pool-split-shots-z32-k-attend-warp-address-kl1": (
         (
@@ -1715,10 +1722,7 @@ ADDRESS_VARIANTS = {
     "pool-split-shots-z32-k-warp-address-kl1": "pool-split-shots-z32-k-address-kl1",
     "pool-split-shots-z32-k-attend-address-kl1": "pool-split-shots-z32-k-attend-kl1",
     "pool-split-shots-z32-k-attend-warp-address-kl1": "pool-split-shots-z32-k-attend-kl1",
-    **{
-        f"pool-split-shots-z32-k-warp-address-noshot{n}-kl1": "pool-split-shots-z32-k-warp-address-kl1"
-        for n in (10, 30, 50, 70, 90)
-    },
+    **{no_shot_variant(share): "pool-split-shots-z32-k-warp-address-kl1" for share in NO_SHOT_SHARES},
 }
 # every screened variant beside the model it changes, for the table of seeds
 CHANGES = {**ATTENDED, **ADDRESS_VARIANTS}
