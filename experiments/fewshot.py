@@ -644,8 +644,9 @@ def full_config(benchmark: str, name: str, steps: int, seed: int) -> RunConfig:
 
 
 def scores_store(folder: Path, benchmark: str, state: dict) -> Path:
-    """Where a run's scores on a benchmark are kept as each model's are done, so that scoring stopped
-    part way (hours for the full stage) resumes: in the run's folder, named by its checkpoint's step."""
+    """Where a run's scores on a benchmark (or on the validation characters) are kept as each model's
+    are done, so that scoring stopped part way (hours for the full stage, several checkpoints for the
+    length stage) resumes: in the run's folder, named by its checkpoint's step."""
     return folder / f"fewshot-scores-{benchmark}-step{state['step']}.pt"
 
 
@@ -910,6 +911,7 @@ def screen(args, rows_dir):
                 SCREEN,
                 args.seed,
                 args.progress,
+                (scores_store(folder, "validation", state), None),
             ),
         }
         atomic_write_text(path, json.dumps(row, indent=2) + "\n")
@@ -935,7 +937,10 @@ def length(args, rows_dir):
         by_step = []
         for step in range(args.keep_every, args.steps + 1, args.keep_every):
             program, state = load_run(folder, args.device, kept_checkpoint(step))
-            row = curve_row(program, state, held_out, train_data, None, SCREEN, args.seed, args.progress)
+            store = scores_store(folder, "validation", state)
+            row = curve_row(
+                program, state, held_out, train_data, None, SCREEN, args.seed, args.progress, (store, None)
+            )
             by_step.append({"steps": step, "rows": row["rows"]})
             print(f"[{folder.name}] step {step}: " + _nll_line(row["rows"]), flush=True)
         row = {

@@ -113,3 +113,47 @@ def test_the_report_is_the_table_seed_s_whichever_seed_a_stage_ran(fewshot_exper
 
     table = report(0)
     assert "## Reading" in table and report(1) == table
+
+
+@pytest.mark.data
+def test_the_length_stage_resumes_each_checkpoint_s_scores(fewshot_experiment, tmp_path, monkeypatch):
+    """The length stage scores several checkpoints of a run of hours, one after another: stopped part
+    way (a session's end), the same command goes on from the scores it kept, each checkpoint's apart,
+    and writes the row an unbroken one writes."""
+    import argparse
+    import json
+
+    from pyrohvae import fewshot
+
+    fx = fewshot_experiment
+    monkeypatch.setattr(fx, "SCREEN", {"per_task": 1, "samples": 2, "shots": (0, 1)})
+    monkeypatch.setattr(fx, "report", lambda args: None)
+    name = fx.no_shot_variant(0.5)
+    args = argparse.Namespace(
+        variants=[name], steps=2, keep_every=1, seed=0, runs=tmp_path / "runs", device="cpu", progress=False
+    )
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    real, scored = fewshot.scores_given_shots, []
+
+    def stopped_in_the_second_checkpoint(*a, **kw):
+        if len(scored) == 4:  # the first checkpoint's three models and one of the second's
+            raise KeyboardInterrupt
+        scored.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(fewshot, "scores_given_shots", stopped_in_the_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        fx.length(args, rows)
+    assert not list(rows.iterdir())
+    monkeypatch.setattr(fewshot, "scores_given_shots", lambda *a, **kw: scored.append(1) or real(*a, **kw))
+    fx.length(args, rows)
+    assert len(scored) == 6  # the second checkpoint's other two models, scored once more each
+    resumed = json.loads((rows / f"length-{name}-steps2-seed0.json").read_text())
+    (rows / f"length-{name}-steps2-seed0.json").unlink()
+    for kept in (tmp_path / "runs").glob("*/fewshot-scores-*.pt"):
+        kept.unlink()
+    fx.length(args, rows)  # unbroken, from nothing kept
+    assert json.loads((rows / f"length-{name}-steps2-seed0.json").read_text()) == resumed
+    steps = [s["steps"] for s in resumed["by_step"]]
+    assert steps == [1, 2] and resumed["by_step"][0]["rows"] != resumed["by_step"][1]["rows"]
