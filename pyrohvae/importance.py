@@ -97,13 +97,16 @@ def psis_khat(model, guide, x: torch.Tensor, num_samples: int) -> float:
     """Pareto k̂ of the importance weights of one datum (1, 1, 1, 28, 28), by Pyro's
     `psis_diagnostic`: below 0.5 the proposal is good, above 0.7 the estimate is unreliable."""
     chunk = math.gcd(num_samples, 256)
-    return float(
-        psis_diagnostic(
-            model,
-            guide,
-            x,
-            num_particles=num_samples,
-            max_simultaneous_particles=chunk,
-            max_plate_nesting=MAX_PLATE_NESTING,
+    # Pyro's Pareto fit makes its grid by torch.arange on the default device: on a GPU it would meet
+    # the weights there with a CPU tensor (pyro.ops.stats.fit_generalized_pareto, pyro-ppl 1.9).
+    with torch.device(x.device):
+        return float(
+            psis_diagnostic(
+                model,
+                guide,
+                x,
+                num_particles=num_samples,
+                max_simultaneous_particles=chunk,
+                max_plate_nesting=MAX_PLATE_NESTING,
+            )
         )
-    )
