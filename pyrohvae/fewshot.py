@@ -468,11 +468,11 @@ def curve(
 
     device = program.device
     index, pools, tasks = curve_plan(data, shots, per_task, seed)
+    images = data.images[index].float()
     plan = {"index": index, "pools": pools, "samples": samples, "seed": seed, "combine": combine}
     if store is not None:
         plan["fingerprint"] = _fingerprint(program, data.images)
     kept = _stored_scores(store, plan)
-    images = data.images[index].float()
     posteriors = {}  # model name -> (loc, scale), each (n, u_dim)
     if program.task_latent:
         n = len(index)

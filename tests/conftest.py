@@ -1,7 +1,13 @@
 import os
 from pathlib import Path
 
+import pyro
 import pytest
+import torch
+
+from pyrohvae.config import RunConfig
+from pyrohvae.data import TaskData
+from pyrohvae.program import build
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,3 +127,18 @@ def trained_run(tmp_path_factory):
         return runs[model]
 
     return make
+
+
+def program_of(**options):
+    """An untrained HyperVAE of `options`, the same weights every call."""
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    return build(RunConfig(dataset="mnist", model="hypervae", **options)).eval()
+
+
+def task_data(sizes, seed=0):
+    """Random binary images, `sizes[t]` of task t."""
+    g = torch.Generator().manual_seed(seed)
+    tasks = torch.cat([torch.full((n,), t) for t, n in enumerate(sizes)])
+    images = (torch.rand(len(tasks), 1, 28, 28, generator=g) < 0.2).to(torch.uint8)
+    return TaskData(images, tasks, [f"task{t}" for t in range(len(sizes))], "synthetic")

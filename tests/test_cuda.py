@@ -3,30 +3,14 @@ the GPU. Skipped without CUDA; `benchmarks/gpu_run.sh` runs them on a lent machi
 
 import math
 
-import pyro
 import pytest
 import torch
+from conftest import program_of, task_data
 
 from pyrohvae import fewshot
-from pyrohvae.config import RunConfig
-from pyrohvae.data import TaskData
 from pyrohvae.evaluate import run_evaluation
-from pyrohvae.program import build
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def program_of(**options):
-    pyro.clear_param_store()
-    torch.manual_seed(0)
-    return build(RunConfig(dataset="mnist", model="hypervae", **options)).eval()
-
-
-def task_data(sizes):
-    g = torch.Generator().manual_seed(0)
-    tasks = torch.cat([torch.full((n,), t) for t, n in enumerate(sizes)])
-    images = (torch.rand(len(tasks), 1, 28, 28, generator=g) < 0.2).to(torch.uint8)
-    return TaskData(images, tasks, [f"task{t}" for t in range(len(sizes))], "synthetic")
 
 
 def test_evaluate_on_the_gpu_scores_as_on_the_cpu_with_its_psis_khat():

@@ -8,20 +8,14 @@ import pyro
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import SHOTS_MODELS, shots_options
+from conftest import SHOTS_MODELS, program_of, shots_options, task_data
 from PIL import Image
 
 from pyrohvae import fewshot
 from pyrohvae.cli import main
 from pyrohvae.config import RunConfig
-from pyrohvae.program import build, split_context_size
+from pyrohvae.program import split_context_size
 from pyrohvae.train import load_run
-
-
-def program_of(**options):
-    pyro.clear_param_store()
-    torch.manual_seed(0)
-    return build(RunConfig(dataset="mnist", model="hypervae", **options)).eval()
 
 
 def shots(k, seed=0):
@@ -208,15 +202,6 @@ def test_fewshot_command_errors(trained_run, tmp_path):
 
 
 # --- the benchmark: −log p(x | k other images of its task) ------------------------------------------
-
-
-def task_data(sizes, seed=0):
-    from pyrohvae.data import TaskData
-
-    g = torch.Generator().manual_seed(seed)
-    tasks = torch.cat([torch.full((n,), t) for t, n in enumerate(sizes)])
-    images = (torch.rand(len(tasks), 1, 28, 28, generator=g) < 0.2).to(torch.uint8)
-    return TaskData(images, tasks, [f"task{t}" for t in range(len(sizes))], "synthetic")
 
 
 def test_the_plan_never_shows_a_scored_image_its_own_image_and_nests_the_shots():
