@@ -9,11 +9,12 @@ high or too low.
 
 The statistics (`statistics`), each per image, the image read alone as a task of one: the
 reconstruction term of −ELBO, KL(z), the importance-sampled −log p(x), `complexity` (−log p(x)
-minus the PNG length), `z-distance`, and two of the model's drawing of the image at E[z | x]
-(`drawing`): its nats per pixel of ink and the ink it draws beyond the image's; for a model with
-a task latent also KL(u) and `u-distance` (outliers.py says what each is). −ELBO itself is left
-out: it is the sum of the first two. The drawing's two are what an Omniglot model sees of an MNIST
-digit: it draws the digit's bold strokes thin (docs/outliers.md has the measurements).
+minus the PNG length), `z-distance`, and three of the model's drawing of the image at E[z | x]
+(`drawing`): its nats per pixel of ink, and the ink it draws beyond the image's counted in pixels
+and in solid 2×2 blocks; for a model with a task latent also KL(u) and `u-distance` (outliers.py
+says what each is). −ELBO itself is left out: it is the sum of the first two. The drawing's are
+what an Omniglot model sees of an MNIST digit: it draws the digit's bold strokes thin
+(docs/outliers.md has the measurements).
 
 The density (`Fit`) is joint: a Gaussian mixture with full covariances on the standardized
 statistics, its number of components (1 to MAX_COMPONENTS) chosen by BIC on the normal images; the
@@ -51,7 +52,7 @@ FIT_FILE = "typicality.json"
 FIT_IMAGES = 1000
 MIN_FIT_IMAGES = 50  # below this a density of the statistics says little
 MAX_COMPONENTS = 8
-VERSION = 3  # 3: recon_ink and ink_excess joined the statistics
+VERSION = 4  # 3: recon_ink and ink_excess joined the statistics; 4: block_excess
 
 
 def statistics(
@@ -71,18 +72,29 @@ def statistics(
 
 
 def drawing(program, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """How the model's drawing of each image (`reconstruction_logits`) differs from it, in two ways the
+    """How the model's drawing of each image (`reconstruction_logits`) differs from it, in ways the
     reconstruction term sums away: `recon_ink`, its nats per pixel on (how well the strokes are
-    drawn, whatever their length), and `ink_excess`, the ink it draws less the image's (which
-    strokes it draws too thin or too bold)."""
-    logits = reconstruction_logits(program, images).double().flatten(1)
-    x = images.double().flatten(1)
-    ink = x.sum(1)
+    drawn, whatever their length); `ink_excess`, the ink it draws less the image's (which strokes it
+    draws too thin or too bold); and `block_excess`, the same count at the next scale, solid 2×2
+    blocks of ink (a stroke two pixels wide or more holds them, a thin one hardly any), the
+    drawing's expected number less the image's."""
+    logits = reconstruction_logits(program, images).double()
+    x = images.double()
+    ink = x.flatten(1).sum(1)
     nats = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    drawn = torch.sigmoid(logits)
     return {
-        "recon_ink": (nats * x).sum(1) / ink.clamp(min=1),
-        "ink_excess": torch.sigmoid(logits).sum(1) - ink,
+        "recon_ink": (nats * x).flatten(1).sum(1) / ink.clamp(min=1),
+        "ink_excess": drawn.flatten(1).sum(1) - ink,
+        "block_excess": solid_blocks(drawn) - solid_blocks(x),
     }
+
+
+def solid_blocks(p: torch.Tensor) -> torch.Tensor:
+    """The expected number of 2×2 windows all of whose pixels are on, pixels (n, 1, h, w) on
+    independently with probabilities p: for a binary image, the count itself."""
+    blocks = p[..., :-1, :-1] * p[..., :-1, 1:] * p[..., 1:, :-1] * p[..., 1:, 1:]
+    return blocks.flatten(1).sum(1)
 
 
 @dataclass

@@ -119,7 +119,17 @@ def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, t
     row = json.loads(first.stdout)
     assert row["score"] == "typicality" and row["fit"]["how"] == "fitted (no fit yet)"
     assert row["fit"]["fit_on"] == "mnist/train (seen in training)" and row["fit"]["n"] == 1000
-    statistics = {"recon", "nll", "complexity", "recon_ink", "ink_excess", "kl_u", "u_distance", "z_distance"}
+    statistics = {
+        "recon",
+        "nll",
+        "complexity",
+        "recon_ink",
+        "ink_excess",
+        "block_excess",
+        "kl_u",
+        "u_distance",
+        "z_distance",
+    }
     assert statistics <= set(row["fit"]["statistics"])
     assert row["auc"] > 0.8  # garments are far from digits, even after 200 steps
     assert json.loads((run / "outliers-fashion-mnist.json").read_text()) == row
@@ -228,11 +238,22 @@ def test_too_few_normal_images_for_a_fit_is_refused():
         fit_images(Config())
 
 
+def test_solid_blocks_counts_a_binary_image_and_expects_under_probabilities():
+    from pyrohvae.typicality import solid_blocks
+
+    images = torch.zeros(3, 1, 6, 6)
+    images[0, 0, 1:3, 1:4] = 1  # a stroke two pixels wide and three long: two solid 2x2 blocks
+    images[1, 0, 2, :] = 1  # a stroke one pixel wide: none
+    images[2] = 0.5  # each of the 25 windows solid with probability 1/16
+    assert solid_blocks(images).tolist() == [2.0, 0.0, 25 / 16]
+
+
 @pytest.mark.data
 @pytest.mark.parametrize("model", ["vae", "hypervae"])
 def test_the_drawing_statistics_see_strokes_drawn_too_thin(data_root, trained_run, model):
     """A model of MNIST draws digits whose strokes were made bold (dilated by a pixel) thinner than
-    they are: the ink it draws falls short of theirs, and their pixels of ink cost more nats."""
+    they are: the ink it draws falls short of theirs, its solid 2x2 blocks of ink still more, and
+    their pixels of ink cost more nats."""
     from pyrohvae import data
     from pyrohvae.train import load_run
     from pyrohvae.typicality import drawing
@@ -242,4 +263,5 @@ def test_the_drawing_statistics_see_strokes_drawn_too_thin(data_root, trained_ru
     bold = (torch.nn.functional.max_pool2d(digits, 3, stride=1, padding=1) > 0).float()
     plain, thick = drawing(program, digits), drawing(program, bold)
     assert thick["ink_excess"].mean() < plain["ink_excess"].mean() - 20
+    assert thick["block_excess"].mean() < plain["block_excess"].mean() - 20
     assert thick["recon_ink"].mean() > plain["recon_ink"].mean()
