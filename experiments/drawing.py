@@ -46,6 +46,11 @@ def column_names(names: list[str]) -> dict[str, list[str]]:
     }
 
 
+def complete(row: dict) -> bool:
+    """Whether a row has every column (a row of an earlier version is made again)."""
+    return set(COLUMNS) <= set(row["auc"])
+
+
 def label(model: str, config: str) -> str:
     return model if config == "–" else f"{model} {config}"
 
@@ -53,7 +58,7 @@ def label(model: str, config: str) -> str:
 def score_pair(normal: str, other: str, model: str, config: str, args, fits: dict) -> None:
     tag = f"{normal}-vs-{other}-{model}-{config.replace('–', 'none')}-seed{args.seed}-limit{args.limit}"
     path = args.results / "drawing" / f"{tag}.json"
-    if path.exists() and set(COLUMNS) <= set(json.loads(path.read_text())["auc"]):
+    if path.exists() and complete(json.loads(path.read_text())):
         return
     folder = run_folder(normal, model, config, args)  # None (said) until trained to --steps
     if folder is None:
@@ -89,7 +94,7 @@ def score_pair(normal: str, other: str, model: str, config: str, args, fits: dic
 
 def report(args) -> None:
     rows = rows_in(args.results / "drawing", f"*-seed{args.seed}-limit{args.limit}.json")
-    rows = [r for r in rows if set(COLUMNS) <= set(r["auc"])]  # rows of an earlier version: made again
+    rows = [r for r in rows if complete(r)]
     if not rows:
         return
     lines = [
