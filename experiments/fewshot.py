@@ -61,6 +61,13 @@ def no_shot_variant(share: float) -> str:
     return f"pool-split-shots-z32-k-warp-address-noshot{round(100 * share)}-kl1"
 
 
+WARP_GRIDS = (4,)  # --warp-grid of the warped address's screen variants, from its half steps of no shot
+
+
+def grid_variant(side: int) -> str:
+    return f"pool-split-shots-z32-k-warp-address-grid{side}-noshot50-kl1"
+
+
 # name -> (what it changes, overrides of RunConfig): the task models' variants. The VAE is "vae".
 VARIANTS = {
     "vae": ("our VAE, 320 images a step", {"model": "vae", "batch_size": 320}),
@@ -550,6 +557,25 @@ VARIANTS = {
             },
         )
         for share in NO_SHOT_SHARES
+    },
+    **{
+        grid_variant(side): (
+            (
+                f"pool-split-shots-z32-k-warp-address-noshot50-kl1 with the addressed shot also bent by a "
+                f"smooth field of {side}×{side} control points (--warp-grid {side}): a drawing's strokes "
+                "differ from its shot's in one part more than an affine move of the whole can follow"
+            ),
+            {
+                **SHOTS_K,
+                "z_dim": 32,
+                "shot_template": "warp-address",
+                "warp_grid": side,
+                "no_shot_share": 0.5,
+                "kl_z_start": 1.0,
+                "kl_z_anneal": 0,
+            },
+        )
+        for side in WARP_GRIDS
     },
     "pool-split-shots-z32-k-attend-warp-address-kl1": (
         (
@@ -1728,6 +1754,7 @@ ADDRESS_VARIANTS = {
     "pool-split-shots-z32-k-attend-address-kl1": "pool-split-shots-z32-k-attend-kl1",
     "pool-split-shots-z32-k-attend-warp-address-kl1": "pool-split-shots-z32-k-attend-kl1",
     **{no_shot_variant(share): "pool-split-shots-z32-k-warp-address-kl1" for share in NO_SHOT_SHARES},
+    **{grid_variant(side): no_shot_variant(0.5) for side in WARP_GRIDS},
 }
 # every screened variant beside the model it changes, for the table of seeds
 CHANGES = {**ATTENDED, **ADDRESS_VARIANTS}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import data, folders
 from .files import UserError
-from .nets import ATTEND_DIM, FINE_WINDOW_MAX, THETA_LAYOUTS
+from .nets import ATTEND_DIM, FINE_WINDOW_MAX, THETA_LAYOUTS, WARP_GRID_MAX
 
 MODELS = ("hypervae", "vae", "metavae")
 PARTS = ("train", "validation", "test", "held-out")
@@ -242,6 +242,15 @@ class RunConfig:
         "still take its strokes.",
         choices=SHOT_TEMPLATES,
     )
+    warp_grid: int = setting(
+        0,
+        "HyperVAE with --shot-template warp-address: the addressed shot's image is also bent by a smooth "
+        "field of displacements, G×G control points that θ(u) makes of z's offset from the shot's code, "
+        "spread over the image bicubically (0: the affine move alone): a drawing whose strokes are bent, "
+        "stretched or placed unlike its shot's in one part only can still take them.",
+        min=0,
+        max=WARP_GRID_MAX,
+    )
     shot_attention: int = setting(
         0,
         "HyperVAE with --z-prior shots, shots-k or shots-g: each position of the decoder's first 7×7 "
@@ -384,6 +393,10 @@ class RunConfig:
         for flag, on in uses:
             if on and self.z_prior not in ("shots", "shots-k"):
                 raise ConfigError(f"{flag} needs --z-prior shots or shots-k: it reads the shots' components")
+        if self.warp_grid and self.shot_template != "warp-address":
+            raise ConfigError("--warp-grid needs --shot-template warp-address: it bends the addressed shot")
+        if self.warp_grid == 1:
+            raise ConfigError("--warp-grid 1: one control point moves the image as a whole; give 2 or more")
         if self.shot_attention and self.shot_attention_dim % self.shot_attention:
             raise ConfigError(
                 f"--shot-attention {self.shot_attention}: heads that divide {self.shot_attention_dim}, "

@@ -257,13 +257,24 @@ def warped(params: dict, z: torch.Tensor, codes: torch.Tensor, shots: torch.Tens
     """`--shot-template warp-address`: every shot's image (tasks, k, 1, 28, 28) moved for every z
     (..., tasks, items, z_dim) by the affine map identity + `warp`(z − the shot's code): a drawing
     whose code lies where its shot's does takes the shot as it is, one whose code differs (placed,
-    sized or slanted otherwise) the shot moved to match. As ±1, background outside the shot, with a
-    blank first (address 0): (..., tasks, items, k + 1, 1, 28, 28)."""
+    sized or slanted otherwise) the shot moved to match. With `--warp-grid` G, the sampling grid is
+    also bent by `flow`(z − the shot's code), the displacements of G×G control points spread
+    bicubically over the image. As ±1, background outside the shot, with a blank first (address 0):
+    (..., tasks, items, k + 1, 1, 28, 28)."""
+    offset = z.unsqueeze(-2) - codes  # (..., tasks, items, k, z_dim)
     w, b = params["warp.weight"], params["warp.bias"]  # (tasks, 1, 6, z_dim), (tasks, 1, 6)
-    move = torch.einsum("...kz,...oz->...ko", z.unsqueeze(-2) - codes, w) + b.unsqueeze(-2)
+    move = torch.einsum("...kz,...oz->...ko", offset, w) + b.unsqueeze(-2)
     affine = (move + move.new_tensor(IDENTITY)).unflatten(-1, (2, 3))  # (..., tasks, items, k, 2, 3)
     batch = affine.shape[:-2]
     grid = F.affine_grid(affine.reshape(-1, 2, 3), (batch.numel(), *IMAGE_SHAPE), align_corners=False)
+    if "flow.weight" in params:
+        w, b = params["flow.weight"], params["flow.bias"]  # (tasks, 1, 2G², z_dim), (tasks, 1, 2G²)
+        points = torch.einsum("...kz,...oz->...ko", offset, w) + b.unsqueeze(-2)
+        side = math.isqrt(points.shape[-1] // 2)
+        field = F.interpolate(
+            points.reshape(-1, 2, side, side), size=IMAGE_SHAPE[1:], mode="bicubic", align_corners=True
+        )
+        grid = grid + field.permute(0, 2, 3, 1)  # (x, y) displacements in affine_grid's [-1, 1]
     source = shots.unsqueeze(-5).expand(*batch, *IMAGE_SHAPE).reshape(-1, *IMAGE_SHAPE)
     moved = 2 * F.grid_sample(source, grid, align_corners=False) - 1  # zeros outside: background
     blank = moved.new_zeros(*batch[:-1], 1, *IMAGE_SHAPE)

@@ -81,6 +81,8 @@ TEMPLATE_IN = Conv(1, 32)
 ATTEND_DIM = 32
 # `--shot-attention-window`: the largest window, one that covers a 14×14 map from any position.
 FINE_WINDOW_MAX = 27
+# `--warp-grid`: control points of a warp's field, at most one every two pixels of the 28×28 image.
+WARP_GRID_MAX = 14
 # `--shot-attention-pixels`: the filter through which the shots' pixels that the 14×14 read
 # copies (`_attend_fine`) join the logits, as `--shot-template`'s 5×5 filter does a shot's image,
 # and a gain on its input. The filter starts silent and θ(u)'s layers move by about Adam's step
@@ -221,6 +223,7 @@ class Decoder(PyroModule):
         attention_window: int = 0,
         attention_pixels: bool = False,
         warp: bool = False,
+        warp_grid: int = 0,
     ):
         super().__init__()
         self.fc1 = Linear(z_dim + extra_inputs, hidden)  # extra: what the shots tell (models.decoder_input)
@@ -251,6 +254,10 @@ class Decoder(PyroModule):
             self.warp = Linear(z_dim, 6)
             nn.init.zeros_(self.warp.weight)  # silent: every shot unmoved at the start
             nn.init.zeros_(self.warp.bias)
+        if warp_grid:  # and a smooth field of G×G control points' displacements, bending it (`models.warped`)
+            self.flow = Linear(z_dim, 2 * warp_grid * warp_grid)
+            nn.init.zeros_(self.flow.weight)
+            nn.init.zeros_(self.flow.bias)
         if attention_window:  # its 14×14 map reads the shots' too, near each position (`_attend_fine`)
             _add_fine_attention(self, attention_window, width=attention_dim, pixels=attention_pixels)
 
@@ -884,6 +891,7 @@ class ThetaGenerator(PyroModule):
         attention_dim: int = ATTEND_DIM,
         attention_window: int = 0,
         attention_pixels: bool = False,
+        warp_grid: int = 0,
     ):
         super().__init__()
         self.h_dim = h_dim
@@ -918,6 +926,7 @@ class ThetaGenerator(PyroModule):
                 template != "none",
                 deep_template=template in ("deep", "deep-address"),
                 warp=template == "warp-address",
+                warp_grid=warp_grid,
                 attention=attention,
                 attention_dim=attention_dim,
                 attention_window=attention_window,
@@ -978,7 +987,7 @@ THETA_LAYOUTS = ("paper", "spatial")
 READ_OUT = ("attend_out.", "fine_out.", "fine_pixel.")
 # The weights by which the shots join the main VAE: zero at the start in θ(u) for every u, so that a
 # model that reads shots starts as the one without (`MatrixLayer(silent=True)`).
-SILENT_AT_START = ("template.", "template_in.", "warp.", *READ_OUT)
+SILENT_AT_START = ("template.", "template_in.", "warp.", "flow.", *READ_OUT)
 
 
 def _matrix_rows(half: str, name: str, layout: str) -> int | None:

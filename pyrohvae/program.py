@@ -317,6 +317,7 @@ class HyperVAEProgram(Program):
             attention_dim=config.shot_attention_dim,
             attention_window=config.shot_attention_window,
             attention_pixels=config.shot_attention_pixels,
+            warp_grid=config.warp_grid,
         )
         self.prior = make_prior(config.prior, config.u_dim)
         self.inference = guides.get(config.guide, "hypervae")(config)

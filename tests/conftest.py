@@ -19,32 +19,33 @@ HAS_DATA = (DATA_ROOT / "MNIST" / "raw").is_dir()
 DATA_FIXTURES = {"data_root", "trained_run"}
 # The models whose p(z) reads the shots, as the tests that score them take them: --z-prior, then
 # --shot-features, --shot-template, --shot-attention (heads), --shot-attention-encoder,
-# --shot-attention-dim, --shot-attention-window and --shot-attention-pixels.
+# --shot-attention-dim, --shot-attention-window, --shot-attention-pixels and --warp-grid.
 SHOTS_MODELS = (
-    "z_prior, features, template, attention, in_encoder, width, window, pixels",
+    "z_prior, features, template, attention, in_encoder, width, window, pixels, grid",
     [
-        ("shots", False, "none", 0, False, 32, 0, False),
-        ("shots-k", False, "none", 0, False, 32, 0, False),
-        ("shots", True, "none", 0, False, 32, 0, False),
-        ("shots-k", False, "matched", 0, False, 32, 0, False),
-        ("shots", False, "mean", 0, False, 32, 0, False),
-        ("shots-k", False, "deep", 0, False, 32, 0, False),
-        ("shots-g", False, "none", 0, False, 32, 0, False),
-        ("shots-k", False, "none", 1, False, 32, 0, False),
-        ("shots-g", False, "none", 4, False, 32, 0, False),
-        ("shots-k", False, "none", 2, True, 16, 0, False),
-        ("shots-k", False, "none", 1, False, 64, 0, False),
-        ("shots-k", False, "none", 1, False, 32, 5, False),
-        ("shots-g", False, "none", 4, True, 16, 27, False),
-        ("shots-k", False, "none", 1, False, 32, 3, True),
-        ("shots-k", False, "address", 0, False, 32, 0, False),
-        ("shots", True, "deep-address", 0, False, 32, 0, False),
-        ("shots-k", False, "warp-address", 1, False, 32, 0, False),
+        ("shots", False, "none", 0, False, 32, 0, False, 0),
+        ("shots-k", False, "none", 0, False, 32, 0, False, 0),
+        ("shots", True, "none", 0, False, 32, 0, False, 0),
+        ("shots-k", False, "matched", 0, False, 32, 0, False, 0),
+        ("shots", False, "mean", 0, False, 32, 0, False, 0),
+        ("shots-k", False, "deep", 0, False, 32, 0, False, 0),
+        ("shots-g", False, "none", 0, False, 32, 0, False, 0),
+        ("shots-k", False, "none", 1, False, 32, 0, False, 0),
+        ("shots-g", False, "none", 4, False, 32, 0, False, 0),
+        ("shots-k", False, "none", 2, True, 16, 0, False, 0),
+        ("shots-k", False, "none", 1, False, 64, 0, False, 0),
+        ("shots-k", False, "none", 1, False, 32, 5, False, 0),
+        ("shots-g", False, "none", 4, True, 16, 27, False, 0),
+        ("shots-k", False, "none", 1, False, 32, 3, True, 0),
+        ("shots-k", False, "address", 0, False, 32, 0, False, 0),
+        ("shots", True, "deep-address", 0, False, 32, 0, False, 0),
+        ("shots-k", False, "warp-address", 1, False, 32, 0, False, 0),
+        ("shots-k", False, "warp-address", 0, False, 32, 0, False, 3),
     ],
 )
 
 
-def shots_options(z_prior, features, template, attention, in_encoder, width, window, pixels) -> dict:
+def shots_options(z_prior, features, template, attention, in_encoder, width, window, pixels, grid) -> dict:
     """A case of SHOTS_MODELS as RunConfig's fields, with the split context every such model takes."""
     return {
         "z_prior": z_prior,
@@ -56,6 +57,7 @@ def shots_options(z_prior, features, template, attention, in_encoder, width, win
         "shot_attention_dim": width,
         "shot_attention_window": window,
         "shot_attention_pixels": pixels,
+        "warp_grid": grid,
     }
 
 

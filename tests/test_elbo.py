@@ -88,7 +88,7 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
 
 @pytest.mark.parametrize(*SHOTS_MODELS)
 def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
-    z_prior, features, template, attention, in_encoder, width, window, pixels
+    z_prior, features, template, attention, in_encoder, width, window, pixels, grid
 ):
     """With `--z-prior shots` and a context of k = 3, each scored image's p(z) is N(0, I) with
     weight w and a Gaussian at each context image's code q(z | shot, θ(u)), widened, with weight
@@ -109,7 +109,7 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
     position (`fine_by_hand`), and with `--shot-attention-pixels` the logits gain the shots' pixels
     read by the same weights, through a 3×3 filter."""
     program, x = setup_program(
-        **shots_options(z_prior, features, template, attention, in_encoder, width, window, pixels)
+        **shots_options(z_prior, features, template, attention, in_encoder, width, window, pixels, grid)
     )
     T, N, k = *x.shape[:2], 3
     log_widen, logit = torch.linspace(-2, 0, 10, dtype=x.dtype), torch.tensor(-1.5, dtype=x.dtype)
@@ -119,7 +119,7 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
             *program.theta.layers["encoder"].items(),
         ]:
             # silent at the start: give the shots a say
-            if name.startswith(("template", "attend_out", "fine_out", "fine_pixel", "warp")):
+            if name.startswith(("template", "attend_out", "fine_out", "fine_pixel", "warp", "flow")):
                 # an addressed shot's filter small enough that the shots' addresses weigh in the sum
                 spread = 0.02 if template.endswith("address") and name.startswith("template") else 0.3
                 layer.B.normal_(0, spread)
@@ -215,6 +215,7 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
         assert (template != "none") == ("template.weight" in decoder)
         assert (template in ("deep", "deep-address")) == ("template_in.weight" in decoder)
         assert (template == "warp-address") == ("warp.weight" in decoder)
+        assert bool(grid) == ("flow.weight" in decoder)
         per_item = -log_lik + normal_log_density(z, z_loc, z_scale) - log_p_z
         per_task = normal_log_density(u, q_u.loc, q_u.scale) - normal_log_density(
             u, torch.zeros_like(u), torch.ones_like(u)
@@ -228,10 +229,17 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
 def warp_by_hand(decoder: dict, t: int, offset: torch.Tensor, shot: torch.Tensor) -> torch.Tensor:
     """`--shot-template warp-address` written out for task t: the shot (1, 28, 28) moved for each of
     the n drawings by the affine map identity + warp(offset), offset (n, z_dim) z less the shot's
-    code, sampled bilinearly with zeros outside, as ±1: (n, 1, 28, 28)."""
+    code, and with `--warp-grid` G the sampling grid bent by flow(offset), G×G control points of (x, y)
+    displacements resized bicubically to 28×28; sampled bilinearly with zeros outside, as ±1:
+    (n, 1, 28, 28)."""
     move = F.linear(offset, decoder["warp.weight"][t, 0], decoder["warp.bias"][t, 0])
     affine = move.reshape(-1, 2, 3) + torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], dtype=move.dtype)
     grid = F.affine_grid(affine, (len(offset), 1, 28, 28), align_corners=False)
+    if "flow.weight" in decoder:
+        points = F.linear(offset, decoder["flow.weight"][t, 0], decoder["flow.bias"][t, 0])
+        side = int((points.shape[-1] // 2) ** 0.5)
+        field = F.interpolate(points.reshape(-1, 2, side, side), (28, 28), mode="bicubic", align_corners=True)
+        grid = grid + field.permute(0, 2, 3, 1)
     return 2 * F.grid_sample(shot.expand(len(offset), 1, 28, 28), grid, align_corners=False) - 1
 
 

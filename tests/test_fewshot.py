@@ -306,7 +306,7 @@ def test_a_stored_curve_resumes_with_the_scores_an_unbroken_call_gives(tmp_path,
 
 @pytest.mark.parametrize(*SHOTS_MODELS)
 def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
-    z_prior, features, template, attention, in_encoder, width, window, pixels
+    z_prior, features, template, attention, in_encoder, width, window, pixels, grid
 ):
     """With `--z-prior shots` the curve's k-shot model reads its k shots twice, in q(u) and in
     p(z | u, shots) (and with `--shot-attention-encoder` in q(z | x, θ(u), shots) too): an image
@@ -315,7 +315,7 @@ def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
     from pyrohvae.importance import importance_scores
 
     program = program_of(
-        **shots_options(z_prior, features, template, attention, in_encoder, width, window, pixels)
+        **shots_options(z_prior, features, template, attention, in_encoder, width, window, pixels, grid)
     )
     if attention:  # it starts silent: give the shots' maps a say in the logits (and in q(z))
         with torch.no_grad():
@@ -869,6 +869,14 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
             {"z_prior": "shots", "split_context": True, "shot_attention": 1, "shot_attention_pixels": True},
             "--shot-attention-pixels needs --shot-attention-window W",
         ),
+        (
+            {"z_prior": "shots", "split_context": True, "shot_template": "address", "warp_grid": 4},
+            "--warp-grid needs --shot-template warp-address",
+        ),
+        (
+            {"z_prior": "shots", "split_context": True, "shot_template": "warp-address", "warp_grid": 1},
+            "--warp-grid 1: one control point",
+        ),
         ({"no_shot_share": 0.1}, "--no-shot-share needs --split-context and --guide precision-pool"),
         (
             {"split_context": True, "no_shot_share": 0.1},
@@ -1037,3 +1045,42 @@ def test_a_warped_address_moves_each_shot_by_the_offset_of_z_from_its_code():
     signs = (2 * given - 1).unsqueeze(1).expand_as(moved)
     assert torch.allclose(moved[..., :-2], signs[..., 2:], atol=1e-5)
     assert torch.allclose(moved[..., -2:], torch.tensor(-1.0), atol=1e-5)
+
+
+def test_a_warp_grid_bends_each_shot_by_the_offset_of_z_from_its_code():
+    """`--warp-grid`: a z at a shot's code takes that shot as the affine move alone does, whatever the
+    field's weights; the same displacement at every control point moves every shot as a whole (2
+    pixels here), and one control point's displacement moves the pixels near it and none two control
+    points away (rows and columns from 19 here, past the bicubic kernel's reach)."""
+    from pyrohvae.models import warped
+
+    tasks, items, k, z_dim, side = 2, 3, 2, 4, 4
+    g = torch.Generator().manual_seed(5)
+    given = torch.stack([shots(k, seed=6), shots(k, seed=7)])
+    codes = torch.randn(tasks, 1, k, z_dim, generator=g)
+    z = torch.randn(tasks, items, z_dim, generator=g)
+    z[:, 0] = codes[:, 0, 1]  # item 0 at shot 1's code
+    affine = {"warp.weight": torch.zeros(tasks, 1, 6, z_dim), "warp.bias": torch.zeros(tasks, 1, 6)}
+    field = {
+        "flow.weight": torch.randn(tasks, 1, 2 * side * side, z_dim, generator=g),
+        "flow.bias": torch.zeros(tasks, 1, 2 * side * side),
+    }
+    images = warped({**affine, **field}, z, codes, given)
+    signs = 2 * given - 1
+    assert torch.allclose(images[:, 0, 2], signs[:, 1], atol=1e-5)
+    assert not torch.allclose(images[:, 1, 2], signs[:, 1], atol=1e-2)
+    field = {
+        "flow.weight": torch.zeros_like(field["flow.weight"]),
+        "flow.bias": torch.zeros(tasks, 1, 2, side, side),
+    }
+    field["flow.bias"][:, :, 0] = 4 / 28  # x + 2 pixels everywhere, in affine_grid's [-1, 1]
+    field["flow.bias"] = field["flow.bias"].flatten(-3)
+    moved = warped({**affine, **field}, z, codes, given)[:, :, 1:]
+    assert torch.allclose(moved[..., :-2], signs.unsqueeze(1).expand_as(moved)[..., 2:], atol=1e-5)
+    corner = torch.zeros(tasks, 1, 2, side, side)
+    corner[:, :, 1, 0, 0] = 0.3  # the top left control point's y
+    field["flow.bias"] = corner.flatten(-3)
+    bent = warped({**affine, **field}, z, codes, given)[:, :, 1:]
+    unmoved = signs.unsqueeze(1).expand_as(bent)
+    assert not torch.allclose(bent[..., :8, :8], unmoved[..., :8, :8], atol=1e-2)
+    assert torch.allclose(bent[..., 19:, 19:], unmoved[..., 19:, 19:], atol=1e-5)  # past its reach
