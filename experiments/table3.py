@@ -455,20 +455,15 @@ def second_edition(key: dict) -> list[str]:
 
 def third_edition(rows: list[dict]) -> list[str]:
     """The one default (`typicality`) on every pair, by training seed, and its targets."""
-    auc = {
-        (r["normal"], r["outliers"], r["model"], config_of(r), r["seed"]): 100 * r["auc"]
-        for r in rows
-        if r["score"] == "typicality"
-    }
-    if not auc:
+    typical = [r for r in rows if r["score"] == "typicality"]
+    if not typical:
         return []
-    seeds = sorted({k[4] for k in auc})
-    versions = [fit_version(r) for r in rows if r["score"] == "typicality"]
-    earlier = {  # cells fitted by an earlier detector version, marked † until table3.py makes them again
-        (r["normal"], r["outliers"], r["model"], config_of(r), r["seed"])
-        for r in rows
-        if r["score"] == "typicality" and fit_version(r) != typicality.VERSION
-    }
+    cells = [((r["normal"], r["outliers"], r["model"], config_of(r), r["seed"]), r) for r in typical]
+    auc = {cell: 100 * r["auc"] for cell, r in cells}
+    seeds = sorted({cell[4] for cell in auc})
+    versions = [fit_version(r) for r in typical]
+    # cells fitted by an earlier detector version, marked † until table3.py makes them again
+    earlier = {cell for cell, r in cells if fit_version(r) != typicality.VERSION}
     seed0 = {
         (r["normal"], r["outliers"], r["model"], r["score"], config_of(r)): 100 * r["auc"]
         for r in rows
