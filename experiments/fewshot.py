@@ -1795,7 +1795,8 @@ def _address_reading(nll: dict) -> list[str]:
         "- **One shot's pixels by an address** (`--shot-template address`: the 5×5 filter of θ(u) reads the "
         "image of the one shot whose component of p(z | u, shots) z came from, the address summed out of p(x | "
         "z, shots) exactly; `deep-address` also into the 14×14 map; `warp-address` the shot first moved by an "
-        "affine map of z's offset from its code). −log p(x) at k = 1 / 4 / 9 / 19 at seed 0, and the "
+        "affine map of z's offset from its code, and with `--warp-grid G` also bent by a field of G × G "
+        "control points). −log p(x) at k = 1 / 4 / 9 / 19 at seed 0, and the "
         "difference from the model it changes (negative: better): " + "; ".join(parts) + "."
     ]
 
