@@ -61,7 +61,7 @@ def no_shot_variant(share: float) -> str:
     return f"pool-split-shots-z32-k-warp-address-noshot{round(100 * share)}-kl1"
 
 
-WARP_GRIDS = (4, 7)  # --warp-grid of the warped address's screen variants, from its half steps of no shot
+WARP_GRIDS = (4, 7, 10)  # --warp-grid of the warped address's screen variants, from its half steps of no shot
 
 
 def grid_variant(side: int) -> str:
