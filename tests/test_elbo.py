@@ -107,7 +107,8 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
     (`attend_encode`), for q(z) and not for the shots' own codes; `--shot-attention-dim` their width.
     With `--shot-attention-window`, the decoder's 14×14 map also reads the shots' 14×14 maps near each
     position (`fine_by_hand`), and with `--shot-attention-pixels` the logits gain the shots' pixels
-    read by the same weights, through a 3×3 filter."""
+    read by the same weights, through a 3×3 filter. With `warp-address` each addressed shot is moved
+    by z's offset from its code, and with `--warp-grid` also bent (`warp_by_hand`)."""
     program, x = setup_program(
         **shots_options(z_prior, features, template, attention, in_encoder, width, window, pixels, grid)
     )
