@@ -14,6 +14,9 @@
 # the script exits non-zero at the end, naming the commands that failed.
 #
 # What it leaves in $OUT: log.txt (every command and its output), step_time.json, nll_time.json,
+# theta_time.json (θ(u) for one task of 5 images, layer by layer against the batched products and
+# torch.compile: on the CPU the batched form saved 0.1–1.7 ms, not worth its code; the GPU's count of
+# kernels is what it would cut),
 # the ROC curve and BO trace PNGs, fewshot.json (the few-shot curve of one run, scored on the GPU
 # and on the CPU), and RESULTS-gpu.md: training steps / s and NLL images / s, then
 # the fixed cost of a step at 5, 20 and 100 images (ratio to the plain step and ms beyond it for
@@ -59,8 +62,10 @@ fi
 
 if [ -n "$QUICK" ]; then
     STEPS=4; EVAL=20; OUTLIERS=40; BO=12; FEW=(--per-task 1 --samples 4); QUICK_FLAG=(--quick)
+    THETA=(--repeats 3)
 else
     STEPS=500; EVAL=2000; OUTLIERS=2000; BO=40; FEW=(--per-task 1 --samples 128); QUICK_FLAG=()
+    THETA=()
 fi
 RUN=/tmp/gpu-run
 FAILED=()
@@ -90,6 +95,7 @@ bench step_time.json "$PYTHON" benchmarks/step_time.py --device "$DEVICE" --batc
 # --quick here too: the loop over pyro.infer.Importance, one draw at a time, takes minutes of the
 # lease for a figure the CPU already gives; the vectorized rate is read from 50 images.
 bench nll_time.json "$PYTHON" benchmarks/nll_time.py --device "$DEVICE" --quick --json
+bench theta_time.json "$PYTHON" benchmarks/theta_time.py --device "$DEVICE" --items 5 "${THETA[@]}" --json
 
 rm -rf "$RUN" "$RUN-10" "$RUN-shots" /tmp/gpu-discover /tmp/gpu-fewshot-*
 log "$PYTHON" cli.py train --dataset mnist --device "$DEVICE" --steps "$STEPS" --out "$RUN" --no-progress
@@ -157,6 +163,11 @@ for b, phases in step["profile"].items():
     print()
     print(f"Phases of a step of {b} images, ms: " + "; ".join(
         f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in phases[name].items()) for name in phases))
+theta = json.loads((out / "theta_time.json").read_text())
+for b, row in theta["items"].items():
+    print()
+    print(f"θ(u) of one task of {b} images, forward and backward, ms (ratio to layer by layer): " + ", ".join(
+        f"{name} {ms:.2f} ({row['ratio'][name]:.2f}x)" for name, ms in row["ms"].items()))
 EOF
 cat "$OUT/RESULTS-gpu.md"
 if [ ${#FAILED[@]} -gt 0 ]; then

@@ -10,14 +10,19 @@ large dense layers in factored form where the task's images are few):
 (compiled) `torch.compile` of the same generation (one graph per half; the compile time printed).
 
 Both give the same θ as `generate` (the largest difference printed). The figure is the median of
-repeated timed forward-and-backward passes after warm-up.
+repeated timed forward-and-backward passes after warm-up. On a GPU, where a step's fixed cost is
+mostly the count of kernels (benchmarks/RESULTS.md, "GPU"), the batched form launches 4 products
+a half in place of 18; `benchmarks/gpu_run.sh` runs this script there. A `torch.compile` that
+fails is reported and left out, the rest timed.
 
-    python benchmarks/theta_time.py [--items 5 100] [--repeats 60] [--threads N]
+    python benchmarks/theta_time.py [--items 5 100] [--repeats 60] [--threads N] [--device cuda] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import statistics
 import sys
 import time
@@ -61,11 +66,12 @@ def generate_batched(theta, u, items):
     return out
 
 
-def step(fn, theta, u, items):
+def step(fn, theta, u, items, sync=lambda: None):
     theta.zero_grad(set_to_none=True)
     made = fn(theta, u, items)
     loss = sum(t.square().sum() for half in made.values() for t in half.values())
     loss.backward()
+    sync()  # a GPU's kernels are timed to their end, not to their launch
 
 
 def main():
@@ -73,37 +79,55 @@ def main():
     p.add_argument("--items", type=int, nargs="+", default=[5, 100])
     p.add_argument("--repeats", type=int, default=60)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    theta = ThetaGenerator(init_scale=1.0)
-    u = torch.randn(1, 1, 10)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, one task, median of {args.repeats}")
+    theta = ThetaGenerator(init_scale=1.0).to(device)
+    u = torch.randn(1, 1, 10, device=device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    say(f"{device}; {machine}; one task, median of {args.repeats}")
+    result = {"device": str(device), "machine": machine, "repeats": args.repeats, "items": {}}
     for items in args.items:
+        candidates = {"generate": generate, "batched": generate_batched}
         compiled = torch.compile(generate)
         start = time.perf_counter()
-        step(compiled, theta, u, items)
+        try:
+            step(compiled, theta, u, items, sync)
+        except Exception as error:  # a backend missing on the machine: time the rest
+            say(f"  torch.compile failed: {str(error).splitlines()[0]}")
+        else:
+            candidates["compiled"] = compiled
         compile_s = time.perf_counter() - start
-        candidates = {"generate": generate, "batched": generate_batched, "compiled": compiled}
+        diffs = {}
         with torch.no_grad():
             ref = generate(theta, u, items)
-            for name in ("batched", "compiled"):
+            for name in list(candidates)[1:]:
                 got = candidates[name](theta, u, items)
-                diff = max(float((got[h][k] - ref[h][k]).abs().max()) for h in ref for k in ref[h])
-                print(f"  {items} images: {name} differs from generate by at most {diff:.1e}")
+                diffs[name] = max(float((got[h][k] - ref[h][k]).abs().max()) for h in ref for k in ref[h])
+                say(f"  {items} images: {name} differs from generate by at most {diffs[name]:.1e}")
         times = {name: [] for name in candidates}
         for i in range(args.repeats + 10):
             for name, fn in candidates.items():
                 start = time.perf_counter()
-                step(fn, theta, u, items)
+                step(fn, theta, u, items, sync)
                 if i >= 10:
                     times[name].append(time.perf_counter() - start)
-        base = statistics.median(times["generate"])
-        cells = [
-            f"{name} {1e3 * statistics.median(t):.2f} ms ({statistics.median(t) / base:.2f}x)"
-            for name, t in times.items()
-        ]
-        print(f"{items} images a task: " + ", ".join(cells) + f"; compiled in {compile_s:.0f} s")
+        ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+        cells = [f"{name} {ms[name]:.2f} ms ({ms[name] / ms['generate']:.2f}x)" for name in ms]
+        say(f"{items} images a task: " + ", ".join(cells) + f"; compiled in {compile_s:.0f} s")
+        result["items"][str(items)] = {
+            "ms": ms,
+            "ratio": {name: ms[name] / ms["generate"] for name in ms},
+            "max_abs_diff": diffs,
+            "compile_s": compile_s,
+        }
+    if args.json:
+        print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
