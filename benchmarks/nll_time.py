@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyro
+from timing import device_name, machine, sync_for
 
 from pyrohvae import data
 from pyrohvae.config import RunConfig
@@ -105,11 +105,6 @@ def peak_memory(path, run, n, samples, device) -> float:
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
-def _wait(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,15 +128,16 @@ def main():
         return
     n_vec, n_loop = (50, 2) if args.quick else (300, 6)
     task, images = setup(args.run, device)
+    sync = sync_for(device)
     pyro.set_rng_seed(1)
     vectorized(task, images[:5], args.samples)  # warm-up
     tic = time.perf_counter()
     vec = vectorized(task, images[:n_vec], args.samples)
-    _wait(device)
+    sync()
     vec_rate = n_vec / (time.perf_counter() - tic)
     tic = time.perf_counter()
     ref = loop(task, images[:n_loop], args.samples)
-    _wait(device)
+    sync()
     loop_rate = n_loop / (time.perf_counter() - tic)
     result = {
         "samples": args.samples,
@@ -153,10 +149,8 @@ def main():
         "importance_loop_nll": (-ref).tolist(),
         "vectorized_peak_mb": peak_memory("vectorized", args.run, n_vec, args.samples, device),
         "importance_loop_peak_mb": peak_memory("loop", args.run, n_loop, args.samples, device),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "machine": (
-            f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-        ),
+        "device": device_name(device),
+        "machine": machine(),
         "model": str(args.run) if args.run else "untrained hypervae",
     }
     if args.json:

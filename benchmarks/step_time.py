@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
 import statistics
 import sys
 import time
@@ -50,6 +49,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyro
+from timing import device_name, machine, sync_for
 
 from pyrohvae import nets
 from pyrohvae.config import RunConfig
@@ -128,13 +128,13 @@ def interleaved(candidates: dict, repeats: int, warmup: int, device) -> dict[str
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
+    sync = sync_for(device)  # the update too, not only the loss the step returned
     times = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
             tic = time.perf_counter()
             fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)  # the update too, not only the loss the step returned
+            sync()
             times[name].append(1000 * (time.perf_counter() - tic))
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -182,7 +182,7 @@ def step_times(b: int, device, repeats: int, warmup: int, names=None) -> dict:
 
 def profile(b: int, device, repeats: int, warmup: int) -> dict:
     """ms of each phase of a step of (a), (b) and (c) with 1 task of b images (see the docstring)."""
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = sync_for(device)
     x = bits((1, b), device)
     plain = PlainVAE().to(device)
     optim = torch.optim.Adam(plain.parameters(), lr=3e-4, fused=True)
@@ -302,10 +302,8 @@ def main():
         "profile": profiles,
         "repeats": repeats,
         "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "machine": (
-            f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-        ),
+        "device": device_name(device),
+        "machine": machine(),
     }
     if 100 in by_size and not args.only:  # the figures earlier runs (RESULTS.md, gpu_run.sh) read
         r = by_size[100]

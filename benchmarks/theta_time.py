@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import machine, sync_for
 
 from pyrohvae.nets import ThetaGenerator, _name
 
@@ -87,11 +88,10 @@ def main():
     torch.manual_seed(0)
     theta = ThetaGenerator(init_scale=1.0).to(device)
     u = torch.randn(1, 1, 10, device=device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    sync = sync_for(device)
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    say(f"{device}; {machine}; one task, median of {args.repeats}")
-    result = {"device": str(device), "machine": machine, "repeats": args.repeats, "items": {}}
+    say(f"{device}; {machine()}; one task, median of {args.repeats}")
+    result = {"device": str(device), "machine": machine(), "repeats": args.repeats, "items": {}}
     for items in args.items:
         candidates = {"generate": generate, "batched": generate_batched}
         compiled = torch.compile(generate)
