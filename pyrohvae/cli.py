@@ -118,8 +118,8 @@ def evaluate(run_dir, checkpoint_name, as_json, data_dir, device, **scoring):
 @cli_options.TASK_MODELS
 def task_models(run_dir, checkpoint_name, plot, as_json, data_dir, device, **analysis):
     """How much the models differ by task: the images of every task scored under the model of every
-    task. Task accuracy, own-vs-other gap, sample agreement; writes RUN_DIR/task-models[-SPLIT].json
-    and a heatmap."""
+    task. Task accuracy, own-vs-other gap, sample agreement; writes
+    RUN_DIR/task-models[-SPLIT][-shotsN].json and a heatmap."""
     from . import taskmodels
     from .train import load_run, resolve_device
 
@@ -129,8 +129,13 @@ def task_models(run_dir, checkpoint_name, plot, as_json, data_dir, device, **ana
     result, scores = taskmodels.result(
         program, step, checkpoint=checkpoint_name, data_root=data_dir, **analysis
     )
-    suffix = ("" if split == "test" else f"-{split}") + (
-        "" if checkpoint_name == CHECKPOINT else f"-step{step}"
+    shots = result.get("shots", taskmodels.CONTEXT_SHOTS)  # only a model whose p(z) reads shots has them
+    suffix = "".join(
+        [
+            "" if split == "test" else f"-{split}",
+            "" if shots == taskmodels.CONTEXT_SHOTS else f"-shots{shots}",
+            "" if checkpoint_name == CHECKPOINT else f"-step{step}",
+        ]
     )
     path, plot = run_dir / f"task-models{suffix}.json", plot or run_dir / f"task-models{suffix}.png"
     taskmodels.heatmap(scores, plot, f"{result['model']} {result['dataset']} ({split}), step {step}")

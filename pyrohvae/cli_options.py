@@ -19,6 +19,7 @@ from .files import UserError
 from .models import PRIORS
 from .outliers import SCORES as OUTLIER_SCORES
 from .outliers import SHIFTED
+from .taskmodels import CONTEXT_SHOTS
 from .train import CHECKPOINT, Interrupted
 
 
@@ -365,6 +366,15 @@ TASK_MODELS = _each(
         type=_AT_LEAST_0,
         default=100,
         help="Samples per task's model for the sample agreement (0: skip it).",
+    ),
+    _opt(
+        "--shots",
+        type=_AT_LEAST_0,
+        default=CONTEXT_SHOTS,
+        help=(
+            "For a model whose p(z) reads shots (--z-prior shots…): the first N of each task's context "
+            "read as its shots; 0: θ(ū) alone, p(z) reading none (where u holds the task). Others ignore it."
+        ),
     ),
     _seed,
     _checkpoint,

@@ -470,10 +470,11 @@ class HyperVAEProgram(Program):
         self, context, n: int, generator: torch.Generator, choice=None, shots=None
     ) -> torch.Tensor:
         """n Bernoulli means of the main VAE θ(ū) chosen from `context` (1, m, 1, 28, 28), z ~ p(z | ū),
-        or p(z | ū, shots) where p(z) reads shots: `shots` (1, k, 1, 28, 28), else the context."""
+        or p(z | ū, shots) where p(z) reads shots: `shots` (1, k, 1, 28, 28), else the context; with
+        k = 0, p(z | ū) of no shot, as training's steps of an empty context have it."""
         eps = torch.randn(n, self.config.z_dim, generator=generator).to(context.device)
         u = self.task_u(context)
-        if self.shot_prior is None:
+        if self.shot_prior is None or (shots is not None and not shots.shape[1]):
             return torch.sigmoid(self.sample_logits(eps, u[0]))
         r = torch.rand(n, generator=generator).to(context.device)
         shots = context if shots is None else shots

@@ -78,16 +78,17 @@ def _reads_shots(program) -> bool:
     return getattr(program, "shot_prior", None) is not None
 
 
-def _context_shots(program, context: torch.Tensor) -> torch.Tensor | None:
-    """The first `CONTEXT_SHOTS` of the context, for a model whose p(z) reads shots; else None."""
-    return context[:, :CONTEXT_SHOTS] if _reads_shots(program) else None
+def _context_shots(program, context: torch.Tensor, shots: int = CONTEXT_SHOTS) -> torch.Tensor | None:
+    """The first `shots` of the context (none: the model of no shot), for a model whose p(z) reads
+    shots; else None."""
+    return context[:, :shots] if _reads_shots(program) else None
 
 
-def context_model(program, context: torch.Tensor, choice=None):
+def context_model(program, context: torch.Tensor, choice=None, shots: int = CONTEXT_SHOTS):
     """The model of the task that `context` (tasks, m, 1, 28, 28) shows, for images apart from the
-    context: `program.conditioned`, and for a model whose p(z) reads shots, the first
-    `CONTEXT_SHOTS` of the context as them."""
-    return program.conditioned(context, choice, shots=_context_shots(program, context))
+    context: `program.conditioned`, and for a model whose p(z) reads shots, the first `shots` of the
+    context as them (0: θ(ū) with p(z) reading none, where the task lives in u alone)."""
+    return program.conditioned(context, choice, shots=_context_shots(program, context, shots))
 
 
 def _model_choice(program, name: str):
@@ -154,6 +155,7 @@ def score_matrix(
     seed: int = 0,
     chunk: int = 500,
     progress: bool = True,
+    shots: int = CONTEXT_SHOTS,
 ) -> TaskModelScores:
     """Per-image −ELBO under every task's model (module docstring); `samples` draws of z per
     image for the reconstruction term, KL(z) analytic."""
@@ -162,7 +164,7 @@ def score_matrix(
     device = program.device
     ctx = contexts(data, context_size, seed)
     images = data.images.float()
-    if _reads_shots(program):
+    if _reads_shots(program) and shots:
         chunk = min(chunk, 100)  # each image's z also reads the shots' feature maps
     T, n = data.num_tasks, len(data)
     nelbo = torch.empty(n, T)
@@ -173,7 +175,7 @@ def score_matrix(
         for context, scored in ((ctx.first[j], ~own_first), (ctx.second[j], own_first)):
             index = scored.nonzero().squeeze(1)
             seed_stream(seed, 2 * j + int(context is ctx.second[j]))
-            fixed = context_model(program, context.to(device), choice)
+            fixed = context_model(program, context.to(device), choice, shots)
             for i in range(0, len(index), chunk):
                 part = index[i : i + chunk]
                 s = importance_scores(fixed.model, fixed.guide, images[part].unsqueeze(0).to(device), samples)
@@ -236,13 +238,16 @@ def measure(
     seed: int = 0,
     progress: bool = False,
     data_root=None,
+    shots: int = CONTEXT_SHOTS,
 ) -> TaskModelScores:
     """The task-model matrix of a run on `scored` (`score_matrix`) and, unless `agreement_samples`
     is 0, the sample agreement of that many samples of each task's model (`sample_agreement`)."""
-    scores = score_matrix(program, scored, samples, context_size, seed, progress=progress)
+    scores = score_matrix(program, scored, samples, context_size, seed, progress=progress, shots=shots)
     if agreement_samples:
         label = labeller(program.config.dataset, *_labeller_data(program.config, scored, data_root))
-        scores.agreement = sample_agreement(program, scored, label, agreement_samples, context_size, seed)
+        scores.agreement = sample_agreement(
+            program, scored, label, agreement_samples, context_size, seed, shots=shots
+        )
     return scores
 
 
@@ -270,17 +275,24 @@ def result(
     seed: int = 0,
     progress: bool = False,
     data_root=None,
+    shots: int = CONTEXT_SHOTS,
 ) -> tuple[dict, TaskModelScores]:
     """`measure` on the run's `split` (its tasks the run trained on), as the result the
-    `task-models` command writes, and the scores, for the heatmap. A ValueError says why not."""
+    `task-models` command writes, and the scores, for the heatmap. A RequestError says why not."""
     config = program.config
     if not program.models_by_task:
         raise RequestError(
             f"a {config.model} run has one model for all tasks: there is nothing to tell apart"
         )
+    if _reads_shots(program) and shots > context_size:
+        raise RequestError(f"--shots {shots} is more than the context's {context_size} images")
     scored = program.known_tasks(config.load_data(split, data_root))
-    scores = measure(program, scored, samples, context_size, agreement_samples, seed, progress, data_root)
+    scores = measure(
+        program, scored, samples, context_size, agreement_samples, seed, progress, data_root, shots
+    )
     about = {"model": config.model, "dataset": config.dataset, "guide": config.guide, "split": split}
+    if _reads_shots(program):
+        about["shots"] = shots
     held_out = [t for t, name in enumerate(scores.task_names) if name in config.exclude_classes]
     if held_out:  # how the run's models of tasks it never saw compare with those of its own
         trained = [t for t in range(len(scores.task_names)) if t not in held_out]
@@ -382,6 +394,7 @@ def sample_agreement(
     per_task: int = 100,
     context_size: int = CONTEXT_SIZE,
     seed: int = 0,
+    shots: int = CONTEXT_SHOTS,
 ) -> dict:
     """Sample `per_task` images (Bernoulli means) from the model of each task, chosen from the
     same first-half context as in `score_matrix`, and label them: the share labelled as their
@@ -395,8 +408,13 @@ def sample_agreement(
     for j, name in enumerate(data.task_names):
         seed_stream(seed, 2 * j)
         context = ctx.first[j].to(device)
-        shots = _context_shots(program, context)
-        means = program.sample_task(context, per_task, g, choice=_model_choice(program, name), shots=shots)
+        means = program.sample_task(
+            context,
+            per_task,
+            g,
+            choice=_model_choice(program, name),
+            shots=_context_shots(program, context, shots),
+        )
         per.append(float((label.predict(means) == j).mean()))
     return {
         "sample_agreement": float(np.mean(per)),

@@ -142,6 +142,37 @@ def test_a_shots_models_task_model_reads_its_context_as_shots(monkeypatch):
     assert (read - unread).abs().mean() < 0.5 and (read - unread).abs().max() < 2
 
 
+def test_a_shots_models_task_model_of_no_shot_is_its_u_alone(monkeypatch):
+    """`task-models --shots 0`: a model whose p(z) reads shots is scored and sampled as θ(ū) with p(z)
+    reading none (the model its training's steps of an empty context train), not with its context's
+    shots; more shots than the context holds are refused."""
+    from pyrohvae import fewshot
+    from pyrohvae.config import RunConfig
+    from pyrohvae.files import RequestError
+    from pyrohvae.program import build
+
+    data = toy_data(tasks=2, per_task=50)
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    program = build(RunConfig(dataset="mnist", model="hypervae", z_prior="shots", split_context=True)).eval()
+    none = taskmodels.score_matrix(program, data, samples=2, context_size=25, progress=False, shots=0).nelbo
+    read = taskmodels.score_matrix(program, data, samples=2, context_size=25, progress=False).nelbo
+    assert (read - none).abs().mean() > 0.1  # the shots change this model: the two differ
+    monkeypatch.setattr(taskmodels, "_reads_shots", lambda program: False)  # `conditioned`: no shots
+    assert torch.allclose(
+        none, taskmodels.score_matrix(program, data, samples=2, context_size=25, progress=False).nelbo
+    )
+    monkeypatch.undo()
+
+    context = taskmodels.contexts(data, 25).first[0]
+    sample = lambda shots: program.sample_task(context, 6, torch.Generator().manual_seed(3), shots=shots)
+    alone = fewshot.sample_means(program, program.task_u(context), 6, seed=3)[0]
+    assert torch.allclose(sample(context[:, :0]), alone)
+    assert not torch.allclose(sample(context[:, :19]), alone)
+    with pytest.raises(RequestError, match="--shots 30 is more than the context's 25 images"):
+        taskmodels.result(program, 0, "test", "checkpoint.pt", context_size=25, shots=30)
+
+
 def test_the_outlier_model_space_score_gives_a_shots_model_its_training_tasks_shots(monkeypatch):
     """`outliers.best_task_nll` scores images that no training context holds, so a model whose p(z)
     reads shots gets each training task's first `CONTEXT_SHOTS` context images as them."""
