@@ -68,6 +68,14 @@ def grid_variant(side: int) -> str:
     return f"pool-split-shots-z32-k-warp-address-grid{side}-noshot50-kl1"
 
 
+# (--no-shot-share, --u-alone-share) of the bent address's screen variants whose u must hold the task
+U_ALONE_SHARES = ((0.5, 0.25), (0.25, 0.25))
+
+
+def u_alone_variant(no_shot: float, alone: float) -> str:
+    return f"pool-split-shots-z32-k-warp-address-grid7-noshot{round(100 * no_shot)}-ualone{round(100 * alone)}-kl1"
+
+
 # name -> (what it changes, overrides of RunConfig): the task models' variants. The VAE is "vae".
 VARIANTS = {
     "vae": ("our VAE, 320 images a step", {"model": "vae", "batch_size": 320}),
@@ -576,6 +584,27 @@ VARIANTS = {
             },
         )
         for side in WARP_GRIDS
+    },
+    **{
+        u_alone_variant(no_shot, alone): (
+            (
+                f"pool-split-shots-z32-k-warp-address-grid7-noshot50-kl1 with --no-shot-share {no_shot} and a "
+                f"share {alone} of steps of u alone (--u-alone-share {alone}: q(u) reads the context, p(z) "
+                "and the decoder no shot): the bent address's θ(ū) alone tells MNIST's digits apart no "
+                "better than chance (task-models --shots 0: 0.100), its u holding none of the task"
+            ),
+            {
+                **SHOTS_K,
+                "z_dim": 32,
+                "shot_template": "warp-address",
+                "warp_grid": 7,
+                "no_shot_share": no_shot,
+                "u_alone_share": alone,
+                "kl_z_start": 1.0,
+                "kl_z_anneal": 0,
+            },
+        )
+        for no_shot, alone in U_ALONE_SHARES
     },
     "pool-split-shots-z32-k-attend-warp-address-kl1": (
         (

@@ -213,6 +213,16 @@ class RunConfig:
         max=1,
         max_open=True,
     )
+    u_alone_share: float = setting(
+        0.0,
+        "HyperVAE with --split-context and --z-prior shots…: the share of training steps whose images are "
+        "scored under θ(ū) alone: q(u) reads the step's context as in any step, but p(z) and the decoder "
+        "read no shot. Without it the shots hold the task and u none of it (θ(ū)'s models of MNIST's "
+        "digits alike); with it u must hold what a task's images share.",
+        min=0,
+        max=1,
+        max_open=True,
+    )
     shot_features: bool = setting(
         False,
         "HyperVAE with --z-prior shots: the decoder also reads the shots' encoder features, each weighed "
@@ -448,6 +458,20 @@ class RunConfig:
             raise ConfigError(
                 "--no-shot-share needs --split-context and --guide precision-pool: the guide whose q(u) "
                 "reads an empty context (as p(u))"
+            )
+        if self.u_alone_share and (not self.split_context or not self.reads_shots):
+            raise ConfigError(
+                "--u-alone-share needs --split-context and --z-prior shots, shots-k or shots-g: steps whose "
+                "p(z) leaves the context's shots unread"
+            )
+        if self.no_shot_share + self.u_alone_share >= 1:
+            raise ConfigError(
+                "--no-shot-share and --u-alone-share leave no step that reads shots: their sum must be < 1"
+            )
+        if self.u_alone_share and self.elbo == "jit":
+            raise ConfigError(
+                "--u-alone-share and --elbo jit: a step of u alone leaves out the parameters that read shots,"
+                " and Pyro's jit wants every step's graph to read the same parameters; use another --elbo"
             )
         if self.no_shot_share and self.elbo == "jit":
             raise ConfigError(

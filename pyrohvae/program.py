@@ -342,10 +342,11 @@ class HyperVAEProgram(Program):
         context_size=None,
         q_u=None,
         shots=None,
+        read_shots=True,
     ):
         _refuse_pyro_optim()
         if context_size is not None:  # the first `context_size` items of each task are q(u)'s context
-            if self.shot_prior is not None and context_size:
+            if self.shot_prior is not None and context_size and read_shots:
                 shots = x[:, :context_size]
             x, kl_u_weight = x[:, context_size:], kl_u_weight * context_share(x.shape[1], context_size)
         hypervae_model(
@@ -372,7 +373,10 @@ class HyperVAEProgram(Program):
         context_size=None,
         q_u=None,
         shots=None,  # the model's; q(z | x) reads them where its encoder attends to them
+        read_shots=True,  # False: the model's p(z) reads none of the context (`u_alone_share`)
     ):
+        if not read_shots:
+            shots = x[:, :0]
         hypervae_guide(
             self.theta, self.inference, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u, shots
         )
@@ -380,15 +384,20 @@ class HyperVAEProgram(Program):
     def step_kwargs(self, step: int) -> dict:
         """The weights of KL(u) and KL(z) at `step` (the config's warm-up and annealing), and with
         `split_context` the size of the step's context (`split_context_size`; 0, an empty context,
-        in the share `no_shot_share` of steps)."""
-        kl_u, kl_z = self.config.kl_weights(step)
+        in the share `no_shot_share` of steps), and in the share `u_alone_share` `read_shots=False`:
+        the model's p(z) reads none of the context, which q(u) reads."""
+        config = self.config
+        kl_u, kl_z = config.kl_weights(step)
         kwargs = {"kl_u_weight": kl_u, "kl_z_weight": kl_z}
-        if self.config.split_context and self.training:
+        if config.split_context and self.training:
             # drawn only where asked, so that the other runs' random streams (and resumes) are as before
-            empty = self.config.no_shot_share and float(torch.rand(())) < self.config.no_shot_share
+            r = float(torch.rand(())) if config.no_shot_share or config.u_alone_share else 1.0
+            empty = r < config.no_shot_share
             kwargs["context_size"] = (
-                0 if empty else split_context_size(self.config.batch_size, self.config.context_sizes)
+                0 if empty else split_context_size(config.batch_size, config.context_sizes)
             )
+            if not empty and r < config.no_shot_share + config.u_alone_share:
+                kwargs["read_shots"] = False
         return kwargs
 
     def parts(self) -> dict[str, nn.Module]:

@@ -610,6 +610,57 @@ def test_an_empty_context_scores_every_image_under_the_model_of_no_shots(templat
     assert drawn == [split_context_size(6) for _ in range(50)]
 
 
+@pytest.mark.parametrize("template", ["none", "warp-address"])
+def test_a_step_of_u_alone_reads_the_context_in_q_u_and_no_shot_in_p_z(template):
+    """`--u-alone-share`: in such a step q(u) reads the context as in any step and the model scores
+    the other images, but p(z) reads no shot (N(0, I)) and neither does the decoder; the shares drawn
+    are the ones asked, and never both kinds in one step."""
+    from pyro import poutine
+
+    options = {
+        "z_prior": "shots-k",
+        "split_context": True,
+        "guide": "precision-pool",
+        "batch_size": 6,
+        "shot_template": template,
+    }
+    program = program_of(**options, u_alone_share=0.3)
+    x = shots(12).reshape(2, 6, 1, 28, 28)
+
+    def traces(**kwargs):
+        pyro.set_rng_seed(0)
+        guide = poutine.trace(program.guide).get_trace(x, None, context_size=2, **kwargs)
+        replayed = poutine.replay(program.model, trace=guide)
+        return guide, poutine.trace(replayed).get_trace(x, None, context_size=2, **kwargs)
+
+    guide, model = traces(read_shots=False)
+    _, read = traces()
+    loc = program.inference.posterior(x[:, :2])[0]
+    assert torch.allclose(guide.nodes["u"]["fn"].base_dist.loc.squeeze(-2), loc)  # q(u | the context)
+    assert torch.equal(model.nodes["x"]["value"], x[:, 2:])  # the context read, not scored
+    z = model.nodes["z"]["value"]
+    standard = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    assert torch.allclose(model.nodes["z"]["fn"].log_prob(z), standard, atol=1e-5)
+    assert not torch.allclose(read.nodes["z"]["fn"].log_prob(z), standard, atol=1e-2)
+    if (
+        template != "none"
+    ):  # the read step sums over the addressed shot (the blank or one of 2), this one has none
+        assert read.nodes["x"]["fn"].mixture_distribution.logits.shape[-1] == 3
+        assert not hasattr(model.nodes["x"]["fn"], "mixture_distribution")
+    program.train()
+    torch.manual_seed(0)
+    drawn = [program.step_kwargs(1) for _ in range(3000)]
+    alone = torch.tensor([not k.get("read_shots", True) for k in drawn]).float()
+    assert abs(float(alone.mean()) - 0.3) < 0.03 and all(k["context_size"] >= 1 for k in drawn)
+    both = program_of(**options, no_shot_share=0.25, u_alone_share=0.25).train()
+    torch.manual_seed(0)
+    drawn = [both.step_kwargs(1) for _ in range(3000)]
+    empty = torch.tensor([k["context_size"] == 0 for k in drawn]).float()
+    alone = torch.tensor([not k.get("read_shots", True) for k in drawn]).float()
+    assert abs(float(empty.mean()) - 0.25) < 0.03 and abs(float(alone.mean()) - 0.25) < 0.03
+    assert not (empty * alone).any()
+
+
 @pytest.mark.parametrize(
     "law, small, large",
     # k in 1..19 of 20 images; log-uniform: P(k <= 2) = log 3 / log 20 = 0.37, P(k >= 10) = log 2 / log 20
@@ -885,6 +936,24 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
         (
             {"split_context": True, "guide": "precision-pool", "no_shot_share": 0.1, "elbo": "jit"},
             "--no-shot-share and --elbo jit",
+        ),
+        (
+            {"split_context": True, "u_alone_share": 0.2},
+            "--u-alone-share needs --split-context and --z-prior",
+        ),
+        (
+            {"z_prior": "shots", "split_context": True, "u_alone_share": 0.2, "elbo": "jit"},
+            "--u-alone-share and --elbo jit",
+        ),
+        (
+            {
+                "z_prior": "shots",
+                "split_context": True,
+                "guide": "precision-pool",
+                "no_shot_share": 0.5,
+                "u_alone_share": 0.5,
+            },
+            "--no-shot-share and --u-alone-share leave no step that reads shots",
         ),
     ],
 )
