@@ -217,8 +217,8 @@ class RunConfig:
         0.0,
         "HyperVAE with --split-context and --z-prior shots…: the share of training steps whose images are "
         "scored under θ(ū) alone: q(u) reads the step's context as in any step, but p(z) and the decoder "
-        "read no shot. Without it the shots hold the task and u none of it (θ(ū)'s models of MNIST's "
-        "digits alike); with it u must hold what a task's images share.",
+        "read no shot: meant to make u hold what a task's images share, where the shots hold the task "
+        "and u none of it (θ(ū)'s models of MNIST's digits alike; at 0.25 still alike: docs/few-shot.md).",
         min=0,
         max=1,
         max_open=True,
