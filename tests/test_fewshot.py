@@ -571,6 +571,17 @@ def test_split_context_reads_the_first_k_and_scores_the_rest():
     assert "context_size" not in program.step_kwargs(1)
 
 
+def shots_step_options(template: str) -> dict:
+    """A shots model whose training steps split a context of 6 images, its decoder's template as given."""
+    return {
+        "z_prior": "shots-k",
+        "split_context": True,
+        "guide": "precision-pool",
+        "batch_size": 6,
+        "shot_template": template,
+    }
+
+
 @pytest.mark.parametrize("template", ["none", "warp-address"])
 def test_an_empty_context_scores_every_image_under_the_model_of_no_shots(template):
     """`--no-shot-share`: a step of context size 0 scores all its images, q(u) is p(u) (KL(u) = 0),
@@ -578,13 +589,7 @@ def test_an_empty_context_scores_every_image_under_the_model_of_no_shots(templat
     asked, and a run without it draws its context sizes as before."""
     from pyro import poutine
 
-    options = {
-        "z_prior": "shots-k",
-        "split_context": True,
-        "guide": "precision-pool",
-        "batch_size": 6,
-        "shot_template": template,
-    }
+    options = shots_step_options(template)
     program = program_of(**options, no_shot_share=0.25)
     x = shots(12).reshape(2, 6, 1, 28, 28)
     pyro.set_rng_seed(0)
@@ -617,13 +622,7 @@ def test_a_step_of_u_alone_reads_the_context_in_q_u_and_no_shot_in_p_z(template)
     are the ones asked, and never both kinds in one step."""
     from pyro import poutine
 
-    options = {
-        "z_prior": "shots-k",
-        "split_context": True,
-        "guide": "precision-pool",
-        "batch_size": 6,
-        "shot_template": template,
-    }
+    options = shots_step_options(template)
     program = program_of(**options, u_alone_share=0.3)
     x = shots(12).reshape(2, 6, 1, 28, 28)
 
