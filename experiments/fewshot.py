@@ -606,6 +606,23 @@ VARIANTS = {
         )
         for no_shot, alone in U_ALONE_SHARES
     },
+    "pool-split-shots-z32-k-warp-address-grid7-noshot50-uall-kl1": (
+        (
+            "pool-split-shots-z32-k-warp-address-grid7-noshot50-kl1 whose q(u) reads the whole minibatch in "
+            "training, the scored images too (--u-reads-all), while p(z) reads the context's shots: u must "
+            "hold what the shots do not tell, as the default preset's holds each digit"
+        ),
+        {
+            **SHOTS_K,
+            "z_dim": 32,
+            "shot_template": "warp-address",
+            "warp_grid": 7,
+            "no_shot_share": 0.5,
+            "u_reads_all": True,
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
     "pool-split-shots-z32-k-attend-warp-address-kl1": (
         (
             "pool-split-shots-z32-k-attend-kl1 with the addressed shot moved to the drawing "

@@ -223,6 +223,13 @@ class RunConfig:
         max=1,
         max_open=True,
     )
+    u_reads_all: bool = setting(
+        False,
+        "HyperVAE with --split-context: in training q(u) reads the whole minibatch of a task, the images "
+        "the model scores too, as without the split, while p(z) still reads only the first k as its shots "
+        "and the model scores the others: u must then hold what the shots do not tell of the scored "
+        "images, as the default preset's does (in few-shot use q(u) reads the shots alone).",
+    )
     shot_features: bool = setting(
         False,
         "HyperVAE with --z-prior shots: the decoder also reads the shots' encoder features, each weighed "
@@ -464,6 +471,8 @@ class RunConfig:
                 "--u-alone-share needs --split-context and --z-prior shots, shots-k or shots-g: steps whose "
                 "p(z) leaves the context's shots unread"
             )
+        if self.u_reads_all and not self.split_context:
+            raise ConfigError("--u-reads-all needs --split-context: without it q(u) reads every image")
         if self.no_shot_share + self.u_alone_share >= 1:
             raise ConfigError(
                 "--no-shot-share and --u-alone-share leave no step that reads shots: their sum must be < 1"

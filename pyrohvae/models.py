@@ -391,12 +391,14 @@ def hypervae_guide(
     context_size: int | None = None,
     q_u: tuple[torch.Tensor, torch.Tensor] | None = None,
     shots: torch.Tensor | None = None,
+    u_reads_all: bool = False,
 ) -> None:
     """q(u | D_t) per task, by the guide's `reader` (a `TaskGuide`), then q(z | x, θ(u)): the
     main VAE's encoder with weights θ(u) for every item. The encoder half of θ(u) is generated here.
 
     With `context_size` k, q(u) reads the first k items of each task and q(z) the others, which
-    alone the model scores (`split_context`; k = 0: q(u) reads an empty context); with `q_u`
+    alone the model scores (`split_context`; k = 0: q(u) reads an empty context), or with
+    `u_reads_all` q(u) reads all of them, the scored ones too, while the shots stay the first k; with `q_u`
     (location, scale, each (tasks, u_dim)), q(u) is that Gaussian, read from nothing (a posterior
     refined by gradient steps, `fewshot.refine`). Where θ's encoder attends to the shots
     (`--shot-attention-encoder`), q(z | x, θ(u), shots) reads the context, or `shots` (tasks, k, 1,
@@ -404,8 +406,8 @@ def hypervae_guide(
     model's."""
     if context_size is not None:
         kl_u_weight = kl_u_weight * context_share(x.shape[1], context_size)  # as the model's
-        context, x = x[:, :context_size], x[:, context_size:]
-        shots = context if shots is None and context_size else shots
+        context, x = x if u_reads_all else x[:, :context_size], x[:, context_size:]
+        shots = context[:, :context_size] if shots is None and context_size else shots
     else:
         context = reader.context(x)
     scale, task_plate, data_plate = plates(*x.shape[:2])

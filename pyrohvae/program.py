@@ -378,7 +378,16 @@ class HyperVAEProgram(Program):
         if not read_shots:
             shots = x[:, :0]
         hypervae_guide(
-            self.theta, self.inference, x, kl_u_weight, kl_z_weight, record_theta, context_size, q_u, shots
+            self.theta,
+            self.inference,
+            x,
+            kl_u_weight,
+            kl_z_weight,
+            record_theta,
+            context_size,
+            q_u,
+            shots,
+            u_reads_all=self.config.u_reads_all,
         )
 
     def step_kwargs(self, step: int) -> dict:

@@ -660,6 +660,44 @@ def test_a_step_of_u_alone_reads_the_context_in_q_u_and_no_shot_in_p_z(template)
     assert not (empty * alone).any()
 
 
+@pytest.mark.parametrize("template", ["none", "warp-address"])
+def test_u_reads_all_reads_the_whole_minibatch_in_q_u_and_the_context_alone_as_shots(template):
+    """`--u-reads-all`: q(u) reads every image of the task, the scored ones too, while the model
+    scores the images after the context and p(z) reads the context alone as its shots (the same z
+    scored as without the option); an empty context scores every image under q(u | all of them)."""
+    from pyro import poutine
+
+    options = shots_step_options(template)
+    x = shots(12).reshape(2, 6, 1, 28, 28)
+
+    def traces(program, context_size):
+        pyro.set_rng_seed(0)
+        guide = poutine.trace(program.guide).get_trace(x, None, context_size=context_size)
+        replayed = poutine.replay(program.model, trace=guide)
+        return guide, poutine.trace(replayed).get_trace(x, None, context_size=context_size)
+
+    every = program_of(**options, u_reads_all=True)
+    guide, model = traces(every, 2)
+    loc = every.inference.posterior(x)[0]
+    assert torch.allclose(guide.nodes["u"]["fn"].base_dist.loc.squeeze(-2), loc)  # q(u | all 6)
+    assert not torch.allclose(loc, every.inference.posterior(x[:, :2])[0])
+    assert torch.equal(model.nodes["x"]["value"], x[:, 2:])  # the context is not scored
+    # p(z) reads the same 2 shots as the program without the option: the same density of the same z
+    z = model.nodes["z"]["value"]
+    context = program_of(**options)
+    _, alone = traces(context, 2)
+    replayed = poutine.trace(poutine.replay(context.model, trace=guide)).get_trace(x, None, context_size=2)
+    assert not torch.equal(alone.nodes["z"]["value"], z)  # q(u | 2) differs, so does its draw
+    every_z = poutine.trace(poutine.replay(every.model, trace=guide)).get_trace(x, None, context_size=2)
+    assert torch.allclose(replayed.nodes["z"]["fn"].log_prob(z), every_z.nodes["z"]["fn"].log_prob(z))
+    guide, model = traces(program_of(**options, u_reads_all=True, no_shot_share=0.5), 0)
+    assert torch.allclose(guide.nodes["u"]["fn"].base_dist.loc.squeeze(-2), loc)
+    assert torch.equal(model.nodes["x"]["value"], x)
+    z = model.nodes["z"]["value"]
+    standard = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    assert torch.allclose(model.nodes["z"]["fn"].log_prob(z), standard, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "law, small, large",
     # k in 1..19 of 20 images; log-uniform: P(k <= 2) = log 3 / log 20 = 0.37, P(k >= 10) = log 2 / log 20
@@ -936,6 +974,7 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
             {"split_context": True, "guide": "precision-pool", "no_shot_share": 0.1, "elbo": "jit"},
             "--no-shot-share and --elbo jit",
         ),
+        ({"u_reads_all": True}, "--u-reads-all needs --split-context"),
         (
             {"split_context": True, "u_alone_share": 0.2},
             "--u-alone-share needs --split-context and --z-prior",
