@@ -34,7 +34,7 @@ from .data import CONTEXT_SIZE, DataError, some_tasks
 from .files import RequestError, atomic_path, atomic_write_text, pyplot, save_figure
 from .folders import IMAGE_EXTENSIONS, polarity, read_image, to_bits
 from .importance import importance_scores
-from .models import ADDRESSED, shots_sample_logits
+from .models import ADDRESSED
 from .program import build
 
 # The shots of the field's benchmark (Bartunov & Vetrov 2018, Table 1: k = 0, 1, 2, 3, 4, 9) and 19,
@@ -110,16 +110,8 @@ def compare(
 
 @torch.no_grad()
 def sample_means(program, u: torch.Tensor, n: int = 10, seed: int = 0, shots=None) -> torch.Tensor:
-    """n samples (Bernoulli means) of each model θ(u), u (models, u_dim), all from the same noise:
-    (models, n, 1, 28, 28). A model whose p(z) reads its shots draws z from p(z | u, shots), given
-    `shots` (models, k, 1, 28, 28)."""
-    g = torch.Generator().manual_seed(seed)
-    eps = torch.randn(n, program.config.z_dim, generator=g).to(u.device)
-    if shots is None or program.shot_prior is None:
-        return torch.sigmoid(program.sample_logits(eps, u)).cpu()
-    r = torch.rand(n, generator=g).to(u.device)  # picks each draw's component of the mixture
-    logits = shots_sample_logits(program.theta, program.shot_prior, u, shots, eps, r)
-    return torch.sigmoid(logits).cpu()
+    """`HyperVAEProgram.sample_models` from the noise of `seed`, on the CPU: (models, n, 1, 28, 28)."""
+    return program.sample_models(u, n, torch.Generator().manual_seed(seed), shots).cpu()
 
 
 def save_samples(program, loc, path: Path, title: str, shots: int, seed: int = 0) -> None:

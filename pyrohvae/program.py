@@ -479,24 +479,30 @@ class HyperVAEProgram(Program):
     def sample_logits(self, eps: torch.Tensor, which=None) -> torch.Tensor:
         """Logits of p(x | z, θ(u)) for z = the standard normal draws `eps` put through p(z | u)
         (z = eps under the paper's N(0, I)); u = `which` (*batch, u_dim) broadcasts against eps
-        (*batch, n, z_dim). A p(z) that reads shots is sampled by `fewshot.sample_means`."""
+        (*batch, n, z_dim). A p(z) that reads shots is sampled by `sample_models`."""
         params = self.theta.decoder(which.unsqueeze(-2))
         return shot_logits(self.theta, params, z_from_eps(params, eps))
+
+    @torch.no_grad()
+    def sample_models(self, u: torch.Tensor, n: int, generator: torch.Generator, shots=None) -> torch.Tensor:
+        """n Bernoulli means of each main VAE θ(u), u (models, u_dim), all from the same noise of
+        `generator`: (models, n, 1, 28, 28). z ~ p(z | u), or p(z | u, shots) where p(z) reads shots and
+        `shots` (models, k, 1, 28, 28) holds k ≥ 1; k = 0 is p(z | u) of no shot, as training's steps
+        of an empty context have it."""
+        eps = torch.randn(n, self.config.z_dim, generator=generator).to(u.device)
+        if self.shot_prior is None or shots is None or not shots.shape[1]:
+            return torch.sigmoid(self.sample_logits(eps, u))
+        r = torch.rand(n, generator=generator).to(u.device)  # picks each draw's component of the mixture
+        return torch.sigmoid(shots_sample_logits(self.theta, self.shot_prior, u, shots, eps, r))
 
     @torch.no_grad()
     def sample_task(
         self, context, n: int, generator: torch.Generator, choice=None, shots=None
     ) -> torch.Tensor:
-        """n Bernoulli means of the main VAE θ(ū) chosen from `context` (1, m, 1, 28, 28), z ~ p(z | ū),
-        or p(z | ū, shots) where p(z) reads shots: `shots` (1, k, 1, 28, 28), else the context; with
-        k = 0, p(z | ū) of no shot, as training's steps of an empty context have it."""
-        eps = torch.randn(n, self.config.z_dim, generator=generator).to(context.device)
-        u = self.task_u(context)
-        if self.shot_prior is None or (shots is not None and not shots.shape[1]):
-            return torch.sigmoid(self.sample_logits(eps, u[0]))
-        r = torch.rand(n, generator=generator).to(context.device)
+        """n Bernoulli means of the main VAE θ(ū) chosen from `context` (1, m, 1, 28, 28)
+        (`sample_models`); p(z) that reads shots reads `shots` (1, k, 1, 28, 28), else the context."""
         shots = context if shots is None else shots
-        return torch.sigmoid(shots_sample_logits(self.theta, self.shot_prior, u, shots, eps, r))[0]
+        return self.sample_models(self.task_u(context), n, generator, shots)[0]
 
 
 class MetaVAEProgram(Program):
