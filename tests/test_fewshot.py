@@ -582,19 +582,31 @@ def shots_step_options(template: str) -> dict:
     }
 
 
+def replayed_model(program, guide, x, **kwargs):
+    """The model's trace of one training step, replayed on the guide's draws."""
+    from pyro import poutine
+
+    return poutine.trace(poutine.replay(program.model, trace=guide)).get_trace(x, None, **kwargs)
+
+
+def step_traces(program, x, **kwargs):
+    """The guide's and the model's traces of one training step of `program` on x, from seed 0."""
+    from pyro import poutine
+
+    pyro.set_rng_seed(0)
+    guide = poutine.trace(program.guide).get_trace(x, None, **kwargs)
+    return guide, replayed_model(program, guide, x, **kwargs)
+
+
 @pytest.mark.parametrize("template", ["none", "warp-address"])
 def test_an_empty_context_scores_every_image_under_the_model_of_no_shots(template):
     """`--no-shot-share`: a step of context size 0 scores all its images, q(u) is p(u) (KL(u) = 0),
     and p(z) reads no shot (N(0, I), the blank address alone); the share of such steps is the one
     asked, and a run without it draws its context sizes as before."""
-    from pyro import poutine
-
     options = shots_step_options(template)
     program = program_of(**options, no_shot_share=0.25)
     x = shots(12).reshape(2, 6, 1, 28, 28)
-    pyro.set_rng_seed(0)
-    guide = poutine.trace(program.guide).get_trace(x, None, context_size=0)
-    model = poutine.trace(poutine.replay(program.model, trace=guide)).get_trace(x, None, context_size=0)
+    guide, model = step_traces(program, x, context_size=0)
     q_u, u = guide.nodes["u"]["fn"].base_dist, guide.nodes["u"]["value"]
     assert torch.equal(q_u.loc, torch.zeros_like(q_u.loc)) and torch.equal(
         q_u.scale, torch.ones_like(q_u.scale)
@@ -620,20 +632,11 @@ def test_a_step_of_u_alone_reads_the_context_in_q_u_and_no_shot_in_p_z(template)
     """`--u-alone-share`: in such a step q(u) reads the context as in any step and the model scores
     the other images, but p(z) reads no shot (N(0, I)) and neither does the decoder; the shares drawn
     are the ones asked, and never both kinds in one step."""
-    from pyro import poutine
-
     options = shots_step_options(template)
     program = program_of(**options, u_alone_share=0.3)
     x = shots(12).reshape(2, 6, 1, 28, 28)
-
-    def traces(**kwargs):
-        pyro.set_rng_seed(0)
-        guide = poutine.trace(program.guide).get_trace(x, None, context_size=2, **kwargs)
-        replayed = poutine.replay(program.model, trace=guide)
-        return guide, poutine.trace(replayed).get_trace(x, None, context_size=2, **kwargs)
-
-    guide, model = traces(read_shots=False)
-    _, read = traces()
+    guide, model = step_traces(program, x, context_size=2, read_shots=False)
+    _, read = step_traces(program, x, context_size=2)
     loc = program.inference.posterior(x[:, :2])[0]
     assert torch.allclose(guide.nodes["u"]["fn"].base_dist.loc.squeeze(-2), loc)  # q(u | the context)
     assert torch.equal(model.nodes["x"]["value"], x[:, 2:])  # the context read, not scored
@@ -665,19 +668,10 @@ def test_u_reads_all_reads_the_whole_minibatch_in_q_u_and_the_context_alone_as_s
     """`--u-reads-all`: q(u) reads every image of the task, the scored ones too, while the model
     scores the images after the context and p(z) reads the context alone as its shots (the same z
     scored as without the option); an empty context scores every image under q(u | all of them)."""
-    from pyro import poutine
-
     options = shots_step_options(template)
     x = shots(12).reshape(2, 6, 1, 28, 28)
-
-    def traces(program, context_size):
-        pyro.set_rng_seed(0)
-        guide = poutine.trace(program.guide).get_trace(x, None, context_size=context_size)
-        replayed = poutine.replay(program.model, trace=guide)
-        return guide, poutine.trace(replayed).get_trace(x, None, context_size=context_size)
-
     every = program_of(**options, u_reads_all=True)
-    guide, model = traces(every, 2)
+    guide, model = step_traces(every, x, context_size=2)
     loc = every.inference.posterior(x)[0]
     assert torch.allclose(guide.nodes["u"]["fn"].base_dist.loc.squeeze(-2), loc)  # q(u | all 6)
     assert not torch.allclose(loc, every.inference.posterior(x[:, :2])[0])
@@ -685,12 +679,11 @@ def test_u_reads_all_reads_the_whole_minibatch_in_q_u_and_the_context_alone_as_s
     # p(z) reads the same 2 shots as the program without the option: the same density of the same z
     z = model.nodes["z"]["value"]
     context = program_of(**options)
-    _, alone = traces(context, 2)
-    replayed = poutine.trace(poutine.replay(context.model, trace=guide)).get_trace(x, None, context_size=2)
+    _, alone = step_traces(context, x, context_size=2)
     assert not torch.equal(alone.nodes["z"]["value"], z)  # q(u | 2) differs, so does its draw
-    every_z = poutine.trace(poutine.replay(every.model, trace=guide)).get_trace(x, None, context_size=2)
-    assert torch.allclose(replayed.nodes["z"]["fn"].log_prob(z), every_z.nodes["z"]["fn"].log_prob(z))
-    guide, model = traces(program_of(**options, u_reads_all=True, no_shot_share=0.5), 0)
+    replayed = replayed_model(context, guide, x, context_size=2)
+    assert torch.allclose(replayed.nodes["z"]["fn"].log_prob(z), model.nodes["z"]["fn"].log_prob(z))
+    guide, model = step_traces(program_of(**options, u_reads_all=True, no_shot_share=0.5), x, context_size=0)
     assert torch.allclose(guide.nodes["u"]["fn"].base_dist.loc.squeeze(-2), loc)
     assert torch.equal(model.nodes["x"]["value"], x)
     z = model.nodes["z"]["value"]
