@@ -146,6 +146,14 @@ class RunConfig:
         min=0,
         min_open=True,
     )
+    kl_u_scale: str = setting(
+        "minibatch",
+        "HyperVAE: what KL(u) is counted once for in training. minibatch: each minibatch, as the paper "
+        "treats a minibatch as a task; task: the task's whole training data, each minibatch an unbiased "
+        "share of it (KL(u) weighed by its images over the task's), u's information then as cheap as "
+        "the description length of the task counts it (MNIST's digits: 100 / 6,005).",
+        choices=("minibatch", "task"),
+    )
     kl_z_start: float | None = setting(
         None,
         "HyperVAE: weight of KL(z) at step 0, falling linearly to 1 over --kl-z-anneal steps"
@@ -388,8 +396,10 @@ class RunConfig:
             raise ConfigError("--split and --task-by apply to omniglot only")
         if not 0 <= self.validation < 1:
             raise ConfigError(f"--validation {self.validation}: a fraction in [0, 1)")
-        if self.model != "hypervae" and (self.kl_u_warmup or self.kl_u_weight != 1.0):
-            raise ConfigError("--kl-u-warmup and --kl-u-weight apply to hypervae only")
+        if self.model != "hypervae" and (
+            self.kl_u_warmup or self.kl_u_weight != 1.0 or self.kl_u_scale != "minibatch"
+        ):
+            raise ConfigError("--kl-u-warmup, --kl-u-weight and --kl-u-scale apply to hypervae only")
         if self.kl_u_weight <= 0:
             raise ConfigError(f"--kl-u-weight {self.kl_u_weight}: a weight above 0")
         if self.model != "hypervae" and (self.kl_z_anneal or self.z_prior != "normal"):

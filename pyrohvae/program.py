@@ -328,6 +328,17 @@ class HyperVAEProgram(Program):
             if config.reads_shots
             else None
         )
+        self.task_sizes = None  # the training tasks' image counts, for --kl-u-scale task (`train`)
+
+    def kl_u_share(self, kl_u_weight, x: torch.Tensor, task):
+        """KL(u)'s weight for the minibatch x of `task`: as given, or with --kl-u-scale task in
+        training, times the minibatch's images over the task's (tasks, 1): KL(u) counted once for
+        the task's data, each minibatch an unbiased share of its description length."""
+        if self.config.kl_u_scale != "task" or task is None or not self.training:
+            return kl_u_weight
+        if self.task_sizes is None:
+            raise ValueError("--kl-u-scale task: the program has no training task sizes (train gives them)")
+        return kl_u_weight * (x.shape[1] / self.task_sizes.to(x.device)[task]).unsqueeze(-1)
 
     @pyro_method
     def model(
@@ -345,6 +356,7 @@ class HyperVAEProgram(Program):
         read_shots=True,
     ):
         _refuse_pyro_optim()
+        kl_u_weight = self.kl_u_share(kl_u_weight, x, task)
         if context_size is not None:  # the first `context_size` items of each task are q(u)'s context
             if self.shot_prior is not None and context_size and read_shots:
                 shots = x[:, :context_size]
@@ -381,7 +393,7 @@ class HyperVAEProgram(Program):
             self.theta,
             self.inference,
             x,
-            kl_u_weight,
+            self.kl_u_share(kl_u_weight, x, task),
             kl_z_weight,
             record_theta,
             context_size,

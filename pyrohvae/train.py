@@ -194,6 +194,8 @@ def _train(
     if deterministic:
         set_deterministic()
     trainer = _trainer(config, state, batches, dev, ranks)
+    if config.kl_u_scale == "task":  # KL(u) weighed by a minibatch's share of its task
+        trainer.program.task_sizes = data.task_sizes()
     start = trainer.step
     checkpoints = Checkpoints(out, config, batches, keep_every, saved=start if state else None)
     own: list[Hook] = [checkpoints, losses := LossRange()]

@@ -86,6 +86,37 @@ def test_trace_elbo_is_eq9_for_the_same_noise(kl_u_weight, kl_z_weight, z_prior)
     assert loss == pytest.approx(float(by_hand), abs=1e-4)
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_kl_u_at_the_task_scale_counts_it_once_per_task_s_data(split):
+    """`--kl-u-scale task`: in training a minibatch of N of a task's n images carries N / n of its
+    KL(u), the data terms as before (with a split context KL(u) still spread over all N); in
+    scoring KL(u) counts once per minibatch, as without the option."""
+    x = (torch.rand(2, 7, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.3).double()
+    task, kwargs = torch.tensor([1, 0]), {"context_size": 3} if split else {}
+    elbo = Trace_ELBO(max_plate_nesting=2)
+    losses = {}
+    for scale in ("minibatch", "task"):
+        program, _ = setup_program(kl_u_scale=scale, split_context=split, guide="precision-pool")
+        program.task_sizes = torch.tensor([14, 70])
+        program.train()
+        pyro.set_rng_seed(3)
+        losses[scale] = elbo.loss(program.model, program.guide, x, task, **kwargs)
+    pyro.set_rng_seed(3)
+    guide = poutine.trace(program.guide).get_trace(x, task, **kwargs)
+    model = poutine.trace(poutine.replay(program.model, trace=guide)).get_trace(x, task, **kwargs)
+    u = guide.nodes["u"]["value"]
+    kl_u = guide.nodes["u"]["fn"].log_prob(u) - model.nodes["u"]["fn"].log_prob(u)  # (T, 1), one draw
+    share = torch.tensor([[7 / 70], [7 / 14]], dtype=torch.float64)  # task 1 has 70 images, task 0 14
+    scored, spread = (4, 4 / 7) if split else (7, 1.0)
+    expected = float((kl_u.detach() * (share - 1)).sum() * spread / (2 * scored))
+    assert abs(expected) > 0.05
+    assert losses["task"] - losses["minibatch"] == pytest.approx(expected, rel=1e-6)
+    program.eval()
+    pyro.set_rng_seed(3)
+    in_scoring = elbo.loss(program.model, program.guide, x, task, **kwargs)
+    assert in_scoring == pytest.approx(losses["minibatch"], rel=1e-9)
+
+
 @pytest.mark.parametrize(*SHOTS_MODELS)
 def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
     z_prior, features, template, attention, in_encoder, width, window, pixels, grid

@@ -893,7 +893,11 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
         ({"model": "vae", "u_dim": 5}, "--u-dim, --h-dim and --theta-layout apply to hypervae only"),
         ({"theta_layout": "square"}, "unknown θ layout 'square'"),
         ({"kl_u_weight": 0.0}, "--kl-u-weight 0.0: a weight above 0"),
-        ({"model": "vae", "kl_u_weight": 0.5}, "--kl-u-warmup and --kl-u-weight apply to hypervae only"),
+        (
+            {"model": "vae", "kl_u_weight": 0.5},
+            "--kl-u-warmup, --kl-u-weight and --kl-u-scale apply to hypervae only",
+        ),
+        ({"model": "vae", "kl_u_scale": "task"}, "--kl-u-scale apply to hypervae only"),
         ({"split_context": True, "random_context": True}, "give one"),
         ({"split_context": True, "batch_size": 1}, "--split-context needs --batch-size 2 or more"),
         ({"z_prior": "shots"}, "--z-prior shots needs --split-context"),

@@ -231,6 +231,20 @@ def test_train_evaluate_sample_and_outliers_on_a_folder(tmp_path):
     assert len(result.output.strip().splitlines()) == 1 and not (run / "eval.json").exists()
 
 
+def test_a_run_weighs_kl_u_by_its_minibatch_s_share_of_the_task(tmp_path):
+    """`--kl-u-scale task` trains end to end: `train` gives the program its tasks' sizes (10 training
+    images each, minibatches of 5: KL(u) at half its weight), so the first step's loss is not the one
+    of the same draws with KL(u) once per minibatch."""
+    root = make_folder(tmp_path / "shapes", per_task=12)
+    first = {}
+    for scale in ("minibatch", "task"):
+        run = tmp_path / scale
+        common = ["--steps", 2, "--batch-size", 5, "--tasks-per-step", 2, "--log-every", 1, "--out", run]
+        cli("train", "--dataset", root, "--kl-u-scale", scale, *common, "--no-progress")
+        first[scale] = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["task"]["loss"] != pytest.approx(first["minibatch"]["loss"], rel=1e-6)
+
+
 def test_train_refuses_a_bad_folder_before_writing_anything(tmp_path):
     root = make_folder(tmp_path / "data", per_task=3)
     (root / "cross" / "image 2 ü.png").write_bytes(b"\x89PNG broken")
