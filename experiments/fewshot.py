@@ -623,24 +623,6 @@ VARIANTS = {
             "kl_z_anneal": 0,
         },
     ),
-    "pool-split-shots-z32-k-warp-address-grid7-noshot50-klutask-kl1": (
-        (
-            "pool-split-shots-z32-k-warp-address-grid7-noshot50-kl1 with KL(u) counted once per task's "
-            "data, not once per minibatch (--kl-u-scale task): the same run on characters (20 images, "
-            "minibatches of 20), KL(u) at about 100 / 640 of its weight on alphabets and 100 / 6,005 on "
-            "MNIST's digits"
-        ),
-        {
-            **SHOTS_K,
-            "z_dim": 32,
-            "shot_template": "warp-address",
-            "warp_grid": 7,
-            "no_shot_share": 0.5,
-            "kl_u_scale": "task",
-            "kl_z_start": 1.0,
-            "kl_z_anneal": 0,
-        },
-    ),
     "pool-split-shots-z32-k-attend-warp-address-kl1": (
         (
             "pool-split-shots-z32-k-attend-kl1 with the addressed shot moved to the drawing "
