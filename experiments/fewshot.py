@@ -666,6 +666,20 @@ VARIANTS = {
     ),
 }
 
+# name -> (the variant whose full-stage run it scores, Adam steps of `fewshot.refine`, the shots scored):
+# that run as trained, each k-shot model's q(u) refined on its k shots before it is scored
+# (semi-amortized inference; each k costs `steps` backward passes per image, so only the target's k)
+REFINED = {f"{grid_variant(7)}-refine200": (grid_variant(7), 200, (0, 1, 20))}
+VARIANTS.update(
+    {
+        name: (
+            f"{base} with q(u | k shots) refined by {steps} Adam steps on the shots' ELBO",
+            VARIANTS[base][1],
+        )
+        for name, (base, steps, _) in REFINED.items()
+    }
+)
+
 
 # The benchmarks of the full stage: the training data (RunConfig fields), what a task model's step
 # holds (its preset's where empty) and a VAE's, the part scored, images scored per task, the shots.
@@ -715,6 +729,12 @@ def full_config(benchmark: str, name: str, steps: int, seed: int) -> RunConfig:
     return RunConfig(**spec["data"], steps=steps, seed=seed, **overrides, **batch)
 
 
+def full_run_folder(runs: Path, benchmark: str, name: str, steps: int, seed: int) -> Path:
+    """The full stage's run of variant `name`: a refined variant's is its base's, trained once."""
+    base = REFINED[name][0] if name in REFINED else name
+    return runs / f"fewshot-{benchmark}-{base}-steps{steps}-seed{seed}"
+
+
 def scores_store(folder: Path, benchmark: str, state: dict) -> Path:
     """Where a run's scores on a benchmark (or on the validation characters) are kept as each model's
     are done, so that scoring stopped part way (hours for the full stage, several checkpoints for the
@@ -726,7 +746,7 @@ def full(args, rows_dir):
     for benchmark in args.benchmarks:
         spec = BENCHMARKS[benchmark]
         settings = {"per_task": spec["per_task"], "samples": FULL_SAMPLES, "shots": spec["shots"]}
-        vae_dir = args.runs / f"fewshot-{benchmark}-vae-steps{args.steps}-seed{args.seed}"
+        vae_dir = full_run_folder(args.runs, benchmark, "vae", args.steps, args.seed)
         trained(full_config(benchmark, "vae", args.steps, args.seed), vae_dir, args.device, args.progress)
         vae, vae_state = load_run(vae_dir, args.device)
         vae_store = scores_store(vae_dir, benchmark, vae_state)
@@ -734,10 +754,14 @@ def full(args, rows_dir):
             path = rows_dir / f"full-{benchmark}-{name}-steps{args.steps}-seed{args.seed}.json"
             if path.exists():
                 continue
+            _, refine_steps, shots = REFINED.get(name, (name, 0, spec["shots"]))
             config = full_config(benchmark, name, args.steps, args.seed)
-            folder = args.runs / f"fewshot-{benchmark}-{name}-steps{args.steps}-seed{args.seed}"
+            folder = full_run_folder(args.runs, benchmark, name, args.steps, args.seed)
             trained(config, folder, args.device, args.progress)
             program, state = load_run(folder, args.device)
+            store = scores_store(folder, benchmark, state)
+            if refine_steps:  # a store of its own: the base row's stays as it is
+                store = store.with_name(f"{store.stem}-refine{refine_steps}.pt")
             test = fewshot.unseen_tasks(program.config, "test")  # the run's: it names the tasks trained on
             print(f"[{folder.name}] scoring {benchmark}", flush=True)
             row = {
@@ -753,10 +777,11 @@ def full(args, rows_dir):
                     test,
                     config.load_data("train"),
                     None if name == "vae" else vae,
-                    settings,
+                    {**settings, "shots": shots},
                     args.seed,
                     args.progress,
-                    (scores_store(folder, benchmark, state), vae_store),
+                    (store, vae_store),
+                    refine_steps,
                 ),
             }
             atomic_write_text(path, json.dumps(row, indent=2) + "\n")
@@ -919,14 +944,23 @@ def screen_config(name: str, steps: int, seed: int) -> RunConfig:
 
 
 def curve_row(
-    program, state, data, train_data, vae, settings, seed, progress=True, stores=(None, None)
+    program, state, data, train_data, vae, settings, seed, progress=True, stores=(None, None), refine_steps=0
 ) -> dict:
     """The benchmark's report of a run on `data`, with the VAE's on the same images; `stores`, the
     files where the run's and the VAE's scores are kept as each model's are done (`fewshot.curve`)."""
     shots, per_task, samples = settings["shots"], settings["per_task"], settings["samples"]
     td = train_data if program.task_latent else None
     result = fewshot.curve(
-        program, data, shots, per_task, samples, seed, td, progress=progress, store=stores[0]
+        program,
+        data,
+        shots,
+        per_task,
+        samples,
+        seed,
+        td,
+        progress=progress,
+        store=stores[0],
+        refine_steps=refine_steps,
     )
     vae_curve = (
         fewshot.curve(vae, data, shots, per_task, samples, seed, progress=progress, store=stores[1])
@@ -941,6 +975,7 @@ def curve_row(
         "images": len(result.task),
         "per_task": per_task,
         "samples": samples,
+        **({"refine_steps": refine_steps} if refine_steps else {}),
     }
 
 
@@ -2814,7 +2849,8 @@ def main():
     )
     p.add_argument("--screen-steps", type=int, default=3000)
     p.add_argument("--keep-every", type=int, default=2000, help="the length stage's scored checkpoints")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    screened = [v for v in VARIANTS if v not in REFINED]  # a refined variant trains nothing of its own
+    p.add_argument("--variants", nargs="+", default=screened, choices=screened)
     args = p.parse_args()
     if "length" in args.stages and not (0 < args.keep_every <= args.steps):
         p.error(

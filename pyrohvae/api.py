@@ -75,11 +75,12 @@ class Run:
         data_dir=None,
         progress: bool = False,
         keep_in=None,
+        refine_steps: int = 0,
     ) -> dict:
         """What `fewshot-curve` prints and writes: −log p(x | k other images of its task) of images of
         tasks the run never trained on, for each k, the set figure and, given a VAE run, the gains.
         With `keep_in` (a folder), each model's scores are kept there as they are done, and the same
-        call, stopped, resumes."""
+        call, stopped, resumes. `refine_steps`: q(u | shots) refined on the shots (`fewshot.refine`)."""
         from .fewshot import SHOTS, run_curve
 
         return run_curve(
@@ -95,6 +96,7 @@ class Run:
             vae=vae.program if vae is not None else None,
             progress=progress,
             keep_in=keep_in,
+            refine_steps=refine_steps,
         )
 
     @torch.no_grad()

@@ -200,9 +200,11 @@ def fewshot_curve(run_dir, vae_run, out, as_json, data_dir, device, **curve):
     result = fewshot.run_curve(program, state["step"], vae=vae, data_root=data_dir, keep_in=out, **curve)
     out_folder(out)
     fewshot.plot_curve(result, f"{program.config.model} ({run_dir.name})", out / "curve.png")
+    refined = f", q(u) refined by {curve['refine_steps']} steps" if curve["refine_steps"] else ""
     head = (
         f"few-shot curve of {run_dir} on {result['data']} ({result['tasks']} tasks never trained on, "
-        f"{result['images']} images, K={curve['samples']}); wrote {out / 'curve.json'}, {out / 'curve.png'}"
+        f"{result['images']} images, K={curve['samples']}{refined}); "
+        f"wrote {out / 'curve.json'}, {out / 'curve.png'}"
     )
     write_result(out / "curve.json", result, as_json, "\n".join([head, *fewshot.curve_lines(result)]))
 

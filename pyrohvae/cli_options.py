@@ -458,6 +458,14 @@ FEWSHOT_CURVE = _each(
     _opt("--samples", type=_AT_LEAST_1, default=1024, help="Importance samples per image and model."),
     _vae_run("the same images under, for the gains."),
     _combine,
+    _opt(
+        "--refine-steps",
+        type=_AT_LEAST_0,
+        default=0,
+        help="Adam steps that refine q(u | k shots) on the shots' own ELBO before its model is scored "
+        "(semi-amortized inference; 0: the hyper-encoder's q(u)). Costs as many backward passes "
+        "through θ(u) and the k shots per scored image.",
+    ),
     _seed,
     _opt("--out", type=_WritableFolder(), required=True, help="Folder for curve.json and curve.png."),
     _json,

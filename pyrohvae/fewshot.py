@@ -44,6 +44,7 @@ SHOTS = (0, 1, 2, 3, 4, 9, 19)
 # by the chain rule (Giannone & Winther 2022).
 SET_SIZE = 5
 ZERO_SHOT = ("training-mean", "prior-mean")  # the models of no shots: θ(mean training-task ū), θ(E[u])
+REFINE_LR = 0.05  # Adam's step for `refine`: q(u) of one task moves within its first 50 steps
 
 
 def task_shots(data, name: str, shots: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -368,6 +369,25 @@ def shots_posteriors(program, source: torch.Tensor, pools: torch.Tensor, combine
     return tuple(torch.cat(p) for p in zip(*parts))
 
 
+def refined_posteriors(program, source, pools, posterior, steps: int, seed: int = 0, chunk: int = 50):
+    """`posterior` (location and scale, each (n, u_dim)), q(u) of each image's shots `source[pools[i]]`
+    (pools (n, k)), refined by `refine` on those shots, `chunk` images' tasks at a time, from the
+    random state `seed`: the same posteriors for the same call."""
+    import pyro
+
+    pyro.set_rng_seed(seed)
+    parts = [
+        refine(
+            program,
+            source[pools[i : i + chunk]].float().to(program.device),
+            *(p[i : i + chunk] for p in posterior),
+            steps,
+        )
+        for i in range(0, len(pools), chunk)
+    ]
+    return tuple(torch.cat(p) for p in zip(*parts))
+
+
 @torch.no_grad()
 def scores_given_shots(
     program, images, posterior=None, source=None, pools=None, samples=1024, seed=0, chunk=50, done=None
@@ -446,11 +466,14 @@ def curve(
     chunk: int = 50,
     progress: bool = True,
     store: Path | None = None,
+    refine_steps: int = 0,
 ) -> Curve:
     """The benchmark on `data`, tasks the program never trained on: each scored image (`curve_plan`)
     gets −ELBO and importance-sampled −log p(x) (`samples` draws) under the model of each k in
     `shots`, made from k other images of its task (never itself); k = 0 under θ(E[u]) and, given
-    `train_data`, θ(mean training-task ū). A program without u has one model, scored once.
+    `train_data`, θ(mean training-task ū). A program without u has one model, scored once. With
+    `refine_steps`, q(u | k shots) is refined by that many Adam steps on the shots' ELBO (`refine`)
+    before its model is scored: semi-amortized inference, the hyper-encoder's estimate its start.
 
     With `store` (a file), each model's scores are written there as soon as they are done, and a
     later call with the same weights, images, shots and settings reads them back instead of scoring
@@ -462,6 +485,8 @@ def curve(
     index, pools, tasks = curve_plan(data, shots, per_task, seed)
     images = data.images[index].float()
     plan = {"index": index, "pools": pools, "samples": samples, "seed": seed, "combine": combine}
+    if refine_steps and program.task_latent:  # absent otherwise, so that earlier stores still match
+        plan["refine_steps"] = refine_steps
     if store is not None:
         plan["fingerprint"] = _fingerprint(program, data.images)
     kept = _stored_scores(store, plan)
@@ -494,6 +519,12 @@ def curve(
             bar.update(len(images))
             continue
         k = result_shots(name)
+        if refine_steps and k:
+            bar.set_description(f"refining q(u) of {name} ({refine_steps} steps)")
+            posterior = refined_posteriors(
+                program, data.images, pools[:, :k], posterior, refine_steps, seed, chunk
+            )
+            bar.set_description(f"few-shot curve ({samples} samples)")
         nelbo[name], nll[name] = scores_given_shots(
             program, images, posterior, data.images, pools[:, :k], samples, seed, chunk, bar.update
         )
@@ -703,12 +734,16 @@ def run_curve(
     vae=None,
     progress: bool = True,
     keep_in: Path | None = None,
+    refine_steps: int = 0,
 ) -> dict:
     """`curve` of a run on its tasks never trained on (`unseen_tasks`), with the VAE's on the same
     images given one, as the dict `fewshot-curve` writes (`curve_report` and what was scored). With
     `keep_in` (a folder), each model's scores are kept there as they are done (`scores-run.pt`,
-    `scores-vae.pt`), so the same call stopped part way resumes."""
+    `scores-vae.pt`), so the same call stopped part way resumes. `refine_steps`: `curve`'s, the run's
+    alone (the VAE has no q(u))."""
     config = program.config
+    if refine_steps and not program.task_latent:
+        raise RequestError(f"--refine-steps refines q(u | shots): a {config.model} run has no u")
     data = unseen_tasks(config, split, data_root, folder, config.invert if config.is_folder else None)
     train_data = config.load_data("train", data_root) if program.task_latent and 0 in shots else None
     stores = (
@@ -717,7 +752,17 @@ def run_curve(
         else (Path(keep_in) / "scores-run.pt", Path(keep_in) / "scores-vae.pt")
     )
     result = curve(
-        program, data, shots, per_task, samples, seed, train_data, combine, progress=progress, store=stores[0]
+        program,
+        data,
+        shots,
+        per_task,
+        samples,
+        seed,
+        train_data,
+        combine,
+        progress=progress,
+        store=stores[0],
+        refine_steps=refine_steps,
     )
     vae_curve = (
         curve(vae, data, shots, per_task, samples, seed, progress=progress, store=stores[1])
@@ -736,12 +781,18 @@ def run_curve(
         "seed": seed,
         "shots": list(shots),
         "combine": combine if program.task_latent and program.inference.one_draw else None,
+        "refine_steps": refine_steps,
         **curve_report(result, vae_curve),
     }
 
 
 def refine(
-    program, shots: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, steps: int = 50, lr: float = 0.05
+    program,
+    shots: torch.Tensor,
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    steps: int = 50,
+    lr: float = REFINE_LR,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """q(u) of tasks of k shots each (tasks, k, 1, 28, 28), refined by `steps` Adam steps on the
     shots' ELBO (`Trace_ELBO` of the program's model and guide, q(u) = N(loc, scale) free), from

@@ -52,6 +52,20 @@ def test_a_full_length_run_trains_the_benchmark_s_batch_as_its_variant_changes_i
     assert (config.batch_size, config.tasks_per_step) == (batch_size, tasks_per_step)
 
 
+def test_a_refined_variant_scores_its_base_s_run_and_is_not_screened(fewshot_experiment, tmp_path):
+    fx = fewshot_experiment
+    assert fx.REFINED
+    for name, (base, steps, shots) in fx.REFINED.items():
+        assert steps > 0 and 0 in shots
+        for benchmark in fx.BENCHMARKS:
+            assert fx.full_config(benchmark, name, 10, 0) == fx.full_config(benchmark, base, 10, 0)
+            folder = fx.full_run_folder(tmp_path, benchmark, name, 10, 0)
+            assert folder == fx.full_run_folder(tmp_path, benchmark, base, 10, 0)
+    assert fx.full_run_folder(tmp_path, "omniglot-alphabets", "vae", 10, 0).name == (
+        "fewshot-omniglot-alphabets-vae-steps10-seed0"
+    )
+
+
 def _length_row(curve: dict) -> dict:
     return {"by_step": [{"steps": n, "rows": [{"model": "vae", "nll": v}]} for n, v in curve.items()]}
 

@@ -304,6 +304,27 @@ def test_a_stored_curve_resumes_with_the_scores_an_unbroken_call_gives(tmp_path,
     assert len(scored) == 2 * len(unbroken.models)
 
 
+def test_a_refined_curve_scores_each_image_under_q_u_refined_on_its_own_shots(tmp_path):
+    """`refine_steps`: the k-shot models' q(u) is that of `refine` on each image's k shots (the
+    curve's scores equal a by-hand scoring under it, and differ from the guide's); the models of no
+    shot are the unrefined curve's; an unrefined curve's stored scores are never read for it."""
+    program, data, store = program_of(random_context=True), task_data([5, 5]), tmp_path / "scores.pt"
+    plain = fewshot.curve(program, data, (0, 2), per_task=2, samples=8, seed=3, progress=False, store=store)
+    refined = fewshot.curve(
+        program, data, (0, 2), per_task=2, samples=8, seed=3, progress=False, store=store, refine_steps=4
+    )
+    index, pools, _ = fewshot.curve_plan(data, (0, 2), per_task=2, seed=3)
+    guide = fewshot.shots_posteriors(program, data.images, pools[:, :2])
+    by_hand = fewshot.refined_posteriors(program, data.images, pools[:, :2], guide, 4, seed=3)
+    assert not torch.allclose(by_hand[0], guide[0])
+    _, nll = fewshot.scores_given_shots(
+        program, data.images[index].float(), by_hand, data.images, pools[:, :2], 8, 3
+    )
+    assert torch.allclose(refined.nll["k=2"], nll, atol=1e-4)
+    assert not torch.allclose(refined.nll["k=2"], plain.nll["k=2"], atol=1e-3)
+    assert torch.equal(refined.nll["prior-mean"], plain.nll["prior-mean"])
+
+
 @pytest.mark.parametrize(*SHOTS_MODELS)
 def test_a_shots_prior_is_given_the_same_other_images_as_q_u(
     z_prior, features, template, attention, in_encoder, width, window, pixels, grid
@@ -824,6 +845,7 @@ def test_fewshot_curve_command_errors_write_nothing(held_out_runs, trained_run, 
         ),
         ([str(trained_run("hypervae")), "--split", "held-out"], "this run holds no held-out tasks"),
         ([run, "--vae", str(trained_run("metavae"))], "a metavae run, not a vae"),
+        ([held_out_runs["vae"], "--refine-steps", "3"], "a vae run has no u"),
     ]
     for i, (args, message) in enumerate(cases):
         out = tmp_path / f"out{i}"
