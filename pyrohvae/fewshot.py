@@ -44,7 +44,7 @@ SHOTS = (0, 1, 2, 3, 4, 9, 19)
 # by the chain rule (Giannone & Winther 2022).
 SET_SIZE = 5
 ZERO_SHOT = ("training-mean", "prior-mean")  # the models of no shots: θ(mean training-task ū), θ(E[u])
-REFINE_LR = 0.05  # Adam's step for `refine`: q(u) of one task moves within its first 50 steps
+REFINE_LR = 0.05  # Adam's step for `refine`, in u's units (p(u) = N(0, I))
 
 
 def task_shots(data, name: str, shots: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -52,7 +52,7 @@ def test_a_full_length_run_trains_the_benchmark_s_batch_as_its_variant_changes_i
     assert (config.batch_size, config.tasks_per_step) == (batch_size, tasks_per_step)
 
 
-def test_a_refined_variant_scores_its_base_s_run_and_is_not_screened(fewshot_experiment, tmp_path):
+def test_a_refined_variant_scores_its_base_s_run(fewshot_experiment, tmp_path):
     fx = fewshot_experiment
     assert fx.REFINED
     for name, (base, steps, shots) in fx.REFINED.items():
