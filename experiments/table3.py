@@ -477,8 +477,8 @@ def third_edition(rows: list[dict]) -> list[str]:
         "AUC in %, `outliers --score typicality`, the default (`pyrohvae/typicality.py`): the joint density",
         "of the statistics (the reconstruction term, KL(z), −log p(x), complexity, z-distance; HyperVAE also",
         "KL(u) and u-distance; since version 3 also the drawing's recon_ink and ink_excess, since",
-        "version 4 its block_excess) over 1,000",
-        "normal training images (the Table 1 runs hold no validation",
+        "version 4 its block_excess, since version 5 its width_ratio) over 3,000 (1,000",
+        "before version 5) normal training images (the Table 1 runs hold no validation",
         "part), a Gaussian mixture on the standardized statistics with its components chosen by BIC; the",
         "score −log p̂. Nothing reads an outlier or a test image to fit it. Seed S: the run trained with",
         "seed S, scored with seed S. The runs are trained again for this edition (table1.py's",
@@ -553,7 +553,9 @@ def version_note(versions: list[int]) -> list[str]:
             f"{old} of these {len(versions)} rows (marked †) were fitted by an earlier version of the detector (version "
             f"{min(versions)}; today's is {typicality.VERSION}: version 3 added the statistics of the model's "
             "drawing, `recon_ink` and `ink_excess`, version 4 its solid 2×2 blocks of ink, `block_excess`, "
-            "each measured against the one before in [drawing.md](drawing.md)); `table3.py` makes them again."
+            "each measured against the one before in [drawing.md](drawing.md), version 5 its strokes' "
+            "width, `width_ratio`, fitted on 3,000 images, chosen in "
+            "[typicality_screen.md](typicality_screen.md)); `table3.py` makes them again."
         ),
     ]
 

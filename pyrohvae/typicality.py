@@ -9,12 +9,13 @@ high or too low.
 
 The statistics (`statistics`), each per image, the image read alone as a task of one: the
 reconstruction term of −ELBO, KL(z), the importance-sampled −log p(x), `complexity` (−log p(x)
-minus the PNG length), `z-distance`, and three of the model's drawing of the image at E[z | x]
-(`drawing`): its nats per pixel of ink, and the ink it draws beyond the image's counted in pixels
-and in solid 2×2 blocks; for a model with a task latent also KL(u) and `u-distance` (outliers.py
-says what each is). −ELBO itself is left out: it is the sum of the first two. The drawing's are
-what an Omniglot model sees of an MNIST digit: it draws the digit's bold strokes thin
-(docs/outliers.md has the measurements).
+minus the PNG length), `z-distance`, and four of the model's drawing of the image at E[z | x]
+(`drawing`): its nats per pixel of ink, the ink it draws beyond the image's counted in pixels and
+in solid 2×2 blocks, and the log ratio of its strokes' width to the image's; for a model with a
+task latent also KL(u) and `u-distance` (outliers.py says what each is). −ELBO itself is left out:
+it is the sum of the first two. The drawing's are what an Omniglot model sees of an MNIST digit: it
+draws the digit's bold strokes thin; and what a model of garments sees of a digit or a character:
+it draws their thin strokes as solid shapes (docs/outliers.md has the measurements).
 
 The density (`Fit`) is joint: a Gaussian mixture with full covariances on the standardized
 statistics, its number of components (1 to MAX_COMPONENTS) chosen by BIC on the normal images; the
@@ -49,10 +50,10 @@ from .files import OptionError, atomic_write_text
 from .outliers import compressed_nats, datum_scores, latent_distance, reconstruction_logits
 
 FIT_FILE = "typicality.json"
-FIT_IMAGES = 1000
+FIT_IMAGES = 3000
 MIN_FIT_IMAGES = 50  # below this a density of the statistics says little
 MAX_COMPONENTS = 8
-VERSION = 4  # 3: recon_ink and ink_excess joined the statistics; 4: block_excess
+VERSION = 5  # 3: recon_ink, ink_excess; 4: block_excess; 5: width_ratio, and 3,000 images
 
 
 def statistics(
@@ -75,9 +76,10 @@ def drawing(program, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """How the model's drawing of each image (`reconstruction_logits`) differs from it, in ways the
     reconstruction term sums away: `recon_ink`, its nats per pixel on (how well the strokes are
     drawn, whatever their length); `ink_excess`, the ink it draws less the image's (which strokes it
-    draws too thin or too bold); and `block_excess`, the same count at the next scale, solid 2×2
-    blocks of ink (a stroke two pixels wide or more holds them, a thin one hardly any), the
-    drawing's expected number less the image's."""
+    draws too thin or too bold); `block_excess`, the same count at the next scale, solid 2×2 blocks
+    of ink (a stroke two pixels wide or more holds them, a thin one hardly any), the drawing's
+    expected number less the image's; and `width_ratio`, the log of the drawing's mean stroke width
+    over the image's (`stroke_width`), which does not grow with the amount of ink as the excesses do."""
     logits = reconstruction_logits(program, images).double()
     x = images.double()
     ink = x.flatten(1).sum(1)
@@ -87,6 +89,7 @@ def drawing(program, images: torch.Tensor) -> dict[str, torch.Tensor]:
         "recon_ink": (nats * x).flatten(1).sum(1) / ink.clamp(min=1),
         "ink_excess": drawn.flatten(1).sum(1) - ink,
         "block_excess": solid_blocks(drawn) - solid_blocks(x),
+        "width_ratio": torch.log(stroke_width(drawn) / stroke_width(x)),
     }
 
 
@@ -95,6 +98,25 @@ def solid_blocks(p: torch.Tensor) -> torch.Tensor:
     independently with probabilities p: for a binary image, the count itself."""
     blocks = p[..., :-1, :-1] * p[..., :-1, 1:] * p[..., 1:, :-1] * p[..., 1:, 1:]
     return blocks.flatten(1).sum(1)
+
+
+def edges(p: torch.Tensor) -> torch.Tensor:
+    """The expected number of neighbouring pixel pairs, across and down, one pixel on and the other
+    off, pixels (n, 1, h, w) on independently with probabilities p: for a binary image, the length of
+    its outline."""
+
+    def differ(a, b):
+        return a * (1 - b) + b * (1 - a)
+
+    across = differ(p[..., :, 1:], p[..., :, :-1])
+    down = differ(p[..., 1:, :], p[..., :-1, :])
+    return across.flatten(1).sum(1) + down.flatten(1).sum(1)
+
+
+def stroke_width(p: torch.Tensor) -> torch.Tensor:
+    """Ink over half the outline (`edges`): a stroke w pixels wide and much longer than wide has
+    width about w. One pixel added to both keeps it finite and 1 for an empty image."""
+    return (p.flatten(1).sum(1) + 1) / (edges(p) / 2 + 1)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from pyrohvae.cli import main
-from pyrohvae.typicality import FIT_FILE, Fit, checkpoint_digest, load_fit
+from pyrohvae.typicality import FIT_FILE, FIT_IMAGES, Fit, checkpoint_digest, load_fit
 
 
 def _fit(run_dir, values: dict, step=7) -> Fit:
@@ -118,7 +118,7 @@ def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, t
     assert first.exit_code == 0, first.output
     row = json.loads(first.stdout)
     assert row["score"] == "typicality" and row["fit"]["how"] == "fitted (no fit yet)"
-    assert row["fit"]["fit_on"] == "mnist/train (seen in training)" and row["fit"]["n"] == 1000
+    assert row["fit"]["fit_on"] == "mnist/train (seen in training)" and row["fit"]["n"] == FIT_IMAGES
     statistics = {
         "recon",
         "nll",
@@ -126,6 +126,7 @@ def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, t
         "recon_ink",
         "ink_excess",
         "block_excess",
+        "width_ratio",
         "kl_u",
         "u_distance",
         "z_distance",
@@ -248,6 +249,19 @@ def test_solid_blocks_counts_a_binary_image_and_expects_under_probabilities():
     assert solid_blocks(images).tolist() == [2.0, 0.0, 25 / 16]
 
 
+def test_edges_count_an_outline_and_stroke_width_reads_a_stroke_s_width():
+    from pyrohvae.typicality import edges, stroke_width
+
+    images = torch.zeros(4, 1, 12, 12)
+    images[0, 0, 5, 1:11] = 1  # a stroke one pixel wide and ten long
+    images[1, 0, 4:7, 1:11] = 1  # three pixels wide, as long
+    images[3] = 0.5  # every neighbouring pair differs with probability 1/2
+    assert edges(images).tolist() == [22.0, 26.0, 0.0, 132.0]  # outline: 2 × 10 + 2 × width
+    width = stroke_width(images)
+    assert width[2] == 1.0  # an empty image
+    assert width[0] == 11 / 12 and width[1] == 31 / 14  # (ink + 1) / (outline / 2 + 1): about 1 and 3
+
+
 @pytest.mark.data
 @pytest.mark.parametrize("model", ["vae", "hypervae"])
 def test_the_drawing_statistics_see_strokes_drawn_too_thin(data_root, trained_run, model):
@@ -265,3 +279,4 @@ def test_the_drawing_statistics_see_strokes_drawn_too_thin(data_root, trained_ru
     assert thick["ink_excess"].mean() < plain["ink_excess"].mean() - 20
     assert thick["block_excess"].mean() < plain["block_excess"].mean() - 20
     assert thick["recon_ink"].mean() > plain["recon_ink"].mean()
+    assert thick["width_ratio"].mean() < plain["width_ratio"].mean() - 0.2  # drawn thinner than they are

@@ -1,0 +1,256 @@
+"""Screening changes to the default detector (`typicality`) without Table 3's runs or test images.
+
+Table 3 reports the detector on runs trained with seeds 0 and 1 and on the datasets' test images.
+Choosing its next version there would choose on the figures it is judged by, so changes are screened
+here instead: on runs of another seed trained with a validation part (`train --seed 2 --validation
+0.1`), normal images from that validation part (never trained on), and outliers drawn from the
+other datasets' *training* images (and the two shifted sets made from training images), so no test
+image is read. Every run's statistics (all of `typicality.statistics` and the candidate ones below) are
+computed once per image set and kept in the run folder (`screen-SET-v5.pt`, `...-candidates4.pt`); the
+variants are fits of different statistics, densities and fit images on those, so a variant costs
+seconds. A run still training is refused (its statistics would be kept).
+
+    PYROHVAE_DATA_DIR=../shared/data python experiments/typicality_screen.py RUN [RUN ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+
+import numpy as np
+import torch
+from common import RESULTS, run
+from sklearn.preprocessing import PowerTransformer
+from table3 import others
+
+from pyrohvae import data, typicality
+from pyrohvae.files import UserError, atomic_write_text
+from pyrohvae.outliers import SHIFTED, reconstruction_logits
+from pyrohvae.train import load_run
+
+# Training images whose statistics are kept; a fit reads the first 1,000 (version 4) or all of them
+FIT_IMAGES = typicality.FIT_IMAGES
+VALIDATION_IMAGES = 2000  # the first half a fit "on validation" reads, the second half scored as normal
+OUTLIERS = 1000  # per outlier set (AUC does not depend on the share of outliers)
+OUT = RESULTS / "typicality_screen"
+
+
+CANDIDATES = 4  # the version of `candidates`: a new one computes them again
+CANDIDATE_NAMES = ("edge_excess", "block_log_ratio", "image_width")
+VERSION_4 = (
+    *("recon", "kl_z", "nll", "kl_u", "complexity", "recon_ink", "ink_excess", "block_excess"),
+    *("z_distance", "u_distance"),
+)
+VERSION_5_ADDS = ("width_ratio",)
+
+
+def candidates(program, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Statistics screened and not taken into the default."""
+    drawn = torch.sigmoid(reconstruction_logits(program, images).double())
+    x = images.double()
+    return {
+        "edge_excess": typicality.edges(drawn) - typicality.edges(x),  # the outline's length
+        "block_log_ratio": torch.log((typicality.solid_blocks(drawn) + 1) / (typicality.solid_blocks(x) + 1)),
+        "image_width": typicality.stroke_width(x),  # the image alone, no model: a control
+    }
+
+
+def image_sets(program, seed: int) -> dict[str, torch.Tensor]:
+    """The images each set holds: `fit` (training images), `validation` and one
+    set of outliers per other dataset or shifted set, from training images."""
+    config = program.config
+    g = torch.Generator().manual_seed(seed)
+    train = config.load_data("train")
+    validation = config.load_data("validation")
+    sets = {
+        "fit": train.images[torch.randperm(len(train), generator=g)[:FIT_IMAGES]],
+        "validation": validation.images[torch.randperm(len(validation), generator=g)[:VALIDATION_IMAGES]],
+    }
+    n_out = OUTLIERS
+    for other in others(config.dataset):
+        if other in SHIFTED:
+            base = data.load(SHIFTED[other], "train", binarization=config.binarize)
+            pick = base.images[torch.randperm(len(base), generator=g)[:n_out]]
+            if other.endswith("upside-down"):
+                images = pick.flip(-2, -1)
+            else:
+                flat = pick.reshape(len(pick), -1)
+                rank = torch.rand(flat.shape, generator=g).argsort(1).argsort(1)
+                images = (rank < flat.sum(1, keepdim=True)).to(pick.dtype).reshape(pick.shape)
+        else:
+            base = data.load(other, "train", binarization=config.binarize)
+            images = base.images[torch.randperm(len(base), generator=g)[:n_out]]
+        sets[other] = images
+    return sets
+
+
+def cached_statistics(folder, program, seed: int, samples: int) -> dict[str, dict[str, np.ndarray]]:
+    """{set: {statistic: values}}, computed once per run and image set (the candidates apart, so
+    that a new candidate does not cost the default's statistics again)."""
+    out = {}
+    train = program.config.load_data("train")
+    for name, images in image_sets(program, seed).items():
+        out[name] = {}
+        for part, compute in (
+            (
+                f"-v{typicality.VERSION}",
+                functools.partial(typicality.statistics, program, images, train, samples, seed),
+            ),
+            (f"-candidates{CANDIDATES}", functools.partial(candidates, program, images)),
+        ):
+            path = folder / f"screen-{name}{part}.pt"  # `part` names the version it was computed by
+            if not path.exists():
+                print(f"[screen] {folder.name}: statistics{part} of {len(images)} {name} images", flush=True)
+                tmp = path.with_suffix(".tmp")
+                torch.save({k: v.numpy() for k, v in compute().items()}, tmp)
+                tmp.replace(path)
+            out[name].update(torch.load(path, weights_only=False))
+    return out
+
+
+def mixture_score(fit: np.ndarray, scored: np.ndarray, transform: str | None) -> np.ndarray:
+    """−log p̂ of `scored` under the default's mixture fitted on `fit` (rows: images), after the
+    marginal transform named."""
+    if transform == "yeo-johnson":
+        pt = PowerTransformer().fit(fit)
+        fit, scored = pt.transform(fit), pt.transform(scored)
+    made = typicality.Fit([str(i) for i in range(fit.shape[1])], fit.T.tolist(), "", "", 0, 0, 0)
+    return made.score({str(i): torch.from_numpy(scored[:, i]) for i in range(fit.shape[1])}).numpy()
+
+
+def variants(names: list[str]) -> dict[str, dict]:
+    """Each variant: which statistics, which fit images (a number of training images, or
+    "validation"), which marginal transform. The first is version 4 of the default, the last
+    version 5."""
+    v4 = [n for n in VERSION_4 if n in names]  # a VAE has no u
+    v5 = v4 + list(VERSION_5_ADDS)
+    return {
+        "version 4": {"names": v4, "fit": 1000},
+        "fit on 3,000": {"names": v4, "fit": 3000},
+        "fit on validation": {"names": v4, "fit": "validation"},
+        "yeo-johnson": {"names": v4, "fit": 1000, "transform": "yeo-johnson"},
+        "+ edge_excess": {"names": v4 + ["edge_excess"], "fit": 1000},
+        "+ width_ratio": {"names": v4 + ["width_ratio"], "fit": 1000},
+        "+ block_log_ratio": {"names": v4 + ["block_log_ratio"], "fit": 1000},
+        "+ image_width (control)": {"names": v4 + ["image_width"], "fit": 1000},
+        "fit on 3,000 + edge_excess": {"names": v4 + ["edge_excess"], "fit": 3000},
+        "fit on 3,000 + edge_excess + width_ratio": {"names": v5 + ["edge_excess"], "fit": 3000},
+        "version 5 on validation": {"names": v5, "fit": "validation"},
+        "version 5": {"names": v5, "fit": 3000},
+    }
+
+
+def paired_auc(normal: dict, outliers: dict, draws: int = 200, seed: int = 0) -> tuple[dict, dict]:
+    """AUC of each variant's scores ({variant: (n,)} of the normal and of the outlier images), and the
+    bootstrap standard error of its difference from the first variant's (the same images redrawn)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.r_[np.zeros(len(next(iter(normal.values())))), np.ones(len(next(iter(outliers.values()))))]
+    scores = {v: np.r_[normal[v], outliers[v]] for v in normal}
+    auc = {v: roc_auc_score(labels, s) for v, s in scores.items()}
+    rng = np.random.default_rng(seed)
+    n0, n1 = int((labels == 0).sum()), int((labels == 1).sum())
+    first, diffs = next(iter(scores)), {v: [] for v in scores}
+    for _ in range(draws):
+        pick = np.r_[rng.integers(0, n0, n0), n0 + rng.integers(0, n1, n1)]
+        base = roc_auc_score(labels[pick], scores[first][pick])
+        for v, s in scores.items():
+            diffs[v].append(roc_auc_score(labels[pick], s[pick]) - base)
+    return auc, {v: float(np.std(d)) for v, d in diffs.items()}
+
+
+def screen(folder, args) -> list[dict]:
+    program, state = load_run(folder)
+    if state["step"] < program.config.steps:  # statistics of a run still training would be kept
+        raise UserError(f"{folder} is trained to step {state['step']} of {program.config.steps}")
+    stats = cached_statistics(folder, program, args.seed, args.samples)
+    rows = []
+    for other in [s for s in stats if s not in ("fit", "validation")]:
+        normal, outliers = {}, {}
+        for variant, v in variants(list(stats["fit"])).items():
+            table = {s: np.stack([stats[s][n] for n in v["names"]], 1) for s in stats}
+            half = len(table["validation"]) // 2  # the second half is scored as normal by every variant
+            fit = table["validation"][:half] if v["fit"] == "validation" else table["fit"][: v["fit"]]
+            scored = mixture_score(
+                fit, np.concatenate([table["validation"][half:], table[other]]), v.get("transform")
+            )
+            normal[variant], outliers[variant] = (
+                scored[: len(scored) - len(table[other])],
+                scored[-len(table[other]) :],
+            )
+        auc, se = paired_auc(normal, outliers)
+        rows.append(
+            {
+                "run": folder.name,
+                "normal": program.config.dataset,
+                "outliers": other,
+                "n_normal": len(next(iter(normal.values()))),
+                "n_outliers": len(next(iter(outliers.values()))),
+                "auc": auc,
+                "diff_se": se,
+            }
+        )
+        print(
+            f"[screen] {folder.name} vs {other}: " + ", ".join(f"{k} {100 * a:.1f}" for k, a in auc.items())
+        )
+    return rows
+
+
+def report() -> None:
+    """experiments/results/typicality_screen.md from the rows of every screened run."""
+    rows = [r for p in sorted(OUT.glob("*.json")) for r in json.loads(p.read_text())]
+    if not rows:
+        return
+    names = list(rows[0]["auc"])
+    lines = [
+        "# Screening the default detector's next version",
+        "",
+        "Made by `PYROHVAE_DATA_DIR=../shared/data python experiments/typicality_screen.py RUN ...` on runs",
+        "trained for this (`python cli.py train --dataset D --model M [--preset P] --seed 2 --validation 0.1`),",
+        "never Table 3's: normal images from the runs' validation part, outliers from the other datasets'",
+        "training images (shifted sets made from training images), no test image read. AUC in %; each",
+        "variant scores the same 1,000 normal validation images and 1,000 outliers of each set; in",
+        "brackets the bootstrap standard error of its difference from version 4's AUC (the same images",
+        "redrawn, the fits fixed). Version 4 fits 1,000 training images, as Table 3's runs (no",
+        "validation part) do.",
+        "",
+        "| run | outliers | " + " | ".join(names) + " |",
+        "| --- | --- | " + " | ".join(["---:"] * len(names)) + " |",
+    ]
+    for r in rows:
+        cells = [f"{100 * r['auc'][names[0]]:.1f}"] + [
+            f"{100 * r['auc'][v]:.1f} ({100 * (r['auc'][v] - r['auc'][names[0]]):+.1f} ± {100 * r['diff_se'][v]:.1f})"
+            for v in names[1:]
+        ]
+        lines.append(f"| {r['run']} | {r['outliers']} | " + " | ".join(cells) + " |")
+    mean = {v: 100 * np.mean([r["auc"][v] for r in rows]) for v in names}
+    between = [r for r in rows if r["outliers"] not in SHIFTED]
+    mean_between = {v: 100 * np.mean([r["auc"][v] for r in between]) for v in names}
+    worst = {v: 100 * min(r["auc"][v] - r["auc"][names[0]] for r in rows) for v in names}
+    lines += [
+        "| mean | | " + " | ".join(f"{mean[v]:.2f}" for v in names) + " |",
+        "| mean, pairs of datasets | | " + " | ".join(f"{mean_between[v]:.2f}" for v in names) + " |",
+        "| worst change | | " + " | ".join(f"{worst[v]:+.1f}" for v in names) + " |",
+        "",
+    ]
+    atomic_write_text(RESULTS / "typicality_screen.md", "\n".join(lines))
+
+
+def main():
+    options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options.add_argument("runs", nargs="+", type=lambda p: __import__("pathlib").Path(p))
+    options.add_argument("--seed", type=int, default=0)
+    options.add_argument("--samples", type=int, default=16)
+    args = options.parse_args()
+    torch.set_num_threads(1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for folder in args.runs:
+        rows = screen(folder, args)
+        atomic_write_text(OUT / f"{folder.name}.json", json.dumps(rows, indent=1) + "\n")
+    report()
+
+
+if __name__ == "__main__":
+    run(main)
