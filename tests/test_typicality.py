@@ -262,7 +262,7 @@ def test_edges_count_an_outline_and_stroke_width_reads_a_stroke_s_width():
     assert edges(images).tolist() == [22.0, 26.0, 0.0, 132.0]  # outline: 2 × 10 + 2 × width
     width = stroke_width(images)
     assert width[2] == 1.0  # an empty image
-    assert width[0] == 11 / 12 and width[1] == 31 / 14  # (ink + 1) / (outline / 2 + 1): about 1 and 3
+    assert width[0] == 11 / 12 and width[1] == 31 / 14  # under 1 and 3: the ends lengthen the outline
 
 
 @pytest.mark.data
