@@ -63,6 +63,8 @@ def start(out, *extra, env=None):
 
 
 def logged_steps(out):
+    # read once per check: a run started again empties the file or cuts it back to its checkpoint,
+    # so two reads may see two versions
     path = out / "metrics.jsonl"
     if not path.exists():
         return []
@@ -95,7 +97,7 @@ def test_killed_runs_resume_to_the_parameters_of_an_uninterrupted_one(tmp_path):
         if when == "write":
             wait_for(lambda: list(run.glob(".checkpoint.pt.*.tmp")), process)
         else:
-            wait_for(lambda when=when: logged_steps(run) and logged_steps(run)[-1] >= when, process)
+            wait_for(lambda when=when: max(logged_steps(run), default=0) >= when, process)
         process.send_signal(signal.SIGKILL)
         process.wait()
         if (run / "checkpoint.pt").exists():
@@ -123,7 +125,7 @@ def test_sigint_and_sigterm_checkpoint_the_step_reached_and_the_run_resumes_exac
     for sig, at in ((signal.SIGINT, 5), (signal.SIGTERM, 13)):
         extra = ["--resume"] if (run / "checkpoint.pt").exists() else []
         process = start(run, *extra, "--checkpoint-every", "100")  # no checkpoint but the signal's
-        wait_for(lambda at=at: logged_steps(run) and logged_steps(run)[-1] >= at, process)
+        wait_for(lambda at=at: max(logged_steps(run), default=0) >= at, process)
         process.send_signal(sig)
         _, stderr = process.communicate(timeout=120)
         lines = stderr.decode().strip().splitlines()
