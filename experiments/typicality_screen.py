@@ -27,7 +27,7 @@ from table3 import others
 
 from pyrohvae import data, typicality
 from pyrohvae.files import UserError, atomic_write_text
-from pyrohvae.outliers import SHIFTED, reconstruction_logits
+from pyrohvae.outliers import SHIFTED, reconstruction_logits, shift
 from pyrohvae.train import load_run
 
 # Training images whose statistics are kept; a fit reads the first 1,000 (version 4) or all of them
@@ -70,18 +70,10 @@ def image_sets(program, seed: int) -> dict[str, torch.Tensor]:
     }
     n_out = OUTLIERS
     for other in others(config.dataset):
+        base = data.load(SHIFTED.get(other, other), "train", binarization=config.binarize)
+        images = base.images[torch.randperm(len(base), generator=g)[:n_out]]
         if other in SHIFTED:
-            base = data.load(SHIFTED[other], "train", binarization=config.binarize)
-            pick = base.images[torch.randperm(len(base), generator=g)[:n_out]]
-            if other.endswith("upside-down"):
-                images = pick.flip(-2, -1)
-            else:
-                flat = pick.reshape(len(pick), -1)
-                rank = torch.rand(flat.shape, generator=g).argsort(1).argsort(1)
-                images = (rank < flat.sum(1, keepdim=True)).to(pick.dtype).reshape(pick.shape)
-        else:
-            base = data.load(other, "train", binarization=config.binarize)
-            images = base.images[torch.randperm(len(base), generator=g)[:n_out]]
+            images = shift(other, images, g)
         sets[other] = images
     return sets
 

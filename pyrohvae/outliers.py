@@ -80,22 +80,25 @@ COMPRESSORS = ("png", "zlib")
 SHIFTED = {"mnist-upside-down": "mnist", "fashion-mnist-scattered": "fashion-mnist"}
 
 
+def shift(name: str, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`images` of SHIFTED[name] shifted as `name` says: turned upside down, or each image's ink
+    count of pixels placed at random, in an order drawn from `generator`."""
+    if name.endswith("upside-down"):
+        return images.flip(-2, -1)
+    flat = images.reshape(len(images), -1)
+    rank = torch.rand(flat.shape, generator=generator).argsort(1).argsort(1)  # a random order of the pixels
+    return (rank < flat.sum(1, keepdim=True)).to(images.dtype).reshape(images.shape)
+
+
 def shifted(name: str, root=None, seed: int = 0, binarization: str = "sample") -> TaskData:
     """The test images of SHIFTED[name], binarized as `binarization` says (`data.load`), shifted as
-    its name says."""
+    its name says (`shift`)."""
     from . import data
 
     if name not in SHIFTED:
         raise RequestError(f"unknown shifted set {name!r}; choose one of {', '.join(SHIFTED)}")
     base = data.load(SHIFTED[name], "test", root, binarization=binarization)
-    if name.endswith("upside-down"):
-        images = base.images.flip(-2, -1)
-    else:
-        flat = base.images.reshape(len(base), -1)
-        ink = flat.sum(1, keepdim=True)
-        g = torch.Generator().manual_seed(seed)
-        rank = torch.rand(flat.shape, generator=g).argsort(1).argsort(1)  # a random order of the pixels
-        images = (rank < ink).to(base.images.dtype).reshape(base.images.shape)
+    images = shift(name, base.images, torch.Generator().manual_seed(seed))
     return TaskData(images, base.tasks, base.task_names, name)
 
 
