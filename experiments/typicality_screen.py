@@ -6,7 +6,7 @@ here instead: on runs of another seed trained with a validation part (`train --s
 0.1`), normal images from that validation part (never trained on), and outliers drawn from the
 other datasets' *training* images (and the two shifted sets made from training images), so no test
 image is read. Every run's statistics (all of `typicality.statistics` and the candidate ones below) are
-computed once per image set and kept in the run folder (`screen-SET-v5.pt`, `...-candidates4.pt`); the
+computed once per image set and kept in the run folder (`screen-SET-v5.pt`, `...-candidates5.pt`); the
 variants are fits of different statistics, densities and fit images on those, so a variant costs
 seconds. A run still training is refused (its statistics would be kept).
 
@@ -37,8 +37,16 @@ OUTLIERS = 1000  # per outlier set (AUC does not depend on the share of outliers
 OUT = RESULTS / "typicality_screen"
 
 
-CANDIDATES = 4  # the version of `candidates`: a new one computes them again
-CANDIDATE_NAMES = ("edge_excess", "block_log_ratio", "image_width")
+CANDIDATES = 5  # the version of `candidates`: a new one computes them again
+CANDIDATE_NAMES = (
+    "edge_excess",
+    "block_log_ratio",
+    "image_width",
+    "worst_pixels",
+    "ink_missed",
+    "ink_spurious",
+)
+WORST = 10  # pixels in `worst_pixels`
 VERSION_4 = (
     *("recon", "kl_z", "nll", "kl_u", "complexity", "recon_ink", "ink_excess", "block_excess"),
     *("z_distance", "u_distance"),
@@ -48,9 +56,15 @@ VERSION_5_ADDS = ("width_ratio",)
 
 def candidates(program, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Statistics screened and not taken into the default."""
-    drawn = torch.sigmoid(reconstruction_logits(program, images).double())
-    x = images.double()
+    logits = reconstruction_logits(program, images).double()
+    drawn, x = torch.sigmoid(logits), images.double()
+    nats = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1)
+    ink = x.flatten(1).sum(1).clamp(min=1)
     return {
+        # where the drawing fails most, however small the part: a stroke the model cannot draw
+        "worst_pixels": nats.topk(WORST, dim=1).values.mean(1),
+        "ink_missed": ((drawn < 0.5) & (x > 0.5)).flatten(1).sum(1) / ink,
+        "ink_spurious": ((drawn >= 0.5) & (x < 0.5)).flatten(1).sum(1) / ink,
         "edge_excess": typicality.edges(drawn) - typicality.edges(x),  # the outline's length
         "block_log_ratio": torch.log((typicality.solid_blocks(drawn) + 1) / (typicality.solid_blocks(x) + 1)),
         "image_width": typicality.stroke_width(x),  # the image alone, no model: a control
@@ -130,6 +144,8 @@ def variants(names: list[str]) -> dict[str, dict]:
         "fit on 3,000 + edge_excess": {"names": v4 + ["edge_excess"], "fit": 3000},
         "fit on 3,000 + edge_excess + width_ratio": {"names": v5 + ["edge_excess"], "fit": 3000},
         "version 5 on validation": {"names": v5, "fit": "validation"},
+        "version 5 + worst_pixels": {"names": v5 + ["worst_pixels"], "fit": 3000},
+        "version 5 + ink_missed + ink_spurious": {"names": v5 + ["ink_missed", "ink_spurious"], "fit": 3000},
         "version 5": {"names": v5, "fit": 3000},
     }
 
