@@ -82,10 +82,9 @@ def image_sets(program, seed: int) -> dict[str, torch.Tensor]:
         "fit": train.images[torch.randperm(len(train), generator=g)[:FIT_IMAGES]],
         "validation": validation.images[torch.randperm(len(validation), generator=g)[:VALIDATION_IMAGES]],
     }
-    n_out = OUTLIERS
     for other in others(config.dataset):
         base = data.load(SHIFTED.get(other, other), "train", binarization=config.binarize)
-        images = base.images[torch.randperm(len(base), generator=g)[:n_out]]
+        images = base.images[torch.randperm(len(base), generator=g)[:OUTLIERS]]
         if other in SHIFTED:
             images = shift(other, images, g)
         sets[other] = images
