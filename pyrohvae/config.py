@@ -111,6 +111,16 @@ class RunConfig:
     task_by: str | None = setting(
         None, "Omniglot task [default: alphabet].", choices=("alphabet", "character")
     )
+    task_characters: int = setting(
+        0,
+        "Omniglot's alphabets as tasks: a training minibatch is drawn from this many of its alphabet's "
+        "characters, chosen at random (0: from all of them), in a share --task-characters-share of the "
+        "minibatches: sets narrower than an alphabet, between --task-by character and alphabet.",
+        min=0,
+    )
+    task_characters_share: float = setting(
+        1.0, "The share of the minibatches that --task-characters draws.", min=0, max=1
+    )
     steps: int = setting(10_000, "", min=1)
     batch_size: int = setting(100, "", min=1)
     tasks_per_step: int | None = setting(
@@ -396,6 +406,14 @@ class RunConfig:
             raise ConfigError("--split and --task-by apply to omniglot only")
         if not 0 <= self.validation < 1:
             raise ConfigError(f"--validation {self.validation}: a fraction in [0, 1)")
+        if self.task_characters and (self.dataset != "omniglot" or self.task_by != "alphabet"):
+            raise ConfigError(
+                "--task-characters applies to omniglot's alphabets as tasks (--task-by alphabet)"
+            )
+        if self.task_characters and self.model == "vae":
+            raise ConfigError("--task-characters applies to models of tasks: a VAE's minibatches know none")
+        if not 0 <= self.task_characters_share <= 1:
+            raise ConfigError(f"--task-characters-share {self.task_characters_share}: a share in [0, 1]")
         if self.model != "hypervae" and (
             self.kl_u_warmup or self.kl_u_weight != 1.0 or self.kl_u_scale != "minibatch"
         ):

@@ -93,6 +93,9 @@ class TaskData:
     tasks: torch.Tensor  # int64 (n,), index into task_names
     task_names: list[str]
     name: str
+    # Omniglot's alphabets as tasks: each image's character, so that a minibatch can be drawn from a
+    # few characters of its alphabet (`--task-characters`); None for other datasets and groupings.
+    groups: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -110,7 +113,8 @@ class TaskData:
         return list(torch.split(order, self.task_sizes().tolist()))
 
     def subset(self, index: torch.Tensor) -> TaskData:
-        return TaskData(self.images[index], self.tasks[index], self.task_names, self.name)
+        groups = None if self.groups is None else self.groups[index]
+        return TaskData(self.images[index], self.tasks[index], self.task_names, self.name, groups)
 
     def hold_out(self, fraction: float, seed: int = VALIDATION_SEED) -> tuple[TaskData, TaskData]:
         """(kept, held out): `fraction` of every task's images, drawn at random by `seed`, held
@@ -135,6 +139,7 @@ class TaskData:
             torch.cat([self.tasks + k * self.num_tasks for k in turns]),
             [name if k == 0 else f"{name} turned {90 * k}" for k in turns for name in self.task_names],
             self.name,
+            None if self.groups is None else torch.cat([self.groups * 4 + k for k in turns]),
         )
 
     def without_tasks(self, names) -> TaskData:
@@ -150,7 +155,11 @@ class TaskData:
         remap[kept] = torch.arange(len(kept))
         index = (remap[self.tasks] >= 0).nonzero().squeeze(1)
         return TaskData(
-            self.images[index], remap[self.tasks[index]], [self.task_names[i] for i in kept], self.name
+            self.images[index],
+            remap[self.tasks[index]],
+            [self.task_names[i] for i in kept],
+            self.name,
+            None if self.groups is None else self.groups[index],
         )
 
 
@@ -354,6 +363,7 @@ def _omniglot(root: Path, part: str, split: str, task_by: str, binarization: str
         remap[label[index]],
         [names[i] for i in present.tolist()],
         f"omniglot/{part}",
+        everything["character"][index] if task_by == "alphabet" else None,
     )
 
 

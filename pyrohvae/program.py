@@ -193,7 +193,15 @@ class Program(PyroModule):
     @classmethod
     def minibatches(cls, config: RunConfig, data, world: int = 1):
         """The training minibatches; with `world` ranks, of the global batch they share out."""
-        return TaskBatches(data, config.batch_size, config.tasks_per_step * world, config.seed, config.flip)
+        return TaskBatches(
+            data,
+            config.batch_size,
+            config.tasks_per_step * world,
+            config.seed,
+            config.flip,
+            config.task_characters,
+            config.task_characters_share,
+        )
 
     def objective(self) -> Objective:
         """−ELBO(model, guide) as a module (`Trace_ELBO()(model, guide)`, or the config's `elbo` with

@@ -4,6 +4,7 @@ import torch
 
 from pyrohvae import data
 from pyrohvae.batches import MixedBatches, TaskBatches
+from pyrohvae.config import ConfigError, RunConfig
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -124,7 +125,6 @@ def test_validation_part_is_a_fixed_share_of_every_task():
 
 
 def test_a_runs_validation_part_comes_out_of_its_training_part(data_root):
-    from pyrohvae.config import ConfigError, RunConfig
 
     config = RunConfig(dataset="mnist", validation=0.1, exclude_classes=["3"])
     train, validation = config.load_data("train", data_root), config.load_data("validation", data_root)
@@ -198,7 +198,6 @@ def test_turned_tasks_are_each_task_turned_as_three_more():
 def test_threshold_binarization_is_the_gray_level_from_half_up(data_root):
     from torchvision.datasets.mnist import read_image_file
 
-    from pyrohvae.config import ConfigError, RunConfig
     from pyrohvae.outliers import outlier_data
 
     gray = read_image_file(str(data.data_root(data_root) / "MNIST" / "raw" / "t10k-images-idx3-ubyte"))
@@ -211,3 +210,68 @@ def test_threshold_binarization_is_the_gray_level_from_half_up(data_root):
         data.load("mnist", "test", data_root, binarization="coin")
     with pytest.raises(ConfigError, match="--binarize threshold applies to the built-in datasets"):
         RunConfig(dataset=str(data_root), binarize="threshold")
+
+
+def _alphabets(tasks=2, characters=6, drawings=20):
+    """A small dataset of alphabets of characters; each image writes its own index in its first bits."""
+    n = tasks * characters * drawings
+    index = torch.arange(n)
+    images = torch.zeros(n, 1, 28, 28, dtype=torch.uint8)
+    images.view(n, -1)[:, :12] = ((index[:, None] >> torch.arange(12)) & 1).to(torch.uint8)
+    groups = index // drawings
+    names = [f"alphabet{t}" for t in range(tasks)]
+    return data.TaskData(images, groups // characters, names, "alphabets", groups)
+
+
+def _indices(x):
+    return (x.flatten(-3)[..., :12].long() << torch.arange(12)).sum(-1)
+
+
+def test_task_characters_draw_minibatches_from_a_few_characters():
+    alphabets = _alphabets()
+    narrow = TaskBatches(alphabets, 30, 2, seed=3, characters=2)
+    for _ in range(20):
+        x, tasks = next(narrow)
+        for row, task in zip(_indices(x), tasks.tolist(), strict=True):
+            assert len(row.unique()) == 30  # 40 drawings of two characters: no drawing twice
+            assert set((alphabets.groups[row] // 6).tolist()) == {task}
+            assert len(alphabets.groups[row].unique()) == 2
+    # a share of them: the rest from the whole alphabet, and both kinds occur
+    mixed = TaskBatches(alphabets, 30, 2, seed=3, characters=2, characters_share=0.5)
+    counts = [len(alphabets.groups[row].unique()) for _ in range(30) for row in _indices(next(mixed)[0])]
+    assert min(counts) == 2 and max(counts) > 4
+    # 0 characters draws what TaskBatches always drew, so earlier runs reproduce
+    a, b = TaskBatches(alphabets, 30, 2, seed=3), TaskBatches(alphabets, 30, 2, seed=3, characters=0)
+    assert all(torch.equal(next(a)[0], next(b)[0]) for _ in range(3))
+
+
+def test_task_characters_need_characters():
+    alphabets = _alphabets()
+    plain = data.TaskData(alphabets.images, alphabets.tasks, alphabets.task_names, "plain")
+    with pytest.raises(ValueError, match="not made of characters"):
+        TaskBatches(plain, 30, 1, seed=0, characters=2)
+    with pytest.raises(ConfigError, match="--task-by alphabet"):
+        RunConfig(dataset="omniglot", task_by="character", task_characters=5)
+    with pytest.raises(ConfigError, match="--task-characters"):
+        RunConfig(dataset="mnist", task_characters=5)
+    with pytest.raises(ConfigError, match="a VAE's minibatches"):
+        RunConfig(dataset="omniglot", model="vae", task_characters=5)
+
+
+def test_characters_follow_the_images():
+    alphabets = _alphabets()
+    kept, held = alphabets.without_tasks(["alphabet0"]).hold_out(0.25)
+    for part in (kept, held):
+        assert torch.equal(part.groups, _indices(part.images) // 20)
+    turned = alphabets.with_turns()
+    assert len(turned.groups.unique()) == 4 * len(alphabets.groups.unique())
+    # a character's turned drawings are a character of the turned alphabet
+    for c in turned.groups.unique():
+        assert len(turned.tasks[turned.groups == c].unique()) == 1
+
+
+def test_omniglot_alphabets_know_their_characters(omniglot):
+    train = omniglot["train"]
+    assert train.groups is not None and len(train.groups.unique()) == 1623
+    for t, members in enumerate(train.task_members()[:5]):
+        assert len(train.groups[members].unique()) > 10  # an alphabet holds many characters
