@@ -519,11 +519,11 @@ def third_edition(rows: list[dict]) -> list[str]:
             mean = sum(got.values()) / 6
             hard = got[("fashion-mnist", "mnist")]
             # against our VAE only where both rows were fitted by the same version of the detector
+            vae_cells = {k: (*k, "vae", "–", s) for k in six}
             vae = {
-                k: auc[(*k, "vae", "–", s)]
-                for k in six
-                if (*k, "vae", "–", s) in auc
-                and (((*k, "vae", "–", s) in earlier) == ((*k, "hypervae", c, s) in earlier))
+                k: auc[cell]
+                for k, cell in vae_cells.items()
+                if cell in auc and (cell in earlier) == ((*k, "hypervae", c, s) in earlier)
             }
             above = sum(got[k] >= v for k, v in vae.items())
             stale = sum((*k, "hypervae", c, s) in earlier for k in six)
