@@ -125,7 +125,6 @@ def test_validation_part_is_a_fixed_share_of_every_task():
 
 
 def test_a_runs_validation_part_comes_out_of_its_training_part(data_root):
-
     config = RunConfig(dataset="mnist", validation=0.1, exclude_classes=["3"])
     train, validation = config.load_data("train", data_root), config.load_data("validation", data_root)
     counts = [c for i, c in enumerate(MNIST_TRAIN_COUNTS) if i != 3]
@@ -273,5 +272,5 @@ def test_characters_follow_the_images():
 def test_omniglot_alphabets_know_their_characters(omniglot):
     train = omniglot["train"]
     assert train.groups is not None and len(train.groups.unique()) == 1623
-    for t, members in enumerate(train.task_members()[:5]):
+    for members in train.task_members()[:5]:
         assert len(train.groups[members].unique()) > 10  # an alphabet holds many characters
