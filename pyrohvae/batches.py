@@ -61,9 +61,9 @@ class TaskBatches:
         for t in tasks.tolist():
             members = self.members[t]
             if self.characters and torch.rand((), generator=g) < self.characters_share:
-                chosen = self.by_character[t]
-                chosen = [chosen[i] for i in torch.randperm(len(chosen), generator=g)[: self.characters]]
-                members = torch.cat(chosen)
+                own = self.by_character[t]
+                picked = torch.randperm(len(own), generator=g)[: self.characters]
+                members = torch.cat([own[i] for i in picked])
             if len(members) >= self.batch_size:
                 idx = torch.randperm(len(members), generator=g)[: self.batch_size]
             else:

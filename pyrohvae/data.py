@@ -23,7 +23,7 @@ import os
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -154,12 +154,8 @@ class TaskData:
         remap = torch.full((self.num_tasks,), -1, dtype=torch.long)
         remap[kept] = torch.arange(len(kept))
         index = (remap[self.tasks] >= 0).nonzero().squeeze(1)
-        return TaskData(
-            self.images[index],
-            remap[self.tasks[index]],
-            [self.task_names[i] for i in kept],
-            self.name,
-            None if self.groups is None else self.groups[index],
+        return replace(
+            self.subset(index), tasks=remap[self.tasks[index]], task_names=[self.task_names[i] for i in kept]
         )
 
 
