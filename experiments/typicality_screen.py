@@ -27,7 +27,7 @@ from table3 import others
 
 from pyrohvae import data, typicality
 from pyrohvae.files import UserError, atomic_write_text
-from pyrohvae.outliers import SHIFTED, reconstruction_logits, shift
+from pyrohvae.outliers import SHIFTED, shift
 from pyrohvae.train import load_run
 
 # Training images whose statistics are kept; a fit reads the first 1,000 (version 4) or all of them
@@ -56,9 +56,8 @@ VERSION_5_ADDS = ("width_ratio",)
 
 def candidates(program, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Statistics screened and not taken into the default."""
-    logits = reconstruction_logits(program, images).double()
-    drawn, x = torch.sigmoid(logits), images.double()
-    nats = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1)
+    x, drawn, nats = typicality.reconstruction(program, images)
+    nats = nats.flatten(1)
     ink = x.flatten(1).sum(1).clamp(min=1)
     return {
         # where the drawing fails most, however small the part: a stroke the model cannot draw

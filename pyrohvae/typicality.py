@@ -80,17 +80,23 @@ def drawing(program, images: torch.Tensor) -> dict[str, torch.Tensor]:
     of ink (a stroke two pixels wide or more holds them, a thin one hardly any), the drawing's
     expected number less the image's; and `width_ratio`, the log of the drawing's mean stroke width
     over the image's (`stroke_width`), which does not grow with the amount of ink as the excesses do."""
-    logits = reconstruction_logits(program, images).double()
-    x = images.double()
+    x, drawn, nats = reconstruction(program, images)
     ink = x.flatten(1).sum(1)
-    nats = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
-    drawn = torch.sigmoid(logits)
     return {
         "recon_ink": (nats * x).flatten(1).sum(1) / ink.clamp(min=1),
         "ink_excess": drawn.flatten(1).sum(1) - ink,
         "block_excess": solid_blocks(drawn) - solid_blocks(x),
         "width_ratio": torch.log(stroke_width(drawn) / stroke_width(x)),
     }
+
+
+def reconstruction(program, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The images, the model's drawing of them (each pixel's probability of ink under
+    `reconstruction_logits`) and each pixel's nats under it, all (n, 1, h, w) float64."""
+    logits = reconstruction_logits(program, images).double()
+    x = images.double()
+    nats = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    return x, torch.sigmoid(logits), nats
 
 
 def solid_blocks(p: torch.Tensor) -> torch.Tensor:
