@@ -260,6 +260,15 @@ class RunConfig:
         "tells, as the stroke style of one drawing (0: every dimension reads them).",
         min=0,
     )
+    shot_scales: int = setting(
+        1,
+        "HyperVAE with --z-prior shots or shots-k: each shot's component of p(z | u, shots) at one learnt "
+        "widening (1), or at two (2), a second one of its own and a learnt share of the shot's weight "
+        "between them, so that a shot can place z tightly (a drawing of its own character) as well as "
+        "loosely (one of its alphabet's others).",
+        min=1,
+        max=2,
+    )
     shot_template: str = setting(
         "none",
         "HyperVAE with --z-prior shots or shots-k: the decoder adds to its logits the shots' images (±1) "
@@ -434,7 +443,11 @@ class RunConfig:
             raise ConfigError(
                 f"unknown --shot-template {self.shot_template!r}; choose one of {', '.join(SHOT_TEMPLATES)}"
             )
-        uses = (("--shot-features", self.shot_features), ("--shot-template", self.shot_template != "none"))
+        uses = (
+            ("--shot-features", self.shot_features),
+            ("--shot-template", self.shot_template != "none"),
+            (f"--shot-scales {self.shot_scales}", self.shot_scales != 1),
+        )
         for flag, on in uses:
             if on and self.z_prior not in ("shots", "shots-k"):
                 raise ConfigError(f"{flag} needs --z-prior shots or shots-k: it reads the shots' components")

@@ -148,12 +148,19 @@ def shot_mixture(shot_prior, loc: torch.Tensor, scale: torch.Tensor) -> dist.Dis
     rather than by a network: the k shots enter as k components, which a fixed-size summary (u)
     cannot forget as k grows. With `shot_prior.pooled` (`--z-prior shots-g`), one more component
     last: the set's Gaussian (`ShotPrior.set_component`), which sharpens with k undiluted. With
-    `--shot-dims` n, the mixture places only z's first n dimensions; the rest are N(0, I) apart."""
+    `--shot-dims` n, the mixture places only z's first n dimensions; the rest are N(0, I) apart. With
+    `--shot-scales 2`, k more components after the first k: the shots again, at the second widening,
+    each shot's weight shared between its two (`by_shot` folds them back into one per shot)."""
     tasks, k, z_dim = loc.shape
     widen, a = shot_prior.at(k)
     locs = [loc.new_zeros(tasks, 1, z_dim), loc]
     scales = [loc.new_ones(tasks, 1, z_dim), (scale**2 + widen**2).sqrt()]
     weights = [F.logsigmoid(a).expand(tasks, 1), (F.logsigmoid(-a) - math.log(k)).expand(tasks, k)]
+    if shot_prior.scales == 2:
+        share = shot_prior.narrow_logit
+        locs.append(loc)
+        scales.append((scale**2 + (2 * shot_prior.log_narrow).exp()).sqrt())
+        weights = [weights[0], weights[1] + F.logsigmoid(-share), weights[1] + F.logsigmoid(share)]
     if shot_prior.pooled:
         centre, spread, logit = shot_prior.set_component(loc)
         locs, scales = locs + [centre.unsqueeze(1)], scales + [spread.unsqueeze(1)]
@@ -165,6 +172,15 @@ def shot_mixture(shot_prior, loc: torch.Tensor, scale: torch.Tensor) -> dist.Dis
         dist.Categorical(logits=weights.unsqueeze(1)),
         dist.Normal(locs.unsqueeze(1), scales.unsqueeze(1)).to_event(1),
     )
+
+
+def by_shot(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Log-weights over a `shot_mixture`'s components (..., 1 + s·k), s its scales per shot, as
+    (..., 1 + k): N(0, I)'s, then each shot's, its scales summed (the address a shot's components
+    share); unchanged where s is 1."""
+    if logits.shape[-1] == k + 1:
+        return logits
+    return torch.cat([logits[..., :1], logits[..., 1:].unflatten(-1, (-1, k)).logsumexp(-2)], -1)
 
 
 def shots_prior(theta, shot_prior, u: torch.Tensor, shots: torch.Tensor):
@@ -200,7 +216,9 @@ def shots_sample_logits(theta, shot_prior, u, shots, eps, r) -> torch.Tensor:
     logits = shot_logits(theta, params, z, p_z, features, shots)
     if theta.template not in ADDRESSED:
         return logits
-    # the drawing's address is the component its z came from, as the generative story has it
+    # the drawing's address is the shot whose component its z came from, as the generative story has it
+    k = shots.shape[-4]
+    pick = torch.where(pick > 0, (pick - 1) % k + 1, pick)
     index = pick[..., None, None, None, None].expand(-1, -1, 1, *IMAGE_SHAPE)
     return logits.gather(2, index).squeeze(2)
 
@@ -215,7 +233,10 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
         params = {**params, **shot_memory(params, shots, theta.attention)}
     image = None
     if shots is not None and theta.template in ADDRESSED:
-        codes = p_z.component_distribution.base_dist.loc[..., 1:, :]  # the shots' codes (tasks, 1, k, z_dim)
+        k = shots.shape[-4]
+        codes = p_z.component_distribution.base_dist.loc[
+            ..., 1 : k + 1, :
+        ]  # shots' codes (tasks, 1, k, z_dim)
         return address_logits(params, decoder_input(z, p_z, features, theta.feature_width), shots, z, codes)
     if shots is not None and "template.weight" in params:
         image = template_image(z, p_z, shots, theta.template)
@@ -289,16 +310,18 @@ def likelihood(logits: torch.Tensor, z: torch.Tensor, p_z) -> dist.Distribution:
     latents, enumerated."""
     if logits.dim() == z.dim() + 2:  # no address dim
         return dist.Bernoulli(logits=logits).to_event(3)
-    components = p_z.component_distribution.log_prob(z.unsqueeze(-2))  # (..., tasks, items, k + 1)
-    address = dist.Categorical(logits=components + p_z.mixture_distribution.logits)
+    components = p_z.component_distribution.log_prob(z.unsqueeze(-2))  # (..., tasks, items, 1 + s·k)
+    address = dist.Categorical(
+        logits=by_shot(components + p_z.mixture_distribution.logits, logits.shape[-4] - 1)
+    )
     return dist.MixtureSameFamily(address, dist.Bernoulli(logits=logits).to_event(3))
 
 
-def responsibilities(z: torch.Tensor, p_z: dist.MixtureSameFamily) -> torch.Tensor:
-    """How much each shot's component of the `shot_mixture` p_z explains z: (..., tasks, items, k),
-    N(0, I)'s share left out."""
-    components = p_z.component_distribution.log_prob(z.unsqueeze(-2))  # (..., tasks, items, k + 1)
-    return (components + p_z.mixture_distribution.logits).softmax(-1)[..., 1:]
+def responsibilities(z: torch.Tensor, p_z: dist.MixtureSameFamily, k: int) -> torch.Tensor:
+    """How much each of the k shots' components of the `shot_mixture` p_z explains z: (..., tasks,
+    items, k), N(0, I)'s share left out."""
+    components = p_z.component_distribution.log_prob(z.unsqueeze(-2))  # (..., tasks, items, 1 + s·k)
+    return by_shot(components + p_z.mixture_distribution.logits, k).softmax(-1)[..., 1:]
 
 
 def template_image(z: torch.Tensor, p_z, shots: torch.Tensor, template: str) -> torch.Tensor:
@@ -309,8 +332,8 @@ def template_image(z: torch.Tensor, p_z, shots: torch.Tensor, template: str) -> 
     (..., tasks, items, 1, 28, 28) against z (..., tasks, items, z_dim)."""
     signs = (2 * shots - 1).flatten(-3)  # (tasks, k, 784)
     if template in ("matched", "deep"):
-        return (responsibilities(z, p_z) @ signs).unflatten(-1, IMAGE_SHAPE)
-    weights = p_z.mixture_distribution.probs[..., 1:]  # (tasks, 1, k)
+        return (responsibilities(z, p_z, signs.shape[-2]) @ signs).unflatten(-1, IMAGE_SHAPE)
+    weights = by_shot(p_z.mixture_distribution.logits, signs.shape[-2]).exp()[..., 1:]  # (tasks, 1, k)
     return (weights @ signs).unflatten(-1, IMAGE_SHAPE).expand(*z.shape[:-1], *IMAGE_SHAPE)
 
 
@@ -324,7 +347,7 @@ def decoder_input(z: torch.Tensor, p_z=None, features=None, width: int = 0) -> t
     if features is None:
         return torch.cat([z, z.new_zeros(*z.shape[:-1], width)], -1)
     # (..., tasks, items, k) @ (..., tasks, k, width)
-    return torch.cat([z, responsibilities(z, p_z) @ features], -1)
+    return torch.cat([z, responsibilities(z, p_z, features.shape[-2]) @ features], -1)
 
 
 def z_from_eps(params: dict, eps: torch.Tensor) -> torch.Tensor:

@@ -281,9 +281,13 @@ class ShotPrior(PyroModule):
     `by_shots`, both also change with the number k of shots, as a kernel density's bandwidth narrows
     with its sample: log widening and the logit each less a learnt slope times log k (from 0). With
     `pooled` (`--z-prior shots-g`), also the parameters of one more component, `set_component`. With
-    `dims` > 0 (`--shot-dims`), only z's first `dims` dimensions read the shots (`reads`)."""
+    `dims` > 0 (`--shot-dims`), only z's first `dims` dimensions read the shots (`reads`). With
+    `scales` 2 (`--shot-scales 2`), each shot also enters at a second widening of its own (`narrow`,
+    starting at a fifth of the first, the same for every k) with a learnt share of the shot's weight."""
 
-    def __init__(self, z_dim: int, by_shots: bool = False, pooled: bool = False, dims: int = 0):
+    def __init__(
+        self, z_dim: int, by_shots: bool = False, pooled: bool = False, dims: int = 0, scales: int = 1
+    ):
         super().__init__()
         # which of z's dimensions the shots' components place; the others are N(0, 1) in every one
         self.dims = dims  # 0: all; a Python number, so the model need not read a device tensor to know
@@ -298,6 +302,13 @@ class ShotPrior(PyroModule):
             self.log_within = nn.Parameter(torch.full((z_dim,), math.log(0.5)))
             self.set_logit = nn.Parameter(torch.zeros(()))
             self.set_slope = nn.Parameter(torch.zeros(()))
+        if scales == 2:  # the second scale starts at half of each shot's weight
+            self.log_narrow = nn.Parameter(torch.full((z_dim,), math.log(0.1)))
+            self.narrow_logit = nn.Parameter(torch.zeros(()))
+
+    @property
+    def scales(self) -> int:
+        return 2 if hasattr(self, "log_narrow") else 1
 
     @property
     def pooled(self) -> bool:

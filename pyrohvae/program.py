@@ -331,7 +331,11 @@ class HyperVAEProgram(Program):
         self.inference = guides.get(config.guide, "hypervae")(config)
         self.shot_prior = (
             ShotPrior(
-                config.z_dim, config.z_prior == "shots-k", config.z_prior == "shots-g", config.shot_dims
+                config.z_dim,
+                config.z_prior == "shots-k",
+                config.z_prior == "shots-g",
+                config.shot_dims,
+                config.shot_scales,
             )
             if config.reads_shots
             else None

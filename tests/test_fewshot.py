@@ -421,6 +421,75 @@ def test_shot_dims_leave_the_other_dimensions_of_z_to_the_prior(pooled):
     assert program.shot_prior.reads.tolist() == [True, True, False, False, False]
 
 
+def test_two_scales_share_each_shots_weight_and_its_address():
+    """`--shot-scales 2`: each shot enters p(z | u, shots) at both widenings, its weight split by the
+    learnt share, N(0, I)'s weight as with one scale; with the share at 0 it is the one-scale mixture.
+    A warped address sums out the shot, not the scale: log p(z) + log p(x | z) equals log Σ over the
+    2k + 1 components of p(c) p(z | c) p(x | z, the shot of c)."""
+    import pyro.distributions as dist
+
+    from pyrohvae.models import by_shot, likelihood, shot_logits, shot_mixture, shots_prior
+    from pyrohvae.nets import ShotPrior
+
+    torch.manual_seed(0)
+    one, two = ShotPrior(3, by_shots=True), ShotPrior(3, by_shots=True, scales=2)
+    with torch.no_grad():
+        for name, p in one.named_parameters():
+            p.normal_(0, 0.3)
+            getattr(two, name).copy_(p)
+        two.narrow_logit.fill_(0.4)
+    loc, scale = torch.randn(2, 4, 3), torch.rand(2, 4, 3) + 0.1  # 2 tasks, 4 shots
+    z = torch.randn(5, 2, 6, 3)
+    widen, a = one.at(4)
+    normal = torch.distributions.Normal
+    prior = normal(0.0, 1.0).log_prob(z).sum(-1) + torch.nn.functional.logsigmoid(a)
+    rho = torch.sigmoid(torch.tensor(0.4))
+    per_shot = []
+    for s, w in ((widen, 1 - rho), (two.log_narrow.exp(), rho)):
+        at = normal(loc[:, None], (scale**2 + s**2).sqrt()[:, None]).log_prob(z.unsqueeze(-2)).sum(-1)
+        per_shot.append(at + torch.log(w * torch.sigmoid(-a) / 4))  # (5, 2, 6, k)
+    by_hand = torch.cat([prior.unsqueeze(-1), *per_shot], -1).logsumexp(-1)
+    torch.testing.assert_close(shot_mixture(two, loc, scale).log_prob(z), by_hand)
+    with torch.no_grad():
+        two.narrow_logit.fill_(-40.0)
+    torch.testing.assert_close(
+        shot_mixture(two, loc, scale).log_prob(z), shot_mixture(one, loc, scale).log_prob(z)
+    )
+    folded = by_shot(torch.arange(9.0).log(), 4).exp()
+    assert folded.tolist() == pytest.approx([0.0, 1 + 5, 2 + 6, 3 + 7, 4 + 8])
+
+    program = program_of(
+        split_context=True,
+        guide="precision-pool",
+        z_prior="shots-k",
+        z_dim=4,
+        shot_template="warp-address",
+        shot_scales=2,
+    )
+    theta, tasks, items, k = program.theta, 2, 5, 3
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(tasks, 1, program.config.u_dim, generator=g)
+    with torch.no_grad():
+        program.shot_prior.narrow_logit.fill_(0.7)
+        params = theta.decoder(u)
+        params["warp.weight"] = torch.randn(params["warp.weight"].shape, generator=g)  # not silent
+        given = torch.stack([shots(k, seed=1), shots(k, seed=2)])
+        p_z, features = shots_prior(theta, program.shot_prior, u, given)
+        assert p_z.mixture_distribution.logits.shape[-1] == 2 * k + 1
+        z = torch.randn(tasks, items, 4, generator=g)
+        per = shot_logits(theta, params, z, p_z, features, given)  # (tasks, items, k + 1, 1, 28, 28)
+        assert per.shape == (tasks, items, k + 1, 1, 28, 28)
+        x = (torch.rand(tasks, items, 1, 28, 28, generator=g) < 0.3).float()
+        summed = p_z.log_prob(z) + likelihood(per, z, p_z).log_prob(x)
+        of_shot = torch.cat([per, per[:, :, 1:]], 2)  # component c of shot (c - 1) % k + 1
+        joint = (
+            p_z.mixture_distribution.logits
+            + p_z.component_distribution.log_prob(z.unsqueeze(-2))
+            + dist.Bernoulli(logits=of_shot).to_event(3).log_prob(x.unsqueeze(2))
+        )
+        assert torch.allclose(summed, joint.logsumexp(-1), rtol=1e-5)
+
+
 def test_the_sets_gaussian_narrows_with_the_shots_and_moves_to_their_mean():
     """`--z-prior shots-g`'s last component, the predictive of a new code of the shots' task: its
     spread falls with every added shot towards the codes' spread around their centre (0.5 at the
@@ -940,6 +1009,10 @@ def test_how_many_directions_the_task_can_move_a_tensor(layout, pixel_bias, name
         ({"context_sizes": "uniform"}, "--context-sizes needs --split-context"),
         ({"split_context": True, "context_sizes": "even"}, "unknown --context-sizes 'even'"),
         ({"split_context": True, "shot_dims": 4}, "--shot-dims needs --z-prior shots, shots-k or shots-g"),
+        (
+            {"z_prior": "shots-g", "split_context": True, "shot_scales": 2},
+            "--shot-scales 2 needs --z-prior shots or shots-k",
+        ),
         (
             {"split_context": True, "shot_attention": 1},
             "--shot-attention needs --z-prior shots, shots-k or shots-g",
