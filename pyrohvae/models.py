@@ -233,10 +233,8 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
         params = {**params, **shot_memory(params, shots, theta.attention)}
     image = None
     if shots is not None and theta.template in ADDRESSED:
-        k = shots.shape[-4]
-        codes = p_z.component_distribution.base_dist.loc[
-            ..., 1 : k + 1, :
-        ]  # shots' codes (tasks, 1, k, z_dim)
+        # the shots' codes (tasks, 1, k, z_dim), at the first of their scales
+        codes = p_z.component_distribution.base_dist.loc[..., 1 : shots.shape[-4] + 1, :]
         return address_logits(params, decoder_input(z, p_z, features, theta.feature_width), shots, z, codes)
     if shots is not None and "template.weight" in params:
         image = template_image(z, p_z, shots, theta.template)
