@@ -308,18 +308,21 @@ def likelihood(logits: torch.Tensor, z: torch.Tensor, p_z) -> dist.Distribution:
     latents, enumerated."""
     if logits.dim() == z.dim() + 2:  # no address dim
         return dist.Bernoulli(logits=logits).to_event(3)
-    components = p_z.component_distribution.log_prob(z.unsqueeze(-2))  # (..., tasks, items, 1 + s·k)
-    address = dist.Categorical(
-        logits=by_shot(components + p_z.mixture_distribution.logits, logits.shape[-4] - 1)
-    )
+    address = dist.Categorical(logits=address_joint(z, p_z, logits.shape[-4] - 1))
     return dist.MixtureSameFamily(address, dist.Bernoulli(logits=logits).to_event(3))
+
+
+def address_joint(z: torch.Tensor, p_z: dist.MixtureSameFamily, k: int) -> torch.Tensor:
+    """log p(a) p(z | a) for each address a of the `shot_mixture` p_z with k shots, N(0, I)'s first:
+    (..., tasks, items, k + 1), a shot's scales summed (`by_shot`)."""
+    components = p_z.component_distribution.log_prob(z.unsqueeze(-2))  # (..., tasks, items, 1 + s·k)
+    return by_shot(components + p_z.mixture_distribution.logits, k)
 
 
 def responsibilities(z: torch.Tensor, p_z: dist.MixtureSameFamily, k: int) -> torch.Tensor:
     """How much each of the k shots' components of the `shot_mixture` p_z explains z: (..., tasks,
     items, k), N(0, I)'s share left out."""
-    components = p_z.component_distribution.log_prob(z.unsqueeze(-2))  # (..., tasks, items, 1 + s·k)
-    return by_shot(components + p_z.mixture_distribution.logits, k).softmax(-1)[..., 1:]
+    return address_joint(z, p_z, k).softmax(-1)[..., 1:]
 
 
 def template_image(z: torch.Tensor, p_z, shots: torch.Tensor, template: str) -> torch.Tensor:
