@@ -54,9 +54,9 @@ VERSION_4 = (
 VERSION_5_ADDS = ("width_ratio",)
 
 
-def candidates(program, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Statistics screened and not taken into the default."""
-    x, drawn, nats = typicality.reconstruction(program, images)
+def candidates(made: tuple) -> dict[str, torch.Tensor]:
+    """Statistics screened and not taken into the default, from the images' `reconstruction`."""
+    x, drawn, nats = made
     nats = nats.flatten(1)
     ink = x.flatten(1).sum(1).clamp(min=1)
     return {
@@ -90,6 +90,19 @@ def image_sets(program, seed: int) -> dict[str, torch.Tensor]:
     return sets
 
 
+def _parts(program, images, train, samples: int, seed: int):
+    """The two parts of a set's statistics, each a file name's suffix and how to compute it; the
+    model's drawing of the images, which both read, is made at most once."""
+    made = functools.cache(functools.partial(typicality.reconstruction, program, images))
+    return (
+        (
+            f"-v{typicality.VERSION}",
+            lambda: typicality.statistics(program, images, train, samples, seed, made=made()),
+        ),
+        (f"-candidates{CANDIDATES}", lambda: candidates(made())),
+    )
+
+
 def cached_statistics(folder, program, seed: int, samples: int) -> dict[str, dict[str, np.ndarray]]:
     """{set: {statistic: values}}, computed once per run and image set (the candidates apart, so
     that a new candidate does not cost the default's statistics again)."""
@@ -97,13 +110,7 @@ def cached_statistics(folder, program, seed: int, samples: int) -> dict[str, dic
     train = program.config.load_data("train")
     for name, images in image_sets(program, seed).items():
         out[name] = {}
-        for part, compute in (
-            (
-                f"-v{typicality.VERSION}",
-                functools.partial(typicality.statistics, program, images, train, samples, seed),
-            ),
-            (f"-candidates{CANDIDATES}", functools.partial(candidates, program, images)),
-        ):
+        for part, compute in _parts(program, images, train, samples, seed):
             path = folder / f"screen-{name}{part}.pt"  # `part` names the version it was computed by
             if not path.exists():
                 print(f"[screen] {folder.name}: statistics{part} of {len(images)} {name} images", flush=True)

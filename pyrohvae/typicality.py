@@ -57,30 +57,38 @@ VERSION = 5  # 3: recon_ink, ink_excess; 4: block_excess; 5: width_ratio, and 3,
 
 
 def statistics(
-    program, images: torch.Tensor, train: TaskData, samples: int = 16, seed: int = 0, progress: bool = False
+    program,
+    images: torch.Tensor,
+    train: TaskData,
+    samples: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+    made: tuple | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every statistic of each image (n, 1, 28, 28): name -> (n,) float64, in the images' order.
-    `train` holds the training tasks the distances are measured to."""
+    `train` holds the training tasks the distances are measured to; `made`, the images'
+    `reconstruction` where a caller has it already."""
     data = TaskData(images, torch.zeros(len(images), dtype=torch.long), ["scored"], "scored")
     scores = datum_scores(program, data, samples, seed, progress)
     out = {name: scores[name].double() for name in ("recon", "kl_z", "nll", "kl_u") if name in scores}
     out["complexity"] = out["nll"] - compressed_nats(images)
-    out.update(drawing(program, images))
+    out.update(drawing(program, images, made))
     out["z_distance"] = latent_distance(program, train, images, "z", seed=seed).double()
     if "kl_u" in out:
         out["u_distance"] = latent_distance(program, train, images, "u", seed=seed).double()
     return out
 
 
-def drawing(program, images: torch.Tensor) -> dict[str, torch.Tensor]:
+def drawing(program, images: torch.Tensor, made: tuple | None = None) -> dict[str, torch.Tensor]:
     """How the model's drawing of each image (`reconstruction_logits`) differs from it, in ways the
     reconstruction term sums away: `recon_ink`, its nats per pixel on (how well the strokes are
     drawn, whatever their length); `ink_excess`, the ink it draws less the image's (which strokes it
     draws too thin or too bold); `block_excess`, the same count at the next scale, solid 2×2 blocks
     of ink (a stroke two pixels wide or more holds them, a thin one hardly any), the drawing's
     expected number less the image's; and `width_ratio`, the log of the drawing's mean stroke width
-    over the image's (`stroke_width`), which does not grow with the amount of ink as the excesses do."""
-    x, drawn, nats = reconstruction(program, images)
+    over the image's (`stroke_width`), which does not grow with the amount of ink as the excesses do.
+    `made`: the images' `reconstruction`, made here where not given."""
+    x, drawn, nats = made if made is not None else reconstruction(program, images)
     ink = x.flatten(1).sum(1)
     return {
         "recon_ink": (nats * x).flatten(1).sum(1) / ink.clamp(min=1),

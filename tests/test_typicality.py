@@ -273,12 +273,14 @@ def test_the_drawing_statistics_see_strokes_drawn_too_thin(data_root, trained_ru
     their pixels of ink cost more nats."""
     from pyrohvae import data
     from pyrohvae.train import load_run
-    from pyrohvae.typicality import drawing
+    from pyrohvae.typicality import drawing, reconstruction
 
     program, _ = load_run(trained_run(model))
     digits = data.load("mnist", "test", data_root).images[:200].float()
     bold = (torch.nn.functional.max_pool2d(digits, 3, stride=1, padding=1) > 0).float()
     plain, thick = drawing(program, digits), drawing(program, bold)
+    given = drawing(program, bold, reconstruction(program, bold))  # as a caller that has it passes it
+    assert given.keys() == thick.keys() and all(torch.equal(given[k], thick[k]) for k in thick)
     assert thick["ink_excess"].mean() < plain["ink_excess"].mean() - 20
     assert thick["block_excess"].mean() < plain["block_excess"].mean() - 20
     assert thick["recon_ink"].mean() > plain["recon_ink"].mean()
