@@ -171,3 +171,21 @@ def test_the_length_stage_resumes_each_checkpoint_s_scores(fewshot_experiment, t
     assert json.loads((rows / f"length-{name}-steps2-seed0.json").read_text()) == resumed
     steps = [s["steps"] for s in resumed["by_step"]]
     assert steps == [1, 2] and resumed["by_step"][0]["rows"] != resumed["by_step"][1]["rows"]
+
+
+def test_the_shots_prior_s_ceilings_choose_per_alphabet_and_per_image(monkeypatch):
+    """The ceiling of a fit per alphabet sums each alphabet's best offset, which no one offset for all
+    need reach, and the per-image ceiling lies below it."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import shot_share
+
+    tasks = ["A", "A", "B", "B"]
+    rows = [  # offset -1 suits alphabet A, +1 alphabet B, 0 both a little; image 1 alone is best at 0
+        {"offset": -1.0, "tasks": tasks, "nll": [1.0, 3.0, 9.0, 9.0]},
+        {"offset": 0.0, "tasks": tasks, "nll": [4.0, 1.0, 5.0, 5.0]},
+        {"offset": 1.0, "tasks": tasks, "nll": [9.0, 9.0, 2.0, 2.0]},
+    ]
+    c = shot_share.ceilings(rows)
+    assert c["at"] == {-1.0: 5.5, 0.0: 3.75, 1.0: 5.5}  # one offset for all: 0 is best
+    assert c["best"] == {"A": -1.0, "B": 1.0}
+    assert c["alphabet"] == (1.0 + 3.0 + 2.0 + 2.0) / 4 and c["image"] == (1.0 + 1.0 + 2.0 + 2.0) / 4
