@@ -50,7 +50,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from pyro import poutine
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from .data import TaskData
 from .evaluate import evaluate, evaluation_subset, seed_stream
@@ -428,6 +427,8 @@ def detect(
 def detection_metrics(scores, labels, flag_rate: float | None = None) -> dict:
     """AUC, and FPR and FNR at a threshold: the equal-error point, or flagging the top
     `flag_rate` of the scores. A datum is flagged as an outlier when its score >= threshold."""
+    from sklearn.metrics import roc_auc_score, roc_curve  # here: a second of every command's start
+
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
     fpr, tpr, thresholds = roc_curve(labels, scores)
     if flag_rate is None:

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.mixture import GaussianMixture
 
 from .data import TaskData
 from .files import OptionError, atomic_write_text
@@ -153,6 +152,8 @@ class Fit:
     @functools.cached_property
     def _density(self):
         """(mean, sd, mixture, BIC of each number of components) on the standardized values."""
+        from sklearn.mixture import GaussianMixture  # here, as `outliers.detection_metrics` does
+
         x = np.asarray(self.values, dtype=np.float64).T
         mean, sd = x.mean(0), x.std(0)
         sd[sd == 0] = 1.0  # a constant statistic: any change of it is untypical
