@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 
 import torch
-from common import RESULTS, parser, rows_in, run
+from common import parser, rows_in, run
 
 from pyrohvae import fewshot
 from pyrohvae.files import UserError, atomic_write_text
 from pyrohvae.train import load_run
 
-OUT = RESULTS / "shot_share"
 OFFSETS = {"logit": (-3.0, -2.0, -1.0, 0.0, 1.0), "widen": (-0.7, -0.35, 0.0, 0.35)}
 SHOTS = (1, 20)
 PER_TASK = 50  # images of each held-out alphabet, as the alphabets' validation rows of docs/few-shot.md
