@@ -17,6 +17,7 @@ ceiling, not a method). Each (offset, k) is written to its own file as soon as i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 from common import parser, rows_in, run
@@ -40,6 +41,7 @@ def score(args) -> None:
     images = data.images[index].float()
     parameter = {"logit": prior.prior_logit, "widen": prior.log_widen}[args.kind]
     learnt = parameter.data.clone()
+    names = [data.task_names[t] for t in tasks]
     for k in SHOTS:
         posterior = fewshot.shots_posteriors(program, data.images, pools[:, :k])
         for offset in OFFSETS[args.kind]:
@@ -58,7 +60,7 @@ def score(args) -> None:
                 "offset": offset,
                 "shots": k,
                 "samples": args.samples,
-                "tasks": [data.task_names[t] for t in tasks],
+                "tasks": names,
                 "nll": nll.tolist(),
             }
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,25 +103,21 @@ def report(results) -> None:
     groups = {}
     for r in rows:
         groups.setdefault((r["run"], r["kind"], r["shots"]), []).append(r)
-    for (name, kind, k), group in sorted(groups.items()):
-        group.sort(key=lambda r: r["offset"])
-        c = ceilings(group)
+    found = {key: ceilings(sorted(group, key=lambda r: r["offset"])) for key, group in sorted(groups.items())}
+    for (name, kind, k), c in found.items():
         cells = ", ".join(f"{o:+g}: {v:.2f}" for o, v in c["at"].items())
         best = min(c["at"].values())
         lines.append(
-            f"| {name} | {kind} | {k} | {group[0]['samples']} | {cells} | {best:.2f} | {c['alphabet']:.2f} | {c['image']:.2f} |"
+            f"| {name} | {kind} | {k} | {groups[name, kind, k][0]['samples']} | {cells} | {best:.2f} | {c['alphabet']:.2f} | {c['image']:.2f} |"
         )
     lines += ["", "Best offset per alphabet:", ""]
-    for (name, kind, k), group in sorted(groups.items()):
-        best = ceilings(group)["best"]
-        lines.append(f"- {name}, {kind}, k = {k}: " + ", ".join(f"{a} {o:+g}" for a, o in best.items()))
+    for (name, kind, k), c in found.items():
+        lines.append(f"- {name}, {kind}, k = {k}: " + ", ".join(f"{a} {o:+g}" for a, o in c["best"].items()))
     atomic_write_text(results / "shot_share.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 def main() -> None:
-    from pathlib import Path
-
     p = parser(__doc__, samples=256, device=False)
     p.add_argument("run", type=Path, nargs="?", help="a run trained with held-out classes")
     p.add_argument("--kind", choices=sorted(OFFSETS), default="logit", help="what the offsets move")
