@@ -131,10 +131,52 @@ def mixture_score(fit: np.ndarray, scored: np.ndarray, transform: str | None) ->
     return made.score({str(i): torch.from_numpy(scored[:, i]) for i in range(fit.shape[1])}).numpy()
 
 
+def tails(fit: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    """Each statistic's two-sided tail of each scored image among the fit images (rows: images):
+    the share of fit values at least as far out on its side, (1 + count) / (1 + n), so never 0."""
+    ranked = np.sort(fit, 0)
+    n = len(fit)
+    below = np.stack(
+        [np.searchsorted(ranked[:, j], scored[:, j], side="right") for j in range(fit.shape[1])], 1
+    )
+    above = np.stack(
+        [n - np.searchsorted(ranked[:, j], scored[:, j], side="left") for j in range(fit.shape[1])], 1
+    )
+    return np.minimum(1.0, 2 * (1 + np.minimum(below, above)) / (1 + n))
+
+
+def density_score(fit: np.ndarray, scored: np.ndarray, density: str) -> np.ndarray:
+    """How untypical each scored image's statistics are among the fit images', by a rule other than
+    the default's one joint mixture, each read so that a statistic far out alone is not outweighed
+    by the others being typical (the joint mixture's dilution): `knn`, the distance to the 10th
+    nearest fit image in standardized statistics; `max-tail`, −log of the smallest of the
+    statistics' own tails (`tails`); `fisher`, the sum of −log tails; `mixture+max-tail`, −log of the
+    smaller of the mixture's own tail (its −log p̂ among the fit images') and the statistics'
+    smallest tail times their number (a Bonferroni bound, so neither side dominates by count)."""
+    if density == "knn":
+        from sklearn.neighbors import NearestNeighbors
+
+        mean, sd = fit.mean(0), fit.std(0)
+        sd[sd == 0] = 1.0
+        knn = NearestNeighbors(n_neighbors=10).fit((fit - mean) / sd)
+        return knn.kneighbors((scored - mean) / sd)[0][:, -1]
+    t = tails(fit, scored)
+    if density == "max-tail":
+        return -np.log(t.min(1))
+    if density == "fisher":
+        return -np.log(t).sum(1)
+    if density == "mixture+max-tail":
+        joint = tails(mixture_score(fit, fit, None)[:, None], mixture_score(fit, scored, None)[:, None])[:, 0]
+        own = np.minimum(1.0, t.min(1) * t.shape[1])
+        return -np.log(np.minimum(joint, own))
+    raise ValueError(f"unknown density {density!r}")
+
+
 def variants(names: list[str]) -> dict[str, dict]:
     """Each variant: which statistics, which fit images (a number of training images, or
-    "validation"), which marginal transform. The first is version 4 of the default, the last
-    version 5."""
+    "validation"), which marginal transform, and which reading of their density (the default's
+    joint mixture where none is named). The first is version 4 of the default; those after
+    "version 5" were screened against it."""
     v4 = [n for n in VERSION_4 if n in names]  # a VAE has no u
     v5 = v4 + list(VERSION_5_ADDS)
     return {
@@ -152,12 +194,26 @@ def variants(names: list[str]) -> dict[str, dict]:
         "version 5 + worst_pixels": {"names": v5 + ["worst_pixels"], "fit": 3000},
         "version 5 + ink_missed + ink_spurious": {"names": v5 + ["ink_missed", "ink_spurious"], "fit": 3000},
         "version 5": {"names": v5, "fit": 3000},
+        "version 5 + image_width": {"names": v5 + ["image_width"], "fit": 3000},
+        "version 5, knn": {"names": v5, "fit": 3000, "density": "knn"},
+        "version 5, max-tail": {"names": v5, "fit": 3000, "density": "max-tail"},
+        "version 5, fisher": {"names": v5, "fit": 3000, "density": "fisher"},
+        "version 5, mixture+max-tail": {"names": v5, "fit": 3000, "density": "mixture+max-tail"},
+        "+ image_width, max-tail": {"names": v5 + ["image_width"], "fit": 3000, "density": "max-tail"},
+        "+ image_width, mixture+max-tail": {
+            "names": v5 + ["image_width"],
+            "fit": 3000,
+            "density": "mixture+max-tail",
+        },
     }
 
 
-def paired_auc(normal: dict, outliers: dict, draws: int = 200, seed: int = 0) -> tuple[dict, dict]:
+def paired_auc(
+    normal: dict, outliers: dict, draws: int = 200, seed: int = 0, base: str | None = None
+) -> tuple[dict, dict]:
     """AUC of each variant's scores ({variant: (n,)} of the normal and of the outlier images), and the
-    bootstrap standard error of its difference from the first variant's (the same images redrawn)."""
+    bootstrap standard error of its difference from the `base` variant's (the first where None; the
+    same images redrawn)."""
     from sklearn.metrics import roc_auc_score
 
     labels = np.r_[np.zeros(len(next(iter(normal.values())))), np.ones(len(next(iter(outliers.values()))))]
@@ -165,7 +221,7 @@ def paired_auc(normal: dict, outliers: dict, draws: int = 200, seed: int = 0) ->
     auc = {v: roc_auc_score(labels, s) for v, s in scores.items()}
     rng = np.random.default_rng(seed)
     n0, n1 = int((labels == 0).sum()), int((labels == 1).sum())
-    first, diffs = next(iter(scores)), {v: [] for v in scores}
+    first, diffs = base or next(iter(scores)), {v: [] for v in scores}
     for _ in range(draws):
         pick = np.r_[rng.integers(0, n0, n0), n0 + rng.integers(0, n1, n1)]
         base = roc_auc_score(labels[pick], scores[first][pick])
@@ -186,14 +242,18 @@ def screen(folder, args) -> list[dict]:
             table = {s: np.stack([stats[s][n] for n in v["names"]], 1) for s in stats}
             half = len(table["validation"]) // 2  # the second half is scored as normal by every variant
             fit = table["validation"][:half] if v["fit"] == "validation" else table["fit"][: v["fit"]]
-            scored = mixture_score(
-                fit, np.concatenate([table["validation"][half:], table[other]]), v.get("transform")
+            scored = np.concatenate([table["validation"][half:], table[other]])
+            scored = (
+                density_score(fit, scored, v["density"])
+                if "density" in v
+                else mixture_score(fit, scored, v.get("transform"))
             )
             normal[variant], outliers[variant] = (
                 scored[: len(scored) - len(table[other])],
                 scored[-len(table[other]) :],
             )
         auc, se = paired_auc(normal, outliers)
+        se5 = paired_auc(normal, outliers, base="version 5")[1]
         rows.append(
             {
                 "run": folder.name,
@@ -203,6 +263,7 @@ def screen(folder, args) -> list[dict]:
                 "n_outliers": len(next(iter(outliers.values()))),
                 "auc": auc,
                 "diff_se": se,
+                "diff_se_v5": se5,
             }
         )
         print(
@@ -211,12 +272,39 @@ def screen(folder, args) -> list[dict]:
     return rows
 
 
+def _table(rows: list[dict], names: list[str], se: str) -> list[str]:
+    """One table of the variants `names`, each against the first of them (its standard errors the
+    rows' `se`), with the means over every set, over the pairs of datasets, and the worst change."""
+    lines = [
+        "| run | outliers | " + " | ".join(names) + " |",
+        "| --- | --- | " + " | ".join(["---:"] * len(names)) + " |",
+    ]
+    for r in rows:
+        cells = [f"{100 * r['auc'][names[0]]:.1f}"] + [
+            f"{100 * r['auc'][v]:.1f} ({100 * (r['auc'][v] - r['auc'][names[0]]):+.1f} ± {100 * r[se][v]:.1f})"
+            for v in names[1:]
+        ]
+        lines.append(f"| {r['run']} | {r['outliers']} | " + " | ".join(cells) + " |")
+    mean = {v: 100 * np.mean([r["auc"][v] for r in rows]) for v in names}
+    between = [r for r in rows if r["outliers"] not in SHIFTED]
+    mean_between = {v: 100 * np.mean([r["auc"][v] for r in between]) for v in names}
+    worst = {v: 100 * min(r["auc"][v] - r["auc"][names[0]] for r in rows) for v in names}
+    return lines + [
+        "| mean | | " + " | ".join(f"{mean[v]:.2f}" for v in names) + " |",
+        "| mean, pairs of datasets | | " + " | ".join(f"{mean_between[v]:.2f}" for v in names) + " |",
+        "| worst change | | " + " | ".join(f"{worst[v]:+.1f}" for v in names) + " |",
+        "",
+    ]
+
+
 def report() -> None:
-    """experiments/results/typicality_screen.md from the rows of every screened run."""
+    """experiments/results/typicality_screen.md from the rows of every screened run: the variants up
+    to version 5 against version 4, those after it against version 5."""
     rows = [r for p in sorted(OUT.glob("*.json")) for r in json.loads(p.read_text())]
     if not rows:
         return
     names = list(rows[0]["auc"])
+    upto = names.index("version 5") + 1
     lines = [
         "# Screening the default detector's next version",
         "",
@@ -225,29 +313,26 @@ def report() -> None:
         "never Table 3's: normal images from the runs' validation part, outliers from the other datasets'",
         "training images (shifted sets made from training images), no test image read. AUC in %; each",
         "variant scores the same 1,000 normal validation images and 1,000 outliers of each set; in",
-        "brackets the bootstrap standard error of its difference from version 4's AUC (the same images",
-        "redrawn, the fits fixed). Version 4 fits 1,000 training images, as Table 3's runs (no",
-        "validation part) do.",
+        "brackets the bootstrap standard error of its difference from the table's first column (the",
+        "same images redrawn, the fits fixed). Version 4 fits 1,000 training images, as Table 3's runs",
+        "(no validation part) do.",
         "",
-        "| run | outliers | " + " | ".join(names) + " |",
-        "| --- | --- | " + " | ".join(["---:"] * len(names)) + " |",
+        "## Up to version 5, against version 4",
+        "",
+        *_table(rows, names[:upto], "diff_se"),
     ]
-    for r in rows:
-        cells = [f"{100 * r['auc'][names[0]]:.1f}"] + [
-            f"{100 * r['auc'][v]:.1f} ({100 * (r['auc'][v] - r['auc'][names[0]]):+.1f} ± {100 * r['diff_se'][v]:.1f})"
-            for v in names[1:]
+    if len(names) > upto and all("diff_se_v5" in r for r in rows):
+        lines += [
+            "## After version 5, against it",
+            "",
+            "Each variant reads version 5's statistics and fit images; they differ in how the",
+            "statistics' density is read (`density_score`): the 10th nearest fit image (`knn`), the",
+            "smallest of the statistics' own tails (`max-tail`), the sum of their −log tails",
+            "(`fisher`), or the smaller of the joint mixture's tail and the statistics' smallest",
+            "(`mixture+max-tail`).",
+            "",
+            *_table(rows, names[upto - 1 :], "diff_se_v5"),
         ]
-        lines.append(f"| {r['run']} | {r['outliers']} | " + " | ".join(cells) + " |")
-    mean = {v: 100 * np.mean([r["auc"][v] for r in rows]) for v in names}
-    between = [r for r in rows if r["outliers"] not in SHIFTED]
-    mean_between = {v: 100 * np.mean([r["auc"][v] for r in between]) for v in names}
-    worst = {v: 100 * min(r["auc"][v] - r["auc"][names[0]] for r in rows) for v in names}
-    lines += [
-        "| mean | | " + " | ".join(f"{mean[v]:.2f}" for v in names) + " |",
-        "| mean, pairs of datasets | | " + " | ".join(f"{mean_between[v]:.2f}" for v in names) + " |",
-        "| worst change | | " + " | ".join(f"{worst[v]:+.1f}" for v in names) + " |",
-        "",
-    ]
     atomic_write_text(RESULTS / "typicality_screen.md", "\n".join(lines))
 
 

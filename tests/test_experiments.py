@@ -189,3 +189,27 @@ def test_the_shots_prior_s_ceilings_choose_per_alphabet_and_per_image(monkeypatc
     assert c["at"] == {-1.0: 5.5, 0.0: 3.75, 1.0: 5.5}  # one offset for all: 0 is best
     assert c["best"] == {"A": -1.0, "B": 1.0}
     assert c["alphabet"] == (1.0 + 3.0 + 2.0 + 2.0) / 4 and c["image"] == (1.0 + 1.0 + 2.0 + 2.0) / 4
+
+
+def test_the_screen_s_tail_readings_flag_one_statistic_far_out(monkeypatch):
+    """A statistic's tail is the share of fit values as far out on its side, never 0; an image far out
+    in one statistic of ten and typical in the rest is flagged by the statistics' smallest tail
+    (and by the rules built on it) above an image a little off in all ten."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import numpy as np
+    import typicality_screen as ts
+
+    rng = np.random.default_rng(0)
+    fit = rng.standard_normal((999, 10))
+    t = ts.tails(fit, np.array([[-50.0] * 10, [50.0] * 10, [float(np.median(fit[:, 0]))] * 10]))
+    assert np.allclose(t[:2], 2 / 1000) and np.all(t[2, :1] > 0.99)
+    one_far = np.zeros((1, 10))
+    one_far[0, 3] = 6.0
+    all_off = np.full((1, 10), 1.5)
+    for density in ("max-tail", "mixture+max-tail"):
+        far, off = ts.density_score(fit, np.concatenate([one_far, all_off]), density)
+        assert far > off, density
+    # the sum over statistics reads the image a little off in all ten as the more untypical
+    far, off = ts.density_score(fit, np.concatenate([one_far, all_off]), "fisher")
+    assert off > far
+    assert ts.density_score(fit, np.zeros((1, 10)), "knn")[0] < ts.density_score(fit, one_far, "knn")[0]
