@@ -148,17 +148,17 @@ def tails(fit: np.ndarray, scored: np.ndarray) -> np.ndarray:
 def density_score(fit: np.ndarray, scored: np.ndarray, density: str) -> np.ndarray:
     """How untypical each scored image's statistics are among the fit images', by a rule other than
     the default's one joint mixture, each read so that a statistic far out alone is not outweighed
-    by the others being typical (the joint mixture's dilution): `knn`, the distance to the 10th
+    by the others being typical (the joint mixture's dilution): `knn-K`, the distance to the Kth
     nearest fit image in standardized statistics; `max-tail`, −log of the smallest of the
     statistics' own tails (`tails`); `fisher`, the sum of −log tails; `mixture+max-tail`, −log of the
     smaller of the mixture's own tail (its −log p̂ among the fit images') and the statistics'
     smallest tail times their number (a Bonferroni bound, so neither side dominates by count)."""
-    if density == "knn":
+    if density.startswith("knn-"):
         from sklearn.neighbors import NearestNeighbors
 
         mean, sd = fit.mean(0), fit.std(0)
         sd[sd == 0] = 1.0
-        knn = NearestNeighbors(n_neighbors=10).fit((fit - mean) / sd)
+        knn = NearestNeighbors(n_neighbors=int(density.removeprefix("knn-"))).fit((fit - mean) / sd)
         return knn.kneighbors((scored - mean) / sd)[0][:, -1]
     t = tails(fit, scored)
     if density == "max-tail":
@@ -195,7 +195,7 @@ def variants(names: list[str]) -> dict[str, dict]:
         "version 5 + ink_missed + ink_spurious": {"names": v5 + ["ink_missed", "ink_spurious"], "fit": 3000},
         "version 5": {"names": v5, "fit": 3000},
         "version 5 + image_width": {"names": v5 + ["image_width"], "fit": 3000},
-        "version 5, knn": {"names": v5, "fit": 3000, "density": "knn"},
+        "version 5, knn 10": {"names": v5, "fit": 3000, "density": "knn-10"},
         "version 5, max-tail": {"names": v5, "fit": 3000, "density": "max-tail"},
         "version 5, fisher": {"names": v5, "fit": 3000, "density": "fisher"},
         "version 5, mixture+max-tail": {"names": v5, "fit": 3000, "density": "mixture+max-tail"},
@@ -205,6 +205,10 @@ def variants(names: list[str]) -> dict[str, dict]:
             "fit": 3000,
             "density": "mixture+max-tail",
         },
+        "version 5, knn 3": {"names": v5, "fit": 3000, "density": "knn-3"},
+        "version 5, knn 30": {"names": v5, "fit": 3000, "density": "knn-30"},
+        "version 5, knn 100": {"names": v5, "fit": 3000, "density": "knn-100"},
+        "+ image_width, knn 10": {"names": v5 + ["image_width"], "fit": 3000, "density": "knn-10"},
     }
 
 
@@ -326,7 +330,7 @@ def report() -> None:
             "## After version 5, against it",
             "",
             "Each variant reads version 5's statistics and fit images; they differ in how the",
-            "statistics' density is read (`density_score`): the 10th nearest fit image (`knn`), the",
+            "statistics' density is read (`density_score`): the Kth nearest fit image (`knn K`), the",
             "smallest of the statistics' own tails (`max-tail`), the sum of their −log tails",
             "(`fisher`), or the smaller of the joint mixture's tail and the statistics' smallest",
             "(`mixture+max-tail`).",

@@ -212,4 +212,4 @@ def test_the_screen_s_tail_readings_flag_one_statistic_far_out(monkeypatch):
     # the sum over statistics reads the image a little off in all ten as the more untypical
     far, off = ts.density_score(fit, np.concatenate([one_far, all_off]), "fisher")
     assert off > far
-    assert ts.density_score(fit, np.zeros((1, 10)), "knn")[0] < ts.density_score(fit, one_far, "knn")[0]
+    assert ts.density_score(fit, np.zeros((1, 10)), "knn-10")[0] < ts.density_score(fit, one_far, "knn-10")[0]
