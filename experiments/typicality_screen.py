@@ -147,12 +147,13 @@ def tails(fit: np.ndarray, scored: np.ndarray) -> np.ndarray:
 
 def density_score(fit: np.ndarray, scored: np.ndarray, density: str) -> np.ndarray:
     """How untypical each scored image's statistics are among the fit images', by a rule other than
-    the default's one joint mixture, each read so that a statistic far out alone is not outweighed
-    by the others being typical (the joint mixture's dilution): `knn-K`, the distance to the Kth
-    nearest fit image in standardized statistics; `max-tail`, −log of the smallest of the
-    statistics' own tails (`tails`); `fisher`, the sum of −log tails; `mixture+max-tail`, −log of the
-    smaller of the mixture's own tail (its −log p̂ among the fit images') and the statistics'
-    smallest tail times their number (a Bonferroni bound, so neither side dominates by count)."""
+    the default's one joint mixture: `knn-K`, the distance to the Kth nearest fit image in
+    standardized statistics (no density form assumed); and three read so that a statistic far out
+    alone is not outweighed by the others being typical (the mixture's dilution): `max-tail`, −log
+    of the smallest of the statistics' own tails (`tails`); `fisher`, the sum of −log tails;
+    `mixture+max-tail`, −log of the smaller of the mixture's own tail (its −log p̂ among the fit
+    images') and the statistics' smallest tail times their number (a Bonferroni bound, so neither
+    side dominates by count)."""
     if density.startswith("knn-"):
         from sklearn.neighbors import NearestNeighbors
 
@@ -228,9 +229,9 @@ def paired_auc(
     first, diffs = base or next(iter(scores)), {v: [] for v in scores}
     for _ in range(draws):
         pick = np.r_[rng.integers(0, n0, n0), n0 + rng.integers(0, n1, n1)]
-        base = roc_auc_score(labels[pick], scores[first][pick])
+        reference = roc_auc_score(labels[pick], scores[first][pick])
         for v, s in scores.items():
-            diffs[v].append(roc_auc_score(labels[pick], s[pick]) - base)
+            diffs[v].append(roc_auc_score(labels[pick], s[pick]) - reference)
     return auc, {v: float(np.std(d)) for v, d in diffs.items()}
 
 
