@@ -148,13 +148,15 @@ def density_cells(r: dict) -> str:
 
 def typicality_aucs(fit: dict, columns: dict, scored: dict, labels, where: str, step: int, args) -> dict:
     """AUC of one typicality fit per column, each on its own statistics (names) of the fit images'
-    `fit` {name: (n,)}, scoring the mixed set's `scored` statistics: {column: AUC}."""
+    `fit` {name: (n,)}, scoring the mixed set's `scored` statistics: {column: AUC}. The density is
+    the one these experiments were run with, versions 2 to 5's mixture."""
     from pyrohvae.outliers import detection_metrics
     from pyrohvae.typicality import Fit
 
     out = {}
     for column, names in columns.items():
-        made = Fit(names, [fit[n].tolist() for n in names], where, "", step, args.samples, args.seed)
+        values = [fit[n].tolist() for n in names]
+        made = Fit(names, values, where, "", step, args.samples, args.seed, density="mixture")
         out[column] = detection_metrics(made.score(scored).numpy(), labels)["auc"]
     return out
 

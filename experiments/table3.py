@@ -477,10 +477,11 @@ def third_edition(rows: list[dict]) -> list[str]:
         "AUC in %, `outliers --score typicality`, the default (`pyrohvae/typicality.py`): the joint density",
         "of the statistics (the reconstruction term, KL(z), −log p(x), complexity, z-distance; HyperVAE also",
         "KL(u) and u-distance; since version 3 also the drawing's recon_ink and ink_excess, since",
-        "version 4 its block_excess, since version 5 its width_ratio) over 3,000 (1,000",
-        "before version 5) normal training images (the Table 1 runs hold no validation",
-        "part), a Gaussian mixture on the standardized statistics with its components chosen by BIC; the",
-        "score −log p̂. Nothing reads an outlier or a test image to fit it. Seed S: the run trained with",
+        "version 4 its block_excess, since version 5 its width_ratio, since version 6 the image's own",
+        "stroke width) over 3,000 (1,000 before version 5) normal training images (the Table 1 runs",
+        "hold no validation part), standardized; the score the distance to the 10th nearest of them",
+        "(versions 2 to 5: −log p̂ under a Gaussian mixture, its components chosen by BIC).",
+        "Nothing reads an outlier or a test image to fit it. Seed S: the run trained with",
         "seed S, scored with seed S. The runs are trained again for this edition (table1.py's",
         "configurations and seeds; the first two editions' run folders are gone; seed 0's twice, the",
         "second time for version 3, one thread a run): the Fashion-MNIST HyperVAE's −ELBO gives AUC",
@@ -564,7 +565,8 @@ def version_note(versions: list[int]) -> list[str]:
             f"{min(versions)}; today's is {typicality.VERSION}: version 3 added the statistics of the model's "
             "drawing, `recon_ink` and `ink_excess`, version 4 its solid 2×2 blocks of ink, `block_excess`, "
             "each measured against the one before in [drawing.md](drawing.md), version 5 its strokes' "
-            "width, `width_ratio`, fitted on 3,000 images, chosen in "
+            "width, `width_ratio`, fitted on 3,000 images, version 6 the image's own stroke width and the "
+            "distance to the 10th nearest fit image in place of the mixture, both chosen in "
             "[typicality_screen.md](typicality_screen.md)); `table3.py` makes them again."
         ),
     ]

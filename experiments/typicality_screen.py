@@ -5,10 +5,11 @@ Choosing its next version there would choose on the figures it is judged by, so 
 here instead: on runs of another seed trained with a validation part (`train --seed 2 --validation
 0.1`), normal images from that validation part (never trained on), and outliers drawn from the
 other datasets' *training* images (and the two shifted sets made from training images), so no test
-image is read. Every run's statistics (all of `typicality.statistics` and the candidate ones below) are
-computed once per image set and kept in the run folder (`screen-SET-v5.pt`, `...-candidates5.pt`); the
-variants are fits of different statistics, densities and fit images on those, so a variant costs
-seconds. A run still training is refused (its statistics would be kept).
+image is read. Every run's statistics (all of `typicality.statistics` and the candidate ones below)
+are computed once per image set and kept in the run folder (`screen-SET-vN.pt`, N the detector's
+version, and `...-candidates5.pt`); the variants are fits of different statistics, densities and
+fit images on those, so a variant costs seconds. A run still training is refused (its statistics
+would be kept). Version 6, the default since, is the variant "+ image_width, knn 10".
 
     PYROHVAE_DATA_DIR=../shared/data python experiments/typicality_screen.py RUN [RUN ...]
 """
@@ -122,13 +123,19 @@ def cached_statistics(folder, program, seed: int, samples: int) -> dict[str, dic
 
 
 def mixture_score(fit: np.ndarray, scored: np.ndarray, transform: str | None) -> np.ndarray:
-    """−log p̂ of `scored` under the default's mixture fitted on `fit` (rows: images), after the
+    """−log p̂ of `scored` under versions 2 to 5's mixture fitted on `fit` (rows: images), after the
     marginal transform named."""
     if transform == "yeo-johnson":
         pt = PowerTransformer().fit(fit)
         fit, scored = pt.transform(fit), pt.transform(scored)
-    made = typicality.Fit([str(i) for i in range(fit.shape[1])], fit.T.tolist(), "", "", 0, 0, 0)
-    return made.score({str(i): torch.from_numpy(scored[:, i]) for i in range(fit.shape[1])}).numpy()
+    return library_score(fit, scored, density="mixture")
+
+
+def library_score(fit: np.ndarray, scored: np.ndarray, **density) -> np.ndarray:
+    """`scored`'s scores under `typicality.Fit` on `fit` (rows: images) with the `density` named."""
+    names = [str(i) for i in range(fit.shape[1])]
+    made = typicality.Fit(names, fit.T.tolist(), "", "", 0, 0, 0, **density)
+    return made.score({n: torch.from_numpy(scored[:, i]) for i, n in enumerate(names)}).numpy()
 
 
 def tails(fit: np.ndarray, scored: np.ndarray) -> np.ndarray:
@@ -155,12 +162,7 @@ def density_score(fit: np.ndarray, scored: np.ndarray, density: str) -> np.ndarr
     images') and the statistics' smallest tail times their number (a Bonferroni bound, so neither
     side dominates by count)."""
     if density.startswith("knn-"):
-        from sklearn.neighbors import NearestNeighbors
-
-        mean, sd = fit.mean(0), fit.std(0)
-        sd[sd == 0] = 1.0
-        knn = NearestNeighbors(n_neighbors=int(density.removeprefix("knn-"))).fit((fit - mean) / sd)
-        return knn.kneighbors((scored - mean) / sd)[0][:, -1]
+        return library_score(fit, scored, density="knn", neighbours=int(density.removeprefix("knn-")))
     t = tails(fit, scored)
     if density == "max-tail":
         return -np.log(t.min(1))
@@ -214,11 +216,11 @@ def variants(names: list[str]) -> dict[str, dict]:
 
 
 def paired_auc(
-    normal: dict, outliers: dict, draws: int = 200, seed: int = 0, base: str | None = None
+    normal: dict, outliers: dict, bases: tuple[str, ...], draws: int = 200, seed: int = 0
 ) -> tuple[dict, dict]:
-    """AUC of each variant's scores ({variant: (n,)} of the normal and of the outlier images), and the
-    bootstrap standard error of its difference from the `base` variant's (the first where None; the
-    same images redrawn)."""
+    """AUC of each variant's scores ({variant: (n,)} of the normal and of the outlier images), and
+    for each of the `bases` the bootstrap standard error of every variant's difference from it (the
+    same images redrawn): {base: {variant: se}}."""
     from sklearn.metrics import roc_auc_score
 
     labels = np.r_[np.zeros(len(next(iter(normal.values())))), np.ones(len(next(iter(outliers.values()))))]
@@ -226,13 +228,13 @@ def paired_auc(
     auc = {v: roc_auc_score(labels, s) for v, s in scores.items()}
     rng = np.random.default_rng(seed)
     n0, n1 = int((labels == 0).sum()), int((labels == 1).sum())
-    first, diffs = base or next(iter(scores)), {v: [] for v in scores}
+    drawn = {v: [] for v in scores}
     for _ in range(draws):
         pick = np.r_[rng.integers(0, n0, n0), n0 + rng.integers(0, n1, n1)]
-        reference = roc_auc_score(labels[pick], scores[first][pick])
         for v, s in scores.items():
-            diffs[v].append(roc_auc_score(labels[pick], s[pick]) - reference)
-    return auc, {v: float(np.std(d)) for v, d in diffs.items()}
+            drawn[v].append(roc_auc_score(labels[pick], s[pick]))
+    drawn = {v: np.asarray(d) for v, d in drawn.items()}
+    return auc, {b: {v: float(np.std(d - drawn[b])) for v, d in drawn.items()} for b in bases}
 
 
 def screen(folder, args) -> list[dict]:
@@ -257,8 +259,7 @@ def screen(folder, args) -> list[dict]:
                 scored[: len(scored) - len(table[other])],
                 scored[-len(table[other]) :],
             )
-        auc, se = paired_auc(normal, outliers)
-        se5 = paired_auc(normal, outliers, base="version 5")[1]
+        auc, se = paired_auc(normal, outliers, bases=("version 4", "version 5"))
         rows.append(
             {
                 "run": folder.name,
@@ -267,8 +268,8 @@ def screen(folder, args) -> list[dict]:
                 "n_normal": len(next(iter(normal.values()))),
                 "n_outliers": len(next(iter(outliers.values()))),
                 "auc": auc,
-                "diff_se": se,
-                "diff_se_v5": se5,
+                "diff_se": se["version 4"],
+                "diff_se_v5": se["version 5"],
             }
         )
         print(

@@ -497,8 +497,9 @@ OUTLIERS = _each(
         "--score",
         type=click.Choice(("typicality", *OUTLIER_SCORES)),
         default="typicality",
-        help="typicality: how untypical the image's statistics are under their joint density over "
-        "normal images (fitted once, RUN/typicality.json); elbo: −ELBO; kl: KL(z); mdl: −ELBO + KL(u); "
+        help="typicality: how far the image's statistics are from those of normal images (the 10th "
+        "nearest, in standard units; fitted once, RUN/typicality.json); elbo: −ELBO; kl: KL(z); "
+        "mdl: −ELBO + KL(u); "
         "complexity[-zlib]: −log p(x) minus the image's compressed length; ratio: −log p(x) + log p(x) of "
         "the run's background model (`background`); "
         "model-space: the best training task's −log p(x) minus x's own model's; u-distance "

@@ -13,7 +13,7 @@ from pyrohvae.cli import main
 from pyrohvae.typicality import FIT_FILE, Fit, checkpoint_digest, load_fit
 
 
-def _fit(run_dir, values: dict, step=7) -> Fit:
+def _fit(run_dir, values: dict, step=7, **density) -> Fit:
     names = list(values)
     return Fit(
         names,
@@ -23,6 +23,7 @@ def _fit(run_dir, values: dict, step=7) -> Fit:
         step,
         16,
         0,
+        **density,
     )
 
 
@@ -32,39 +33,66 @@ def run_dir(tmp_path):
     return tmp_path
 
 
-def test_untypical_in_either_direction_scores_high(run_dir):
+DENSITIES = [{}, {"density": "mixture"}]  # the default (nearest neighbours) and versions 2 to 5's
+
+
+@pytest.mark.parametrize("density", DENSITIES)
+def test_untypical_in_either_direction_scores_high(run_dir, density):
     """Too simple is as untypical as too complex: a value far below the normal ones scores as
     high as one far above; a value in the bulk scores lowest."""
     rng = np.random.default_rng(1)
-    fit = _fit(run_dir, {"nll": rng.normal(100, 10, 1000), "kl_z": rng.normal(20, 2, 1000)})
+    fit = _fit(run_dir, {"nll": rng.normal(100, 10, 1000), "kl_z": rng.normal(20, 2, 1000)}, **density)
     score = fit.score(
         {"nll": torch.tensor([100.0, 60.0, 140.0, 100.0]), "kl_z": torch.tensor([20.0, 20, 20, 28])}
     )
     assert score[0] < score[1] and score[0] < score[2] and score[0] < score[3]
     assert abs(score[1] - score[2]) < 0.3 * (score[1] - score[0])  # symmetric about the bulk
-    assert fit.summary()["components"] == 1  # BIC keeps one Gaussian for Gaussian data
 
 
-def test_the_density_is_joint(run_dir):
+@pytest.mark.parametrize("density", DENSITIES)
+def test_the_density_is_joint(run_dir, density):
     """Normal images whose −log p(x) follows their ink: an image with the typical −log p(x) of
     the data, and a typical ink, but not together, is untypical; per statistic it would not be."""
     rng = np.random.default_rng(2)
     ink = rng.normal(100, 30, 2000)
-    fit = _fit(run_dir, {"ink": ink, "nll": ink + rng.normal(0, 3, 2000)})
+    fit = _fit(run_dir, {"ink": ink, "nll": ink + rng.normal(0, 3, 2000)}, **density)
     score = fit.score({"ink": torch.tensor([60.0, 60.0]), "nll": torch.tensor([60.0, 140.0])})
-    assert score[1] > score[0] + 20
+    lone = fit.score({"ink": torch.tensor([60.0]), "nll": torch.tensor([100.0])})  # half as far off
+    assert score[1] > lone[0] > score[0]
 
 
-def test_components_are_chosen_by_bic(run_dir):
+def test_the_score_is_the_distance_to_the_kth_nearest_fit_image_in_standard_units(run_dir):
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(5, 2, 200), rng.normal(-1, 0.5, 200)
+    fit = _fit(run_dir, {"a": a, "b": b}, neighbours=7)
+    x = np.array([[5.0, -1.0], [9.0, 0.0], [0.0, -3.0]])
+    z = np.stack([(a - a.mean()) / a.std(), (b - b.mean()) / b.std()], 1)
+    zx = (x - [a.mean(), b.mean()]) / [a.std(), b.std()]
+    want = [np.sort(np.linalg.norm(z - p, axis=1))[6] for p in zx]
+    got = fit.score({"a": torch.tensor(x[:, 0]), "b": torch.tensor(x[:, 1])})
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-9)
+    summary = fit.summary()
+    assert summary["density"] == "knn" and summary["neighbours"] == 7 and "bic" not in summary
+    assert summary["sd"]["b"] == pytest.approx(b.std(), abs=1e-4)
+
+
+@pytest.mark.parametrize("density", DENSITIES)
+def test_the_gap_between_two_modes_is_untypical(run_dir, density):
     rng = np.random.default_rng(3)
     two = np.concatenate([rng.normal(-5, 1, 500), rng.normal(5, 1, 500)])
-    fit = _fit(run_dir, {"a": two, "b": rng.normal(0, 1, 1000)})
-    summary = fit.summary()
-    assert summary["components"] == 2 and np.argmin(summary["bic"]) == 1
-    assert (
-        fit.score({"a": torch.tensor([0.0]), "b": torch.tensor([0.0])})
-        > fit.score({"a": torch.tensor([5.0]), "b": torch.tensor([0.0])}) + 5
-    )  # the gap between the modes is untypical
+    fit = _fit(run_dir, {"a": two, "b": rng.normal(0, 1, 1000)}, **density)
+    gap, mode = (fit.score({"a": torch.tensor([a]), "b": torch.tensor([0.0])})[0] for a in (0.0, 5.0))
+    assert gap > 5 * mode if not density else gap > mode + 5
+    if density:
+        summary = fit.summary()
+        assert summary["components"] == 2 and np.argmin(summary["bic"]) == 1
+
+
+def test_a_density_that_is_not_one_is_refused(run_dir):
+    with pytest.raises(ValueError, match="kde"):
+        _fit(run_dir, {"a": [1.0, 2.0, 3.0]}, density="kde")
+    with pytest.raises(ValueError, match="4 neighbours among 3"):
+        _fit(run_dir, {"a": [1.0, 2.0, 3.0]}, neighbours=4).score({"a": torch.tensor([2.0])})
 
 
 def test_a_saved_fit_is_reused_only_by_its_own_checkpoint_and_settings(run_dir):
@@ -89,6 +117,9 @@ def test_a_saved_fit_is_reused_only_by_its_own_checkpoint_and_settings(run_dir):
         (lambda d: json.dumps({**d, "values": [d["values"][0][:-1] + [1e400]]}), "damaged"),  # inf
         (lambda d: json.dumps({k: v for k, v in d.items() if k != "names"}), "unreadable"),
         (lambda d: json.dumps({**d, "version": 1, "bandwidths": [1.0]}), "unreadable"),  # the first format
+        (lambda d: json.dumps({**d, "version": 5}), "made by the detector's version 5"),
+        (lambda d: json.dumps({**d, "density": "kde"}), "unreadable"),
+        (lambda d: json.dumps({**d, "values": []}), "damaged"),
     ],
 )
 def test_a_damaged_fit_is_not_used(run_dir, damage, why):
