@@ -183,9 +183,13 @@ def run_pair(normal, other, model, config, args) -> None:
         normal_test = normal_test.subset(torch.cat(evaluation_subset(normal_test, args.limit)))
     mixed = mixed_set(normal_test, outlier_data(other, args.seed), args.fraction, args.seed)
     print(f"[table3] {normal} vs {other}, {model} {config}: scoring {len(mixed.data)} images", flush=True)
-    values, fit = run_scores(
-        program, run, state["step"], mixed, missing, args.samples, args.seed, args.progress
-    )
+    if missing == ["typicality"]:
+        pooled, fit = pooled_typicality(run, program, state["step"], normal_test, args)
+        values = {"typicality": pooled[other]}
+    else:
+        values, fit = run_scores(
+            program, run, state["step"], mixed, missing, args.samples, args.seed, args.progress
+        )
     for score in missing:
         path = paths[score]
         m = detection_metrics(values[score].numpy(), mixed.labels.numpy())
@@ -215,6 +219,43 @@ def run_pair(normal, other, model, config, args) -> None:
         print(
             f"[table3] {normal} vs {other}, {model} {config} ({score}): AUC {100 * m['auc']:.1f}", flush=True
         )
+
+
+_POOLED: dict = {}  # run -> ({outlier set: typicality of its mixed set}, the fit's summary)
+
+
+def pooled_typicality(run: Path, program, step: int, normal_test, args) -> tuple[dict, dict]:
+    """`typicality` of the mixed set of every outlier set of the run (`others`), from one pass of
+    the statistics over the normal test images and then every set's outliers, rather than one pass
+    per mixed set, which would read the normal images once per set. The normal images come first,
+    and a test split is a whole number of the importance sampler's chunks (`evaluate`), so their
+    statistics are the ones `outliers` computes on any of the mixed sets; the outliers'
+    importance-sampling draws are later ones of the same stream than `outliers` gives them.
+    Returns ({outlier set: (n,) scores of its mixed set}, what the fit reports)."""
+    if run not in _POOLED:
+        train = program.config.load_data("train")
+        fit, how = typicality.fitted(program, run, step, train, None, args.samples, args.seed, args.progress)
+        normal = program.config.dataset
+        outliers_of = {
+            o: mixed_set(normal_test, outlier_data(o, args.seed), args.fraction, args.seed).data.images[
+                len(normal_test) :
+            ]
+            for o in others(normal)
+        }
+        images = torch.cat([normal_test.images, *outliers_of.values()])
+        print(
+            f"[table3] {run.name}: typicality statistics of {len(images)} images, every set at once",
+            flush=True,
+        )
+        scores = fit.score(
+            typicality.statistics(program, images, train, args.samples, args.seed, args.progress)
+        )
+        n, start, out = len(normal_test), len(normal_test), {}
+        for o, x in outliers_of.items():
+            out[o] = torch.cat([scores[:n], scores[start : start + len(x)]])
+            start += len(x)
+        _POOLED[run] = (out, {**fit.summary(), "how": how, "pooled": True})
+    return _POOLED[run]
 
 
 def shortfall(points: float) -> str:

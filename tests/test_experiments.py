@@ -213,3 +213,39 @@ def test_the_screen_s_tail_readings_flag_one_statistic_far_out(monkeypatch):
     far, off = ts.density_score(fit, np.concatenate([one_far, all_off]), "fisher")
     assert off > far
     assert ts.density_score(fit, np.zeros((1, 10)), "knn-10")[0] < ts.density_score(fit, one_far, "knn-10")[0]
+
+
+@pytest.mark.data
+def test_table3_s_pooled_typicality_gives_the_normal_images_the_scores_outliers_does(
+    trained_run, tmp_path, monkeypatch
+):
+    """Table 3 computes a run's statistics once for all its outlier sets: the normal images' scores
+    must be those `outliers` computes on each mixed set (the normal images a whole number of the
+    importance sampler's chunks, as a test split is), and each set's scores its own images'."""
+    import argparse
+    import shutil
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import table3
+
+    from pyrohvae import typicality
+    from pyrohvae.outliers import mixed_set, outlier_data, run_scores
+    from pyrohvae.train import load_run
+
+    monkeypatch.setattr(typicality, "FIT_IMAGES", 200)
+    run = tmp_path / "vae"
+    shutil.copytree(trained_run("vae"), run)
+    program, state = load_run(run)
+    test = program.config.load_data("test")
+    test = test.subset(torch.arange(100))
+    args = argparse.Namespace(samples=2, seed=0, fraction=0.2, progress=False)
+    pooled, fit = table3.pooled_typicality(run, program, state["step"], test, args)
+    assert set(pooled) == set(table3.others("mnist")) and fit["pooled"] and fit["density"] == "knn"
+    for other in ("omniglot", "mnist-upside-down"):
+        mixed = mixed_set(test, outlier_data(other, 0), 0.2, 0)
+        alone = run_scores(program, run, state["step"], mixed, ["typicality"], 2, 0)[0]["typicality"]
+        assert len(pooled[other]) == len(mixed.data)
+        torch.testing.assert_close(pooled[other][: len(test)], alone[: len(test)])
+        assert not torch.equal(pooled[other][len(test) :], pooled["fashion-mnist"][len(test) :])

@@ -161,11 +161,13 @@ def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, t
         "ink_excess",
         "block_excess",
         "width_ratio",
+        "image_width",
         "kl_u",
         "u_distance",
         "z_distance",
     }
     assert statistics <= set(row["fit"]["statistics"])
+    assert (row["fit"]["density"], row["fit"]["neighbours"], row["fit"]["version"]) == ("knn", 10, 6)
     assert row["auc"] > 0.8  # garments are far from digits, even after 200 steps
     assert json.loads((run / "outliers-fashion-mnist.json").read_text()) == row
 
