@@ -228,9 +228,10 @@ def pooled_typicality(run: Path, program, step: int, normal_test, args) -> tuple
     """`typicality` of the mixed set of every outlier set of the run (`others`), from one pass of
     the statistics over the normal test images and then every set's outliers, rather than one pass
     per mixed set, which would read the normal images once per set. The normal images come first,
-    and a test split is a whole number of the importance sampler's chunks (`evaluate`), so their
-    statistics are the ones `outliers` computes on any of the mixed sets; the outliers'
-    importance-sampling draws are later ones of the same stream than `outliers` gives them.
+    so their statistics are the ones `outliers` computes on any of the mixed sets, but for the last
+    of the importance sampler's chunks (`evaluate`) where the split is not a whole number of them
+    (Omniglot's 8,115); the outliers' draws are later ones of the same stream than `outliers`
+    gives them.
     Returns ({outlier set: (n,) scores of its mixed set}, what the fit reports)."""
     if run not in _POOLED:
         train = program.config.load_data("train")
