@@ -513,6 +513,13 @@ OUTLIERS = _each(
         help="Flag the top q of scores [default: threshold at the equal-error point].",
     ),
     _opt(
+        "--normal-rate",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=None,
+        help="Flag what scores above the typicality fit's normal images' top q, each scored among "
+        "the others: a threshold that reads no labels; the FPR printed shows how it holds.",
+    ),
+    _opt(
         "--samples",
         type=_AT_LEAST_1,
         default=16,

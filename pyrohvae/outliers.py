@@ -331,13 +331,15 @@ def run_scores(
     seed: int = 0,
     progress: bool = False,
     data_root=None,
+    normal_rate: float | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict | None]:
     """The `scores` of every image of `mixed` under the run in `run_dir` (trained `step` steps),
     each image on its own: {score: (n,)}, and what the typicality fit reports where it is asked
-    for (`typicality.typicality_scores`). What a score needs is read here: the training data, the
-    run's background model (`ratio`). A ValueError says why a score cannot be had."""
+    for (`typicality.typicality_scores`, its threshold flagging `normal_rate` of normal images). What
+    a score needs is read here: the training data, the run's background model (`ratio`). A
+    ValueError says why a score cannot be had."""
     from .background import load_background
-    from .typicality import typicality_scores
+    from .typicality import NORMAL_RATE, typicality_scores
 
     if not_here := [s for s in scores if s in TASK_LATENT_SCORES and not program.task_latent]:
         raise OptionError(f"--score {not_here[0]} needs a task latent u: use a hypervae run")
@@ -348,8 +350,9 @@ def run_scores(
     if set(scores) - {"typicality"}:
         values = outlier_scores(program, mixed, samples, seed, progress, background, train, scores)
     if "typicality" in scores:  # the run's own fit, made once and reused
+        rate = NORMAL_RATE if normal_rate is None else normal_rate
         values["typicality"], fit = typicality_scores(
-            program, run_dir, step, mixed.data.images, train, data_root, samples, seed, progress
+            program, run_dir, step, mixed.data.images, train, data_root, samples, seed, progress, rate
         )
     return values, fit
 
@@ -391,21 +394,33 @@ def detect(
     seed: int = 0,
     progress: bool = False,
     data_root=None,
+    normal_rate: float | None = None,
 ) -> Detection:
     """The detector of the run in `run_dir` (trained `step` steps) on its test data as normal,
     (about `limit` images of it, spread over the tasks) mixed with `other`'s images as outliers,
-    `fraction` of the set: AUC, and FPR and FNR at the threshold (`detection_metrics`). A
-    ValueError says why it cannot run."""
+    `fraction` of the set: AUC, and FPR and FNR at the threshold (`detection_metrics`): the
+    equal-error point, the top `flag_rate`, or with `normal_rate` the typicality fit's threshold
+    that flags that share of its normal images, which reads no label. A ValueError says why it
+    cannot run."""
     config = program.config
     if other == config.dataset:
         raise OptionError(f"--outliers must name another dataset than the run's ({config.dataset})")
+    if normal_rate is not None and (score != "typicality" or flag_rate is not None):
+        raise OptionError(
+            "--normal-rate sets the typicality fit's threshold: not with --flag-rate or another --score"
+        )
     normal = config.load_data("test", data_root)
     kept = torch.cat(evaluation_subset(normal, limit)) if limit is not None else torch.arange(len(normal))
     outliers = outlier_data(other, seed, data_root, config.binarize)
     mixed = mixed_set(normal.subset(kept), outliers, fraction, seed)
     mixed.source_index[: len(kept)] = kept  # positions in the normal test split
-    values, fit = run_scores(program, run_dir, step, mixed, (score,), samples, seed, progress, data_root)
-    metrics = detection_metrics(values[score].numpy(), mixed.labels.numpy(), flag_rate)
+    values, fit = run_scores(
+        program, run_dir, step, mixed, (score,), samples, seed, progress, data_root, normal_rate
+    )
+    fixed = None
+    if normal_rate is not None:
+        fixed = (fit["normal_threshold"]["threshold"], f"the fit's normal images' top {normal_rate:g}")
+    metrics = detection_metrics(values[score].numpy(), mixed.labels.numpy(), flag_rate, fixed)
     result = {
         "model": config.model,
         "normal": config.dataset,
@@ -424,14 +439,19 @@ def detect(
     return Detection(result, mixed, values[score], metrics)
 
 
-def detection_metrics(scores, labels, flag_rate: float | None = None) -> dict:
-    """AUC, and FPR and FNR at a threshold: the equal-error point, or flagging the top
-    `flag_rate` of the scores. A datum is flagged as an outlier when its score >= threshold."""
+def detection_metrics(
+    scores, labels, flag_rate: float | None = None, fixed: tuple[float, str] | None = None
+) -> dict:
+    """AUC, and FPR and FNR at a threshold: the equal-error point, flagging the top `flag_rate` of
+    the scores, or a `fixed` one (threshold, how it was chosen). A datum is flagged as an outlier
+    when its score >= threshold."""
     from sklearn.metrics import roc_auc_score, roc_curve  # here: a second of every command's start
 
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
     fpr, tpr, thresholds = roc_curve(labels, scores)
-    if flag_rate is None:
+    if fixed is not None:
+        threshold, rule = fixed
+    elif flag_rate is None:
         i = int(np.argmin(np.abs(fpr - (1 - tpr))[1:])) + 1  # skip the +inf threshold
         threshold, rule = float(thresholds[i]), "equal error"
     else:

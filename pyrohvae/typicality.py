@@ -59,6 +59,7 @@ MIN_FIT_IMAGES = 50  # below this a density of the statistics says little
 NEIGHBOURS = 10  # `density="knn"`: the score is the distance to the NEIGHBOURS-th nearest fit image
 MAX_COMPONENTS = 8  # `density="mixture"`
 DENSITIES = ("knn", "mixture")
+NORMAL_RATE = 0.05  # the share of normal images the reported threshold flags
 # 3: recon_ink, ink_excess; 4: block_excess; 5: width_ratio, and 3,000 images; 6: image_width, knn
 VERSION = 6
 
@@ -203,8 +204,24 @@ class Fit:
             return torch.from_numpy(density.kneighbors(z)[0][:, -1])
         return -torch.from_numpy(density.score_samples(z))
 
-    def summary(self) -> dict:
-        """What `outliers --json` reports of the fit (the values themselves stay in the file)."""
+    @functools.cached_property
+    def own_scores(self) -> np.ndarray:
+        """Each fit image's score among the others ("knn": its neighbours but itself; "mixture":
+        in-sample, so a little low): what a new normal image scores, with no label read."""
+        z = self._standardized[0]
+        density, _ = self._density
+        if self.density == "knn":  # itself at distance 0 among the K + 1 nearest
+            return density.kneighbors(z, n_neighbors=min(self.neighbours + 1, self.n))[0][:, -1]
+        return -density.score_samples(z)
+
+    def threshold(self, rate: float) -> float:
+        """The score above which a share `rate` of normal images lies, read off the fit images'
+        own scores: flagging above it wants no labelled outlier."""
+        return float(np.quantile(self.own_scores, 1 - rate))
+
+    def summary(self, rate: float = NORMAL_RATE) -> dict:
+        """What `outliers --json` reports of the fit (the values themselves stay in the file), with
+        the threshold that flags a share `rate` of normal images."""
         _, mean, sd = self._standardized
         density, bics = self._density
         out = {
@@ -213,6 +230,7 @@ class Fit:
             "density": self.density,
             "mean": dict(zip(self.names, mean.round(4).tolist())),
             "sd": dict(zip(self.names, sd.round(4).tolist())),
+            "normal_threshold": {"rate": rate, "threshold": self.threshold(rate)},
         }
         if self.density == "knn":
             out["neighbours"] = self.neighbours
@@ -329,11 +347,13 @@ def typicality_scores(
     samples: int = 16,
     seed: int = 0,
     progress: bool = False,
+    rate: float = NORMAL_RATE,
 ) -> tuple[torch.Tensor, dict]:
     """The score of each image (n, 1, 28, 28) under the run's fit (made or reused), and what
-    `outliers --json` reports of that fit."""
+    `outliers --json` reports of that fit, its threshold flagging a share `rate` of normal images
+    among it."""
     made, how = fitted(program, run_dir, step, train, data_root, samples, seed, progress)
     return made.score(statistics(program, images, train, samples, seed, progress)), {
-        **made.summary(),
+        **made.summary(rate),
         "how": how,
     }

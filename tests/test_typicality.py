@@ -76,6 +76,24 @@ def test_the_score_is_the_distance_to_the_kth_nearest_fit_image_in_standard_unit
     assert summary["sd"]["b"] == pytest.approx(b.std(), abs=1e-4)
 
 
+def test_the_normal_threshold_flags_its_share_of_new_normal_images(run_dir):
+    """Each fit image is scored among the others, as a new image is among all of them: the
+    threshold at rate q flags about q of new images from the same distribution, where an in-sample
+    score (each image among its neighbours, itself included) flags more."""
+    rng = np.random.default_rng(5)
+    fit = _fit(run_dir, {"a": rng.normal(0, 1, 2000), "b": rng.gamma(2.0, 1.0, 2000)})
+    z = fit._standardized[0]
+    others = np.sort(np.linalg.norm(z[:50, None] - z[None], axis=2), 1)[:, 1:]  # itself left out
+    np.testing.assert_allclose(fit.own_scores[:50], others[:, 9], rtol=1e-9)
+    new = {"a": torch.from_numpy(rng.normal(0, 1, 20000)), "b": torch.from_numpy(rng.gamma(2.0, 1.0, 20000))}
+    scores = fit.score(new).numpy()
+    for rate in (0.01, 0.05, 0.2):
+        assert abs((scores >= fit.threshold(rate)).mean() - rate) < 0.25 * rate + 0.005
+    assert fit.summary(0.2)["normal_threshold"] == {"rate": 0.2, "threshold": fit.threshold(0.2)}
+    in_sample = np.quantile(fit._density[0].kneighbors(z)[0][:, -1], 0.95)
+    assert (scores >= in_sample).mean() > 0.058  # 6.4% here: 9 standard errors above 5%
+
+
 @pytest.mark.parametrize("density", DENSITIES)
 def test_the_gap_between_two_modes_is_untypical(run_dir, density):
     rng = np.random.default_rng(3)
@@ -173,6 +191,12 @@ def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, t
 
     again = json.loads(CliRunner().invoke(main, args).stdout)
     assert again["fit"]["how"] == "reused" and again["auc"] == row["auc"]
+    labels_free = json.loads(CliRunner().invoke(main, [*args, "--normal-rate", "0.1"]).stdout)
+    assert labels_free["threshold"] == labels_free["fit"]["normal_threshold"]["threshold"]
+    assert labels_free["threshold_rule"] == "the fit's normal images' top 0.1"
+    assert labels_free["threshold"] < row["fit"]["normal_threshold"]["threshold"]  # the top 0.05's
+    wrong = CliRunner().invoke(main, [*args, "--normal-rate", "0.1", "--score", "elbo"])
+    assert wrong.exit_code != 0 and "--normal-rate sets the typicality fit's threshold" in wrong.output
     (run / FIT_FILE).write_text((run / FIT_FILE).read_text()[:100])  # a write cut short
     third = json.loads(CliRunner().invoke(main, args).stdout)
     assert third["fit"]["how"].startswith("fitted (typicality.json unreadable") and third["auc"] == row["auc"]
