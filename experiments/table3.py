@@ -541,10 +541,7 @@ def third_edition(rows: list[dict]) -> list[str]:
         "(`fashion-mnist-scattered`).",
         *version_note(versions),
         "",
-        "| normal | outliers | "
-        + " | ".join(f"{m if c in ('–', 'paper') else f'{m} {c}'} s{s}" for m, c, s in columns)
-        + " | best of 2nd ed. (labels) |",
-        "| --- | --- | " + " | ".join("---:" for _ in columns) + " | ---: |",
+        *column_heads(columns, "best of 2nd ed. (labels)"),
     ]
     pairs = [(n, o) for n in DATASETS for o in others(n)]
     for n, o in pairs:
@@ -602,6 +599,15 @@ def third_edition(rows: list[dict]) -> list[str]:
     return lines + normal_threshold(cells, pairs, columns)
 
 
+def column_heads(columns: list, *more: str) -> list[str]:
+    """A third-edition table's two head lines: the pair, a column per (model, config, seed), `more`."""
+    heads = [f"{m if c in ('–', 'paper') else f'{m} {c}'} s{s}" for m, c, s in columns] + list(more)
+    return [
+        "| normal | outliers | " + " | ".join(heads) + " |",
+        "| --- | --- | " + " | ".join(["---:"] * len(heads)) + " |",
+    ]
+
+
 def normal_threshold(cells: list, pairs: list, columns: list) -> list[str]:
     """FPR and FNR where a user without labels would flag: above the fit's threshold for 5% of its
     normal images (`typicality.Fit.threshold`), for the rows that say it."""
@@ -618,10 +624,7 @@ def normal_threshold(cells: list, pairs: list, columns: list) -> list[str]:
         f"on the normal test images shows how the fit's {100 * rate:g}% holds on images it never saw (the",
         "fit images were seen in training). Rows made before version 6 do not say it (–).",
         "",
-        "| normal | outliers | "
-        + " | ".join(f"{m if c in ('–', 'paper') else f'{m} {c}'} s{s}" for m, c, s in columns)
-        + " |",
-        "| --- | --- | " + " | ".join("---:" for _ in columns) + " |",
+        *column_heads(columns),
     ]
     for n, o in pairs:
         got = [at.get((n, o, m, c, s)) for m, c, s in columns]
