@@ -212,7 +212,29 @@ def variants(names: list[str]) -> dict[str, dict]:
         "version 5, knn 30": {"names": v5, "fit": 3000, "density": "knn-30"},
         "version 5, knn 100": {"names": v5, "fit": 3000, "density": "knn-100"},
         "+ image_width, knn 10": {"names": v5 + ["image_width"], "fit": 3000, "density": "knn-10"},
+        # version 6 (the row above) on other fit images: as many never trained on, or fewer seen
+        "version 6, fit on 1,000": {"names": v5 + ["image_width"], "fit": 1000, "density": "knn-10"},
+        "version 6 on validation": {"names": v5 + ["image_width"], "fit": "validation", "density": "knn-10"},
+        "version 6, 2,000 + validation": {
+            "names": v5 + ["image_width"],
+            "fit": "validation+2000",
+            "density": "knn-10",
+        },
     }
+
+
+VERSION_6 = "+ image_width, knn 10"
+
+
+def fit_rows(table: dict[str, np.ndarray], fit) -> np.ndarray:
+    """A variant's fit images: the first `fit` training images, the first half of the validation
+    images ("validation"; the second half is scored), or both ("validation+N")."""
+    half = len(table["validation"]) // 2
+    if fit == "validation":
+        return table["validation"][:half]
+    if isinstance(fit, str) and fit.startswith("validation+"):
+        return np.concatenate([table["fit"][: int(fit.split("+")[1])], table["validation"][:half]])
+    return table["fit"][:fit]
 
 
 def paired_auc(
@@ -248,7 +270,7 @@ def screen(folder, args) -> list[dict]:
         for variant, v in variants(list(stats["fit"])).items():
             table = {s: np.stack([stats[s][n] for n in v["names"]], 1) for s in stats}
             half = len(table["validation"]) // 2  # the second half is scored as normal by every variant
-            fit = table["validation"][:half] if v["fit"] == "validation" else table["fit"][: v["fit"]]
+            fit = fit_rows(table, v["fit"])
             scored = np.concatenate([table["validation"][half:], table[other]])
             scored = (
                 density_score(fit, scored, v["density"])
@@ -259,7 +281,7 @@ def screen(folder, args) -> list[dict]:
                 scored[: len(scored) - len(table[other])],
                 scored[-len(table[other]) :],
             )
-        auc, se = paired_auc(normal, outliers, bases=("version 4", "version 5"))
+        auc, se = paired_auc(normal, outliers, bases=("version 4", "version 5", VERSION_6))
         rows.append(
             {
                 "run": folder.name,
@@ -270,6 +292,7 @@ def screen(folder, args) -> list[dict]:
                 "auc": auc,
                 "diff_se": se["version 4"],
                 "diff_se_v5": se["version 5"],
+                "diff_se_v6": se[VERSION_6],
             }
         )
         print(
@@ -305,12 +328,14 @@ def _table(rows: list[dict], names: list[str], se: str) -> list[str]:
 
 def report() -> None:
     """experiments/results/typicality_screen.md from the rows of every screened run: the variants up
-    to version 5 against version 4, those after it against version 5."""
+    to version 5 against version 4, those after it up to version 6 against version 5, version 6's
+    other fit images against it."""
     rows = [r for p in sorted(OUT.glob("*.json")) for r in json.loads(p.read_text())]
     if not rows:
         return
     names = list(rows[0]["auc"])
     upto = names.index("version 5") + 1
+    after = names.index(VERSION_6) + 1
     lines = [
         "# Screening the default detector's next version",
         "",
@@ -337,7 +362,17 @@ def report() -> None:
             "(`fisher`), or the smaller of the joint mixture's tail and the statistics' smallest",
             "(`mixture+max-tail`).",
             "",
-            *_table(rows, names[upto - 1 :], "diff_se_v5"),
+            *_table(rows, names[upto - 1 : after], "diff_se_v5"),
+        ]
+    if len(names) > after and all("diff_se_v6" in r for r in rows):
+        lines += [
+            "## Version 6's fit images, against it",
+            "",
+            'Version 6 (the row "+ image_width, knn 10" above) fitted on other normal images: 1,000',
+            "training images rather than 3,000; the first 1,000 validation images, never trained on",
+            "(the other 1,000 are the scored normal images); and 2,000 training images with them.",
+            "",
+            *_table(rows, names[after - 1 :], "diff_se_v6"),
         ]
     atomic_write_text(RESULTS / "typicality_screen.md", "\n".join(lines))
 
