@@ -7,7 +7,7 @@ here instead: on runs of another seed trained with a validation part (`train --s
 other datasets' *training* images (and the two shifted sets made from training images), so no test
 image is read. Every run's statistics (all of `typicality.statistics` and the candidate ones below)
 are computed once per image set and kept in the run folder (`screen-SET-vN.pt`, N the detector's
-version, and `...-candidates5.pt`); the variants are fits of different statistics, densities and
+version, `...-candidates5.pt`, and for a model with a task latent `...-tasks1.pt`); the variants are fits of different statistics, densities and
 fit images on those, so a variant costs seconds. A run still training is refused (its statistics
 would be kept). Version 6, the default since, is the variant "+ image_width, knn 10".
 
@@ -28,7 +28,7 @@ from table3 import others
 
 from pyrohvae import data, typicality
 from pyrohvae.files import UserError, atomic_write_text
-from pyrohvae.outliers import SHIFTED, shift
+from pyrohvae.outliers import SHIFTED, best_task_nll, shift
 from pyrohvae.train import load_run
 
 # Training images whose statistics are kept; a fit reads the first 1,000 (version 4) or all of them
@@ -48,6 +48,7 @@ CANDIDATE_NAMES = (
     "ink_spurious",
 )
 WORST = 10  # pixels in `worst_pixels`
+TASKS = 1  # the version of `task_statistics`
 VERSION_4 = (
     *("recon", "kl_z", "nll", "kl_u", "complexity", "recon_ink", "ink_excess", "block_excess"),
     *("z_distance", "u_distance"),
@@ -92,16 +93,25 @@ def image_sets(program, seed: int) -> dict[str, torch.Tensor]:
 
 
 def _parts(program, images, train, samples: int, seed: int):
-    """The two parts of a set's statistics, each a file name's suffix and how to compute it; the
-    model's drawing of the images, which both read, is made at most once."""
+    """The parts of a set's statistics, each a file name's suffix and how to compute it; the
+    model's drawing of the images, which the first two read, is made at most once."""
     made = functools.cache(functools.partial(typicality.reconstruction, program, images))
-    return (
+    parts = (
         (
             f"-v{typicality.VERSION}",
             lambda: typicality.statistics(program, images, train, samples, seed, made=made()),
         ),
         (f"-candidates{CANDIDATES}", lambda: candidates(made())),
     )
+    if program.config.model != "hypervae":
+        return parts
+    return (*parts, (f"-tasks{TASKS}", lambda: task_statistics(program, images, train, samples, seed)))
+
+
+def task_statistics(program, images, train, samples: int, seed: int) -> dict[str, torch.Tensor]:
+    """`best_task_nll`: −log p(x) under the best of the training tasks' models θ(ū_t), the part of
+    `outliers --score model-space` that the image's own model does not give (a VAE has one model)."""
+    return {"best_task_nll": best_task_nll(program, train, images, samples, seed)}
 
 
 def cached_statistics(folder, program, seed: int, samples: int) -> dict[str, dict[str, np.ndarray]]:
@@ -119,6 +129,8 @@ def cached_statistics(folder, program, seed: int, samples: int) -> dict[str, dic
                 torch.save({k: v.numpy() for k, v in compute().items()}, tmp)
                 tmp.replace(path)
             out[name].update(torch.load(path, weights_only=False))
+        if "best_task_nll" in out[name]:  # how much worse the best known task's model explains x
+            out[name]["model_space"] = out[name]["best_task_nll"] - out[name]["nll"]
     return out
 
 
@@ -182,6 +194,7 @@ def variants(names: list[str]) -> dict[str, dict]:
     "version 5" were screened against it."""
     v4 = [n for n in VERSION_4 if n in names]  # a VAE has no u
     v5 = v4 + list(VERSION_5_ADDS)
+    tasks = [n for n in ["model_space"] if n in names]
     return {
         "version 4": {"names": v4, "fit": 1000},
         "fit on 3,000": {"names": v4, "fit": 3000},
@@ -218,6 +231,13 @@ def variants(names: list[str]) -> dict[str, dict]:
         "version 6, 2,000 + validation": {
             "names": v5 + ["image_width"],
             "fit": "validation+2000",
+            "density": "knn-10",
+        },
+        # the task latent's own statistics (HyperVAE; a VAE's rows are version 6's)
+        "version 6 + model_space": {"names": v5 + ["image_width"] + tasks, "fit": 3000, "density": "knn-10"},
+        "version 6 + best_task_nll": {
+            "names": v5 + ["image_width"] + [n for n in ["best_task_nll"] if n in names],
+            "fit": 3000,
             "density": "knn-10",
         },
     }
@@ -329,7 +349,7 @@ def _table(rows: list[dict], names: list[str], se: str) -> list[str]:
 def report() -> None:
     """experiments/results/typicality_screen.md from the rows of every screened run: the variants up
     to version 5 against version 4, those after it up to version 6 against version 5, version 6's
-    other fit images against it."""
+    other fit images and its additions against it."""
     rows = [r for p in sorted(OUT.glob("*.json")) for r in json.loads(p.read_text())]
     if not rows:
         return
@@ -372,7 +392,15 @@ def report() -> None:
             "training images rather than 3,000; the first 1,000 validation images, never trained on",
             "(the other 1,000 are the scored normal images); and 2,000 training images with them.",
             "",
-            *_table(rows, names[after - 1 :], "diff_se_v6"),
+            *_table(rows, names[after - 1 : names.index("version 6 + model_space")], "diff_se_v6"),
+            "## The task latent's statistics, against version 6",
+            "",
+            "Version 6 with `best_task_nll`, −log p(x) under the best of the training tasks' models",
+            "θ(ū_t) (ū_t from 100 of the task's training images, as `outliers --score model-space`",
+            "makes them), or with `model_space`, that less −log p(x) under the image's own model",
+            "θ(ū_x). A VAE has one model: its rows are version 6's.",
+            "",
+            *_table(rows, [VERSION_6, *names[names.index("version 6 + model_space") :]], "diff_se_v6"),
         ]
     atomic_write_text(RESULTS / "typicality_screen.md", "\n".join(lines))
 
