@@ -20,7 +20,8 @@
     lot; a direction measured here and not taken into the trainer (RESULTS.md).
 
 Each figure is the median of repeated timed steps after warm-up; the candidates are timed in
-turns (a, b, c1, c4, c16, a, b, ...) so that a change in machine load falls on all of them alike.
+turns (a, b, c1, c4, c16, then the same in another order, ...) so that a change in machine load
+falls on all of them alike, the order drawn again each round so that no candidate keeps a place.
 With `--batch-sizes`, every candidate is timed at each size b: b images a step for (a), (b) and
 (c) with 1 task, b images a task for the others. What a step costs beyond (a)'s is its fixed cost;
 it is the part a fast accelerator does not hide, and printed in ms beside each ratio.
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import random
 import statistics
 import sys
 import time
@@ -158,15 +160,22 @@ def made(step):
     return run
 
 
-def interleaved(candidates: dict, repeats: int, warmup: int, device) -> dict[str, float]:
-    """Median ms of each of `candidates` (name -> callable), called in turns after a warm-up."""
+def interleaved(
+    candidates: dict, repeats: int, warmup: int, device, shuffle: bool = True
+) -> dict[str, float]:
+    """Median ms of each of `candidates` (name -> callable), called in turns after a warm-up. The
+    turns' order is drawn again each round (`shuffle`, seeded): in a fixed order a candidate's
+    place moved its median by up to about 1 ms (RESULTS.md)."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
     sync = sync_for(device)  # the update too, not only the loss the step returned
     times = {name: [] for name in candidates}
+    order, rng = list(candidates.items()), random.Random(0)
     for _ in range(repeats):
-        for name, fn in candidates.items():
+        if shuffle:
+            rng.shuffle(order)
+        for name, fn in order:
             tic = time.perf_counter()
             fn()
             sync()
@@ -321,9 +330,8 @@ def main():
         nargs="+",
         choices=list(TASK_CANDIDATES),
         default=None,
-        help="time these candidates alone (beside the plain step), in this order: a candidate's place among "
-        "many in the interleaved turns moves it by up to about 1 ms (RESULTS.md), so compare two head to "
-        "head, in both orders",
+        help="time these candidates alone (beside the plain step): fewer candidates, more of each in the "
+        "same minutes, for comparing two head to head",
     )
     args = parser.parse_args()
     try:
