@@ -253,8 +253,11 @@ def pooled_typicality(run: Path, program, step: int, normal_test, args) -> tuple
             f"[table3] {run.name}: typicality statistics of {len(images)} images, every set at once",
             flush=True,
         )
+        references = typicality.latent_references(program, run, step, train, args.seed)
         scores = fit.score(
-            typicality.statistics(program, images, train, args.samples, args.seed, args.progress)
+            typicality.statistics(
+                program, images, train, args.samples, args.seed, args.progress, references=references
+            )
         )
         n, start, out = len(normal_test), len(normal_test), {}
         for o, x in outliers_of.items():

@@ -215,15 +215,32 @@ def reconstruction_logits(program, images: torch.Tensor, batch: int = 500) -> to
     return torch.cat(out)
 
 
-def latent_distance(
-    program, train: TaskData, images: torch.Tensor, site: str, per_task: int = 1000, seed: int = 0
-) -> torch.Tensor:
-    """`u-distance` / `z-distance` of each image: min_mahalanobis of its latent mean among those of
-    up to `per_task` random training images of each task."""
+def reference_latents(
+    program, train: TaskData, site: str, per_task: int = 1000, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent means (n, dims) of up to `per_task` random training images of each task, and
+    their tasks (n,): what `latent_distance` measures to."""
     g = torch.Generator().manual_seed(seed)
     index = torch.cat([m[torch.randperm(len(m), generator=g)[:per_task]] for m in train.task_members()])
-    reference = latent_means(program, train.images[index], site)
-    return min_mahalanobis(latent_means(program, images, site), reference, train.tasks[index]).float()
+    return latent_means(program, train.images[index], site), train.tasks[index]
+
+
+def latent_distance(
+    program,
+    train: TaskData,
+    images: torch.Tensor,
+    site: str,
+    per_task: int = 1000,
+    seed: int = 0,
+    reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """`u-distance` / `z-distance` of each image: min_mahalanobis of its latent mean among those of
+    up to `per_task` random training images of each task (`reference_latents`, or `reference`
+    where a caller kept them)."""
+    means, tasks = (
+        reference if reference is not None else reference_latents(program, train, site, per_task, seed)
+    )
+    return min_mahalanobis(latent_means(program, images, site), means, tasks).float()
 
 
 def datum_scores(program, data: TaskData, samples: int = 16, seed: int = 0, progress=False) -> dict:

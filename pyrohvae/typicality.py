@@ -35,6 +35,8 @@ uses FIT_IMAGES of its training images, and the fit says so ("seen in training")
 statistics are a little more typical than those of new normal images. The fit's images are saved
 as RUN/typicality.json with the checkpoint's SHA-256 and step, and the fit is made again when they
 change or the file cannot be read; the density is made again from them, deterministically, on load.
+The training images' latent means that the distances measure to are kept the same way
+(RUN/typicality-latents.pt, `latent_references`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import functools
 import hashlib
 import json
 import math
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,10 +53,11 @@ import numpy as np
 import torch
 
 from .data import TaskData
-from .files import OptionError, atomic_write_text
-from .outliers import compressed_nats, datum_scores, latent_distance, reconstruction_logits
+from .files import OptionError, atomic_path, atomic_write_text
+from .outliers import compressed_nats, datum_scores, latent_distance, reconstruction_logits, reference_latents
 
 FIT_FILE = "typicality.json"
+LATENTS_FILE = "typicality-latents.pt"  # the training images' latent means the distances measure to
 FIT_IMAGES = 3000
 MIN_FIT_IMAGES = 50  # below this a density of the statistics says little
 NEIGHBOURS = 10  # `density="knn"`: the score is the distance to the NEIGHBOURS-th nearest fit image
@@ -72,10 +76,13 @@ def statistics(
     seed: int = 0,
     progress: bool = False,
     made: tuple | None = None,
+    references: dict | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every statistic of each image (n, 1, 28, 28): name -> (n,) float64, in the images' order.
     `train` holds the training tasks the distances are measured to; `made`, the images'
-    `reconstruction` where a caller has it already."""
+    `reconstruction` where a caller has it already; `references`, the training images' latent means
+    where a caller kept them (`latent_references`)."""
+    references = references or {}
     data = TaskData(images, torch.zeros(len(images), dtype=torch.long), ["scored"], "scored")
     scores = datum_scores(program, data, samples, seed, progress)
     out = {name: scores[name].double() for name in ("recon", "kl_z", "nll", "kl_u") if name in scores}
@@ -83,9 +90,13 @@ def statistics(
     out.update(drawing(program, images, made))
     # An MNIST digit the model draws as well as a character can still be told by its bold strokes
     out["image_width"] = stroke_width(images.double())
-    out["z_distance"] = latent_distance(program, train, images, "z", seed=seed).double()
+    out["z_distance"] = latent_distance(
+        program, train, images, "z", seed=seed, reference=references.get("z")
+    ).double()
     if "kl_u" in out:
-        out["u_distance"] = latent_distance(program, train, images, "u", seed=seed).double()
+        out["u_distance"] = latent_distance(
+            program, train, images, "u", seed=seed, reference=references.get("u")
+        ).double()
     return out
 
 
@@ -251,6 +262,28 @@ def checkpoint_digest(run_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def latent_references(program, run_dir: Path, step: int, train: TaskData, seed: int = 0) -> dict:
+    """{site: `outliers.reference_latents`} for z and, with a task latent, u: the training images'
+    latent means that `z_distance` and `u_distance` measure to, kept as RUN/LATENTS_FILE for this
+    checkpoint, seed and training set. Encoding them (each image alone as a task) was most of a later
+    call's time (the Omniglot default preset at one thread: `outliers --limit 1000` 43 s, 16 s with
+    them kept), and they change only with the checkpoint; a file that is another's or cannot be read
+    is made again."""
+    path = Path(run_dir) / LATENTS_FILE
+    key = {"checkpoint": checkpoint_digest(run_dir), "step": step, "seed": seed, "images": len(train)}
+    try:
+        kept = torch.load(path, weights_only=True)
+        if kept["key"] == key:
+            return kept["sites"]
+    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
+        pass  # none yet, cut short or of another format: made again below
+    sites = ("z", "u") if program.task_latent else ("z",)
+    made = {site: reference_latents(program, train, site, seed=seed) for site in sites}
+    with atomic_path(path) as tmp:
+        torch.save({"key": key, "sites": made}, tmp)
+    return made
+
+
 def fit_images(config, data_root=None, seed: int = 0) -> tuple[TaskData, str]:
     """The normal images the fit reads: the validation part, else FIT_IMAGES training images."""
     if config.validation:
@@ -281,7 +314,8 @@ def fit(
     """The statistics of the run's normal images, saved as RUN/typicality.json; the density is
     fitted on them."""
     images, where = fit_images(program.config, data_root, seed)
-    stats = statistics(program, images.images, train, samples, seed, progress)
+    references = latent_references(program, run_dir, step, train, seed)
+    stats = statistics(program, images.images, train, samples, seed, progress, references=references)
     names = list(stats)
     bad = [n for n in names if not torch.isfinite(stats[n]).all()]
     if bad:
@@ -353,7 +387,8 @@ def typicality_scores(
     `outliers --json` reports of that fit, its threshold flagging a share `rate` of normal images
     among it."""
     made, how = fitted(program, run_dir, step, train, data_root, samples, seed, progress)
-    return made.score(statistics(program, images, train, samples, seed, progress)), {
+    references = latent_references(program, run_dir, step, train, seed)
+    return made.score(statistics(program, images, train, samples, seed, progress, references=references)), {
         **made.summary(rate),
         "how": how,
     }

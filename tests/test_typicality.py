@@ -148,6 +148,45 @@ def test_a_damaged_fit_is_not_used(run_dir, damage, why):
 
 
 @pytest.mark.data
+def test_the_training_latents_are_kept_for_their_own_checkpoint(trained_run, tmp_path, monkeypatch):
+    """The latent means the distances measure to are made once and kept beside the fit: a later
+    call reads them back (and scores as it would have with them made again); another checkpoint's
+    file, or one cut short, is made again."""
+    from pyrohvae import outliers, typicality
+    from pyrohvae.data import TaskData
+    from pyrohvae.train import load_run
+
+    run = tmp_path / "hypervae"
+    shutil.copytree(trained_run("hypervae"), run)
+    program, state = load_run(run)
+    full = program.config.load_data("train")
+    pick = torch.randperm(len(full), generator=torch.Generator().manual_seed(0))[:300]
+    train = TaskData(full.images[pick], full.tasks[pick], full.task_names, full.name)
+    images = full.images[:20]
+
+    kept = typicality.latent_references(program, run, state["step"], train)
+    assert set(kept) == {"z", "u"} and (run / typicality.LATENTS_FILE).is_file()
+    for site in ("z", "u"):
+        fresh = outliers.latent_distance(program, train, images, site)
+        assert torch.equal(
+            outliers.latent_distance(program, train, images, site, reference=kept[site]), fresh
+        )
+
+    made = []
+    monkeypatch.setattr(typicality, "reference_latents", lambda *a, **k: made.append(a[2]) or kept[a[2]])
+    again = typicality.latent_references(program, run, state["step"], train)
+    assert made == [] and all(torch.equal(again[s][0], kept[s][0]) for s in kept)
+    typicality.latent_references(program, run, state["step"], train, seed=1)  # other draws of the tasks
+    assert made == ["z", "u"]
+    (run / typicality.LATENTS_FILE).write_bytes((run / typicality.LATENTS_FILE).read_bytes()[:50])
+    typicality.latent_references(program, run, state["step"], train, seed=1)
+    assert made == ["z", "u"] * 2
+    (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes() + b" ")  # other weights
+    typicality.latent_references(program, run, state["step"], train, seed=1)
+    assert made == ["z", "u"] * 3
+
+
+@pytest.mark.data
 def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, tmp_path, monkeypatch):
     from pyrohvae import typicality
 
@@ -188,6 +227,7 @@ def test_outliers_default_fits_on_normal_data_then_reuses_the_fit(trained_run, t
     assert (row["fit"]["density"], row["fit"]["neighbours"], row["fit"]["version"]) == ("knn", 10, 6)
     assert row["auc"] > 0.8  # garments are far from digits, even after 200 steps
     assert json.loads((run / "outliers-fashion-mnist.json").read_text()) == row
+    assert (run / typicality.LATENTS_FILE).is_file()  # the distances' training latents, kept
 
     again = json.loads(CliRunner().invoke(main, args).stdout)
     assert again["fit"]["how"] == "reused" and again["auc"] == row["auc"]
