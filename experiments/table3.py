@@ -181,18 +181,20 @@ def run_pair(normal, other, model, config, args) -> None:
     normal_test = program.config.load_data("test")
     if args.limit:  # a quick look, not the table
         normal_test = normal_test.subset(torch.cat(evaluation_subset(normal_test, args.limit)))
-    mixed = mixed_set(normal_test, outlier_data(other, args.seed), args.fraction, args.seed)
-    print(f"[table3] {normal} vs {other}, {model} {config}: scoring {len(mixed.data)} images", flush=True)
     if missing == ["typicality"]:
         pooled, fit = pooled_typicality(run, program, state["step"], normal_test, args)
-        values = {"typicality": pooled[other]}
+        scores, labels = pooled[other]
+        values = {"typicality": scores}
     else:
+        mixed = mixed_set(normal_test, outlier_data(other, args.seed), args.fraction, args.seed)
+        print(f"[table3] {normal} vs {other}, {model} {config}: scoring {len(mixed.data)} images", flush=True)
         values, fit = run_scores(
             program, run, state["step"], mixed, missing, args.samples, args.seed, args.progress
         )
+        labels = mixed.labels
     for score in missing:
         path = paths[score]
-        m = detection_metrics(values[score].numpy(), mixed.labels.numpy())
+        m = detection_metrics(values[score].numpy(), labels.numpy())
         row = {
             "normal": normal,
             "outliers": other,
@@ -203,8 +205,8 @@ def run_pair(normal, other, model, config, args) -> None:
             "fpr": m["fpr"],
             "fnr": m["fnr"],
             "threshold": m["threshold"],
-            "n_normal": int((mixed.labels == 0).sum()),
-            "n_outliers": int((mixed.labels == 1).sum()),
+            "n_normal": int((labels == 0).sum()),
+            "n_outliers": int((labels == 1).sum()),
             "samples": args.samples,
             "seed": args.seed,
             "steps": state["step"],
@@ -215,9 +217,7 @@ def run_pair(normal, other, model, config, args) -> None:
         if score == "typicality":
             row["fit"] = fit
             at = fit["normal_threshold"]  # the threshold a user without labels would flag at
-            fixed = detection_metrics(
-                values[score].numpy(), mixed.labels.numpy(), fixed=(at["threshold"], "")
-            )
+            fixed = detection_metrics(values[score].numpy(), labels.numpy(), fixed=(at["threshold"], ""))
             row["normal_threshold"] = {**at, "fpr": fixed["fpr"], "fnr": fixed["fnr"]}
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(row) + "\n")
@@ -226,7 +226,7 @@ def run_pair(normal, other, model, config, args) -> None:
         )
 
 
-_POOLED: dict = {}  # run -> ({outlier set: typicality of its mixed set}, the fit's summary)
+_POOLED: dict = {}  # run -> ({outlier set: (typicality of its mixed set, labels)}, the fit's summary)
 
 
 def pooled_typicality(run: Path, program, step: int, normal_test, args) -> tuple[dict, dict]:
@@ -237,17 +237,16 @@ def pooled_typicality(run: Path, program, step: int, normal_test, args) -> tuple
     of the importance sampler's chunks (`evaluate`) where the split is not a whole number of them
     (Omniglot's 8,115); the outliers' draws are later ones of the same stream than `outliers`
     gives them.
-    Returns ({outlier set: (n,) scores of its mixed set}, what the fit reports)."""
+    Returns ({outlier set: ((n,) scores of its mixed set, (n,) its labels)}, what the fit reports)."""
     if run not in _POOLED:
         train = program.config.load_data("train")
         fit, how = typicality.fitted(program, run, step, train, None, args.samples, args.seed, args.progress)
         normal = program.config.dataset
-        outliers_of = {
-            o: mixed_set(normal_test, outlier_data(o, args.seed), args.fraction, args.seed).data.images[
-                len(normal_test) :
-            ]
+        mixed = {
+            o: mixed_set(normal_test, outlier_data(o, args.seed), args.fraction, args.seed)
             for o in others(normal)
         }
+        outliers_of = {o: m.data.images[len(normal_test) :] for o, m in mixed.items()}
         images = torch.cat([normal_test.images, *outliers_of.values()])
         print(
             f"[table3] {run.name}: typicality statistics of {len(images)} images, every set at once",
@@ -261,7 +260,7 @@ def pooled_typicality(run: Path, program, step: int, normal_test, args) -> tuple
         )
         n, start, out = len(normal_test), len(normal_test), {}
         for o, x in outliers_of.items():
-            out[o] = torch.cat([scores[:n], scores[start : start + len(x)]])
+            out[o] = (torch.cat([scores[:n], scores[start : start + len(x)]]), mixed[o].labels)
             start += len(x)
         _POOLED[run] = (out, {**fit.summary(), "how": how, "pooled": True})
     return _POOLED[run]

@@ -246,6 +246,7 @@ def test_table3_s_pooled_typicality_gives_the_normal_images_the_scores_outliers_
     for other in ("omniglot", "mnist-upside-down"):
         mixed = mixed_set(test, outlier_data(other, 0), 0.2, 0)
         alone = run_scores(program, run, state["step"], mixed, ["typicality"], 2, 0)[0]["typicality"]
-        assert len(pooled[other]) == len(mixed.data)
-        torch.testing.assert_close(pooled[other][: len(test)], alone[: len(test)])
-        assert not torch.equal(pooled[other][len(test) :], pooled["fashion-mnist"][len(test) :])
+        scores, labels = pooled[other]
+        assert len(scores) == len(mixed.data) and torch.equal(labels, mixed.labels)
+        torch.testing.assert_close(scores[: len(test)], alone[: len(test)])
+        assert not torch.equal(scores[len(test) :], pooled["fashion-mnist"][0][len(test) :])
