@@ -195,7 +195,8 @@ class Fit:
 
         z = self._standardized[0]
         if self.density == "knn":
-            if not 1 <= self.neighbours <= self.n:
+            # fewer than the fit images: each of them is scored among the others (`own_scores`)
+            if not 1 <= self.neighbours < self.n:
                 raise ValueError(f"{self.neighbours} neighbours among {self.n} fit images")
             return NearestNeighbors(n_neighbors=self.neighbours).fit(z), None
         mixtures = [
@@ -222,7 +223,7 @@ class Fit:
         z = self._standardized[0]
         density, _ = self._density
         if self.density == "knn":  # itself at distance 0 among the K + 1 nearest
-            return density.kneighbors(z, n_neighbors=min(self.neighbours + 1, self.n))[0][:, -1]
+            return density.kneighbors(z, n_neighbors=self.neighbours + 1)[0][:, -1]
         return -density.score_samples(z)
 
     def threshold(self, rate: float) -> float:

@@ -111,6 +111,10 @@ def test_a_density_that_is_not_one_is_refused(run_dir):
         _fit(run_dir, {"a": [1.0, 2.0, 3.0]}, density="kde")
     with pytest.raises(ValueError, match="4 neighbours among 3"):
         _fit(run_dir, {"a": [1.0, 2.0, 3.0]}, neighbours=4).score({"a": torch.tensor([2.0])})
+    with pytest.raises(ValueError, match="3 neighbours among 3"):  # a fit image has but 2 others
+        _fit(run_dir, {"a": [1.0, 2.0, 3.0]}, neighbours=3).threshold(0.05)
+    own = _fit(run_dir, {"a": [1.0, 2.0, 4.0]}, neighbours=2).own_scores  # the farther of the 2 others
+    np.testing.assert_allclose(own / own[1], [1.5, 1.0, 1.5])  # 3, 2, 3 before standardizing
 
 
 def test_a_saved_fit_is_reused_only_by_its_own_checkpoint_and_settings(run_dir):
