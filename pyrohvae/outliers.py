@@ -300,10 +300,13 @@ def outlier_scores(
     background=None,
     train: TaskData | None = None,
     wanted=TRAINING_TASK_SCORES,
+    references: dict | None = None,
 ) -> dict:
     """Every score the program has, one per datum of the mixed set in its order: `elbo`, `kl`,
     `complexity`, `complexity-zlib`; `mdl` for HyperVAE; given its training data `train`, those of
-    TRAINING_TASK_SCORES that are `wanted` (and apply); `ratio` given a `background` program."""
+    TRAINING_TASK_SCORES that are `wanted` (and apply), the distances measured to `references`
+    where a caller kept them (`typicality.latent_references`); `ratio` given a `background` program."""
+    references = references or {}
     d = datum_scores(program, mixed.data, samples, seed, progress)
     ordered = {"elbo": d["nelbo"], "kl": d["kl_z"]}
     if "kl_u" in d:
@@ -318,11 +321,15 @@ def outlier_scores(
         if "model-space" in wanted:  # decodes x under every training task's model: the slow one
             ordered["model-space"] = best_task_nll(program, train, mixed.data.images, samples, seed) - nll
         if "u-distance" in wanted:
-            ordered["u-distance"] = latent_distance(program, train, mixed.data.images, "u", seed=seed)
+            ordered["u-distance"] = latent_distance(
+                program, train, mixed.data.images, "u", seed=seed, reference=references.get("u")
+            )
     if "regret" in wanted and "kl_u" in d:
         ordered["regret"] = regret(program, mixed.data.images, samples, seed)
     if train is not None and "z-distance" in wanted:
-        ordered["z-distance"] = latent_distance(program, train, mixed.data.images, "z", seed=seed)
+        ordered["z-distance"] = latent_distance(
+            program, train, mixed.data.images, "z", seed=seed, reference=references.get("z")
+        )
     return ordered
 
 
@@ -356,7 +363,7 @@ def run_scores(
     a score needs is read here: the training data, the run's background model (`ratio`). A
     ValueError says why a score cannot be had."""
     from .background import load_background
-    from .typicality import NORMAL_RATE, typicality_scores
+    from .typicality import NORMAL_RATE, latent_references, typicality_scores
 
     if not_here := [s for s in scores if s in TASK_LATENT_SCORES and not program.task_latent]:
         raise OptionError(f"--score {not_here[0]} needs a task latent u: use a hypervae run")
@@ -365,7 +372,11 @@ def run_scores(
     train = program.config.load_data("train", data_root) if wants_train else None
     values, fit = {}, None
     if set(scores) - {"typicality"}:
-        values = outlier_scores(program, mixed, samples, seed, progress, background, train, scores)
+        distances = {"u-distance", "z-distance"} & set(scores)
+        references = latent_references(program, run_dir, step, train, seed) if distances else None
+        values = outlier_scores(
+            program, mixed, samples, seed, progress, background, train, scores, references
+        )
     if "typicality" in scores:  # the run's own fit, made once and reused
         rate = NORMAL_RATE if normal_rate is None else normal_rate
         values["typicality"], fit = typicality_scores(
