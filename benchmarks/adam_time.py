@@ -12,7 +12,6 @@ the three in turns; ratios to the trainer's.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import machine
+from timing import machine, repeats_and_threads
 
 from pyrohvae.config import RunConfig
 from pyrohvae.program import build
@@ -48,14 +47,7 @@ def updates(params: list[torch.Tensor]) -> dict[str, torch.optim.Optimizer]:
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeats", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = repeats_and_threads(__doc__, 300)
     print(f"ms per Adam update, median of {args.repeats} ({machine()})")
     for name, options in (("VAE", {"model": "vae"}), ("HyperVAE", {"model": "hypervae", "preset": "paper"})):
         params = list(build(RunConfig(dataset="mnist", batch_size=5, **options)).objective().parameters())

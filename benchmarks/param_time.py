@@ -11,30 +11,23 @@ parameters once under a trace, both ways, median of --repeats, in turns.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
 from pyro import poutine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import repeats_and_threads
 
 from pyrohvae.config import RunConfig
 from pyrohvae.program import build
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeats", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = repeats_and_threads(__doc__, 200)
     program = build(RunConfig(dataset="mnist", model="hypervae", preset="paper", batch_size=5))
     weights = [(m, n) for m in program.modules() for n in m._parameters]
 

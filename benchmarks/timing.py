@@ -3,6 +3,7 @@ words that say which machine a figure came from (every result file carries them)
 
 from __future__ import annotations
 
+import argparse
 import platform
 
 import torch
@@ -22,3 +23,15 @@ def device_name(device: torch.device) -> str:
 
 def machine() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def repeats_and_threads(doc: str, repeats: int) -> argparse.Namespace:
+    """The command line of a timing script that takes only --repeats (default `repeats`) and
+    --threads (torch's own where not given), parsed, and the torch threads set."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args

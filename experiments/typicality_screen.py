@@ -346,6 +346,10 @@ def _table(rows: list[dict], names: list[str], se: str) -> list[str]:
     ]
 
 
+def _section(title: str, text: list[str], table: list[str]) -> list[str]:
+    return [f"## {title}", "", *text, *([""] if text else []), *table]
+
+
 def report() -> None:
     """experiments/results/typicality_screen.md from the rows of every screened run: the variants up
     to version 5 against version 4, those after it up to version 6 against version 5, version 6's
@@ -356,6 +360,7 @@ def report() -> None:
     names = list(rows[0]["auc"])
     upto = names.index("version 5") + 1
     after = names.index(VERSION_6) + 1
+    tasks = names.index("version 6 + model_space")
     lines = [
         "# Screening the default detector's next version",
         "",
@@ -368,40 +373,46 @@ def report() -> None:
         "same images redrawn, the fits fixed). Version 4 fits 1,000 training images, as Table 3's runs",
         "(no validation part) do.",
         "",
-        "## Up to version 5, against version 4",
-        "",
-        *_table(rows, names[:upto], "diff_se"),
+        *_section("Up to version 5, against version 4", [], _table(rows, names[:upto], "diff_se")),
     ]
-    if len(names) > upto and all("diff_se_v5" in r for r in rows):
-        lines += [
-            "## After version 5, against it",
-            "",
-            "Each variant reads version 5's statistics and fit images; they differ in how the",
-            "statistics' density is read (`density_score`): the Kth nearest fit image (`knn K`), the",
-            "smallest of the statistics' own tails (`max-tail`), the sum of their −log tails",
-            "(`fisher`), or the smaller of the joint mixture's tail and the statistics' smallest",
-            "(`mixture+max-tail`).",
-            "",
-            *_table(rows, names[upto - 1 : after], "diff_se_v5"),
-        ]
-    if len(names) > after and all("diff_se_v6" in r for r in rows):
-        lines += [
-            "## Version 6's fit images, against it",
-            "",
-            'Version 6 (the row "+ image_width, knn 10" above) fitted on other normal images: 1,000',
-            "training images rather than 3,000; the first 1,000 validation images, never trained on",
-            "(the other 1,000 are the scored normal images); and 2,000 training images with them.",
-            "",
-            *_table(rows, names[after - 1 : names.index("version 6 + model_space")], "diff_se_v6"),
-            "## The task latent's statistics, against version 6",
-            "",
-            "Version 6 with `best_task_nll`, −log p(x) under the best of the training tasks' models",
-            "θ(ū_t) (ū_t from 100 of the task's training images, as `outliers --score model-space`",
-            "makes them), or with `model_space`, that less −log p(x) under the image's own model",
-            "θ(ū_x). A VAE has one model: its rows are version 6's.",
-            "",
-            *_table(rows, [VERSION_6, *names[names.index("version 6 + model_space") :]], "diff_se_v6"),
-        ]
+    later = [  # each against its first variant: (title, what it holds, variants, standard errors)
+        (
+            "After version 5, against it",
+            [
+                "Each variant reads version 5's statistics and fit images; they differ in how the",
+                "statistics' density is read (`density_score`): the Kth nearest fit image (`knn K`), the",
+                "smallest of the statistics' own tails (`max-tail`), the sum of their −log tails",
+                "(`fisher`), or the smaller of the joint mixture's tail and the statistics' smallest",
+                "(`mixture+max-tail`).",
+            ],
+            names[upto - 1 : after],
+            "diff_se_v5",
+        ),
+        (
+            "Version 6's fit images, against it",
+            [
+                'Version 6 (the row "+ image_width, knn 10" above) fitted on other normal images: 1,000',
+                "training images rather than 3,000; the first 1,000 validation images, never trained on",
+                "(the other 1,000 are the scored normal images); and 2,000 training images with them.",
+            ],
+            names[after - 1 : tasks],
+            "diff_se_v6",
+        ),
+        (
+            "The task latent's statistics, against version 6",
+            [
+                "Version 6 with `best_task_nll`, −log p(x) under the best of the training tasks' models",
+                "θ(ū_t) (ū_t from 100 of the task's training images, as `outliers --score model-space`",
+                "makes them), or with `model_space`, that less −log p(x) under the image's own model",
+                "θ(ū_x). A VAE has one model: its rows are version 6's.",
+            ],
+            [VERSION_6, *names[tasks:]],
+            "diff_se_v6",
+        ),
+    ]
+    for title, text, variants, se in later:
+        if len(variants) > 1 and all(se in r for r in rows):
+            lines += _section(title, text, _table(rows, variants, se))
     atomic_write_text(RESULTS / "typicality_screen.md", "\n".join(lines))
 
 
