@@ -276,7 +276,7 @@ def latent_references(program, run_dir: Path, step: int, train: TaskData, seed: 
         kept = torch.load(path, weights_only=True)
         if kept["key"] == key:
             return kept["sites"]
-    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
+    except (OSError, RuntimeError, EOFError, LookupError, TypeError, ValueError, pickle.UnpicklingError):
         pass  # none yet, cut short or of another format: made again below
     sites = ("z", "u") if program.task_latent else ("z",)
     made = {site: reference_latents(program, train, site, seed=seed) for site in sites}
