@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu_run.sh        there, with carry [".gpu"] (../shared/notes/gpu.md)
 #
 # A dry run here, on the CPU with tiny settings (a few minutes):
-#   DEVICE=cpu QUICK=1 OUT=/tmp/gpu-dry bash benchmarks/gpu_run.sh
+#   PYTHON=.venv/bin/python DEVICE=cpu QUICK=1 OUT=/tmp/gpu-dry bash benchmarks/gpu_run.sh
 #
 # A lent machine is held for minutes, so a command that fails is logged and the rest still run;
 # the script exits non-zero at the end, naming the commands that failed.
