@@ -239,12 +239,9 @@ def pooled_typicality(run: Path, program, step: int, normal_test, args) -> tuple
     gives them.
     Returns ({outlier set: ((n,) scores of its mixed set, (n,) its labels)}, what the fit reports)."""
     if run not in _POOLED:
-        train = program.config.load_data("train")
-        fit, how = typicality.fitted(program, run, step, train, None, args.samples, args.seed, args.progress)
-        normal = program.config.dataset
         mixed = {
             o: mixed_set(normal_test, outlier_data(o, args.seed), args.fraction, args.seed)
-            for o in others(normal)
+            for o in others(program.config.dataset)
         }
         outliers_of = {o: m.data.images[len(normal_test) :] for o, m in mixed.items()}
         images = torch.cat([normal_test.images, *outliers_of.values()])
@@ -252,17 +249,15 @@ def pooled_typicality(run: Path, program, step: int, normal_test, args) -> tuple
             f"[table3] {run.name}: typicality statistics of {len(images)} images, every set at once",
             flush=True,
         )
-        references = typicality.latent_references(program, run, step, train, args.seed)
-        scores = fit.score(
-            typicality.statistics(
-                program, images, train, args.samples, args.seed, args.progress, references=references
-            )
+        train = program.config.load_data("train")
+        scores, fit = typicality.typicality_scores(
+            program, run, step, images, train, None, args.samples, args.seed, args.progress
         )
         n, start, out = len(normal_test), len(normal_test), {}
         for o, x in outliers_of.items():
             out[o] = (torch.cat([scores[:n], scores[start : start + len(x)]]), mixed[o].labels)
             start += len(x)
-        _POOLED[run] = (out, {**fit.summary(), "how": how, "pooled": True})
+        _POOLED[run] = (out, {**fit, "pooled": True})
     return _POOLED[run]
 
 
