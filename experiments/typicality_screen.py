@@ -7,8 +7,8 @@ here instead: on runs of another seed trained with a validation part (`train --s
 other datasets' *training* images (and the two shifted sets made from training images), so no test
 image is read. Every run's statistics (all of `typicality.statistics` and the candidate ones below)
 are computed once per image set and kept in the run folder (`screen-SET-vN.pt`, N the detector's
-version, `...-candidates5.pt`, and for a model with a task latent `...-tasks1.pt`); the variants are fits of different statistics, densities and
-fit images on those, so a variant costs seconds. A run still training is refused (its statistics
+version, `...-candidates5.pt`, and for a model with a task latent `...-tasks1.pt`); the variants
+are fits of different statistics, densities and fit images on those, so a variant costs seconds. A run still training is refused (its statistics
 would be kept). Version 6, the default since, is the variant "+ image_width, knn 10".
 
     PYROHVAE_DATA_DIR=../shared/data python experiments/typicality_screen.py RUN [RUN ...]
@@ -54,6 +54,7 @@ VERSION_4 = (
     *("z_distance", "u_distance"),
 )
 VERSION_5_ADDS = ("width_ratio",)
+VERSION_6 = "+ image_width, knn 10"  # the variant that became the default's version 6
 
 
 def candidates(made: tuple) -> dict[str, torch.Tensor]:
@@ -103,7 +104,7 @@ def _parts(program, images, train, samples: int, seed: int):
         ),
         (f"-candidates{CANDIDATES}", lambda: candidates(made())),
     )
-    if program.config.model != "hypervae":
+    if not program.task_latent:
         return parts
     return (*parts, (f"-tasks{TASKS}", lambda: task_statistics(program, images, train, samples, seed)))
 
@@ -194,7 +195,8 @@ def variants(names: list[str]) -> dict[str, dict]:
     "version 5" were screened against it."""
     v4 = [n for n in VERSION_4 if n in names]  # a VAE has no u
     v5 = v4 + list(VERSION_5_ADDS)
-    tasks = [n for n in ["model_space"] if n in names]
+    v6 = v5 + ["image_width"]
+    model_space, best_task = ([n for n in [name] if n in names] for name in ("model_space", "best_task_nll"))
     return {
         "version 4": {"names": v4, "fit": 1000},
         "fit on 3,000": {"names": v4, "fit": 3000},
@@ -224,26 +226,15 @@ def variants(names: list[str]) -> dict[str, dict]:
         "version 5, knn 3": {"names": v5, "fit": 3000, "density": "knn-3"},
         "version 5, knn 30": {"names": v5, "fit": 3000, "density": "knn-30"},
         "version 5, knn 100": {"names": v5, "fit": 3000, "density": "knn-100"},
-        "+ image_width, knn 10": {"names": v5 + ["image_width"], "fit": 3000, "density": "knn-10"},
+        VERSION_6: {"names": v6, "fit": 3000, "density": "knn-10"},
         # version 6 (the row above) on other fit images: as many never trained on, or fewer seen
-        "version 6, fit on 1,000": {"names": v5 + ["image_width"], "fit": 1000, "density": "knn-10"},
-        "version 6 on validation": {"names": v5 + ["image_width"], "fit": "validation", "density": "knn-10"},
-        "version 6, 2,000 + validation": {
-            "names": v5 + ["image_width"],
-            "fit": "validation+2000",
-            "density": "knn-10",
-        },
+        "version 6, fit on 1,000": {"names": v6, "fit": 1000, "density": "knn-10"},
+        "version 6 on validation": {"names": v6, "fit": "validation", "density": "knn-10"},
+        "version 6, 2,000 + validation": {"names": v6, "fit": "validation+2000", "density": "knn-10"},
         # the task latent's own statistics (HyperVAE; a VAE's rows are version 6's)
-        "version 6 + model_space": {"names": v5 + ["image_width"] + tasks, "fit": 3000, "density": "knn-10"},
-        "version 6 + best_task_nll": {
-            "names": v5 + ["image_width"] + [n for n in ["best_task_nll"] if n in names],
-            "fit": 3000,
-            "density": "knn-10",
-        },
+        "version 6 + model_space": {"names": v6 + model_space, "fit": 3000, "density": "knn-10"},
+        "version 6 + best_task_nll": {"names": v6 + best_task, "fit": 3000, "density": "knn-10"},
     }
-
-
-VERSION_6 = "+ image_width, knn 10"
 
 
 def fit_rows(table: dict[str, np.ndarray], fit) -> np.ndarray:
