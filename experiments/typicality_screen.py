@@ -8,8 +8,8 @@ other datasets' *training* images (and the two shifted sets made from training i
 image is read. Every run's statistics (all of `typicality.statistics` and the candidate ones below)
 are computed once per image set and kept in the run folder (`screen-SET-vN.pt`, N the detector's
 version, `...-candidates5.pt`, and for a model with a task latent `...-tasks1.pt`); the variants
-are fits of different statistics, densities and fit images on those, so a variant costs seconds. A run still training is refused (its statistics
-would be kept). Version 6, the default since, is the variant "+ image_width, knn 10".
+are fits of different statistics, densities and fit images on those, so a variant costs seconds. A
+run still training is refused (its statistics would be kept). Version 6, the default since, is the variant "+ image_width, knn 10".
 
     PYROHVAE_DATA_DIR=../shared/data python experiments/typicality_screen.py RUN [RUN ...]
 """
