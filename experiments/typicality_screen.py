@@ -23,6 +23,7 @@ import json
 import numpy as np
 import torch
 from common import RESULTS, run
+from pyro import poutine
 from sklearn.preprocessing import PowerTransformer
 from table3 import others
 
@@ -49,6 +50,7 @@ CANDIDATE_NAMES = (
 )
 WORST = 10  # pixels in `worst_pixels`
 TASKS = 1  # the version of `task_statistics`
+POSTERIORS = 1  # the version of `posterior_statistics`
 VERSION_4 = (
     *("recon", "kl_z", "nll", "kl_u", "complexity", "recon_ink", "ink_excess", "block_excess"),
     *("z_distance", "u_distance"),
@@ -71,6 +73,23 @@ def candidates(made: tuple) -> dict[str, torch.Tensor]:
         "block_log_ratio": torch.log((typicality.solid_blocks(drawn) + 1) / (typicality.solid_blocks(x) + 1)),
         "image_width": typicality.stroke_width(x),  # the image alone, no model: a control
     }
+
+
+@torch.no_grad()
+def posterior_statistics(program, images: torch.Tensor, batch: int = 500) -> dict[str, torch.Tensor]:
+    """DoSE's posterior entropy, the one statistic of its four the default lacks: `z_entropy`, the
+    entropy of q(z | x) less its constant (the sum of log scales), each image read alone as a task of
+    one as `reconstruction_logits` reads it; for a model with a task latent also `u_entropy`, the same
+    of q(u | x). How sure the encoders are of an image, which KL(z) mixes with where the code lies."""
+    out = {"z_entropy": []} | ({"u_entropy": []} if program.task_latent else {})
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch].float().unsqueeze(1).to(program.device)  # (n, 1, 1, 28, 28)
+        guide = program.conditioned(x, program.choices(None)[0]).guide
+        scale = poutine.trace(guide).get_trace(x).nodes["z"]["fn"].stddev
+        out["z_entropy"].append(scale.log().reshape(len(x), -1).sum(1).double().cpu())
+        if program.task_latent:
+            out["u_entropy"].append(program.inference.shots_posterior(x)[1].log().sum(1).double().cpu())
+    return {name: torch.cat(parts) for name, parts in out.items()}
 
 
 def image_sets(program, seed: int) -> dict[str, torch.Tensor]:
@@ -103,6 +122,7 @@ def _parts(program, images, train, samples: int, seed: int):
             lambda: typicality.statistics(program, images, train, samples, seed, made=made()),
         ),
         (f"-candidates{CANDIDATES}", lambda: candidates(made())),
+        (f"-posteriors{POSTERIORS}", lambda: posterior_statistics(program, images)),
     )
     if not program.task_latent:
         return parts
@@ -176,6 +196,25 @@ def density_score(fit: np.ndarray, scored: np.ndarray, density: str) -> np.ndarr
     side dominates by count)."""
     if density.startswith("knn-"):
         return library_score(fit, scored, density="knn", neighbours=int(density.removeprefix("knn-")))
+    if density.startswith(("whitened-knn-", "lof-")):
+        mean, sd = fit.mean(0), fit.std(0)
+        sd[sd == 0] = 1.0
+        fit, scored = (fit - mean) / sd, (scored - mean) / sd
+        neighbours = int(density.rsplit("-", 1)[1])
+    if density.startswith("whitened-knn-"):
+        # the statistics' correlations taken out too (Mahalanobis distance), so that the four that
+        # move with the likelihood do not count four times; a direction the fit images hardly
+        # vary along is not blown up past a thousandth of the widest's variance
+        variance, axes = np.linalg.eigh(np.cov(fit, rowvar=False))
+        white = axes / np.sqrt(np.maximum(variance, 1e-3 * variance.max()))
+        return library_score(fit @ white, scored @ white, density="knn", neighbours=neighbours)
+    if density.startswith("lof-"):
+        from sklearn.neighbors import LocalOutlierFactor
+
+        # the Kth neighbour's distance set against the neighbours' own: a sparse region of the
+        # normal images is not read as untypical for its sparseness alone
+        lof = LocalOutlierFactor(n_neighbors=neighbours, novelty=True).fit(fit)
+        return -lof.score_samples(scored)
     t = tails(fit, scored)
     if density == "max-tail":
         return -np.log(t.min(1))
@@ -197,6 +236,7 @@ def variants(names: list[str]) -> dict[str, dict]:
     v5 = v4 + list(VERSION_5_ADDS)
     v6 = v5 + ["image_width"]
     model_space, best_task = ([n for n in [name] if n in names] for name in ("model_space", "best_task_nll"))
+    entropies = [n for n in ("z_entropy", "u_entropy") if n in names]  # a VAE has no u
     return {
         "version 4": {"names": v4, "fit": 1000},
         "fit on 3,000": {"names": v4, "fit": 3000},
@@ -234,6 +274,11 @@ def variants(names: list[str]) -> dict[str, dict]:
         # the task latent's own statistics (HyperVAE; a VAE's rows are version 6's)
         "version 6 + model_space": {"names": v6 + model_space, "fit": 3000, "density": "knn-10"},
         "version 6 + best_task_nll": {"names": v6 + best_task, "fit": 3000, "density": "knn-10"},
+        # DoSE's posterior entropy, and two other readings of version 6's statistics
+        "version 6 + z_entropy": {"names": v6 + ["z_entropy"], "fit": 3000, "density": "knn-10"},
+        "version 6 + entropies": {"names": v6 + entropies, "fit": 3000, "density": "knn-10"},
+        "version 6, whitened": {"names": v6, "fit": 3000, "density": "whitened-knn-10"},
+        "version 6, LOF 20": {"names": v6, "fit": 3000, "density": "lof-20"},
     }
 
 
@@ -344,7 +389,7 @@ def _section(title: str, text: list[str], table: list[str]) -> list[str]:
 def report() -> None:
     """experiments/results/typicality_screen.md from the rows of every screened run: the variants up
     to version 5 against version 4, those after it up to version 6 against version 5, version 6's
-    other fit images and its additions against it."""
+    other fit images, its additions and other readings of its statistics against it."""
     rows = [r for p in sorted(OUT.glob("*.json")) for r in json.loads(p.read_text())]
     if not rows:
         return
@@ -352,6 +397,7 @@ def report() -> None:
     upto = names.index("version 5") + 1
     after = names.index(VERSION_6) + 1
     tasks = names.index("version 6 + model_space")
+    entropy = names.index("version 6 + z_entropy")
     lines = [
         "# Screening the default detector's next version",
         "",
@@ -397,7 +443,19 @@ def report() -> None:
                 "makes them), or with `model_space`, that less −log p(x) under the image's own model",
                 "θ(ū_x). A VAE has one model: its rows are version 6's.",
             ],
-            [VERSION_6, *names[tasks:]],
+            [VERSION_6, *names[tasks:entropy]],
+            "diff_se_v6",
+        ),
+        (
+            "DoSE's posterior entropy, and two other readings, against version 6",
+            [
+                "Version 6 with `z_entropy`, the entropy of q(z | x) less its constant (DoSE's fourth",
+                'statistic), and with `u_entropy` too, the same of q(u | x) (a VAE\'s "+ entropies" is',
+                "its \"+ z_entropy\"); version 6's statistics whitened by the fit images' covariance",
+                "before the nearest neighbours (a Mahalanobis distance); and scikit-learn's local",
+                "outlier factor of 20 neighbours, each image's distances set against its neighbours' own.",
+            ],
+            [VERSION_6, *names[entropy:]],
             "diff_se_v6",
         ),
     ]

@@ -215,6 +215,27 @@ def test_the_screen_s_tail_readings_flag_one_statistic_far_out(monkeypatch):
     assert ts.density_score(fit, np.zeros((1, 10)), "knn-10")[0] < ts.density_score(fit, one_far, "knn-10")[0]
 
 
+def test_the_screen_s_whitened_reading_flags_a_broken_correlation(monkeypatch):
+    """Two statistics that move together in the fit images: an image typical in each alone but off
+    their line is flagged above one far out along it when their correlation is taken out, and below
+    it when each is only standardized; the local outlier factor flags the far one above a typical one."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import numpy as np
+    import typicality_screen as ts
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(1000)
+    fit = np.stack([a, a + 0.05 * rng.standard_normal(1000)], 1)
+    off_line, along = np.array([[0.2, -0.2]]), np.array([[3.0, 3.0]])
+    scored = np.concatenate([off_line, along])
+    off, far = ts.density_score(fit, scored, "whitened-knn-10")
+    assert off > far
+    off, far = ts.density_score(fit, scored, "knn-10")
+    assert off < far
+    typical, far = ts.density_score(fit, np.array([[0.0, 0.0], [4.0, 4.0]]), "lof-20")
+    assert far > typical
+
+
 @pytest.mark.data
 def test_table3_s_pooled_typicality_gives_the_normal_images_the_scores_outliers_does(
     trained_run, tmp_path, monkeypatch
