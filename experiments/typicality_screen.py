@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from common import RESULTS, run
 from pyro import poutine
+from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import PowerTransformer
 from table3 import others
 
@@ -279,6 +280,12 @@ def variants(names: list[str]) -> dict[str, dict]:
         "version 6 + entropies": {"names": v6 + entropies, "fit": 3000, "density": "knn-10"},
         "version 6, whitened": {"names": v6, "fit": 3000, "density": "whitened-knn-10"},
         "version 6, LOF 20": {"names": v6, "fit": 3000, "density": "lof-20"},
+        # what each statistic adds to the others: version 6 without it
+        # (a VAE's "without kl_u" and "without u_distance" are its version 6)
+        **{
+            f"version 6 without {n}": {"names": [m for m in v6 if m != n], "fit": 3000, "density": "knn-10"}
+            for n in (*VERSION_4, *VERSION_5_ADDS, "image_width")
+        },
     }
 
 
@@ -299,8 +306,6 @@ def paired_auc(
     """AUC of each variant's scores ({variant: (n,)} of the normal and of the outlier images), and
     for each of the `bases` the bootstrap standard error of every variant's difference from it (the
     same images redrawn): {base: {variant: se}}."""
-    from sklearn.metrics import roc_auc_score
-
     labels = np.r_[np.zeros(len(next(iter(normal.values())))), np.ones(len(next(iter(outliers.values()))))]
     scores = {v: np.r_[normal[v], outliers[v]] for v in normal}
     auc = {v: roc_auc_score(labels, s) for v, s in scores.items()}
@@ -338,6 +343,15 @@ def screen(folder, args) -> list[dict]:
                 scored[-len(table[other]) :],
             )
         auc, se = paired_auc(normal, outliers, bases=("version 4", "version 5", VERSION_6))
+        half = len(stats["validation"]["nll"]) // 2
+        alone = {  # each statistic as a score by itself, higher = outlier (under 50: outliers lower)
+            n: roc_auc_score(
+                np.r_[np.zeros(len(stats["validation"][n]) - half), np.ones(len(stats[other][n]))],
+                np.r_[stats["validation"][n][half:], stats[other][n]],
+            )
+            for n in (*VERSION_4, *VERSION_5_ADDS, "image_width", "z_entropy", "u_entropy")
+            if n in stats["fit"]
+        }
         rows.append(
             {
                 "run": folder.name,
@@ -346,6 +360,7 @@ def screen(folder, args) -> list[dict]:
                 "n_normal": len(next(iter(normal.values()))),
                 "n_outliers": len(next(iter(outliers.values()))),
                 "auc": auc,
+                "alone": alone,
                 "diff_se": se["version 4"],
                 "diff_se_v5": se["version 5"],
                 "diff_se_v6": se[VERSION_6],
@@ -382,6 +397,19 @@ def _table(rows: list[dict], names: list[str], se: str) -> list[str]:
     ]
 
 
+def _alone_table(rows: list[dict]) -> list[str]:
+    """The AUC of each statistic alone, a column each ("–" where a run has no such statistic)."""
+    names = list(dict.fromkeys(n for r in rows for n in r["alone"]))
+    lines = [
+        "| run | outliers | " + " | ".join(names) + " |",
+        "| --- | --- | " + " | ".join(["---:"] * len(names)) + " |",
+    ]
+    for r in rows:
+        cells = [f"{100 * r['alone'][n]:.1f}" if n in r["alone"] else "–" for n in names]
+        lines.append(f"| {r['run']} | {r['outliers']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _section(title: str, text: list[str], table: list[str]) -> list[str]:
     return [f"## {title}", "", *text, *([""] if text else []), *table]
 
@@ -393,11 +421,13 @@ def report() -> None:
     rows = [r for p in sorted(OUT.glob("*.json")) for r in json.loads(p.read_text())]
     if not rows:
         return
-    names = list(rows[0]["auc"])
+    # the variants every run was screened with: a run screened before a variant existed lacks it
+    names = [v for v in rows[0]["auc"] if all(v in r["auc"] for r in rows)]
     upto = names.index("version 5") + 1
     after = names.index(VERSION_6) + 1
     tasks = names.index("version 6 + model_space")
-    entropy = names.index("version 6 + z_entropy")
+    entropy = names.index("version 6 + z_entropy") if "version 6 + z_entropy" in names else len(names)
+    without = next((i for i, v in enumerate(names) if v.startswith("version 6 without")), len(names))
     lines = [
         "# Screening the default detector's next version",
         "",
@@ -455,13 +485,31 @@ def report() -> None:
                 "before the nearest neighbours (a Mahalanobis distance); and scikit-learn's local",
                 "outlier factor of 20 neighbours, each image's distances set against its neighbours' own.",
             ],
-            [VERSION_6, *names[entropy:]],
+            [VERSION_6, *names[entropy:without]],
+            "diff_se_v6",
+        ),
+        (
+            "Version 6 without each of its statistics, against it",
+            [
+                "What each statistic adds to the others (a VAE has no `kl_u` or `u_distance`: its rows",
+                "are version 6's).",
+            ],
+            [VERSION_6, *names[without:]],
             "diff_se_v6",
         ),
     ]
     for title, text, variants, se in later:
         if len(variants) > 1 and all(se in r for r in rows):
             lines += _section(title, text, _table(rows, variants, se))
+    if all("alone" in r for r in rows):
+        lines += _section(
+            "Each statistic alone",
+            [
+                "AUC in % of each statistic as the score by itself, higher read as more outlying (under 50:",
+                "the outliers' values are the lower); version 6 reads them jointly and in both directions.",
+            ],
+            _alone_table(rows),
+        )
     atomic_write_text(RESULTS / "typicality_screen.md", "\n".join(lines))
 
 
