@@ -3,13 +3,14 @@
 Table 3 reports the detector on runs trained with seeds 0 and 1 and on the datasets' test images.
 Choosing its next version there would choose on the figures it is judged by, so changes are screened
 here instead: on runs of another seed trained with a validation part (`train --seed 2 --validation
-0.1`), normal images from that validation part (never trained on), and outliers drawn from the
-other datasets' *training* images (and the two shifted sets made from training images), so no test
-image is read. Every run's statistics (all of `typicality.statistics` and the candidate ones below)
-are computed once per image set and kept in the run folder (`screen-SET-vN.pt`, N the detector's
-version, `...-candidates5.pt`, and for a model with a task latent `...-tasks1.pt`); the variants
-are fits of different statistics, densities and fit images on those, so a variant costs seconds. A
-run still training is refused (its statistics would be kept). Version 6, the default since, is the variant "+ image_width, knn 10".
+0.1`), normal images from that validation part (never trained on), and outliers drawn from the other
+datasets' *training* images (and the two shifted sets made from training images), so no test image
+is read. Every run's statistics (all of `typicality.statistics` and the candidate ones below) are
+computed once per image set and kept in the run folder (`screen-SET-vN.pt`, N the detector's
+version, `...-candidates5.pt`, `...-posteriors1.pt`, and for a model with a task latent
+`...-tasks1.pt`); the variants are fits of different statistics, densities and fit images on those,
+so a variant costs seconds. A run still training is refused (its statistics would be kept). Version
+6, the default since, is the variant "+ image_width, knn 10".
 
     PYROHVAE_DATA_DIR=../shared/data python experiments/typicality_screen.py RUN [RUN ...]
 """
@@ -194,7 +195,8 @@ def density_score(fit: np.ndarray, scored: np.ndarray, density: str) -> np.ndarr
     of the smallest of the statistics' own tails (`tails`); `fisher`, the sum of −log tails;
     `mixture+max-tail`, −log of the smaller of the mixture's own tail (its −log p̂ among the fit
     images') and the statistics' smallest tail times their number (a Bonferroni bound, so neither
-    side dominates by count)."""
+    side dominates by count). `whitened-knn-K` and `lof-K` read the standardized statistics as
+    `knn-K` does, after taking their correlations out or through the local outlier factor."""
     if density.startswith("knn-"):
         return library_score(fit, scored, density="knn", neighbours=int(density.removeprefix("knn-")))
     if density.startswith(("whitened-knn-", "lof-")):
@@ -326,11 +328,11 @@ def screen(folder, args) -> list[dict]:
         raise UserError(f"{folder} is trained to step {state['step']} of {program.config.steps}")
     stats = cached_statistics(folder, program, args.seed, args.samples)
     rows = []
+    half = len(stats["validation"]["nll"]) // 2  # the second half is scored as normal by every variant
     for other in [s for s in stats if s not in ("fit", "validation")]:
         normal, outliers = {}, {}
         for variant, v in variants(list(stats["fit"])).items():
             table = {s: np.stack([stats[s][n] for n in v["names"]], 1) for s in stats}
-            half = len(table["validation"]) // 2  # the second half is scored as normal by every variant
             fit = fit_rows(table, v["fit"])
             scored = np.concatenate([table["validation"][half:], table[other]])
             scored = (
@@ -343,7 +345,6 @@ def screen(folder, args) -> list[dict]:
                 scored[-len(table[other]) :],
             )
         auc, se = paired_auc(normal, outliers, bases=("version 4", "version 5", VERSION_6))
-        half = len(stats["validation"]["nll"]) // 2
         alone = {  # each statistic as a score by itself, higher = outlier (under 50: outliers lower)
             n: roc_auc_score(
                 np.r_[np.zeros(len(stats["validation"][n]) - half), np.ones(len(stats[other][n]))],
