@@ -195,11 +195,12 @@ def density_score(fit: np.ndarray, scored: np.ndarray, density: str) -> np.ndarr
     of the smallest of the statistics' own tails (`tails`); `fisher`, the sum of −log tails;
     `mixture+max-tail`, −log of the smaller of the mixture's own tail (its −log p̂ among the fit
     images') and the statistics' smallest tail times their number (a Bonferroni bound, so neither
-    side dominates by count). `whitened-knn-K` and `lof-K` read the standardized statistics as
-    `knn-K` does, after taking their correlations out or through the local outlier factor."""
+    side dominates by count). `whitened-knn-K`, `chebyshev-knn-K` and `lof-K` read the standardized
+    statistics as `knn-K` does, after taking their correlations out, by the largest difference of
+    one statistic rather than the Euclidean distance, or through the local outlier factor."""
     if density.startswith("knn-"):
         return library_score(fit, scored, density="knn", neighbours=int(density.removeprefix("knn-")))
-    if density.startswith(("whitened-knn-", "lof-")):
+    if density.startswith(("whitened-knn-", "chebyshev-knn-", "lof-")):
         mean, sd = fit.mean(0), fit.std(0)
         sd[sd == 0] = 1.0
         fit, scored = (fit - mean) / sd, (scored - mean) / sd
@@ -211,6 +212,12 @@ def density_score(fit: np.ndarray, scored: np.ndarray, density: str) -> np.ndarr
         variance, axes = np.linalg.eigh(np.cov(fit, rowvar=False))
         white = axes / np.sqrt(np.maximum(variance, 1e-3 * variance.max()))
         return library_score(fit @ white, scored @ white, density="knn", neighbours=neighbours)
+    if density.startswith("chebyshev-knn-"):
+        from sklearn.neighbors import NearestNeighbors
+
+        # the distance the one statistic farthest from a neighbour's sets, however typical the rest
+        search = NearestNeighbors(n_neighbors=neighbours, metric="chebyshev").fit(fit)
+        return search.kneighbors(scored)[0][:, -1]
     if density.startswith("lof-"):
         from sklearn.neighbors import LocalOutlierFactor
 
@@ -282,6 +289,7 @@ def variants(names: list[str]) -> dict[str, dict]:
         "version 6 + entropies": {"names": v6 + entropies, "fit": 3000, "density": "knn-10"},
         "version 6, whitened": {"names": v6, "fit": 3000, "density": "whitened-knn-10"},
         "version 6, LOF 20": {"names": v6, "fit": 3000, "density": "lof-20"},
+        "version 6, chebyshev": {"names": v6, "fit": 3000, "density": "chebyshev-knn-10"},
         # what each statistic adds to the others: version 6 without it
         # (a VAE's "without kl_u" and "without u_distance" are its version 6)
         **{
@@ -345,14 +353,17 @@ def screen(folder, args) -> list[dict]:
                 scored[-len(table[other]) :],
             )
         auc, se = paired_auc(normal, outliers, bases=("version 4", "version 5", VERSION_6))
-        alone = {  # each statistic as a score by itself, higher = outlier (under 50: outliers lower)
-            n: roc_auc_score(
-                np.r_[np.zeros(len(stats["validation"][n]) - half), np.ones(len(stats[other][n]))],
-                np.r_[stats["validation"][n][half:], stats[other][n]],
-            )
-            for n in (*VERSION_4, *VERSION_5_ADDS, "image_width", "z_entropy", "u_entropy")
-            if n in stats["fit"]
-        }
+        labels = np.r_[np.zeros(len(stats["validation"]["nll"]) - half), np.ones(len(stats[other]["nll"]))]
+        alone, alone_typical = {}, {}
+        for n in (*VERSION_4, *VERSION_5_ADDS, "image_width", "z_entropy", "u_entropy"):
+            if n not in stats["fit"]:
+                continue
+            values = np.r_[stats["validation"][n][half:], stats[other][n]]
+            # the statistic as a score by itself, higher = outlier (under 50: outliers lower), a
+            # direction only the labels tell; and read as the detector reads it, in both directions
+            alone[n] = roc_auc_score(labels, values)
+            typical = density_score(stats["fit"][n][:FIT_IMAGES, None], values[:, None], "knn-10")
+            alone_typical[n] = roc_auc_score(labels, typical)
         rows.append(
             {
                 "run": folder.name,
@@ -362,6 +373,7 @@ def screen(folder, args) -> list[dict]:
                 "n_outliers": len(next(iter(outliers.values()))),
                 "auc": auc,
                 "alone": alone,
+                "alone_typical": alone_typical,
                 "diff_se": se["version 4"],
                 "diff_se_v5": se["version 5"],
                 "diff_se_v6": se[VERSION_6],
@@ -399,14 +411,18 @@ def _table(rows: list[dict], names: list[str], se: str) -> list[str]:
 
 
 def _alone_table(rows: list[dict]) -> list[str]:
-    """The AUC of each statistic alone, a column each ("–" where a run has no such statistic)."""
+    """The AUC of each statistic alone, one-sided / both ways, a column each ("–" where a run has no
+    such statistic)."""
     names = list(dict.fromkeys(n for r in rows for n in r["alone"]))
     lines = [
         "| run | outliers | " + " | ".join(names) + " |",
         "| --- | --- | " + " | ".join(["---:"] * len(names)) + " |",
     ]
     for r in rows:
-        cells = [f"{100 * r['alone'][n]:.1f}" if n in r["alone"] else "–" for n in names]
+        cells = [
+            f"{100 * r['alone'][n]:.1f} / {100 * r['alone_typical'][n]:.1f}" if n in r["alone"] else "–"
+            for n in names
+        ]
         lines.append(f"| {r['run']} | {r['outliers']} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -506,12 +522,14 @@ def report() -> None:
     for title, text, variants, se in later:
         if len(variants) > 1 and all(se in r for r in rows):
             lines += _section(title, text, _table(rows, variants, se))
-    if all("alone" in r for r in rows):
+    if all("alone_typical" in r for r in rows):
         lines += _section(
             "Each statistic alone",
             [
-                "AUC in % of each statistic as the score by itself, higher read as more outlying (under 50:",
-                "the outliers' values are the lower); version 6 reads them jointly and in both directions.",
+                "AUC in % of each statistic as the score by itself: first higher read as more outlying",
+                "(under 50: the outliers' values are the lower, a direction only the labels tell), then",
+                "read as the detector reads its statistics, in both directions (the distance to the 10th",
+                "nearest fit image in that statistic alone). Version 6 reads them jointly.",
             ],
             _alone_table(rows),
         )

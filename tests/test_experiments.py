@@ -194,7 +194,8 @@ def test_the_shots_prior_s_ceilings_choose_per_alphabet_and_per_image(monkeypatc
 def test_the_screen_s_tail_readings_flag_one_statistic_far_out(monkeypatch):
     """A statistic's tail is the share of fit values as far out on its side, never 0; an image far out
     in one statistic of ten and typical in the rest is flagged by the statistics' smallest tail
-    (and by the rules built on it) above an image a little off in all ten."""
+    (and by the rules built on it) above an image a little off in all ten, and by the largest single
+    difference (`chebyshev-knn`) above one well off in all ten, which the Euclidean distance flags."""
     monkeypatch.syspath_prepend(str(EXPERIMENTS))
     import numpy as np
     import typicality_screen as ts
@@ -213,6 +214,15 @@ def test_the_screen_s_tail_readings_flag_one_statistic_far_out(monkeypatch):
     far, off = ts.density_score(fit, np.concatenate([one_far, all_off]), "fisher")
     assert off > far
     assert ts.density_score(fit, np.zeros((1, 10)), "knn-10")[0] < ts.density_score(fit, one_far, "knn-10")[0]
+    # far out in one against well off in all ten: the Euclidean distance flags the second, the
+    # largest single difference the first
+    one_farther, all_far = np.zeros((1, 10)), np.full((1, 10), 3.0)
+    one_farther[0, 3] = 8.0
+    both = np.concatenate([one_farther, all_far])
+    far, off = ts.density_score(fit, both, "knn-10")
+    assert off > far
+    far, off = ts.density_score(fit, both, "chebyshev-knn-10")
+    assert far > off
 
 
 def test_the_screen_s_whitened_reading_flags_a_broken_correlation(monkeypatch):
