@@ -498,13 +498,14 @@ def report() -> None:
             "diff_se_v6",
         ),
         (
-            "DoSE's posterior entropy, and two other readings, against version 6",
+            "DoSE's posterior entropy, and three other readings, against version 6",
             [
                 "Version 6 with `z_entropy`, the entropy of q(z | x) less its constant (DoSE's fourth",
                 'statistic), and with `u_entropy` too, the same of q(u | x) (a VAE\'s "+ entropies" is',
                 "its \"+ z_entropy\"); version 6's statistics whitened by the fit images' covariance",
-                "before the nearest neighbours (a Mahalanobis distance); and scikit-learn's local",
-                "outlier factor of 20 neighbours, each image's distances set against its neighbours' own.",
+                "before the nearest neighbours (a Mahalanobis distance); scikit-learn's local outlier",
+                "factor of 20 neighbours, each image's distances set against its neighbours' own; and the",
+                "nearest neighbours by the largest difference of one statistic (`chebyshev`).",
             ],
             [VERSION_6, *names[entropy:without]],
             "diff_se_v6",
