@@ -24,14 +24,13 @@ import json
 import numpy as np
 import torch
 from common import RESULTS, run
-from pyro import poutine
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import PowerTransformer
 from table3 import others
 
 from pyrohvae import data, typicality
 from pyrohvae.files import UserError, atomic_write_text
-from pyrohvae.outliers import SHIFTED, best_task_nll, shift
+from pyrohvae.outliers import SHIFTED, best_task_nll, shift, z_posterior
 from pyrohvae.train import load_run
 
 # Training images whose statistics are kept; a fit reads the first 1,000 (version 4) or all of them
@@ -58,6 +57,7 @@ VERSION_4 = (
     *("z_distance", "u_distance"),
 )
 VERSION_5_ADDS = ("width_ratio",)
+VERSION_6_STATISTICS = (*VERSION_4, *VERSION_5_ADDS, "image_width")  # a VAE has no kl_u or u_distance
 VERSION_6 = "+ image_width, knn 10"  # the variant that became the default's version 6
 
 
@@ -86,8 +86,7 @@ def posterior_statistics(program, images: torch.Tensor, batch: int = 500) -> dic
     out = {"z_entropy": []} | ({"u_entropy": []} if program.task_latent else {})
     for i in range(0, len(images), batch):
         x = images[i : i + batch].float().unsqueeze(1).to(program.device)  # (n, 1, 1, 28, 28)
-        guide = program.conditioned(x, program.choices(None)[0]).guide
-        scale = poutine.trace(guide).get_trace(x).nodes["z"]["fn"].stddev
+        scale = z_posterior(program, x).stddev
         out["z_entropy"].append(scale.log().reshape(len(x), -1).sum(1).double().cpu())
         if program.task_latent:
             out["u_entropy"].append(program.inference.shots_posterior(x)[1].log().sum(1).double().cpu())
@@ -294,7 +293,7 @@ def variants(names: list[str]) -> dict[str, dict]:
         # (a VAE's "without kl_u" and "without u_distance" are its version 6)
         **{
             f"version 6 without {n}": {"names": [m for m in v6 if m != n], "fit": 3000, "density": "knn-10"}
-            for n in (*VERSION_4, *VERSION_5_ADDS, "image_width")
+            for n in VERSION_6_STATISTICS
         },
     }
 
@@ -355,7 +354,7 @@ def screen(folder, args) -> list[dict]:
         auc, se = paired_auc(normal, outliers, bases=("version 4", "version 5", VERSION_6))
         labels = np.r_[np.zeros(len(stats["validation"]["nll"]) - half), np.ones(len(stats[other]["nll"]))]
         alone, alone_typical = {}, {}
-        for n in (*VERSION_4, *VERSION_5_ADDS, "image_width", "z_entropy", "u_entropy"):
+        for n in (*VERSION_6_STATISTICS, "z_entropy", "u_entropy"):
             if n not in stats["fit"]:
                 continue
             values = np.r_[stats["validation"][n][half:], stats[other][n]]

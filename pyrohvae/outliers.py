@@ -195,9 +195,15 @@ def latent_means(program, images: torch.Tensor, site: str, batch: int = 500) -> 
         if site == "u":
             means.append(program.task_u(x).cpu())
             continue
-        guide = program.conditioned(x, program.choices(None)[0]).guide
-        means.append(poutine.trace(guide).get_trace(x).nodes["z"]["fn"].mean.reshape(len(x), -1).cpu())
+        means.append(z_posterior(program, x).mean.reshape(len(x), -1).cpu())
     return torch.cat(means)
+
+
+def z_posterior(program, x: torch.Tensor):
+    """q(z | x) of images x (n, 1, 1, 28, 28), each read alone as a task of one and its own
+    context, as `latent_means` and `reconstruction_logits` read it."""
+    guide = program.conditioned(x, program.choices(None)[0]).guide
+    return poutine.trace(guide).get_trace(x).nodes["z"]["fn"]
 
 
 @torch.no_grad()
