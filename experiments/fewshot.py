@@ -1129,6 +1129,8 @@ def _length_lines(rows) -> list[str]:
 # Published points on Omniglot's unseen alphabets (their preprocessing, not ours: see the report).
 GMN = {"shots": (0, 1, 2, 3, 4, 9), "nll": (90.9, 82.8, 78.8, 76.4, 74.2, 64.6), "vae": 89.2}
 SCHA_VAE = {"set": 71.5, "vae": 88.4}
+# GMN's gains over their VAE at k ≥ 1, as `fewshot.plot_curves` sets published points beside ours
+GMN_CURVE = {"GMN (published, over their VAE)": (GMN["shots"][1:], [GMN["vae"] - y for y in GMN["nll"][1:]])}
 # The issue's targets, chosen without the evaluation alphabets: gains over our VAE at k shots as large
 # as GMN's over their VAE, and a set figure's gain as large as SCHA-VAE's.
 CHARACTER_GAINS = {k: round(GMN["vae"] - GMN["nll"][GMN["shots"].index(k)], 1) for k in (1, 4, 9)}
@@ -2047,7 +2049,12 @@ def report(args) -> None:
     screened = rows_in(rows_dir, f"screen-*-seed{seed}.json")
     seeds = {int(path.stem.rsplit("-seed", 1)[1]) for path in rows_dir.glob("screen-*.json")} - {seed}
     reseeded = [(s, r) for s in sorted(seeds) for r in rows_in(rows_dir, f"screen-*-seed{s}.json")]
-    every_length = rows_in(rows_dir, "full-*.json")
+    # The rows do not hold their training seed; their files' names do
+    every_seed = [
+        {**json.loads(p.read_text()), "seed": int(p.stem.rsplit("-seed", 1)[1])}
+        for p in sorted(rows_dir.glob("full-*.json"))
+    ]
+    every_length = [r for r in every_seed if r["seed"] == seed]
     full_rows = [r for r in every_length if r["steps"] == FULL_STEPS]
     lines = [
         "# Few-shot models of tasks never trained on",
@@ -2066,6 +2073,7 @@ def report(args) -> None:
         _targets(full_rows, rows_in(args.results / "alphabet_shots", f"*-steps{FULL_STEPS}-seed{seed}.json"))
         + _full_lines(full_rows)
         + _longer_lines([r for r in every_length if r["steps"] > FULL_STEPS], full_rows)
+        + _seed_full_lines(every_seed, seed)
         + _chosen_length_lines(every_length, rows_in(rows_dir, f"length-vae-steps*-seed{seed}.json"))
         + _task_accuracy_lines(taskacc, args.results)
         + _trade_off(taskacc, full_rows)
@@ -2091,9 +2099,10 @@ def report(args) -> None:
             "shots": x["shots"],
             **{k: x[k] for k in ("nelbo", "nll", "nll_stderr", "n")},
             "steps": r["steps"],
+            "seed": r["seed"],
             "train_seconds": r["train_seconds"],
         }
-        for r in every_length
+        for r in every_seed
         for x in r["rows"]
     ]
     atomic_write_text(args.results / "fewshot.json", json.dumps({"rows": table}, indent=2) + "\n")
@@ -2105,9 +2114,10 @@ def report(args) -> None:
             args.results / "fewshot.png",
             "Omniglot, 659 characters of the 20 unseen alphabets: −log p(x | k other drawings)",
             vae["rows"][0]["nll"] if vae else None,
-            {"GMN (published, over their VAE)": (GMN["shots"][1:], [GMN["vae"] - y for y in GMN["nll"][1:]])},
+            GMN_CURVE,
             {f"our VAE, {n}": r["rows"][0]["nll"] for n, r in characters.items() if _a_vae(n) and n != "vae"},
         )
+    chosen = _chosen_figures(every_seed, args)
     screened_runs = {
         name: args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{seed}"
         for name in ("paper", "rc-z4", "pool-split-shots", "pool-split-shots-feat", *SAMPLED_IF_SCREENED)
@@ -2159,7 +2169,51 @@ def report(args) -> None:
         + (", fewshot.png" if characters else "")
         + (", fewshot-samples.png" if drawn else "")
         + (", fewshot-attention-samples.png" if drawn_attention else "")
+        + "".join(f", {path.name}" for path in chosen)
     )
+
+
+CHOSEN = grid_variant(7)  # the configuration the README names for models of new characters
+BESIDE_CHOSEN = ("paper", "default-rc")  # drawn beside it in its curve figure, at the table's seed
+
+
+def _chosen_figures(every_seed, args) -> list[Path]:
+    """The README's two figures: the curves of `CHOSEN` at every training seed run, beside
+    `BESIDE_CHOSEN` and the VAEs of the table's seed (`fewshot-chosen.png`), and samples of `CHOSEN`'s
+    models of six unseen characters from 1 and 5 shots, from the first seed whose run is on this
+    machine (`fewshot-chosen-samples.png`)."""
+    rows = [r for r in every_seed if r["benchmark"] == "omniglot-characters" and r["steps"] == FULL_STEPS]
+    by_seed = {}
+    for r in rows:
+        by_seed.setdefault(r["seed"], {})[r["config"]] = r
+    table = by_seed.get(TABLE_SEED, {})
+    seeds = sorted(s for s, these in by_seed.items() if CHOSEN in these)
+    if not seeds or "vae" not in table:
+        return []
+    curves = {f"{name}, seed {TABLE_SEED}": table[name] for name in BESIDE_CHOSEN if name in table}
+    z = VARIANTS[CHOSEN][1]["z_dim"]
+    for s in seeds:  # each seed's gains over the VAE of its own z and seed
+        curves[f"bent address, z of {z} (the chosen), seed {s} (right: over vae-z{z})"] = _over_own_z(
+            by_seed[s][CHOSEN], by_seed[s]
+        )
+    written = [args.results / "fewshot-chosen.png"]
+    fewshot.plot_curves(
+        curves,
+        written[0],
+        "Omniglot, 659 unseen characters: −log p(x | k other drawings)",
+        table["vae"]["rows"][0]["nll"],
+        GMN_CURVE,
+        {f"our VAE, vae-z{z}, seed {TABLE_SEED}": table[f"vae-z{z}"]["rows"][0]["nll"]}
+        if f"vae-z{z}" in table
+        else None,
+    )
+    for s in seeds:
+        folder = full_run_folder(args.runs, "omniglot-characters", CHOSEN, FULL_STEPS, s)
+        if _trained_to(folder, FULL_STEPS):
+            written.append(args.results / "fewshot-chosen-samples.png")
+            sample_figure({f"seed {s}": folder}, written[-1], seed=s, device=args.device)
+            break
+    return written
 
 
 SAMPLE_SHOTS = (1, 5)
@@ -2225,8 +2279,8 @@ def _longer_lines(longer, full_rows) -> list[str]:
             "the run of N steps."
         ),
         "",
-        "| benchmark | config | steps | our VAE | k=0 (mean ū) | k=1 | k=4 | k=9 | k=19 | gain k=1 / 4 / 9 | set of 5, gain |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| benchmark | config | steps | " + CURVE_HEAD[0],
+        "| --- | --- | ---: |" + CURVE_HEAD[1],
     ]
     shorter = {(r["benchmark"], r["config"]): r for r in full_rows}
     verdicts = []
@@ -2234,21 +2288,8 @@ def _longer_lines(longer, full_rows) -> list[str]:
         if _a_vae(r["config"]):
             continue
         for row in (shorter.get((r["benchmark"], r["config"])), r):
-            if row is None:
-                continue
-            nll = {x["model"]: x["nll"] for x in row["rows"]}
-            gains = {g["model"]: g["gain"] for g in row.get("gains") or []}
-            cells = [
-                row["benchmark"],
-                row["config"],
-                f"{row['steps']:,}",
-                fmt(row["vae"]["nll"], 2) if row.get("vae") else "–",
-                fmt(nll.get("training-mean"), 2),
-                *(fmt(nll.get(f"k={k}"), 2) for k in (1, 4, 9, 19)),
-                " / ".join(fmt(gains.get(f"k={k}"), 2) for k in CHARACTER_GAINS),
-                f"{fmt(row.get('set_figure'), 2)}, {fmt(row.get('set_gain'), 2)}",
-            ]
-            out.append("| " + " | ".join(cells) + " |")
+            if row is not None:
+                out.append(_curve_cells(row, f"{row['steps']:,}"))
         gains = {g["model"]: g["gain"] for g in r.get("gains") or []}
         if r["benchmark"] == "omniglot-characters" and gains:
             parts = _character_gain_verdicts(gains)
@@ -2259,6 +2300,80 @@ def _longer_lines(longer, full_rows) -> list[str]:
                 + _worse_vae_clause(r, shorter.get((r["benchmark"], r["config"])))
                 + "."
             )
+    return out + [""] + verdicts + ([""] if verdicts else [])
+
+
+CURVE_HEAD = (
+    "our VAE | k=0 (mean ū) | k=1 | k=4 | k=9 | k=19 | gain k=1 / 4 / 9 | set of 5, gain |",
+    " ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+)
+
+
+def _curve_cells(row: dict, which: str) -> str:
+    """A full row as a line of the tables that set it beside its reruns (`CURVE_HEAD`'s columns after
+    benchmark, config and `which`: its steps or seed)."""
+    nll = {x["model"]: x["nll"] for x in row["rows"]}
+    gains = {g["model"]: g["gain"] for g in row.get("gains") or []}
+    cells = [
+        row["benchmark"],
+        row["config"],
+        which,
+        fmt(row["vae"]["nll"], 2) if row.get("vae") else "–",
+        fmt(nll.get("training-mean"), 2),
+        *(fmt(nll.get(f"k={k}"), 2) for k in (1, 4, 9, 19)),
+        " / ".join(fmt(gains.get(f"k={k}"), 2) for k in CHARACTER_GAINS),
+        f"{fmt(row.get('set_figure'), 2)}, {fmt(row.get('set_gain'), 2)}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _seed_full_lines(every_seed, seed: int) -> list[str]:
+    """Full-stage rows of `FULL_STEPS` at other training seeds (`--stages full --seed S`), each beside
+    its row at `seed`: how far a benchmark's figures move with the training seed and the draw of
+    scored images and shots; the character targets at each seed."""
+    others = [r for r in every_seed if r["seed"] != seed and r["steps"] == FULL_STEPS]
+    if not others:
+        return []
+    at = {(r["benchmark"], r["config"], r["seed"]): r for r in every_seed if r["steps"] == FULL_STEPS}
+    out = [
+        "## The benchmarks at another training seed",
+        "",
+        (
+            f"`--stages full --seed S`: a model of the table above and our VAE (both z sizes) trained again at "
+            f"training seed S, {FULL_STEPS:,} steps, and scored on the images and shots that S draws (other images "
+            "of the same unseen tasks than the table's), each seed's gains over the VAE of its own seed, paired. "
+            f"How far a figure moves with the seed alone; the table above is seed {seed}."
+        ),
+        "",
+        "| benchmark | config | seed | " + CURVE_HEAD[0],
+        "| --- | --- | ---: |" + CURVE_HEAD[1],
+    ]
+    verdicts = []
+    for r in sorted(others, key=lambda r: (r["benchmark"], _a_vae(r["config"]), r["config"], r["seed"])):
+        twin = at.get((r["benchmark"], r["config"], seed))
+        if twin is not None:
+            out.append(_curve_cells(twin, str(seed)))
+        out.append(_curve_cells(r, str(r["seed"])))
+        gains = {g["model"]: g["gain"] for g in r.get("gains") or []}
+        if r["benchmark"] != "omniglot-characters" or _a_vae(r["config"]) or not gains:
+            continue
+        risen = [
+            f"{c['from']}→{c['to']} ({c['change']:+.2f})"
+            for c in r["changes"]
+            if c["to"] <= 9 and not c["falls"]
+        ]
+        same_seed = [v for v in others if v["benchmark"] == r["benchmark"] and v["seed"] == r["seed"]]
+        verdicts += [
+            (
+                f"- omniglot-characters, {r['config']}, seed {r['seed']}: the curve falls with every shot from 0 "
+                "to 9: "
+                + ("met" if not risen else "missed at " + ", ".join(risen))
+                + "; gains over our VAE "
+                + "; ".join(_character_gain_verdicts(gains))
+                + f"; {_set_gain_verdict(r['set_gain'])}."
+            ),
+            *_same_z_vae(same_seed, r),
+        ]
     return out + [""] + verdicts + ([""] if verdicts else [])
 
 
@@ -2469,9 +2584,10 @@ def _same_z_vae(rows, r) -> list[str]:
     z = VARIANTS[r["config"]][1]["z_dim"]
     vae = same[f"vae-z{z}"]
     base = vae["rows"][0]["nll"]
+    at_seed = "" if r.get("seed", TABLE_SEED) == TABLE_SEED else f", seed {r['seed']}"
     return [
         (
-            f"- {r['benchmark']}, {r['config']}: over a VAE of the same z (vae-z{z}, {base:.2f}; our VAE of z 10 "
+            f"- {r['benchmark']}, {r['config']}{at_seed}: over a VAE of the same z (vae-z{z}, {base:.2f}; our VAE of z 10 "
             f"{base + vae['gains'][0]['gain']:.2f}): {_gains_of_means(base, r)} (differences of means)."
         )
     ]

@@ -129,6 +129,41 @@ def test_the_report_is_the_table_seed_s_whichever_seed_a_stage_ran(fewshot_exper
     assert "## Reading" in table and report(1) == table
 
 
+def test_a_full_row_at_another_seed_is_set_beside_the_table_not_in_it(fewshot_experiment, tmp_path):
+    """Rows of `--stages full --seed 1` hold no seed of their own: read as the table's, they would
+    replace its seed-0 row of the same config and pair its gains with the other seed's VAE."""
+    import argparse
+    import json
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(EXPERIMENTS / "results", results)
+    args = argparse.Namespace(
+        results=results, runs=tmp_path / "runs", seed=1, screen_steps=3000, device="cpu"
+    )
+    fewshot_experiment.report(args)
+    before = (results / "fewshot.md").read_text()
+    name = "full-omniglot-characters-pool-split-shots-steps10000-seed{}.json"
+    row = json.loads((results / "fewshot" / name.format(0)).read_text())
+    for x in row["rows"]:
+        x["nll"] += 50.0  # far from every seed-0 figure
+    for g in row["gains"]:
+        g["gain"] = 1.0
+    (results / "fewshot" / name.format(1)).write_text(json.dumps(row))
+    fewshot_experiment.report(args)
+    after = (results / "fewshot.md").read_text()
+    head, tail = after.split("## The benchmarks at another training seed")
+    assert head in before  # the seed-0 tables and targets as they were
+    k1 = next(x["nll"] for x in row["rows"] if x["model"] == "k=1")
+    assert f"| omniglot-characters | pool-split-shots | 1 | " in tail and f"{k1:.2f}" in tail
+    assert "| omniglot-characters | pool-split-shots | 0 | " in tail  # beside its seed-0 row
+    assert (
+        "pool-split-shots, seed 1: the curve falls" in tail and "k=9 1.00 vs ≥ 24.6 (missed by 23.60)" in tail
+    )
+    seeds = {(r["config"], r["seed"]) for r in json.loads((results / "fewshot.json").read_text())["rows"]}
+    assert {("pool-split-shots", 0), ("pool-split-shots", 1)} <= seeds
+
+
 @pytest.mark.data
 def test_the_length_stage_resumes_each_checkpoint_s_scores(fewshot_experiment, tmp_path, monkeypatch):
     """The length stage scores several checkpoints of a run of hours, one after another: stopped part
