@@ -760,6 +760,23 @@ def report(results: Path) -> None:
                 results / f"table3-roc-best-{normal}.png",
                 f"{normal} normal: each model's best score on the pair",
             )
+    default = {  # the third edition's one figure: the default detector on the paper's six pairs
+        f"{normal} normal, {other} outliers": {
+            label(m, "typicality", c): key[(normal, other, m, "typicality", c)]
+            for m, c in THIRD_MODELS
+            if (normal, other, m, "typicality", c) in key
+        }
+        for normal in DATASETS
+        for other in DATASETS
+        if other != normal
+    }
+    if any(default.values()):
+        roc_panels(
+            {pair: curves for pair, curves in default.items() if curves},
+            results / "table3-roc-default.png",
+            "the default detector (`outliers RUN --outliers X`), training seed 0",
+            columns=3,
+        )
     print(f"wrote {results / 'table3.md'} ({len(rows)} rows)")
 
 

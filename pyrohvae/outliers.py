@@ -528,12 +528,17 @@ def roc_figure(curves: dict, path, title: str) -> None:
     roc_panels({title: curves}, path)
 
 
-def roc_panels(panels: dict, path, title: str | None = None) -> None:
-    """panels: panel title -> curves (as for roc_figure); the panels side by side in one PNG."""
+def roc_panels(panels: dict, path, title: str | None = None, columns: int | None = None) -> None:
+    """panels: panel title -> curves (as for roc_figure); the panels in rows of `columns` (all side by
+    side where None) in one PNG."""
     plt = pyplot()
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
-    for ax, (panel, curves) in zip(axes[0], panels.items()):
+    columns = columns or len(panels)
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 5 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (panel, curves) in zip(axes.flat, panels.items()):
         for label, m in curves.items():
             ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], label=f"{label} (AUC {100 * m['auc']:.1f})")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")

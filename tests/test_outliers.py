@@ -19,6 +19,7 @@ from pyrohvae.outliers import (
     min_mahalanobis,
     mixed_set,
     outlier_scores,
+    roc_panels,
 )
 from pyrohvae.train import load_run, train
 
@@ -40,6 +41,20 @@ def test_equal_error_threshold_and_flag_rate():
     top = detection_metrics(scores, labels, flag_rate=0.2)
     assert abs((scores >= top["threshold"]).mean() - 0.2) < 0.001
     assert top["threshold_rule"] == "flag top 0.2"
+
+
+def test_roc_panels_in_rows_of_the_columns_asked(tmp_path):
+    from matplotlib.image import imread
+
+    curve = {"AUC 1": {"auc": 1.0, "roc": {"fpr": [0.0, 0.0, 1.0], "tpr": [0.0, 1.0, 1.0]}}}
+    shapes = {}
+    for n, columns in ((3, None), (4, 3), (6, 3)):
+        path = tmp_path / f"roc-{n}-{columns}.png"
+        roc_panels({f"pair {i}": curve for i in range(n)}, path, columns=columns)
+        shapes[n, columns] = imread(path).shape[:2]
+    (h1, w1), (h2, w2), (h3, w3) = shapes.values()
+    assert abs(w2 - w1) < 0.05 * w1 and abs(w3 - w1) < 0.05 * w1  # three panels across each time
+    assert 1.8 < h2 / h1 < 2.2 and abs(h3 - h2) < 0.05 * h2  # two rows for four panels, as for six
 
 
 def test_mixed_set_has_the_asked_fraction_of_outliers(data_root):
