@@ -667,8 +667,9 @@ def plot_curves(
                     off.append(f"{label}: {r['nll']:.1f}")
     if vae is not None:
         ax.axhline(vae, color="k", ls="--", lw=1, label="our VAE")
-    for label, value in (references or {}).items():
-        ax.axhline(value, color="0.4", ls=":", lw=1, label=label)
+    dashes = (":", "-.", (0, (5, 2)), (0, (1, 3)))  # grey lines told apart by their dashes
+    for i, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color="0.4", ls=dashes[i % len(dashes)], lw=1, label=label)
     ax.set_ylim(top=top)
     if off:
         ax.text(0.01, 0.06, "θ(E[u]), off the scale: " + "; ".join(off), transform=ax.transAxes, fontsize=6)
