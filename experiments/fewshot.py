@@ -2180,8 +2180,8 @@ BESIDE_CHOSEN = ("paper", "default-rc")  # drawn beside it in its curve figure, 
 def _chosen_figures(every_seed, args) -> list[Path]:
     """The README's two figures: the curves of `CHOSEN` at every training seed run, beside
     `BESIDE_CHOSEN` and the VAEs of the table's seed (`fewshot-chosen.png`), and samples of `CHOSEN`'s
-    models of six unseen characters from 1 and 5 shots, from the first seed whose run is on this
-    machine (`fewshot-chosen-samples.png`)."""
+    models of six unseen characters from 1 and 5 shots, from the first seed with rows whose run of
+    `CHOSEN` is on this machine (`fewshot-chosen-samples.png`)."""
     rows = [r for r in every_seed if r["benchmark"] == "omniglot-characters" and r["steps"] == FULL_STEPS]
     by_seed = {}
     for r in rows:
@@ -2211,7 +2211,7 @@ def _chosen_figures(every_seed, args) -> list[Path]:
         GMN_CURVE,
         references,
     )
-    for s in seeds:
+    for s in sorted(by_seed):  # a run trained and still being scored draws samples as well
         folder = full_run_folder(args.runs, "omniglot-characters", CHOSEN, FULL_STEPS, s)
         if _trained_to(folder, FULL_STEPS):
             written.append(args.results / "fewshot-chosen-samples.png")

@@ -155,7 +155,7 @@ def test_a_full_row_at_another_seed_is_set_beside_the_table_not_in_it(fewshot_ex
     head, tail = after.split("## The benchmarks at another training seed")
     assert head in before  # the seed-0 tables and targets as they were
     k1 = next(x["nll"] for x in row["rows"] if x["model"] == "k=1")
-    assert f"| omniglot-characters | pool-split-shots | 1 | " in tail and f"{k1:.2f}" in tail
+    assert "| omniglot-characters | pool-split-shots | 1 | " in tail and f"{k1:.2f}" in tail
     assert "| omniglot-characters | pool-split-shots | 0 | " in tail  # beside its seed-0 row
     assert (
         "pool-split-shots, seed 1: the curve falls" in tail and "k=9 1.00 vs ≥ 24.6 (missed by 23.60)" in tail
