@@ -361,7 +361,7 @@ def screen(folder, args) -> list[dict]:
             # the statistic as a score by itself, higher = outlier (under 50: outliers lower), a
             # direction only the labels tell; and read as the detector reads it, in both directions
             alone[n] = roc_auc_score(labels, values)
-            typical = density_score(stats["fit"][n][:FIT_IMAGES, None], values[:, None], "knn-10")
+            typical = density_score(stats["fit"][n][:, None], values[:, None], "knn-10")
             alone_typical[n] = roc_auc_score(labels, typical)
         rows.append(
             {
