@@ -557,6 +557,17 @@ def _decode_groups(h, params, image=None):
     h = F.relu(_linear(h, params, "fc2"))
     channels, height, width = conv_shape()
     h = h.transpose(0, 1).reshape(items, groups * channels, height, width)
+    logits, addresses = _deconvs(h, params, image)
+    logits = logits.reshape(items, *addresses, groups, *IMAGE_SHAPE)
+    return logits.movedim(-4, 0)  # (G, M, *addresses, 1, 28, 28)
+
+
+def _deconvs(h, params, image=None, last_layer=_conv, inplace=False):
+    """The decoder's transposed convolutions from fc2's output h (M, G·C, 7, 7), with what the shot
+    options join on the way (attention, the template's image, the copied pixels): one code for the
+    path of training and that of scoring, which runs its last layer by `_conv_transpose_by_fold`
+    and its ReLUs in place. Returns the logits as `last_layer` lays them out, M·A items, and the
+    address dims, () or (A,)."""
     if "attend.keys" in params:
         h = h + _attend(h, params)
     *hidden, last = DECODER_CONVS
@@ -565,13 +576,11 @@ def _decode_groups(h, params, image=None):
         h = _conv(h, params, name)
         if name == "deconv1" and "template_in.weight" in params:
             h, addresses = _joined(h, image, params)
-        h = F.relu(h)
+        h = F.relu(h, inplace=inplace)
         if name == "deconv1" and "fine.keys" in params:
             read, copied = _attend_fine(h, params)
             h = h + read
-    logits = _copied_logits(_conv(h, params, last), copied, params)
-    logits = logits.reshape(items, *addresses, groups, *IMAGE_SHAPE)
-    return logits.movedim(-4, 0)  # (G, M, *addresses, 1, 28, 28)
+    return _copied_logits(last_layer(h, params, last), copied, params), addresses
 
 
 def _joined(h, image, params):
@@ -737,19 +746,7 @@ def _decode_many(h, params, image=None):
     b = params["fc2.bias"].reshape(c, hh, ww).permute(1, 2, 0).reshape(-1)
     h = F.relu(F.linear(h, w, b), inplace=True)
     h = h.reshape(-1, hh, ww, c).permute(0, 3, 1, 2)  # NCHW in channels-last memory, no copy
-    if "attend.keys" in params:
-        h = h + _attend(h, params)
-    *hidden, last = DECODER_CONVS
-    copied, addresses = None, ()
-    for name in hidden:
-        h = _conv(h, params, name)
-        if name == "deconv1" and "template_in.weight" in params:
-            h, addresses = _joined(h, image, params)
-        h = F.relu(h, inplace=True)
-        if name == "deconv1" and "fine.keys" in params:
-            read, copied = _attend_fine(h, params)
-            h = h + read
-    logits = _copied_logits(_conv_transpose_by_fold(h, params, last), copied, params)
+    logits, addresses = _deconvs(h, params, image, _conv_transpose_by_fold, inplace=True)
     return logits.reshape(-1, *addresses, *IMAGE_SHAPE)
 
 
