@@ -2074,7 +2074,7 @@ def report(args) -> None:
         + _full_lines(full_rows)
         + _longer_lines([r for r in every_length if r["steps"] > FULL_STEPS], full_rows)
         + _seed_full_lines(every_seed, seed)
-        + _chosen_length_lines(every_length, rows_in(rows_dir, f"length-vae-steps*-seed{seed}.json"))
+        + _chosen_length_lines(every_seed, rows_in(rows_dir, f"length-vae-steps*-seed{seed}.json"), seed)
         + _task_accuracy_lines(taskacc, args.results)
         + _trade_off(taskacc, full_rows)
         + _reading([r for r in screened if r["steps"] == SCREEN_STEPS], diagnosed, full_rows)
@@ -2385,17 +2385,18 @@ def _seed_full_lines(every_seed, seed: int) -> list[str]:
     return out + [""] + verdicts + ([""] if verdicts else [])
 
 
-def _chosen_length_lines(every_length, length_rows) -> list[str]:
+def _chosen_length_lines(every_seed, length_rows, seed: int = TABLE_SEED) -> list[str]:
     """Our VAE on the unseen characters at the length the length stage chose for it on the validation
     characters (its lowest −log p(x) there), where the full stage has scored it at that length: the
     VAE a reader would train without the evaluation alphabets, and each character model's gains over
-    it (differences of means)."""
+    it (differences of means); at the table's `seed`, then at each other training seed whose VAE of
+    that length was scored, against the models of that seed (rows without a seed are the table's)."""
     if not length_rows:
         return []
     curve = max(length_rows, key=lambda r: r["by_step"][-1]["steps"])["by_step"]  # the longest scored
     best, _ = _lowest(curve, "vae")
-    characters = [r for r in every_length if r["benchmark"] == "omniglot-characters"]
-    vaes = {}  # steps -> every −log p(x) of our VAE of that length: its rows, and the VAEs scored beside models
+    characters = [r for r in every_seed if r["benchmark"] == "omniglot-characters"]
+    vaes = {}  # (seed, steps) -> every −log p(x) of our VAE of that length: its rows, and those beside models
     for r in characters:
         if r["config"] == "vae":
             nll = r["rows"][0]["nll"]
@@ -2403,35 +2404,51 @@ def _chosen_length_lines(every_length, length_rows) -> list[str]:
             nll = r["vae"]["nll"]
         else:  # our VAE's variants (another z, more images a step) are not it
             continue
-        vaes.setdefault(r["steps"], set()).add(round(nll, 2))
-    if len(vaes.get(best, ())) != 1:
+        vaes.setdefault((r.get("seed", seed), r["steps"]), set()).add(round(nll, 2))
+    if len(vaes.get((seed, best), ())) != 1:
         return []
-    (base,) = vaes[best]
     others = "; ".join(
         f"{n:,} steps " + " and ".join(f"{v:.2f}" for v in sorted(v))
-        for n, v in sorted(vaes.items())
-        if n != best
+        for (s, n), v in sorted(vaes.items())
+        if s == seed and n != best
     )
     out = [
         "## Against our VAE of the length chosen on the validation characters",
         "",
         (
             f"Our VAE is best on the validation characters at {best:,} steps of the {curve[-1]['steps']:,} scored "
-            f"(`--stages length`, above), and scores {base:.2f} on the unseen characters at that length "
-            f"(`--stages full --steps {best} --full-configs`; trained longer: {others}). The character models' "
-            "gains over it, differences of means, and GMN's:"
+            f"(`--stages length`, above), and scores {next(iter(vaes[seed, best])):.2f} on the unseen characters "
+            f"at that length (`--stages full --steps {best} --full-configs`; trained longer: {others}). The "
+            "character models' gains over it, differences of means, and GMN's:"
         ),
         "",
     ]
-    for r in sorted(characters, key=lambda r: (r["config"], r["steps"])):
-        if _a_vae(r["config"]) or "k=9" not in {x["model"] for x in r["rows"]}:
+    for s in sorted({s for s, n in vaes if n == best}, key=lambda s: s != seed):
+        if len(vaes[s, best]) != 1:
             continue
-        gains = _gains_over(base, {x["model"]: x["nll"] for x in r["rows"]})
-        out.append(
-            f"- {_at_length(r)}: "
-            + "; ".join(_character_gain_verdicts(gains))
-            + f"; {_set_gain_verdict(base - r['set_figure'])}."
-        )
+        (base,) = vaes[s, best]
+        if s != seed:
+            out += [
+                "",
+                (
+                    f"At training seed {s} (its own draw of the scored images and shots; `--seed {s}`), our VAE "
+                    f"of {best:,} steps scores {base:.2f}; the models of that seed against it:"
+                ),
+                "",
+            ]
+        for r in sorted(characters, key=lambda r: (r["config"], r["steps"])):
+            if (
+                r.get("seed", seed) != s
+                or _a_vae(r["config"])
+                or "k=9" not in {x["model"] for x in r["rows"]}
+            ):
+                continue
+            gains = _gains_over(base, {x["model"]: x["nll"] for x in r["rows"]})
+            out.append(
+                f"- {_at_length(r)}: "
+                + "; ".join(_character_gain_verdicts(gains))
+                + f"; {_set_gain_verdict(base - r['set_figure'])}."
+            )
     return out + [""]
 
 

@@ -99,6 +99,27 @@ def test_gains_are_over_our_vae_of_the_length_the_validation_characters_chose(fe
     assert "k=4 23.00 vs ≥ 15.0" in text
 
 
+def test_a_model_of_another_seed_is_set_against_the_chosen_length_vae_of_its_own_seed(fewshot_experiment):
+    fx = fewshot_experiment
+    lengths = [_length_row({2000: 125.0, 4000: 122.0, 6000: 123.0})]
+    model = {"k=1": 110.0, "k=4": 107.0, "k=9": 100.0}
+    rows = [
+        {**_full_row("vae", 4000, {"vae": 130.0}), "seed": 0},
+        {**_full_row("pool-split-shots", 10000, model, vae=134.0), "seed": 0},
+        {**_full_row("vae", 4000, {"vae": 126.0}), "seed": 1},
+        {**_full_row("vae", 10000, {"vae": 128.0}), "seed": 1},
+        {**_full_row("pool-split-shots", 10000, {k: v + 1 for k, v in model.items()}, vae=128.0), "seed": 1},
+    ]
+    text = "\n".join(fx._chosen_length_lines(rows, lengths, seed=0))
+    table, seed1 = text.split("At training seed 1")
+    assert "scores 130.00" in table and "10,000 steps 134.00" in table  # the other seed's VAEs not among them
+    assert "128.00" not in table and "k=1 20.00 vs ≥ 6.4" in table and "k=1 15.00" not in table
+    assert "of 4,000 steps scores 126.00" in seed1
+    assert "k=1 15.00 vs ≥ 6.4" in seed1 and "k=9 25.00 vs ≥ 24.6" in seed1 and "k=4 18.00 vs ≥ 15.0" in seed1
+    # no VAE of the chosen length at a seed: no paragraph for it
+    assert "At training seed" not in "\n".join(fx._chosen_length_lines(rows[:2] + rows[3:], lengths, seed=0))
+
+
 def test_no_gains_over_a_chosen_length_that_was_not_scored_on_the_test(fewshot_experiment):
     fx = fewshot_experiment
     lengths = [_length_row({2000: 125.0, 4000: 122.0})]
