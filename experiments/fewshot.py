@@ -2405,7 +2405,9 @@ def _chosen_length_lines(every_seed, length_rows, seed: int = TABLE_SEED) -> lis
         else:  # our VAE's variants (another z, more images a step) are not it
             continue
         vaes.setdefault((r.get("seed", seed), r["steps"]), set()).add(round(nll, 2))
-    if len(vaes.get((seed, best), ())) != 1:
+    # each seed's VAE of the chosen length, where it has one figure (a second one would be ambiguous)
+    bases = {s: next(iter(v)) for (s, n), v in vaes.items() if n == best and len(v) == 1}
+    if seed not in bases:
         return []
     others = "; ".join(
         f"{n:,} steps " + " and ".join(f"{v:.2f}" for v in sorted(v))
@@ -2417,16 +2419,13 @@ def _chosen_length_lines(every_seed, length_rows, seed: int = TABLE_SEED) -> lis
         "",
         (
             f"Our VAE is best on the validation characters at {best:,} steps of the {curve[-1]['steps']:,} scored "
-            f"(`--stages length`, above), and scores {next(iter(vaes[seed, best])):.2f} on the unseen characters "
+            f"(`--stages length`, above), and scores {bases[seed]:.2f} on the unseen characters "
             f"at that length (`--stages full --steps {best} --full-configs`; trained longer: {others}). The "
             "character models' gains over it, differences of means, and GMN's:"
         ),
         "",
     ]
-    for s in sorted({s for s, n in vaes if n == best}, key=lambda s: s != seed):
-        if len(vaes[s, best]) != 1:
-            continue
-        (base,) = vaes[s, best]
+    for s, base in sorted(bases.items(), key=lambda b: (b[0] != seed, b[0])):
         if s != seed:
             out += [
                 "",
