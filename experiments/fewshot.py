@@ -666,19 +666,35 @@ VARIANTS = {
     ),
 }
 
-# name -> (the variant whose full-stage run it scores, Adam steps of `fewshot.refine`, the shots scored):
-# that run as trained, each k-shot model's q(u) refined on its k shots before it is scored
-# (semi-amortized inference; each k costs `steps` backward passes per image, so only the target's k)
-REFINED = {f"{grid_variant(7)}-refine200": (grid_variant(7), 200, (0, 1, 20))}
+# name -> (the variant whose run it scores, Adam steps of `fewshot.refine`): that run as trained, each
+# k-shot model's q(u) refined on its k shots before it is scored (semi-amortized inference)
+REFINED = {f"{grid_variant(7)}-refine200": (grid_variant(7), 200)}
 VARIANTS.update(
     {
         name: (
             f"{base} with q(u | k shots) refined by {steps} Adam steps on the shots' ELBO",
             VARIANTS[base][1],
         )
-        for name, (base, steps, _) in REFINED.items()
+        for name, (base, steps) in REFINED.items()
     }
 )
+# The shots a refined variant is scored at, by benchmark (the screen's: omniglot-characters'): each k
+# costs `steps` backward passes per image, so only the targets' k (and the set figure's, for characters)
+REFINED_SHOTS = {"omniglot-alphabets": (0, 1, 20), "omniglot-characters": (0, 1, 2, 3, 4, 9)}
+
+
+def scored_shots(benchmark: str, name: str) -> tuple[int, ...]:
+    spec_shots = BENCHMARKS[benchmark]["shots"]
+    return REFINED_SHOTS.get(benchmark, spec_shots) if name in REFINED else spec_shots
+
+
+def refine_steps_of(name: str) -> int:
+    return REFINED[name][1] if name in REFINED else 0
+
+
+def trained_as(name: str) -> str:
+    """The variant whose run `name` scores: a refined variant's is its base's, trained once."""
+    return REFINED[name][0] if name in REFINED else name
 
 
 # The benchmarks of the full stage: the training data (RunConfig fields), what a task model's step
@@ -730,9 +746,18 @@ def full_config(benchmark: str, name: str, steps: int, seed: int) -> RunConfig:
 
 
 def full_run_folder(runs: Path, benchmark: str, name: str, steps: int, seed: int) -> Path:
-    """The full stage's run of variant `name`: a refined variant's is its base's, trained once."""
-    base = REFINED[name][0] if name in REFINED else name
-    return runs / f"fewshot-{benchmark}-{base}-steps{steps}-seed{seed}"
+    """The full stage's run of variant `name`."""
+    return runs / f"fewshot-{benchmark}-{trained_as(name)}-steps{steps}-seed{seed}"
+
+
+def screen_run_folder(runs: Path, name: str, steps: int, seed: int) -> Path:
+    return runs / f"fewshot-screen-{trained_as(name)}-steps{steps}-seed{seed}"
+
+
+def refined_store(store: Path, name: str) -> Path:
+    """A refined variant's scores are kept in a store of their own, its base's staying as they are."""
+    steps = refine_steps_of(name)
+    return store.with_name(f"{store.stem}-refine{steps}.pt") if steps else store
 
 
 def scores_store(folder: Path, benchmark: str, state: dict) -> Path:
@@ -754,14 +779,11 @@ def full(args, rows_dir):
             path = rows_dir / f"full-{benchmark}-{name}-steps{args.steps}-seed{args.seed}.json"
             if path.exists():
                 continue
-            _, refine_steps, shots = REFINED.get(name, (name, 0, spec["shots"]))
             config = full_config(benchmark, name, args.steps, args.seed)
             folder = full_run_folder(args.runs, benchmark, name, args.steps, args.seed)
             trained(config, folder, args.device, args.progress)
             program, state = load_run(folder, args.device)
-            store = scores_store(folder, benchmark, state)
-            if refine_steps:  # a store of its own: the base row's stays as it is
-                store = store.with_name(f"{store.stem}-refine{refine_steps}.pt")
+            store = refined_store(scores_store(folder, benchmark, state), name)
             test = fewshot.unseen_tasks(program.config, "test")  # the run's: it names the tasks trained on
             print(f"[{folder.name}] scoring {benchmark}", flush=True)
             row = {
@@ -777,11 +799,11 @@ def full(args, rows_dir):
                     test,
                     config.load_data("train"),
                     None if name == "vae" else vae,
-                    {**settings, "shots": shots},
+                    {**settings, "shots": scored_shots(benchmark, name)},
                     args.seed,
                     args.progress,
                     (store, vae_store),
-                    refine_steps,
+                    refine_steps_of(name),
                 ),
             }
             atomic_write_text(path, json.dumps(row, indent=2) + "\n")
@@ -999,7 +1021,7 @@ def screen(args, rows_dir):
             vaes[vae_name] = load_run(vae_dir, args.device)[0]
         vae = vaes[vae_name]
         config = screen_config(name, args.screen_steps, args.seed)
-        folder = args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{args.seed}"
+        folder = screen_run_folder(args.runs, name, args.screen_steps, args.seed)
         trained(config, folder, args.device, args.progress)
         program, state = load_run(folder, args.device)
         print(f"[{folder.name}] scoring the validation characters", flush=True)
@@ -1015,10 +1037,11 @@ def screen(args, rows_dir):
                 config.load_data("held-out"),
                 config.load_data("train"),
                 vae,
-                SCREEN,
+                {**SCREEN, "shots": scored_shots("omniglot-characters", name)},
                 args.seed,
                 args.progress,
-                (scores_store(folder, "validation", state), None),
+                (refined_store(scores_store(folder, "validation", state), name), None),
+                refine_steps_of(name),
             ),
         }
         atomic_write_text(path, json.dumps(row, indent=2) + "\n")
@@ -1165,7 +1188,7 @@ def diagnose(args, rows_dir):
         path = rows_dir / f"diagnose-{name}-steps{args.screen_steps}-seed{args.seed}.json"
         if path.exists():
             continue
-        folder = args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{args.seed}"
+        folder = screen_run_folder(args.runs, name, args.screen_steps, args.seed)
         program, _state = load_run(folder, args.device)
         data = program.config.load_data("held-out")
         index, pools, _ = fewshot.curve_plan(data, (max(DIAGNOSE["shots"]),), 1, args.seed)
@@ -2119,7 +2142,7 @@ def report(args) -> None:
         )
     chosen = _chosen_figures(every_seed, args)
     screened_runs = {
-        name: args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{seed}"
+        name: screen_run_folder(args.runs, name, args.screen_steps, seed)
         for name in ("paper", "rc-z4", "pool-split-shots", "pool-split-shots-feat", *SAMPLED_IF_SCREENED)
     }
     for name in SAMPLED_IF_SCREENED:  # later variants join the figure once screened
@@ -2151,10 +2174,7 @@ def report(args) -> None:
         sample_figure(
             attention, args.results / "fewshot-attention-samples.png", seed=seed, device=args.device
         )
-    addressed = {
-        name: args.runs / f"fewshot-screen-{name}-steps{args.screen_steps}-seed{seed}"
-        for name in ADDRESS_SHOWN
-    }
+    addressed = {name: screen_run_folder(args.runs, name, args.screen_steps, seed) for name in ADDRESS_SHOWN}
     if all(_trained_to(folder, args.screen_steps) for folder in addressed.values()):
         sample_figure(
             addressed,
@@ -2989,9 +3009,10 @@ def main():
     )
     p.add_argument("--screen-steps", type=int, default=3000)
     p.add_argument("--keep-every", type=int, default=2000, help="the length stage's scored checkpoints")
-    screened = [v for v in VARIANTS if v not in REFINED]  # a refined variant trains nothing of its own
-    p.add_argument("--variants", nargs="+", default=screened, choices=screened)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = p.parse_args()
+    if "length" in args.stages and set(args.variants) & set(REFINED):
+        p.error("--stages length: a refined variant is its base's run; give the base to --variants")
     if "length" in args.stages and not (0 < args.keep_every <= args.steps):
         p.error(
             f"--keep-every {args.keep_every}: the length stage keeps a checkpoint every 1 to --steps steps"

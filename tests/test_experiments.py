@@ -55,12 +55,23 @@ def test_a_full_length_run_trains_the_benchmark_s_batch_as_its_variant_changes_i
 def test_a_refined_variant_scores_its_base_s_run(fewshot_experiment, tmp_path):
     fx = fewshot_experiment
     assert fx.REFINED
-    for name, (base, steps, shots) in fx.REFINED.items():
-        assert steps > 0 and 0 in shots
+    for name, (base, steps) in fx.REFINED.items():
+        assert steps > 0
         for benchmark in fx.BENCHMARKS:
             assert fx.full_config(benchmark, name, 10, 0) == fx.full_config(benchmark, base, 10, 0)
             folder = fx.full_run_folder(tmp_path, benchmark, name, 10, 0)
             assert folder == fx.full_run_folder(tmp_path, benchmark, base, 10, 0)
+            shots = fx.scored_shots(benchmark, name)
+            assert 0 in shots and set(shots) <= set(fx.BENCHMARKS[benchmark]["shots"])
+        assert fx.screen_config(name, 10, 0) == fx.screen_config(base, 10, 0)
+        assert fx.screen_run_folder(tmp_path, name, 10, 0) == fx.screen_run_folder(tmp_path, base, 10, 0)
+        # its scores beside its base's in the run folder, never in the base's store
+        store = tmp_path / "fewshot-scores-validation-step10.pt"
+        assert fx.refined_store(store, name) != store and fx.refined_store(store, base) == store
+    # the characters' targets are at k = 1, 4 and 9, and the set figure reads k = 0 to 4
+    refined = next(iter(fx.REFINED))
+    assert {0, 1, 2, 3, 4, 9} <= set(fx.scored_shots("omniglot-characters", refined))
+    assert fx.scored_shots("omniglot-characters", "paper") == fx.BENCHMARKS["omniglot-characters"]["shots"]
     assert fx.full_run_folder(tmp_path, "omniglot-alphabets", "vae", 10, 0).name == (
         "fewshot-omniglot-alphabets-vae-steps10-seed0"
     )
@@ -337,3 +348,14 @@ def test_table3_s_pooled_typicality_gives_the_normal_images_the_scores_outliers_
         assert len(scores) == len(mixed.data) and torch.equal(labels, mixed.labels)
         torch.testing.assert_close(scores[: len(test)], alone[: len(test)])
         assert not torch.equal(scores[len(test) :], pooled["fashion-mnist"][0][len(test) :])
+
+
+def test_a_refined_variant_has_no_length_stage_of_its_own(fewshot_experiment, monkeypatch, tmp_path, capsys):
+    """Its length would train a second copy of its base and score it unrefined under its name."""
+    refined = next(iter(fewshot_experiment.REFINED))
+    argv = ["fewshot.py", "--stages", "length", "--variants", refined, "--runs", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_:
+        fewshot_experiment.main()
+    assert exit_.value.code == 2 and "refined variant" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
