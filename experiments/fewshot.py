@@ -34,6 +34,7 @@ import contextlib
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from common import fmt, parser, rows_in, run, trained
@@ -666,35 +667,57 @@ VARIANTS = {
     ),
 }
 
-# name -> (the variant whose run it scores, Adam steps of `fewshot.refine`): that run as trained, each
-# k-shot model's q(u) refined on its k shots before it is scored (semi-amortized inference)
-REFINED = {f"{grid_variant(7)}-refine200": (grid_variant(7), 200)}
+
+class Refined(NamedTuple):
+    """A variant that scores another's run as trained, each k-shot model's q(u) refined on its k shots
+    before it is scored (semi-amortized inference, `fewshot.refine`)."""
+
+    base: str  # the variant whose run it scores
+    steps: int  # refine's Adam steps
+    loo: bool  # refine's `loo`: each shot scored under the others, as the k-shot model scores
+    # the shots scored, by benchmark (the screen's: omniglot-characters'): each k costs `steps`
+    # backward passes per image (with `loo`, of k images each reading k − 1), so only the targets'
+    shots: dict
+
+
+CHARACTER_TARGETS = (0, 1, 2, 3, 4, 9)  # the characters' gains at k = 1, 4, 9; the set figure's 0 to 4
+REFINED = {
+    f"{grid_variant(7)}-refine200": Refined(
+        grid_variant(7),
+        200,
+        False,
+        {"omniglot-alphabets": (0, 1, 20), "omniglot-characters": CHARACTER_TARGETS},
+    ),
+    # at k = 9 a step costs 15 times the plain refinement's (7.8 s for 50 images at one thread)
+    f"{grid_variant(7)}-refine50-loo": Refined(
+        grid_variant(7), 50, True, {"omniglot-characters": (0, 1, 2, 3, 4)}
+    ),
+}
 VARIANTS.update(
     {
         name: (
-            f"{base} with q(u | k shots) refined by {steps} Adam steps on the shots' ELBO",
-            VARIANTS[base][1],
+            f"{r.base} with q(u | k shots) refined by {r.steps} Adam steps on "
+            + ("each shot's ELBO under the other shots" if r.loo else "the shots' ELBO"),
+            VARIANTS[r.base][1],
         )
-        for name, (base, steps) in REFINED.items()
+        for name, r in REFINED.items()
     }
 )
-# The shots a refined variant is scored at, by benchmark (the screen's: omniglot-characters'): each k
-# costs `steps` backward passes per image, so only the targets' k (and the set figure's, for characters)
-REFINED_SHOTS = {"omniglot-alphabets": (0, 1, 20), "omniglot-characters": (0, 1, 2, 3, 4, 9)}
 
 
 def scored_shots(benchmark: str, name: str) -> tuple[int, ...]:
     spec_shots = BENCHMARKS[benchmark]["shots"]
-    return REFINED_SHOTS.get(benchmark, spec_shots) if name in REFINED else spec_shots
+    return REFINED[name].shots.get(benchmark, spec_shots) if name in REFINED else spec_shots
 
 
-def refine_steps_of(name: str) -> int:
-    return REFINED[name][1] if name in REFINED else 0
+def refine_of(name: str) -> tuple[int, bool]:
+    """`fewshot.curve`'s `refine_steps` and `refine_loo` for variant `name`."""
+    return (REFINED[name].steps, REFINED[name].loo) if name in REFINED else (0, False)
 
 
 def trained_as(name: str) -> str:
     """The variant whose run `name` scores: a refined variant's is its base's, trained once."""
-    return REFINED[name][0] if name in REFINED else name
+    return REFINED[name].base if name in REFINED else name
 
 
 # The benchmarks of the full stage: the training data (RunConfig fields), what a task model's step
@@ -756,8 +779,10 @@ def screen_run_folder(runs: Path, name: str, steps: int, seed: int) -> Path:
 
 def refined_store(store: Path, name: str) -> Path:
     """A refined variant's scores are kept in a store of their own, its base's staying as they are."""
-    steps = refine_steps_of(name)
-    return store.with_name(f"{store.stem}-refine{steps}.pt") if steps else store
+    if name not in REFINED:
+        return store
+    steps, loo = refine_of(name)
+    return store.with_name(f"{store.stem}-refine{steps}{'-loo' if loo else ''}.pt")
 
 
 def scores_store(folder: Path, benchmark: str, state: dict) -> Path:
@@ -803,7 +828,7 @@ def full(args, rows_dir):
                     args.seed,
                     args.progress,
                     (store, vae_store),
-                    refine_steps_of(name),
+                    *refine_of(name),
                 ),
             }
             atomic_write_text(path, json.dumps(row, indent=2) + "\n")
@@ -966,7 +991,17 @@ def screen_config(name: str, steps: int, seed: int) -> RunConfig:
 
 
 def curve_row(
-    program, state, data, train_data, vae, settings, seed, progress=True, stores=(None, None), refine_steps=0
+    program,
+    state,
+    data,
+    train_data,
+    vae,
+    settings,
+    seed,
+    progress=True,
+    stores=(None, None),
+    refine_steps=0,
+    refine_loo=False,
 ) -> dict:
     """The benchmark's report of a run on `data`, with the VAE's on the same images; `stores`, the
     files where the run's and the VAE's scores are kept as each model's are done (`fewshot.curve`)."""
@@ -983,6 +1018,7 @@ def curve_row(
         progress=progress,
         store=stores[0],
         refine_steps=refine_steps,
+        refine_loo=refine_loo,
     )
     vae_curve = (
         fewshot.curve(vae, data, shots, per_task, samples, seed, progress=progress, store=stores[1])
@@ -998,6 +1034,7 @@ def curve_row(
         "per_task": per_task,
         "samples": samples,
         **({"refine_steps": refine_steps} if refine_steps else {}),
+        **({"refine_loo": True} if refine_loo else {}),
     }
 
 
@@ -1041,7 +1078,7 @@ def screen(args, rows_dir):
                 args.seed,
                 args.progress,
                 (refined_store(scores_store(folder, "validation", state), name), None),
-                refine_steps_of(name),
+                *refine_of(name),
             ),
         }
         atomic_write_text(path, json.dumps(row, indent=2) + "\n")

@@ -369,10 +369,12 @@ def shots_posteriors(program, source: torch.Tensor, pools: torch.Tensor, combine
     return tuple(torch.cat(p) for p in zip(*parts))
 
 
-def refined_posteriors(program, source, pools, posterior, steps: int, seed: int = 0, chunk: int = 50):
+def refined_posteriors(
+    program, source, pools, posterior, steps: int, seed: int = 0, chunk: int = 50, loo: bool = False
+):
     """`posterior` (location and scale, each (n, u_dim)), q(u) of each image's shots `source[pools[i]]`
-    (pools (n, k)), refined by `refine` on those shots, `chunk` images' tasks at a time, from the
-    random state `seed`: the same posteriors for the same call."""
+    (pools (n, k)), refined by `refine` on those shots (`loo`: each scored among the others), `chunk`
+    images' tasks at a time, from the random state `seed`: the same posteriors for the same call."""
     import pyro
 
     pyro.set_rng_seed(seed)
@@ -382,6 +384,7 @@ def refined_posteriors(program, source, pools, posterior, steps: int, seed: int 
             source[pools[i : i + chunk]].float().to(program.device),
             *(p[i : i + chunk] for p in posterior),
             steps,
+            loo=loo,
         )
         for i in range(0, len(pools), chunk)
     ]
@@ -467,13 +470,15 @@ def curve(
     progress: bool = True,
     store: Path | None = None,
     refine_steps: int = 0,
+    refine_loo: bool = False,
 ) -> Curve:
     """The benchmark on `data`, tasks the program never trained on: each scored image (`curve_plan`)
     gets −ELBO and importance-sampled −log p(x) (`samples` draws) under the model of each k in
     `shots`, made from k other images of its task (never itself); k = 0 under θ(E[u]) and, given
     `train_data`, θ(mean training-task ū). A program without u has one model, scored once. With
     `refine_steps`, q(u | k shots) is refined by that many Adam steps on the shots' ELBO (`refine`)
-    before its model is scored: semi-amortized inference, the hyper-encoder's estimate its start.
+    before its model is scored: semi-amortized inference, the hyper-encoder's estimate its start;
+    with `refine_loo` on each shot scored among the others (`refine`'s `loo`).
 
     With `store` (a file), each model's scores are written there as soon as they are done, and a
     later call with the same weights, images, shots and settings reads them back instead of scoring
@@ -487,6 +492,8 @@ def curve(
     plan = {"index": index, "pools": pools, "samples": samples, "seed": seed, "combine": combine}
     if refine_steps and program.task_latent:  # absent otherwise, so that earlier stores still match
         plan["refine_steps"] = refine_steps
+        if refine_loo:
+            plan["refine_loo"] = True
     if store is not None:
         plan["fingerprint"] = _fingerprint(program, data.images)
     kept = _stored_scores(store, plan)
@@ -522,7 +529,7 @@ def curve(
         if refine_steps and k:
             bar.set_description(f"refining q(u) of {name} ({refine_steps} steps)")
             posterior = refined_posteriors(
-                program, data.images, pools[:, :k], posterior, refine_steps, seed, chunk
+                program, data.images, pools[:, :k], posterior, refine_steps, seed, chunk, refine_loo
             )
             bar.set_description(f"few-shot curve ({samples} samples)")
         nelbo[name], nll[name] = scores_given_shots(
@@ -787,6 +794,15 @@ def run_curve(
     }
 
 
+def leave_one_out(shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tasks of k ≥ 2 shots (tasks, k, 1, 28, 28) as tasks × k rows of one scored shot each, (tasks ·
+    k, 1, 1, 28, 28), and the k − 1 other shots of its task, (tasks · k, k − 1, 1, 28, 28): row t·k + i
+    is shot i of task t."""
+    tasks, k = shots.shape[:2]
+    others = torch.stack([torch.cat([shots[:, :i], shots[:, i + 1 :]], 1) for i in range(k)], 1)
+    return shots.reshape(tasks * k, 1, *shots.shape[2:]), others.reshape(tasks * k, k - 1, *shots.shape[2:])
+
+
 def refine(
     program,
     shots: torch.Tensor,
@@ -794,14 +810,24 @@ def refine(
     scale: torch.Tensor,
     steps: int = 50,
     lr: float = REFINE_LR,
+    loo: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """q(u) of tasks of k shots each (tasks, k, 1, 28, 28), refined by `steps` Adam steps on the
     shots' ELBO (`Trace_ELBO` of the program's model and guide, q(u) = N(loc, scale) free), from
     the amortized (loc, scale), each (tasks, u_dim): semi-amortized inference (Kim et al. 2018),
     which reads k shots as k observations of the task however the guide was trained to read them.
-    The program's weights stay as they are."""
+    The program's weights stay as they are.
+
+    The shots' ELBO scores them under the model of no shot. With `loo` (and a shots prior), each
+    shot is scored as the k-shot model scores a new image, under p(z | u, shots) of the k − 1 others
+    (`leave_one_out`), KL(u) counted once per task: the objective of the model that will be used."""
     from pyro.infer import Trace_ELBO
 
+    kwargs, rows = {}, 1  # rows: how many rows of `shots` each task's q(u) scores
+    if loo and program.shot_prior is not None and shots.shape[1] > 1:
+        rows = shots.shape[1]
+        shots, others = leave_one_out(shots)
+        kwargs = {"shots": others, "kl_u_weight": 1.0 / rows}
     loc = loc.detach().clone().requires_grad_()
     log_scale = scale.detach().log().clone().requires_grad_()
     optimizer = torch.optim.Adam([loc, log_scale], lr=lr)
@@ -812,9 +838,8 @@ def refine(
     try:
         with torch.enable_grad():
             for _ in range(steps):
-                loss = elbo.differentiable_loss(
-                    program.model, program.guide, shots, q_u=(loc, log_scale.exp())
-                )
+                q_u = (loc.repeat_interleave(rows, 0), log_scale.exp().repeat_interleave(rows, 0))
+                loss = elbo.differentiable_loss(program.model, program.guide, shots, q_u=q_u, **kwargs)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

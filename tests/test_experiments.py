@@ -55,7 +55,7 @@ def test_a_full_length_run_trains_the_benchmark_s_batch_as_its_variant_changes_i
 def test_a_refined_variant_scores_its_base_s_run(fewshot_experiment, tmp_path):
     fx = fewshot_experiment
     assert fx.REFINED
-    for name, (base, steps) in fx.REFINED.items():
+    for name, (base, steps, _loo, _shots) in fx.REFINED.items():
         assert steps > 0
         for benchmark in fx.BENCHMARKS:
             assert fx.full_config(benchmark, name, 10, 0) == fx.full_config(benchmark, base, 10, 0)
@@ -68,6 +68,7 @@ def test_a_refined_variant_scores_its_base_s_run(fewshot_experiment, tmp_path):
         # its scores beside its base's in the run folder, never in the base's store
         store = tmp_path / "fewshot-scores-validation-step10.pt"
         assert fx.refined_store(store, name) != store and fx.refined_store(store, base) == store
+    assert len({fx.refined_store(store, name) for name in fx.REFINED}) == len(fx.REFINED)
     # the characters' targets are at k = 1, 4 and 9, and the set figure reads k = 0 to 4
     refined = next(iter(fx.REFINED))
     assert {0, 1, 2, 3, 4, 9} <= set(fx.scored_shots("omniglot-characters", refined))
