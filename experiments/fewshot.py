@@ -808,7 +808,8 @@ def full(args, rows_dir):
             folder = full_run_folder(args.runs, benchmark, name, args.steps, args.seed)
             trained(config, folder, args.device, args.progress)
             program, state = load_run(folder, args.device)
-            store = refined_store(scores_store(folder, benchmark, state), name)
+            as_read = scores_store(folder, benchmark, state)
+            store = refined_store(as_read, name)
             test = fewshot.unseen_tasks(program.config, "test")  # the run's: it names the tasks trained on
             print(f"[{folder.name}] scoring {benchmark}", flush=True)
             row = {
@@ -829,6 +830,7 @@ def full(args, rows_dir):
                     args.progress,
                     (store, vae_store),
                     *refine_of(name),
+                    as_read,
                 ),
             }
             atomic_write_text(path, json.dumps(row, indent=2) + "\n")
@@ -1002,9 +1004,12 @@ def curve_row(
     stores=(None, None),
     refine_steps=0,
     refine_loo=False,
+    as_read_store=None,
 ) -> dict:
     """The benchmark's report of a run on `data`, with the VAE's on the same images; `stores`, the
-    files where the run's and the VAE's scores are kept as each model's are done (`fewshot.curve`)."""
+    files where the run's and the VAE's scores are kept as each model's are done (`fewshot.curve`).
+    A refined curve (`refine_steps`) is also set against the same run's models as its guide reads
+    them, kept in `as_read_store` (scored there first where they are not), paired image by image."""
     shots, per_task, samples = settings["shots"], settings["per_task"], settings["samples"]
     td = train_data if program.task_latent else None
     result = fewshot.curve(
@@ -1025,6 +1030,21 @@ def curve_row(
         if vae
         else None
     )
+    refinement = []
+    if refine_steps and as_read_store is not None:
+        as_read = fewshot.curve(
+            program, data, shots, per_task, samples, seed, td, progress=progress, store=as_read_store
+        )
+        for model in (m for m in result.models if m.startswith("k=")):
+            change, stderr = result.paired(model, model, as_read)
+            refinement.append(
+                {
+                    "model": model,
+                    "as_read": float(as_read.nll[model].mean()),
+                    "change": change,
+                    "stderr": stderr,
+                }
+            )
     return {
         **fewshot.curve_report(result, vae_curve),
         "steps": state["step"],
@@ -1035,6 +1055,7 @@ def curve_row(
         "samples": samples,
         **({"refine_steps": refine_steps} if refine_steps else {}),
         **({"refine_loo": True} if refine_loo else {}),
+        **({"refinement": refinement} if refinement else {}),
     }
 
 
@@ -1079,6 +1100,7 @@ def screen(args, rows_dir):
                 args.progress,
                 (refined_store(scores_store(folder, "validation", state), name), None),
                 *refine_of(name),
+                scores_store(folder, "validation", state),
             ),
         }
         atomic_write_text(path, json.dumps(row, indent=2) + "\n")
@@ -2995,7 +3017,26 @@ def _screen_lines(rows) -> list[str]:
             f"{gain['gain']:+.2f} ± {gain['stderr']:.2f} against our VAE."
         )
     out += _screen_same_z(rows, plain)
+    out += _refinement_lines(rows)
     return out + [""]
+
+
+def _refinement_lines(rows) -> list[str]:
+    """Each refined row against its run's models as the guide reads them (the run as it stands, which
+    may be a retraining of the base row's): what the refinement itself changes, paired."""
+    out = []
+    for r in rows:
+        if not r.get("refinement"):
+            continue
+        parts = [
+            f"{x['model']} {x['as_read']:.2f} → {x['as_read'] + x['change']:.2f} ({x['change']:+.2f} ± {x['stderr']:.2f})"
+            for x in r["refinement"]
+        ]
+        out.append(
+            f"{r['config']}: the run's models as its guide reads q(u | k shots) → refined, −log p(x), paired "
+            f"change (negative: the refinement helps): {'; '.join(parts)}."
+        )
+    return out
 
 
 def _paired_elsewhere(row: dict, reference: float | None) -> bool:

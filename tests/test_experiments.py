@@ -5,6 +5,9 @@ names scores plausibly, and so do gains over another VAE than the text names."""
 from pathlib import Path
 
 import pytest
+from conftest import program_of, task_data
+
+from pyrohvae import fewshot as library
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -360,3 +363,23 @@ def test_a_refined_variant_has_no_length_stage_of_its_own(fewshot_experiment, mo
         fewshot_experiment.main()
     assert exit_.value.code == 2 and "refined variant" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_refined_row_is_set_against_its_run_as_the_guide_reads_it(fewshot_experiment, tmp_path):
+    """The refinement's own change, paired on the same images and run: a refined row set beside its
+    base's row alone would compare two trainings where the base was trained again."""
+    program, data = program_of(random_context=True), task_data([5, 5])
+    settings = {"shots": (0, 2), "per_task": 2, "samples": 8}
+    state = {"step": 10, "seconds": 1.0}
+    stores = (tmp_path / "refined.pt", None)
+    row = fewshot_experiment.curve_row(
+        program, state, data, None, None, settings, 3, False, stores, 4, False, tmp_path / "read.pt"
+    )
+    refined, plain = (
+        library.curve(program, data, (0, 2), 2, 8, 3, progress=False, refine_steps=steps) for steps in (4, 0)
+    )
+    (k2,) = row["refinement"]
+    assert k2["model"] == "k=2" and k2["as_read"] == pytest.approx(float(plain.nll["k=2"].mean()), abs=1e-4)
+    change = float((refined.nll["k=2"] - plain.nll["k=2"]).mean())
+    assert k2["change"] == pytest.approx(change, abs=1e-4) and abs(change) > 1e-3
+    assert (tmp_path / "read.pt").exists()
