@@ -1082,6 +1082,7 @@ def screen(args, rows_dir):
         folder = screen_run_folder(args.runs, name, args.screen_steps, args.seed)
         trained(config, folder, args.device, args.progress)
         program, state = load_run(folder, args.device)
+        as_read = scores_store(folder, "validation", state)
         print(f"[{folder.name}] scoring the validation characters", flush=True)
         row = {
             "stage": "screen",
@@ -1098,9 +1099,9 @@ def screen(args, rows_dir):
                 {**SCREEN, "shots": scored_shots("omniglot-characters", name)},
                 args.seed,
                 args.progress,
-                (refined_store(scores_store(folder, "validation", state), name), None),
+                (refined_store(as_read, name), None),
                 *refine_of(name),
-                scores_store(folder, "validation", state),
+                as_read,
             ),
         }
         atomic_write_text(path, json.dumps(row, indent=2) + "\n")

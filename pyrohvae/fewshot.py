@@ -818,7 +818,7 @@ def refine(
     which reads k shots as k observations of the task however the guide was trained to read them.
     The program's weights stay as they are.
 
-    The shots' ELBO scores them under the model of no shot. With `loo` (and a shots prior), each
+    Where p(z) reads shots, the shots' ELBO scores them under the model of none. With `loo`, each
     shot is scored as the k-shot model scores a new image, under p(z | u, shots) of the k − 1 others
     (`leave_one_out`), KL(u) counted once per task: the objective of the model that will be used."""
     from pyro.infer import Trace_ELBO
