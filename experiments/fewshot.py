@@ -1072,7 +1072,7 @@ def screen(args, rows_dir):
         if path.exists() or name == vae_name:
             continue
         if vae_name not in vaes:
-            vae_dir = args.runs / f"fewshot-screen-{vae_name}-steps{args.screen_steps}-seed{args.seed}"
+            vae_dir = screen_run_folder(args.runs, vae_name, args.screen_steps, args.seed)
             trained(
                 screen_config(vae_name, args.screen_steps, args.seed), vae_dir, args.device, args.progress
             )
