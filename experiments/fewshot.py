@@ -624,6 +624,24 @@ VARIANTS = {
             "kl_z_anneal": 0,
         },
     ),
+    "pool-split-shots-z32-g-warp-address-grid7-noshot50-kl1": (
+        (
+            "pool-split-shots-z32-k-warp-address-grid7-noshot50-kl1 whose p(z | u, shots) also has the set's "
+            "Gaussian (--z-prior shots-g) as an address of its own, whose template is the mean of every "
+            "shot, each bent to the drawing: one drawing's strokes from what all the shots share, as "
+            "Generative Matching Networks read theirs, not from one shot alone"
+        ),
+        {
+            **SHOTS_K,
+            "z_prior": "shots-g",
+            "z_dim": 32,
+            "shot_template": "warp-address",
+            "warp_grid": 7,
+            "no_shot_share": 0.5,
+            "kl_z_start": 1.0,
+            "kl_z_anneal": 0,
+        },
+    ),
     "pool-split-shots-z32-k-attend-warp-address-kl1": (
         (
             "pool-split-shots-z32-k-attend-kl1 with the addressed shot moved to the drawing "

@@ -20,6 +20,8 @@ MAX_METAVAE_TASKS = 200
 Z_PRIORS = ("normal", "task", "shots", "shots-k", "shots-g")
 # how `--shot-template` weighs the shots' images
 SHOT_TEMPLATES = ("none", "matched", "mean", "deep", "address", "deep-address", "warp-address")
+# the templates that read one shot's image by an address summed out of p(x | z, shots)
+ADDRESSED_TEMPLATES = ("address", "deep-address", "warp-address")
 CONTEXT_SIZES = ("log-uniform", "uniform")  # how `--split-context` draws a step's context size
 # The estimators of the objective a run can train with (`program.ELBOS`): Pyro's Trace_ELBO (the
 # default), TraceMeanField_ELBO (KL terms in closed form where Pyro knows them), TraceGraph_ELBO,
@@ -283,7 +285,8 @@ class RunConfig:
         "'deep-address': address, the one image also into the 14×14 feature map, as 'deep'; "
         "'warp-address': address, the shot's image first moved by an affine map that θ(u) makes of "
         "z's offset from the shot's code, so that a drawing placed or slanted unlike its shot can "
-        "still take its strokes.",
+        "still take its strokes. An addressing template also with --z-prior shots-g, whose set's component "
+        "is an address of its own: the mean of every shot's image (each moved to z, for 'warp-address').",
         choices=SHOT_TEMPLATES,
     )
     warp_grid: int = setting(
@@ -449,8 +452,13 @@ class RunConfig:
             (f"--shot-scales {self.shot_scales}", self.shot_scales != 1),
         )
         for flag, on in uses:
-            if on and self.z_prior not in ("shots", "shots-k"):
-                raise ConfigError(f"{flag} needs --z-prior shots or shots-k: it reads the shots' components")
+            # the set's component of shots-g is an address of its own, every shot at once
+            addressed = flag == "--shot-template" and self.shot_template in ADDRESSED_TEMPLATES
+            if on and self.z_prior not in ("shots", "shots-k", "shots-g")[: 3 if addressed else 2]:
+                raise ConfigError(
+                    f"{flag} needs --z-prior shots or shots-k (an addressing template also shots-g): it "
+                    "reads the shots' components"
+                )
         if self.warp_grid and self.shot_template != "warp-address":
             raise ConfigError("--warp-grid needs --shot-template warp-address: it bends the addressed shot")
         if self.warp_grid == 1:

@@ -20,6 +20,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch import nn
 
+from .config import ADDRESSED_TEMPLATES as ADDRESSED
 from .config import ConfigError
 from .nets import (
     IMAGE_SHAPE,
@@ -190,10 +191,6 @@ def shots_prior(theta, shot_prior, u: torch.Tensor, shots: torch.Tensor):
     return shot_mixture(shot_prior, loc, scale), features
 
 
-# The templates that read one shot's image by an address summed out of p(x | z, shots)
-ADDRESSED = ("address", "deep-address", "warp-address")
-
-
 def mixture_from_eps(p_z: dist.MixtureSameFamily, eps: torch.Tensor, r: torch.Tensor, picks: bool = False):
     """z ~ `p_z` (a `shot_mixture`, batch (models, 1)) from standard normal draws eps (n, z_dim) and
     uniform draws r (n,) that pick each draw's component: the same eps and r give corresponding z in
@@ -218,7 +215,8 @@ def shots_sample_logits(theta, shot_prior, u, shots, eps, r) -> torch.Tensor:
         return logits
     # the drawing's address is the shot whose component its z came from, as the generative story has it
     k = shots.shape[-4]
-    pick = torch.where(pick > 0, (pick - 1) % k + 1, pick)
+    address = torch.where(pick > 0, (pick - 1) % k + 1, pick)
+    pick = torch.where(pick > shot_prior.scales * k, k + 1, address) if shot_prior.pooled else address
     index = pick[..., None, None, None, None].expand(-1, -1, 1, *IMAGE_SHAPE)
     return logits.gather(2, index).squeeze(2)
 
@@ -234,8 +232,10 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
     image = None
     if shots is not None and theta.template in ADDRESSED:
         # the shots' codes (tasks, 1, k, z_dim), at the first of their scales
-        codes = p_z.component_distribution.base_dist.loc[..., 1 : shots.shape[-4] + 1, :]
-        return address_logits(params, decoder_input(z, p_z, features, theta.feature_width), shots, z, codes)
+        k = shots.shape[-4]
+        codes = p_z.component_distribution.base_dist.loc[..., 1 : k + 1, :]
+        inputs = decoder_input(z, p_z, features, theta.feature_width)
+        return address_logits(params, inputs, shots, z, codes, has_set_component(p_z, k))
     if shots is not None and "template.weight" in params:
         image = template_image(z, p_z, shots, theta.template)
     logits = decode(params, decoder_input(z, p_z, features, theta.feature_width), image)
@@ -246,22 +246,34 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
     return logits + template_logits(params, image)
 
 
+def has_set_component(p_z: dist.MixtureSameFamily, k: int) -> bool:
+    """Whether the `shot_mixture` p_z of k shots ends in the set's Gaussian (`--z-prior shots-g`),
+    which an addressing template reads as one address more: every shot at once."""
+    return p_z.mixture_distribution.logits.shape[-1] == k + 2
+
+
 def address_logits(
-    params: dict, inputs: torch.Tensor, shots: torch.Tensor, z=None, codes=None
+    params: dict, inputs: torch.Tensor, shots: torch.Tensor, z=None, codes=None, whole_set: bool = False
 ) -> torch.Tensor:
     """`--shot-template address`: the decoder's logits of its `inputs` (..., tasks, items, width: z,
     and the shots' features where it reads them) plus, for each address a, what the template filter
     makes of one image: a blank for a = 0 (N(0, I)'s share: the filter's bias alone), the a-th shot's
     pixels (±1) for the others; with `deep-address` the image also enters the decoder's 14×14 map
     (`nets.decode`); with `warp-address` each shot's image is first moved (`warped`) by the offset
-    of z from the shot's code (`codes`, (tasks, 1, k, z_dim)). Returns (..., tasks, items, k + 1, 1,
-    28, 28), the logits of p(x | z, θ(u), a) for every a."""
+    of z from the shot's code (`codes`, (tasks, 1, k, z_dim)). With `whole_set` (the set's component
+    of `--z-prior shots-g`), one address more, last: the mean of every shot's image, each moved to z
+    as its own address moves it, so that a drawing from the set's centre takes the strokes the shots
+    share (as Generative Matching Networks read all their examples) rather than one shot's. Returns
+    (..., tasks, items, k + 1 (+ 1), 1, 28, 28), the logits of p(x | z, θ(u), a) for every a."""
     if "warp.weight" in params:
         images = warped(params, z, codes, shots)  # (..., tasks, items, k + 1, 1, 28, 28)
+        if whole_set:
+            images = torch.cat([images, images[..., 1:, :, :, :].mean(-4, keepdim=True)], -4)
         filtered = template_logits(params, images.flatten(-5, -4)).unflatten(-4, images.shape[-5:-3])
         return decode(params, inputs).unsqueeze(-4) + filtered
     signs = 2 * shots - 1  # (tasks, k, 1, 28, 28)
-    images = torch.cat([signs.new_zeros(signs.shape[0], 1, *IMAGE_SHAPE), signs], 1).unsqueeze(-5)
+    parts = [signs.new_zeros(signs.shape[0], 1, *IMAGE_SHAPE), signs]
+    images = torch.cat(parts + [signs.mean(1, keepdim=True)] if whole_set else parts, 1).unsqueeze(-5)
     if "template_in.weight" in params:
         logits = decode(params, inputs, images.expand(*inputs.shape[:-1], *images.shape[-4:]))
     else:
@@ -313,8 +325,9 @@ def likelihood(logits: torch.Tensor, z: torch.Tensor, p_z) -> dist.Distribution:
 
 
 def address_joint(z: torch.Tensor, p_z: dist.MixtureSameFamily, k: int) -> torch.Tensor:
-    """log p(a) p(z | a) for each address a of the `shot_mixture` p_z with k shots, N(0, I)'s first:
-    (..., tasks, items, k + 1), a shot's scales summed (`by_shot`)."""
+    """log p(a) p(z | a) for each address a of the `shot_mixture` p_z with k addresses after N(0,
+    I)'s (its k shots, and the set's last where it has one): (..., tasks, items, k + 1), a shot's
+    scales summed (`by_shot`)."""
     components = p_z.component_distribution.log_prob(z.unsqueeze(-2))  # (..., tasks, items, 1 + s·k)
     return by_shot(components + p_z.mixture_distribution.logits, k)
 

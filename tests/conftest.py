@@ -41,6 +41,7 @@ SHOTS_MODELS = (
         ("shots", True, "deep-address", 0, False, 32, 0, False, 0),
         ("shots-k", False, "warp-address", 1, False, 32, 0, False, 0),
         ("shots-k", False, "warp-address", 0, False, 32, 0, False, 3),
+        ("shots-g", False, "warp-address", 0, False, 32, 0, False, 3),
     ],
 )
 

@@ -139,7 +139,9 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
     With `--shot-attention-window`, the decoder's 14×14 map also reads the shots' 14×14 maps near each
     position (`fine_by_hand`), and with `--shot-attention-pixels` the logits gain the shots' pixels
     read by the same weights, through a 3×3 filter. With `warp-address` each addressed shot is moved
-    by z's offset from its code, and with `--warp-grid` also bent (`warp_by_hand`)."""
+    by z's offset from its code, and with `--warp-grid` also bent (`warp_by_hand`); with `shots-g`
+    the set's component is an address too, whose image is the mean of the k shots', each as moved
+    for its own address."""
     program, x = setup_program(
         **shots_options(z_prior, features, template, attention, in_encoder, width, window, pixels, grid)
     )
@@ -219,14 +221,19 @@ def test_the_shots_prior_is_a_mixture_at_the_contexts_codes(
             r = torch.full_like(r, (1 - w) / k)
         log_lik = bernoulli_log_lik(logits, scored)
         if template.endswith("address"):  # one shot's image by the address a, summed out
-            log_r = torch.stack(components, -1).log_softmax(-1)  # log p(a | z), (T, N − k, k + 1)
-            per_address = []
-            for a in range(k + 1):
-                image = torch.zeros_like(scored) if a == 0 else (2 * x[:, a - 1 : a] - 1).expand_as(scored)
-                if template == "warp-address" and a:
+            # log p(a | z), (T, N − k, k + 1); with shots-g one address more, the set's: every shot
+            log_r = torch.stack(components, -1).log_softmax(-1)
+            shot_images = []
+            for j in range(k):
+                image = (2 * x[:, j : j + 1] - 1).expand_as(scored)
+                if template == "warp-address":
                     image = torch.stack(
-                        [warp_by_hand(decoder, t, z[t] - shot_loc[t, a - 1], x[t, a - 1]) for t in range(T)]
+                        [warp_by_hand(decoder, t, z[t] - shot_loc[t, j], x[t, j]) for t in range(T)]
                     )
+                shot_images.append(image)
+            whole_set = [torch.stack(shot_images).mean(0)] if z_prior == "shots-g" else []
+            per_address = []
+            for a, image in enumerate([torch.zeros_like(scored), *shot_images, *whole_set]):
                 at = logits.clone()
                 for t in range(T):
                     if template == "deep-address":
