@@ -490,6 +490,39 @@ def test_two_scales_share_each_shots_weight_and_its_address():
         assert torch.allclose(summed, joint.logsumexp(-1), rtol=1e-5)
 
 
+@pytest.mark.parametrize("z_prior", ["shots-k", "shots-g"])
+def test_a_drawing_takes_the_address_of_the_component_its_z_was_drawn_from(z_prior):
+    """A sample of a warped address: z drawn from N(0, I) decodes with the blank, from shot j's
+    component with shot j moved to z, and (`--z-prior shots-g`) from the set's Gaussian with the
+    set's address, every shot moved to z and averaged, which is none of the shots' own."""
+    from pyrohvae.models import mixture_from_eps, shot_logits, shots_prior, shots_sample_logits
+
+    program = program_of(
+        split_context=True, guide="precision-pool", z_prior=z_prior, z_dim=4, shot_template="warp-address"
+    )
+    theta, k, n = program.theta, 3, 400
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(2, program.config.u_dim, generator=g)
+    given = torch.stack([shots(k, seed=1), shots(k, seed=2)])
+    eps, r = torch.randn(n, 4, generator=g), torch.rand(n, generator=g)
+    with torch.no_grad():
+        for name in ("template__weight", "warp__weight"):  # not silent
+            theta.layers["decoder"][name].B.normal_(0, 0.3, generator=g)
+        drawn = shots_sample_logits(theta, program.shot_prior, u, given, eps, r)
+        p_z, features = shots_prior(theta, program.shot_prior, u.unsqueeze(-2), given)
+        z, pick = mixture_from_eps(p_z, eps, r, picks=True)
+        per = shot_logits(theta, theta.decoder(u.unsqueeze(-2)), z, p_z, features, given)
+    addresses = k + 1 + (z_prior == "shots-g")
+    assert per.shape == (2, n, addresses, 1, 28, 28)
+    assert pick.unique().tolist() == list(range(addresses))  # every component drawn
+    for a in range(addresses):
+        at = pick == a
+        assert torch.equal(drawn[at], per[:, :, a][at])
+    if z_prior == "shots-g":
+        at = pick == k + 1
+        assert not torch.allclose(drawn[at], per[:, :, 1][at], atol=1e-3)
+
+
 def test_the_sets_gaussian_narrows_with_the_shots_and_moves_to_their_mean():
     """`--z-prior shots-g`'s last component, the predictive of a new code of the shots' task: its
     spread falls with every added shot towards the codes' spread around their centre (0.5 at the
