@@ -870,9 +870,11 @@ def task_accuracy(args, rows_dir):
     for benchmark in [b for b in args.benchmarks if b.startswith("mnist-held-out")]:
         for name in args.full_configs:
             path = rows_dir / f"taskacc-{benchmark}-{name}-steps{args.steps}-seed{args.seed}.json"
-            folder = args.runs / f"fewshot-{benchmark}-{name}-steps{args.steps}-seed{args.seed}"
-            if path.exists() or _a_vae(name) or not _trained_to(folder, args.steps):
-                continue  # a VAE has one model for all tasks: nothing to tell apart
+            folder = full_run_folder(args.runs, benchmark, name, args.steps, args.seed)
+            # a VAE has one model for all tasks: nothing to tell apart; a refined variant's task models
+            # are its base's (the matrix reads q(u) as the guide gives it)
+            if path.exists() or _a_vae(name) or name in REFINED or not _trained_to(folder, args.steps):
+                continue
             program, state = load_run(folder, args.device)
             print(f"[{folder.name}] task models", flush=True)
             result, _ = taskmodels.result(
@@ -1335,12 +1337,12 @@ def ceiling(args, rows_dir):
     model through u alone (θ(ū), p(z) and the decoder reading no shot), and through u and p(z) with
     the decoder's read silenced: how much comes each way. Our VAE on the same images, for the gains."""
     n, samples = CEILING["images"], CEILING["samples"]
-    vae_dir = args.runs / f"fewshot-{CEILING['benchmark']}-vae-steps{args.steps}-seed{args.seed}"
+    vae_dir = full_run_folder(args.runs, CEILING["benchmark"], "vae", args.steps, args.seed)
     for name in args.full_configs:
         path = rows_dir / f"ceiling-{CEILING['benchmark']}-{name}-steps{args.steps}-seed{args.seed}.json"
-        if path.exists():
+        if path.exists() or name in REFINED:  # the ceiling reads q(u) as the guide gives it: the base's
             continue
-        folder = args.runs / f"fewshot-{CEILING['benchmark']}-{name}-steps{args.steps}-seed{args.seed}"
+        folder = full_run_folder(args.runs, CEILING["benchmark"], name, args.steps, args.seed)
         program, _state = load_run(folder, args.device)
         test = fewshot.unseen_tasks(program.config, "test")
         index, pools, tasks = fewshot.curve_plan(test, (9,), 1, args.seed)
@@ -2236,15 +2238,15 @@ def report(args) -> None:
             characters=4,
         )
     shown = {
-        name: args.runs / f"fewshot-omniglot-characters-{name}-steps{FULL_STEPS}-seed{seed}"
+        name: full_run_folder(args.runs, "omniglot-characters", name, FULL_STEPS, seed)
         for name in characters
-        if not _a_vae(name)
+        if not _a_vae(name) and name not in REFINED  # its samples would be its base's
     }
     drawn = bool(shown) and all(_trained_to(folder, FULL_STEPS) for folder in shown.values())
     if drawn:
         sample_figure(shown, args.results / "fewshot-samples.png", seed=seed, device=args.device)
     attention = {
-        name: args.runs / f"fewshot-omniglot-characters-{name}-steps{FULL_STEPS}-seed{seed}"
+        name: full_run_folder(args.runs, "omniglot-characters", name, FULL_STEPS, seed)
         for name in ATTENTION_SHOWN
     }
     drawn_attention = all(_trained_to(folder, FULL_STEPS) for folder in attention.values())

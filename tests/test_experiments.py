@@ -365,6 +365,21 @@ def test_a_refined_variant_has_no_length_stage_of_its_own(fewshot_experiment, mo
     assert not list(tmp_path.iterdir())
 
 
+def test_the_stages_that_read_q_u_as_the_guide_gives_it_leave_a_refined_variant(
+    fewshot_experiment, monkeypatch, tmp_path
+):
+    """The ceiling and the task models never refine q(u): a refined variant's rows there would be
+    its base's under another name, so both stages pass it by, writing no row and reading no run."""
+    refined = next(iter(fewshot_experiment.REFINED))
+    results = tmp_path / "results"
+    argv = ["fewshot.py", "--stages", "ceiling", "task-accuracy", "--full-configs", refined]
+    argv += ["--benchmarks", "mnist-held-out-2", "--runs", str(tmp_path / "runs"), "--results", str(results)]
+    monkeypatch.setattr("sys.argv", argv)
+    fewshot_experiment.main()
+    assert not list((results / "fewshot").iterdir())  # no row (the report is written anew, empty)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_refined_row_is_set_against_its_run_as_the_guide_reads_it(fewshot_experiment, tmp_path):
     """The refinement's own change, paired on the same images and run: a refined row set beside its
     base's row alone would compare two trainings where the base was trained again."""
