@@ -728,6 +728,13 @@ def scored_shots(benchmark: str, name: str) -> tuple[int, ...]:
     return REFINED[name].shots.get(benchmark, spec_shots) if name in REFINED else spec_shots
 
 
+def scored_settings(settings: dict, benchmark: str, name: str) -> dict:
+    """`curve_row`'s settings for variant `name`: its own shots, and the stage's (`settings`) for the
+    run as the guide reads it, whose store is its base's: scored at fewer shots, that store would be
+    written anew without the others (its k-shot models are the same for any longer pool)."""
+    return {**settings, "shots": scored_shots(benchmark, name), "as_read_shots": settings["shots"]}
+
+
 def refine_of(name: str) -> tuple[int, bool]:
     """`fewshot.curve`'s `refine_steps` and `refine_loo` for variant `name`."""
     return (REFINED[name].steps, REFINED[name].loo) if name in REFINED else (0, False)
@@ -843,7 +850,7 @@ def full(args, rows_dir):
                     test,
                     config.load_data("train"),
                     None if name == "vae" else vae,
-                    {**settings, "shots": scored_shots(benchmark, name)},
+                    scored_settings(settings, benchmark, name),
                     args.seed,
                     args.progress,
                     (store, vae_store),
@@ -1053,7 +1060,15 @@ def curve_row(
     refinement = []
     if refine_steps and as_read_store is not None:
         as_read = fewshot.curve(
-            program, data, shots, per_task, samples, seed, td, progress=progress, store=as_read_store
+            program,
+            data,
+            settings.get("as_read_shots", shots),
+            per_task,
+            samples,
+            seed,
+            td,
+            progress=progress,
+            store=as_read_store,
         )
         for model in (m for m in result.models if m.startswith("k=")):
             change, stderr = result.paired(model, model, as_read)
@@ -1116,7 +1131,7 @@ def screen(args, rows_dir):
                 config.load_data("held-out"),
                 config.load_data("train"),
                 vae,
-                {**SCREEN, "shots": scored_shots("omniglot-characters", name)},
+                scored_settings(SCREEN, "omniglot-characters", name),
                 args.seed,
                 args.progress,
                 (refined_store(as_read, name), None),

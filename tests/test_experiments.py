@@ -384,12 +384,18 @@ def test_a_refined_row_is_set_against_its_run_as_the_guide_reads_it(fewshot_expe
     """The refinement's own change, paired on the same images and run: a refined row set beside its
     base's row alone would compare two trainings where the base was trained again."""
     program, data = program_of(random_context=True), task_data([5, 5])
-    settings = {"shots": (0, 2), "per_task": 2, "samples": 8}
+    # the run as the guide reads it, scored first at more shots (its base's row): the refined row,
+    # scored at fewer, reads that store and leaves it whole
+    read = tmp_path / "read.pt"
+    library.curve(program, data, (0, 2, 3), 2, 8, 3, progress=False, store=read)
+    kept = read.read_bytes()
+    settings = {"shots": (0, 2), "as_read_shots": (0, 2, 3), "per_task": 2, "samples": 8}
     state = {"step": 10, "seconds": 1.0}
     stores = (tmp_path / "refined.pt", None)
     row = fewshot_experiment.curve_row(
-        program, state, data, None, None, settings, 3, False, stores, 4, False, tmp_path / "read.pt"
+        program, state, data, None, None, settings, 3, False, stores, 4, False, read
     )
+    assert read.read_bytes() == kept
     refined, plain = (
         library.curve(program, data, (0, 2), 2, 8, 3, progress=False, refine_steps=steps) for steps in (4, 0)
     )
@@ -397,4 +403,3 @@ def test_a_refined_row_is_set_against_its_run_as_the_guide_reads_it(fewshot_expe
     assert k2["model"] == "k=2" and k2["as_read"] == pytest.approx(float(plain.nll["k=2"].mean()), abs=1e-4)
     change = float((refined.nll["k=2"] - plain.nll["k=2"]).mean())
     assert k2["change"] == pytest.approx(change, abs=1e-4) and abs(change) > 1e-3
-    assert (tmp_path / "read.pt").exists()
