@@ -1958,6 +1958,7 @@ ADDRESS_VARIANTS = {
     **{grid_variant(side): no_shot_variant(0.5) for side in WARP_GRIDS},
     **{u_alone_variant(no_shot, alone): grid_variant(7) for no_shot, alone in U_ALONE_SHARES},
     "pool-split-shots-z32-k-warp-address-grid7-noshot50-uall-kl1": grid_variant(7),
+    "pool-split-shots-z32-g-warp-address-grid7-noshot50-kl1": grid_variant(7),
 }
 # every screened variant beside the model it changes, for the table of seeds
 CHANGES = {**ATTENDED, **ADDRESS_VARIANTS}
