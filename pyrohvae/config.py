@@ -454,7 +454,8 @@ class RunConfig:
         for flag, on in uses:
             # the set's component of shots-g is an address of its own, every shot at once
             addressed = flag == "--shot-template" and self.shot_template in ADDRESSED_TEMPLATES
-            if on and self.z_prior not in ("shots", "shots-k", "shots-g")[: 3 if addressed else 2]:
+            allowed = ("shots", "shots-k", "shots-g") if addressed else ("shots", "shots-k")
+            if on and self.z_prior not in allowed:
                 raise ConfigError(
                     f"{flag} needs --z-prior shots or shots-k (an addressing template also shots-g): it "
                     "reads the shots' components"
