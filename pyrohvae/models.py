@@ -248,7 +248,9 @@ def shot_logits(theta, params: dict, z: torch.Tensor, p_z=None, features=None, s
 
 def has_set_component(p_z: dist.MixtureSameFamily, k: int) -> bool:
     """Whether the `shot_mixture` p_z of k shots ends in the set's Gaussian (`--z-prior shots-g`),
-    which an addressing template reads as one address more: every shot at once."""
+    which an addressing template reads as one address more: every shot at once. Told by the count of
+    components, which at k = 1 is also that of one shot at two widenings (`--shot-scales 2`); there
+    the set's image is the one shot's, so either reading gives the same likelihood."""
     return p_z.mixture_distribution.logits.shape[-1] == k + 2
 
 
