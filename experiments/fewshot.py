@@ -51,6 +51,25 @@ CHARACTERS = {"dataset": "omniglot", "split": "background", "task_by": "characte
 TASK_BATCH = {"batch_size": 20, "tasks_per_step": 16}
 # pool-split-shots-k, which the later variations of the shots prior start from
 SHOTS_K = {**TASK_BATCH, "split_context": True, "guide": "precision-pool", "z_prior": "shots-k"}
+
+
+def warp_address(**changes) -> dict:
+    """The overrides of pool-split-shots-z32-k-warp-address-kl1, which the addressed variants change."""
+    return {
+        **SHOTS_K,
+        "z_dim": 32,
+        "shot_template": "warp-address",
+        "kl_z_start": 1.0,
+        "kl_z_anneal": 0,
+        **changes,
+    }
+
+
+def bent_address(**changes) -> dict:
+    """The overrides of the bent address (`grid_variant(7)`), with `changes`."""
+    return warp_address(**{"warp_grid": 7, "no_shot_share": 0.5, **changes})
+
+
 SCREEN = {"per_task": 2, "samples": 256, "shots": fewshot.SHOTS}
 SCREEN_STEPS = 3000  # the screen's length; a variant run longer (--screen-steps) is listed beside it
 TABLE_SEED = 0  # the training seed of the tables; a screen at another seed is set beside it
@@ -547,7 +566,7 @@ VARIANTS = {
             "share strokes placed, sized and slanted otherwise, and a shot's own image fits only where "
             "they lie alike"
         ),
-        {**SHOTS_K, "z_dim": 32, "shot_template": "warp-address", "kl_z_start": 1.0, "kl_z_anneal": 0},
+        warp_address(),
     ),
     **{
         no_shot_variant(share): (
@@ -556,14 +575,7 @@ VARIANTS = {
                 f"shot (--no-shot-share {share}: q(u) = p(u), every image scored by the blank address alone): "
                 "its decoder alone draws a blur, and one shot leaves most of p(z) to it"
             ),
-            {
-                **SHOTS_K,
-                "z_dim": 32,
-                "shot_template": "warp-address",
-                "no_shot_share": share,
-                "kl_z_start": 1.0,
-                "kl_z_anneal": 0,
-            },
+            warp_address(no_shot_share=share),
         )
         for share in NO_SHOT_SHARES
     },
@@ -574,15 +586,7 @@ VARIANTS = {
                 f"smooth field of {side}×{side} control points (--warp-grid {side}): a drawing's strokes "
                 "differ from its shot's in one part more than an affine move of the whole can follow"
             ),
-            {
-                **SHOTS_K,
-                "z_dim": 32,
-                "shot_template": "warp-address",
-                "warp_grid": side,
-                "no_shot_share": 0.5,
-                "kl_z_start": 1.0,
-                "kl_z_anneal": 0,
-            },
+            warp_address(warp_grid=side, no_shot_share=0.5),
         )
         for side in WARP_GRIDS
     },
@@ -594,16 +598,7 @@ VARIANTS = {
                 "and the decoder no shot): the bent address's θ(ū) alone tells MNIST's digits apart no "
                 "better than chance (task-models --shots 0: 0.100), its u holding none of the task"
             ),
-            {
-                **SHOTS_K,
-                "z_dim": 32,
-                "shot_template": "warp-address",
-                "warp_grid": 7,
-                "no_shot_share": no_shot,
-                "u_alone_share": alone,
-                "kl_z_start": 1.0,
-                "kl_z_anneal": 0,
-            },
+            bent_address(no_shot_share=no_shot, u_alone_share=alone),
         )
         for no_shot, alone in U_ALONE_SHARES
     },
@@ -613,16 +608,7 @@ VARIANTS = {
             "training, the scored images too (--u-reads-all), while p(z) reads the context's shots: u must "
             "hold what the shots do not tell, as the default preset's holds each digit"
         ),
-        {
-            **SHOTS_K,
-            "z_dim": 32,
-            "shot_template": "warp-address",
-            "warp_grid": 7,
-            "no_shot_share": 0.5,
-            "u_reads_all": True,
-            "kl_z_start": 1.0,
-            "kl_z_anneal": 0,
-        },
+        bent_address(u_reads_all=True),
     ),
     "pool-split-shots-z32-g-warp-address-grid7-noshot50-kl1": (
         (
@@ -631,16 +617,7 @@ VARIANTS = {
             "shot, each bent to the drawing: one drawing's strokes from what all the shots share, as "
             "Generative Matching Networks read theirs, not from one shot alone"
         ),
-        {
-            **SHOTS_K,
-            "z_prior": "shots-g",
-            "z_dim": 32,
-            "shot_template": "warp-address",
-            "warp_grid": 7,
-            "no_shot_share": 0.5,
-            "kl_z_start": 1.0,
-            "kl_z_anneal": 0,
-        },
+        bent_address(z_prior="shots-g"),
     ),
     "pool-split-shots-z32-k-attend-warp-address-kl1": (
         (
@@ -648,14 +625,7 @@ VARIANTS = {
             "(--shot-template warp-address): the read's model of one shot and of none, and the warped "
             "address's strokes"
         ),
-        {
-            **SHOTS_K,
-            "z_dim": 32,
-            "shot_attention": 1,
-            "shot_template": "warp-address",
-            "kl_z_start": 1.0,
-            "kl_z_anneal": 0,
-        },
+        warp_address(shot_attention=1),
     ),
     "pool-split-shots-z32-k-attend-address-kl1": (
         "pool-split-shots-z32-k-attend-kl1 with the shots' pixels by address (--shot-template address)",
