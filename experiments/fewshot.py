@@ -2291,21 +2291,21 @@ def _chosen_figures(every_seed, args) -> list[Path]:
     for r in rows:
         by_seed.setdefault(r["seed"], {})[r["config"]] = r
     table = by_seed.get(TABLE_SEED, {})
-    seeds = sorted(s for s, these in by_seed.items() if CHOSEN in these)
-    if not seeds or "vae" not in table:
+    drawn = {name: sorted(s for s, these in by_seed.items() if name in these) for name in CHOSEN_NAMES}
+    if not drawn[CHOSEN] or "vae" not in table:
         return []
     curves = {f"{name}, seed {TABLE_SEED}": table[name] for name in BESIDE_CHOSEN if name in table}
-    z = VARIANTS[CHOSEN][1]["z_dim"]
-    drawn = {name: sorted(s for s, these in by_seed.items() if name in these) for name in CHOSEN_NAMES}
     for name, its_seeds in drawn.items():
+        z = VARIANTS[name][1]["z_dim"]
         for s in its_seeds:  # each seed's gains over the VAE of its own z and seed
             chosen = " (the chosen)" if name == CHOSEN else ""
             label = f"{CHOSEN_NAMES[name]}, z of {z}{chosen}, seed {s} (right: over vae-z{z})"
             curves[label] = _over_own_z(by_seed[s][name], by_seed[s])
+    own_z = dict.fromkeys(f"vae-z{VARIANTS[name][1]['z_dim']}" for name in drawn)
     references = {  # the VAEs of every seed drawn, but the line of `plot_curves`'s own (seed 0's z 10)
         f"our VAE{'' if name == 'vae' else ', ' + name}, seed {s}": by_seed[s][name]["rows"][0]["nll"]
         for s in sorted({TABLE_SEED, *(s for its_seeds in drawn.values() for s in its_seeds)})
-        for name in ("vae", f"vae-z{z}")
+        for name in ("vae", *own_z)
         if name in by_seed[s] and (s, name) != (TABLE_SEED, "vae")
     }
     written = [args.results / "fewshot-chosen.png"]
